@@ -1,0 +1,104 @@
+//! `codegen`: plan, export and inspect frozen cluster-mass models.
+//!
+//! `codegen plan` prints the per-layer shapes, cost and receptive fields of an
+//! architecture given in a compact form, so an embedded engineer can size a
+//! model before anyone trains it.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use codegen::arch::{Layer, Padding, PoolKind, Shape, analyze};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+
+#[derive(Parser)]
+#[command(version, about = "Freeze, size and inspect cluster-mass CNNs for embedded targets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Per-layer output shape, multiply-accumulates, parameters and receptive field.
+    ///
+    /// Layers are comma separated: `c<k>x<filters>[s<stride>][d<dilation>][v|p]`
+    /// (convolution, `v` valid / `p` same padding, default valid), `max<n>` / `avg<n>`
+    /// (pooling), `gap` (global average pooling), `z` (flatten and concatenate the
+    /// redshift), `d<units>` (dense).
+    Plan {
+        /// E.g. `avg2,c3x16p,avg2,c3x32p,avg2,c3x32p,avg2,z,d32,d2`.
+        layers: String,
+        /// Input as channels,height,width.
+        #[arg(long, default_value = "10,50,50")]
+        input: String,
+    },
+}
+
+fn parse_layer(tok: &str) -> Result<Layer> {
+    let num = |s: &str| s.parse::<usize>().with_context(|| format!("layer `{tok}`: `{s}` is not a number"));
+    if tok == "gap" {
+        return Ok(Layer::GlobalAvgPool);
+    }
+    if tok == "z" {
+        return Ok(Layer::FlattenConcatZ);
+    }
+    if let Some(n) = tok.strip_prefix("max") {
+        return Ok(Layer::Pool2d { kind: PoolKind::Max, size: num(n)? });
+    }
+    if let Some(n) = tok.strip_prefix("avg") {
+        return Ok(Layer::Pool2d { kind: PoolKind::Avg, size: num(n)? });
+    }
+    if let Some(rest) = tok.strip_prefix('c') {
+        let (rest, padding) = match rest.strip_suffix('p') {
+            Some(r) => (r, Padding::Same),
+            None => (rest.strip_suffix('v').unwrap_or(rest), Padding::Valid),
+        };
+        let (rest, dilation) = match rest.split_once('d') {
+            Some((r, d)) => (r, num(d)?),
+            None => (rest, 1),
+        };
+        let (rest, stride) = match rest.split_once('s') {
+            Some((r, s)) => (r, num(s)?),
+            None => (rest, 1),
+        };
+        let (k, f) = rest.split_once('x').with_context(|| format!("layer `{tok}`: expected c<kernel>x<filters>"))?;
+        return Ok(Layer::Conv2d { filters: num(f)?, kernel: num(k)?, stride, dilation, padding });
+    }
+    if let Some(n) = tok.strip_prefix('d') {
+        return Ok(Layer::Dense { units: num(n)? });
+    }
+    bail!("unknown layer `{tok}` (see `codegen plan --help`)")
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Plan { layers, input } => {
+            let dims: Vec<usize> = input
+                .split(',')
+                .map(|s| s.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("--input `{input}`: expected channels,height,width"))?;
+            let [c, h, w] = dims[..] else { bail!("--input `{input}`: expected three numbers") };
+            let layers: Vec<Layer> = layers.split(',').map(|t| parse_layer(t.trim())).collect::<Result<_>>()?;
+            let stats = analyze(Shape { c, h, w }, &layers)?;
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED).set_header(["#", "layer", "output c x h x w", "MACs", "params", "receptive field px"]);
+            for (i, (l, s)) in layers.iter().zip(&stats).enumerate() {
+                table.add_row([
+                    i.to_string(),
+                    format!("{l:?}"),
+                    format!("{} x {} x {}", s.out.c, s.out.h, s.out.w),
+                    s.macs.to_string(),
+                    s.params.to_string(),
+                    s.rf.to_string(),
+                ]);
+            }
+            println!("{table}");
+            let macs: u64 = stats.iter().map(|s| s.macs).sum();
+            let params: u64 = stats.iter().map(|s| s.params).sum();
+            let peak = stats.windows(2).map(|p| p[0].out.len() + p[1].out.len()).max().unwrap_or(0).max(c * h * w + stats.first().map_or(0, |s| s.out.len()));
+            println!("total: {macs} MACs, {params} parameters ({params} B as int8), naive ping-pong activation peak {peak} elements");
+        }
+    }
+    Ok(())
+}

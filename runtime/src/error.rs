@@ -1,0 +1,29 @@
+//! The runtime's error type: small, `Copy`, printable without allocation.
+
+use core::fmt;
+
+/// Everything that can go wrong inside the runtime.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// A buffer had a different length than the kernel needs.
+    BadLength {
+        /// Length the kernel requires.
+        expected: usize,
+        /// Length it was given.
+        got: usize,
+    },
+    /// A scalar input (e.g. the redshift) was NaN, infinite or out of range.
+    BadScalar,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadLength { expected, got } => {
+                write!(f, "buffer length {got}, expected {expected}")
+            }
+            Error::BadScalar => f.write_str("scalar input is not finite or out of range"),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Kernels, one op per file. Each file holds the safe scalar reference and the
+//! public API; SIMD twins live under `arch/` once they exist.
+
+pub mod preprocess;

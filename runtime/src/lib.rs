@@ -1,0 +1,22 @@
+//! `no_std`, allocation-free inference runtime for the galaxy-cluster mass CNN.
+//!
+//! This crate is what runs on the satellite or the edge box. It owns the
+//! preprocessing of raw detector counts and (as the project grows) the
+//! fixed-size kernels that a generated model wires together. Everything writes
+//! into caller-provided buffers whose sizes are compile-time constants, and
+//! nothing in the inference path panics on any input: failures are [`Error`]s.
+//!
+//! Dependencies are limited to `libm`, `half` and `heapless` by design.
+#![cfg_attr(not(test), no_std)]
+
+pub mod error;
+pub mod kernels;
+
+pub use error::Error;
+
+/// Image side in pixels of the detector cutout the models are trained on.
+pub const IMAGE_SIDE: usize = 50;
+/// Number of energy bands in the photon-count cube.
+pub const BANDS: usize = 10;
+/// Number of u16 count values in one observation (bands x side x side).
+pub const CUBE_LEN: usize = BANDS * IMAGE_SIDE * IMAGE_SIDE;

@@ -1,0 +1,207 @@
+//! The two yardsticks every accuracy figure stands next to (DESIGN.md):
+//!
+//! 1. **Count rate**: background-subtracted 0.5-2 keV counts in a fixed aperture
+//!    around the image centre, divided by the exposure, plus the redshift,
+//!    regressed linearly onto log mass on the training split. Background comes
+//!    from the image's own outskirts, as an observer would measure it.
+//! 2. **Oracle floor**: the same regression on the simulator's true, noise-free
+//!    luminosity, temperature and E(z). An image-based estimator that beats it
+//!    has leaked truth; one that does not beat the count rate learned nothing.
+
+use crate::data::{Dataset, Splits};
+use crate::sim::cosmology::{Cosmology, CosmologyParams};
+use crate::sim::spectrum::SpectralParams;
+use crate::sim::{NPIX, spectrum::NBANDS};
+use crate::stats::{Binned, Summary, least_squares, predict};
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+/// Aperture photometry settings of the count-rate estimator.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CountRateParams {
+    /// Source aperture radius in arcmin (2 arcmin: about theta500 at z ~ 0.5).
+    pub aperture_arcmin: f64,
+    /// Background from pixels farther than this from the centre, arcmin.
+    pub background_inner_arcmin: f64,
+    /// Net counts below this floor are clipped (a non-detection still carries a limit).
+    pub min_net_counts: f64,
+}
+
+impl Default for CountRateParams {
+    fn default() -> Self {
+        Self { aperture_arcmin: 2.0, background_inner_arcmin: 3.3, min_net_counts: 1.0 }
+    }
+}
+
+/// Net 0.5-2 keV aperture counts of one image (may be negative before clipping).
+pub fn net_aperture_counts(image: &[u16], pixel_arcsec: f64, bands: &[usize], p: &CountRateParams) -> f64 {
+    let c = NPIX as f64 / 2.0;
+    let (mut src, mut n_src, mut bkg, mut n_bkg) = (0.0, 0usize, 0.0, 0usize);
+    for y in 0..NPIX {
+        for x in 0..NPIX {
+            let r = ((x as f64 + 0.5 - c).hypot(y as f64 + 0.5 - c)) * pixel_arcsec / 60.0;
+            let counts: f64 = bands.iter().map(|b| f64::from(image[b * NPIX * NPIX + y * NPIX + x])).sum();
+            if r < p.aperture_arcmin {
+                src += counts;
+                n_src += 1;
+            } else if r >= p.background_inner_arcmin {
+                bkg += counts;
+                n_bkg += 1;
+            }
+        }
+    }
+    src - bkg * n_src as f64 / n_bkg.max(1) as f64
+}
+
+/// Predictions of one estimator on every cluster, and its fit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Estimate {
+    /// Name.
+    pub name: String,
+    /// Linear coefficients on its features.
+    pub coefficients: Vec<f64>,
+    /// Feature names, in coefficient order.
+    pub features: Vec<&'static str>,
+    /// Predicted log mass for every cluster in the dataset.
+    #[serde(skip)]
+    pub predicted: Vec<f64>,
+}
+
+fn fit(name: &str, features: Vec<&'static str>, rows: Vec<Vec<f64>>, y: &[f64], train: &[usize]) -> Result<Estimate> {
+    let tr_rows: Vec<Vec<f64>> = train.iter().map(|&i| rows[i].clone()).collect();
+    let tr_y: Vec<f64> = train.iter().map(|&i| y[i]).collect();
+    let coefficients = least_squares(&tr_rows, &tr_y).with_context(|| format!("{name}: the training features are degenerate"))?;
+    let predicted = rows.iter().map(|r| predict(&coefficients, r)).collect();
+    Ok(Estimate { name: name.into(), coefficients, features, predicted })
+}
+
+/// Band indices lying within 0.5-2 keV, from the dataset's metadata (default edges otherwise).
+pub fn soft_bands(ds: &Dataset) -> Vec<usize> {
+    let edges: Vec<f64> = ds
+        .meta
+        .as_ref()
+        .and_then(|m| m.pointer("/config/spectral/band_edges_kev"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_else(|| SpectralParams::default().band_edges_kev.to_vec());
+    (0..NBANDS).filter(|&b| edges[b] >= 0.5 - 1e-9 && edges[b + 1] <= 2.0 + 1e-9).collect()
+}
+
+fn cosmology_of(ds: &Dataset) -> Cosmology {
+    let p: CosmologyParams = ds
+        .meta
+        .as_ref()
+        .and_then(|m| m.pointer("/config/cosmology"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    Cosmology::new(p)
+}
+
+/// Fit and apply the count-rate estimator.
+pub fn count_rate(ds: &Dataset, splits: &Splits, p: &CountRateParams) -> Result<Estimate> {
+    let y = labels(ds)?;
+    let cosmo = cosmology_of(ds);
+    let bands = soft_bands(ds);
+    let pix = ds.pixel_arcsec();
+    let rows = (0..ds.len())
+        .map(|i| {
+            let z = f64::from(ds.redshift[i]);
+            let t = ds.exposure(i).unwrap_or(1.0);
+            let net = net_aperture_counts(ds.image(i), pix, &bands, p).max(p.min_net_counts);
+            vec![1.0, (net / t).log10(), cosmo.luminosity_distance(z).log10(), cosmo.e(z).log10(), z]
+        })
+        .collect();
+    fit("count rate", vec!["1", "log10 rate", "log10 D_L", "log10 E(z)", "z"], rows, &y, &splits.train)
+}
+
+/// Fit and apply the oracle (true L, T, z).
+pub fn oracle(ds: &Dataset, splits: &Splits) -> Result<Estimate> {
+    let y = labels(ds)?;
+    let Some(t) = &ds.truth else { bail!("the oracle needs the simulator's truth columns (log_lum, temperature_kev)") };
+    if t.log_lum.is_empty() || t.temperature_kev.is_empty() {
+        bail!("the oracle needs the truth columns log_lum and temperature_kev");
+    }
+    let cosmo = cosmology_of(ds);
+    let rows = (0..ds.len())
+        .map(|i| {
+            let z = f64::from(ds.redshift[i]);
+            vec![1.0, f64::from(t.log_lum[i]), f64::from(t.temperature_kev[i]).log10(), cosmo.e(z).log10()]
+        })
+        .collect();
+    fit("oracle (true L, T, z)", vec!["1", "log10 L", "log10 T", "log10 E(z)"], rows, &y, &splits.train)
+}
+
+/// Predict the training mean for everyone.
+pub fn constant(ds: &Dataset, splits: &Splits) -> Result<Estimate> {
+    let y = labels(ds)?;
+    let mean = splits.train.iter().map(|&i| y[i]).sum::<f64>() / splits.train.len().max(1) as f64;
+    Ok(Estimate { name: "constant (training mean)".into(), coefficients: vec![mean], features: vec!["1"], predicted: vec![mean; ds.len()] })
+}
+
+fn labels(ds: &Dataset) -> Result<Vec<f64>> {
+    let m = ds.log_mass.as_ref().context("the dataset has no `log_mass` labels")?;
+    Ok(m.iter().map(|&v| f64::from(v)).collect())
+}
+
+/// Accuracy of one estimator on a subset: overall and per mass and redshift bin.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accuracy {
+    /// Estimator name.
+    pub name: String,
+    /// Overall.
+    pub overall: Summary,
+    /// Per log-mass bin.
+    pub by_mass: Binned,
+    /// Per redshift bin.
+    pub by_redshift: Binned,
+}
+
+/// Log-mass bin edges of every accuracy table.
+pub const MASS_EDGES: [f64; 7] = [13.5, 13.8, 14.1, 14.4, 14.7, 15.0, 15.3];
+/// Redshift bin edges of every accuracy table.
+pub const Z_EDGES: [f64; 7] = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.4];
+
+/// Score predictions on the clusters `subset`.
+pub fn accuracy(name: &str, ds: &Dataset, predicted: &[f64], subset: &[usize]) -> Result<Accuracy> {
+    let y = labels(ds)?;
+    let res: Vec<f64> = subset.iter().map(|&i| predicted[i] - y[i]).collect();
+    let m: Vec<f64> = subset.iter().map(|&i| y[i]).collect();
+    let z: Vec<f64> = subset.iter().map(|&i| f64::from(ds.redshift[i])).collect();
+    Ok(Accuracy {
+        name: name.into(),
+        overall: Summary::of(&res),
+        by_mass: Binned::new(&MASS_EDGES, &m, &res),
+        by_redshift: Binned::new(&Z_EDGES, &z, &res),
+    })
+}
+
+/// Render accuracies side by side: one row per bin, scatter and bias per estimator.
+pub fn table(rows: &[Accuracy]) -> String {
+    use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    let mut header = vec!["subset".to_string(), "N".to_string()];
+    for a in rows {
+        header.push(format!("{}\nscatter", a.name));
+        header.push("bias".into());
+    }
+    t.set_header(header);
+    let fmt = |s: &Summary| if s.n == 0 { ("-".to_string(), "-".to_string()) } else { (format!("{:.3}", s.scatter), format!("{:+.3}", s.bias)) };
+    let mut add = |label: String, pick: &dyn Fn(&Accuracy) -> Summary| {
+        let n = pick(&rows[0]).n;
+        let mut r = vec![label, n.to_string()];
+        for a in rows {
+            let (s, b) = fmt(&pick(a));
+            r.push(s);
+            r.push(b);
+        }
+        t.add_row(r);
+    };
+    add("all".into(), &|a| a.overall);
+    for (k, w) in MASS_EDGES.windows(2).enumerate() {
+        add(format!("log M {:.1}-{:.1}", w[0], w[1]), &move |a: &Accuracy| a.by_mass.bins[k]);
+    }
+    for (k, w) in Z_EDGES.windows(2).enumerate() {
+        add(format!("z {:.1}-{:.1}", w[0], w[1]), &move |a: &Accuracy| a.by_redshift.bins[k]);
+    }
+    t.to_string()
+}

@@ -1,0 +1,10 @@
+//! Host side of the cluster-mass project: the eROSITA-like mock generator
+//! ([`sim`]), dataset I/O with validation ([`data`]), the two baselines every
+//! accuracy figure is compared with ([`baseline`]) and shared statistics.
+
+pub mod baseline;
+pub mod data;
+pub mod generate;
+pub mod plot;
+pub mod sim;
+pub mod stats;
