@@ -367,11 +367,19 @@ impl Source for NpzSource {
         self.npz.array_names().map(String::from).collect()
     }
     fn read(&mut self, key: &str, sink: &mut dyn Sink) -> Result<bool, Problem> {
-        match self.npz.by_name(key) {
-            Ok(Some(f)) => read_npy(key, f, sink).map(|_| true),
-            Ok(None) => Ok(false),
-            Err(e) => Err(Problem::Corrupt(format!("array `{key}`: {e}"))),
-        }
+        let corrupt = |e: &dyn std::fmt::Display| Problem::Corrupt(format!("array `{key}`: {e}"));
+        let name = npyz::npz::file_name_from_array_name(key);
+        let mut entry = match self.npz.zip_archive().by_name(&name) {
+            Ok(entry) => entry,
+            Err(npyz::zip::result::ZipError::FileNotFound) => return Ok(false),
+            Err(e) => return Err(corrupt(&e)),
+        };
+        let npy = NpyFile::new(&mut entry).map_err(|e| corrupt(&e))?;
+        read_npy(key, npy, sink)?;
+        // The zip CRC is only checked when an entry is read to its end; npyz stops at the
+        // last value, so drain the rest to catch corrupted bytes.
+        io::copy(&mut entry, &mut io::sink()).map_err(|e| corrupt(&e))?;
+        Ok(true)
     }
 }
 

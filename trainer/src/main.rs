@@ -84,9 +84,12 @@ struct BaselineArgs {
     /// Seed of the train/validation/test split (the trainer uses the same split).
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
-    /// Source aperture radius (arcmin) of the count-rate estimator.
-    #[arg(long, default_value_t = CountRateParams::default().aperture_arcmin)]
-    aperture: f64,
+    /// Source aperture radius (proper kpc at the cluster's redshift) of the count-rate estimator.
+    #[arg(long, default_value_t = CountRateParams::default().aperture_kpc)]
+    aperture_kpc: f64,
+    /// Net aperture counts that define the "detected" subset.
+    #[arg(long, default_value_t = CountRateParams::default().detection_counts)]
+    detection_counts: f64,
     /// Write the figures as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -147,6 +150,15 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
+/// Print to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn baseline_cmd(a: BaselineArgs) -> Result<()> {
     let ds = Dataset::load(&a.dataset)?;
     if ds.log_mass.is_none() {
@@ -156,32 +168,48 @@ fn baseline_cmd(a: BaselineArgs) -> Result<()> {
     if splits.train.len() < 10 || splits.test.is_empty() {
         bail!("dataset {}: {} clusters are too few for a train/test split", a.dataset.display(), ds.len());
     }
-    let p = CountRateParams { aperture_arcmin: a.aperture, ..Default::default() };
+    let p = CountRateParams { aperture_kpc: a.aperture_kpc, detection_counts: a.detection_counts, ..Default::default() };
     let mut estimates = vec![baseline::count_rate(&ds, &splits, &p)?];
     match baseline::oracle(&ds, &splits) {
         Ok(o) => estimates.push(o),
         Err(e) => eprintln!("note: no oracle row: {e}"),
     }
     estimates.push(baseline::constant(&ds, &splits)?);
-    let acc = estimates
-        .iter()
-        .map(|e| baseline::accuracy(&e.name, &ds, &e.predicted, &splits.test))
-        .collect::<Result<Vec<_>>>()?;
+    let score = |subset: &[usize]| {
+        estimates.iter().map(|e| baseline::accuracy(&e.name, &ds, &e.predicted, subset)).collect::<Result<Vec<_>>>()
+    };
+    let acc = score(&splits.test)?;
+    let net = baseline::aperture_counts(&ds, &p);
+    let detected: Vec<usize> = splits.test.iter().copied().filter(|&i| net[i] >= p.detection_counts).collect();
+    let acc_detected = score(&detected)?;
     let depth = ds.meta.as_ref().and_then(|m| m.pointer("/config/depth")).and_then(|v| v.as_str()).unwrap_or("unknown");
-    println!(
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    writeln!(
+        out,
         "{}: {} clusters, depth {depth}; fitted on {} training clusters, scored on {} test clusters (dex)",
         a.dataset.display(),
         ds.len(),
         splits.train.len(),
         splits.test.len()
-    );
-    println!("{}", baseline::table(&acc));
+    )?;
+    writeln!(out, "{}", baseline::table(&acc))?;
+    writeln!(
+        out,
+        "detected subset: {} of {} test clusters with at least {} net 0.5-2 keV counts in the {} kpc aperture",
+        detected.len(),
+        splits.test.len(),
+        p.detection_counts,
+        p.aperture_kpc
+    )?;
+    writeln!(out, "{}", baseline::table(&acc_detected))?;
     for e in &estimates {
         let terms: Vec<String> = e.features.iter().zip(&e.coefficients).map(|(f, c)| format!("{c:+.4} x {f}")).collect();
-        println!("{}: log M = {}", e.name, terms.join(" "));
+        writeln!(out, "{}: log M = {}", e.name, terms.join(" "))?;
     }
+    emit(&out)?;
     if let Some(p) = a.json {
-        let doc = serde_json::json!({ "dataset": a.dataset, "split_seed": a.split_seed, "test": acc, "fits": estimates });
+        let doc = serde_json::json!({ "dataset": a.dataset, "split_seed": a.split_seed, "test": acc, "test_detected": acc_detected, "count_rate": p, "fits": estimates });
         std::fs::write(&p, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())

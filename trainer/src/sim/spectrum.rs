@@ -167,13 +167,14 @@ impl Response {
         (self.params.line_fraction_1kev * kt_kev.powf(-self.params.line_fraction_slope)).clamp(0.0, 0.8)
     }
 
-    /// Count rates per band (counts / s) from a thermal plasma at redshift z whose
-    /// rest-frame 0.5-2 keV luminosity is `lum_erg_s`, at luminosity distance `d_l_cm`.
+    /// Observed photon flux density n(E) (photons / cm^2 / s / keV, unabsorbed) of a
+    /// thermal plasma at redshift z whose rest-frame 0.5-2 keV luminosity is `lum_erg_s`,
+    /// at luminosity distance `d_l_cm`.
     ///
     /// Observed energy flux density F_E(E) = (1+z) L_E'((1+z)E) / (4 pi D_L^2); the
     /// photon flux density is F_E / E. Surface-brightness dimming (1+z)^-4 follows
     /// from this flux and the angular size set by D_A.
-    pub fn thermal_rates(&self, lum_erg_s: f64, kt_kev: f64, z: f64, d_l_cm: f64) -> [f64; NBANDS] {
+    pub fn thermal_photon_flux(&self, lum_erg_s: f64, kt_kev: f64, z: f64, d_l_cm: f64) -> impl Fn(f64) -> f64 + use<> {
         let p = &self.params;
         // Rest-frame 0.5-2 keV integral of the continuum shape (Simpson, 64 intervals).
         let n = 64;
@@ -191,12 +192,18 @@ impl Response {
         let inv_sig = 1.0 / p.line_width_kev;
         let gauss_norm = inv_sig / (2.0 * std::f64::consts::PI).sqrt();
         let geom = 1.0 / (4.0 * std::f64::consts::PI * d_l_cm * d_l_cm);
-        self.fold(|e| {
+        let line_e = p.line_energy_kev;
+        move |e: f64| {
             let er = e * (1.0 + z);
-            let d = (er - p.line_energy_kev) * inv_sig;
+            let d = (er - line_e) * inv_sig;
             let shape = brems_shape(er, kt_kev) + a_line * gauss_norm * (-0.5 * d * d).exp();
             (1.0 + z) * k_norm * shape * geom / (e * KEV_ERG)
-        })
+        }
+    }
+
+    /// Count rates per band (counts / s) of [`Response::thermal_photon_flux`].
+    pub fn thermal_rates(&self, lum_erg_s: f64, kt_kev: f64, z: f64, d_l_cm: f64) -> [f64; NBANDS] {
+        self.fold(self.thermal_photon_flux(lum_erg_s, kt_kev, z, d_l_cm))
     }
 
     /// Count rates per band from an absorbed power law of photon index `gamma`
