@@ -145,22 +145,42 @@ pub fn analyze(input: Shape, layers: &[Layer]) -> Result<Vec<LayerStats>, ArchEr
         let what = || format!("{layer:?}");
         let spatial = |window: usize, stride: usize, pad: usize, n: usize| {
             if n + 2 * pad < window {
-                Err(ArchError::WindowTooLarge { index, what: what(), window, input: n })
+                Err(ArchError::WindowTooLarge {
+                    index,
+                    what: what(),
+                    window,
+                    input: n,
+                })
             } else {
                 Ok((n + 2 * pad - window) / stride + 1)
             }
         };
         let stats = match *layer {
-            Layer::Conv2d { filters, kernel, stride, dilation, padding } => {
+            Layer::Conv2d {
+                filters,
+                kernel,
+                stride,
+                dilation,
+                padding,
+            } => {
                 if flat {
-                    return Err(ArchError::SpatialAfterFlatten { index, what: what() });
+                    return Err(ArchError::SpatialAfterFlatten {
+                        index,
+                        what: what(),
+                    });
                 }
                 if filters == 0 || kernel == 0 || stride == 0 || dilation == 0 {
-                    return Err(ArchError::ZeroSize { index, what: what() });
+                    return Err(ArchError::ZeroSize {
+                        index,
+                        what: what(),
+                    });
                 }
                 let k_eff = dilation * (kernel - 1) + 1;
                 let (h, w) = match padding {
-                    Padding::Valid => (spatial(k_eff, stride, 0, shape.h)?, spatial(k_eff, stride, 0, shape.w)?),
+                    Padding::Valid => (
+                        spatial(k_eff, stride, 0, shape.h)?,
+                        spatial(k_eff, stride, 0, shape.w)?,
+                    ),
                     // Keras "same": output = ceil(n / stride), padding split as needed.
                     Padding::Same => (shape.h.div_ceil(stride), shape.w.div_ceil(stride)),
                 };
@@ -178,33 +198,76 @@ pub fn analyze(input: Shape, layers: &[Layer]) -> Result<Vec<LayerStats>, ArchEr
             }
             Layer::Pool2d { size, .. } => {
                 if flat {
-                    return Err(ArchError::SpatialAfterFlatten { index, what: what() });
+                    return Err(ArchError::SpatialAfterFlatten {
+                        index,
+                        what: what(),
+                    });
                 }
                 if size == 0 {
-                    return Err(ArchError::ZeroSize { index, what: what() });
+                    return Err(ArchError::ZeroSize {
+                        index,
+                        what: what(),
+                    });
                 }
-                let o = Shape { c: shape.c, h: spatial(size, size, 0, shape.h)?, w: spatial(size, size, 0, shape.w)? };
+                let o = Shape {
+                    c: shape.c,
+                    h: spatial(size, size, 0, shape.h)?,
+                    w: spatial(size, size, 0, shape.w)?,
+                };
                 rf += (size - 1) * jump;
                 jump *= size;
-                LayerStats { out: o, macs: 0, params: 0, rf, jump }
+                LayerStats {
+                    out: o,
+                    macs: 0,
+                    params: 0,
+                    rf,
+                    jump,
+                }
             }
             Layer::GlobalAvgPool => {
                 flat = true;
                 rf += (shape.h.max(shape.w) - 1) * jump;
-                LayerStats { out: Shape { c: shape.c, h: 1, w: 1 }, macs: 0, params: 0, rf, jump }
+                LayerStats {
+                    out: Shape {
+                        c: shape.c,
+                        h: 1,
+                        w: 1,
+                    },
+                    macs: 0,
+                    params: 0,
+                    rf,
+                    jump,
+                }
             }
             Layer::FlattenConcatZ => {
                 flat = true;
-                LayerStats { out: Shape { c: shape.len() + 1, h: 1, w: 1 }, macs: 0, params: 0, rf, jump }
+                LayerStats {
+                    out: Shape {
+                        c: shape.len() + 1,
+                        h: 1,
+                        w: 1,
+                    },
+                    macs: 0,
+                    params: 0,
+                    rf,
+                    jump,
+                }
             }
             Layer::Dense { units } => {
                 if units == 0 {
-                    return Err(ArchError::ZeroSize { index, what: what() });
+                    return Err(ArchError::ZeroSize {
+                        index,
+                        what: what(),
+                    });
                 }
                 let n_in = shape.len() as u64;
                 flat = true;
                 LayerStats {
-                    out: Shape { c: units, h: 1, w: 1 },
+                    out: Shape {
+                        c: units,
+                        h: 1,
+                        w: 1,
+                    },
                     macs: n_in * units as u64,
                     params: (n_in + 1) * units as u64,
                     rf,
@@ -223,7 +286,13 @@ mod tests {
     use super::*;
 
     fn conv(filters: usize, kernel: usize, stride: usize, padding: Padding) -> Layer {
-        Layer::Conv2d { filters, kernel, stride, dilation: 1, padding }
+        Layer::Conv2d {
+            filters,
+            kernel,
+            stride,
+            dilation: 1,
+            padding,
+        }
     }
 
     /// The lecture notes' worked example: 3x3 conv, pad 1, stride 2 on 5x5 gives
@@ -240,7 +309,11 @@ mod tests {
     /// MACs of a valid conv equal the brute-force count of the loops it implies.
     #[test]
     fn conv_macs_match_loop_count() {
-        let input = Shape { c: 10, h: 50, w: 50 };
+        let input = Shape {
+            c: 10,
+            h: 50,
+            w: 50,
+        };
         let s = analyze(input, &[conv(16, 3, 1, Padding::Valid)]).unwrap();
         let mut count = 0u64;
         for _oc in 0..16 {
@@ -263,7 +336,13 @@ mod tests {
     #[test]
     fn dilation_widens_the_field() {
         let input = Shape { c: 1, h: 20, w: 20 };
-        let l = Layer::Conv2d { filters: 1, kernel: 3, stride: 1, dilation: 2, padding: Padding::Valid };
+        let l = Layer::Conv2d {
+            filters: 1,
+            kernel: 3,
+            stride: 1,
+            dilation: 2,
+            padding: Padding::Valid,
+        };
         let s = analyze(input, &[l]).unwrap();
         assert_eq!((s[0].out.h, s[0].rf), (16, 5));
     }
@@ -271,7 +350,14 @@ mod tests {
     #[test]
     fn oversized_window_is_an_error() {
         let input = Shape { c: 1, h: 4, w: 4 };
-        let err = analyze(input, &[Layer::Pool2d { kind: PoolKind::Max, size: 5 }]).unwrap_err();
+        let err = analyze(
+            input,
+            &[Layer::Pool2d {
+                kind: PoolKind::Max,
+                size: 5,
+            }],
+        )
+        .unwrap_err();
         assert!(matches!(err, ArchError::WindowTooLarge { index: 0, .. }));
     }
 }

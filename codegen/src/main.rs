@@ -10,7 +10,10 @@ use codegen::arch::{Layer, Padding, PoolKind, Shape, analyze};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 #[derive(Parser)]
-#[command(version, about = "Freeze, size and inspect cluster-mass CNNs for embedded targets")]
+#[command(
+    version,
+    about = "Freeze, size and inspect cluster-mass CNNs for embedded targets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,7 +37,10 @@ enum Command {
 }
 
 fn parse_layer(tok: &str) -> Result<Layer> {
-    let num = |s: &str| s.parse::<usize>().with_context(|| format!("layer `{tok}`: `{s}` is not a number"));
+    let num = |s: &str| {
+        s.parse::<usize>()
+            .with_context(|| format!("layer `{tok}`: `{s}` is not a number"))
+    };
     if tok == "gap" {
         return Ok(Layer::GlobalAvgPool);
     }
@@ -42,10 +48,16 @@ fn parse_layer(tok: &str) -> Result<Layer> {
         return Ok(Layer::FlattenConcatZ);
     }
     if let Some(n) = tok.strip_prefix("max") {
-        return Ok(Layer::Pool2d { kind: PoolKind::Max, size: num(n)? });
+        return Ok(Layer::Pool2d {
+            kind: PoolKind::Max,
+            size: num(n)?,
+        });
     }
     if let Some(n) = tok.strip_prefix("avg") {
-        return Ok(Layer::Pool2d { kind: PoolKind::Avg, size: num(n)? });
+        return Ok(Layer::Pool2d {
+            kind: PoolKind::Avg,
+            size: num(n)?,
+        });
     }
     if let Some(rest) = tok.strip_prefix('c') {
         let (rest, padding) = match rest.strip_suffix('p') {
@@ -60,8 +72,16 @@ fn parse_layer(tok: &str) -> Result<Layer> {
             Some((r, s)) => (r, num(s)?),
             None => (rest, 1),
         };
-        let (k, f) = rest.split_once('x').with_context(|| format!("layer `{tok}`: expected c<kernel>x<filters>"))?;
-        return Ok(Layer::Conv2d { filters: num(f)?, kernel: num(k)?, stride, dilation, padding });
+        let (k, f) = rest
+            .split_once('x')
+            .with_context(|| format!("layer `{tok}`: expected c<kernel>x<filters>"))?;
+        return Ok(Layer::Conv2d {
+            filters: num(f)?,
+            kernel: num(k)?,
+            stride,
+            dilation,
+            padding,
+        });
     }
     if let Some(n) = tok.strip_prefix('d') {
         return Ok(Layer::Dense { units: num(n)? });
@@ -78,11 +98,23 @@ fn main() -> Result<()> {
                 .map(|s| s.trim().parse::<usize>())
                 .collect::<Result<_, _>>()
                 .with_context(|| format!("--input `{input}`: expected channels,height,width"))?;
-            let [c, h, w] = dims[..] else { bail!("--input `{input}`: expected three numbers") };
-            let layers: Vec<Layer> = layers.split(',').map(|t| parse_layer(t.trim())).collect::<Result<_>>()?;
+            let [c, h, w] = dims[..] else {
+                bail!("--input `{input}`: expected three numbers")
+            };
+            let layers: Vec<Layer> = layers
+                .split(',')
+                .map(|t| parse_layer(t.trim()))
+                .collect::<Result<_>>()?;
             let stats = analyze(Shape { c, h, w }, &layers)?;
             let mut table = Table::new();
-            table.load_preset(UTF8_FULL_CONDENSED).set_header(["#", "layer", "output c x h x w", "MACs", "params", "receptive field px"]);
+            table.load_preset(UTF8_FULL_CONDENSED).set_header([
+                "#",
+                "layer",
+                "output c x h x w",
+                "MACs",
+                "params",
+                "receptive field px",
+            ]);
             for (i, (l, s)) in layers.iter().zip(&stats).enumerate() {
                 table.add_row([
                     i.to_string(),
@@ -96,8 +128,15 @@ fn main() -> Result<()> {
             println!("{table}");
             let macs: u64 = stats.iter().map(|s| s.macs).sum();
             let params: u64 = stats.iter().map(|s| s.params).sum();
-            let peak = stats.windows(2).map(|p| p[0].out.len() + p[1].out.len()).max().unwrap_or(0).max(c * h * w + stats.first().map_or(0, |s| s.out.len()));
-            println!("total: {macs} MACs, {params} parameters ({params} B as int8), naive ping-pong activation peak {peak} elements");
+            let peak = stats
+                .windows(2)
+                .map(|p| p[0].out.len() + p[1].out.len())
+                .max()
+                .unwrap_or(0)
+                .max(c * h * w + stats.first().map_or(0, |s| s.out.len()));
+            println!(
+                "total: {macs} MACs, {params} parameters ({params} B as int8), naive ping-pong activation peak {peak} elements"
+            );
         }
     }
     Ok(())

@@ -4,7 +4,10 @@ use trainer::sim::{SimConfig, Simulator};
 
 /// A simulator with the default physics and the given tweaks.
 pub fn simulator(seed: u64, tweak: impl FnOnce(&mut SimConfig)) -> Simulator {
-    let mut cfg = SimConfig { seed, ..SimConfig::default() };
+    let mut cfg = SimConfig {
+        seed,
+        ..SimConfig::default()
+    };
     tweak(&mut cfg);
     Simulator::check_config(&cfg).expect("valid test configuration");
     Simulator::new(cfg)

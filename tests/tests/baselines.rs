@@ -10,13 +10,24 @@ use trainer::generate::generate_dataset;
 fn count_rate_lies_between_oracle_and_constant() {
     let ds = generate_dataset(&simulator(17, |_| {}), 4000);
     let splits = Splits::new(ds.len(), 0, Splits::DEFAULT);
-    let score = |e: &baseline::Estimate| baseline::accuracy(&e.name, &ds, &e.predicted, &splits.test).unwrap().overall.scatter;
+    let score = |e: &baseline::Estimate| {
+        baseline::accuracy(&e.name, &ds, &e.predicted, &splits.test)
+            .unwrap()
+            .overall
+            .scatter
+    };
     let cr = score(&baseline::count_rate(&ds, &splits, &CountRateParams::default()).unwrap());
     let or = score(&baseline::oracle(&ds, &splits).unwrap());
     let k = score(&baseline::constant(&ds, &splits).unwrap());
-    assert!(or < cr && cr < k, "oracle {or}, count rate {cr}, constant {k}");
+    assert!(
+        or < cr && cr < k,
+        "oracle {or}, count rate {cr}, constant {k}"
+    );
     // A flat prior over 1.8 dex has a standard deviation of 1.8 / sqrt(12) = 0.52 dex.
-    assert!((k - 1.8 / 12f64.sqrt()).abs() < 0.04, "constant predictor {k}");
+    assert!(
+        (k - 1.8 / 12f64.sqrt()).abs() < 0.04,
+        "constant predictor {k}"
+    );
     // Literature (PHYSICS.md): oracle about 0.06-0.08 dex.
     assert!((0.055..0.085).contains(&or), "oracle {or}");
 }
@@ -27,7 +38,13 @@ fn splits_are_deterministic_disjoint_and_complete() {
     assert_eq!(a, Splits::new(1000, 3, Splits::DEFAULT));
     assert_ne!(a, Splits::new(1000, 4, Splits::DEFAULT));
     assert_eq!((a.train.len(), a.val.len(), a.test.len()), (800, 100, 100));
-    let mut all: Vec<usize> = a.train.iter().chain(&a.val).chain(&a.test).copied().collect();
+    let mut all: Vec<usize> = a
+        .train
+        .iter()
+        .chain(&a.val)
+        .chain(&a.test)
+        .copied()
+        .collect();
     all.sort_unstable();
     assert_eq!(all, (0..1000).collect::<Vec<_>>());
 }

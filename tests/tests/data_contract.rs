@@ -10,7 +10,12 @@ use trainer::sim::{IMAGE_LEN, NPIX, spectrum::NBANDS};
 
 fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) {
     let f = std::fs::File::create(path).unwrap();
-    let mut w = npyz::WriteOptions::<T>::new().default_dtype().shape(shape).writer(std::io::BufWriter::new(f)).begin_nd().unwrap();
+    let mut w = npyz::WriteOptions::<T>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(std::io::BufWriter::new(f))
+        .begin_nd()
+        .unwrap();
     w.extend(data.iter().copied()).unwrap();
     w.finish().unwrap();
 }
@@ -22,7 +27,10 @@ fn small() -> Dataset {
 fn load_err(path: &Path) -> String {
     let e = Dataset::load(path).expect_err("bad input must be rejected");
     let msg = e.to_string();
-    assert!(msg.contains(&path.display().to_string()), "error must name the file: {msg}");
+    assert!(
+        msg.contains(&path.display().to_string()),
+        "error must name the file: {msg}"
+    );
     msg
 }
 
@@ -51,15 +59,31 @@ fn channels_last_float_npy_directory_equals_channels_first() {
         for b in 0..NBANDS {
             for y in 0..NPIX {
                 for x in 0..NPIX {
-                    last[i * IMAGE_LEN + (y * NPIX + x) * NBANDS + b] = f32::from(ds.images[i * IMAGE_LEN + b * NPIX * NPIX + y * NPIX + x]);
+                    last[i * IMAGE_LEN + (y * NPIX + x) * NBANDS + b] =
+                        f32::from(ds.images[i * IMAGE_LEN + b * NPIX * NPIX + y * NPIX + x]);
                 }
             }
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    write_npy(&dir.path().join("images.npy"), &[n as u64, NPIX as u64, NPIX as u64, NBANDS as u64], &last);
-    write_npy(&dir.path().join("redshift.npy"), &[n as u64], &ds.redshift.iter().map(|&z| f64::from(z)).collect::<Vec<_>>());
-    write_npy(&dir.path().join("log_mass.npy"), &[n as u64], ds.log_mass.as_ref().unwrap());
+    write_npy(
+        &dir.path().join("images.npy"),
+        &[n as u64, NPIX as u64, NPIX as u64, NBANDS as u64],
+        &last,
+    );
+    write_npy(
+        &dir.path().join("redshift.npy"),
+        &[n as u64],
+        &ds.redshift
+            .iter()
+            .map(|&z| f64::from(z))
+            .collect::<Vec<_>>(),
+    );
+    write_npy(
+        &dir.path().join("log_mass.npy"),
+        &[n as u64],
+        ds.log_mass.as_ref().unwrap(),
+    );
     for path in [dir.path().to_path_buf(), dir.path().join("images.npy")] {
         let back = Dataset::load(&path).unwrap();
         assert_eq!(back.images, ds.images);
@@ -71,15 +95,25 @@ fn channels_last_float_npy_directory_equals_channels_first() {
 fn npy_dir(images: (&[u64], &[f32]), redshift: &[f32]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write_npy(&dir.path().join("images.npy"), images.0, images.1);
-    write_npy(&dir.path().join("redshift.npy"), &[redshift.len() as u64], redshift);
+    write_npy(
+        &dir.path().join("redshift.npy"),
+        &[redshift.len() as u64],
+        redshift,
+    );
     dir
 }
 
 #[test]
 fn wrong_image_shape_is_named() {
-    let dir = npy_dir((&[2, 10, 48, 48], &vec![0.0; 2 * 10 * 48 * 48]), &[0.1, 0.2]);
+    let dir = npy_dir(
+        (&[2, 10, 48, 48], &vec![0.0; 2 * 10 * 48 * 48]),
+        &[0.1, 0.2],
+    );
     let msg = load_err(dir.path());
-    assert!(msg.contains("images") && msg.contains("[2, 10, 48, 48]") && msg.contains("channels-last"), "{msg}");
+    assert!(
+        msg.contains("images") && msg.contains("[2, 10, 48, 48]") && msg.contains("channels-last"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -114,15 +148,25 @@ fn bad_redshifts_are_rejected() {
     assert!(load_err(dir.path()).contains("between 0 and 20"));
     let dir = npy_dir((&[2, 10, 50, 50], &img), &[0.1, 0.2, 0.3]);
     let msg = load_err(dir.path());
-    assert!(msg.contains("3 entries") && msg.contains("`images` has 2"), "{msg}");
+    assert!(
+        msg.contains("3 entries") && msg.contains("`images` has 2"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn missing_key_lists_what_is_there() {
     let dir = tempfile::tempdir().unwrap();
-    write_npy(&dir.path().join("images.npy"), &[1, 10, 50, 50], &vec![0u16; IMAGE_LEN]);
+    write_npy(
+        &dir.path().join("images.npy"),
+        &[1, 10, 50, 50],
+        &vec![0u16; IMAGE_LEN],
+    );
     let msg = load_err(dir.path());
-    assert!(msg.contains("missing array `redshift`") && msg.contains("images"), "{msg}");
+    assert!(
+        msg.contains("missing array `redshift`") && msg.contains("images"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -135,7 +179,10 @@ fn truncated_and_garbage_files_are_reported_as_corrupt() {
         let t = dir.path().join(format!("cut{keep}.npz"));
         std::fs::write(&t, &bytes[..keep]).unwrap();
         let msg = load_err(&t);
-        assert!(msg.contains("truncated or corrupted") || msg.contains("truncated"), "{msg}");
+        assert!(
+            msg.contains("truncated or corrupted") || msg.contains("truncated"),
+            "{msg}"
+        );
     }
     let g = dir.path().join("garbage.npz");
     std::fs::write(&g, b"this is not a zip archive at all").unwrap();
@@ -149,7 +196,10 @@ fn truncated_and_garbage_files_are_reported_as_corrupt() {
     let f = dir.path().join("flipped.npz");
     std::fs::write(&f, &flipped).unwrap();
     let msg = load_err(&f);
-    assert!(msg.contains("corrupted") && msg.contains("checksum"), "{msg}");
+    assert!(
+        msg.contains("corrupted") && msg.contains("checksum"),
+        "{msg}"
+    );
 }
 
 /// An interrupted write leaves an existing dataset untouched and no debris behind.
@@ -167,6 +217,9 @@ fn interrupted_write_keeps_the_old_file() {
         // dropped here without finishing or committing, like a killed process
     }
     assert_eq!(std::fs::read(&p).unwrap(), before);
-    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
 }

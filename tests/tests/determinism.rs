@@ -6,8 +6,12 @@ use trainer::generate::generate_npz;
 fn bytes_with_threads(threads: usize, seed: u64, dir: &std::path::Path) -> Vec<u8> {
     let sim = simulator(seed, |_| {});
     let path = dir.join(format!("t{threads}-s{seed}.npz"));
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    pool.install(|| generate_npz(&sim, 1100, &path, false)).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| generate_npz(&sim, 1100, &path, false))
+        .unwrap();
     std::fs::read(path).unwrap()
 }
 

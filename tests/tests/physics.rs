@@ -16,11 +16,26 @@ fn rel(a: f64, b: f64) -> f64 {
 /// agree with Wright's (2006) calculator: D_A(0.5) = 1259.1 Mpc, D_L(1.0) = 6607.7 Mpc.
 #[test]
 fn distances_match_published_flat_lcdm_values() {
-    let c = Cosmology::new(CosmologyParams { h0: 70.0, omega_m: 0.3 });
-    let reference = [(0.1, 380.413, 460.300), (0.5, 1259.084, 2832.938), (1.0, 1651.914, 6607.658)];
+    let c = Cosmology::new(CosmologyParams {
+        h0: 70.0,
+        omega_m: 0.3,
+    });
+    let reference = [
+        (0.1, 380.413, 460.300),
+        (0.5, 1259.084, 2832.938),
+        (1.0, 1651.914, 6607.658),
+    ];
     for (z, d_a, d_l) in reference {
-        assert!(rel(c.angular_diameter_distance(z), d_a) < 1e-3, "D_A({z}) = {}", c.angular_diameter_distance(z));
-        assert!(rel(c.luminosity_distance(z), d_l) < 1e-3, "D_L({z}) = {}", c.luminosity_distance(z));
+        assert!(
+            rel(c.angular_diameter_distance(z), d_a) < 1e-3,
+            "D_A({z}) = {}",
+            c.angular_diameter_distance(z)
+        );
+        assert!(
+            rel(c.luminosity_distance(z), d_l) < 1e-3,
+            "D_L({z}) = {}",
+            c.luminosity_distance(z)
+        );
     }
     // Critical density at z = 0.5 (astropy: 2.3289e11 Msun/Mpc^3).
     assert!(rel(c.rho_crit(0.5), 2.328_879e11) < 1e-3);
@@ -40,9 +55,15 @@ fn flux_at_fixed_luminosity_falls_as_inverse_square_of_luminosity_distance() {
         let (lo, hi) = (0.5 / (1.0 + z), 2.0 / (1.0 + z));
         let steps = 20_000;
         let h = (hi - lo) / steps as f64;
-        let flux: f64 = (0..steps).map(|i| lo + (i as f64 + 0.5) * h).map(|e| n(e) * e * KEV_ERG * h).sum();
+        let flux: f64 = (0..steps)
+            .map(|i| lo + (i as f64 + 0.5) * h)
+            .map(|e| n(e) * e * KEV_ERG * h)
+            .sum();
         let expected = lum / (4.0 * std::f64::consts::PI * d_l * d_l);
-        assert!(rel(flux, expected) < 1e-3, "z = {z}: flux {flux:e}, L/4piDL^2 {expected:e}");
+        assert!(
+            rel(flux, expected) < 1e-3,
+            "z = {z}: flux {flux:e}, L/4piDL^2 {expected:e}"
+        );
     }
 }
 
@@ -68,7 +89,10 @@ fn gaunt_factor_has_the_born_limits() {
     // And against K0 by quadrature, K0(y) = int_0^inf exp(-y cosh t) dt, in between.
     for x in [0.3, 1.0, 3.0, 10.0] {
         let y: f64 = x / 2.0;
-        let k0: f64 = (0..200_000).map(|i| (i as f64 + 0.5) * 1e-4).map(|t: f64| (-y * t.cosh()).exp() * 1e-4).sum();
+        let k0: f64 = (0..200_000)
+            .map(|i| (i as f64 + 0.5) * 1e-4)
+            .map(|t: f64| (-y * t.cosh()).exp() * 1e-4)
+            .sum();
         assert!(rel(gaunt_born(x, 1.0), c * y.exp() * k0) < 1e-5, "x = {x}");
     }
 }
@@ -81,7 +105,10 @@ fn hardness(r: &Response, kt: f64) -> f64 {
 #[test]
 fn hardness_ratio_rises_with_temperature() {
     let r = Response::new(SpectralParams::default());
-    let h: Vec<f64> = [1.0, 2.0, 4.0, 8.0, 12.0].iter().map(|&t| hardness(&r, t)).collect();
+    let h: Vec<f64> = [1.0, 2.0, 4.0, 8.0, 12.0]
+        .iter()
+        .map(|&t| hardness(&r, t))
+        .collect();
     assert!(h.windows(2).all(|w| w[1] > w[0] * 1.05), "{h:?}");
 }
 
@@ -102,7 +129,12 @@ fn expected_counts_scale_linearly_with_exposure() {
     let ta = short.truth.as_ref().unwrap();
     let tb = long.truth.as_ref().unwrap();
     for i in 0..n {
-        assert!(rel(f64::from(tb.source_counts[i]), 4.0 * f64::from(ta.source_counts[i])) < 1e-5);
+        assert!(
+            rel(
+                f64::from(tb.source_counts[i]),
+                4.0 * f64::from(ta.source_counts[i])
+            ) < 1e-5
+        );
     }
 }
 
@@ -123,7 +155,8 @@ fn mean_counts_rise_with_mass_at_fixed_redshift() {
         let ds = generate_dataset(&sim, n);
         let per: Vec<f64> = (0..n).map(|i| total_counts(ds.image(i))).collect();
         let mean = per.iter().sum::<f64>() / n as f64;
-        let se = (per.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64 / n as f64).sqrt();
+        let se = (per.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64 / n as f64)
+            .sqrt();
         stats.push((mean, se));
     }
     for w in stats.windows(2) {
@@ -165,10 +198,20 @@ fn background_only_pixels_have_variance_equal_to_mean() {
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
     let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    assert!(mean > 0.5, "test needs a measurable background, mean {mean}");
+    assert!(
+        mean > 0.5,
+        "test needs a measurable background, mean {mean}"
+    );
     // Standard error of the variance/mean ratio is about sqrt(2/n) ~ 0.5 % here.
-    assert!((var / mean - 1.0).abs() < 0.03, "var {var}, mean {mean}, n {n}");
-    assert!(rel(mean, sim.instrument.bkg_per_pixel[band]) < 0.02, "mean {mean} vs declared {}", sim.instrument.bkg_per_pixel[band]);
+    assert!(
+        (var / mean - 1.0).abs() < 0.03,
+        "var {var}, mean {mean}, n {n}"
+    );
+    assert!(
+        rel(mean, sim.instrument.bkg_per_pixel[band]) < 0.02,
+        "mean {mean} vs declared {}",
+        sim.instrument.bkg_per_pixel[band]
+    );
 }
 
 /// The population reproduces the observed scaling-relation scatter it was built on:
@@ -178,10 +221,16 @@ fn background_only_pixels_have_variance_equal_to_mean() {
 fn population_reproduces_literature_scatter() {
     let sim = simulator(5, |_| {});
     let n = 20_000;
-    let (mut r_tot, mut r_ce, mut rel_l, mut dist_l, mut n_cc) = (vec![], vec![], vec![], vec![], 0);
+    let (mut r_tot, mut r_ce, mut rel_l, mut dist_l, mut n_cc) =
+        (vec![], vec![], vec![], vec![], 0);
     for i in 0..n {
         let cl = sim.intrinsic(i);
-        let (ln_l, _) = trainer::sim::population::mean_ln_l_t(&sim.config.scaling, cl.log_m, sim.cosmo.e(cl.z), sim.cosmo.h());
+        let (ln_l, _) = trainer::sim::population::mean_ln_l_t(
+            &sim.config.scaling,
+            cl.log_m,
+            sim.cosmo.e(cl.z),
+            sim.cosmo.h(),
+        );
         let mean_log = ln_l / std::f64::consts::LN_10;
         r_tot.push(cl.lum.log10() - mean_log);
         r_ce.push(cl.lum_ce.log10() - mean_log);
@@ -198,11 +247,26 @@ fn population_reproduces_literature_scatter() {
         (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
     };
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    assert!((0.15..=0.17).contains(&sd(&r_tot)), "total L-M scatter {}", sd(&r_tot));
-    assert!((0.08..=0.10).contains(&sd(&r_ce)), "core-excised scatter {}", sd(&r_ce));
+    assert!(
+        (0.15..=0.17).contains(&sd(&r_tot)),
+        "total L-M scatter {}",
+        sd(&r_tot)
+    );
+    assert!(
+        (0.08..=0.10).contains(&sd(&r_ce)),
+        "core-excised scatter {}",
+        sd(&r_ce)
+    );
     let ratio = (mean(&rel_l) - mean(&dist_l)).exp();
-    assert!((1.2..=1.4).contains(&ratio), "relaxed / disturbed luminosity {ratio}");
-    assert!(mean(&r_tot).abs() < 0.01, "mean relation shifted by {}", mean(&r_tot));
+    assert!(
+        (1.2..=1.4).contains(&ratio),
+        "relaxed / disturbed luminosity {ratio}"
+    );
+    assert!(
+        mean(&r_tot).abs() < 0.01,
+        "mean relation shifted by {}",
+        mean(&r_tot)
+    );
     let f_cc = n_cc as f64 / n as f64;
     assert!((0.43..=0.47).contains(&f_cc), "cool-core fraction {f_cc}");
 }
@@ -213,13 +277,18 @@ fn population_reproduces_literature_scatter() {
 fn median_source_counts_match_the_survey_anchor() {
     for (exposure, anchor) in [(150.0, 11.0), (1200.0, 85.0)] {
         let sim = simulator(9, |c| c.instrument.exposure_s = Some(exposure));
-        let mut counts: Vec<f64> = (0..4000).map(|i| {
-            let mut img = vec![0u16; IMAGE_LEN];
-            sim.observe(i, &mut img).source_counts
-        }).collect();
+        let mut counts: Vec<f64> = (0..4000)
+            .map(|i| {
+                let mut img = vec![0u16; IMAGE_LEN];
+                sim.observe(i, &mut img).source_counts
+            })
+            .collect();
         counts.sort_by(f64::total_cmp);
         let median = counts[counts.len() / 2];
-        assert!(median > anchor / 1.5 && median < anchor * 1.5, "{exposure} s: median {median}, anchor {anchor}");
+        assert!(
+            median > anchor / 1.5 && median < anchor * 1.5,
+            "{exposure} s: median {median}, anchor {anchor}"
+        );
     }
 }
 
@@ -240,7 +309,9 @@ fn redshifts_follow_comoving_volume() {
 
 #[test]
 fn tinker_mass_function_falls_with_mass_and_with_redshift_for_massive_halos() {
-    let sim = simulator(1, |c| c.population.mass_prior = trainer::sim::MassPrior::Tinker);
+    let sim = simulator(1, |c| {
+        c.population.mass_prior = trainer::sim::MassPrior::Tinker
+    });
     let mut img = vec![0u16; IMAGE_LEN];
     let weights: Vec<(f64, f64, f64)> = (0..3000)
         .map(|i| {

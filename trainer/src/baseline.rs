@@ -48,7 +48,13 @@ impl Default for CountRateParams {
 
 /// Net aperture counts in `bands` of one image within `aperture_arcmin` of the centre
 /// (may be negative), background-subtracted from pixels beyond `background_inner_arcmin`.
-pub fn net_aperture_counts(image: &[u16], pixel_arcsec: f64, bands: &[usize], aperture_arcmin: f64, background_inner_arcmin: f64) -> f64 {
+pub fn net_aperture_counts(
+    image: &[u16],
+    pixel_arcsec: f64,
+    bands: &[usize],
+    aperture_arcmin: f64,
+    background_inner_arcmin: f64,
+) -> f64 {
     let c = NPIX as f64 / 2.0;
     let (mut src, mut n_src, mut bkg, mut n_bkg) = (0.0, 0usize, 0.0, 0usize);
     for y in 0..NPIX {
@@ -57,7 +63,10 @@ pub fn net_aperture_counts(image: &[u16], pixel_arcsec: f64, bands: &[usize], ap
             if r >= aperture_arcmin && r < background_inner_arcmin {
                 continue;
             }
-            let counts: f64 = bands.iter().map(|b| f64::from(image[b * NPIX * NPIX + y * NPIX + x])).sum();
+            let counts: f64 = bands
+                .iter()
+                .map(|b| f64::from(image[b * NPIX * NPIX + y * NPIX + x]))
+                .sum();
             if r < aperture_arcmin {
                 src += counts;
                 n_src += 1;
@@ -84,12 +93,24 @@ pub struct Estimate {
     pub predicted: Vec<f64>,
 }
 
-fn fit(name: &str, features: Vec<&'static str>, rows: Vec<Vec<f64>>, y: &[f64], train: &[usize]) -> Result<Estimate> {
+fn fit(
+    name: &str,
+    features: Vec<&'static str>,
+    rows: Vec<Vec<f64>>,
+    y: &[f64],
+    train: &[usize],
+) -> Result<Estimate> {
     let tr_rows: Vec<Vec<f64>> = train.iter().map(|&i| rows[i].clone()).collect();
     let tr_y: Vec<f64> = train.iter().map(|&i| y[i]).collect();
-    let coefficients = least_squares(&tr_rows, &tr_y).with_context(|| format!("{name}: the training features are degenerate"))?;
+    let coefficients = least_squares(&tr_rows, &tr_y)
+        .with_context(|| format!("{name}: the training features are degenerate"))?;
     let predicted = rows.iter().map(|r| predict(&coefficients, r)).collect();
-    Ok(Estimate { name: name.into(), coefficients, features, predicted })
+    Ok(Estimate {
+        name: name.into(),
+        coefficients,
+        features,
+        predicted,
+    })
 }
 
 /// Band indices lying within 0.5-2 keV, from the dataset's metadata (default edges otherwise).
@@ -100,7 +121,9 @@ pub fn soft_bands(ds: &Dataset) -> Vec<usize> {
         .and_then(|m| m.pointer("/config/spectral/band_edges_kev"))
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_else(|| SpectralParams::default().band_edges_kev.to_vec());
-    (0..NBANDS).filter(|&b| edges[b] >= 0.5 - 1e-9 && edges[b + 1] <= 2.0 + 1e-9).collect()
+    (0..NBANDS)
+        .filter(|&b| edges[b] >= 0.5 - 1e-9 && edges[b + 1] <= 2.0 + 1e-9)
+        .collect()
 }
 
 fn cosmology_of(ds: &Dataset) -> Cosmology {
@@ -121,7 +144,9 @@ pub fn aperture_counts(ds: &Dataset, p: &CountRateParams) -> Vec<f64> {
     (0..ds.len())
         .map(|i| {
             let z = f64::from(ds.redshift[i]);
-            let ap = cosmo.angle_arcmin(p.aperture_kpc / 1000.0, z).clamp(p.aperture_limits_arcmin.0, p.aperture_limits_arcmin.1);
+            let ap = cosmo
+                .angle_arcmin(p.aperture_kpc / 1000.0, z)
+                .clamp(p.aperture_limits_arcmin.0, p.aperture_limits_arcmin.1);
             net_aperture_counts(ds.image(i), pix, &bands, ap, p.background_inner_arcmin)
         })
         .collect()
@@ -137,12 +162,32 @@ pub fn count_rate(ds: &Dataset, splits: &Splits, p: &CountRateParams) -> Result<
             let z = f64::from(ds.redshift[i]);
             let t = ds.exposure(i).unwrap_or(1.0);
             let x = ((net[i].max(0.0) + p.count_offset) / t).log10();
-            vec![1.0, x, x * x, x * x * x, cosmo.luminosity_distance(z).log10(), cosmo.e(z).log10(), z, z * z, x * z]
+            vec![
+                1.0,
+                x,
+                x * x,
+                x * x * x,
+                cosmo.luminosity_distance(z).log10(),
+                cosmo.e(z).log10(),
+                z,
+                z * z,
+                x * z,
+            ]
         })
         .collect();
     fit(
         "count rate",
-        vec!["1", "x = log10 rate", "x^2", "x^3", "log10 D_L", "log10 E(z)", "z", "z^2", "x z"],
+        vec![
+            "1",
+            "x = log10 rate",
+            "x^2",
+            "x^3",
+            "log10 D_L",
+            "log10 E(z)",
+            "z",
+            "z^2",
+            "x z",
+        ],
         rows,
         &y,
         &splits.train,
@@ -152,7 +197,9 @@ pub fn count_rate(ds: &Dataset, splits: &Splits, p: &CountRateParams) -> Result<
 /// Fit and apply the oracle (true L, T, z).
 pub fn oracle(ds: &Dataset, splits: &Splits) -> Result<Estimate> {
     let y = labels(ds)?;
-    let Some(t) = &ds.truth else { bail!("the oracle needs the simulator's truth columns (log_lum, temperature_kev)") };
+    let Some(t) = &ds.truth else {
+        bail!("the oracle needs the simulator's truth columns (log_lum, temperature_kev)")
+    };
     if t.log_lum.is_empty() || t.temperature_kev.is_empty() {
         bail!("the oracle needs the truth columns log_lum and temperature_kev");
     }
@@ -160,21 +207,40 @@ pub fn oracle(ds: &Dataset, splits: &Splits) -> Result<Estimate> {
     let rows = (0..ds.len())
         .map(|i| {
             let z = f64::from(ds.redshift[i]);
-            vec![1.0, f64::from(t.log_lum[i]), f64::from(t.temperature_kev[i]).log10(), cosmo.e(z).log10()]
+            vec![
+                1.0,
+                f64::from(t.log_lum[i]),
+                f64::from(t.temperature_kev[i]).log10(),
+                cosmo.e(z).log10(),
+            ]
         })
         .collect();
-    fit("oracle (true L, T, z)", vec!["1", "log10 L", "log10 T", "log10 E(z)"], rows, &y, &splits.train)
+    fit(
+        "oracle (true L, T, z)",
+        vec!["1", "log10 L", "log10 T", "log10 E(z)"],
+        rows,
+        &y,
+        &splits.train,
+    )
 }
 
 /// Predict the training mean for everyone.
 pub fn constant(ds: &Dataset, splits: &Splits) -> Result<Estimate> {
     let y = labels(ds)?;
     let mean = splits.train.iter().map(|&i| y[i]).sum::<f64>() / splits.train.len().max(1) as f64;
-    Ok(Estimate { name: "constant (training mean)".into(), coefficients: vec![mean], features: vec!["1"], predicted: vec![mean; ds.len()] })
+    Ok(Estimate {
+        name: "constant (training mean)".into(),
+        coefficients: vec![mean],
+        features: vec!["1"],
+        predicted: vec![mean; ds.len()],
+    })
 }
 
 fn labels(ds: &Dataset) -> Result<Vec<f64>> {
-    let m = ds.log_mass.as_ref().context("the dataset has no `log_mass` labels")?;
+    let m = ds
+        .log_mass
+        .as_ref()
+        .context("the dataset has no `log_mass` labels")?;
     Ok(m.iter().map(|&v| f64::from(v)).collect())
 }
 
@@ -221,7 +287,13 @@ pub fn table(rows: &[Accuracy]) -> String {
         header.push("bias".into());
     }
     t.set_header(header);
-    let fmt = |s: &Summary| if s.n == 0 { ("-".to_string(), "-".to_string()) } else { (format!("{:.3}", s.scatter), format!("{:+.3}", s.bias)) };
+    let fmt = |s: &Summary| {
+        if s.n == 0 {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (format!("{:.3}", s.scatter), format!("{:+.3}", s.bias))
+        }
+    };
     let mut add = |label: String, pick: &dyn Fn(&Accuracy) -> Summary| {
         let n = pick(&rows[0]).n;
         let mut r = vec![label, n.to_string()];
@@ -234,10 +306,16 @@ pub fn table(rows: &[Accuracy]) -> String {
     };
     add("all".into(), &|a| a.overall);
     for (k, w) in MASS_EDGES.windows(2).enumerate() {
-        add(format!("log M {:.1}-{:.1}", w[0], w[1]), &move |a: &Accuracy| a.by_mass.bins[k]);
+        add(
+            format!("log M {:.1}-{:.1}", w[0], w[1]),
+            &move |a: &Accuracy| a.by_mass.bins[k],
+        );
     }
     for (k, w) in Z_EDGES.windows(2).enumerate() {
-        add(format!("z {:.1}-{:.1}", w[0], w[1]), &move |a: &Accuracy| a.by_redshift.bins[k]);
+        add(
+            format!("z {:.1}-{:.1}", w[0], w[1]),
+            &move |a: &Accuracy| a.by_redshift.bins[k],
+        );
     }
     t.to_string()
 }

@@ -228,7 +228,10 @@ impl Dataset {
         {
             return Some(f64::from(t.exposure_s[i]));
         }
-        self.meta.as_ref().and_then(|m| m.get("exposure_s")).and_then(|v| v.as_f64())
+        self.meta
+            .as_ref()
+            .and_then(|m| m.get("exposure_s"))
+            .and_then(|v| v.as_f64())
     }
 
     /// Pixel size in arcsec from the metadata (default 10).
@@ -243,35 +246,60 @@ impl Dataset {
     /// Load and validate an NPZ file, an `images.npy` (siblings `redshift.npy`,
     /// `log_mass.npy`), or a directory holding those.
     pub fn load(path: &Path) -> Result<Self, DataError> {
-        let err = |problem| DataError { path: path.to_path_buf(), problem };
+        Self::load_unnamed(path).map_err(|problem| DataError {
+            path: path.to_path_buf(),
+            problem,
+        })
+    }
+
+    fn load_unnamed(path: &Path) -> Result<Self, Problem> {
         let mut source: Box<dyn Source> = if path.is_dir() {
-            Box::new(DirSource { dir: path.to_path_buf() })
+            Box::new(DirSource {
+                dir: path.to_path_buf(),
+            })
         } else if path.extension().is_some_and(|e| e == "npy") {
-            Box::new(DirSource { dir: path.parent().unwrap_or(Path::new(".")).to_path_buf() })
+            Box::new(DirSource {
+                dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            })
         } else {
             let npz = NpzArchive::open(path).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => err(Problem::Io(e)),
-                _ => err(Problem::Corrupt(e.to_string())),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => Problem::Io(e),
+                _ => Problem::Corrupt(e.to_string()),
             })?;
             Box::new(NpzSource { npz })
         };
         let present = source.names().join(", ");
-        let missing = |key: &str| err(Problem::MissingKey { key: key.into(), present: present.clone() });
+        let missing = |key: &str| Problem::MissingKey {
+            key: key.into(),
+            present: present.clone(),
+        };
 
         let mut sink = ImageSink::default();
-        if !source.read("images", &mut sink).map_err(|p| err(p))? {
+        if !source.read("images", &mut sink)? {
             return Err(missing("images"));
         }
         let (n, images) = (sink.n, sink.out);
 
-        let redshift = read_raw(source.as_mut(), "redshift").map_err(|p| err(p))?.ok_or_else(|| missing("redshift"))?;
-        let redshift = floats_1d("redshift", redshift, n).map_err(|p| err(p))?;
-        check_range("redshift", &redshift, 0.0, 20.0, "redshift must be between 0 and 20").map_err(|p| err(p))?;
+        let redshift = read_raw(source.as_mut(), "redshift")?.ok_or_else(|| missing("redshift"))?;
+        let redshift = floats_1d("redshift", redshift, n)?;
+        check_range(
+            "redshift",
+            &redshift,
+            0.0,
+            20.0,
+            "redshift must be between 0 and 20",
+        )?;
 
-        let log_mass = match read_raw(source.as_mut(), "log_mass").map_err(|p| err(p))? {
+        let log_mass = match read_raw(source.as_mut(), "log_mass")? {
             Some(a) => {
-                let v = floats_1d("log_mass", a, n).map_err(|p| err(p))?;
-                check_range("log_mass", &v, 10.0, 17.0, "log10 M500/Msun must be between 10 and 17").map_err(|p| err(p))?;
+                let v = floats_1d("log_mass", a, n)?;
+                check_range(
+                    "log_mass",
+                    &v,
+                    10.0,
+                    17.0,
+                    "log10 M500/Msun must be between 10 and 17",
+                )?;
                 Some(v)
             }
             None => None,
@@ -280,27 +308,44 @@ impl Dataset {
         let mut truth = TruthColumns::default();
         let mut any_truth = false;
         for key in TRUTH_F32 {
-            if let Some(a) = read_raw(source.as_mut(), key).map_err(|p| err(p))? {
-                *truth.f32_column_mut(key).expect("known column") = floats_1d(key, a, n).map_err(|p| err(p))?;
+            if let Some(a) = read_raw(source.as_mut(), key)? {
+                *truth.f32_column_mut(key).expect("known column") = floats_1d(key, a, n)?;
                 any_truth = true;
             }
         }
-        for (key, col) in [("cool_core", &mut truth.cool_core), ("disturbed", &mut truth.disturbed), ("central_agn", &mut truth.central_agn)] {
-            if let Some(a) = read_raw(source.as_mut(), key).map_err(|p| err(p))? {
-                *col = floats_1d(key, a, n).map_err(|p| err(p))?.iter().map(|&v| u8::from(v != 0.0)).collect();
+        for (key, col) in [
+            ("cool_core", &mut truth.cool_core),
+            ("disturbed", &mut truth.disturbed),
+            ("central_agn", &mut truth.central_agn),
+        ] {
+            if let Some(a) = read_raw(source.as_mut(), key)? {
+                *col = floats_1d(key, a, n)?
+                    .iter()
+                    .map(|&v| u8::from(v != 0.0))
+                    .collect();
             }
         }
-        if let Some(a) = read_raw(source.as_mut(), "n_agn").map_err(|p| err(p))? {
-            truth.n_agn = floats_1d("n_agn", a, n).map_err(|p| err(p))?.iter().map(|&v| v as u16).collect();
+        if let Some(a) = read_raw(source.as_mut(), "n_agn")? {
+            truth.n_agn = floats_1d("n_agn", a, n)?
+                .iter()
+                .map(|&v| v as u16)
+                .collect();
         }
-        let meta = match read_raw(source.as_mut(), "meta_json").map_err(|p| err(p))? {
+        let meta = match read_raw(source.as_mut(), "meta_json")? {
             Some(a) => {
                 let bytes: Vec<u8> = a.values.iter().map(|&v| v as u8).collect();
-                Some(serde_json::from_slice(&bytes).map_err(|e| err(Problem::BadMeta(e.to_string())))?)
+                Some(serde_json::from_slice(&bytes).map_err(|e| Problem::BadMeta(e.to_string()))?)
             }
             None => None,
         };
-        Ok(Self { path: Some(path.to_path_buf()), images, redshift, log_mass, truth: any_truth.then_some(truth), meta })
+        Ok(Self {
+            path: Some(path.to_path_buf()),
+            images,
+            redshift,
+            log_mass,
+            truth: any_truth.then_some(truth),
+            meta,
+        })
     }
 
     /// Write to `path` atomically (temporary file in the same directory, then rename).
@@ -392,7 +437,12 @@ impl Source for DirSource {
         std::fs::read_dir(&self.dir)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
-                    .filter_map(|e| e.file_name().to_str().and_then(|s| s.strip_suffix(".npy")).map(String::from))
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(|s| s.strip_suffix(".npy"))
+                            .map(String::from)
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -403,7 +453,8 @@ impl Source for DirSource {
             return Ok(false);
         }
         let f = File::open(&p).map_err(Problem::Io)?;
-        let npy = NpyFile::new(BufReader::new(f)).map_err(|e| Problem::Corrupt(format!("{}: {e}", p.display())))?;
+        let npy = NpyFile::new(BufReader::new(f))
+            .map_err(|e| Problem::Corrupt(format!("{}: {e}", p.display())))?;
         read_npy(key, npy, sink).map(|_| true)
     }
 }
@@ -423,7 +474,10 @@ fn read_npy<R: Read>(key: &str, npy: NpyFile<R>, sink: &mut dyn Sink) -> Result<
     let mut count = 0usize;
     macro_rules! read_as {
         ($t:ty, $conv:expr) => {{
-            let data = npy.data::<$t>().map_err(|e| Problem::BadDtype { key: key.into(), dtype: e.to_string() })?;
+            let data = npy.data::<$t>().map_err(|e| Problem::BadDtype {
+                key: key.into(),
+                dtype: e.to_string(),
+            })?;
             for v in data {
                 let v: $t = v.map_err(corrupt)?;
                 sink.push(count, $conv(v))?;
@@ -444,11 +498,18 @@ fn read_npy<R: Read>(key: &str, npy: NpyFile<R>, sink: &mut dyn Sink) -> Result<
         "f4" => read_as!(f32, f64::from),
         "f8" => read_as!(f64, |v| v),
         "b1" => read_as!(bool, |v| f64::from(u8::from(v))),
-        _ => return Err(Problem::BadDtype { key: key.into(), dtype: type_str }),
+        _ => {
+            return Err(Problem::BadDtype {
+                key: key.into(),
+                dtype: type_str,
+            });
+        }
     }
     let expected: u64 = shape.iter().product();
     if count as u64 != expected {
-        return Err(Problem::Corrupt(format!("array `{key}`: {count} values for shape {shape:?} (truncated?)")));
+        return Err(Problem::Corrupt(format!(
+            "array `{key}`: {count} values for shape {shape:?} (truncated?)"
+        )));
     }
     Ok(())
 }
@@ -466,18 +527,28 @@ impl Sink for ImageSink {
     fn begin(&mut self, key: &str, s: &[u64]) -> Result<(), Problem> {
         self.key = key.into();
         let (n, channels_last) = match s {
-            [n, b, y, x] if *b as usize == NBANDS && *y as usize == NPIX && *x as usize == NPIX => (*n as usize, false),
-            [n, y, x, b] if *b as usize == NBANDS && *y as usize == NPIX && *x as usize == NPIX => (*n as usize, true),
+            [n, b, y, x] if *b as usize == NBANDS && *y as usize == NPIX && *x as usize == NPIX => {
+                (*n as usize, false)
+            }
+            [n, y, x, b] if *b as usize == NBANDS && *y as usize == NPIX && *x as usize == NPIX => {
+                (*n as usize, true)
+            }
             _ => {
                 return Err(Problem::BadShape {
                     key: key.into(),
                     shape: s.to_vec(),
-                    expected: format!("[N, {NBANDS}, {NPIX}, {NPIX}] (band, y, x) or [N, {NPIX}, {NPIX}, {NBANDS}] (channels-last)"),
+                    expected: format!(
+                        "[N, {NBANDS}, {NPIX}, {NPIX}] (band, y, x) or [N, {NPIX}, {NPIX}, {NBANDS}] (channels-last)"
+                    ),
                 });
             }
         };
         if n == 0 {
-            return Err(Problem::BadShape { key: key.into(), shape: s.to_vec(), expected: "at least one image".into() });
+            return Err(Problem::BadShape {
+                key: key.into(),
+                shape: s.to_vec(),
+                expected: "at least one image".into(),
+            });
         }
         self.n = n;
         self.channels_last = channels_last;
@@ -486,15 +557,26 @@ impl Sink for ImageSink {
     }
 
     fn push(&mut self, index: usize, v: f64) -> Result<(), Problem> {
-        let bad = |why| Problem::OutOfRange { key: self.key.clone(), index, value: v, why };
+        let bad = |why| Problem::OutOfRange {
+            key: self.key.clone(),
+            index,
+            value: v,
+            why,
+        };
         if !v.is_finite() {
-            return Err(Problem::NotFinite { key: self.key.clone(), index, value: v });
+            return Err(Problem::NotFinite {
+                key: self.key.clone(),
+                index,
+                value: v,
+            });
         }
         if v < 0.0 {
             return Err(bad("photon counts cannot be negative"));
         }
         if v.fract() != 0.0 {
-            return Err(bad("photon counts must be whole numbers (raw counts, not preprocessed images)"));
+            return Err(bad(
+                "photon counts must be whole numbers (raw counts, not preprocessed images)",
+            ));
         }
         if v > f64::from(u16::MAX) {
             return Err(bad("counts above 65535 do not fit the u16 contract"));
@@ -517,14 +599,26 @@ impl Sink for ImageSink {
 
 fn floats_1d(key: &str, a: RawArray, n: usize) -> Result<Vec<f32>, Problem> {
     if a.shape.len() != 1 {
-        return Err(Problem::BadShape { key: key.into(), shape: a.shape, expected: format!("[{n}]") });
+        return Err(Problem::BadShape {
+            key: key.into(),
+            shape: a.shape,
+            expected: format!("[{n}]"),
+        });
     }
     if a.values.len() != n {
-        return Err(Problem::LengthMismatch { key: key.into(), got: a.values.len(), n });
+        return Err(Problem::LengthMismatch {
+            key: key.into(),
+            got: a.values.len(),
+            n,
+        });
     }
     for (index, &v) in a.values.iter().enumerate() {
         if !v.is_finite() {
-            return Err(Problem::NotFinite { key: key.into(), index, value: v });
+            return Err(Problem::NotFinite {
+                key: key.into(),
+                index,
+                value: v,
+            });
         }
     }
     Ok(a.values.iter().map(|&v| v as f32).collect())
@@ -532,7 +626,12 @@ fn floats_1d(key: &str, a: RawArray, n: usize) -> Result<Vec<f32>, Problem> {
 
 fn check_range(key: &str, v: &[f32], lo: f32, hi: f32, why: &'static str) -> Result<(), Problem> {
     match v.iter().position(|x| !(*x >= lo && *x <= hi)) {
-        Some(index) => Err(Problem::OutOfRange { key: key.into(), index, value: f64::from(v[index]), why }),
+        Some(index) => Err(Problem::OutOfRange {
+            key: key.into(),
+            index,
+            value: f64::from(v[index]),
+            why,
+        }),
         None => Ok(()),
     }
 }
@@ -559,17 +658,24 @@ impl ImagesOut<'_> {
     pub fn write(&mut self, counts: &[u16]) -> io::Result<()> {
         use io::Write;
         if counts.len() > self.remaining {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "more image values than the declared shape"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "more image values than the declared shape",
+            ));
         }
         self.remaining -= counts.len();
         self.bytes.clear();
-        self.bytes.extend(counts.iter().flat_map(|v| v.to_le_bytes()));
+        self.bytes
+            .extend(counts.iter().flat_map(|v| v.to_le_bytes()));
         self.zip.write_all(&self.bytes)
     }
     /// Finish the array; fails if fewer values were written than declared.
     pub fn finish(self) -> io::Result<()> {
         if self.remaining != 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} image values missing", self.remaining)));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} image values missing", self.remaining),
+            ));
         }
         Ok(())
     }
@@ -583,13 +689,24 @@ impl NpzOut {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating directory {}", dir.display()))?;
-        let tmp = tempfile::Builder::new()
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating directory {}", dir.display()))?;
+        let mut builder = tempfile::Builder::new();
+        #[cfg(unix)]
+        {
+            // A finished dataset is an ordinary, shareable file, not a private temp file.
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o644));
+        }
+        let tmp = builder
             .prefix(".partial-")
             .suffix(".npz.tmp")
             .tempfile_in(&dir)
             .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-        Ok(Self { target: path.to_path_buf(), npz: npyz::npz::NpzWriter::new(io::BufWriter::with_capacity(1 << 20, tmp)) })
+        Ok(Self {
+            target: path.to_path_buf(),
+            npz: npyz::npz::NpzWriter::new(io::BufWriter::with_capacity(1 << 20, tmp)),
+        })
     }
 
     fn options() -> npyz::zip::write::FileOptions {
@@ -602,17 +719,32 @@ impl NpzOut {
 
     /// Begin the `images` array for `n` clusters; write it fully before any other array.
     pub fn images(&mut self, n: usize) -> io::Result<ImagesOut<'_>> {
-        use npyz::WriterBuilder;
         use io::Write;
+        use npyz::WriterBuilder;
         let shape = [n as u64, NBANDS as u64, NPIX as u64, NPIX as u64];
         // Let npyz encode the header into a buffer; the unfinished writer is then
         // dropped (its complaint about missing values is ignored by design).
         let mut header = Vec::new();
-        drop(npyz::WriteOptions::<u16>::new().dtype(npyz::DType::new_scalar("<u2".parse().expect("valid type string"))).shape(&shape).writer(&mut header).begin_nd()?);
+        drop(
+            npyz::WriteOptions::<u16>::new()
+                .dtype(npyz::DType::new_scalar(
+                    "<u2".parse().expect("valid type string"),
+                ))
+                .shape(&shape)
+                .writer(&mut header)
+                .begin_nd()?,
+        );
         let zip = self.npz.zip_writer();
-        zip.start_file(npyz::npz::file_name_from_array_name("images"), Self::options())?;
+        zip.start_file(
+            npyz::npz::file_name_from_array_name("images"),
+            Self::options(),
+        )?;
         zip.write_all(&header)?;
-        Ok(ImagesOut { zip, remaining: n * IMAGE_LEN, bytes: Vec::new() })
+        Ok(ImagesOut {
+            zip,
+            remaining: n * IMAGE_LEN,
+            bytes: Vec::new(),
+        })
     }
 
     /// Write a 1-D f32 array.
@@ -622,7 +754,12 @@ impl NpzOut {
 
     fn array_1d<T: npyz::AutoSerialize + Copy>(&mut self, name: &str, v: &[T]) -> io::Result<()> {
         use npyz::WriterBuilder;
-        let mut w = self.npz.array::<T>(name, Self::options())?.default_dtype().shape(&[v.len() as u64]).begin_nd()?;
+        let mut w = self
+            .npz
+            .array::<T>(name, Self::options())?
+            .default_dtype()
+            .shape(&[v.len() as u64])
+            .begin_nd()?;
         w.extend(v.iter().copied())?;
         w.finish()
     }
@@ -649,10 +786,20 @@ impl NpzOut {
     /// Finish the archive, flush it to disk and move it into place.
     pub fn commit(mut self) -> anyhow::Result<()> {
         use anyhow::Context;
-        let buf = self.npz.zip_writer().finish().context("finishing the NPZ archive")?;
-        let tmp = buf.into_inner().map_err(|e| e.into_error()).context("flushing the NPZ archive")?;
-        tmp.as_file().sync_all().context("syncing the NPZ archive")?;
-        tmp.persist(&self.target).with_context(|| format!("moving the finished dataset to {}", self.target.display()))?;
+        let buf = self
+            .npz
+            .zip_writer()
+            .finish()
+            .context("finishing the NPZ archive")?;
+        let tmp = buf
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("flushing the NPZ archive")?;
+        tmp.as_file()
+            .sync_all()
+            .context("syncing the NPZ archive")?;
+        tmp.persist(&self.target)
+            .with_context(|| format!("moving the finished dataset to {}", self.target.display()))?;
         Ok(())
     }
 }
@@ -680,6 +827,10 @@ impl Splits {
         let n_val = (n as f64 * fractions.1).round() as usize;
         let test = idx.split_off((n_train + n_val).min(n));
         let val = idx.split_off(n_train.min(idx.len()));
-        Self { train: idx, val, test }
+        Self {
+            train: idx,
+            val,
+            test,
+        }
     }
 }

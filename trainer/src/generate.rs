@@ -44,14 +44,21 @@ fn bar(n: usize, show: bool) -> ProgressBar {
     }
     let pb = ProgressBar::new(n as u64);
     pb.set_style(
-        ProgressStyle::with_template("{spinner} simulating [{bar:40}] {pos}/{len} clusters {per_sec} eta {eta}")
-            .expect("static template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} simulating [{bar:40}] {pos}/{len} clusters {per_sec} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
     pb
 }
 
-fn collect_truth(truths: &[Truth], redshift: &mut Vec<f32>, log_mass: &mut Vec<f32>, cols: &mut TruthColumns) {
+fn collect_truth(
+    truths: &[Truth],
+    redshift: &mut Vec<f32>,
+    log_mass: &mut Vec<f32>,
+    cols: &mut TruthColumns,
+) {
     for t in truths {
         redshift.push(t.redshift as f32);
         log_mass.push(t.log_mass as f32);
@@ -62,7 +69,11 @@ fn collect_truth(truths: &[Truth], redshift: &mut Vec<f32>, log_mass: &mut Vec<f
 /// Simulate `n` clusters and write them to `out` atomically.
 pub fn generate_npz(sim: &Simulator, n: usize, out: &Path, progress: bool) -> Result<()> {
     let mut npz = NpzOut::create(out)?;
-    let (mut redshift, mut log_mass, mut cols) = (Vec::with_capacity(n), Vec::with_capacity(n), TruthColumns::default());
+    let (mut redshift, mut log_mass, mut cols) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        TruthColumns::default(),
+    );
     let pb = bar(n, progress);
     {
         let mut images = npz.images(n).context("starting the images array")?;
@@ -72,19 +83,26 @@ pub fn generate_npz(sim: &Simulator, n: usize, out: &Path, progress: bool) -> Re
         std::thread::scope(|s| -> Result<()> {
             s.spawn(move || {
                 for start in (0..n).step_by(CHUNK) {
-                    if tx.send(simulate_chunk(sim, start, CHUNK.min(n - start))).is_err() {
+                    if tx
+                        .send(simulate_chunk(sim, start, CHUNK.min(n - start)))
+                        .is_err()
+                    {
                         break; // the writer stopped on an error
                     }
                 }
             });
             for (chunk, truths) in rx {
-                images.write(&chunk).with_context(|| format!("writing images to {}", out.display()))?;
+                images
+                    .write(&chunk)
+                    .with_context(|| format!("writing images to {}", out.display()))?;
                 collect_truth(&truths, &mut redshift, &mut log_mass, &mut cols);
                 pb.inc(truths.len() as u64);
             }
             Ok(())
         })?;
-        images.finish().with_context(|| format!("writing images to {}", out.display()))?;
+        images
+            .finish()
+            .with_context(|| format!("writing images to {}", out.display()))?;
     }
     pb.finish_and_clear();
     npz.f32("redshift", &redshift)?;
@@ -96,12 +114,23 @@ pub fn generate_npz(sim: &Simulator, n: usize, out: &Path, progress: bool) -> Re
 
 /// Simulate `n` clusters into memory (tests, previews, quick experiments).
 pub fn generate_dataset(sim: &Simulator, n: usize) -> Dataset {
-    let (mut redshift, mut log_mass, mut cols) = (Vec::with_capacity(n), Vec::with_capacity(n), TruthColumns::default());
+    let (mut redshift, mut log_mass, mut cols) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        TruthColumns::default(),
+    );
     let mut images = Vec::with_capacity(n * IMAGE_LEN);
     for start in (0..n).step_by(CHUNK) {
         let (chunk, truths) = simulate_chunk(sim, start, CHUNK.min(n - start));
         images.extend_from_slice(&chunk);
         collect_truth(&truths, &mut redshift, &mut log_mass, &mut cols);
     }
-    Dataset { path: None, images, redshift, log_mass: Some(log_mass), truth: Some(cols), meta: Some(metadata(sim, n)) }
+    Dataset {
+        path: None,
+        images,
+        redshift,
+        log_mass: Some(log_mass),
+        truth: Some(cols),
+        meta: Some(metadata(sim, n)),
+    }
 }

@@ -11,7 +11,10 @@ use trainer::sim::instrument::Depth;
 use trainer::sim::{MassPrior, SimConfig, Simulator};
 
 #[derive(Parser)]
-#[command(version, about = "Galaxy-cluster masses from eROSITA-like X-ray images: mocks, baselines, training")]
+#[command(
+    version,
+    about = "Galaxy-cluster masses from eROSITA-like X-ray images: mocks, baselines, training"
+)]
 struct Cli {
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long, global = true)]
@@ -39,9 +42,9 @@ struct SimulateArgs {
     /// Survey depth preset.
     #[arg(long, value_enum)]
     depth: Option<Depth>,
-    /// Output file (.npz). Written atomically.
+    /// Output file (.npz), written atomically [default: data/mock-<depth>-s<seed>-n<n>.npz].
     #[arg(long, short)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     /// Full configuration (TOML; any field omitted keeps its default). See --print-config.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -102,7 +105,8 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     }
     let mut cfg = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
             toml::from_str::<SimConfig>(&text).with_context(|| format!("config {}", p.display()))?
         }
         None => SimConfig::default(),
@@ -124,17 +128,28 @@ fn simulate(a: SimulateArgs) -> Result<()> {
         bail!("--n must be at least 1");
     }
     Simulator::check_config(&cfg).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    if a.out.extension().is_none_or(|e| e != "npz") {
-        bail!("--out {}: the dataset is written as NPZ; use a .npz file name", a.out.display());
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "data/mock-{}-s{}-n{}.npz",
+            cfg.depth.name(),
+            cfg.seed,
+            a.n
+        ))
+    });
+    if out.extension().is_none_or(|e| e != "npz") {
+        bail!(
+            "--out {}: the dataset is written as NPZ; use a .npz file name",
+            out.display()
+        );
     }
     let sim = Simulator::new(cfg);
     let t0 = Instant::now();
-    generate_npz(&sim, a.n, &a.out, !a.quiet)?;
+    generate_npz(&sim, a.n, &out, !a.quiet)?;
     let dt = t0.elapsed().as_secs_f64();
     eprintln!(
         "wrote {} clusters to {} in {:.1} s ({:.0} clusters/s; depth {}, exposure {:.0} s)",
         a.n,
-        a.out.display(),
+        out.display(),
         dt,
         a.n as f64 / dt,
         sim.config.depth.name(),
@@ -162,13 +177,24 @@ fn emit(text: &str) -> Result<()> {
 fn baseline_cmd(a: BaselineArgs) -> Result<()> {
     let ds = Dataset::load(&a.dataset)?;
     if ds.log_mass.is_none() {
-        bail!("dataset {}: baselines need `log_mass` labels", a.dataset.display());
+        bail!(
+            "dataset {}: baselines need `log_mass` labels",
+            a.dataset.display()
+        );
     }
     let splits = Splits::new(ds.len(), a.split_seed, Splits::DEFAULT);
     if splits.train.len() < 10 || splits.test.is_empty() {
-        bail!("dataset {}: {} clusters are too few for a train/test split", a.dataset.display(), ds.len());
+        bail!(
+            "dataset {}: {} clusters are too few for a train/test split",
+            a.dataset.display(),
+            ds.len()
+        );
     }
-    let p = CountRateParams { aperture_kpc: a.aperture_kpc, detection_counts: a.detection_counts, ..Default::default() };
+    let p = CountRateParams {
+        aperture_kpc: a.aperture_kpc,
+        detection_counts: a.detection_counts,
+        ..Default::default()
+    };
     let mut estimates = vec![baseline::count_rate(&ds, &splits, &p)?];
     match baseline::oracle(&ds, &splits) {
         Ok(o) => estimates.push(o),
@@ -176,13 +202,26 @@ fn baseline_cmd(a: BaselineArgs) -> Result<()> {
     }
     estimates.push(baseline::constant(&ds, &splits)?);
     let score = |subset: &[usize]| {
-        estimates.iter().map(|e| baseline::accuracy(&e.name, &ds, &e.predicted, subset)).collect::<Result<Vec<_>>>()
+        estimates
+            .iter()
+            .map(|e| baseline::accuracy(&e.name, &ds, &e.predicted, subset))
+            .collect::<Result<Vec<_>>>()
     };
     let acc = score(&splits.test)?;
     let net = baseline::aperture_counts(&ds, &p);
-    let detected: Vec<usize> = splits.test.iter().copied().filter(|&i| net[i] >= p.detection_counts).collect();
+    let detected: Vec<usize> = splits
+        .test
+        .iter()
+        .copied()
+        .filter(|&i| net[i] >= p.detection_counts)
+        .collect();
     let acc_detected = score(&detected)?;
-    let depth = ds.meta.as_ref().and_then(|m| m.pointer("/config/depth")).and_then(|v| v.as_str()).unwrap_or("unknown");
+    let depth = ds
+        .meta
+        .as_ref()
+        .and_then(|m| m.pointer("/config/depth"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("unknown");
     let mut out = String::new();
     use std::fmt::Write as _;
     writeln!(
@@ -204,13 +243,19 @@ fn baseline_cmd(a: BaselineArgs) -> Result<()> {
     )?;
     writeln!(out, "{}", baseline::table(&acc_detected))?;
     for e in &estimates {
-        let terms: Vec<String> = e.features.iter().zip(&e.coefficients).map(|(f, c)| format!("{c:+.4} x {f}")).collect();
+        let terms: Vec<String> = e
+            .features
+            .iter()
+            .zip(&e.coefficients)
+            .map(|(f, c)| format!("{c:+.4} x {f}"))
+            .collect();
         writeln!(out, "{}: log M = {}", e.name, terms.join(" "))?;
     }
     emit(&out)?;
     if let Some(p) = a.json {
         let doc = serde_json::json!({ "dataset": a.dataset, "split_seed": a.split_seed, "test": acc, "test_detected": acc_detected, "count_rate": p, "fits": estimates });
-        std::fs::write(&p, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(&p, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }
@@ -218,7 +263,10 @@ fn baseline_cmd(a: BaselineArgs) -> Result<()> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global().context("configuring the thread pool")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build_global()
+            .context("configuring the thread pool")?;
     }
     match cli.command {
         Command::Simulate(a) => simulate(a),

@@ -2,8 +2,8 @@
 //! identically on any machine without system fonts).
 
 use crate::data::Dataset;
-use crate::sim::spectrum::{NBANDS, SpectralParams};
 use crate::sim::NPIX;
+use crate::sim::spectrum::{NBANDS, SpectralParams};
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 use std::path::Path;
@@ -21,10 +21,20 @@ pub fn init_fonts() {
 
 /// Perceptually ordered colour map (a compact approximation of matplotlib's "magma").
 pub fn magma(t: f64) -> RGBColor {
-    const STOPS: [(f64, (u8, u8, u8)); 6] =
-        [(0.0, (0, 0, 4)), (0.2, (59, 15, 112)), (0.4, (140, 41, 129)), (0.6, (222, 73, 104)), (0.8, (254, 159, 109)), (1.0, (252, 253, 191))];
+    const STOPS: [(f64, (u8, u8, u8)); 6] = [
+        (0.0, (0, 0, 4)),
+        (0.2, (59, 15, 112)),
+        (0.4, (140, 41, 129)),
+        (0.6, (222, 73, 104)),
+        (0.8, (254, 159, 109)),
+        (1.0, (252, 253, 191)),
+    ];
     let t = t.clamp(0.0, 1.0);
-    let k = STOPS.iter().position(|s| s.0 >= t).unwrap_or(STOPS.len() - 1).max(1);
+    let k = STOPS
+        .iter()
+        .position(|s| s.0 >= t)
+        .unwrap_or(STOPS.len() - 1)
+        .max(1);
     let (t0, c0) = STOPS[k - 1];
     let (t1, c1) = STOPS[k];
     let f = (t - t0) / (t1 - t0);
@@ -35,10 +45,11 @@ pub fn magma(t: f64) -> RGBColor {
 /// Draw `indices` clusters: the band-summed image (log stretch) and the counts per band.
 pub fn preview(ds: &Dataset, indices: &[usize], out: &Path) -> Result<()> {
     init_fonts();
-    let cols = indices.len().min(3).max(1);
+    let cols = indices.len().clamp(1, 3);
     let rows = indices.len().div_ceil(cols).max(1);
     let (cell_w, cell_h) = (420u32, 620u32);
-    let root = BitMapBackend::new(out, (cell_w * cols as u32, cell_h * rows as u32)).into_drawing_area();
+    let root =
+        BitMapBackend::new(out, (cell_w * cols as u32, cell_h * rows as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let cells = root.split_evenly((rows, cols));
     let edges: Vec<f64> = ds
@@ -79,13 +90,26 @@ pub fn preview(ds: &Dataset, indices: &[usize], out: &Path) -> Result<()> {
             .y_label_area_size(30)
             .build_cartesian_2d(0..NPIX as i32, 0..NPIX as i32)
             .map_err(|e| anyhow!("{e}"))?;
-        chart.configure_mesh().disable_mesh().x_desc("x (pixel)").label_style(("sans-serif", 11)).draw().map_err(|e| anyhow!("{e}"))?;
         chart
-            .draw_series((0..NPIX).flat_map(|y| (0..NPIX).map(move |x| (x, y))).map(|(x, y)| {
-                let v = f64::from(summed[y * NPIX + x]);
-                let c = magma((1.0 + v).ln() / (1.0 + vmax).ln());
-                Rectangle::new([(x as i32, y as i32), (x as i32 + 1, y as i32 + 1)], c.filled())
-            }))
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("x (pixel)")
+            .label_style(("sans-serif", 11))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .draw_series(
+                (0..NPIX)
+                    .flat_map(|y| (0..NPIX).map(move |x| (x, y)))
+                    .map(|(x, y)| {
+                        let v = f64::from(summed[y * NPIX + x]);
+                        let c = magma((1.0 + v).ln() / (1.0 + vmax).ln());
+                        Rectangle::new(
+                            [(x as i32, y as i32), (x as i32 + 1, y as i32 + 1)],
+                            c.filled(),
+                        )
+                    }),
+            )
             .map_err(|e| anyhow!("{e}"))?;
         let ymax = (*per_band.iter().max().unwrap_or(&1)).max(1) as f64 * 1.15;
         let mut bars = ChartBuilder::on(&bottom)
@@ -98,16 +122,25 @@ pub fn preview(ds: &Dataset, indices: &[usize], out: &Path) -> Result<()> {
         bars.configure_mesh()
             .disable_x_mesh()
             .x_labels(NBANDS)
-            .x_label_formatter(&|b| edges.get(*b as usize).map_or(String::new(), |e| format!("{e}")))
+            .x_label_formatter(&|b| {
+                edges
+                    .get(*b as usize)
+                    .map_or(String::new(), |e| format!("{e}"))
+            })
             .x_desc("band lower edge (keV)")
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 10))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
         bars.draw_series(per_band.iter().enumerate().map(|(b, &c)| {
-            Rectangle::new([(b as i32, 0.0), (b as i32 + 1, c as f64)], RGBColor(70, 110, 180).filled())
+            Rectangle::new(
+                [(b as i32, 0.0), (b as i32 + 1, c as f64)],
+                RGBColor(70, 110, 180).filled(),
+            )
         }))
         .map_err(|e| anyhow!("{e}"))?;
     }
-    root.present().map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
+    root.present()
+        .map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
     Ok(())
 }

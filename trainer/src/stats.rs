@@ -27,7 +27,11 @@ fn median(v: &mut [f64]) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    if v.len() % 2 == 1 { v[m] } else { 0.5 * (v[m - 1] + v[m]) }
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        0.5 * (v[m - 1] + v[m])
+    }
 }
 
 impl Summary {
@@ -35,7 +39,13 @@ impl Summary {
     pub fn of(residuals: &[f64]) -> Self {
         let n = residuals.len();
         if n == 0 {
-            return Self { n, scatter: f64::NAN, bias: f64::NAN, nmad: f64::NAN, outlier_frac: f64::NAN };
+            return Self {
+                n,
+                scatter: f64::NAN,
+                bias: f64::NAN,
+                nmad: f64::NAN,
+                outlier_frac: f64::NAN,
+            };
         }
         let bias = residuals.iter().sum::<f64>() / n as f64;
         let var = residuals.iter().map(|r| (r - bias).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
@@ -43,8 +53,15 @@ impl Summary {
         let med = median(&mut v);
         let mut dev: Vec<f64> = residuals.iter().map(|r| (r - med).abs()).collect();
         let nmad = 1.4826 * median(&mut dev);
-        let outlier_frac = residuals.iter().filter(|r| r.abs() > OUTLIER_DEX).count() as f64 / n as f64;
-        Self { n, scatter: var.sqrt(), bias, nmad, outlier_frac }
+        let outlier_frac =
+            residuals.iter().filter(|r| r.abs() > OUTLIER_DEX).count() as f64 / n as f64;
+        Self {
+            n,
+            scatter: var.sqrt(),
+            bias,
+            nmad,
+            outlier_frac,
+        }
     }
 }
 
@@ -63,23 +80,48 @@ impl Binned {
         let bins = edges
             .windows(2)
             .map(|w| {
-                let r: Vec<f64> = key.iter().zip(residuals).filter(|(k, _)| **k >= w[0] && **k < w[1]).map(|(_, r)| *r).collect();
+                let r: Vec<f64> = key
+                    .iter()
+                    .zip(residuals)
+                    .filter(|(k, _)| **k >= w[0] && **k < w[1])
+                    .map(|(_, r)| *r)
+                    .collect();
                 Summary::of(&r)
             })
             .collect();
-        Self { edges: edges.to_vec(), bins }
+        Self {
+            edges: edges.to_vec(),
+            bins,
+        }
     }
 }
 
 /// Ordinary least squares: coefficients b minimising |X b - y|^2, X given as rows.
 /// Columns are standardised internally for conditioning; the first column must be
 /// the constant 1. Returns `None` if the system is singular.
+#[allow(clippy::needless_range_loop)] // index form mirrors the matrix algebra
 pub fn least_squares(rows: &[Vec<f64>], y: &[f64]) -> Option<Vec<f64>> {
     let k = rows.first()?.len();
     let n = rows.len() as f64;
-    let mean: Vec<f64> = (0..k).map(|j| if j == 0 { 0.0 } else { rows.iter().map(|r| r[j]).sum::<f64>() / n }).collect();
+    let mean: Vec<f64> = (0..k)
+        .map(|j| {
+            if j == 0 {
+                0.0
+            } else {
+                rows.iter().map(|r| r[j]).sum::<f64>() / n
+            }
+        })
+        .collect();
     let sd: Vec<f64> = (0..k)
-        .map(|j| if j == 0 { 1.0 } else { (rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n).sqrt().max(1e-12) })
+        .map(|j| {
+            if j == 0 {
+                1.0
+            } else {
+                (rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n)
+                    .sqrt()
+                    .max(1e-12)
+            }
+        })
         .collect();
     let z = |r: &Vec<f64>, j: usize| (r[j] - mean[j]) / sd[j];
     let mut a = vec![vec![0.0; k + 1]; k];
@@ -126,10 +168,18 @@ mod tests {
 
     #[test]
     fn least_squares_recovers_an_exact_plane() {
-        let rows: Vec<Vec<f64>> = (0..50).map(|i| vec![1.0, i as f64, ((i * 7) % 11) as f64 * 1e3]).collect();
-        let y: Vec<f64> = rows.iter().map(|r| 2.5 - 0.5 * r[1] + 3e-3 * r[2]).collect();
+        let rows: Vec<Vec<f64>> = (0..50)
+            .map(|i| vec![1.0, i as f64, ((i * 7) % 11) as f64 * 1e3])
+            .collect();
+        let y: Vec<f64> = rows
+            .iter()
+            .map(|r| 2.5 - 0.5 * r[1] + 3e-3 * r[2])
+            .collect();
         let b = least_squares(&rows, &y).unwrap();
-        assert!((b[0] - 2.5).abs() < 1e-9 && (b[1] + 0.5).abs() < 1e-9 && (b[2] - 3e-3).abs() < 1e-12, "{b:?}");
+        assert!(
+            (b[0] - 2.5).abs() < 1e-9 && (b[1] + 0.5).abs() < 1e-9 && (b[2] - 3e-3).abs() < 1e-12,
+            "{b:?}"
+        );
     }
 
     #[test]

@@ -22,7 +22,11 @@ pub struct Preprocess<const BANDS: usize> {
 impl<const BANDS: usize> Preprocess<BANDS> {
     /// The identity-scaled transform: `ln(1 + counts)` in every band, raw z.
     pub const fn log1p() -> Self {
-        Self { band_scale: [1.0; BANDS], z_shift: 0.0, z_scale: 1.0 }
+        Self {
+            band_scale: [1.0; BANDS],
+            z_shift: 0.0,
+            z_scale: 1.0,
+        }
     }
 
     /// Transform a band-major cube (`[band][y][x]`) of raw counts into `out`.
@@ -39,14 +43,22 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// ```
     pub fn counts_f32(&self, counts: &[u16], out: &mut [f32]) -> Result<(), Error> {
         if out.len() != counts.len() {
-            return Err(Error::BadLength { expected: counts.len(), got: out.len() });
+            return Err(Error::BadLength {
+                expected: counts.len(),
+                got: out.len(),
+            });
         }
-        if BANDS == 0 || counts.len() % BANDS != 0 {
-            return Err(Error::BadLength { expected: BANDS, got: counts.len() });
+        if BANDS == 0 || !counts.len().is_multiple_of(BANDS) {
+            return Err(Error::BadLength {
+                expected: BANDS,
+                got: counts.len(),
+            });
         }
         let plane = counts.len() / BANDS;
-        for ((c_band, o_band), scale) in
-            counts.chunks_exact(plane).zip(out.chunks_exact_mut(plane)).zip(self.band_scale)
+        for ((c_band, o_band), scale) in counts
+            .chunks_exact(plane)
+            .zip(out.chunks_exact_mut(plane))
+            .zip(self.band_scale)
         {
             for (c, o) in c_band.iter().zip(o_band.iter_mut()) {
                 *o = libm::log1pf(f32::from(*c)) * scale;
@@ -83,7 +95,10 @@ mod tests {
         p.counts_f32(&counts, &mut out).unwrap();
         for (c, o) in counts.iter().zip(&out) {
             let reference = (f64::from(*c)).ln_1p() as f32;
-            assert!((o - reference).abs() <= 1e-6 * reference.max(1.0), "count {c}");
+            assert!(
+                (o - reference).abs() <= 1e-6 * reference.max(1.0),
+                "count {c}"
+            );
         }
     }
 
@@ -93,7 +108,10 @@ mod tests {
         let mut out = [0.0f32; 19];
         assert_eq!(
             p.counts_f32(&[0u16; 20], &mut out),
-            Err(Error::BadLength { expected: 20, got: 19 })
+            Err(Error::BadLength {
+                expected: 20,
+                got: 19
+            })
         );
         let mut out = [0.0f32; 15];
         assert!(p.counts_f32(&[0u16; 15], &mut out).is_err());

@@ -26,7 +26,10 @@ pub struct CosmologyParams {
 
 impl Default for CosmologyParams {
     fn default() -> Self {
-        Self { h0: 70.0, omega_m: 0.3 }
+        Self {
+            h0: 70.0,
+            omega_m: 0.3,
+        }
     }
 }
 
@@ -141,10 +144,13 @@ impl RedshiftSampler {
     /// Tabulate the cumulative comoving volume between the limits.
     pub fn new(cosmo: &Cosmology, z_min: f64, z_max: f64) -> Self {
         let n = 2048;
-        let z: Vec<f64> = (0..=n).map(|i| z_min + (z_max - z_min) * i as f64 / n as f64).collect();
+        let z: Vec<f64> = (0..=n)
+            .map(|i| z_min + (z_max - z_min) * i as f64 / n as f64)
+            .collect();
         let mut cdf = vec![0.0; z.len()];
         for i in 1..z.len() {
-            cdf[i] = cdf[i - 1] + 0.5 * (cosmo.dvdz(z[i - 1]) + cosmo.dvdz(z[i])) * (z[i] - z[i - 1]);
+            cdf[i] =
+                cdf[i - 1] + 0.5 * (cosmo.dvdz(z[i - 1]) + cosmo.dvdz(z[i])) * (z[i] - z[i - 1]);
         }
         let total = cdf[n];
         cdf.iter_mut().for_each(|c| *c /= total);
@@ -153,7 +159,10 @@ impl RedshiftSampler {
 
     /// Map a uniform deviate in [0, 1) to a redshift.
     pub fn sample(&self, u: f64) -> f64 {
-        let i = self.cdf.partition_point(|&c| c <= u).clamp(1, self.cdf.len() - 1);
+        let i = self
+            .cdf
+            .partition_point(|&c| c <= u)
+            .clamp(1, self.cdf.len() - 1);
         let (c0, c1) = (self.cdf[i - 1], self.cdf[i]);
         let f = if c1 > c0 { (u - c0) / (c1 - c0) } else { 0.0 };
         self.z[i - 1] + f * (self.z[i] - self.z[i - 1])

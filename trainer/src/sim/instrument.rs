@@ -151,10 +151,14 @@ impl Instrument {
         let soft = response.thermal_shape_rates(params.sky_soft_kt_kev);
         let hard = response.power_law_rates(1.0, 1.45);
         let in_03_2 = |r: &[f64; NBANDS]| r[1..=5].iter().sum::<f64>();
-        let (fs, fh) = (params.sky_soft_fraction / in_03_2(&soft), (1.0 - params.sky_soft_fraction) / in_03_2(&hard));
+        let (fs, fh) = (
+            params.sky_soft_fraction / in_03_2(&soft),
+            (1.0 - params.sky_soft_fraction) / in_03_2(&hard),
+        );
         let e = &response.params.band_edges_kev;
-        let particle_per_kev_arcmin2 =
-            params.particle_rate_per_tm_cts_min * params.telescopes / 60.0 / (9.5 * params.fov_arcmin2);
+        let particle_per_kev_arcmin2 = params.particle_rate_per_tm_cts_min * params.telescopes
+            / 60.0
+            / (9.5 * params.fov_arcmin2);
         let mut bkg_per_pixel = [0.0; NBANDS];
         for b in 0..NBANDS {
             let sky = params.sky_rate_0p3_2 * (soft[b] * fs + hard[b] * fh);
@@ -164,7 +168,14 @@ impl Instrument {
         let agn_rate_per_flux = response.power_law_rates(1.0, params.agn_gamma);
         let area_deg2 = (params.npix as f64 * params.pixel_arcsec / 3600.0).powi(2);
         let agn_mean_number = Self::agn_cumulative(&params, params.agn_s_min) * area_deg2;
-        Self { params, exposure_s, psf_rc_arcsec, bkg_per_pixel, agn_rate_per_flux, agn_mean_number }
+        Self {
+            params,
+            exposure_s,
+            psf_rc_arcsec,
+            bkg_per_pixel,
+            agn_rate_per_flux,
+            agn_mean_number,
+        }
     }
 
     /// Cumulative point-source density N(>S) per deg^2 of the broken power law.
@@ -199,6 +210,9 @@ impl Instrument {
     /// enclosed fraction).
     pub fn psf_radius_arcsec(&self, u: f64) -> f64 {
         let b = self.params.psf_king_beta;
-        self.psf_rc_arcsec * ((1.0 - u).max(1e-12).powf(1.0 / (1.0 - b)) - 1.0).max(0.0).sqrt()
+        self.psf_rc_arcsec
+            * ((1.0 - u).max(1e-12).powf(1.0 / (1.0 - b)) - 1.0)
+                .max(0.0)
+                .sqrt()
     }
 }

@@ -26,7 +26,11 @@ pub struct PowerSpectrumParams {
 
 impl Default for PowerSpectrumParams {
     fn default() -> Self {
-        Self { sigma8: 0.8, n_s: 0.96, omega_b: 0.045 }
+        Self {
+            sigma8: 0.8,
+            n_s: 0.96,
+            omega_b: 0.045,
+        }
     }
 }
 
@@ -40,7 +44,11 @@ pub struct MassFunction {
 }
 
 fn top_hat(x: f64) -> f64 {
-    if x < 1e-3 { 1.0 - x * x / 10.0 } else { 3.0 * (x.sin() - x * x.cos()) / (x * x * x) }
+    if x < 1e-3 {
+        1.0 - x * x / 10.0
+    } else {
+        3.0 * (x.sin() - x * x.cos()) / (x * x * x)
+    }
 }
 
 impl MassFunction {
@@ -53,9 +61,12 @@ impl MassFunction {
         let transfer = |k: f64| {
             let q = k / gamma;
             (1.0 + 2.34 * q).ln() / (2.34 * q)
-                * (1.0 + 3.89 * q + (16.1 * q).powi(2) + (5.46 * q).powi(3) + (6.71 * q).powi(4)).powf(-0.25)
+                * (1.0 + 3.89 * q + (16.1 * q).powi(2) + (5.46 * q).powi(3) + (6.71 * q).powi(4))
+                    .powf(-0.25)
         };
-        let ln_k: Vec<f64> = (0..1200).map(|i| (1e-4f64).ln() + (1e4f64 / 1e-4).ln() * i as f64 / 1199.0).collect();
+        let ln_k: Vec<f64> = (0..1200)
+            .map(|i| (1e-4f64).ln() + (1e4f64 / 1e-4).ln() * i as f64 / 1199.0)
+            .collect();
         let dlnk = ln_k[1] - ln_k[0];
         // Unnormalised sigma^2 for a top-hat of radius r (Mpc/h).
         let sigma2 = |r: f64| -> f64 {
@@ -80,7 +91,11 @@ impl MassFunction {
                 (norm * sigma2(r)).sqrt()
             })
             .collect();
-        Self { cosmo: cosmo.clone(), log10_m, sigma0 }
+        Self {
+            cosmo: cosmo.clone(),
+            log10_m,
+            sigma0,
+        }
     }
 
     /// Linear growth factor normalised to 1 today (Carroll, Press & Turner 1992).
@@ -95,7 +110,8 @@ impl MassFunction {
 
     /// sigma(M, z) for a mass in Msun.
     pub fn sigma(&self, log10_m: f64, z: f64) -> f64 {
-        let x = ((log10_m - self.log10_m[0]) / (self.log10_m[1] - self.log10_m[0])).clamp(0.0, (self.log10_m.len() - 1) as f64 - 1e-9);
+        let x = ((log10_m - self.log10_m[0]) / (self.log10_m[1] - self.log10_m[0]))
+            .clamp(0.0, (self.log10_m.len() - 1) as f64 - 1e-9);
         let i = x.floor() as usize;
         let f = x - i as f64;
         // Interpolate ln sigma linearly in log M (sigma is close to a power law).
@@ -106,7 +122,11 @@ impl MassFunction {
     pub fn f_sigma(&self, sigma: f64, z: f64) -> f64 {
         let delta = 500.0 / self.cosmo.omega_m_z(z);
         let ld = delta.log10();
-        let a0 = if delta < 1600.0 { 0.1 * ld - 0.05 } else { 0.26 };
+        let a0 = if delta < 1600.0 {
+            0.1 * ld - 0.05
+        } else {
+            0.26
+        };
         let a_small0 = 1.43 + (ld - 2.3).max(0.0).powf(1.5);
         let b0 = 1.0 + (ld - 1.6).powf(-1.5);
         let c = 1.2 + (ld - 2.35).max(0.0).powf(1.6);
@@ -121,7 +141,8 @@ impl MassFunction {
     pub fn dn_dlog10m(&self, log10_m: f64, z: f64) -> f64 {
         let eps = 0.01;
         let s = self.sigma(log10_m, z);
-        let dln_inv_sigma_dlog10m = -(self.sigma(log10_m + eps, z).ln() - self.sigma(log10_m - eps, z).ln()) / (2.0 * eps);
+        let dln_inv_sigma_dlog10m =
+            -(self.sigma(log10_m + eps, z).ln() - self.sigma(log10_m - eps, z).ln()) / (2.0 * eps);
         let rho_m = RHO_CRIT_H2_MSUN_MPC3 * self.cosmo.h().powi(2) * self.cosmo.params.omega_m; // Msun/Mpc^3
         self.f_sigma(s, z) * rho_m / 10f64.powf(log10_m) * dln_inv_sigma_dlog10m
     }

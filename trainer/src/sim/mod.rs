@@ -61,7 +61,13 @@ pub struct PopulationParams {
 
 impl Default for PopulationParams {
     fn default() -> Self {
-        Self { z_min: 0.05, z_max: 1.3, log_m_min: 13.5, log_m_max: 15.3, mass_prior: MassPrior::Flat }
+        Self {
+            z_min: 0.05,
+            z_max: 1.3,
+            log_m_min: 13.5,
+            log_m_max: 15.3,
+            mass_prior: MassPrior::Flat,
+        }
     }
 }
 
@@ -149,22 +155,42 @@ impl Simulator {
         let response = Response::new(config.spectral.clone());
         let instrument = Instrument::new(config.instrument.clone(), config.depth, &response);
         let mass_function = MassFunction::new(&cosmo, config.power_spectrum);
-        let z_sampler = RedshiftSampler::new(&cosmo, config.population.z_min, config.population.z_max);
+        let z_sampler =
+            RedshiftSampler::new(&cosmo, config.population.z_min, config.population.z_max);
         let structure_mean = population::mean_structure_term(&config.morphology);
-        Self { config, cosmo, instrument, response, mass_function, z_sampler, structure_mean }
+        Self {
+            config,
+            cosmo,
+            instrument,
+            response,
+            mass_function,
+            z_sampler,
+            structure_mean,
+        }
     }
 
     /// Validate the configuration's ranges; returns a description of the first problem.
     pub fn check_config(c: &SimConfig) -> Result<(), String> {
         let p = &c.population;
         if !(p.z_min > 0.0 && p.z_min < p.z_max && p.z_max <= cosmology::Z_TABLE_MAX) {
-            return Err(format!("redshift range {}..{} must satisfy 0 < z_min < z_max <= {}", p.z_min, p.z_max, cosmology::Z_TABLE_MAX));
+            return Err(format!(
+                "redshift range {}..{} must satisfy 0 < z_min < z_max <= {}",
+                p.z_min,
+                p.z_max,
+                cosmology::Z_TABLE_MAX
+            ));
         }
         if !(p.log_m_min >= 12.0 && p.log_m_min < p.log_m_max && p.log_m_max <= 16.0) {
-            return Err(format!("mass range {}..{} must satisfy 12 <= min < max <= 16 (log10 Msun)", p.log_m_min, p.log_m_max));
+            return Err(format!(
+                "mass range {}..{} must satisfy 12 <= min < max <= 16 (log10 Msun)",
+                p.log_m_min, p.log_m_max
+            ));
         }
         if c.instrument.npix != NPIX {
-            return Err(format!("npix must be {NPIX} (the data contract), got {}", c.instrument.npix));
+            return Err(format!(
+                "npix must be {NPIX} (the data contract), got {}",
+                c.instrument.npix
+            ));
         }
         if let Some(t) = c.instrument.exposure_s
             && !(t.is_finite() && t > 0.0)
@@ -213,7 +239,13 @@ impl Simulator {
 
     fn draw_cluster(&self, rng: &mut ChaCha8Rng, z: f64, log_m: f64) -> Cluster {
         let c = &self.config;
-        population::draw_cluster(rng, &c.scaling, &c.morphology, self.structure_mean, log_m, z, self.cosmo.e(z), self.cosmo.h())
+        let site = population::Site {
+            log_m,
+            z,
+            ez: self.cosmo.e(z),
+            h: self.cosmo.h(),
+        };
+        population::draw_cluster(rng, &c.scaling, &c.morphology, self.structure_mean, site)
     }
 
     /// Expected cluster counts per band (within the truncation radius) for a cluster.
@@ -234,7 +266,11 @@ impl Simulator {
     /// Simulate the observation of cluster `index`, writing counts into `image`
     /// (band-major, `IMAGE_LEN` long, overwritten) and returning its truth.
     pub fn observe(&self, index: u64, image: &mut [u16]) -> Truth {
-        assert_eq!(image.len(), IMAGE_LEN, "image buffer must hold {IMAGE_LEN} values");
+        assert_eq!(
+            image.len(),
+            IMAGE_LEN,
+            "image buffer must hold {IMAGE_LEN} values"
+        );
         image.fill(0);
         let mut rng = self.rng(index);
         let (z, log_m) = self.draw_z_m(&mut rng);
@@ -248,7 +284,10 @@ impl Simulator {
         let centre = NPIX as f64 / 2.0;
         let d_l = self.cosmo.luminosity_distance(z) * MPC_CM;
         let t_trunc = self.config.morphology.truncation_r500;
-        let mut painter = Painter { image, saturated: 0 };
+        let mut painter = Painter {
+            image,
+            saturated: 0,
+        };
 
         // Cluster emission.
         let mut source = [0.0; NBANDS];
@@ -282,7 +321,10 @@ impl Simulator {
         let mut n_agn = poisson(&mut rng, inst.agn_mean_number) as u32;
         for _ in 0..n_agn {
             let flux = inst.agn_flux(rng.random());
-            let (x, y) = (rng.random_range(0.0..NPIX as f64), rng.random_range(0.0..NPIX as f64));
+            let (x, y) = (
+                rng.random_range(0.0..NPIX as f64),
+                rng.random_range(0.0..NPIX as f64),
+            );
             self.paint_point(&mut rng, &mut painter, flux, x, y);
         }
         let central_agn = rng.random::<f64>() < inst.params.central_agn_fraction;
@@ -291,9 +333,16 @@ impl Simulator {
             let (lo, hi) = inst.params.central_agn_log_lum;
             let lum = 10f64.powf(rng.random_range(lo..hi));
             // Observed 0.5-2 keV flux of a power law of photon index Gamma: K-correction (1+z)^(Gamma-2).
-            let flux = lum / (4.0 * std::f64::consts::PI * d_l * d_l) * (1.0 + z).powf(inst.params.agn_gamma - 2.0);
+            let flux = lum / (4.0 * std::f64::consts::PI * d_l * d_l)
+                * (1.0 + z).powf(inst.params.agn_gamma - 2.0);
             let c = &cl.components[0];
-            self.paint_point(&mut rng, &mut painter, flux, centre + c.offset_r500.0 * r500_pix, centre + c.offset_r500.1 * r500_pix);
+            self.paint_point(
+                &mut rng,
+                &mut painter,
+                flux,
+                centre + c.offset_r500.0 * r500_pix,
+                centre + c.offset_r500.1 * r500_pix,
+            );
         }
 
         // Sky and particle background: uniform, so a Poisson total placed uniformly.
@@ -325,12 +374,20 @@ impl Simulator {
     }
 
     fn psf_offset_pix(&self, rng: &mut ChaCha8Rng) -> (f64, f64) {
-        let r = self.instrument.psf_radius_arcsec(rng.random()) / self.instrument.params.pixel_arcsec;
+        let r =
+            self.instrument.psf_radius_arcsec(rng.random()) / self.instrument.params.pixel_arcsec;
         let (s, c) = rng.random_range(0.0..std::f64::consts::TAU).sin_cos();
         (r * c, r * s)
     }
 
-    fn paint_point(&self, rng: &mut ChaCha8Rng, painter: &mut Painter<'_>, flux: f64, x: f64, y: f64) {
+    fn paint_point(
+        &self,
+        rng: &mut ChaCha8Rng,
+        painter: &mut Painter<'_>,
+        flux: f64,
+        x: f64,
+        y: f64,
+    ) {
         for (b, rate) in self.instrument.agn_rate_per_flux.iter().enumerate() {
             for _ in 0..poisson(rng, flux * rate * self.instrument.exposure_s) {
                 let (dx, dy) = self.psf_offset_pix(rng);
@@ -341,7 +398,10 @@ impl Simulator {
 
     /// Does this cluster index carry a component of the given kind? (diagnostics)
     pub fn has_component(&self, index: u64, kind: ComponentKind) -> bool {
-        self.intrinsic(index).components.iter().any(|c| c.kind == kind)
+        self.intrinsic(index)
+            .components
+            .iter()
+            .any(|c| c.kind == kind)
     }
 }
 

@@ -7,7 +7,7 @@
 //! total L-M scatter (~0.16 dex) is much larger than the core-excised one
 //! (~0.09 dex, Pratt et al. 2009), and relaxed clusters are ~30 % brighter than
 //! disturbed ones at fixed mass (Lovisari et al. 2020). The structure parameters
-//! below were set (by a Monte Carlo of this model, `docs/PHYSICS_CALIBRATION.md`)
+//! below were set (by a Monte Carlo of this model, `docs/mocks.md`)
 //! to reproduce exactly those three observed numbers, never an accuracy target.
 
 use rand::Rng;
@@ -205,7 +205,8 @@ pub struct Cluster {
 /// Mean ln L and ln T at fixed mass and redshift.
 pub fn mean_ln_l_t(s: &ScalingParams, log_m: f64, ez: f64, h: f64) -> (f64, f64) {
     let ln_m = log_m * std::f64::consts::LN_10;
-    let ln_l = s.lm_norm + s.lm_slope * ln_m + s.lm_ez_slope * ez.ln() + s.lm_h_slope * (h / 0.72).ln();
+    let ln_l =
+        s.lm_norm + s.lm_slope * ln_m + s.lm_ez_slope * ez.ln() + s.lm_h_slope * (h / 0.72).ln();
     let ln_t = s.tm_norm_kev.ln() + (ln_m + ez.ln() + h.ln() - s.tm_pivot_msun.ln()) / s.tm_slope;
     (ln_l, ln_t)
 }
@@ -218,7 +219,8 @@ pub fn mean_structure_term(m: &MorphologyParams) -> f64 {
     for i in 0..n {
         let x = -8.0 + 16.0 * (i as f64 + 0.5) / n as f64;
         let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-        acc += pdf * (1.0 + m.cool_core_q_median * (m.cool_core_q_sigma * x).exp()).ln() * 16.0 / n as f64;
+        acc += pdf * (1.0 + m.cool_core_q_median * (m.cool_core_q_sigma * x).exp()).ln() * 16.0
+            / n as f64;
     }
     m.cool_core_fraction * acc + m.disturbed_fraction * m.disturbed_lum_factor.ln()
 }
@@ -227,17 +229,28 @@ fn normal<R: Rng>(rng: &mut R) -> f64 {
     StandardNormal.sample(rng)
 }
 
+/// Where a cluster sits: its mass, redshift and the expansion history there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Site {
+    /// log10 M500c / Msun.
+    pub log_m: f64,
+    /// Redshift.
+    pub z: f64,
+    /// E(z).
+    pub ez: f64,
+    /// H0 / 100.
+    pub h: f64,
+}
+
 /// Draw a cluster's state, luminosity, temperature and components.
 pub fn draw_cluster<R: Rng>(
     rng: &mut R,
     s: &ScalingParams,
     m: &MorphologyParams,
     structure_mean: f64,
-    log_m: f64,
-    z: f64,
-    ez: f64,
-    h: f64,
+    site: Site,
 ) -> Cluster {
+    let Site { log_m, z, ez, h } = site;
     let (ln_l0, ln_t0) = mean_ln_l_t(s, log_m, ez, h);
     let (n1, n2) = (normal(rng), normal(rng));
     let eps_l = s.sigma_ln_l_ce * n1;
@@ -252,16 +265,33 @@ pub fn draw_cluster<R: Rng>(
     } else {
         State::Relaxed
     };
-    let q = if state == State::CoolCore { m.cool_core_q_median * (m.cool_core_q_sigma * normal(rng)).exp() } else { 0.0 };
-    let structure = (1.0 + q).ln() + if state == State::Disturbed { m.disturbed_lum_factor.ln() } else { 0.0 };
+    let q = if state == State::CoolCore {
+        m.cool_core_q_median * (m.cool_core_q_sigma * normal(rng)).exp()
+    } else {
+        0.0
+    };
+    let structure = (1.0 + q).ln()
+        + if state == State::Disturbed {
+            m.disturbed_lum_factor.ln()
+        } else {
+            0.0
+        };
     let lum = (ln_l0 + eps_l + structure - structure_mean).exp();
 
     let beta = (m.beta_mean + m.beta_sigma * normal(rng)).clamp(m.beta_clip.0, m.beta_clip.1);
     let rc = rng.random_range(m.rc_r500.0..m.rc_r500.1);
-    let (ar_mean, ar_sig) = if state == State::Disturbed { m.axis_ratio_disturbed } else { m.axis_ratio };
+    let (ar_mean, ar_sig) = if state == State::Disturbed {
+        m.axis_ratio_disturbed
+    } else {
+        m.axis_ratio
+    };
     let axis_ratio = (ar_mean + ar_sig * normal(rng)).clamp(m.axis_ratio_min, 1.0);
     let angle = rng.random_range(0.0..std::f64::consts::PI);
-    let off_sig = if state == State::Disturbed { m.centroid_offset_r500.1 } else { m.centroid_offset_r500.0 };
+    let off_sig = if state == State::Disturbed {
+        m.centroid_offset_r500.1
+    } else {
+        m.centroid_offset_r500.0
+    };
     let offset = (off_sig * normal(rng), off_sig * normal(rng));
 
     let mut clump_fraction = 0.0;
@@ -269,13 +299,28 @@ pub fn draw_cluster<R: Rng>(
     if state == State::Disturbed {
         let v: f64 = rng.random();
         let p = &m.clump_number_probs;
-        n_clumps = if v < p[0] { 0 } else if v < p[0] + p[1] { 1 } else { 2 };
+        n_clumps = if v < p[0] {
+            0
+        } else if v < p[0] + p[1] {
+            1
+        } else {
+            2
+        };
         if n_clumps > 0 {
             clump_fraction = rng.random_range(m.clump_flux_fraction.0..m.clump_flux_fraction.1);
         }
     }
     let lum_ext = lum * (1.0 - clump_fraction) / (1.0 + q);
-    let ext = Component { kind: ComponentKind::Extended, lum: lum_ext, kt, offset_r500: offset, rc_r500: rc, beta, axis_ratio, angle };
+    let ext = Component {
+        kind: ComponentKind::Extended,
+        lum: lum_ext,
+        kt,
+        offset_r500: offset,
+        rc_r500: rc,
+        beta,
+        axis_ratio,
+        angle,
+    };
     let mut components = vec![ext];
     if q > 0.0 {
         let rc_cc = rng.random_range(m.cool_core_rc_r500.0..m.cool_core_rc_r500.1);
@@ -317,5 +362,13 @@ pub fn draw_cluster<R: Rng>(
             }
         })
         .sum();
-    Cluster { z, log_m, lum, lum_ce, kt, state, components }
+    Cluster {
+        z,
+        log_m,
+        lum,
+        lum_ce,
+        kt,
+        state,
+        components,
+    }
 }

@@ -81,7 +81,10 @@ const MM83: [(f64, f64, f64, f64); 14] = [
 
 /// Photoelectric absorption cross-section per hydrogen atom (cm^2) at E keV.
 pub fn mm83_cross_section(e_kev: f64) -> f64 {
-    let row = MM83.iter().find(|r| e_kev < r.0).unwrap_or(&MM83[MM83.len() - 1]);
+    let row = MM83
+        .iter()
+        .find(|r| e_kev < r.0)
+        .unwrap_or(&MM83[MM83.len() - 1]);
     (row.1 + row.2 * e_kev + row.3 * e_kev * e_kev) / e_kev.powi(3) * 1e-24
 }
 
@@ -89,14 +92,22 @@ pub fn mm83_cross_section(e_kev: f64) -> f64 {
 fn exp_k0(y: f64) -> f64 {
     if y <= 2.0 {
         let t = (y / 3.75).powi(2);
-        let i0 = 1.0 + t * (3.5156229 + t * (3.0899424 + t * (1.2067492 + t * (0.2659732 + t * (0.0360768 + t * 0.0045813)))));
+        let i0 = 1.0
+            + t * (3.5156229
+                + t * (3.0899424
+                    + t * (1.2067492 + t * (0.2659732 + t * (0.0360768 + t * 0.0045813)))));
         let u = (y / 2.0).powi(2);
         let k0 = -(y / 2.0).ln() * i0 - 0.57721566
-            + u * (0.42278420 + u * (0.23069756 + u * (0.03488590 + u * (0.00262698 + u * (0.00010750 + u * 0.00000740)))));
+            + u * (0.42278420
+                + u * (0.23069756
+                    + u * (0.03488590 + u * (0.00262698 + u * (0.00010750 + u * 0.00000740)))));
         k0 * y.exp()
     } else {
         let v = 2.0 / y;
-        (1.25331414 + v * (-0.07832358 + v * (0.02189568 + v * (-0.01062446 + v * (0.00587872 + v * (-0.00251540 + v * 0.00053208))))))
+        (1.25331414
+            + v * (-0.07832358
+                + v * (0.02189568
+                    + v * (-0.01062446 + v * (0.00587872 + v * (-0.00251540 + v * 0.00053208))))))
             / y.sqrt()
     }
 }
@@ -142,14 +153,23 @@ impl Response {
                 let e0 = lo * (r * k as f64).exp();
                 let e1 = lo * (r * (k + 1) as f64).exp();
                 let e = (e0 * e1).sqrt();
-                let area = params.effective_area.iter().find(|a| e >= a.0 && e < a.1).map_or(0.0, |a| a.2);
+                let area = params
+                    .effective_area
+                    .iter()
+                    .find(|a| e >= a.0 && e < a.1)
+                    .map_or(0.0, |a| a.2);
                 let transmission = (-params.nh_cm2 * mm83_cross_section(e)).exp();
                 energy.push(e);
                 band.push(b);
                 weight.push(area * transmission * (e1 - e0));
             }
         }
-        Self { params, energy, band, weight }
+        Self {
+            params,
+            energy,
+            band,
+            weight,
+        }
     }
 
     /// Fold a photon flux density n(E) (photons / cm^2 / s / keV, observed E) into
@@ -164,7 +184,8 @@ impl Response {
 
     /// Fraction of a thermal plasma's rest-frame 0.5-2 keV luminosity emitted in lines.
     pub fn line_fraction(&self, kt_kev: f64) -> f64 {
-        (self.params.line_fraction_1kev * kt_kev.powf(-self.params.line_fraction_slope)).clamp(0.0, 0.8)
+        (self.params.line_fraction_1kev * kt_kev.powf(-self.params.line_fraction_slope))
+            .clamp(0.0, 0.8)
     }
 
     /// Observed photon flux density n(E) (photons / cm^2 / s / keV, unabsorbed) of a
@@ -174,14 +195,26 @@ impl Response {
     /// Observed energy flux density F_E(E) = (1+z) L_E'((1+z)E) / (4 pi D_L^2); the
     /// photon flux density is F_E / E. Surface-brightness dimming (1+z)^-4 follows
     /// from this flux and the angular size set by D_A.
-    pub fn thermal_photon_flux(&self, lum_erg_s: f64, kt_kev: f64, z: f64, d_l_cm: f64) -> impl Fn(f64) -> f64 + use<> {
+    pub fn thermal_photon_flux(
+        &self,
+        lum_erg_s: f64,
+        kt_kev: f64,
+        z: f64,
+        d_l_cm: f64,
+    ) -> impl Fn(f64) -> f64 + use<> {
         let p = &self.params;
         // Rest-frame 0.5-2 keV integral of the continuum shape (Simpson, 64 intervals).
         let n = 64;
         let h = 1.5 / n as f64;
         let mut cont = 0.0;
         for i in 0..=n {
-            let w = if i == 0 || i == n { 1.0 } else if i % 2 == 1 { 4.0 } else { 2.0 };
+            let w = if i == 0 || i == n {
+                1.0
+            } else if i % 2 == 1 {
+                4.0
+            } else {
+                2.0
+            };
             cont += w * brems_shape(0.5 + i as f64 * h, kt_kev);
         }
         cont *= h / 3.0;
@@ -210,7 +243,11 @@ impl Response {
     /// whose observed 0.5-2 keV energy flux (before absorption) is `flux_cgs`.
     pub fn power_law_rates(&self, flux_cgs: f64, gamma: f64) -> [f64; NBANDS] {
         // Energy flux of K E^-gamma in 0.5-2 keV: K * int E^(1-gamma) dE (keV units).
-        let int = if (gamma - 2.0).abs() < 1e-9 { (2.0f64 / 0.5).ln() } else { (2f64.powf(2.0 - gamma) - 0.5f64.powf(2.0 - gamma)) / (2.0 - gamma) };
+        let int = if (gamma - 2.0).abs() < 1e-9 {
+            (2.0f64 / 0.5).ln()
+        } else {
+            (2f64.powf(2.0 - gamma) - 0.5f64.powf(2.0 - gamma)) / (2.0 - gamma)
+        };
         let k = flux_cgs / (int * KEV_ERG);
         self.fold(|e| k * e.powf(-gamma))
     }
