@@ -63,6 +63,21 @@ pub enum Layer {
         /// Output units.
         units: usize,
     },
+    /// Batch normalisation over channels (folded into the preceding convolution at export).
+    BatchNorm {
+        /// Variance epsilon.
+        epsilon: f64,
+    },
+    /// max(x, slope x); slope 0 is ReLU.
+    LeakyRelu {
+        /// Negative-side slope.
+        slope: f64,
+    },
+    /// Dropout during training; identity at inference.
+    Dropout {
+        /// Fraction of units dropped while training.
+        rate: f64,
+    },
 }
 
 /// Shape of an activation tensor: channels x height x width (a vector has h = w = 1).
@@ -253,6 +268,10 @@ pub fn analyze(input: Shape, layers: &[Layer]) -> Result<Vec<LayerStats>, ArchEr
                     jump,
                 }
             }
+            Layer::BatchNorm { .. } => {
+                LayerStats { out: shape, macs: 0, params: 4 * shape.c as u64, rf, jump }
+            }
+            Layer::LeakyRelu { .. } | Layer::Dropout { .. } => LayerStats { out: shape, macs: 0, params: 0, rf, jump },
             Layer::Dense { units } => {
                 if units == 0 {
                     return Err(ArchError::ZeroSize {

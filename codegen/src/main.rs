@@ -26,7 +26,7 @@ enum Command {
     /// Layers are comma separated: `c<k>x<filters>[s<stride>][d<dilation>][v|p]`
     /// (convolution, `v` valid / `p` same padding, default valid), `max<n>` / `avg<n>`
     /// (pooling), `gap` (global average pooling), `z` (flatten and concatenate the
-    /// redshift), `d<units>` (dense).
+    /// redshift), `d<units>` (dense), `bn` (batch norm), `relu`, `lrelu<slope>`.
     Plan {
         /// E.g. `avg2,c3x16p,avg2,c3x32p,avg2,c3x32p,avg2,z,d32,d2`.
         layers: String,
@@ -46,6 +46,15 @@ fn parse_layer(tok: &str) -> Result<Layer> {
     }
     if tok == "z" {
         return Ok(Layer::FlattenConcatZ);
+    }
+    if tok == "bn" {
+        return Ok(Layer::BatchNorm { epsilon: 1e-5 });
+    }
+    if tok == "relu" {
+        return Ok(Layer::LeakyRelu { slope: 0.0 });
+    }
+    if let Some(v) = tok.strip_prefix("lrelu") {
+        return Ok(Layer::LeakyRelu { slope: v.parse().with_context(|| format!("layer `{tok}`: bad slope"))? });
     }
     if let Some(n) = tok.strip_prefix("max") {
         return Ok(Layer::Pool2d {

@@ -4,6 +4,7 @@
 
 pub mod baseline;
 pub mod data;
+pub mod fit;
 pub mod generate;
 pub mod plot;
 pub mod sim;

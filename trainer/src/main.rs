@@ -8,6 +8,9 @@ use trainer::baseline::{self, CountRateParams};
 use trainer::data::{Dataset, Splits};
 use trainer::generate::{generate_dataset, generate_npz};
 use trainer::sim::instrument::Depth;
+use trainer::fit::commands::{self, DEFAULT_DATASET, fresh_run_dir};
+use trainer::fit::config::{Preset, RunConfig};
+use trainer::fit::{params, report};
 use trainer::sim::{MassPrior, SimConfig, Simulator};
 
 #[derive(Parser)]
@@ -29,6 +32,166 @@ enum Command {
     Simulate(SimulateArgs),
     /// Fit and score the count-rate and oracle baselines on a dataset with truth.
     Baseline(BaselineArgs),
+    /// Train a CNN (no arguments: the main job, `edge` on the default eRASS:8 mocks).
+    Fit(FitArgs),
+    /// Score a trained run on a dataset's test split, next to the baselines.
+    Eval(EvalArgs),
+    /// Hyperparameter study: train over a list or range of one or two parameters.
+    Scan(ScanArgs),
+}
+
+/// Settings that change a run's configuration; each maps to the parameter of the same name.
+#[derive(Args, Clone, Default)]
+struct Overrides {
+    /// Maximum epochs.
+    #[arg(long)]
+    epochs: Option<String>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<String>,
+    /// Batch size.
+    #[arg(long)]
+    batch_size: Option<String>,
+    /// Loss: nll (Gaussian log-likelihood) or mse.
+    #[arg(long)]
+    loss: Option<String>,
+    /// Optimiser: adam or sgd (with momentum).
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Learning-rate schedule: constant, exponential or cosine.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Filters: one value for every block, or one per block (e.g. 16,32,32).
+    #[arg(long)]
+    filters: Option<String>,
+    /// Kernel size of every convolution.
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Stride of every convolution.
+    #[arg(long)]
+    stride: Option<String>,
+    /// Dilation of every convolution.
+    #[arg(long)]
+    dilation: Option<String>,
+    /// Padding: same or valid.
+    #[arg(long)]
+    padding: Option<String>,
+    /// Pooling after each block: max, avg or none.
+    #[arg(long)]
+    pool: Option<String>,
+    /// Batch normalisation after each convolution: true or false.
+    #[arg(long)]
+    batch_norm: Option<String>,
+    /// Dropout after each hidden dense layer.
+    #[arg(long)]
+    dropout: Option<String>,
+    /// Hidden dense layers, e.g. 512,256,128,64 (or none).
+    #[arg(long)]
+    dense: Option<String>,
+    /// L1 weight penalty.
+    #[arg(long)]
+    l1: Option<String>,
+    /// L2 weight penalty.
+    #[arg(long)]
+    l2: Option<String>,
+    /// Flip/rotate augmentation: true or false.
+    #[arg(long)]
+    augment: Option<String>,
+    /// Early-stopping patience in epochs (0 = off).
+    #[arg(long)]
+    patience: Option<String>,
+    /// Seed of initialisation, shuffling, augmentation and dropout.
+    #[arg(long)]
+    seed: Option<String>,
+    /// Backend: flex (default) or ndarray.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Use at most this many training clusters per epoch (quick runs).
+    #[arg(long)]
+    max_train: Option<String>,
+    /// Any other parameter, name=value (repeatable); see `trainer fit --help`.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+}
+
+impl Overrides {
+    fn apply(&self, cfg: &mut trainer::fit::config::RunConfig) -> Result<()> {
+        let named = [
+            ("epochs", &self.epochs), ("lr", &self.lr), ("batch_size", &self.batch_size), ("loss", &self.loss),
+            ("optimizer", &self.optimizer), ("schedule", &self.schedule), ("filters", &self.filters), ("kernel", &self.kernel),
+            ("stride", &self.stride), ("dilation", &self.dilation), ("padding", &self.padding), ("pool", &self.pool),
+            ("batch_norm", &self.batch_norm), ("dropout", &self.dropout), ("dense", &self.dense), ("l1", &self.l1), ("l2", &self.l2),
+            ("augment", &self.augment), ("patience", &self.patience), ("seed", &self.seed), ("backend", &self.backend),
+            ("max_train", &self.max_train),
+        ];
+        for (name, v) in named {
+            if let Some(v) = v {
+                params::set(cfg, name, v)?;
+            }
+        }
+        for kv in &self.set {
+            let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv:?}: expected name=value"))?;
+            params::set(cfg, &k.trim().replace('-', "_"), v)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+struct FitArgs {
+    /// Starting configuration.
+    #[arg(long, value_enum, default_value = "edge")]
+    preset: Preset,
+    /// A run configuration (TOML, as written to every run's config.toml); replaces --preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Dataset [default: data/mock-erass8-s1-n20000.npz, simulated on first use].
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Run directory [default: runs/<preset>, or runs/<preset>-2, ... if taken].
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in --run-dir from its last checkpoint (overrides such as --epochs still apply).
+    #[arg(long, requires = "run_dir")]
+    resume: bool,
+    #[command(flatten)]
+    overrides: Overrides,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Run directory.
+    run_dir: PathBuf,
+    /// Dataset [default: the one the run was trained on]; scored on its test split.
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Write the scores as JSON too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ScanArgs {
+    /// Parameter to scan: name=v1,v2,... or name=start:stop:steps (log:start:stop:steps for log spacing).
+    #[arg(long, required = true)]
+    param: String,
+    /// Optional second parameter (one curve per value).
+    #[arg(long)]
+    param2: Option<String>,
+    /// Starting configuration.
+    #[arg(long, value_enum, default_value = "edge")]
+    preset: Preset,
+    /// Dataset [default: data/mock-erass8-s1-n20000.npz].
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Directory of the scan's runs, table and plot [default: runs/scan-<param>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
 }
 
 #[derive(Args)]
@@ -260,6 +423,75 @@ fn baseline_cmd(a: BaselineArgs) -> Result<()> {
     Ok(())
 }
 
+fn fit_cmd(a: FitArgs) -> Result<()> {
+    let dataset = a.dataset.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATASET));
+    let (mut cfg, run_dir) = if a.resume {
+        let dir = a.run_dir.clone().expect("clap requires --run-dir with --resume");
+        let text = std::fs::read_to_string(dir.join("config.toml")).with_context(|| format!("{}: nothing to resume (no config.toml)", dir.display()))?;
+        let cfg: RunConfig = toml::from_str(&text).with_context(|| format!("{}/config.toml", dir.display()))?;
+        (cfg, dir)
+    } else {
+        let cfg = match &a.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str::<RunConfig>(&text).with_context(|| format!("{}", p.display()))?
+            }
+            None => a.preset.config(),
+        };
+        let dir = match &a.run_dir {
+            Some(d) => d.clone(),
+            None => fresh_run_dir(&PathBuf::from(format!("runs/{}", cfg.preset))),
+        };
+        (cfg, dir)
+    };
+    a.overrides.apply(&mut cfg)?;
+    let s = commands::fit(&cfg, &dataset, &run_dir, a.resume, !a.quiet)?;
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    writeln!(out, "run {}: {} MACs, {} parameters, {:.0} training images/s, {:.0} s", s.run_dir.display(), s.macs, s.params, s.train_images_per_s, s.seconds)?;
+    writeln!(out, "held-out test split ({} clusters of {}), dex:", s.test.n, dataset.display())?;
+    out.push_str(&report::render(&s.test));
+    writeln!(out, "figures: {}/loss.png, {}/predictions.png; export: {}/model.json + model.safetensors", s.run_dir.display(), s.run_dir.display(), s.run_dir.display())?;
+    emit(&out)
+}
+
+fn eval_cmd(a: EvalArgs) -> Result<()> {
+    let r = commands::eval(&a.run_dir, a.dataset.as_deref())?;
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&r)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    emit(&format!("{} on the test split ({} clusters), dex:\n{}", a.run_dir.display(), r.n, report::render(&r)))
+}
+
+fn scan_cmd(a: ScanArgs) -> Result<()> {
+    let (p1, v1) = params::scan_values(&a.param)?;
+    let second = a.param2.as_deref().map(params::scan_values).transpose()?;
+    let dataset = a.dataset.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATASET));
+    let out = a.out.clone().unwrap_or_else(|| fresh_run_dir(&PathBuf::from(format!("runs/scan-{p1}"))));
+    let mut base = a.preset.config();
+    a.overrides.apply(&mut base)?;
+    let combos: Vec<(String, Option<String>)> = match &second {
+        Some((_, v2)) => v2.iter().flat_map(|b| v1.iter().map(move |x| (x.clone(), Some(b.clone())))).collect(),
+        None => v1.iter().map(|x| (x.clone(), None)).collect(),
+    };
+    let mut rows = Vec::new();
+    for (x, y) in &combos {
+        let mut cfg = base.clone();
+        params::set(&mut cfg, &p1, x)?;
+        let mut name = format!("{p1}={}", x.replace(',', "-"));
+        if let (Some((p2, _)), Some(y)) = (&second, y) {
+            params::set(&mut cfg, p2, y)?;
+            name.push_str(&format!("_{p2}={}", y.replace(',', "-")));
+        }
+        eprintln!("scan: {name}");
+        let s = commands::fit(&cfg, &dataset, &out.join(&name), false, true)?;
+        let acc = &s.test.accuracy[0].overall;
+        rows.push(trainer::fit::scan::Row { x: x.clone(), y: y.clone(), scatter: acc.scatter, bias: acc.bias, nll: s.test.calibration.nll, macs: s.macs });
+    }
+    let text = trainer::fit::scan::finish(&out, &p1, second.as_ref().map(|s| s.0.as_str()), &rows)?;
+    emit(&text)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
@@ -271,5 +503,8 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Simulate(a) => simulate(a),
         Command::Baseline(a) => baseline_cmd(a),
+        Command::Fit(a) => fit_cmd(a),
+        Command::Eval(a) => eval_cmd(a),
+        Command::Scan(a) => scan_cmd(a),
     }
 }

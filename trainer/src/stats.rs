@@ -193,3 +193,32 @@ mod tests {
         assert_eq!(s.outlier_frac, 0.75);
     }
 }
+
+/// How well predicted uncertainties describe the residuals.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct Calibration {
+    /// Mean Gaussian negative log-likelihood (nats, per cluster, in dex units).
+    pub nll: f64,
+    /// Fraction with |residual| < sigma (68.3 % if calibrated).
+    pub coverage_1sigma: f64,
+    /// Fraction with |residual| < 2 sigma (95.4 % if calibrated).
+    pub coverage_2sigma: f64,
+    /// Standard deviation of residual / sigma (1 if calibrated).
+    pub std_standardized: f64,
+}
+
+impl Calibration {
+    /// Score residuals against their sigmas.
+    pub fn of(residuals: &[f64], sigma: &[f64]) -> Self {
+        let n = residuals.len().max(1) as f64;
+        let z: Vec<f64> = residuals.iter().zip(sigma).map(|(r, s)| r / s).collect();
+        let nll = residuals.iter().zip(sigma).map(|(r, s)| s.ln() + 0.5 * (r / s).powi(2) + 0.5 * (2.0 * std::f64::consts::PI).ln()).sum::<f64>() / n;
+        let mz = z.iter().sum::<f64>() / n;
+        Self {
+            nll,
+            coverage_1sigma: z.iter().filter(|v| v.abs() < 1.0).count() as f64 / n,
+            coverage_2sigma: z.iter().filter(|v| v.abs() < 2.0).count() as f64 / n,
+            std_standardized: (z.iter().map(|v| (v - mz).powi(2)).sum::<f64>() / n).sqrt(),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Framework-neutral export of a trained run for `codegen` (which links no burn):
+//! `model.safetensors` (every tensor, f32, row-major) and `model.json` (the layer
+//! list, preprocessing, head and sigma calibration, tensor names and provenance).
+//!
+//! Tensor names: `conv{i}.weight` `[out, in, k, k]`, `conv{i}.bias` `[out]`;
+//! `bn{i}.gamma|beta|running_mean|running_var` `[c]`; `dense{i}.weight` `[in, out]`,
+//! `dense{i}.bias` `[out]`, with `i` counting layers of that kind in order.
+
+use super::net::{Net, SIGMA_FLOOR};
+use super::prep::Preprocess;
+use super::run::{SigmaCalibration, write_atomic};
+use super::train::INPUT;
+use anyhow::{Context, Result};
+use burn::tensor::Tensor;
+use codegen::arch::{Layer, Shape};
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Description written to `model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelDescription {
+    /// Format name.
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// Input shape (bands, height, width).
+    pub input: Shape,
+    /// Layers in order.
+    pub layers: Vec<Layer>,
+    /// Preprocessing of raw counts and redshift.
+    pub preprocess: Preprocess,
+    /// sigma = softplus(raw) + floor, then calibrated.
+    pub sigma_floor: f64,
+    /// Calibration of sigma on the validation split.
+    pub sigma_calibration: Option<SigmaCalibration>,
+    /// Tensor names and shapes in `model.safetensors`.
+    pub tensors: Vec<(String, Vec<usize>)>,
+    /// Free-form provenance (command, dataset, preset, epochs).
+    pub provenance: serde_json::Value,
+}
+
+/// Format identifier in `model.json`.
+pub const FORMAT: &str = "cluster-mass-model";
+
+fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
+    let data = t.into_data().convert::<f32>();
+    let shape = data.shape().to_vec();
+    (shape, data.try_to_vec::<f32>().expect("f32 data"))
+}
+
+/// Every tensor of the network under its export name.
+pub fn named_tensors(net: &Net) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut out = Vec::new();
+    for (i, c) in net.convs.iter().enumerate() {
+        let (s, v) = host(c.weight.val());
+        out.push((format!("conv{i}.weight"), s, v));
+        if let Some(b) = &c.bias {
+            let (s, v) = host(b.val());
+            out.push((format!("conv{i}.bias"), s, v));
+        }
+    }
+    for (i, n) in net.norms.iter().enumerate() {
+        for (name, t) in [
+            ("gamma", n.gamma.val()),
+            ("beta", n.beta.val()),
+            ("running_mean", n.running_mean.value()),
+            ("running_var", n.running_var.value()),
+        ] {
+            let (s, v) = host(t);
+            out.push((format!("bn{i}.{name}"), s, v));
+        }
+    }
+    for (i, d) in net.dense.iter().enumerate() {
+        let (s, v) = host(d.weight.val());
+        out.push((format!("dense{i}.weight"), s, v));
+        if let Some(b) = &d.bias {
+            let (s, v) = host(b.val());
+            out.push((format!("dense{i}.bias"), s, v));
+        }
+    }
+    out
+}
+
+/// Write `model.safetensors` and `model.json` into `dir`.
+pub fn export(dir: &Path, net: &Net, layers: &[Layer], pre: &Preprocess, calib: Option<SigmaCalibration>, provenance: serde_json::Value) -> Result<()> {
+    let tensors = named_tensors(net);
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    let views = bytes
+        .iter()
+        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+        .context("building the safetensors views")?;
+    let blob = safetensors::serialize(views, None).context("serialising model.safetensors")?;
+    write_atomic(&dir.join("model.safetensors"), &blob)?;
+    let desc = ModelDescription {
+        format: FORMAT.into(),
+        version: 1,
+        input: INPUT,
+        layers: layers.to_vec(),
+        preprocess: pre.clone(),
+        sigma_floor: SIGMA_FLOOR,
+        sigma_calibration: calib,
+        tensors: tensors.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect(),
+        provenance,
+    };
+    write_atomic(&dir.join("model.json"), &serde_json::to_vec_pretty(&desc)?)
+}

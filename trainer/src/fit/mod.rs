@@ -1,0 +1,14 @@
+//! CNN training with burn: configuration and presets, the network, the input
+//! pipeline, the training loop and the run directory.
+
+pub mod augment;
+pub mod commands;
+pub mod config;
+pub mod export;
+pub mod net;
+pub mod params;
+pub mod prep;
+pub mod report;
+pub mod scan;
+pub mod run;
+pub mod train;

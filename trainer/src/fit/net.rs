@@ -1,0 +1,169 @@
+//! The CNN in burn, interpreted from the framework-neutral layer list so that the
+//! trained network and what codegen exports can never disagree about structure.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::module::{avg_pool2d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+use burn::tensor::{Device, Tensor, TensorData, activation};
+use codegen::arch::{Layer, Padding, PoolKind, Shape, analyze};
+
+/// Smallest predicted sigma (dex): keeps the likelihood finite.
+pub const SIGMA_FLOOR: f64 = 0.005;
+
+/// The trainable layers, in order of appearance in the layer list.
+#[derive(Module, Debug)]
+pub struct Net {
+    /// Convolutions.
+    pub convs: Vec<Conv2d>,
+    /// Batch norms (empty when the model has none).
+    pub norms: Vec<BatchNorm>,
+    /// Dense layers, the last being the (mean, sigma) head.
+    pub dense: Vec<Linear>,
+}
+
+/// Host-generated dropout masks, one per dropout layer, already scaled by 1/(1-p).
+pub type Masks = Vec<Tensor<2>>;
+
+/// Build the network for `layers` on `device` (initialisation draws from the device's seeded RNG).
+pub fn init(layers: &[Layer], input: Shape, device: &Device) -> anyhow::Result<Net> {
+    let stats = analyze(input, layers)?;
+    let (mut convs, mut norms, mut dense) = (Vec::new(), Vec::new(), Vec::new());
+    let mut shape = input;
+    for (layer, st) in layers.iter().zip(&stats) {
+        match *layer {
+            Layer::Conv2d { filters, kernel, stride, dilation, padding } => {
+                if padding == Padding::Same && (kernel % 2 == 0 || stride != 1) {
+                    anyhow::bail!("\"same\" padding needs an odd kernel and stride 1 (got kernel {kernel}, stride {stride}); use \"valid\"");
+                }
+                let pad = if padding == Padding::Same { PaddingConfig2d::Same } else { PaddingConfig2d::Valid };
+                convs.push(
+                    Conv2dConfig::new([shape.c, filters], [kernel, kernel])
+                        .with_stride([stride, stride])
+                        .with_dilation([dilation, dilation])
+                        .with_padding(pad)
+                        .init(device),
+                );
+            }
+            Layer::BatchNorm { epsilon } => norms.push(BatchNormConfig::new(shape.c).with_epsilon(epsilon).init(device)),
+            Layer::Dense { units } => dense.push(LinearConfig::new(shape.len(), units).init(device)),
+            _ => {}
+        }
+        shape = st.out;
+    }
+    Ok(Net { convs, norms, dense })
+}
+
+impl Net {
+    /// Forward pass: images `[B, 10, 50, 50]` (preprocessed), redshift `[B, 1]`
+    /// (preprocessed) to the raw head `[B, 2]`. `masks` holds one dropout mask per
+    /// dropout layer when training; `None` at inference.
+    pub fn forward(&self, layers: &[Layer], x: Tensor<4>, z: Tensor<2>, masks: Option<&Masks>) -> Tensor<2> {
+        let (mut ci, mut ni, mut di, mut mi) = (0, 0, 0, 0);
+        let mut img = Some(x);
+        let mut vec: Option<Tensor<2>> = None;
+        let mut z = Some(z);
+        for layer in layers {
+            match *layer {
+                Layer::Conv2d { .. } => {
+                    img = img.map(|t| self.convs[ci].forward(t));
+                    ci += 1;
+                }
+                Layer::BatchNorm { .. } => {
+                    img = img.map(|t| self.norms[ni].forward(t));
+                    ni += 1;
+                }
+                Layer::Pool2d { kind, size } => {
+                    img = img.map(|t| match kind {
+                        PoolKind::Max => max_pool2d(t, MaxPoolOptions::new([size, size]).with_stride([size, size])),
+                        PoolKind::Avg => avg_pool2d(t, AvgPoolOptions::new([size, size]).with_stride([size, size])),
+                    });
+                }
+                Layer::GlobalAvgPool => {
+                    img = img.map(|t| {
+                        let [_, _, h, w] = t.dims();
+                        avg_pool2d(t, AvgPoolOptions::new([h, w]).with_stride([h, w]))
+                    });
+                }
+                Layer::FlattenConcatZ => {
+                    let t = img.take().expect("image before flatten");
+                    let flat: Tensor<2> = t.flatten(1, 3);
+                    vec = Some(Tensor::cat(vec![flat, z.take().expect("redshift used once")], 1));
+                }
+                Layer::Dense { .. } => {
+                    vec = vec.map(|t| self.dense[di].forward(t));
+                    di += 1;
+                }
+                Layer::LeakyRelu { slope } => {
+                    let act = |t| if slope == 0.0 { activation::relu(t) } else { activation::leaky_relu(t, slope) };
+                    if let Some(t) = vec.take() {
+                        vec = Some(act(t));
+                    } else {
+                        img = img.map(|t| if slope == 0.0 { activation::relu(t) } else { activation::leaky_relu(t, slope) });
+                    }
+                }
+                Layer::Dropout { .. } => {
+                    if let Some(m) = masks {
+                        vec = vec.map(|t| t * m[mi].clone());
+                    }
+                    mi += 1;
+                }
+            }
+        }
+        vec.expect("the layer list ends in dense layers")
+    }
+
+    /// Set the head's bias so the untrained network predicts the training mean with a
+    /// sigma equal to the training spread (the lab's "state initializers"), and shrink
+    /// its weights so the first steps start from there.
+    pub fn init_head(mut self, mean: f64, spread: f64) -> Self {
+        let head = self.dense.last_mut().expect("a head layer");
+        let device = head.weight.val().device();
+        let w = (head.weight.val() * 0.1).detach();
+        head.weight = Param::from_tensor(w);
+        let s = (spread - SIGMA_FLOOR).max(1e-3);
+        let raw_sigma = s.exp_m1().ln(); // softplus^-1
+        head.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(vec![mean as f32, raw_sigma as f32], [2]), &device)));
+        self
+    }
+
+    /// Sum of |w| and of w^2 over convolution and dense weights (not biases).
+    pub fn penalties(&self) -> (Tensor<1>, Tensor<1>) {
+        let mut l1: Option<Tensor<1>> = None;
+        let mut l2: Option<Tensor<1>> = None;
+        let mut add = |w1: Tensor<1>, w2: Tensor<1>| {
+            l1 = Some(match l1.take() { Some(a) => a + w1, None => w1 });
+            l2 = Some(match l2.take() { Some(a) => a + w2, None => w2 });
+        };
+        for c in &self.convs {
+            let w = c.weight.val();
+            add(w.clone().abs().sum(), w.powi_scalar(2).sum());
+        }
+        for d in &self.dense {
+            let w = d.weight.val();
+            add(w.clone().abs().sum(), w.powi_scalar(2).sum());
+        }
+        (l1.expect("weights"), l2.expect("weights"))
+    }
+}
+
+/// Split the raw head into (mean, sigma), each `[B]`.
+pub fn mean_sigma(raw: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
+    let [b, _] = raw.dims();
+    let mu = raw.clone().slice([0..b, 0..1]).reshape([b]);
+    let s = raw.slice([0..b, 1..2]).reshape([b]);
+    let sigma = activation::softplus(s, 1.0) + SIGMA_FLOOR;
+    (mu, sigma)
+}
+
+/// Gaussian negative log-likelihood per cluster: ln sigma + (y - mu)^2 / (2 sigma^2) + ln(2 pi)/2.
+pub fn nll(mu: Tensor<1>, sigma: Tensor<1>, y: Tensor<1>) -> Tensor<1> {
+    let r = (y - mu) / sigma.clone();
+    sigma.log() + r.powi_scalar(2) * 0.5 + 0.5 * (2.0 * std::f64::consts::PI).ln()
+}
+
+/// Squared error per cluster.
+pub fn squared_error(mu: Tensor<1>, y: Tensor<1>) -> Tensor<1> {
+    (y - mu).powi_scalar(2)
+}

@@ -1,0 +1,223 @@
+//! The training loop: deterministic batches, a checkpoint after every epoch
+//! (resumable; killing the process loses at most the epoch in progress), early
+//! stopping on the validation loss, and sigma calibration on the validation split.
+
+use super::config::{Backend, Loss, Optimizer, RunConfig};
+use super::net::{self, Masks, Net};
+use super::prep::{self, Preprocess};
+use super::run::{self, EpochRecord, RunState};
+use crate::data::{Dataset, Splits};
+use crate::sim::{NPIX, spectrum::NBANDS};
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use codegen::arch::{Layer, Shape};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+use std::time::Instant;
+
+/// Input shape of every model.
+pub const INPUT: Shape = Shape { c: NBANDS, h: NPIX, w: NPIX };
+
+/// The plain (inference) device of a backend.
+pub fn device(backend: Backend) -> Device {
+    match backend {
+        Backend::Flex => Device::flex(),
+        #[allow(deprecated)] // burn-ndarray is deprecated upstream; kept selectable on purpose
+        Backend::Ndarray => Device::ndarray(),
+    }
+}
+
+/// Predictions of a network on some clusters: mean and sigma (before calibration).
+pub fn predict(net: &Net, layers: &[Layer], pre: &Preprocess, ds: &Dataset, idx: &[usize], dev: &Device) -> (Vec<f64>, Vec<f64>) {
+    let (mut mu, mut sigma) = (Vec::with_capacity(idx.len()), Vec::with_capacity(idx.len()));
+    for chunk in idx.chunks(256) {
+        let b = prep::batch(ds, chunk, pre, &[]);
+        let n = chunk.len();
+        let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, NBANDS, NPIX, NPIX]), dev);
+        let z = Tensor::<2>::from_data(TensorData::new(b.z, [n, 1]), dev);
+        let (m, s) = net::mean_sigma(net.forward(layers, x, z, None));
+        mu.extend(to_vec(m).into_iter().map(f64::from));
+        sigma.extend(to_vec(s).into_iter().map(f64::from));
+    }
+    (mu, sigma)
+}
+
+/// A 1-D tensor's values on the host.
+pub fn to_vec(t: Tensor<1>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor data")
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    f64::from(to_vec(t)[0])
+}
+
+/// Everything `fit` hands back.
+pub struct FitOutcome {
+    /// The trained (best-epoch) network on the inference device.
+    pub net: Net,
+    /// Its layers.
+    pub layers: Vec<Layer>,
+    /// The preprocessing.
+    pub pre: Preprocess,
+    /// The split used.
+    pub splits: Splits,
+    /// Final state (history, calibration).
+    pub state: RunState,
+}
+
+/// Train (or resume) a run in `run_dir` on `ds`.
+pub fn fit(ds: &Dataset, cfg: &RunConfig, run_dir: &Path, resume: bool, progress: bool) -> Result<FitOutcome> {
+    cfg.train.check()?;
+    let layers = cfg.model.layers()?;
+    let t = &cfg.train;
+    let labels = ds.log_mass.as_ref().context("training needs `log_mass` labels")?;
+    let splits = Splits::new(ds.len(), t.split_seed, Splits::DEFAULT);
+    if splits.train.len() < t.batch_size.min(32) || splits.val.is_empty() {
+        bail!("{} clusters are too few to train (need a training split of at least one batch and a validation split)", ds.len());
+    }
+    let ys: Vec<f64> = splits.train.iter().map(|&i| f64::from(labels[i])).collect();
+    let (y_mean, y_sd) = prep::mean_sd(&ys);
+
+    let plain = device(t.backend);
+    let train_dev = plain.clone().autodiff();
+    let (mut state, pre, mut net, mut optim) = match run::load_checkpoint(run_dir, &layers, &train_dev)? {
+        Some((state, net, optim_path)) if resume => {
+            let optim = make_optimizer(cfg).load(&optim_path).with_context(|| format!("loading optimizer state {}", optim_path.display()))?;
+            eprintln!("resuming {} after epoch {}", run_dir.display(), state.epochs_done);
+            (state.clone(), state.preprocess.clone(), net, optim)
+        }
+        Some(_) => bail!("{} already holds a run; use --resume to continue it or choose another --run-dir", run_dir.display()),
+        None => {
+            train_dev.seed(t.seed);
+            let net = net::init(&layers, INPUT, &train_dev)?.init_head(y_mean, y_sd);
+            let pre = Preprocess::fit(ds, &splits.train);
+            let state = RunState::new(pre.clone());
+            (state, pre, net, make_optimizer(cfg))
+        }
+    };
+
+    let n_masks = layers.iter().filter(|l| matches!(l, Layer::Dropout { .. })).count();
+    let train_idx: Vec<usize> = if t.max_train > 0 { splits.train.iter().copied().take(t.max_train).collect() } else { splits.train.clone() };
+    let steps = train_idx.len().div_ceil(t.batch_size);
+    for epoch in state.epochs_done..t.epochs {
+        if t.patience > 0 && state.epochs_since_best() >= t.patience {
+            eprintln!("early stop: no better validation loss for {} epochs", t.patience);
+            break;
+        }
+        let lr = t.lr_at(epoch);
+        let mut rng = ChaCha8Rng::seed_from_u64(t.seed);
+        rng.set_stream(epoch as u64 + 1);
+        let mut order = train_idx.clone();
+        order.shuffle(&mut rng);
+        let pb = bar(steps, epoch, t.epochs, progress);
+        let t0 = Instant::now();
+        let (mut loss_sum, mut n_seen) = (0.0, 0usize);
+        for chunk in order.chunks(t.batch_size) {
+            let n = chunk.len();
+            let transforms: Vec<usize> = if t.augment { (0..n).map(|_| rng.random_range(0..8)).collect() } else { Vec::new() };
+            let b = prep::batch(ds, chunk, &pre, &transforms);
+            let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, NBANDS, NPIX, NPIX]), &train_dev);
+            let z = Tensor::<2>::from_data(TensorData::new(b.z, [n, 1]), &train_dev);
+            let y = Tensor::<1>::from_data(TensorData::new(b.y, [n]), &train_dev);
+            let masks = dropout_masks(&layers, n_masks, n, &mut rng, &train_dev);
+            let raw = net.forward(&layers, x, z, Some(&masks));
+            let (mu, sigma) = net::mean_sigma(raw);
+            let data_loss = match t.loss {
+                Loss::Nll => net::nll(mu, sigma, y).mean(),
+                Loss::Mse => net::squared_error(mu, y).mean(),
+            };
+            let mut loss = data_loss.clone();
+            if t.l1 > 0.0 || t.l2 > 0.0 {
+                let (l1, l2) = net.penalties();
+                loss = loss + l1 * t.l1 + l2 * t.l2;
+            }
+            let value = scalar(data_loss);
+            if !value.is_finite() {
+                bail!("the training loss became {value} in epoch {} (learning rate {lr:.2e} too high?)", epoch + 1);
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(lr, net, grads);
+            loss_sum += value * n as f64;
+            n_seen += n;
+            pb.set_message(format!("loss {:.4}", loss_sum / n_seen as f64));
+            pb.inc(1);
+        }
+        let train_secs = t0.elapsed().as_secs_f64();
+        // Validation on the inference device (batch norm uses running statistics, no dropout).
+        let valid = net.valid();
+        let (mu, sigma) = predict(&valid, &layers, &pre, ds, &splits.val, &plain);
+        let rec = EpochRecord::score(epoch, lr, loss_sum / n_seen as f64, &mu, &sigma, &splits.val, labels, t.loss, n_seen as f64 / train_secs);
+        pb.finish_and_clear();
+        if progress {
+            eprintln!(
+                "epoch {:>3}/{}  loss {:.4}  val loss {:.4}  val scatter {:.4} dex  lr {:.2e}  {:.0} img/s",
+                epoch + 1,
+                t.epochs,
+                rec.train_loss,
+                rec.val_loss,
+                rec.val_scatter,
+                lr,
+                rec.images_per_s
+            );
+        }
+        let improved = state.push(rec);
+        run::save_checkpoint(run_dir, &state, &net, &optim, improved)?;
+    }
+
+    // The best epoch's weights, on the inference device.
+    let best = run::load_best(run_dir, &layers, &plain)?;
+    let (mu, sigma) = predict(&best, &layers, &pre, ds, &splits.val, &plain);
+    state.calibrate_sigma(&mu, &sigma, &splits.val, labels, t.loss);
+    run::save_state(run_dir, &state)?;
+    Ok(FitOutcome { net: best, layers, pre, splits, state })
+}
+
+fn make_optimizer(cfg: &RunConfig) -> burn::optim::ModuleOptimizer {
+    match cfg.train.optimizer {
+        Optimizer::Adam => AdamConfig::new().init(),
+        Optimizer::Sgd => SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(cfg.train.momentum).with_dampening(0.0))).init(),
+    }
+}
+
+/// Host-drawn inverted-dropout masks (deterministic for the seed, identical on every backend).
+fn dropout_masks(layers: &[Layer], n_masks: usize, batch: usize, rng: &mut ChaCha8Rng, dev: &Device) -> Masks {
+    if n_masks == 0 {
+        return Vec::new();
+    }
+    let mut shape_units = Vec::new();
+    let mut last_units = 0;
+    for l in layers {
+        match *l {
+            Layer::Dense { units } => last_units = units,
+            Layer::Dropout { rate } => shape_units.push((last_units, rate)),
+            _ => {}
+        }
+    }
+    shape_units
+        .into_iter()
+        .map(|(units, rate)| {
+            let keep = 1.0 - rate;
+            let v: Vec<f32> = (0..batch * units).map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+            Tensor::<2>::from_data(TensorData::new(v, [batch, units]), dev)
+        })
+        .collect()
+}
+
+fn bar(steps: usize, epoch: usize, epochs: usize, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(steps as u64);
+    pb.set_style(
+        ProgressStyle::with_template(&format!("epoch {:>3}/{epochs} [{{bar:30}}] {{pos}}/{{len}} batches {{msg}} eta {{eta}}", epoch + 1))
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb
+}
