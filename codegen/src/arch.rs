@@ -268,10 +268,20 @@ pub fn analyze(input: Shape, layers: &[Layer]) -> Result<Vec<LayerStats>, ArchEr
                     jump,
                 }
             }
-            Layer::BatchNorm { .. } => {
-                LayerStats { out: shape, macs: 0, params: 4 * shape.c as u64, rf, jump }
-            }
-            Layer::LeakyRelu { .. } | Layer::Dropout { .. } => LayerStats { out: shape, macs: 0, params: 0, rf, jump },
+            Layer::BatchNorm { .. } => LayerStats {
+                out: shape,
+                macs: 0,
+                params: 4 * shape.c as u64,
+                rf,
+                jump,
+            },
+            Layer::LeakyRelu { .. } | Layer::Dropout { .. } => LayerStats {
+                out: shape,
+                macs: 0,
+                params: 0,
+                rf,
+                jump,
+            },
             Layer::Dense { units } => {
                 if units == 0 {
                     return Err(ArchError::ZeroSize {

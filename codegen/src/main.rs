@@ -54,7 +54,11 @@ fn parse_layer(tok: &str) -> Result<Layer> {
         return Ok(Layer::LeakyRelu { slope: 0.0 });
     }
     if let Some(v) = tok.strip_prefix("lrelu") {
-        return Ok(Layer::LeakyRelu { slope: v.parse().with_context(|| format!("layer `{tok}`: bad slope"))? });
+        return Ok(Layer::LeakyRelu {
+            slope: v
+                .parse()
+                .with_context(|| format!("layer `{tok}`: bad slope"))?,
+        });
     }
     if let Some(n) = tok.strip_prefix("max") {
         return Ok(Layer::Pool2d {

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 use trainer::baseline::{self, CountRateParams};
 use trainer::data::{Dataset, Splits};
-use trainer::generate::{generate_dataset, generate_npz};
-use trainer::sim::instrument::Depth;
 use trainer::fit::commands::{self, DEFAULT_DATASET, fresh_run_dir};
 use trainer::fit::config::{Preset, RunConfig};
 use trainer::fit::{params, report};
+use trainer::generate::{generate_dataset, generate_npz};
+use trainer::sim::instrument::Depth;
 use trainer::sim::{MassPrior, SimConfig, Simulator};
 
 #[derive(Parser)]
@@ -117,11 +117,27 @@ struct Overrides {
 impl Overrides {
     fn apply(&self, cfg: &mut trainer::fit::config::RunConfig) -> Result<()> {
         let named = [
-            ("epochs", &self.epochs), ("lr", &self.lr), ("batch_size", &self.batch_size), ("loss", &self.loss),
-            ("optimizer", &self.optimizer), ("schedule", &self.schedule), ("filters", &self.filters), ("kernel", &self.kernel),
-            ("stride", &self.stride), ("dilation", &self.dilation), ("padding", &self.padding), ("pool", &self.pool),
-            ("batch_norm", &self.batch_norm), ("dropout", &self.dropout), ("dense", &self.dense), ("l1", &self.l1), ("l2", &self.l2),
-            ("augment", &self.augment), ("patience", &self.patience), ("seed", &self.seed), ("backend", &self.backend),
+            ("epochs", &self.epochs),
+            ("lr", &self.lr),
+            ("batch_size", &self.batch_size),
+            ("loss", &self.loss),
+            ("optimizer", &self.optimizer),
+            ("schedule", &self.schedule),
+            ("filters", &self.filters),
+            ("kernel", &self.kernel),
+            ("stride", &self.stride),
+            ("dilation", &self.dilation),
+            ("padding", &self.padding),
+            ("pool", &self.pool),
+            ("batch_norm", &self.batch_norm),
+            ("dropout", &self.dropout),
+            ("dense", &self.dense),
+            ("l1", &self.l1),
+            ("l2", &self.l2),
+            ("augment", &self.augment),
+            ("patience", &self.patience),
+            ("seed", &self.seed),
+            ("backend", &self.backend),
             ("max_train", &self.max_train),
         ];
         for (name, v) in named {
@@ -130,7 +146,9 @@ impl Overrides {
             }
         }
         for kv in &self.set {
-            let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv:?}: expected name=value"))?;
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--set {kv:?}: expected name=value"))?;
             params::set(cfg, &k.trim().replace('-', "_"), v)?;
         }
         Ok(())
@@ -424,16 +442,34 @@ fn baseline_cmd(a: BaselineArgs) -> Result<()> {
 }
 
 fn fit_cmd(a: FitArgs) -> Result<()> {
-    let dataset = a.dataset.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATASET));
+    // A resumed run keeps its dataset unless told otherwise.
+    let recorded = a
+        .run_dir
+        .as_ref()
+        .filter(|_| a.resume)
+        .and_then(|d| std::fs::read(d.join("run.json")).ok())
+        .and_then(|b| serde_json::from_slice::<commands::RunInfo>(&b).ok())
+        .map(|i| i.dataset);
+    let dataset = a
+        .dataset
+        .clone()
+        .or(recorded)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATASET));
     let (mut cfg, run_dir) = if a.resume {
-        let dir = a.run_dir.clone().expect("clap requires --run-dir with --resume");
-        let text = std::fs::read_to_string(dir.join("config.toml")).with_context(|| format!("{}: nothing to resume (no config.toml)", dir.display()))?;
-        let cfg: RunConfig = toml::from_str(&text).with_context(|| format!("{}/config.toml", dir.display()))?;
+        let dir = a
+            .run_dir
+            .clone()
+            .expect("clap requires --run-dir with --resume");
+        let text = std::fs::read_to_string(dir.join("config.toml"))
+            .with_context(|| format!("{}: nothing to resume (no config.toml)", dir.display()))?;
+        let cfg: RunConfig =
+            toml::from_str(&text).with_context(|| format!("{}/config.toml", dir.display()))?;
         (cfg, dir)
     } else {
         let cfg = match &a.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
                 toml::from_str::<RunConfig>(&text).with_context(|| format!("{}", p.display()))?
             }
             None => a.preset.config(),
@@ -448,30 +484,64 @@ fn fit_cmd(a: FitArgs) -> Result<()> {
     let s = commands::fit(&cfg, &dataset, &run_dir, a.resume, !a.quiet)?;
     let mut out = String::new();
     use std::fmt::Write as _;
-    writeln!(out, "run {}: {} MACs, {} parameters, {:.0} training images/s, {:.0} s", s.run_dir.display(), s.macs, s.params, s.train_images_per_s, s.seconds)?;
-    writeln!(out, "held-out test split ({} clusters of {}), dex:", s.test.n, dataset.display())?;
+    writeln!(
+        out,
+        "run {}: {} MACs, {} parameters, {:.0} training images/s, {:.0} s",
+        s.run_dir.display(),
+        s.macs,
+        s.params,
+        s.train_images_per_s,
+        s.seconds
+    )?;
+    writeln!(
+        out,
+        "held-out test split ({} clusters of {}), dex:",
+        s.test.n,
+        dataset.display()
+    )?;
     out.push_str(&report::render(&s.test));
-    writeln!(out, "figures: {}/loss.png, {}/predictions.png; export: {}/model.json + model.safetensors", s.run_dir.display(), s.run_dir.display(), s.run_dir.display())?;
+    writeln!(
+        out,
+        "figures: {}/loss.png, {}/predictions.png; export: {}/model.json + model.safetensors",
+        s.run_dir.display(),
+        s.run_dir.display(),
+        s.run_dir.display()
+    )?;
     emit(&out)
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
     let r = commands::eval(&a.run_dir, a.dataset.as_deref())?;
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&r)?).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&r)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
-    emit(&format!("{} on the test split ({} clusters), dex:\n{}", a.run_dir.display(), r.n, report::render(&r)))
+    emit(&format!(
+        "{} on the test split ({} clusters), dex:\n{}",
+        a.run_dir.display(),
+        r.n,
+        report::render(&r)
+    ))
 }
 
 fn scan_cmd(a: ScanArgs) -> Result<()> {
     let (p1, v1) = params::scan_values(&a.param)?;
     let second = a.param2.as_deref().map(params::scan_values).transpose()?;
-    let dataset = a.dataset.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATASET));
-    let out = a.out.clone().unwrap_or_else(|| fresh_run_dir(&PathBuf::from(format!("runs/scan-{p1}"))));
+    let dataset = a
+        .dataset
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATASET));
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| fresh_run_dir(&PathBuf::from(format!("runs/scan-{p1}"))));
     let mut base = a.preset.config();
     a.overrides.apply(&mut base)?;
     let combos: Vec<(String, Option<String>)> = match &second {
-        Some((_, v2)) => v2.iter().flat_map(|b| v1.iter().map(move |x| (x.clone(), Some(b.clone())))).collect(),
+        Some((_, v2)) => v2
+            .iter()
+            .flat_map(|b| v1.iter().map(move |x| (x.clone(), Some(b.clone()))))
+            .collect(),
         None => v1.iter().map(|x| (x.clone(), None)).collect(),
     };
     let mut rows = Vec::new();
@@ -486,7 +556,14 @@ fn scan_cmd(a: ScanArgs) -> Result<()> {
         eprintln!("scan: {name}");
         let s = commands::fit(&cfg, &dataset, &out.join(&name), false, true)?;
         let acc = &s.test.accuracy[0].overall;
-        rows.push(trainer::fit::scan::Row { x: x.clone(), y: y.clone(), scatter: acc.scatter, bias: acc.bias, nll: s.test.calibration.nll, macs: s.macs });
+        rows.push(trainer::fit::scan::Row {
+            x: x.clone(),
+            y: y.clone(),
+            scatter: acc.scatter,
+            bias: acc.bias,
+            nll: s.test.calibration.nll,
+            macs: s.macs,
+        });
     }
     let text = trainer::fit::scan::finish(&out, &p1, second.as_ref().map(|s| s.0.as_str()), &rows)?;
     emit(&text)

@@ -212,7 +212,12 @@ impl Calibration {
     pub fn of(residuals: &[f64], sigma: &[f64]) -> Self {
         let n = residuals.len().max(1) as f64;
         let z: Vec<f64> = residuals.iter().zip(sigma).map(|(r, s)| r / s).collect();
-        let nll = residuals.iter().zip(sigma).map(|(r, s)| s.ln() + 0.5 * (r / s).powi(2) + 0.5 * (2.0 * std::f64::consts::PI).ln()).sum::<f64>() / n;
+        let nll = residuals
+            .iter()
+            .zip(sigma)
+            .map(|(r, s)| s.ln() + 0.5 * (r / s).powi(2) + 0.5 * (2.0 * std::f64::consts::PI).ln())
+            .sum::<f64>()
+            / n;
         let mz = z.iter().sum::<f64>() / n;
         Self {
             nll,

@@ -69,3 +69,90 @@ fn print_config_is_valid_toml_that_round_trips() {
     let parsed: trainer::sim::SimConfig = toml::from_str(&text).expect("printed config parses");
     assert_eq!(parsed, trainer::sim::SimConfig::default());
 }
+
+#[test]
+fn fit_eval_and_scan_run_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d.npz");
+    let data_s = data.to_str().unwrap();
+    let (ok, msg) = trainer(&["simulate", "--n", "600", "--quiet", "--out", data_s]);
+    assert!(ok, "{msg}");
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let quick = ["--epochs", "1", "--max-train", "200", "--quiet"];
+    let mut args = vec!["fit", "--dataset", data_s, "--run-dir", run_s];
+    args.extend(quick);
+    let (ok, msg) = trainer(&args);
+    assert!(
+        ok && msg.contains("CNN (edge)") && msg.contains("count rate") && msg.contains("coverage"),
+        "{msg}"
+    );
+    for f in [
+        "config.toml",
+        "metrics.json",
+        "model.json",
+        "model.safetensors",
+        "loss.png",
+        "predictions.png",
+        "best-model.bpk",
+        "checkpoint/model.bpk",
+    ] {
+        assert!(run.join(f).exists(), "missing {f}");
+    }
+    // Resuming a finished run with more epochs continues it.
+    let (ok, msg) = trainer(&[
+        "fit",
+        "--run-dir",
+        run_s,
+        "--resume",
+        "--epochs",
+        "2",
+        "--max-train",
+        "200",
+        "--quiet",
+    ]);
+    assert!(ok && msg.contains("CNN (edge)"), "{msg}");
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["history"].as_array().unwrap().len(), 2);
+    let (ok, msg) = trainer(&["eval", run_s]);
+    assert!(
+        ok && msg.contains("CNN (edge)") && msg.contains("oracle"),
+        "{msg}"
+    );
+    // A bad override names itself.
+    let (ok, msg) = trainer(&[
+        "fit",
+        "--dataset",
+        data_s,
+        "--run-dir",
+        dir.path().join("r2").to_str().unwrap(),
+        "--loss",
+        "huber",
+    ]);
+    assert!(
+        !ok && msg.contains("loss") && msg.contains("nll") && !msg.contains("panicked"),
+        "{msg}"
+    );
+    // eval of something that is not a run.
+    let (ok, msg) = trainer(&["eval", dir.path().to_str().unwrap()]);
+    assert!(!ok && msg.contains("not a run directory"), "{msg}");
+    let scan = dir.path().join("scan");
+    let (ok, msg) = trainer(&[
+        "scan",
+        "--param",
+        "dropout=0,0.3",
+        "--dataset",
+        data_s,
+        "--out",
+        scan.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--max-train",
+        "150",
+        "--dense",
+        "16",
+    ]);
+    assert!(ok && msg.contains("test scatter"), "{msg}");
+    assert!(scan.join("scan.png").exists() && scan.join("scan.json").exists());
+}

@@ -49,7 +49,9 @@ mod tests {
     use super::*;
 
     fn image(n: usize, planes: usize) -> Vec<f32> {
-        (0..planes * n * n).map(|i| (i * 7919 % 1000) as f32).collect()
+        (0..planes * n * n)
+            .map(|i| (i * 7919 % 1000) as f32)
+            .collect()
     }
 
     #[test]

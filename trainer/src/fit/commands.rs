@@ -21,8 +21,13 @@ pub const DEFAULT_DATASET: &str = "data/mock-erass8-s1-n20000.npz";
 /// Load `path`, simulating the default dataset first if that is what is missing.
 pub fn load_or_simulate(path: &Path, progress: bool) -> Result<Dataset> {
     if !path.exists() && path == Path::new(DEFAULT_DATASET) {
-        eprintln!("{DEFAULT_DATASET} not found: simulating it (20,000 eRASS:8 clusters, seed 1; a few seconds)");
-        let sim = Simulator::new(SimConfig { seed: 1, ..SimConfig::default() });
+        eprintln!(
+            "{DEFAULT_DATASET} not found: simulating it (20,000 eRASS:8 clusters, seed 1; a few seconds)"
+        );
+        let sim = Simulator::new(SimConfig {
+            seed: 1,
+            ..SimConfig::default()
+        });
         generate_npz(&sim, 20_000, path, progress)?;
     }
     Ok(Dataset::load(path)?)
@@ -33,7 +38,10 @@ pub fn fresh_run_dir(base: &Path) -> PathBuf {
     if !base.exists() {
         return base.to_path_buf();
     }
-    (2..).map(|k| PathBuf::from(format!("{}-{k}", base.display()))).find(|p| !p.exists()).expect("some free name")
+    (2..)
+        .map(|k| PathBuf::from(format!("{}-{k}", base.display())))
+        .find(|p| !p.exists())
+        .expect("some free name")
 }
 
 /// What a finished fit reports.
@@ -63,32 +71,79 @@ pub struct RunInfo {
 }
 
 /// Train (or resume) and write everything a run directory holds.
-pub fn fit(cfg: &RunConfig, dataset: &Path, run_dir: &Path, resume: bool, progress: bool) -> Result<FitSummary> {
+pub fn fit(
+    cfg: &RunConfig,
+    dataset: &Path,
+    run_dir: &Path,
+    resume: bool,
+    progress: bool,
+) -> Result<FitSummary> {
     let t0 = Instant::now();
     let layers = cfg.model.layers()?;
-    let stats = analyze(INPUT, &layers).context("the architecture does not fit a 10 x 50 x 50 input")?;
+    let stats =
+        analyze(INPUT, &layers).context("the architecture does not fit a 10 x 50 x 50 input")?;
     cfg.train.check()?;
     let ds = load_or_simulate(dataset, progress)?;
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     if !resume {
-        write_atomic(&run_dir.join("config.toml"), toml::to_string_pretty(cfg)?.as_bytes())?;
-        let info = RunInfo { dataset: dataset.to_path_buf(), trainer: env!("CARGO_PKG_VERSION").into() };
-        write_atomic(&run_dir.join("run.json"), &serde_json::to_vec_pretty(&info)?)?;
+        write_atomic(
+            &run_dir.join("config.toml"),
+            toml::to_string_pretty(cfg)?.as_bytes(),
+        )?;
+        let info = RunInfo {
+            dataset: dataset.to_path_buf(),
+            trainer: env!("CARGO_PKG_VERSION").into(),
+        };
+        write_atomic(
+            &run_dir.join("run.json"),
+            &serde_json::to_vec_pretty(&info)?,
+        )?;
     }
     let out = train::fit(&ds, cfg, run_dir, resume, progress)?;
     let plain = device(cfg.train.backend);
-    let (mu, sigma) = predict(&out.net, &out.layers, &out.pre, &ds, &out.splits.test, &plain);
+    let (mu, sigma) = predict(
+        &out.net,
+        &out.layers,
+        &out.pre,
+        &ds,
+        &out.splits.test,
+        &plain,
+    );
     let calib = out.state.sigma_calibration.context("sigma calibrated")?;
     let sigma: Vec<f64> = sigma.iter().map(|s| calib.apply(*s)).collect();
-    let test = report::score(&format!("CNN ({})", cfg.preset), &ds, &out.splits, &out.splits.test, &mu, &sigma)?;
+    let test = report::score(
+        &format!("CNN ({})", cfg.preset),
+        &ds,
+        &out.splits,
+        &out.splits.test,
+        &mu,
+        &sigma,
+    )?;
 
     let provenance = serde_json::json!({
         "dataset": dataset, "preset": cfg.preset, "epochs": out.state.epochs_done,
         "best_epoch": out.state.best_epoch, "trainer": env!("CARGO_PKG_VERSION"),
     });
-    export(run_dir, &out.net, &out.layers, &out.pre, Some(calib), provenance)?;
-    let y: Vec<f64> = out.splits.test.iter().map(|&i| f64::from(ds.log_mass.as_ref().expect("labels")[i])).collect();
-    let z: Vec<f64> = out.splits.test.iter().map(|&i| f64::from(ds.redshift[i])).collect();
+    export(
+        run_dir,
+        &out.net,
+        &out.layers,
+        &out.pre,
+        Some(calib),
+        provenance,
+    )?;
+    let y: Vec<f64> = out
+        .splits
+        .test
+        .iter()
+        .map(|&i| f64::from(ds.log_mass.as_ref().expect("labels")[i]))
+        .collect();
+    let z: Vec<f64> = out
+        .splits
+        .test
+        .iter()
+        .map(|&i| f64::from(ds.redshift[i]))
+        .collect();
     report::plot_history(&out.state.history, &run_dir.join("loss.png"))?;
     report::plot_predictions(&y, &z, &mu, &sigma, &run_dir.join("predictions.png"))?;
     let h = &out.state.history;
@@ -100,24 +155,36 @@ pub fn fit(cfg: &RunConfig, dataset: &Path, run_dir: &Path, resume: bool, progre
         train_images_per_s: h.iter().map(|r| r.images_per_s).sum::<f64>() / h.len().max(1) as f64,
         seconds: t0.elapsed().as_secs_f64(),
     };
-    let metrics = serde_json::json!({ "summary": &summary, "history": h, "sigma_calibration": calib });
-    write_atomic(&run_dir.join("metrics.json"), &serde_json::to_vec_pretty(&metrics)?)?;
+    let metrics =
+        serde_json::json!({ "summary": &summary, "history": h, "sigma_calibration": calib });
+    write_atomic(
+        &run_dir.join("metrics.json"),
+        &serde_json::to_vec_pretty(&metrics)?,
+    )?;
     Ok(summary)
 }
 
 /// Read a run's configuration and state.
 pub fn open_run(run_dir: &Path) -> Result<(RunConfig, RunState, RunInfo)> {
-    let read = |f: &str| std::fs::read(run_dir.join(f)).with_context(|| format!("{}: not a run directory (no {f})", run_dir.display()));
-    let cfg: RunConfig = toml::from_str(std::str::from_utf8(&read("config.toml")?)?).with_context(|| format!("{}/config.toml", run_dir.display()))?;
-    let state: RunState = serde_json::from_slice(&read("state.json")?).with_context(|| format!("{}/state.json", run_dir.display()))?;
-    let info: RunInfo = serde_json::from_slice(&read("run.json")?).with_context(|| format!("{}/run.json", run_dir.display()))?;
+    let read = |f: &str| {
+        std::fs::read(run_dir.join(f))
+            .with_context(|| format!("{}: not a run directory (no {f})", run_dir.display()))
+    };
+    let cfg: RunConfig = toml::from_str(std::str::from_utf8(&read("config.toml")?)?)
+        .with_context(|| format!("{}/config.toml", run_dir.display()))?;
+    let state: RunState = serde_json::from_slice(&read("state.json")?)
+        .with_context(|| format!("{}/state.json", run_dir.display()))?;
+    let info: RunInfo = serde_json::from_slice(&read("run.json")?)
+        .with_context(|| format!("{}/run.json", run_dir.display()))?;
     Ok((cfg, state, info))
 }
 
 /// Score a finished run on a dataset's test split (the run's own dataset by default).
 pub fn eval(run_dir: &Path, dataset: Option<&Path>) -> Result<Report> {
     let (cfg, state, info) = open_run(run_dir)?;
-    let Some(calib) = state.sigma_calibration else { bail!("{}: the run has not finished training", run_dir.display()) };
+    let Some(calib) = state.sigma_calibration else {
+        bail!("{}: the run has not finished training", run_dir.display())
+    };
     let layers = cfg.model.layers()?;
     let plain = device(cfg.train.backend);
     let net = run::load_best(run_dir, &layers, &plain)?;
@@ -129,5 +196,12 @@ pub fn eval(run_dir: &Path, dataset: Option<&Path>) -> Result<Report> {
     let splits = Splits::new(ds.len(), cfg.train.split_seed, Splits::DEFAULT);
     let (mu, sigma) = predict(&net, &layers, &state.preprocess, &ds, &splits.test, &plain);
     let sigma: Vec<f64> = sigma.iter().map(|s| calib.apply(*s)).collect();
-    report::score(&format!("CNN ({})", cfg.preset), &ds, &splits, &splits.test, &mu, &sigma)
+    report::score(
+        &format!("CNN ({})", cfg.preset),
+        &ds,
+        &splits,
+        &splits.test,
+        &mu,
+        &sigma,
+    )
 }

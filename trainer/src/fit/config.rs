@@ -29,7 +29,15 @@ pub struct ConvBlock {
 
 impl Default for ConvBlock {
     fn default() -> Self {
-        Self { convs: 1, filters: 16, kernel: 3, stride: 1, dilation: 1, pool: "avg".into(), pool_size: 2 }
+        Self {
+            convs: 1,
+            filters: 16,
+            kernel: 3,
+            stride: 1,
+            dilation: 1,
+            pool: "avg".into(),
+            pool_size: 2,
+        }
     }
 }
 
@@ -187,9 +195,18 @@ impl Preset {
                 model: ModelConfig {
                     input_pool: 2,
                     blocks: vec![
-                        ConvBlock { filters: 16, ..ConvBlock::default() },
-                        ConvBlock { filters: 32, ..ConvBlock::default() },
-                        ConvBlock { filters: 32, ..ConvBlock::default() },
+                        ConvBlock {
+                            filters: 16,
+                            ..ConvBlock::default()
+                        },
+                        ConvBlock {
+                            filters: 32,
+                            ..ConvBlock::default()
+                        },
+                        ConvBlock {
+                            filters: 32,
+                            ..ConvBlock::default()
+                        },
                     ],
                     padding: "same".into(),
                     batch_norm: false,
@@ -227,8 +244,22 @@ impl Preset {
                 model: ModelConfig {
                     input_pool: 1,
                     blocks: vec![
-                        ConvBlock { convs: 3, filters: 20, kernel: 2, pool: "max".into(), pool_size: 4, ..ConvBlock::default() },
-                        ConvBlock { convs: 2, filters: 20, kernel: 2, pool: "max".into(), pool_size: 4, ..ConvBlock::default() },
+                        ConvBlock {
+                            convs: 3,
+                            filters: 20,
+                            kernel: 2,
+                            pool: "max".into(),
+                            pool_size: 4,
+                            ..ConvBlock::default()
+                        },
+                        ConvBlock {
+                            convs: 2,
+                            filters: 20,
+                            kernel: 2,
+                            pool: "max".into(),
+                            pool_size: 4,
+                            ..ConvBlock::default()
+                        },
                     ],
                     padding: "valid".into(),
                     batch_norm: false,
@@ -273,31 +304,57 @@ impl ModelConfig {
             p => bail!("model.padding = {p:?}: expected \"same\" or \"valid\""),
         };
         if !(0.0..1.0).contains(&self.dropout) {
-            bail!("model.dropout = {}: expected 0 <= dropout < 1", self.dropout);
+            bail!(
+                "model.dropout = {}: expected 0 <= dropout < 1",
+                self.dropout
+            );
         }
         if !(self.leaky_slope >= 0.0 && self.leaky_slope < 1.0) {
-            bail!("model.leaky_slope = {}: expected 0 <= slope < 1", self.leaky_slope);
+            bail!(
+                "model.leaky_slope = {}: expected 0 <= slope < 1",
+                self.leaky_slope
+            );
         }
         let mut l = Vec::new();
         if self.input_pool > 1 {
-            l.push(Layer::Pool2d { kind: PoolKind::Avg, size: self.input_pool });
+            l.push(Layer::Pool2d {
+                kind: PoolKind::Avg,
+                size: self.input_pool,
+            });
         }
         for (i, b) in self.blocks.iter().enumerate() {
             if b.convs == 0 || b.filters == 0 || b.kernel == 0 || b.stride == 0 || b.dilation == 0 {
-                bail!("model.blocks[{i}]: convs, filters, kernel, stride and dilation must be at least 1");
+                bail!(
+                    "model.blocks[{i}]: convs, filters, kernel, stride and dilation must be at least 1"
+                );
             }
             for _ in 0..b.convs {
-                l.push(Layer::Conv2d { filters: b.filters, kernel: b.kernel, stride: b.stride, dilation: b.dilation, padding });
+                l.push(Layer::Conv2d {
+                    filters: b.filters,
+                    kernel: b.kernel,
+                    stride: b.stride,
+                    dilation: b.dilation,
+                    padding,
+                });
                 if self.batch_norm {
                     l.push(Layer::BatchNorm { epsilon: 1e-5 });
                 }
-                l.push(Layer::LeakyRelu { slope: self.leaky_slope });
+                l.push(Layer::LeakyRelu {
+                    slope: self.leaky_slope,
+                });
             }
             match b.pool.as_str() {
                 "none" => {}
                 "max" | "avg" if b.pool_size > 1 => {
-                    let kind = if b.pool == "max" { PoolKind::Max } else { PoolKind::Avg };
-                    l.push(Layer::Pool2d { kind, size: b.pool_size });
+                    let kind = if b.pool == "max" {
+                        PoolKind::Max
+                    } else {
+                        PoolKind::Avg
+                    };
+                    l.push(Layer::Pool2d {
+                        kind,
+                        size: b.pool_size,
+                    });
                 }
                 "max" | "avg" => {}
                 p => bail!("model.blocks[{i}].pool = {p:?}: expected \"max\", \"avg\" or \"none\""),
@@ -309,12 +366,16 @@ impl ModelConfig {
                 bail!("model.dense: layer sizes must be at least 1");
             }
             l.push(Layer::Dense { units });
-            l.push(Layer::LeakyRelu { slope: self.leaky_slope });
+            l.push(Layer::LeakyRelu {
+                slope: self.leaky_slope,
+            });
             if self.dropout > 0.0 {
                 l.push(Layer::Dropout { rate: self.dropout });
             }
         }
-        l.push(Layer::Dense { units: HEAD_OUTPUTS });
+        l.push(Layer::Dense {
+            units: HEAD_OUTPUTS,
+        });
         Ok(l)
     }
 }
@@ -332,10 +393,16 @@ impl TrainConfig {
             bail!("train.l1 and train.l2 must be non-negative");
         }
         if !(self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
-            bail!("train.lr_decay = {}: expected 0 < decay <= 1", self.lr_decay);
+            bail!(
+                "train.lr_decay = {}: expected 0 < decay <= 1",
+                self.lr_decay
+            );
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            bail!("train.momentum = {}: expected 0 <= momentum < 1", self.momentum);
+            bail!(
+                "train.momentum = {}: expected 0 <= momentum < 1",
+                self.momentum
+            );
         }
         Ok(())
     }
@@ -347,9 +414,14 @@ impl TrainConfig {
             Schedule::Exponential => self.lr * self.lr_decay.powi(epoch as i32),
             Schedule::Cosine => {
                 let t = epoch as f64 / (self.epochs.max(2) - 1) as f64;
-                self.lr_min + 0.5 * (self.lr - self.lr_min) * (1.0 + (std::f64::consts::PI * t).cos())
+                self.lr_min
+                    + 0.5 * (self.lr - self.lr_min) * (1.0 + (std::f64::consts::PI * t).cos())
             }
         };
-        if epoch < self.warmup_epochs { base * (epoch + 1) as f64 / (self.warmup_epochs + 1) as f64 } else { base }
+        if epoch < self.warmup_epochs {
+            base * (epoch + 1) as f64 / (self.warmup_epochs + 1) as f64
+        } else {
+            base
+        }
     }
 }

@@ -83,10 +83,25 @@ pub fn named_tensors(net: &Net) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 }
 
 /// Write `model.safetensors` and `model.json` into `dir`.
-pub fn export(dir: &Path, net: &Net, layers: &[Layer], pre: &Preprocess, calib: Option<SigmaCalibration>, provenance: serde_json::Value) -> Result<()> {
+pub fn export(
+    dir: &Path,
+    net: &Net,
+    layers: &[Layer],
+    pre: &Preprocess,
+    calib: Option<SigmaCalibration>,
+    provenance: serde_json::Value,
+) -> Result<()> {
     let tensors = named_tensors(net);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
     let views = bytes
         .iter()
         .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
@@ -102,7 +117,10 @@ pub fn export(dir: &Path, net: &Net, layers: &[Layer], pre: &Preprocess, calib: 
         preprocess: pre.clone(),
         sigma_floor: SIGMA_FLOOR,
         sigma_calibration: calib,
-        tensors: tensors.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect(),
+        tensors: tensors
+            .iter()
+            .map(|(n, s, _)| (n.clone(), s.clone()))
+            .collect(),
         provenance,
     };
     write_atomic(&dir.join("model.json"), &serde_json::to_vec_pretty(&desc)?)

@@ -9,6 +9,6 @@ pub mod net;
 pub mod params;
 pub mod prep;
 pub mod report;
-pub mod scan;
 pub mod run;
+pub mod scan;
 pub mod train;

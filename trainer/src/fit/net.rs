@@ -26,18 +26,70 @@ pub struct Net {
 /// Host-generated dropout masks, one per dropout layer, already scaled by 1/(1-p).
 pub type Masks = Vec<Tensor<2>>;
 
-/// Build the network for `layers` on `device` (initialisation draws from the device's seeded RNG).
+/// Build the network for `layers` on `device`, then draw every weight and bias from
+/// ChaCha8(`seed`) on the host: uniform in +-1/sqrt(fan_in), burn's default Kaiming-uniform
+/// bounds. burn's own initialisers draw from a process-global backend RNG, which concurrent
+/// runs share; drawing here makes a seed mean the same network on every backend and thread.
+pub fn init_seeded(
+    layers: &[Layer],
+    input: Shape,
+    device: &Device,
+    seed: u64,
+) -> anyhow::Result<Net> {
+    use rand::{Rng, SeedableRng};
+    let mut net = init(layers, input, device)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x1417_1a11);
+    let mut draw = |shape: Vec<usize>, fan_in: usize| {
+        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect();
+        TensorData::new(v, shape)
+    };
+    for c in &mut net.convs {
+        let dims = c.weight.val().dims();
+        let fan_in = dims[1] * dims[2] * dims[3];
+        c.weight = Param::from_tensor(Tensor::from_data(draw(dims.to_vec(), fan_in), device));
+        if let Some(b) = &mut c.bias {
+            *b = Param::from_tensor(Tensor::from_data(draw(vec![dims[0]], fan_in), device));
+        }
+    }
+    for d in &mut net.dense {
+        let dims = d.weight.val().dims();
+        d.weight = Param::from_tensor(Tensor::from_data(draw(dims.to_vec(), dims[0]), device));
+        if let Some(b) = &mut d.bias {
+            *b = Param::from_tensor(Tensor::from_data(draw(vec![dims[1]], dims[0]), device));
+        }
+    }
+    Ok(net)
+}
+
+/// Build the network for `layers` on `device` with burn's initialisers (weights to be
+/// replaced by a record, or by [`init_seeded`]).
 pub fn init(layers: &[Layer], input: Shape, device: &Device) -> anyhow::Result<Net> {
     let stats = analyze(input, layers)?;
     let (mut convs, mut norms, mut dense) = (Vec::new(), Vec::new(), Vec::new());
     let mut shape = input;
     for (layer, st) in layers.iter().zip(&stats) {
         match *layer {
-            Layer::Conv2d { filters, kernel, stride, dilation, padding } => {
+            Layer::Conv2d {
+                filters,
+                kernel,
+                stride,
+                dilation,
+                padding,
+            } => {
                 if padding == Padding::Same && (kernel % 2 == 0 || stride != 1) {
-                    anyhow::bail!("\"same\" padding needs an odd kernel and stride 1 (got kernel {kernel}, stride {stride}); use \"valid\"");
+                    anyhow::bail!(
+                        "\"same\" padding needs an odd kernel and stride 1 (got kernel {kernel}, stride {stride}); use \"valid\""
+                    );
                 }
-                let pad = if padding == Padding::Same { PaddingConfig2d::Same } else { PaddingConfig2d::Valid };
+                let pad = if padding == Padding::Same {
+                    PaddingConfig2d::Same
+                } else {
+                    PaddingConfig2d::Valid
+                };
                 convs.push(
                     Conv2dConfig::new([shape.c, filters], [kernel, kernel])
                         .with_stride([stride, stride])
@@ -46,20 +98,36 @@ pub fn init(layers: &[Layer], input: Shape, device: &Device) -> anyhow::Result<N
                         .init(device),
                 );
             }
-            Layer::BatchNorm { epsilon } => norms.push(BatchNormConfig::new(shape.c).with_epsilon(epsilon).init(device)),
-            Layer::Dense { units } => dense.push(LinearConfig::new(shape.len(), units).init(device)),
+            Layer::BatchNorm { epsilon } => norms.push(
+                BatchNormConfig::new(shape.c)
+                    .with_epsilon(epsilon)
+                    .init(device),
+            ),
+            Layer::Dense { units } => {
+                dense.push(LinearConfig::new(shape.len(), units).init(device))
+            }
             _ => {}
         }
         shape = st.out;
     }
-    Ok(Net { convs, norms, dense })
+    Ok(Net {
+        convs,
+        norms,
+        dense,
+    })
 }
 
 impl Net {
     /// Forward pass: images `[B, 10, 50, 50]` (preprocessed), redshift `[B, 1]`
     /// (preprocessed) to the raw head `[B, 2]`. `masks` holds one dropout mask per
     /// dropout layer when training; `None` at inference.
-    pub fn forward(&self, layers: &[Layer], x: Tensor<4>, z: Tensor<2>, masks: Option<&Masks>) -> Tensor<2> {
+    pub fn forward(
+        &self,
+        layers: &[Layer],
+        x: Tensor<4>,
+        z: Tensor<2>,
+        masks: Option<&Masks>,
+    ) -> Tensor<2> {
         let (mut ci, mut ni, mut di, mut mi) = (0, 0, 0, 0);
         let mut img = Some(x);
         let mut vec: Option<Tensor<2>> = None;
@@ -76,8 +144,14 @@ impl Net {
                 }
                 Layer::Pool2d { kind, size } => {
                     img = img.map(|t| match kind {
-                        PoolKind::Max => max_pool2d(t, MaxPoolOptions::new([size, size]).with_stride([size, size])),
-                        PoolKind::Avg => avg_pool2d(t, AvgPoolOptions::new([size, size]).with_stride([size, size])),
+                        PoolKind::Max => max_pool2d(
+                            t,
+                            MaxPoolOptions::new([size, size]).with_stride([size, size]),
+                        ),
+                        PoolKind::Avg => avg_pool2d(
+                            t,
+                            AvgPoolOptions::new([size, size]).with_stride([size, size]),
+                        ),
                     });
                 }
                 Layer::GlobalAvgPool => {
@@ -89,18 +163,33 @@ impl Net {
                 Layer::FlattenConcatZ => {
                     let t = img.take().expect("image before flatten");
                     let flat: Tensor<2> = t.flatten(1, 3);
-                    vec = Some(Tensor::cat(vec![flat, z.take().expect("redshift used once")], 1));
+                    vec = Some(Tensor::cat(
+                        vec![flat, z.take().expect("redshift used once")],
+                        1,
+                    ));
                 }
                 Layer::Dense { .. } => {
                     vec = vec.map(|t| self.dense[di].forward(t));
                     di += 1;
                 }
                 Layer::LeakyRelu { slope } => {
-                    let act = |t| if slope == 0.0 { activation::relu(t) } else { activation::leaky_relu(t, slope) };
+                    let act = |t| {
+                        if slope == 0.0 {
+                            activation::relu(t)
+                        } else {
+                            activation::leaky_relu(t, slope)
+                        }
+                    };
                     if let Some(t) = vec.take() {
                         vec = Some(act(t));
                     } else {
-                        img = img.map(|t| if slope == 0.0 { activation::relu(t) } else { activation::leaky_relu(t, slope) });
+                        img = img.map(|t| {
+                            if slope == 0.0 {
+                                activation::relu(t)
+                            } else {
+                                activation::leaky_relu(t, slope)
+                            }
+                        });
                     }
                 }
                 Layer::Dropout { .. } => {
@@ -124,7 +213,10 @@ impl Net {
         head.weight = Param::from_tensor(w);
         let s = (spread - SIGMA_FLOOR).max(1e-3);
         let raw_sigma = s.exp_m1().ln(); // softplus^-1
-        head.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(vec![mean as f32, raw_sigma as f32], [2]), &device)));
+        head.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![mean as f32, raw_sigma as f32], [2]),
+            &device,
+        )));
         self
     }
 
@@ -133,8 +225,14 @@ impl Net {
         let mut l1: Option<Tensor<1>> = None;
         let mut l2: Option<Tensor<1>> = None;
         let mut add = |w1: Tensor<1>, w2: Tensor<1>| {
-            l1 = Some(match l1.take() { Some(a) => a + w1, None => w1 });
-            l2 = Some(match l2.take() { Some(a) => a + w2, None => w2 });
+            l1 = Some(match l1.take() {
+                Some(a) => a + w1,
+                None => w1,
+            });
+            l2 = Some(match l2.take() {
+                Some(a) => a + w2,
+                None => w2,
+            });
         };
         for c in &self.convs {
             let w = c.weight.val();

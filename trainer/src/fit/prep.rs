@@ -26,19 +26,30 @@ impl Preprocess {
         for &i in take {
             let img = ds.image(i);
             for (b, s) in sum2.iter_mut().enumerate() {
-                *s += img[b * NPIX * NPIX..(b + 1) * NPIX * NPIX].iter().map(|&c| f64::from(c).ln_1p().powi(2)).sum::<f64>();
+                *s += img[b * NPIX * NPIX..(b + 1) * NPIX * NPIX]
+                    .iter()
+                    .map(|&c| f64::from(c).ln_1p().powi(2))
+                    .sum::<f64>();
             }
         }
         let n = (take.len() * NPIX * NPIX).max(1) as f64;
         let band_scale = sum2.map(|s| (1.0 / (s / n).sqrt().max(1e-3)) as f32);
         let zs: Vec<f64> = train.iter().map(|&i| f64::from(ds.redshift[i])).collect();
         let (m, sd) = mean_sd(&zs);
-        Self { band_scale, z_shift: m as f32, z_scale: (1.0 / sd.max(1e-3)) as f32 }
+        Self {
+            band_scale,
+            z_shift: m as f32,
+            z_scale: (1.0 / sd.max(1e-3)) as f32,
+        }
     }
 
     /// The runtime's kernel with these parameters (one definition for host and device).
     pub fn kernel(&self) -> runtime::kernels::preprocess::Preprocess<NBANDS> {
-        runtime::kernels::preprocess::Preprocess { band_scale: self.band_scale, z_shift: self.z_shift, z_scale: self.z_scale }
+        runtime::kernels::preprocess::Preprocess {
+            band_scale: self.band_scale,
+            z_shift: self.z_shift,
+            z_scale: self.z_scale,
+        }
     }
 }
 
@@ -46,7 +57,10 @@ impl Preprocess {
 pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
     let m = v.iter().sum::<f64>() / n;
-    (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt())
+    (
+        m,
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt(),
+    )
 }
 
 /// A batch on the host, ready to become tensors.
@@ -69,13 +83,23 @@ pub fn batch(ds: &Dataset, idx: &[usize], pre: &Preprocess, transforms: &[usize]
         let out = &mut x[k * IMAGE_LEN..(k + 1) * IMAGE_LEN];
         match transforms.get(k) {
             Some(&t) if t != 0 => {
-                kernel.counts_f32(ds.image(i), &mut tmp).expect("image buffers have the contract's size");
+                kernel
+                    .counts_f32(ds.image(i), &mut tmp)
+                    .expect("image buffers have the contract's size");
                 augment::apply(t, NPIX, &tmp, out);
             }
-            _ => kernel.counts_f32(ds.image(i), out).expect("image buffers have the contract's size"),
+            _ => kernel
+                .counts_f32(ds.image(i), out)
+                .expect("image buffers have the contract's size"),
         }
     }
-    let z = idx.iter().map(|&i| kernel.redshift(ds.redshift[i]).unwrap_or(0.0)).collect();
-    let y = idx.iter().map(|&i| ds.log_mass.as_ref().map_or(0.0, |m| m[i])).collect();
+    let z = idx
+        .iter()
+        .map(|&i| kernel.redshift(ds.redshift[i]).unwrap_or(0.0))
+        .collect();
+    let y = idx
+        .iter()
+        .map(|&i| ds.log_mass.as_ref().map_or(0.0, |m| m[i]))
+        .collect();
     Batch { x, z, y }
 }

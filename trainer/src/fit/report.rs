@@ -26,19 +26,48 @@ pub struct Report {
 }
 
 /// Score `mu`, `sigma` (indexed like `subset`) and the baselines (fitted on `splits.train`).
-pub fn score(name: &str, ds: &Dataset, splits: &Splits, subset: &[usize], mu: &[f64], sigma: &[f64]) -> Result<Report> {
+pub fn score(
+    name: &str,
+    ds: &Dataset,
+    splits: &Splits,
+    subset: &[usize],
+    mu: &[f64],
+    sigma: &[f64],
+) -> Result<Report> {
     let mut full = vec![f64::NAN; ds.len()];
     for (&i, &m) in subset.iter().zip(mu) {
         full[i] = m;
     }
     let mut accuracy = vec![baseline::accuracy(name, ds, &full, subset)?];
-    accuracy.push(baseline::accuracy("count rate", ds, &baseline::count_rate(ds, splits, &CountRateParams::default())?.predicted, subset)?);
+    accuracy.push(baseline::accuracy(
+        "count rate",
+        ds,
+        &baseline::count_rate(ds, splits, &CountRateParams::default())?.predicted,
+        subset,
+    )?);
     if let Ok(o) = baseline::oracle(ds, splits) {
-        accuracy.push(baseline::accuracy("oracle (true L, T, z)", ds, &o.predicted, subset)?);
+        accuracy.push(baseline::accuracy(
+            "oracle (true L, T, z)",
+            ds,
+            &o.predicted,
+            subset,
+        )?);
     }
-    accuracy.push(baseline::accuracy("constant", ds, &baseline::constant(ds, splits)?.predicted, subset)?);
-    let y = ds.log_mass.as_ref().ok_or_else(|| anyhow!("scoring needs labels"))?;
-    let res: Vec<f64> = subset.iter().zip(mu).map(|(&i, m)| m - f64::from(y[i])).collect();
+    accuracy.push(baseline::accuracy(
+        "constant",
+        ds,
+        &baseline::constant(ds, splits)?.predicted,
+        subset,
+    )?);
+    let y = ds
+        .log_mass
+        .as_ref()
+        .ok_or_else(|| anyhow!("scoring needs labels"))?;
+    let res: Vec<f64> = subset
+        .iter()
+        .zip(mu)
+        .map(|(&i, m)| m - f64::from(y[i]))
+        .collect();
     let calibration = Calibration::of(&res, sigma);
     let calibration_by_mass = baseline::MASS_EDGES
         .windows(2)
@@ -52,7 +81,12 @@ pub fn score(name: &str, ds: &Dataset, splits: &Splits, subset: &[usize], mu: &[
             Calibration::of(&r, &s)
         })
         .collect();
-    Ok(Report { n: subset.len(), accuracy, calibration, calibration_by_mass })
+    Ok(Report {
+        n: subset.len(),
+        accuracy,
+        calibration,
+        calibration_by_mass,
+    })
 }
 
 /// Text summary: the side-by-side table and the calibration line.
@@ -84,7 +118,10 @@ pub fn plot_history(history: &[EpochRecord], out: &Path) -> Result<()> {
     init_fonts();
     let root = BitMapBackend::new(out, (900, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let (lo, hi) = history.iter().flat_map(|h| [h.train_loss, h.val_loss]).fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = history
+        .iter()
+        .flat_map(|h| [h.train_loss, h.val_loss])
+        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
     let pad = 0.05 * (hi - lo).max(1e-6);
     let mut c = ChartBuilder::on(&root)
         .caption("loss per epoch", ("sans-serif", 22))
@@ -93,14 +130,35 @@ pub fn plot_history(history: &[EpochRecord], out: &Path) -> Result<()> {
         .y_label_area_size(60)
         .build_cartesian_2d(0.5..history.len() as f64 + 0.5, (lo - pad)..(hi + pad))
         .map_err(err)?;
-    c.configure_mesh().x_desc("epoch").y_desc("loss").draw().map_err(err)?;
-    for (label, color, f) in [("training", BLUE, (|h: &EpochRecord| h.train_loss) as fn(&EpochRecord) -> f64), ("validation", RED, |h| h.val_loss)] {
-        c.draw_series(LineSeries::new(history.iter().enumerate().map(|(i, h)| (i as f64 + 1.0, f(h))), color.stroke_width(2)))
-            .map_err(err)?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    c.configure_mesh()
+        .x_desc("epoch")
+        .y_desc("loss")
+        .draw()
+        .map_err(err)?;
+    for (label, color, f) in [
+        (
+            "training",
+            BLUE,
+            (|h: &EpochRecord| h.train_loss) as fn(&EpochRecord) -> f64,
+        ),
+        ("validation", RED, |h| h.val_loss),
+    ] {
+        c.draw_series(LineSeries::new(
+            history
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (i as f64 + 1.0, f(h))),
+            color.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
-    c.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(err)?;
+    c.configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(err)?;
     root.present().map_err(err)
 }
 
@@ -120,12 +178,21 @@ pub fn plot_predictions(y: &[f64], z: &[f64], mu: &[f64], sigma: &[f64], out: &P
         .y_label_area_size(50)
         .build_cartesian_2d(lo..hi, lo..hi)
         .map_err(err)?;
-    c.configure_mesh().x_desc("true").y_desc("predicted").draw().map_err(err)?;
-    c.draw_series(y.iter().zip(mu).map(|(a, b)| point(*a, *b))).map_err(err)?;
-    c.draw_series(LineSeries::new([(lo, lo), (hi, hi)], RED.stroke_width(2))).map_err(err)?;
+    c.configure_mesh()
+        .x_desc("true")
+        .y_desc("predicted")
+        .draw()
+        .map_err(err)?;
+    c.draw_series(y.iter().zip(mu).map(|(a, b)| point(*a, *b)))
+        .map_err(err)?;
+    c.draw_series(LineSeries::new([(lo, lo), (hi, hi)], RED.stroke_width(2)))
+        .map_err(err)?;
     // Residuals vs mass and vs redshift.
     let res: Vec<f64> = mu.iter().zip(y).map(|(m, t)| m - t).collect();
-    for (panel, xs, label, range) in [(&panels[1], y, "true log10 M500", (13.4, 15.4)), (&panels[2], z, "redshift", (0.0, 1.35))] {
+    for (panel, xs, label, range) in [
+        (&panels[1], y, "true log10 M500", (13.4, 15.4)),
+        (&panels[2], z, "redshift", (0.0, 1.35)),
+    ] {
         let mut c = ChartBuilder::on(panel)
             .caption(format!("residual vs {label}"), ("sans-serif", 20))
             .margin(12)
@@ -133,9 +200,18 @@ pub fn plot_predictions(y: &[f64], z: &[f64], mu: &[f64], sigma: &[f64], out: &P
             .y_label_area_size(50)
             .build_cartesian_2d(range.0..range.1, -0.8..0.8)
             .map_err(err)?;
-        c.configure_mesh().x_desc(label).y_desc("predicted - true (dex)").draw().map_err(err)?;
-        c.draw_series(xs.iter().zip(&res).map(|(a, b)| point(*a, *b))).map_err(err)?;
-        c.draw_series(LineSeries::new([(range.0, 0.0), (range.1, 0.0)], RED.stroke_width(2))).map_err(err)?;
+        c.configure_mesh()
+            .x_desc(label)
+            .y_desc("predicted - true (dex)")
+            .draw()
+            .map_err(err)?;
+        c.draw_series(xs.iter().zip(&res).map(|(a, b)| point(*a, *b)))
+            .map_err(err)?;
+        c.draw_series(LineSeries::new(
+            [(range.0, 0.0), (range.1, 0.0)],
+            RED.stroke_width(2),
+        ))
+        .map_err(err)?;
     }
     // Standardised residuals against N(0, 1).
     let zs: Vec<f64> = res.iter().zip(sigma).map(|(r, s)| r / s).collect();
@@ -151,22 +227,36 @@ pub fn plot_predictions(y: &[f64], z: &[f64], mu: &[f64], sigma: &[f64], out: &P
     let density: Vec<f64> = counts.iter().map(|&c| c as f64 / (n * w)).collect();
     let top = density.iter().cloned().fold(0.45, f64::max) * 1.1;
     let mut c = ChartBuilder::on(&panels[3])
-        .caption("standardised residuals (predicted - true) / sigma", ("sans-serif", 20))
+        .caption(
+            "standardised residuals (predicted - true) / sigma",
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
         .build_cartesian_2d(-4.0..4.0, 0.0..top)
         .map_err(err)?;
-    c.configure_mesh().x_desc("standardised residual").y_desc("density").draw().map_err(err)?;
+    c.configure_mesh()
+        .x_desc("standardised residual")
+        .y_desc("density")
+        .draw()
+        .map_err(err)?;
     c.draw_series(density.iter().enumerate().map(|(k, d)| {
         let x0 = -4.0 + k as f64 * w;
-        Rectangle::new([(x0, 0.0), (x0 + w, *d)], RGBColor(40, 80, 160).mix(0.5).filled())
+        Rectangle::new(
+            [(x0, 0.0), (x0 + w, *d)],
+            RGBColor(40, 80, 160).mix(0.5).filled(),
+        )
     }))
     .map_err(err)?;
     let gauss = (0..=200).map(|i| {
         let x = -4.0 + 8.0 * i as f64 / 200.0;
-        (x, (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt())
+        (
+            x,
+            (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt(),
+        )
     });
-    c.draw_series(LineSeries::new(gauss, RED.stroke_width(2))).map_err(err)?;
+    c.draw_series(LineSeries::new(gauss, RED.stroke_width(2)))
+        .map_err(err)?;
     root.present().map_err(err)
 }

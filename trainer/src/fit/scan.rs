@@ -34,18 +34,31 @@ pub fn finish(out: &Path, p1: &str, p2: Option<&str>, rows: &[Row]) -> Result<St
     if let Some(p2) = p2 {
         header.push(p2.to_string());
     }
-    header.extend(["test scatter (dex)".into(), "bias".into(), "NLL".into(), "MACs".into()]);
+    header.extend([
+        "test scatter (dex)".into(),
+        "bias".into(),
+        "NLL".into(),
+        "MACs".into(),
+    ]);
     t.set_header(header);
     for r in rows {
         let mut row = vec![r.x.clone()];
         if p2.is_some() {
             row.push(r.y.clone().unwrap_or_default());
         }
-        row.extend([format!("{:.4}", r.scatter), format!("{:+.4}", r.bias), format!("{:.3}", r.nll), r.macs.to_string()]);
+        row.extend([
+            format!("{:.4}", r.scatter),
+            format!("{:+.4}", r.bias),
+            format!("{:.3}", r.nll),
+            r.macs.to_string(),
+        ]);
         t.add_row(row);
     }
     plot(out, p1, p2, rows)?;
-    Ok(format!("{t}\nscan written to {}/scan.json and scan.png\n", out.display()))
+    Ok(format!(
+        "{t}\nscan written to {}/scan.json and scan.png\n",
+        out.display()
+    ))
 }
 
 fn plot(out: &Path, p1: &str, p2: Option<&str>, rows: &[Row]) -> Result<()> {
@@ -56,11 +69,24 @@ fn plot(out: &Path, p1: &str, p2: Option<&str>, rows: &[Row]) -> Result<()> {
     root.fill(&WHITE).map_err(|x| e(&x))?;
     // Numeric x if every value parses, else categorical positions.
     let numeric: Option<Vec<f64>> = rows.iter().map(|r| r.x.parse::<f64>().ok()).collect();
-    let xs: Vec<f64> = numeric.clone().unwrap_or_else(|| rows.iter().map(|r| first_index(rows, &r.x) as f64).collect());
-    let log_x = numeric.is_some() && xs.iter().all(|v| *v > 0.0) && xs.iter().cloned().fold(0.0, f64::max) / xs.iter().cloned().fold(f64::MAX, f64::min) > 20.0;
+    let xs: Vec<f64> = numeric.clone().unwrap_or_else(|| {
+        rows.iter()
+            .map(|r| first_index(rows, &r.x) as f64)
+            .collect()
+    });
+    let log_x = numeric.is_some()
+        && xs.iter().all(|v| *v > 0.0)
+        && xs.iter().cloned().fold(0.0, f64::max) / xs.iter().cloned().fold(f64::MAX, f64::min)
+            > 20.0;
     let tx = |v: f64| if log_x { v.log10() } else { v };
-    let (x0, x1) = xs.iter().map(|v| tx(*v)).fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
-    let (y0, y1) = rows.iter().map(|r| r.scatter).fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let (x0, x1) = xs
+        .iter()
+        .map(|v| tx(*v))
+        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let (y0, y1) = rows
+        .iter()
+        .map(|r| r.scatter)
+        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
     let (xp, yp) = (0.05 * (x1 - x0).max(1.0), 0.1 * (y1 - y0).max(0.01));
     let mut c = ChartBuilder::on(&root)
         .caption(format!("test scatter vs {p1}"), ("sans-serif", 22))
@@ -72,9 +98,19 @@ fn plot(out: &Path, p1: &str, p2: Option<&str>, rows: &[Row]) -> Result<()> {
     let labels: Vec<String> = rows.iter().map(|r| r.x.clone()).collect();
     let num = numeric.is_some();
     c.configure_mesh()
-        .x_desc(if log_x { format!("log10 {p1}") } else { p1.to_string() })
+        .x_desc(if log_x {
+            format!("log10 {p1}")
+        } else {
+            p1.to_string()
+        })
         .y_desc("test scatter (dex)")
-        .x_label_formatter(&|v| if num { format!("{v:.3}") } else { labels.get(v.round() as usize).cloned().unwrap_or_default() })
+        .x_label_formatter(&|v| {
+            if num {
+                format!("{v:.3}")
+            } else {
+                labels.get(v.round() as usize).cloned().unwrap_or_default()
+            }
+        })
         .draw()
         .map_err(|x| e(&x))?;
     let mut groups: Vec<Option<String>> = Vec::new();
@@ -85,15 +121,29 @@ fn plot(out: &Path, p1: &str, p2: Option<&str>, rows: &[Row]) -> Result<()> {
     }
     for (k, g) in groups.iter().enumerate() {
         let color = Palette99::pick(k).to_rgba();
-        let pts: Vec<(f64, f64)> = rows.iter().zip(&xs).filter(|(r, _)| &r.y == g).map(|(r, x)| (tx(*x), r.scatter)).collect();
-        let s = c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2))).map_err(|x| e(&x))?;
+        let pts: Vec<(f64, f64)> = rows
+            .iter()
+            .zip(&xs)
+            .filter(|(r, _)| &r.y == g)
+            .map(|(r, x)| (tx(*x), r.scatter))
+            .collect();
+        let s = c
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|x| e(&x))?;
         if let (Some(p2), Some(v)) = (p2, g) {
-            s.label(format!("{p2} = {v}")).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            s.label(format!("{p2} = {v}")).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         }
-        c.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(|x| e(&x))?;
+        c.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            .map_err(|x| e(&x))?;
     }
     if p2.is_some() {
-        c.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|x| e(&x))?;
+        c.configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()
+            .map_err(|x| e(&x))?;
     }
     root.present().map_err(|x| e(&x))
 }

@@ -22,7 +22,11 @@ use std::path::Path;
 use std::time::Instant;
 
 /// Input shape of every model.
-pub const INPUT: Shape = Shape { c: NBANDS, h: NPIX, w: NPIX };
+pub const INPUT: Shape = Shape {
+    c: NBANDS,
+    h: NPIX,
+    w: NPIX,
+};
 
 /// The plain (inference) device of a backend.
 pub fn device(backend: Backend) -> Device {
@@ -34,7 +38,14 @@ pub fn device(backend: Backend) -> Device {
 }
 
 /// Predictions of a network on some clusters: mean and sigma (before calibration).
-pub fn predict(net: &Net, layers: &[Layer], pre: &Preprocess, ds: &Dataset, idx: &[usize], dev: &Device) -> (Vec<f64>, Vec<f64>) {
+pub fn predict(
+    net: &Net,
+    layers: &[Layer],
+    pre: &Preprocess,
+    ds: &Dataset,
+    idx: &[usize],
+    dev: &Device,
+) -> (Vec<f64>, Vec<f64>) {
     let (mut mu, mut sigma) = (Vec::with_capacity(idx.len()), Vec::with_capacity(idx.len()));
     for chunk in idx.chunks(256) {
         let b = prep::batch(ds, chunk, pre, &[]);
@@ -50,7 +61,10 @@ pub fn predict(net: &Net, layers: &[Layer], pre: &Preprocess, ds: &Dataset, idx:
 
 /// A 1-D tensor's values on the host.
 pub fn to_vec(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 tensor data")
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 tensor data")
 }
 
 fn scalar(t: Tensor<1>) -> f64 {
@@ -72,42 +86,97 @@ pub struct FitOutcome {
 }
 
 /// Train (or resume) a run in `run_dir` on `ds`.
-pub fn fit(ds: &Dataset, cfg: &RunConfig, run_dir: &Path, resume: bool, progress: bool) -> Result<FitOutcome> {
+pub fn fit(
+    ds: &Dataset,
+    cfg: &RunConfig,
+    run_dir: &Path,
+    resume: bool,
+    progress: bool,
+) -> Result<FitOutcome> {
+    Ok(fit_until(ds, cfg, run_dir, resume, progress, None)?
+        .expect("runs to the end without stop_after"))
+}
+
+/// [`fit`], but return `Ok(None)` right after the checkpoint of epoch `stop_after`
+/// (1-based), as if the process had been killed there (tests of `--resume`).
+pub fn fit_interrupted(
+    ds: &Dataset,
+    cfg: &RunConfig,
+    run_dir: &Path,
+    stop_after: usize,
+) -> Result<()> {
+    fit_until(ds, cfg, run_dir, false, false, Some(stop_after)).map(|_| ())
+}
+
+fn fit_until(
+    ds: &Dataset,
+    cfg: &RunConfig,
+    run_dir: &Path,
+    resume: bool,
+    progress: bool,
+    stop_after: Option<usize>,
+) -> Result<Option<FitOutcome>> {
     cfg.train.check()?;
     let layers = cfg.model.layers()?;
     let t = &cfg.train;
-    let labels = ds.log_mass.as_ref().context("training needs `log_mass` labels")?;
+    let labels = ds
+        .log_mass
+        .as_ref()
+        .context("training needs `log_mass` labels")?;
     let splits = Splits::new(ds.len(), t.split_seed, Splits::DEFAULT);
     if splits.train.len() < t.batch_size.min(32) || splits.val.is_empty() {
-        bail!("{} clusters are too few to train (need a training split of at least one batch and a validation split)", ds.len());
+        bail!(
+            "{} clusters are too few to train (need a training split of at least one batch and a validation split)",
+            ds.len()
+        );
     }
     let ys: Vec<f64> = splits.train.iter().map(|&i| f64::from(labels[i])).collect();
     let (y_mean, y_sd) = prep::mean_sd(&ys);
 
     let plain = device(t.backend);
     let train_dev = plain.clone().autodiff();
-    let (mut state, pre, mut net, mut optim) = match run::load_checkpoint(run_dir, &layers, &train_dev)? {
-        Some((state, net, optim_path)) if resume => {
-            let optim = make_optimizer(cfg).load(&optim_path).with_context(|| format!("loading optimizer state {}", optim_path.display()))?;
-            eprintln!("resuming {} after epoch {}", run_dir.display(), state.epochs_done);
-            (state.clone(), state.preprocess.clone(), net, optim)
-        }
-        Some(_) => bail!("{} already holds a run; use --resume to continue it or choose another --run-dir", run_dir.display()),
-        None => {
-            train_dev.seed(t.seed);
-            let net = net::init(&layers, INPUT, &train_dev)?.init_head(y_mean, y_sd);
-            let pre = Preprocess::fit(ds, &splits.train);
-            let state = RunState::new(pre.clone());
-            (state, pre, net, make_optimizer(cfg))
-        }
-    };
+    let (mut state, pre, mut net, mut optim) =
+        match run::load_checkpoint(run_dir, &layers, &train_dev)? {
+            Some((state, net, optim_path)) if resume => {
+                let optim = make_optimizer(cfg)
+                    .load(&optim_path)
+                    .with_context(|| format!("loading optimizer state {}", optim_path.display()))?;
+                eprintln!(
+                    "resuming {} after epoch {}",
+                    run_dir.display(),
+                    state.epochs_done
+                );
+                (state.clone(), state.preprocess.clone(), net, optim)
+            }
+            Some(_) => bail!(
+                "{} already holds a run; use --resume to continue it or choose another --run-dir",
+                run_dir.display()
+            ),
+            None => {
+                let net =
+                    net::init_seeded(&layers, INPUT, &train_dev, t.seed)?.init_head(y_mean, y_sd);
+                let pre = Preprocess::fit(ds, &splits.train);
+                let state = RunState::new(pre.clone());
+                (state, pre, net, make_optimizer(cfg))
+            }
+        };
 
-    let n_masks = layers.iter().filter(|l| matches!(l, Layer::Dropout { .. })).count();
-    let train_idx: Vec<usize> = if t.max_train > 0 { splits.train.iter().copied().take(t.max_train).collect() } else { splits.train.clone() };
+    let n_masks = layers
+        .iter()
+        .filter(|l| matches!(l, Layer::Dropout { .. }))
+        .count();
+    let train_idx: Vec<usize> = if t.max_train > 0 {
+        splits.train.iter().copied().take(t.max_train).collect()
+    } else {
+        splits.train.clone()
+    };
     let steps = train_idx.len().div_ceil(t.batch_size);
     for epoch in state.epochs_done..t.epochs {
         if t.patience > 0 && state.epochs_since_best() >= t.patience {
-            eprintln!("early stop: no better validation loss for {} epochs", t.patience);
+            eprintln!(
+                "early stop: no better validation loss for {} epochs",
+                t.patience
+            );
             break;
         }
         let lr = t.lr_at(epoch);
@@ -120,9 +189,14 @@ pub fn fit(ds: &Dataset, cfg: &RunConfig, run_dir: &Path, resume: bool, progress
         let (mut loss_sum, mut n_seen) = (0.0, 0usize);
         for chunk in order.chunks(t.batch_size) {
             let n = chunk.len();
-            let transforms: Vec<usize> = if t.augment { (0..n).map(|_| rng.random_range(0..8)).collect() } else { Vec::new() };
+            let transforms: Vec<usize> = if t.augment {
+                (0..n).map(|_| rng.random_range(0..8)).collect()
+            } else {
+                Vec::new()
+            };
             let b = prep::batch(ds, chunk, &pre, &transforms);
-            let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, NBANDS, NPIX, NPIX]), &train_dev);
+            let x =
+                Tensor::<4>::from_data(TensorData::new(b.x, [n, NBANDS, NPIX, NPIX]), &train_dev);
             let z = Tensor::<2>::from_data(TensorData::new(b.z, [n, 1]), &train_dev);
             let y = Tensor::<1>::from_data(TensorData::new(b.y, [n]), &train_dev);
             let masks = dropout_masks(&layers, n_masks, n, &mut rng, &train_dev);
@@ -139,7 +213,10 @@ pub fn fit(ds: &Dataset, cfg: &RunConfig, run_dir: &Path, resume: bool, progress
             }
             let value = scalar(data_loss);
             if !value.is_finite() {
-                bail!("the training loss became {value} in epoch {} (learning rate {lr:.2e} too high?)", epoch + 1);
+                bail!(
+                    "the training loss became {value} in epoch {} (learning rate {lr:.2e} too high?)",
+                    epoch + 1
+                );
             }
             let grads = GradientsParams::from_grads(loss.backward(), &net);
             net = optim.step(lr, net, grads);
@@ -152,7 +229,17 @@ pub fn fit(ds: &Dataset, cfg: &RunConfig, run_dir: &Path, resume: bool, progress
         // Validation on the inference device (batch norm uses running statistics, no dropout).
         let valid = net.valid();
         let (mu, sigma) = predict(&valid, &layers, &pre, ds, &splits.val, &plain);
-        let rec = EpochRecord::score(epoch, lr, loss_sum / n_seen as f64, &mu, &sigma, &splits.val, labels, t.loss, n_seen as f64 / train_secs);
+        let rec = EpochRecord::score(
+            epoch,
+            lr,
+            loss_sum / n_seen as f64,
+            &mu,
+            &sigma,
+            &splits.val,
+            labels,
+            t.loss,
+            n_seen as f64 / train_secs,
+        );
         pb.finish_and_clear();
         if progress {
             eprintln!(
@@ -168,6 +255,9 @@ pub fn fit(ds: &Dataset, cfg: &RunConfig, run_dir: &Path, resume: bool, progress
         }
         let improved = state.push(rec);
         run::save_checkpoint(run_dir, &state, &net, &optim, improved)?;
+        if stop_after == Some(epoch + 1) {
+            return Ok(None);
+        }
     }
 
     // The best epoch's weights, on the inference device.
@@ -175,18 +265,36 @@ pub fn fit(ds: &Dataset, cfg: &RunConfig, run_dir: &Path, resume: bool, progress
     let (mu, sigma) = predict(&best, &layers, &pre, ds, &splits.val, &plain);
     state.calibrate_sigma(&mu, &sigma, &splits.val, labels, t.loss);
     run::save_state(run_dir, &state)?;
-    Ok(FitOutcome { net: best, layers, pre, splits, state })
+    Ok(Some(FitOutcome {
+        net: best,
+        layers,
+        pre,
+        splits,
+        state,
+    }))
 }
 
 fn make_optimizer(cfg: &RunConfig) -> burn::optim::ModuleOptimizer {
     match cfg.train.optimizer {
         Optimizer::Adam => AdamConfig::new().init(),
-        Optimizer::Sgd => SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(cfg.train.momentum).with_dampening(0.0))).init(),
+        Optimizer::Sgd => SgdConfig::new()
+            .with_momentum(Some(
+                MomentumConfig::new()
+                    .with_momentum(cfg.train.momentum)
+                    .with_dampening(0.0),
+            ))
+            .init(),
     }
 }
 
 /// Host-drawn inverted-dropout masks (deterministic for the seed, identical on every backend).
-fn dropout_masks(layers: &[Layer], n_masks: usize, batch: usize, rng: &mut ChaCha8Rng, dev: &Device) -> Masks {
+fn dropout_masks(
+    layers: &[Layer],
+    n_masks: usize,
+    batch: usize,
+    rng: &mut ChaCha8Rng,
+    dev: &Device,
+) -> Masks {
     if n_masks == 0 {
         return Vec::new();
     }
@@ -203,7 +311,15 @@ fn dropout_masks(layers: &[Layer], n_masks: usize, batch: usize, rng: &mut ChaCh
         .into_iter()
         .map(|(units, rate)| {
             let keep = 1.0 - rate;
-            let v: Vec<f32> = (0..batch * units).map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 }).collect();
+            let v: Vec<f32> = (0..batch * units)
+                .map(|_| {
+                    if rng.random::<f64>() < keep {
+                        (1.0 / keep) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
             Tensor::<2>::from_data(TensorData::new(v, [batch, units]), dev)
         })
         .collect()
@@ -215,9 +331,12 @@ fn bar(steps: usize, epoch: usize, epochs: usize, show: bool) -> ProgressBar {
     }
     let pb = ProgressBar::new(steps as u64);
     pb.set_style(
-        ProgressStyle::with_template(&format!("epoch {:>3}/{epochs} [{{bar:30}}] {{pos}}/{{len}} batches {{msg}} eta {{eta}}", epoch + 1))
-            .expect("static template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(&format!(
+            "epoch {:>3}/{epochs} [{{bar:30}}] {{pos}}/{{len}} batches {{msg}} eta {{eta}}",
+            epoch + 1
+        ))
+        .expect("static template")
+        .progress_chars("=> "),
     );
     pb
 }
