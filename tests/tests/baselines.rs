@@ -30,6 +30,10 @@ fn count_rate_lies_between_oracle_and_constant() {
     );
     // Literature (PHYSICS.md): oracle about 0.06-0.08 dex.
     assert!((0.055..0.085).contains(&or), "oracle {or}");
+    // Knowing the core-excised luminosity too can only help, and by a lot: it carries
+    // the scatter that is not tied to structure (0.09 dex in L, Pratt et al. 2009).
+    let or_ce = score(&baseline::oracle_core_excised(&ds, &splits).unwrap());
+    assert!(or_ce < 0.85 * or, "oracle + L_ce {or_ce} vs oracle {or}");
 }
 
 #[test]

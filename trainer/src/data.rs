@@ -684,25 +684,7 @@ impl ImagesOut<'_> {
 impl NpzOut {
     /// Start writing; nothing appears at `path` until [`NpzOut::commit`].
     pub fn create(path: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating directory {}", dir.display()))?;
-        let mut builder = tempfile::Builder::new();
-        #[cfg(unix)]
-        {
-            // A finished dataset is an ordinary, shareable file, not a private temp file.
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o644));
-        }
-        let tmp = builder
-            .prefix(".partial-")
-            .suffix(".npz.tmp")
-            .tempfile_in(&dir)
-            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        let tmp = crate::fsutil::temp_for(path, ".npz.tmp")?;
         Ok(Self {
             target: path.to_path_buf(),
             npz: npyz::npz::NpzWriter::new(io::BufWriter::with_capacity(1 << 20, tmp)),

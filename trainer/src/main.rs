@@ -381,6 +381,9 @@ fn baseline_cmd(a: BaselineArgs) -> Result<()> {
         Ok(o) => estimates.push(o),
         Err(e) => eprintln!("note: no oracle row: {e}"),
     }
+    if let Ok(o) = baseline::oracle_core_excised(&ds, &splits) {
+        estimates.push(o);
+    }
     estimates.push(baseline::constant(&ds, &splits)?);
     let score = |subset: &[usize]| {
         estimates

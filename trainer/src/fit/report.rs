@@ -17,7 +17,7 @@ use std::path::Path;
 pub struct Report {
     /// Number of clusters scored.
     pub n: usize,
-    /// CNN first, then count rate, oracle (if truth), constant.
+    /// CNN first, then count rate, oracle and oracle + L_ce (if truth), constant.
     pub accuracy: Vec<Accuracy>,
     /// The CNN's uncertainty calibration.
     pub calibration: Calibration,

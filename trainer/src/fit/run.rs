@@ -14,7 +14,6 @@ use burn::store::ModuleRecord;
 use burn::tensor::Device;
 use codegen::arch::Layer;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Scores of one epoch.
@@ -179,23 +178,7 @@ impl RunState {
     }
 }
 
-/// Write bytes to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("moving into place {}", path.display()))?;
-    Ok(())
-}
+pub use crate::fsutil::write_atomic;
 
 fn module_bytes(net: &Net) -> Result<Vec<u8>> {
     let bytes = net
