@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod kernels;
+pub mod quant;
 
 pub use error::Error;
 

@@ -173,24 +173,9 @@ impl Net {
                     di += 1;
                 }
                 Layer::LeakyRelu { slope } => {
-                    let act = |t| {
-                        if slope == 0.0 {
-                            activation::relu(t)
-                        } else {
-                            activation::leaky_relu(t, slope)
-                        }
-                    };
-                    if let Some(t) = vec.take() {
-                        vec = Some(act(t));
-                    } else {
-                        img = img.map(|t| {
-                            if slope == 0.0 {
-                                activation::relu(t)
-                            } else {
-                                activation::leaky_relu(t, slope)
-                            }
-                        });
-                    }
+                    // Applies to whichever tensor is live: the image before flattening, the vector after.
+                    vec = vec.map(|t| leaky(t, slope));
+                    img = img.map(|t| leaky(t, slope));
                 }
                 Layer::Dropout { .. } => {
                     if let Some(m) = masks {
@@ -244,6 +229,11 @@ impl Net {
         }
         (l1.expect("weights"), l2.expect("weights"))
     }
+}
+
+/// max(x, slope x); plain ReLU for slope 0.
+fn leaky<const D: usize>(t: Tensor<D>, slope: f64) -> Tensor<D> {
+    if slope == 0.0 { activation::relu(t) } else { activation::leaky_relu(t, slope) }
 }
 
 /// Split the raw head into (mean, sigma), each `[B]`.

@@ -1,0 +1,117 @@
+//! 2-D max and average pooling with a square window equal to its stride
+//! (trailing rows and columns that do not fill a window are dropped, as in
+//! Keras and burn), and global average pooling.
+
+use crate::Error;
+
+/// Pooling of `C x IH x IW` with a `K x K` window and stride `K`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pool2d<const C: usize, const IH: usize, const IW: usize, const K: usize>;
+
+impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C, IH, IW, K> {
+    /// Output height.
+    pub const OH: usize = IH / K;
+    /// Output width.
+    pub const OW: usize = IW / K;
+    /// Input length.
+    pub const IN_LEN: usize = C * IH * IW;
+    /// Output length.
+    pub const OUT_LEN: usize = C * Self::OH * Self::OW;
+
+    const CHECK: () = assert!(K > 0 && IH >= K && IW >= K, "the window does not fit the input");
+
+    fn check(input: usize, out: usize) -> Result<(), Error> {
+        let () = Self::CHECK;
+        if input != Self::IN_LEN {
+            return Err(Error::BadLength { expected: Self::IN_LEN, got: input });
+        }
+        if out != Self::OUT_LEN {
+            return Err(Error::BadLength { expected: Self::OUT_LEN, got: out });
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn each<T: Copy, A>(input: &[T], out: &mut [A], mut f: impl FnMut(&mut dyn Iterator<Item = T>) -> A) {
+        let (oh, ow) = (Self::OH, Self::OW);
+        for c in 0..C {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut it = (0..K).flat_map(|ky| (0..K).map(move |kx| (ky, kx))).map(|(ky, kx)| input[(c * IH + oy * K + ky) * IW + ox * K + kx]);
+                    out[(c * oh + oy) * ow + ox] = f(&mut it);
+                }
+            }
+        }
+    }
+
+    /// Maximum over each window.
+    ///
+    /// ```
+    /// use runtime::kernels::pool::Pool2d;
+    /// let mut y = [0.0f32; 1];
+    /// Pool2d::<1, 2, 2, 2>::max_f32(&[1.0, 4.0, -2.0, 3.0], &mut y).unwrap();
+    /// assert_eq!(y, [4.0]);
+    /// ```
+    pub fn max_f32(input: &[f32], out: &mut [f32]) -> Result<(), Error> {
+        Self::check(input.len(), out.len())?;
+        Self::each(input, out, |it| it.fold(f32::NEG_INFINITY, f32::max));
+        Ok(())
+    }
+
+    /// Mean over each window (summed in window order, then multiplied by 1/K^2).
+    pub fn avg_f32(input: &[f32], out: &mut [f32]) -> Result<(), Error> {
+        Self::check(input.len(), out.len())?;
+        let inv = 1.0 / (K * K) as f32;
+        Self::each(input, out, |it| it.fold(0.0f32, |a, v| a + v) * inv);
+        Ok(())
+    }
+
+    /// Maximum over each window; input and output share quantisation parameters.
+    pub fn max_s8(input: &[i8], out: &mut [i8]) -> Result<(), Error> {
+        Self::check(input.len(), out.len())?;
+        Self::each(input, out, |it| it.fold(i8::MIN, i8::max));
+        Ok(())
+    }
+
+    /// Mean over each window, rounded half away from zero as TFLite's int8 average pool.
+    ///
+    /// ```
+    /// use runtime::kernels::pool::Pool2d;
+    /// let mut y = [0i8; 2];
+    /// Pool2d::<2, 2, 2, 2>::avg_s8(&[1, 2, 2, 2, -1, -2, -2, -2], &mut y).unwrap();
+    /// assert_eq!(y, [2, -2]); // 7/4 = 1.75 -> 2, -7/4 -> -2
+    /// ```
+    pub fn avg_s8(input: &[i8], out: &mut [i8]) -> Result<(), Error> {
+        Self::check(input.len(), out.len())?;
+        let n = (K * K) as i32;
+        Self::each(input, out, |it| {
+            let sum: i32 = it.map(i32::from).sum();
+            let r = if sum >= 0 { (sum + n / 2) / n } else { (sum - n / 2) / n };
+            r.clamp(-128, 127) as i8
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_sizes_drop_the_remainder_and_s8_tracks_f32() {
+        type P = Pool2d<2, 5, 5, 2>;
+        let x: std::vec::Vec<i8> = (0..P::IN_LEN).map(|i| ((i * 53 % 255) as i32 - 127) as i8).collect();
+        let xf: std::vec::Vec<f32> = x.iter().map(|&v| f32::from(v)).collect();
+        let (mut a, mut b) = ([0i8; 8], [0f32; 8]);
+        P::avg_s8(&x, &mut a).unwrap();
+        P::avg_f32(&xf, &mut b).unwrap();
+        for (q, f) in a.iter().zip(&b) {
+            assert!((f32::from(*q) - f).abs() <= 0.5, "{q} vs {f}");
+        }
+        let (mut m, mut mf) = ([0i8; 8], [0f32; 8]);
+        P::max_s8(&x, &mut m).unwrap();
+        P::max_f32(&xf, &mut mf).unwrap();
+        assert!(m.iter().zip(&mf).all(|(q, f)| f32::from(*q) == *f));
+        assert!(P::max_f32(&xf[..10], &mut mf).is_err());
+    }
+}
