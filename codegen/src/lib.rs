@@ -6,3 +6,4 @@
 //! code and weight blobs builds on this description.
 
 pub mod arch;
+pub mod blob;

@@ -9,6 +9,7 @@
 //! Dependencies are limited to `libm`, `half` and `heapless` by design.
 #![cfg_attr(not(test), no_std)]
 
+pub mod blob;
 pub mod error;
 pub mod kernels;
 pub mod quant;
