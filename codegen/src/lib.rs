@@ -1,9 +1,19 @@
 //! Host-side code generator for the cluster-mass CNN.
 //!
-//! Today it owns the framework-neutral architecture description ([`arch`]) and
-//! the arithmetic every later stage needs: output shapes, multiply-accumulate
-//! counts, parameter counts and receptive fields per layer. Export to runtime
-//! code and weight blobs builds on this description.
+//! It owns the framework-neutral architecture description ([`arch`]) and the
+//! arithmetic every later stage needs (output shapes, multiply-accumulate counts,
+//! parameter counts, receptive fields); loads a trained run's export and folds it
+//! for inference ([`model`]); interprets the folded network in f32, f16 and int8
+//! with the runtime kernels' exact semantics ([`interp`]); calibrates and
+//! quantises it ([`quantize`]); sizes it per dtype ([`report`]); and writes the
+//! runtime's weight blobs ([`blob`]).
 
 pub mod arch;
 pub mod blob;
+pub mod interp;
+pub mod model;
+pub mod quantize;
+pub mod report;
+
+#[cfg(test)]
+mod testutil;
