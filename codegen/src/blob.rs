@@ -130,17 +130,32 @@ mod tests {
         m[4] = 9;
         assert_eq!(parse(&m), Err(BlobError::UnsupportedVersion(9)));
         let a = aligned(&bytes);
-        assert_eq!(Blob::parse(&a.0[..bytes.len()], Dtype::F32, 42, &e).err(), Some(BlobError::WrongDtype));
-        assert_eq!(Blob::parse(&a.0[..bytes.len()], Dtype::Int8, 43, &e).err(), Some(BlobError::WrongArchitecture));
-        assert_eq!(Blob::parse(&a.0[..bytes.len()], Dtype::Int8, 42, &e[..3]).err(), Some(BlobError::WrongTensor { index: 3 }));
+        assert_eq!(
+            Blob::parse(&a.0[..bytes.len()], Dtype::F32, 42, &e).err(),
+            Some(BlobError::WrongDtype)
+        );
+        assert_eq!(
+            Blob::parse(&a.0[..bytes.len()], Dtype::Int8, 43, &e).err(),
+            Some(BlobError::WrongArchitecture)
+        );
+        assert_eq!(
+            Blob::parse(&a.0[..bytes.len()], Dtype::Int8, 42, &e[..3]).err(),
+            Some(BlobError::WrongTensor { index: 3 })
+        );
         let mut e2 = e.clone();
         e2[1].1 = 4;
-        assert_eq!(Blob::parse(&a.0[..bytes.len()], Dtype::Int8, 42, &e2).err(), Some(BlobError::WrongTensor { index: 1 }));
+        assert_eq!(
+            Blob::parse(&a.0[..bytes.len()], Dtype::Int8, 42, &e2).err(),
+            Some(BlobError::WrongTensor { index: 1 })
+        );
         // Misaligned in memory.
         let mut shifted = vec![0u8; bytes.len() + 1];
         shifted[1..].copy_from_slice(&bytes);
         let s = aligned(&shifted);
-        assert_eq!(Blob::parse(&s.0[1..1 + bytes.len()], Dtype::Int8, 42, &e).err(), Some(BlobError::Misaligned));
+        assert_eq!(
+            Blob::parse(&s.0[1..1 + bytes.len()], Dtype::Int8, 42, &e).err(),
+            Some(BlobError::Misaligned)
+        );
         // Every single flipped byte is caught (checksum or a header check), never a panic.
         for i in 0..bytes.len() {
             let mut m = bytes.clone();

@@ -65,24 +65,58 @@ pub struct Prediction {
 }
 
 /// Head outputs -> [`Prediction`].
-pub fn prediction(raw: [f32; 2], sigma_floor: f64, calibration: Option<SigmaCalibration>) -> Prediction {
+pub fn prediction(
+    raw: [f32; 2],
+    sigma_floor: f64,
+    calibration: Option<SigmaCalibration>,
+) -> Prediction {
     let r = f64::from(raw[1]);
     let s = r.max(0.0) + (-r.abs()).exp().ln_1p() + sigma_floor;
-    Prediction { mu: f64::from(raw[0]), sigma: calibration.map_or(s, |c| c.apply(s)), raw }
+    Prediction {
+        mu: f64::from(raw[0]),
+        sigma: calibration.map_or(s, |c| c.apply(s)),
+        raw,
+    }
 }
 
 /// Preprocess raw counts `[band][y][x]` and the redshift with the runtime's own code
 /// (one single-band `Preprocess` per band, so any band count works).
-pub fn preprocess(p: &PreprocessDesc, input: Shape, counts: &[u16], z: f32) -> Result<(Vec<f32>, f32)> {
-    ensure!(counts.len() == input.len() && !input.is_empty(), "{} counts for an input of {input:?}", counts.len());
-    ensure!(p.band_scale.len() == input.c, "{} band scales for {} bands", p.band_scale.len(), input.c);
+pub fn preprocess(
+    p: &PreprocessDesc,
+    input: Shape,
+    counts: &[u16],
+    z: f32,
+) -> Result<(Vec<f32>, f32)> {
+    ensure!(
+        counts.len() == input.len() && !input.is_empty(),
+        "{} counts for an input of {input:?}",
+        counts.len()
+    );
+    ensure!(
+        p.band_scale.len() == input.c,
+        "{} band scales for {} bands",
+        p.band_scale.len(),
+        input.c
+    );
     let plane = input.h * input.w;
-    let one = |s: f32| Preprocess::<1> { band_scale: [s], z_shift: p.z_shift, z_scale: p.z_scale };
+    let one = |s: f32| Preprocess::<1> {
+        band_scale: [s],
+        z_shift: p.z_shift,
+        z_scale: p.z_scale,
+    };
     let mut x = vec![0.0f32; counts.len()];
-    for ((c, o), s) in counts.chunks_exact(plane).zip(x.chunks_exact_mut(plane)).zip(&p.band_scale) {
-        one(*s).counts_f32(c, o).map_err(|e| anyhow!("preprocessing: {e}"))?;
+    for ((c, o), s) in counts
+        .chunks_exact(plane)
+        .zip(x.chunks_exact_mut(plane))
+        .zip(&p.band_scale)
+    {
+        one(*s)
+            .counts_f32(c, o)
+            .map_err(|e| anyhow!("preprocessing: {e}"))?;
     }
-    let z = one(1.0).redshift(z).map_err(|e| anyhow!("redshift {z}: {e}"))?;
+    let z = one(1.0)
+        .redshift(z)
+        .map_err(|e| anyhow!("redshift {z}: {e}"))?;
     Ok((x, z))
 }
 
@@ -92,14 +126,44 @@ fn leaky(acc: f32, slope: f32) -> f32 {
 }
 
 /// Convolution in the runtime's loop and summation order (f32 or f16-rounded weights).
-pub fn conv2d_f32(x: &[f32], s: Shape, g: &ConvGeom, w: &[f32], bias: &[f32], slope: f32) -> Vec<f32> {
-    conv(x, s, g, w, |oc| bias[oc], |acc, w, x| acc + w * x, |_, acc| leaky(acc, slope))
+pub fn conv2d_f32(
+    x: &[f32],
+    s: Shape,
+    g: &ConvGeom,
+    w: &[f32],
+    bias: &[f32],
+    slope: f32,
+) -> Vec<f32> {
+    conv(
+        x,
+        s,
+        g,
+        w,
+        |oc| bias[oc],
+        |acc, w, x| acc + w * x,
+        |_, acc| leaky(acc, slope),
+    )
 }
 
 /// int8 convolution: `bias + sum w (x - zp)` in wrapping i32, requantised per channel.
-pub fn conv2d_s8(x: &[i8], s: Shape, g: &ConvGeom, w: &[i8], bias: &[i32], q: &QuantArgs<'_>) -> Vec<i8> {
+pub fn conv2d_s8(
+    x: &[i8],
+    s: Shape,
+    g: &ConvGeom,
+    w: &[i8],
+    bias: &[i32],
+    q: &QuantArgs<'_>,
+) -> Vec<i8> {
     let zp = q.input_zero_point;
-    conv(x, s, g, w, |oc| bias[oc], |acc: i32, w: i8, x: i8| acc.wrapping_add(i32::from(w) * (i32::from(x) - zp)), |oc, acc| q.output(oc, acc))
+    conv(
+        x,
+        s,
+        g,
+        w,
+        |oc| bias[oc],
+        |acc: i32, w: i8, x: i8| acc.wrapping_add(i32::from(w) * (i32::from(x) - zp)),
+        |oc, acc| q.output(oc, acc),
+    )
 }
 
 /// Outputs in `[oc][oy][ox]` order, each accumulated from `init(oc)` over (ic, ky, kx)
@@ -131,7 +195,11 @@ fn conv<X: Copy, W: Copy, A, O: Copy + Default>(
                             if ix < 0 || ix >= s.w as isize {
                                 continue;
                             }
-                            acc = mac(acc, w[((oc * s.c + ic) * k + ky) * k + kx], x[(ic * s.h + iy as usize) * s.w + ix as usize]);
+                            acc = mac(
+                                acc,
+                                w[((oc * s.c + ic) * k + ky) * k + kx],
+                                x[(ic * s.h + iy as usize) * s.w + ix as usize],
+                            );
                         }
                     }
                 }
@@ -143,13 +211,21 @@ fn conv<X: Copy, W: Copy, A, O: Copy + Default>(
 }
 
 /// Pool `kh x kw` windows with stride equal to the window, in the runtime's order.
-fn pool<T: Copy, A: Copy + Default>(x: &[T], s: Shape, kh: usize, kw: usize, f: impl Fn(&mut dyn Iterator<Item = T>) -> A) -> Vec<A> {
+fn pool<T: Copy, A: Copy + Default>(
+    x: &[T],
+    s: Shape,
+    kh: usize,
+    kw: usize,
+    f: impl Fn(&mut dyn Iterator<Item = T>) -> A,
+) -> Vec<A> {
     let (oh, ow) = (s.h / kh, s.w / kw);
     let mut out = vec![A::default(); s.c * oh * ow];
     for c in 0..s.c {
         for oy in 0..oh {
             for ox in 0..ow {
-                let mut it = (0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky, kx))).map(|(ky, kx)| x[(c * s.h + oy * kh + ky) * s.w + ox * kw + kx]);
+                let mut it = (0..kh)
+                    .flat_map(|ky| (0..kw).map(move |kx| (ky, kx)))
+                    .map(|(ky, kx)| x[(c * s.h + oy * kh + ky) * s.w + ox * kw + kx]);
                 out[(c * oh + oy) * ow + ox] = f(&mut it);
             }
         }
@@ -176,7 +252,11 @@ pub fn pool_s8(x: &[i8], s: Shape, kind: PoolKind, kh: usize, kw: usize) -> Vec<
             let n = (kh * kw) as i32;
             pool(x, s, kh, kw, |it| {
                 let sum: i32 = it.map(i32::from).sum();
-                let r = if sum >= 0 { (sum + n / 2) / n } else { (sum - n / 2) / n };
+                let r = if sum >= 0 {
+                    (sum + n / 2) / n
+                } else {
+                    (sum - n / 2) / n
+                };
                 r.clamp(-128, 127) as i8
             })
         }
@@ -197,12 +277,19 @@ pub fn dense_f32(x: &[f32], units: usize, w: &[f32], bias: &[f32], slope: f32) -
 }
 
 /// int32 accumulators `bias + sum w (x - zp)` of an int8 dense layer.
-pub fn dense_acc_s8(x: &[i8], units: usize, w: &[i8], bias: &[i32], input_zero_point: i32) -> Vec<i32> {
+pub fn dense_acc_s8(
+    x: &[i8],
+    units: usize,
+    w: &[i8],
+    bias: &[i32],
+    input_zero_point: i32,
+) -> Vec<i32> {
     (0..units)
         .map(|o| {
             let mut acc = bias[o];
             for (i, v) in x.iter().enumerate() {
-                acc = acc.wrapping_add(i32::from(w[i * units + o]) * (i32::from(*v) - input_zero_point));
+                acc = acc
+                    .wrapping_add(i32::from(w[i * units + o]) * (i32::from(*v) - input_zero_point));
             }
             acc
         })
@@ -210,23 +297,51 @@ pub fn dense_acc_s8(x: &[i8], units: usize, w: &[i8], bias: &[i32], input_zero_p
 }
 
 /// Standalone int8 leaky ReLU: `x - zp_in` rescaled by `pos` (x >= 0) or `neg` (x < 0).
-pub fn leaky_s8(x: &[i8], input_zero_point: i32, pos: Requant, neg: Requant, output_zero_point: i32) -> Vec<i8> {
+pub fn leaky_s8(
+    x: &[i8],
+    input_zero_point: i32,
+    pos: Requant,
+    neg: Requant,
+    output_zero_point: i32,
+) -> Vec<i8> {
     let (p, n) = ([pos], [neg]);
-    let q = QuantArgs { input_zero_point, requant_pos: &p, requant_neg: &n, output_zero_point };
-    x.iter().map(|v| q.output(0, i32::from(*v) - input_zero_point)).collect()
+    let q = QuantArgs {
+        input_zero_point,
+        requant_pos: &p,
+        requant_neg: &n,
+        output_zero_point,
+    };
+    x.iter()
+        .map(|v| q.output(0, i32::from(*v) - input_zero_point))
+        .collect()
 }
 
-fn record<T: Clone>(trace: &mut Option<&mut Vec<Traced<T>>>, name: String, shape: Shape, data: &[T]) {
+fn record<T: Clone>(
+    trace: &mut Option<&mut Vec<Traced<T>>>,
+    name: String,
+    shape: Shape,
+    data: &[T],
+) {
     if let Some(t) = trace.as_deref_mut() {
-        t.push(Traced { name, shape, data: data.to_vec() });
+        t.push(Traced {
+            name,
+            shape,
+            data: data.to_vec(),
+        });
     }
 }
 
 fn op_name(i: usize, op: &Op) -> String {
     let n = match op {
         Op::Conv2d(_) => "conv2d",
-        Op::Pool2d { kind: PoolKind::Max, .. } => "max_pool",
-        Op::Pool2d { kind: PoolKind::Avg, .. } => "avg_pool",
+        Op::Pool2d {
+            kind: PoolKind::Max,
+            ..
+        } => "max_pool",
+        Op::Pool2d {
+            kind: PoolKind::Avg,
+            ..
+        } => "avg_pool",
         Op::GlobalAvgPool => "global_avg_pool",
         Op::FlattenConcatZ => "flatten_concat_z",
         Op::Dense(_) => "dense",
@@ -238,9 +353,20 @@ fn op_name(i: usize, op: &Op) -> String {
 impl FoldedModel {
     /// Run on a preprocessed input `x` (`[c][h][w]`) and redshift `z'`; returns the raw
     /// head outputs. `trace` receives the input and every op's output (after activation).
-    pub fn forward_f32(&self, x: &[f32], z: f32, path: FloatPath, mut trace: Option<&mut Vec<Traced<f32>>>) -> Result<Vec<f32>> {
+    pub fn forward_f32(
+        &self,
+        x: &[f32],
+        z: f32,
+        path: FloatPath,
+        mut trace: Option<&mut Vec<Traced<f32>>>,
+    ) -> Result<Vec<f32>> {
         let shapes = self.shapes()?;
-        ensure!(x.len() == self.input.len(), "input of {} values, expected {}", x.len(), self.input.len());
+        ensure!(
+            x.len() == self.input.len(),
+            "input of {} values, expected {}",
+            x.len(),
+            self.input.len()
+        );
         let wt = |w: &[f32]| -> Vec<f32> {
             match path {
                 FloatPath::F32 => w.to_vec(),
@@ -268,7 +394,11 @@ impl FoldedModel {
     pub fn predict(&self, counts: &[u16], z: f32, path: FloatPath) -> Result<Prediction> {
         let (x, zp) = preprocess(&self.preprocess, self.input, counts, z)?;
         let raw = self.forward_f32(&x, zp, path, None)?;
-        Ok(prediction([raw[0], raw[1]], self.sigma_floor, self.sigma_calibration))
+        Ok(prediction(
+            [raw[0], raw[1]],
+            self.sigma_floor,
+            self.sigma_calibration,
+        ))
     }
 }
 
@@ -284,8 +414,18 @@ pub struct HeadOutput {
 impl QuantModel {
     /// Run the int8 network on a preprocessed input and redshift. `trace` receives the
     /// quantised input and every int8 op output (the head's is in the return value).
-    pub fn forward_s8(&self, x: &[f32], z: f32, mut trace: Option<&mut Vec<Traced<i8>>>) -> Result<HeadOutput> {
-        ensure!(x.len() == self.input.len(), "input of {} values, expected {}", x.len(), self.input.len());
+    pub fn forward_s8(
+        &self,
+        x: &[f32],
+        z: f32,
+        mut trace: Option<&mut Vec<Traced<i8>>>,
+    ) -> Result<HeadOutput> {
+        ensure!(
+            x.len() == self.input.len(),
+            "input of {} values, expected {}",
+            x.len(),
+            self.input.len()
+        );
         let mut cur: Vec<i8> = x.iter().map(|v| self.tensor_q[0].quantize(*v)).collect();
         record(&mut trace, "input".into(), self.shapes[0], &cur);
         for (i, op) in self.ops.iter().enumerate() {
@@ -294,20 +434,36 @@ impl QuantModel {
                 QOp::Conv2d(c) => conv2d_s8(&cur, s, &c.geom, &c.weight, &c.bias, &c.args()),
                 QOp::Pool2d { kind, size } => pool_s8(&cur, s, *kind, *size, *size),
                 QOp::GlobalAvgPool => pool_s8(&cur, s, PoolKind::Avg, s.h, s.w),
-                QOp::FlattenConcatZ { z_q } => cur.iter().copied().chain([z_q.quantize(z)]).collect(),
+                QOp::FlattenConcatZ { z_q } => {
+                    cur.iter().copied().chain([z_q.quantize(z)]).collect()
+                }
                 QOp::Dense(d) => {
                     let acc = dense_acc_s8(&cur, d.units, &d.weight, &d.bias, d.in_q.zero_point);
                     let q = d.args();
-                    acc.iter().enumerate().map(|(o, a)| q.output(o, *a)).collect()
+                    acc.iter()
+                        .enumerate()
+                        .map(|(o, a)| q.output(o, *a))
+                        .collect()
                 }
-                QOp::LeakyRelu(l) => leaky_s8(&cur, l.in_q.zero_point, l.pos, l.neg, l.out_q.zero_point),
+                QOp::LeakyRelu(l) => {
+                    leaky_s8(&cur, l.in_q.zero_point, l.pos, l.neg, l.out_q.zero_point)
+                }
                 QOp::Head(h) => {
                     let acc = dense_acc_s8(&cur, h.units, &h.weight, &h.bias, h.in_q.zero_point);
-                    let real = acc.iter().zip(&h.out_scale).map(|(a, s)| s * *a as f32).collect();
+                    let real = acc
+                        .iter()
+                        .zip(&h.out_scale)
+                        .map(|(a, s)| s * *a as f32)
+                        .collect();
                     return Ok(HeadOutput { acc, real });
                 }
             };
-            record(&mut trace, format!("{i}:{}", op.name()), self.shapes[i + 1], &cur);
+            record(
+                &mut trace,
+                format!("{i}:{}", op.name()),
+                self.shapes[i + 1],
+                &cur,
+            );
         }
         Err(anyhow!("the quantised model has no head"))
     }
@@ -316,7 +472,11 @@ impl QuantModel {
     pub fn predict(&self, counts: &[u16], z: f32) -> Result<Prediction> {
         let (x, zp) = preprocess(&self.preprocess, self.input, counts, z)?;
         let h = self.forward_s8(&x, zp, None)?;
-        Ok(prediction([h.real[0], h.real[1]], self.sigma_floor, self.sigma_calibration))
+        Ok(prediction(
+            [h.real[0], h.real[1]],
+            self.sigma_floor,
+            self.sigma_calibration,
+        ))
     }
 }
 
@@ -333,26 +493,69 @@ mod tests {
         (0..n).map(|_| rng.uniform(-a, a)).collect()
     }
     #[allow(clippy::too_many_arguments)]
-    fn conv(rng: &mut Rng, in_c: usize, filters: usize, kernel: usize, stride: usize, dilation: usize, padding: Padding, slope: f32) -> Op {
-        let geom = ConvGeom { in_c, filters, kernel, stride, dilation, padding };
+    fn conv(
+        rng: &mut Rng,
+        in_c: usize,
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+        padding: Padding,
+        slope: f32,
+    ) -> Op {
+        let geom = ConvGeom {
+            in_c,
+            filters,
+            kernel,
+            stride,
+            dilation,
+            padding,
+        };
         let a = 1.0 / ((in_c * kernel * kernel) as f32).sqrt();
-        Op::Conv2d(ConvOp { geom, weight: vals(rng, filters * in_c * kernel * kernel, a), bias: vals(rng, filters, 0.3), slope })
+        Op::Conv2d(ConvOp {
+            geom,
+            weight: vals(rng, filters * in_c * kernel * kernel, a),
+            bias: vals(rng, filters, 0.3),
+            slope,
+        })
     }
     fn dense(rng: &mut Rng, n_in: usize, units: usize, slope: f32) -> Op {
-        Op::Dense(DenseOp { n_in, units, weight: vals(rng, n_in * units, 1.0 / (n_in as f32).sqrt()), bias: vals(rng, units, 0.3), slope })
+        Op::Dense(DenseOp {
+            n_in,
+            units,
+            weight: vals(rng, n_in * units, 1.0 / (n_in as f32).sqrt()),
+            bias: vals(rng, units, 0.3),
+            slope,
+        })
     }
     fn model(c: usize, h: usize, w: usize, ops: Vec<Op>) -> FoldedModel {
-        let preprocess = PreprocessDesc { band_scale: vec![1.0; c], z_shift: 0.0, z_scale: 1.0 };
-        FoldedModel { input: Shape { c, h, w }, preprocess, sigma_floor: 0.005, sigma_calibration: None, ops }
+        let preprocess = PreprocessDesc {
+            band_scale: vec![1.0; c],
+            z_shift: 0.0,
+            z_scale: 1.0,
+        };
+        FoldedModel {
+            input: Shape { c, h, w },
+            preprocess,
+            sigma_floor: 0.005,
+            sigma_calibration: None,
+            ops,
+        }
     }
     /// A: same (dilated) and valid convolutions, avg and max pooling with remainders, dense layers.
     fn model_a(rng: &mut Rng) -> FoldedModel {
         let ops = vec![
             conv(rng, 3, 4, 3, 1, 1, Padding::Same, 0.1),
-            Op::Pool2d { kind: PoolKind::Avg, size: 2 },
+            Op::Pool2d {
+                kind: PoolKind::Avg,
+                size: 2,
+            },
             conv(rng, 4, 5, 3, 1, 2, Padding::Same, 0.0),
             conv(rng, 5, 6, 2, 1, 1, Padding::Valid, 1.0),
-            Op::Pool2d { kind: PoolKind::Max, size: 2 },
+            Op::Pool2d {
+                kind: PoolKind::Max,
+                size: 2,
+            },
             Op::FlattenConcatZ,
             dense(rng, 25, 7, 0.1),
             dense(rng, 7, 2, 1.0),
@@ -427,7 +630,10 @@ mod tests {
             let mut p = vec![0f32; 3];
             Pool2d::<3, 3, 3, 3>::avg_f32(&t[1], &mut p).unwrap();
             t.push(p.clone());
-            let mut l: Vec<f32> = p.iter().map(|v| if *v < 0.0 { 0.25 * v } else { *v }).collect();
+            let mut l: Vec<f32> = p
+                .iter()
+                .map(|v| if *v < 0.0 { 0.25 * v } else { *v })
+                .collect();
             t.push(l.clone());
             l.push(z);
             t.push(l);
@@ -468,7 +674,13 @@ mod tests {
     /// The runtime's s8 kernels chained by hand with the quantised model's tables.
     /// (The standalone leaky ReLU has no runtime kernel: its output is checked to +-1
     /// against real arithmetic, and the interpreter's own output `tr` feeds the rest.)
-    fn runtime_s8(q: &QuantModel, which: char, x: &[f32], z: f32, tr: &[Traced<i8>]) -> (Vec<Vec<i8>>, Vec<i32>) {
+    fn runtime_s8(
+        q: &QuantModel,
+        which: char,
+        x: &[f32],
+        z: f32,
+        tr: &[Traced<i8>],
+    ) -> (Vec<Vec<i8>>, Vec<i32>) {
         let qc = |i: usize| match &q.ops[i] {
             QOp::Conv2d(c) => c,
             _ => panic!("op {i}"),
@@ -477,8 +689,14 @@ mod tests {
             QOp::FlattenConcatZ { z_q } => z_q.quantize(z),
             _ => panic!("op {i}"),
         };
-        let QOp::Head(head) = q.ops.last().unwrap() else { panic!("head") };
-        let mut t = vec![x.iter().map(|v| q.tensor_q[0].quantize(*v)).collect::<Vec<i8>>()];
+        let QOp::Head(head) = q.ops.last().unwrap() else {
+            panic!("head")
+        };
+        let mut t = vec![
+            x.iter()
+                .map(|v| q.tensor_q[0].quantize(*v))
+                .collect::<Vec<i8>>(),
+        ];
         if which == 'a' {
             type C0 = Conv2d<3, 13, 12, 4, 3, 1, 1, 1>;
             type C2 = Conv2d<4, 6, 6, 5, 3, 1, 2, 2>;
@@ -494,7 +712,9 @@ mod tests {
             t.push(p.clone());
             p.push(zq(5));
             t.push(p);
-            let QOp::Dense(qd) = &q.ops[6] else { panic!("op 6") };
+            let QOp::Dense(qd) = &q.ops[6] else {
+                panic!("op 6")
+            };
             t.push(s8!(Dense<25, 7>, 7, t[6], qd));
         } else {
             type C0 = Conv2d<2, 7, 7, 3, 3, 2, 1, 0>;
@@ -502,7 +722,9 @@ mod tests {
             let mut p = vec![0i8; 3];
             Pool2d::<3, 3, 3, 3>::avg_s8(&t[1], &mut p).unwrap();
             t.push(p);
-            let QOp::LeakyRelu(l) = &q.ops[2] else { panic!("op 2") };
+            let QOp::LeakyRelu(l) = &q.ops[2] else {
+                panic!("op 2")
+            };
             // Independent reference for the standalone leaky ReLU: real arithmetic, +-1.
             let v: Vec<i8> = t[2]
                 .iter()
@@ -513,7 +735,10 @@ mod tests {
                 })
                 .collect();
             for (a, b) in v.iter().zip(&tr[3].data) {
-                assert!((i32::from(*a) - i32::from(*b)).abs() <= 1, "leaky relu: {a} vs {b}");
+                assert!(
+                    (i32::from(*a) - i32::from(*b)).abs() <= 1,
+                    "leaky relu: {a} vs {b}"
+                );
             }
             let mut v = tr[3].data.clone();
             t.push(v.clone());
@@ -522,8 +747,22 @@ mod tests {
         }
         let mut acc = vec![0i32; 2];
         match which {
-            'a' => Dense::<7, 2>::acc_s8(&t[7], &head.weight, &head.bias, head.in_q.zero_point, &mut acc).unwrap(),
-            _ => Dense::<4, 2>::acc_s8(&t[4], &head.weight, &head.bias, head.in_q.zero_point, &mut acc).unwrap(),
+            'a' => Dense::<7, 2>::acc_s8(
+                &t[7],
+                &head.weight,
+                &head.bias,
+                head.in_q.zero_point,
+                &mut acc,
+            )
+            .unwrap(),
+            _ => Dense::<4, 2>::acc_s8(
+                &t[4],
+                &head.weight,
+                &head.bias,
+                head.in_q.zero_point,
+                &mut acc,
+            )
+            .unwrap(),
         }
         (t, acc)
     }
@@ -532,10 +771,21 @@ mod tests {
     fn int8_path_equals_runtime_s8_kernels_bit_for_bit() {
         let mut rng = Rng::new(12);
         for (which, m) in [('a', model_a(&mut rng)), ('b', model_b(&mut rng))] {
-            let draw = |rng: &mut Rng| (vals(rng, m.input.len(), 2.0).iter().map(|v| v + 0.5).collect::<Vec<f32>>(), rng.uniform(-1.5, 1.5));
+            let draw = |rng: &mut Rng| {
+                (
+                    vals(rng, m.input.len(), 2.0)
+                        .iter()
+                        .map(|v| v + 0.5)
+                        .collect::<Vec<f32>>(),
+                    rng.uniform(-1.5, 1.5),
+                )
+            };
             let cal: Vec<_> = (0..20).map(|_| draw(&mut rng)).collect();
             let q = quantize(&m, &calibrate_preprocessed(&m, &cal).unwrap()).unwrap();
-            assert!(q.tensor_q.iter().any(|p| p.zero_point != -128), "asymmetric ranges exercise zero points");
+            assert!(
+                q.tensor_q.iter().any(|p| p.zero_point != -128),
+                "asymmetric ranges exercise zero points"
+            );
             for _ in 0..5 {
                 let (x, z) = draw(&mut rng);
                 let mut tr = Vec::new();
@@ -546,14 +796,20 @@ mod tests {
                     assert_eq!(&t.data, w, "{which} {}", t.name);
                 }
                 assert_eq!(head.acc, acc);
-                let QOp::Head(h) = q.ops.last().unwrap() else { panic!() };
+                let QOp::Head(h) = q.ops.last().unwrap() else {
+                    panic!()
+                };
                 for (o, a) in acc.iter().enumerate() {
                     assert_eq!(head.real[o], h.in_q.scale * h.w_scale[o] * *a as f32);
                 }
                 // And the quantised network approximates the real one.
                 let f = m.forward_f32(&x, z, FloatPath::F32, None).unwrap();
                 for o in 0..2 {
-                    assert!((head.real[o] - f[o]).abs() < 0.05 * (1.0 + f[o].abs()), "{which}: {:?} vs {f:?}", head.real);
+                    assert!(
+                        (head.real[o] - f[o]).abs() < 0.05 * (1.0 + f[o].abs()),
+                        "{which}: {:?} vs {f:?}",
+                        head.real
+                    );
                 }
             }
         }
@@ -561,7 +817,10 @@ mod tests {
 
     #[test]
     fn f16_weights_stay_within_1e2_of_f32_on_e30() {
-        let f = crate::model::Model::load(e30_dir()).unwrap().fold_batch_norm().unwrap();
+        let f = crate::model::Model::load(e30_dir())
+            .unwrap()
+            .fold_batch_norm()
+            .unwrap();
         let mut rng = Rng::new(5);
         let mut differs = false;
         for _ in 0..20 {
@@ -577,21 +836,40 @@ mod tests {
 
     #[test]
     fn preprocessing_and_head_follow_their_definitions() {
-        let f = crate::model::Model::load(e30_dir()).unwrap().fold_batch_norm().unwrap();
+        let f = crate::model::Model::load(e30_dir())
+            .unwrap()
+            .fold_batch_norm()
+            .unwrap();
         let (c, z) = synthetic_cube(&mut Rng::new(3), 10, 50);
         let (x, zp) = preprocess(&f.preprocess, f.input, &c, z).unwrap();
         let p = f.preprocess.clone();
-        let r = Preprocess::<10> { band_scale: p.band_scale.clone().try_into().unwrap(), z_shift: p.z_shift, z_scale: p.z_scale };
+        let r = Preprocess::<10> {
+            band_scale: p.band_scale.clone().try_into().unwrap(),
+            z_shift: p.z_shift,
+            z_scale: p.z_scale,
+        };
         let mut y = vec![0f32; c.len()];
         r.counts_f32(&c, &mut y).unwrap();
         assert_eq!(bits(&x), bits(&y));
         assert_eq!(zp, (z - p.z_shift) * p.z_scale);
         assert!(preprocess(&f.preprocess, f.input, &c[1..], z).is_err());
-        let pr = prediction([14.2, 0.3], 0.005, Some(SigmaCalibration::Scale { scale: 2.0 }));
+        let pr = prediction(
+            [14.2, 0.3],
+            0.005,
+            Some(SigmaCalibration::Scale { scale: 2.0 }),
+        );
         assert_eq!(pr.mu, f64::from(14.2f32));
         assert!((pr.sigma - 2.0 * ((1.0 + f64::from(0.3f32).exp()).ln() + 0.005)).abs() < 1e-12);
         let pr = prediction([14.2, -40.0], 0.005, None);
         assert!((pr.sigma - 0.005 - (-40f64).exp()).abs() < 1e-15);
-        assert_eq!(prediction([0.0, 3.0], 0.005, Some(SigmaCalibration::Constant { sigma: 0.1 })).sigma, 0.1);
+        assert_eq!(
+            prediction(
+                [0.0, 3.0],
+                0.005,
+                Some(SigmaCalibration::Constant { sigma: 0.1 })
+            )
+            .sigma,
+            0.1
+        );
     }
 }

@@ -225,11 +225,16 @@ impl FoldedModel {
                     dilation: c.geom.dilation,
                     padding: c.geom.padding,
                 },
-                Op::Pool2d { kind, size } => Layer::Pool2d { kind: *kind, size: *size },
+                Op::Pool2d { kind, size } => Layer::Pool2d {
+                    kind: *kind,
+                    size: *size,
+                },
                 Op::GlobalAvgPool => Layer::GlobalAvgPool,
                 Op::FlattenConcatZ => Layer::FlattenConcatZ,
                 Op::Dense(d) => Layer::Dense { units: d.units },
-                Op::LeakyRelu { slope } => Layer::LeakyRelu { slope: f64::from(*slope) },
+                Op::LeakyRelu { slope } => Layer::LeakyRelu {
+                    slope: f64::from(*slope),
+                },
             })
             .collect()
     }
@@ -238,15 +243,25 @@ impl FoldedModel {
     /// Also checks that every op's parameters fit the tensor it receives.
     pub fn shapes(&self) -> Result<Vec<Shape>> {
         let stats = analyze(self.input, &self.layers())?;
-        let shapes: Vec<Shape> = std::iter::once(self.input).chain(stats.iter().map(|s| s.out)).collect();
+        let shapes: Vec<Shape> = std::iter::once(self.input)
+            .chain(stats.iter().map(|s| s.out))
+            .collect();
         for (i, (op, s)) in self.ops.iter().zip(&shapes).enumerate() {
             let ok = match op {
                 Op::Conv2d(c) => {
                     let g = c.geom;
-                    let same_ok = g.padding == Padding::Valid || (g.kernel % 2 == 1 && g.stride == 1);
-                    g.in_c == s.c && same_ok && c.weight.len() == g.filters * g.in_c * g.kernel * g.kernel && c.bias.len() == g.filters
+                    let same_ok =
+                        g.padding == Padding::Valid || (g.kernel % 2 == 1 && g.stride == 1);
+                    g.in_c == s.c
+                        && same_ok
+                        && c.weight.len() == g.filters * g.in_c * g.kernel * g.kernel
+                        && c.bias.len() == g.filters
                 }
-                Op::Dense(d) => d.n_in == s.len() && d.weight.len() == d.n_in * d.units && d.bias.len() == d.units,
+                Op::Dense(d) => {
+                    d.n_in == s.len()
+                        && d.weight.len() == d.n_in * d.units
+                        && d.bias.len() == d.units
+                }
                 _ => true,
             };
             ensure!(ok, "op {i} ({op:?}) does not fit its input {s:?}");
@@ -260,11 +275,15 @@ impl Model {
     pub fn load(run_dir: impl AsRef<Path>) -> Result<Self> {
         let dir = run_dir.as_ref();
         let json_path = dir.join("model.json");
-        let text = std::fs::read_to_string(&json_path).with_context(|| format!("reading {}", json_path.display()))?;
-        let desc: ModelDescription = serde_json::from_str(&text).with_context(|| format!("parsing {}", json_path.display()))?;
+        let text = std::fs::read_to_string(&json_path)
+            .with_context(|| format!("reading {}", json_path.display()))?;
+        let desc: ModelDescription = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", json_path.display()))?;
         let st_path = dir.join("model.safetensors");
-        let bytes = std::fs::read(&st_path).with_context(|| format!("reading {}", st_path.display()))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", st_path.display()))?;
+        let bytes =
+            std::fs::read(&st_path).with_context(|| format!("reading {}", st_path.display()))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", st_path.display()))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             ensure!(
@@ -273,15 +292,33 @@ impl Model {
                 st_path.display(),
                 view.dtype()
             );
-            let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            tensors.insert(name, TensorF32 { shape: view.shape().to_vec(), data });
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            tensors.insert(
+                name,
+                TensorF32 {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            );
         }
         Self::from_parts(desc, tensors, st_path)
     }
 
     /// Validate a description and its tensors (`source` names the tensor file in errors).
-    pub fn from_parts(desc: ModelDescription, tensors: BTreeMap<String, TensorF32>, source: PathBuf) -> Result<Self> {
-        let m = Self { desc, tensors, source };
+    pub fn from_parts(
+        desc: ModelDescription,
+        tensors: BTreeMap<String, TensorF32>,
+        source: PathBuf,
+    ) -> Result<Self> {
+        let m = Self {
+            desc,
+            tensors,
+            source,
+        };
         m.validate()?;
         Ok(m)
     }
@@ -289,8 +326,16 @@ impl Model {
     fn validate(&self) -> Result<()> {
         let d = &self.desc;
         let src = self.source.display();
-        ensure!(d.format == FORMAT, "model.json: format {:?}, expected {FORMAT:?}", d.format);
-        ensure!(d.version == VERSION, "model.json: version {}, expected {VERSION}", d.version);
+        ensure!(
+            d.format == FORMAT,
+            "model.json: format {:?}, expected {FORMAT:?}",
+            d.format
+        );
+        ensure!(
+            d.version == VERSION,
+            "model.json: version {}, expected {VERSION}",
+            d.version
+        );
         ensure!(
             d.preprocess.band_scale.len() == d.input.c,
             "model.json: {} band scales for {} input channels",
@@ -299,32 +344,65 @@ impl Model {
         );
         // Every tensor model.json lists exists with the listed shape.
         for (name, shape) in &d.tensors {
-            let t = self.tensors.get(name).with_context(|| format!("{src}: tensor `{name}` listed in model.json is missing"))?;
-            ensure!(&t.shape == shape, "{src}: tensor `{name}` has shape {:?}, model.json says {shape:?}", t.shape);
+            let t = self.tensors.get(name).with_context(|| {
+                format!("{src}: tensor `{name}` listed in model.json is missing")
+            })?;
+            ensure!(
+                &t.shape == shape,
+                "{src}: tensor `{name}` has shape {:?}, model.json says {shape:?}",
+                t.shape
+            );
         }
         let stats = analyze(d.input, &d.layers).context("model.json: layer list")?;
         let (mut ci, mut ni, mut di, mut concat) = (0, 0, 0, 0);
         let mut shape = d.input;
         for (i, (layer, st)) in d.layers.iter().zip(&stats).enumerate() {
             match *layer {
-                Layer::Conv2d { filters, kernel, stride, .. } => {
-                    if matches!(layer, Layer::Conv2d { padding: Padding::Same, .. }) {
-                        ensure!(kernel % 2 == 1 && stride == 1, "model.json: layer {i}: \"same\" padding needs an odd kernel and stride 1");
+                Layer::Conv2d {
+                    filters,
+                    kernel,
+                    stride,
+                    ..
+                } => {
+                    if matches!(
+                        layer,
+                        Layer::Conv2d {
+                            padding: Padding::Same,
+                            ..
+                        }
+                    ) {
+                        ensure!(
+                            kernel % 2 == 1 && stride == 1,
+                            "model.json: layer {i}: \"same\" padding needs an odd kernel and stride 1"
+                        );
                     }
-                    ensure!(concat == 0, "model.json: layer {i}: convolution after the flatten");
-                    self.need(&format!("conv{ci}.weight"), &[filters, shape.c, kernel, kernel], i)?;
+                    ensure!(
+                        concat == 0,
+                        "model.json: layer {i}: convolution after the flatten"
+                    );
+                    self.need(
+                        &format!("conv{ci}.weight"),
+                        &[filters, shape.c, kernel, kernel],
+                        i,
+                    )?;
                     self.need_bias(&format!("conv{ci}.bias"), filters, i)?;
                     ci += 1;
                 }
                 Layer::BatchNorm { epsilon } => {
-                    ensure!(epsilon >= 0.0, "model.json: layer {i}: negative BatchNorm epsilon");
+                    ensure!(
+                        epsilon >= 0.0,
+                        "model.json: layer {i}: negative BatchNorm epsilon"
+                    );
                     for p in ["gamma", "beta", "running_mean", "running_var"] {
                         self.need(&format!("bn{ni}.{p}"), &[shape.c], i)?;
                     }
                     ni += 1;
                 }
                 Layer::Dense { units } => {
-                    ensure!(concat == 1, "model.json: layer {i}: dense layer before the flatten (flatten_concat_z)");
+                    ensure!(
+                        concat == 1,
+                        "model.json: layer {i}: dense layer before the flatten (flatten_concat_z)"
+                    );
                     self.need(&format!("dense{di}.weight"), &[shape.len(), units], i)?;
                     self.need_bias(&format!("dense{di}.bias"), units, i)?;
                     di += 1;
@@ -334,8 +412,14 @@ impl Model {
             }
             shape = st.out;
         }
-        ensure!(concat == 1, "model.json: {concat} flatten_concat_z layers, expected exactly one");
-        let head = d.layers.iter().rposition(|l| !matches!(l, Layer::Dropout { .. }));
+        ensure!(
+            concat == 1,
+            "model.json: {concat} flatten_concat_z layers, expected exactly one"
+        );
+        let head = d
+            .layers
+            .iter()
+            .rposition(|l| !matches!(l, Layer::Dropout { .. }));
         ensure!(
             matches!(head.map(|h| &d.layers[h]), Some(Layer::Dense { units: 2 })),
             "model.json: the last layer must be the dense head with 2 units (mu, raw sigma)"
@@ -345,8 +429,14 @@ impl Model {
 
     fn need(&self, name: &str, shape: &[usize], layer: usize) -> Result<()> {
         let src = self.source.display();
-        let t = self.tensors.get(name).with_context(|| format!("{src}: tensor `{name}` (needed by layer {layer}) is missing"))?;
-        ensure!(t.shape == shape, "{src}: tensor `{name}` (layer {layer}) has shape {:?}, expected {shape:?}", t.shape);
+        let t = self.tensors.get(name).with_context(|| {
+            format!("{src}: tensor `{name}` (needed by layer {layer}) is missing")
+        })?;
+        ensure!(
+            t.shape == shape,
+            "{src}: tensor `{name}` (layer {layer}) has shape {:?}, expected {shape:?}",
+            t.shape
+        );
         Ok(())
     }
 
@@ -363,7 +453,9 @@ impl Model {
     }
 
     fn bias(&self, name: &str, n: usize) -> Vec<f32> {
-        self.tensors.get(name).map_or_else(|| vec![0.0; n], |t| t.data.clone())
+        self.tensors
+            .get(name)
+            .map_or_else(|| vec![0.0; n], |t| t.data.clone())
     }
 
     /// Fold BatchNorm, drop Dropout, fuse activations (see the module docs).
@@ -375,21 +467,50 @@ impl Model {
         let mut ops: Vec<Op> = Vec::new();
         for (i, (layer, st)) in d.layers.iter().zip(&stats).enumerate() {
             match *layer {
-                Layer::Conv2d { filters, kernel, stride, dilation, padding } => {
-                    let geom = ConvGeom { in_c: shape.c, filters, kernel, stride, dilation, padding };
+                Layer::Conv2d {
+                    filters,
+                    kernel,
+                    stride,
+                    dilation,
+                    padding,
+                } => {
+                    let geom = ConvGeom {
+                        in_c: shape.c,
+                        filters,
+                        kernel,
+                        stride,
+                        dilation,
+                        padding,
+                    };
                     let weight = self.get(&format!("conv{ci}.weight")).to_vec();
                     let bias = self.bias(&format!("conv{ci}.bias"), filters);
-                    ops.push(Op::Conv2d(ConvOp { geom, weight, bias, slope: 1.0 }));
+                    ops.push(Op::Conv2d(ConvOp {
+                        geom,
+                        weight,
+                        bias,
+                        slope: 1.0,
+                    }));
                     ci += 1;
                 }
                 Layer::BatchNorm { epsilon } => {
                     let p = |s: &str| self.get(&format!("bn{ni}.{s}"));
-                    let (g, beta, mean, var) = (p("gamma"), p("beta"), p("running_mean"), p("running_var"));
-                    let factor: Vec<f64> = (0..shape.c).map(|c| f64::from(g[c]) / (f64::from(var[c]) + epsilon).sqrt()).collect();
+                    let (g, beta, mean, var) =
+                        (p("gamma"), p("beta"), p("running_mean"), p("running_var"));
+                    let factor: Vec<f64> = (0..shape.c)
+                        .map(|c| f64::from(g[c]) / (f64::from(var[c]) + epsilon).sqrt())
+                        .collect();
                     let (weight, bias, per_c) = match ops.last_mut() {
-                        Some(Op::Conv2d(c)) if c.slope == 1.0 => (&mut c.weight, &mut c.bias, Some(c.geom.in_c * c.geom.kernel * c.geom.kernel)),
-                        Some(Op::Dense(dn)) if dn.slope == 1.0 => (&mut dn.weight, &mut dn.bias, None),
-                        _ => bail!("model.json: layer {i}: BatchNorm must follow a convolution or dense layer directly to be folded"),
+                        Some(Op::Conv2d(c)) if c.slope == 1.0 => (
+                            &mut c.weight,
+                            &mut c.bias,
+                            Some(c.geom.in_c * c.geom.kernel * c.geom.kernel),
+                        ),
+                        Some(Op::Dense(dn)) if dn.slope == 1.0 => {
+                            (&mut dn.weight, &mut dn.bias, None)
+                        }
+                        _ => bail!(
+                            "model.json: layer {i}: BatchNorm must follow a convolution or dense layer directly to be folded"
+                        ),
                     };
                     for (k, w) in weight.iter_mut().enumerate() {
                         // Conv weights are [out][in][k][k], dense weights [in][out].
@@ -397,13 +518,18 @@ impl Model {
                         *w = (f64::from(*w) * factor[oc]) as f32;
                     }
                     for (c, b) in bias.iter_mut().enumerate() {
-                        *b = ((f64::from(*b) - f64::from(mean[c])) * factor[c] + f64::from(beta[c])) as f32;
+                        *b = ((f64::from(*b) - f64::from(mean[c])) * factor[c] + f64::from(beta[c]))
+                            as f32;
                     }
                     ni += 1;
                 }
                 Layer::LeakyRelu { slope } => match ops.last_mut() {
-                    Some(Op::Conv2d(ConvOp { slope: s, .. }) | Op::Dense(DenseOp { slope: s, .. })) if *s == 1.0 => *s = slope as f32,
-                    _ => ops.push(Op::LeakyRelu { slope: slope as f32 }),
+                    Some(
+                        Op::Conv2d(ConvOp { slope: s, .. }) | Op::Dense(DenseOp { slope: s, .. }),
+                    ) if *s == 1.0 => *s = slope as f32,
+                    _ => ops.push(Op::LeakyRelu {
+                        slope: slope as f32,
+                    }),
                 },
                 Layer::Dropout { .. } => {}
                 Layer::Pool2d { kind, size } => ops.push(Op::Pool2d { kind, size }),
@@ -412,7 +538,13 @@ impl Model {
                 Layer::Dense { units } => {
                     let weight = self.get(&format!("dense{di}.weight")).to_vec();
                     let bias = self.bias(&format!("dense{di}.bias"), units);
-                    ops.push(Op::Dense(DenseOp { n_in: shape.len(), units, weight, bias, slope: 1.0 }));
+                    ops.push(Op::Dense(DenseOp {
+                        n_in: shape.len(),
+                        units,
+                        weight,
+                        bias,
+                        slope: 1.0,
+                    }));
                     di += 1;
                 }
             }
@@ -437,23 +569,47 @@ mod tests {
     use super::*;
     use crate::testutil::{Rng, e30_dir};
 
-    fn desc(input: Shape, layers: Vec<Layer>, tensors: &BTreeMap<String, TensorF32>) -> ModelDescription {
+    fn desc(
+        input: Shape,
+        layers: Vec<Layer>,
+        tensors: &BTreeMap<String, TensorF32>,
+    ) -> ModelDescription {
         ModelDescription {
             format: FORMAT.into(),
             version: VERSION,
             input,
             layers,
-            preprocess: PreprocessDesc { band_scale: vec![1.0; input.c], z_shift: 0.0, z_scale: 1.0 },
+            preprocess: PreprocessDesc {
+                band_scale: vec![1.0; input.c],
+                z_shift: 0.0,
+                z_scale: 1.0,
+            },
             sigma_floor: 0.005,
             sigma_calibration: None,
-            tensors: tensors.iter().map(|(n, t)| (n.clone(), t.shape.clone())).collect(),
+            tensors: tensors
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shape.clone()))
+                .collect(),
             provenance: serde_json::Value::Null,
         }
     }
 
-    fn put(t: &mut BTreeMap<String, TensorF32>, name: &str, shape: &[usize], rng: &mut Rng, lo: f32, hi: f32) {
+    fn put(
+        t: &mut BTreeMap<String, TensorF32>,
+        name: &str,
+        shape: &[usize],
+        rng: &mut Rng,
+        lo: f32,
+        hi: f32,
+    ) {
         let n = shape.iter().product();
-        t.insert(name.into(), TensorF32 { shape: shape.to_vec(), data: (0..n).map(|_| rng.uniform(lo, hi)).collect() });
+        t.insert(
+            name.into(),
+            TensorF32 {
+                shape: shape.to_vec(),
+                data: (0..n).map(|_| rng.uniform(lo, hi)).collect(),
+            },
+        );
     }
 
     /// Folded conv == conv then BatchNorm, both computed here in f64 from the definitions.
@@ -468,10 +624,23 @@ mod tests {
         put(&mut t, "bn0.beta", &[oc], &mut rng, -1.0, 1.0);
         put(&mut t, "bn0.running_mean", &[oc], &mut rng, -0.5, 0.5);
         put(&mut t, "bn0.running_var", &[oc], &mut rng, 0.1, 3.0);
-        put(&mut t, "dense0.weight", &[oc * h * w + 1, 2], &mut rng, -0.1, 0.1);
+        put(
+            &mut t,
+            "dense0.weight",
+            &[oc * h * w + 1, 2],
+            &mut rng,
+            -0.1,
+            0.1,
+        );
         put(&mut t, "dense0.bias", &[2], &mut rng, -0.1, 0.1);
         let layers = vec![
-            Layer::Conv2d { filters: oc, kernel: k, stride: 1, dilation: 1, padding: Padding::Same },
+            Layer::Conv2d {
+                filters: oc,
+                kernel: k,
+                stride: 1,
+                dilation: 1,
+                padding: Padding::Same,
+            },
             Layer::BatchNorm { epsilon: eps },
             Layer::LeakyRelu { slope: 0.2 },
             Layer::Dropout { rate: 0.5 },
@@ -481,10 +650,16 @@ mod tests {
         let input = Shape { c: ic, h, w };
         let m = Model::from_parts(desc(input, layers, &t), t.clone(), "mem".into()).unwrap();
         let f = m.fold_batch_norm().unwrap();
-        assert_eq!(f.ops.len(), 3, "conv (bn + lrelu fused), concat, dense: {:?}", f.layers());
+        assert_eq!(
+            f.ops.len(),
+            3,
+            "conv (bn + lrelu fused), concat, dense: {:?}",
+            f.layers()
+        );
         let x: Vec<f32> = (0..ic * h * w).map(|_| rng.uniform(-2.0, 2.0)).collect();
         let mut trace = Vec::new();
-        f.forward_f32(&x, 0.3, crate::interp::FloatPath::F32, Some(&mut trace)).unwrap();
+        f.forward_f32(&x, 0.3, crate::interp::FloatPath::F32, Some(&mut trace))
+            .unwrap();
         let got = &trace[1].data;
         let g = |n: &str, i: usize| f64::from(t[n].data[i]);
         for o in 0..oc {
@@ -494,17 +669,25 @@ mod tests {
                     for c in 0..ic {
                         for a in 0..k {
                             for b in 0..k {
-                                let (iy, ix) = (y as isize + a as isize - 1, xx as isize + b as isize - 1);
+                                let (iy, ix) =
+                                    (y as isize + a as isize - 1, xx as isize + b as isize - 1);
                                 if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                    s += g("conv0.weight", ((o * ic + c) * k + a) * k + b) * f64::from(x[(c * h + iy as usize) * w + ix as usize]);
+                                    s += g("conv0.weight", ((o * ic + c) * k + a) * k + b)
+                                        * f64::from(x[(c * h + iy as usize) * w + ix as usize]);
                                 }
                             }
                         }
                     }
-                    let bn = (s - g("bn0.running_mean", o)) / (g("bn0.running_var", o) + eps).sqrt() * g("bn0.gamma", o) + g("bn0.beta", o);
+                    let bn = (s - g("bn0.running_mean", o))
+                        / (g("bn0.running_var", o) + eps).sqrt()
+                        * g("bn0.gamma", o)
+                        + g("bn0.beta", o);
                     let want = if bn < 0.0 { 0.2 * bn } else { bn };
                     let v = f64::from(got[(o * h + y) * w + xx]);
-                    assert!((v - want).abs() <= 1e-5 * (1.0 + want.abs()), "({o},{y},{xx}): {v} vs {want}");
+                    assert!(
+                        (v - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "({o},{y},{xx}): {v} vs {want}"
+                    );
                 }
             }
         }
@@ -513,42 +696,96 @@ mod tests {
     #[test]
     fn e30_loads_and_folds() {
         let m = Model::load(e30_dir()).unwrap();
-        assert_eq!(m.desc.input, Shape { c: 10, h: 50, w: 50 });
+        assert_eq!(
+            m.desc.input,
+            Shape {
+                c: 10,
+                h: 50,
+                w: 50
+            }
+        );
         let f = m.fold_batch_norm().unwrap();
         // avg, conv, avg, conv, avg, conv, avg, concat, dense, head: leaky ReLUs fused.
         assert_eq!(f.ops.len(), 10);
-        assert!(matches!(&f.ops[1], Op::Conv2d(c) if (c.slope - 0.1).abs() < 1e-7 && c.geom.pad() == 1));
+        assert!(
+            matches!(&f.ops[1], Op::Conv2d(c) if (c.slope - 0.1).abs() < 1e-7 && c.geom.pad() == 1)
+        );
         let s = f.shapes().unwrap();
-        assert_eq!(s[8], Shape { c: 32 * 3 * 3 + 1, h: 1, w: 1 });
+        assert_eq!(
+            s[8],
+            Shape {
+                c: 32 * 3 * 3 + 1,
+                h: 1,
+                w: 1
+            }
+        );
     }
 
     fn write_run(dir: &Path, json: &ModelDescription, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-            tensors.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
-        let views: Vec<_> =
-            bytes.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
-        std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
-        std::fs::write(dir.join("model.json"), serde_json::to_vec_pretty(json).unwrap()).unwrap();
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(n, s, v)| {
+                (
+                    n.clone(),
+                    s.clone(),
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
+        let views: Vec<_> = bytes
+            .iter()
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        std::fs::write(
+            dir.join("model.safetensors"),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("model.json"),
+            serde_json::to_vec_pretty(json).unwrap(),
+        )
+        .unwrap();
     }
 
     /// Damaged copies of the real run: each error names the file and the tensor.
     #[test]
     fn missing_or_misshapen_tensors_are_named() {
         let m = Model::load(e30_dir()).unwrap();
-        let all: Vec<(String, Vec<usize>, Vec<f32>)> = m.tensors.iter().map(|(n, t)| (n.clone(), t.shape.clone(), t.data.clone())).collect();
+        let all: Vec<(String, Vec<usize>, Vec<f32>)> = m
+            .tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shape.clone(), t.data.clone()))
+            .collect();
         let tmp = tempfile::tempdir().unwrap();
         // Intact copy loads.
         write_run(tmp.path(), &m.desc, &all);
         Model::load(tmp.path()).unwrap();
         // Missing from the file (still listed in model.json).
-        let fewer: Vec<_> = all.iter().filter(|t| t.0 != "conv1.bias").cloned().collect();
+        let fewer: Vec<_> = all
+            .iter()
+            .filter(|t| t.0 != "conv1.bias")
+            .cloned()
+            .collect();
         write_run(tmp.path(), &m.desc, &fewer);
         let e = format!("{:#}", Model::load(tmp.path()).unwrap_err());
-        assert!(e.contains("conv1.bias") && e.contains("model.safetensors") && e.contains("missing"), "{e}");
+        assert!(
+            e.contains("conv1.bias") && e.contains("model.safetensors") && e.contains("missing"),
+            "{e}"
+        );
         // Missing from both: the layer list still needs the weight.
         let mut d = m.desc.clone();
         d.tensors.retain(|t| t.0 != "dense0.weight");
-        let fewer: Vec<_> = all.iter().filter(|t| t.0 != "dense0.weight").cloned().collect();
+        let fewer: Vec<_> = all
+            .iter()
+            .filter(|t| t.0 != "dense0.weight")
+            .cloned()
+            .collect();
         write_run(tmp.path(), &d, &fewer);
         let e = format!("{:#}", Model::load(tmp.path()).unwrap_err());
         assert!(e.contains("dense0.weight") && e.contains("missing"), "{e}");
@@ -563,11 +800,17 @@ mod tests {
         }
         write_run(tmp.path(), &d, &bad);
         let e = format!("{:#}", Model::load(tmp.path()).unwrap_err());
-        assert!(e.contains("conv2.weight") && e.contains("[32, 32, 3, 3]"), "{e}");
+        assert!(
+            e.contains("conv2.weight") && e.contains("[32, 32, 3, 3]"),
+            "{e}"
+        );
         // File and model.json disagree.
         write_run(tmp.path(), &m.desc, &bad);
         let e = format!("{:#}", Model::load(tmp.path()).unwrap_err());
-        assert!(e.contains("conv2.weight") && e.contains("model.json says"), "{e}");
+        assert!(
+            e.contains("conv2.weight") && e.contains("model.json says"),
+            "{e}"
+        );
         // No model.json at all.
         std::fs::remove_file(tmp.path().join("model.json")).unwrap();
         let e = format!("{:#}", Model::load(tmp.path()).unwrap_err());

@@ -47,7 +47,10 @@ pub fn calibrate(model: &FoldedModel, inputs: &[(&[u16], f32)]) -> Result<Calibr
 }
 
 /// Calibrate on already preprocessed inputs `(x, z')`.
-pub fn calibrate_preprocessed(model: &FoldedModel, inputs: &[(Vec<f32>, f32)]) -> Result<Calibration> {
+pub fn calibrate_preprocessed(
+    model: &FoldedModel,
+    inputs: &[(Vec<f32>, f32)],
+) -> Result<Calibration> {
     let mut cal = Calibration::empty(model);
     for (x, z) in inputs {
         cal.observe(model, x, *z)?;
@@ -59,17 +62,27 @@ pub fn calibrate_preprocessed(model: &FoldedModel, inputs: &[(Vec<f32>, f32)]) -
 impl Calibration {
     /// No observation yet (empty ranges).
     pub fn empty(model: &FoldedModel) -> Self {
-        Self { ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); model.ops.len() + 1], samples: 0 }
+        Self {
+            ranges: vec![(f32::INFINITY, f32::NEG_INFINITY); model.ops.len() + 1],
+            samples: 0,
+        }
     }
 
     /// Run the f32 interpreter on one preprocessed input and widen the ranges.
     pub fn observe(&mut self, model: &FoldedModel, x: &[f32], z: f32) -> Result<()> {
         let mut trace = Vec::new();
         model.forward_f32(x, z, FloatPath::F32, Some(&mut trace))?;
-        ensure!(trace.len() == self.ranges.len(), "calibration of another model");
+        ensure!(
+            trace.len() == self.ranges.len(),
+            "calibration of another model"
+        );
         for (r, t) in self.ranges.iter_mut().zip(&trace) {
             for &v in &t.data {
-                ensure!(v.is_finite(), "calibration: non-finite value in tensor {}", t.name);
+                ensure!(
+                    v.is_finite(),
+                    "calibration: non-finite value in tensor {}",
+                    t.name
+                );
                 *r = (r.0.min(v), r.1.max(v));
             }
         }
@@ -186,8 +199,14 @@ impl QOp {
     pub fn name(&self) -> &'static str {
         match self {
             QOp::Conv2d(_) => "conv2d",
-            QOp::Pool2d { kind: PoolKind::Max, .. } => "max_pool",
-            QOp::Pool2d { kind: PoolKind::Avg, .. } => "avg_pool",
+            QOp::Pool2d {
+                kind: PoolKind::Max,
+                ..
+            } => "max_pool",
+            QOp::Pool2d {
+                kind: PoolKind::Avg,
+                ..
+            } => "avg_pool",
             QOp::GlobalAvgPool => "global_avg_pool",
             QOp::FlattenConcatZ { .. } => "flatten_concat_z",
             QOp::Dense(_) => "dense",
@@ -200,14 +219,24 @@ impl QOp {
 impl QConv {
     /// The runtime kernels' quantisation arguments.
     pub fn args(&self) -> QuantArgs<'_> {
-        QuantArgs { input_zero_point: self.in_q.zero_point, requant_pos: &self.requant_pos, requant_neg: &self.requant_neg, output_zero_point: self.out_q.zero_point }
+        QuantArgs {
+            input_zero_point: self.in_q.zero_point,
+            requant_pos: &self.requant_pos,
+            requant_neg: &self.requant_neg,
+            output_zero_point: self.out_q.zero_point,
+        }
     }
 }
 
 impl QDense {
     /// The runtime kernels' quantisation arguments.
     pub fn args(&self) -> QuantArgs<'_> {
-        QuantArgs { input_zero_point: self.in_q.zero_point, requant_pos: &self.requant_pos, requant_neg: &self.requant_neg, output_zero_point: self.out_q.zero_point }
+        QuantArgs {
+            input_zero_point: self.in_q.zero_point,
+            requant_pos: &self.requant_pos,
+            requant_neg: &self.requant_neg,
+            output_zero_point: self.out_q.zero_point,
+        }
     }
 }
 
@@ -234,48 +263,94 @@ pub struct QuantModel {
 }
 
 /// Symmetric per-channel quantisation of `w` where `channel(i)` gives element `i`'s channel.
-fn quantize_weights(w: &[f32], channels: usize, channel: impl Fn(usize) -> usize) -> (Vec<i8>, Vec<f32>) {
+fn quantize_weights(
+    w: &[f32],
+    channels: usize,
+    channel: impl Fn(usize) -> usize,
+) -> (Vec<i8>, Vec<f32>) {
     let mut max = vec![0f32; channels];
     for (i, v) in w.iter().enumerate() {
         max[channel(i)] = max[channel(i)].max(v.abs());
     }
-    let scale: Vec<f32> = max.iter().map(|m| if *m > 0.0 { m / 127.0 } else { 1.0 }).collect();
-    let q = w.iter().enumerate().map(|(i, v)| (f64::from(*v) / f64::from(scale[channel(i)])).round().clamp(-127.0, 127.0) as i8).collect();
+    let scale: Vec<f32> = max
+        .iter()
+        .map(|m| if *m > 0.0 { m / 127.0 } else { 1.0 })
+        .collect();
+    let q = w
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            (f64::from(*v) / f64::from(scale[channel(i)]))
+                .round()
+                .clamp(-127.0, 127.0) as i8
+        })
+        .collect();
     (q, scale)
 }
 
 fn quantize_bias(b: &[f32], s_in: f32, w_scale: &[f32]) -> Vec<i32> {
     b.iter()
         .zip(w_scale)
-        .map(|(b, sw)| (f64::from(*b) / (f64::from(s_in) * f64::from(*sw))).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
+        .map(|(b, sw)| {
+            (f64::from(*b) / (f64::from(s_in) * f64::from(*sw)))
+                .round()
+                .clamp(i32::MIN as f64, i32::MAX as f64) as i32
+        })
         .collect()
 }
 
-fn requants(s_in: f32, w_scale: &[f32], s_out: f32, slope: f32) -> Result<(Vec<Requant>, Vec<Requant>)> {
-    ensure!(slope >= 0.0, "int8: leaky ReLU slope {slope} < 0 is not supported");
+fn requants(
+    s_in: f32,
+    w_scale: &[f32],
+    s_out: f32,
+    slope: f32,
+) -> Result<(Vec<Requant>, Vec<Requant>)> {
+    ensure!(
+        slope >= 0.0,
+        "int8: leaky ReLU slope {slope} < 0 is not supported"
+    );
     let m = |sw: &f32| f64::from(s_in) * f64::from(*sw) / f64::from(s_out);
-    Ok((w_scale.iter().map(|sw| Requant::from_real(m(sw))).collect(), w_scale.iter().map(|sw| Requant::from_real(f64::from(slope) * m(sw))).collect()))
+    Ok((
+        w_scale.iter().map(|sw| Requant::from_real(m(sw))).collect(),
+        w_scale
+            .iter()
+            .map(|sw| Requant::from_real(f64::from(slope) * m(sw)))
+            .collect(),
+    ))
 }
 
 /// Quantise a folded model with a calibration of it.
 pub fn quantize(model: &FoldedModel, calib: &Calibration) -> Result<QuantModel> {
     let shapes = model.shapes()?;
     let n = model.ops.len();
-    ensure!(calib.ranges.len() == n + 1, "calibration has {} tensors, the model {}", calib.ranges.len(), n + 1);
+    ensure!(
+        calib.ranges.len() == n + 1,
+        "calibration has {} tensors, the model {}",
+        calib.ranges.len(),
+        n + 1
+    );
     // Pooling and concatenation pass parameters through: group them with their input.
     let mut group: Vec<usize> = (0..=n).collect();
     for (i, op) in model.ops.iter().enumerate() {
-        if matches!(op, Op::Pool2d { .. } | Op::GlobalAvgPool | Op::FlattenConcatZ) {
+        if matches!(
+            op,
+            Op::Pool2d { .. } | Op::GlobalAvgPool | Op::FlattenConcatZ
+        ) {
             group[i + 1] = group[i];
         }
     }
     let mut grange = vec![(f32::INFINITY, f32::NEG_INFINITY); n + 1];
     for (t, r) in calib.ranges.iter().enumerate() {
-        ensure!(r.0.is_finite() && r.1.is_finite(), "calibration: tensor {t} has no finite range");
+        ensure!(
+            r.0.is_finite() && r.1.is_finite(),
+            "calibration: tensor {t} has no finite range"
+        );
         let g = &mut grange[group[t]];
         *g = (g.0.min(r.0), g.1.max(r.1));
     }
-    let tensor_q: Vec<QParams> = (0..=n).map(|t| QParams::from_range(grange[group[t]].0, grange[group[t]].1)).collect();
+    let tensor_q: Vec<QParams> = (0..=n)
+        .map(|t| QParams::from_range(grange[group[t]].0, grange[group[t]].1))
+        .collect();
     let mut ops = Vec::with_capacity(n);
     for (i, op) in model.ops.iter().enumerate() {
         let (in_q, out_q) = (tensor_q[i], tensor_q[i + 1]);
@@ -283,11 +358,24 @@ pub fn quantize(model: &FoldedModel, calib: &Calibration) -> Result<QuantModel> 
             Op::Conv2d(c) => {
                 let per = c.geom.in_c * c.geom.kernel * c.geom.kernel;
                 let (weight, w_scale) = quantize_weights(&c.weight, c.geom.filters, |k| k / per);
-                let (requant_pos, requant_neg) = requants(in_q.scale, &w_scale, out_q.scale, c.slope)?;
+                let (requant_pos, requant_neg) =
+                    requants(in_q.scale, &w_scale, out_q.scale, c.slope)?;
                 let bias = quantize_bias(&c.bias, in_q.scale, &w_scale);
-                QOp::Conv2d(QConv { geom: c.geom, weight, bias, w_scale, requant_pos, requant_neg, in_q, out_q })
+                QOp::Conv2d(QConv {
+                    geom: c.geom,
+                    weight,
+                    bias,
+                    w_scale,
+                    requant_pos,
+                    requant_neg,
+                    in_q,
+                    out_q,
+                })
             }
-            Op::Pool2d { kind, size } => QOp::Pool2d { kind: *kind, size: *size },
+            Op::Pool2d { kind, size } => QOp::Pool2d {
+                kind: *kind,
+                size: *size,
+            },
             Op::GlobalAvgPool => QOp::GlobalAvgPool,
             Op::FlattenConcatZ => QOp::FlattenConcatZ { z_q: out_q },
             Op::Dense(d) => {
@@ -297,15 +385,39 @@ pub fn quantize(model: &FoldedModel, calib: &Calibration) -> Result<QuantModel> 
                 if i + 1 == n {
                     ensure!(d.slope == 1.0, "the head must not have an activation");
                     let out_scale = w_scale.iter().map(|sw| in_q.scale * sw).collect();
-                    QOp::Head(QHead { n_in: d.n_in, units, weight, bias, w_scale, in_q, out_scale })
+                    QOp::Head(QHead {
+                        n_in: d.n_in,
+                        units,
+                        weight,
+                        bias,
+                        w_scale,
+                        in_q,
+                        out_scale,
+                    })
                 } else {
-                    let (requant_pos, requant_neg) = requants(in_q.scale, &w_scale, out_q.scale, d.slope)?;
-                    QOp::Dense(QDense { n_in: d.n_in, units, weight, bias, w_scale, requant_pos, requant_neg, in_q, out_q })
+                    let (requant_pos, requant_neg) =
+                        requants(in_q.scale, &w_scale, out_q.scale, d.slope)?;
+                    QOp::Dense(QDense {
+                        n_in: d.n_in,
+                        units,
+                        weight,
+                        bias,
+                        w_scale,
+                        requant_pos,
+                        requant_neg,
+                        in_q,
+                        out_q,
+                    })
                 }
             }
             Op::LeakyRelu { slope } => {
                 let (pos, neg) = requants(in_q.scale, &[1.0], out_q.scale, *slope)?;
-                QOp::LeakyRelu(QLeaky { in_q, out_q, pos: pos[0], neg: neg[0] })
+                QOp::LeakyRelu(QLeaky {
+                    in_q,
+                    out_q,
+                    pos: pos[0],
+                    neg: neg[0],
+                })
             }
         });
     }
@@ -347,7 +459,8 @@ mod tests {
         let cal = cubes(1, 100);
         let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
         let q = quantize(&f, &calibrate(&f, &refs).unwrap()).unwrap();
-        let (mut worst, mut sum, mut worst_s, mut spread) = (0f64, 0f64, 0f64, (f64::INFINITY, f64::NEG_INFINITY));
+        let (mut worst, mut sum, mut worst_s, mut spread) =
+            (0f64, 0f64, 0f64, (f64::INFINITY, f64::NEG_INFINITY));
         let test = cubes(2, 50);
         for (c, z) in &test {
             let a = f.predict(c, *z, FloatPath::F32).unwrap();
@@ -358,7 +471,9 @@ mod tests {
             spread = (spread.0.min(a.mu), spread.1.max(a.mu));
         }
         let mean = sum / test.len() as f64;
-        eprintln!("int8 vs f32: mean |d mu| {mean:.4}, max {worst:.4} dex; max rel d sigma {worst_s:.3}; f32 mu range {spread:?}");
+        eprintln!(
+            "int8 vs f32: mean |d mu| {mean:.4}, max {worst:.4} dex; max rel d sigma {worst_s:.3}; f32 mu range {spread:?}"
+        );
         assert!(mean <= 0.03, "mean |d mu| = {mean}");
         assert!(worst <= 0.1, "max |d mu| = {worst}");
         assert!(worst_s <= 0.2, "max relative sigma change {worst_s}");
@@ -379,19 +494,27 @@ mod tests {
         let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
         let calib = calibrate(&f, &refs).unwrap();
         let q = quantize(&f, &calib).unwrap();
-        let (Op::Conv2d(c), QOp::Conv2d(qc)) = (&f.ops[1], &q.ops[1]) else { panic!("op 1 is a convolution") };
+        let (Op::Conv2d(c), QOp::Conv2d(qc)) = (&f.ops[1], &q.ops[1]) else {
+            panic!("op 1 is a convolution")
+        };
         assert_eq!(qc.w_scale[0], 1.0);
         assert!(qc.weight[..90].iter().all(|w| *w == 0));
         let per = 90;
         for oc in 1..c.geom.filters {
             let ws = &c.weight[oc * per..(oc + 1) * per];
             let qs = &qc.weight[oc * per..(oc + 1) * per];
-            assert_eq!(qs.iter().map(|v| v.unsigned_abs()).max(), Some(127), "channel {oc} uses the full range");
+            assert_eq!(
+                qs.iter().map(|v| v.unsigned_abs()).max(),
+                Some(127),
+                "channel {oc} uses the full range"
+            );
             for (w, qv) in ws.iter().zip(qs) {
                 assert!((f32::from(*qv) * qc.w_scale[oc] - w).abs() <= 0.5001 * qc.w_scale[oc]);
             }
             let unit = f64::from(qc.in_q.scale) * f64::from(qc.w_scale[oc]);
-            assert!((f64::from(qc.bias[oc]) * unit - f64::from(c.bias[oc])).abs() <= 0.5 * unit + 1e-12);
+            assert!(
+                (f64::from(qc.bias[oc]) * unit - f64::from(c.bias[oc])).abs() <= 0.5 * unit + 1e-12
+            );
             let m = unit / f64::from(qc.out_q.scale);
             assert!((qc.requant_pos[oc].to_real() / m - 1.0).abs() < 1e-8);
             assert!((qc.requant_neg[oc].to_real() / (0.1 * m) - 1.0).abs() < 1e-6);
@@ -399,15 +522,30 @@ mod tests {
         // Pools share their input's parameters; the concat covers features and z'.
         assert_eq!(q.tensor_q[0], q.tensor_q[1], "input avg pool");
         assert_eq!(q.tensor_q[6], q.tensor_q[8], "last conv -> pool -> concat");
-        let zs: Vec<f32> = refs.iter().map(|(c, z)| preprocess(&f.preprocess, f.input, c, *z).unwrap().1).collect();
+        let zs: Vec<f32> = refs
+            .iter()
+            .map(|(c, z)| preprocess(&f.preprocess, f.input, c, *z).unwrap().1)
+            .collect();
         let qz = q.tensor_q[8];
         for z in zs {
-            assert!((qz.dequantize(qz.quantize(z)) - z).abs() <= 0.5001 * qz.scale, "z' {z} clipped by {qz:?}");
+            assert!(
+                (qz.dequantize(qz.quantize(z)) - z).abs() <= 0.5001 * qz.scale,
+                "z' {z} clipped by {qz:?}"
+            );
         }
         // Every activation's calibrated range is representable.
-        for (t, (r, p)) in calib.ranges.iter().zip(&q.tensor_q).enumerate().take(q.ops.len()) {
+        for (t, (r, p)) in calib
+            .ranges
+            .iter()
+            .zip(&q.tensor_q)
+            .enumerate()
+            .take(q.ops.len())
+        {
             for v in [r.0, r.1] {
-                assert!((p.dequantize(p.quantize(v)) - v).abs() <= 0.5001 * p.scale, "tensor {t}: {v} vs {p:?}");
+                assert!(
+                    (p.dequantize(p.quantize(v)) - v).abs() <= 0.5001 * p.scale,
+                    "tensor {t}: {v} vs {p:?}"
+                );
             }
         }
     }

@@ -33,7 +33,11 @@ pub struct Bytes {
 impl std::ops::Add for Bytes {
     type Output = Bytes;
     fn add(self, o: Bytes) -> Bytes {
-        Bytes { f32: self.f32 + o.f32, f16: self.f16 + o.f16, int8: self.int8 + o.int8 }
+        Bytes {
+            f32: self.f32 + o.f32,
+            f16: self.f16 + o.f16,
+            int8: self.int8 + o.int8,
+        }
     }
 }
 
@@ -88,7 +92,17 @@ fn describe(op: &Op) -> String {
     match op {
         Op::Conv2d(c) => {
             let g = c.geom;
-            format!("conv {}x{} {} s{} d{} {:?}{}", g.kernel, g.kernel, g.filters, g.stride, g.dilation, g.padding, act(c.slope)).to_lowercase()
+            format!(
+                "conv {}x{} {} s{} d{} {:?}{}",
+                g.kernel,
+                g.kernel,
+                g.filters,
+                g.stride,
+                g.dilation,
+                g.padding,
+                act(c.slope)
+            )
+            .to_lowercase()
         }
         Op::Pool2d { kind, size } => format!("{kind:?} pool {size}").to_lowercase(),
         Op::GlobalAvgPool => "global avg pool".into(),
@@ -102,12 +116,22 @@ fn weight_bytes(op: &Op, is_head: bool) -> Bytes {
     let (w, ch, slope) = match op {
         Op::Conv2d(c) => (c.weight.len() as u64, c.geom.filters as u64, c.slope),
         Op::Dense(d) => (d.weight.len() as u64, d.units as u64, d.slope),
-        Op::LeakyRelu { .. } => return Bytes { f32: 0, f16: 0, int8: 16 },
+        Op::LeakyRelu { .. } => {
+            return Bytes {
+                f32: 0,
+                f16: 0,
+                int8: 16,
+            };
+        }
         _ => return Bytes::default(),
     };
     let tables = if slope == 1.0 { 1 } else { 2 };
     let per_channel = if is_head { 4 + 4 } else { 4 + 8 * tables };
-    Bytes { f32: 4 * (w + ch), f16: 2 * w + 4 * ch, int8: w + per_channel * ch }
+    Bytes {
+        f32: 4 * (w + ch),
+        f16: 2 * w + 4 * ch,
+        int8: w + per_channel * ch,
+    }
 }
 
 /// Build the report.
@@ -129,18 +153,31 @@ pub fn report(model: &FoldedModel) -> Result<Report> {
             weight_bytes: weight_bytes(op, i + 1 == n),
         })
         .collect();
-    let lens: Vec<u64> = std::iter::once(model.input).chain(stats.iter().map(|s| s.out)).map(|s| s.len() as u64).collect();
-    let act = |t: usize| Bytes { f32: 4 * lens[t], f16: 4 * lens[t], int8: if t == n { 4 } else { 1 } * lens[t] };
+    let lens: Vec<u64> = std::iter::once(model.input)
+        .chain(stats.iter().map(|s| s.out))
+        .map(|s| s.len() as u64)
+        .collect();
+    let act = |t: usize| Bytes {
+        f32: 4 * lens[t],
+        f16: 4 * lens[t],
+        int8: if t == n { 4 } else { 1 } * lens[t],
+    };
     let mut peak = Bytes::default();
     for t in 0..n {
         let b = act(t) + act(t + 1);
-        peak = Bytes { f32: peak.f32.max(b.f32), f16: peak.f16.max(b.f16), int8: peak.int8.max(b.int8) };
+        peak = Bytes {
+            f32: peak.f32.max(b.f32),
+            f16: peak.f16.max(b.f16),
+            int8: peak.int8.max(b.int8),
+        };
     }
     Ok(Report {
         input: model.input,
         macs: layers.iter().map(|l| l.macs).sum(),
         params: layers.iter().map(|l| l.params).sum(),
-        weight_bytes: layers.iter().fold(Bytes::default(), |a, l| a + l.weight_bytes),
+        weight_bytes: layers
+            .iter()
+            .fold(Bytes::default(), |a, l| a + l.weight_bytes),
         activation_peak: peak,
         raw_input_bytes: 2 * lens[0],
         layers,
@@ -150,8 +187,17 @@ pub fn report(model: &FoldedModel) -> Result<Report> {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED)
-            .set_header(["#", "op", "output c x h x w", "MACs", "params", "RF px", "f32 B", "f16 B", "int8 B"]);
+        t.load_preset(UTF8_FULL_CONDENSED).set_header([
+            "#",
+            "op",
+            "output c x h x w",
+            "MACs",
+            "params",
+            "RF px",
+            "f32 B",
+            "f16 B",
+            "int8 B",
+        ]);
         for l in &self.layers {
             t.add_row([
                 l.index.to_string(),
@@ -168,7 +214,11 @@ impl fmt::Display for Report {
         writeln!(f, "{t}")?;
         let (w, a) = (self.weight_bytes, self.activation_peak);
         writeln!(f, "total: {} MACs, {} parameters", self.macs, self.params)?;
-        writeln!(f, "weights: f32 {} B, f16 {} B, int8 {} B", w.f32, w.f16, w.int8)?;
+        writeln!(
+            f,
+            "weights: f32 {} B, f16 {} B, int8 {} B",
+            w.f32, w.f16, w.int8
+        )?;
         write!(
             f,
             "activation peak (ping-pong): f32 {} B, f16 {} B, int8 {} B; raw u16 input {} B",
@@ -199,14 +249,30 @@ mod tests {
         assert_eq!(r.weight_bytes.f32, 4 * (weights + biases));
         assert_eq!(r.weight_bytes.f16, 2 * weights + 4 * biases);
         // Leaky ReLU everywhere but the head: bias + two requant tables per channel.
-        assert_eq!(r.weight_bytes.int8, weights + (16 + 32 + 32 + 32) * (4 + 16) + 2 * (4 + 4));
+        assert_eq!(
+            r.weight_bytes.int8,
+            weights + (16 + 32 + 32 + 32) * (4 + 16) + 2 * (4 + 4)
+        );
         // Largest pair: the input (25,000 values) and the first pool's output (6,250).
-        assert_eq!(r.activation_peak, Bytes { f32: 125_000, f16: 125_000, int8: 31_250 });
+        assert_eq!(
+            r.activation_peak,
+            Bytes {
+                f32: 125_000,
+                f16: 125_000,
+                int8: 31_250
+            }
+        );
         assert_eq!(r.raw_input_bytes, 50_000);
         // Receptive field after the last pool: 2, 6, 8, 16, 20, 36, 44.
-        assert_eq!(r.layers.iter().map(|l| l.rf).take(7).collect::<Vec<_>>(), [2, 6, 8, 16, 20, 36, 44]);
+        assert_eq!(
+            r.layers.iter().map(|l| l.rf).take(7).collect::<Vec<_>>(),
+            [2, 6, 8, 16, 20, 36, 44]
+        );
         assert_eq!(r.layers[7].out, Shape { c: 289, h: 1, w: 1 });
         let text = r.to_string();
-        assert!(text.contains("conv 3x3 16 s1 d1 same + leaky 0.1"), "{text}");
+        assert!(
+            text.contains("conv 3x3 16 s1 d1 same + leaky 0.1"),
+            "{text}"
+        );
     }
 }

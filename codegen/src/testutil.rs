@@ -45,7 +45,9 @@ impl Rng {
                 k += 1;
             }
         }
-        (lambda + lambda.sqrt() * self.normal()).round().clamp(0.0, 65535.0) as u16
+        (lambda + lambda.sqrt() * self.normal())
+            .round()
+            .clamp(0.0, 65535.0) as u16
     }
 }
 
@@ -57,13 +59,24 @@ impl Rng {
 pub fn synthetic_cube(rng: &mut Rng, bands: usize, side: usize) -> (Vec<u16>, f32) {
     let amp = 10f64.powf(-1.5 + 3.2 * rng.unit()); // peak counts per pixel, summed over bands
     let rc = 1.5 + 6.0 * rng.unit();
-    let (cx, cy) = (side as f64 / 2.0 + rng.normal(), side as f64 / 2.0 + rng.normal());
+    let (cx, cy) = (
+        side as f64 / 2.0 + rng.normal(),
+        side as f64 / 2.0 + rng.normal(),
+    );
     let peak = 1.0 + 3.0 * rng.unit();
-    let spec: Vec<f64> = (0..bands).map(|b| (-(b as f64 - peak).powi(2) / 8.0).exp()).collect();
+    let spec: Vec<f64> = (0..bands)
+        .map(|b| (-(b as f64 - peak).powi(2) / 8.0).exp())
+        .collect();
     let norm: f64 = spec.iter().sum();
     let bg: Vec<f64> = (0..bands).map(|_| 0.03 + 0.06 * rng.unit()).collect();
     let sources: Vec<(f64, f64, f64)> = (0..rng.next_u64() % 4)
-        .map(|_| (rng.unit() * side as f64, rng.unit() * side as f64, 10f64.powf(2.5 * rng.unit()) / bands as f64 / 9.0))
+        .map(|_| {
+            (
+                rng.unit() * side as f64,
+                rng.unit() * side as f64,
+                10f64.powf(2.5 * rng.unit()) / bands as f64 / 9.0,
+            )
+        })
         .collect();
     let mut out = Vec::with_capacity(bands * side * side);
     for (s, bg) in spec.iter().zip(&bg) {

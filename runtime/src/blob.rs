@@ -114,12 +114,22 @@ impl fmt::Display for BlobError {
         match self {
             BlobError::Truncated => f.write_str("weight blob is truncated"),
             BlobError::BadMagic => f.write_str("not a weight blob (bad magic)"),
-            BlobError::UnsupportedVersion(v) => write!(f, "weight blob version {v} is not supported (expected {VERSION})"),
+            BlobError::UnsupportedVersion(v) => write!(
+                f,
+                "weight blob version {v} is not supported (expected {VERSION})"
+            ),
             BlobError::WrongDtype => f.write_str("weight blob has another dtype than the model"),
-            BlobError::WrongArchitecture => f.write_str("weight blob belongs to another architecture"),
+            BlobError::WrongArchitecture => {
+                f.write_str("weight blob belongs to another architecture")
+            }
             BlobError::Checksum => f.write_str("weight blob checksum mismatch (corrupted)"),
-            BlobError::WrongTensor { index } => write!(f, "weight blob tensor {index} does not match the model"),
-            BlobError::BadOffset { index } => write!(f, "weight blob tensor {index} is out of bounds or misaligned"),
+            BlobError::WrongTensor { index } => {
+                write!(f, "weight blob tensor {index} does not match the model")
+            }
+            BlobError::BadOffset { index } => write!(
+                f,
+                "weight blob tensor {index} is out of bounds or misaligned"
+            ),
             BlobError::Misaligned => f.write_str("weight blob is not 16-byte aligned in memory"),
         }
     }
@@ -133,7 +143,11 @@ pub const fn crc32_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[i] = c;
@@ -183,7 +197,12 @@ pub struct Blob<'a> {
 impl<'a> Blob<'a> {
     /// Validate `bytes` against the model's dtype, architecture hash and expected
     /// tensors `(element type, length in elements)`.
-    pub fn parse(bytes: &'a [u8], dtype: Dtype, arch_hash: u64, expected: &[(Elem, usize)]) -> Result<Self, BlobError> {
+    pub fn parse(
+        bytes: &'a [u8],
+        dtype: Dtype,
+        arch_hash: u64,
+        expected: &[(Elem, usize)],
+    ) -> Result<Self, BlobError> {
         if bytes.len() < HEADER_LEN {
             return Err(BlobError::Truncated);
         }
@@ -205,13 +224,17 @@ impl<'a> Blob<'a> {
         if bytes[6] != dtype as u8 {
             return Err(BlobError::WrongDtype);
         }
-        let hash = u64::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]]);
+        let hash = u64::from_le_bytes([
+            bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
+        ]);
         if hash != arch_hash {
             return Err(BlobError::WrongArchitecture);
         }
         let n = u32_at(bytes, 16) as usize;
         if n != expected.len() {
-            return Err(BlobError::WrongTensor { index: n.min(expected.len()) });
+            return Err(BlobError::WrongTensor {
+                index: n.min(expected.len()),
+            });
         }
         if HEADER_LEN + n * ENTRY_LEN > total {
             return Err(BlobError::Truncated);
@@ -225,8 +248,13 @@ impl<'a> Blob<'a> {
             if Elem::from_u8(bytes[e + 8]) != Some(elem) || count != len {
                 return Err(BlobError::WrongTensor { index });
             }
-            let end = count.checked_mul(elem.size()).and_then(|b| off.checked_add(b));
-            if off % ALIGN != 0 || off < HEADER_LEN + n * ENTRY_LEN || end.is_none_or(|end| end > total) {
+            let end = count
+                .checked_mul(elem.size())
+                .and_then(|b| off.checked_add(b));
+            if off % ALIGN != 0
+                || off < HEADER_LEN + n * ENTRY_LEN
+                || end.is_none_or(|end| end > total)
+            {
                 return Err(BlobError::BadOffset { index });
             }
         }
@@ -251,7 +279,10 @@ impl<'a> Blob<'a> {
         if Elem::from_u8(self.bytes[e + 8]) != Some(elem) {
             return None;
         }
-        let (off, count) = (u32_at(self.bytes, e) as usize, u32_at(self.bytes, e + 4) as usize);
+        let (off, count) = (
+            u32_at(self.bytes, e) as usize,
+            u32_at(self.bytes, e + 4) as usize,
+        );
         self.bytes.get(off..off + count * elem.size())
     }
 
@@ -284,11 +315,16 @@ impl<'a> Blob<'a> {
         let raw = self.raw(index, Elem::F16)?;
         // SAFETY: aligned (16-byte offsets), whole elements, `half::f16` is a transparent u16
         // and every bit pattern is a valid f16.
-        Some(unsafe { core::slice::from_raw_parts(raw.as_ptr().cast::<half::f16>(), raw.len() / 2) })
+        Some(unsafe {
+            core::slice::from_raw_parts(raw.as_ptr().cast::<half::f16>(), raw.len() / 2)
+        })
     }
 }
 
-const _: () = assert!(cfg!(target_endian = "little"), "weight blobs are little-endian");
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "weight blobs are little-endian"
+);
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,10 @@ impl Requant {
     /// negative or non-finite inputs give the zero multiplier.
     pub fn from_real(m: f64) -> Self {
         if !(m > 0.0) || !m.is_finite() {
-            return Self { multiplier: 0, shift: 0 };
+            return Self {
+                multiplier: 0,
+                shift: 0,
+            };
         }
         // frexp: m = frac * 2^exp with frac in [0.5, 1).
         let mut exp = libm::ilogb(m) + 1;
@@ -33,9 +36,15 @@ impl Requant {
             exp += 1;
         }
         if exp < -31 {
-            return Self { multiplier: 0, shift: 0 };
+            return Self {
+                multiplier: 0,
+                shift: 0,
+            };
         }
-        Self { multiplier: q as i32, shift: exp.min(30) }
+        Self {
+            multiplier: q as i32,
+            shift: exp.min(30),
+        }
     }
 
     /// The real value this encodes.
@@ -55,7 +64,10 @@ impl Requant {
     pub fn apply(self, x: i32) -> i32 {
         let left = if self.shift > 0 { self.shift } else { 0 };
         let right = if self.shift > 0 { 0 } else { -self.shift };
-        rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x.wrapping_shl(left as u32), self.multiplier), right)
+        rounding_divide_by_pot(
+            saturating_rounding_doubling_high_mul(x.wrapping_shl(left as u32), self.multiplier),
+            right,
+        )
     }
 }
 
@@ -99,7 +111,10 @@ impl QParams {
         let (min, max) = (min.min(0.0), max.max(0.0));
         let scale = if max > min { (max - min) / 255.0 } else { 1.0 };
         let zp = libm::roundf(-128.0 - min / scale) as i32;
-        Self { scale, zero_point: zp.clamp(-128, 127) }
+        Self {
+            scale,
+            zero_point: zp.clamp(-128, 127),
+        }
     }
 
     /// Quantise a real value (round half away from zero, saturate).
@@ -128,7 +143,10 @@ mod tests {
                 let exact = x as f64 * m;
                 let got = r.apply(x);
                 // Fixed point agrees with round(x m) to within one unit (double rounding).
-                assert!((got as f64 - exact).abs() <= 1.0, "{m} x {x}: {got} vs {exact}");
+                assert!(
+                    (got as f64 - exact).abs() <= 1.0,
+                    "{m} x {x}: {got} vs {exact}"
+                );
             }
         }
     }
@@ -140,8 +158,14 @@ mod tests {
         assert_eq!(rounding_divide_by_pot(-5, 1), -3);
         assert_eq!(rounding_divide_by_pot(4, 1), 2);
         assert_eq!(rounding_divide_by_pot(-7, 2), -2);
-        assert_eq!(saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN), i32::MAX);
-        assert_eq!(saturating_rounding_doubling_high_mul(1 << 30, 1 << 30), 1 << 29);
+        assert_eq!(
+            saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN),
+            i32::MAX
+        );
+        assert_eq!(
+            saturating_rounding_doubling_high_mul(1 << 30, 1 << 30),
+            1 << 29
+        );
     }
 
     #[test]

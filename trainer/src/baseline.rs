@@ -229,7 +229,9 @@ pub fn oracle(ds: &Dataset, splits: &Splits) -> Result<Estimate> {
 /// mass proxy, Pratt et al. 2009), so an image-based CNN may approach it at high counts.
 pub fn oracle_core_excised(ds: &Dataset, splits: &Splits) -> Result<Estimate> {
     let y = labels(ds)?;
-    let Some(t) = &ds.truth else { bail!("this oracle needs the simulator's truth columns") };
+    let Some(t) = &ds.truth else {
+        bail!("this oracle needs the simulator's truth columns")
+    };
     if t.log_lum_ce.is_empty() || t.temperature_kev.is_empty() || t.log_lum.is_empty() {
         bail!("this oracle needs the truth columns log_lum, log_lum_ce and temperature_kev");
     }
@@ -237,10 +239,22 @@ pub fn oracle_core_excised(ds: &Dataset, splits: &Splits) -> Result<Estimate> {
     let rows = (0..ds.len())
         .map(|i| {
             let z = f64::from(ds.redshift[i]);
-            vec![1.0, f64::from(t.log_lum[i]), f64::from(t.log_lum_ce[i]), f64::from(t.temperature_kev[i]).log10(), cosmo.e(z).log10()]
+            vec![
+                1.0,
+                f64::from(t.log_lum[i]),
+                f64::from(t.log_lum_ce[i]),
+                f64::from(t.temperature_kev[i]).log10(),
+                cosmo.e(z).log10(),
+            ]
         })
         .collect();
-    fit("oracle + L_ce", vec!["1", "log10 L", "log10 L_ce", "log10 T", "log10 E(z)"], rows, &y, &splits.train)
+    fit(
+        "oracle + L_ce",
+        vec!["1", "log10 L", "log10 L_ce", "log10 T", "log10 E(z)"],
+        rows,
+        &y,
+        &splits.train,
+    )
 }
 
 /// Predict the training mean for everyone.

@@ -12,7 +12,8 @@ pub fn parent_dir(path: &Path) -> Result<PathBuf> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating directory {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -25,14 +26,22 @@ pub fn temp_for(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile> {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o644));
     }
-    builder.prefix(".partial-").suffix(suffix).tempfile_in(&dir).with_context(|| format!("creating a temporary file in {}", dir.display()))
+    builder
+        .prefix(".partial-")
+        .suffix(suffix)
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))
 }
 
 /// Write `bytes` to `path` atomically (temporary file, sync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = temp_for(path, ".tmp")?;
-    tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
-    tmp.as_file().sync_all().with_context(|| format!("syncing {}", path.display()))?;
-    tmp.persist(path).with_context(|| format!("moving into place {}", path.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("moving into place {}", path.display()))?;
     Ok(())
 }

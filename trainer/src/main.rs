@@ -505,6 +505,12 @@ fn fit_cmd(a: FitArgs) -> Result<()> {
     out.push_str(&report::render(&s.test));
     writeln!(
         out,
+        "detected test clusters (>= 50 net 0.5-2 keV counts in the 400 kpc aperture, {} of {}), dex:",
+        s.test_detected.n, s.test.n
+    )?;
+    out.push_str(&report::render(&s.test_detected));
+    writeln!(
+        out,
         "figures: {}/loss.png, {}/predictions.png; export: {}/model.json + model.safetensors",
         s.run_dir.display(),
         s.run_dir.display(),

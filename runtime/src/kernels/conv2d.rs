@@ -30,7 +30,11 @@ impl QuantArgs<'_> {
     /// Requantise accumulator `acc` of output channel `oc` to int8.
     #[inline(always)]
     pub fn output(&self, oc: usize, acc: i32) -> i8 {
-        let r = if acc >= 0 { self.requant_pos[oc] } else { self.requant_neg[oc] };
+        let r = if acc >= 0 {
+            self.requant_pos[oc]
+        } else {
+            self.requant_neg[oc]
+        };
         (r.apply(acc) + self.output_zero_point).clamp(-128, 127) as i8
     }
 
@@ -38,7 +42,10 @@ impl QuantArgs<'_> {
     pub fn check(&self, channels: usize) -> Result<(), Error> {
         for got in [self.requant_pos.len(), self.requant_neg.len()] {
             if got != channels {
-                return Err(Error::BadLength { expected: channels, got });
+                return Err(Error::BadLength {
+                    expected: channels,
+                    got,
+                });
             }
         }
         Ok(())
@@ -49,10 +56,27 @@ impl QuantArgs<'_> {
 /// stride `S`, dilation `D` and `P` pixels of zero padding on every side.
 /// Weights are `[OC][IC][K][K]`, biases `[OC]`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Conv2d<const IC: usize, const IH: usize, const IW: usize, const OC: usize, const K: usize, const S: usize, const D: usize, const P: usize>;
+pub struct Conv2d<
+    const IC: usize,
+    const IH: usize,
+    const IW: usize,
+    const OC: usize,
+    const K: usize,
+    const S: usize,
+    const D: usize,
+    const P: usize,
+>;
 
-impl<const IC: usize, const IH: usize, const IW: usize, const OC: usize, const K: usize, const S: usize, const D: usize, const P: usize>
-    Conv2d<IC, IH, IW, OC, K, S, D, P>
+impl<
+    const IC: usize,
+    const IH: usize,
+    const IW: usize,
+    const OC: usize,
+    const K: usize,
+    const S: usize,
+    const D: usize,
+    const P: usize,
+> Conv2d<IC, IH, IW, OC, K, S, D, P>
 {
     /// Effective kernel extent, `D (K - 1) + 1`.
     pub const EXTENT: usize = D * (K - 1) + 1;
@@ -70,15 +94,26 @@ impl<const IC: usize, const IH: usize, const IW: usize, const OC: usize, const K
     pub const MACS: usize = Self::OUT_LEN * IC * K * K;
 
     const CHECK: () = {
-        assert!(IC > 0 && OC > 0 && K > 0 && S > 0 && D > 0, "sizes, stride and dilation must be positive");
-        assert!(IH + 2 * P >= D * (K - 1) + 1 && IW + 2 * P >= D * (K - 1) + 1, "the kernel does not fit the padded input");
+        assert!(
+            IC > 0 && OC > 0 && K > 0 && S > 0 && D > 0,
+            "sizes, stride and dilation must be positive"
+        );
+        assert!(
+            IH + 2 * P >= D * (K - 1) + 1 && IW + 2 * P >= D * (K - 1) + 1,
+            "the kernel does not fit the padded input"
+        );
     };
 
     /// Check buffer lengths (and, at compile time, the shape).
     #[inline]
     pub fn check(input: usize, weights: usize, bias: usize, out: usize) -> Result<(), Error> {
         let () = Self::CHECK;
-        for (expected, got) in [(Self::IN_LEN, input), (Self::W_LEN, weights), (OC, bias), (Self::OUT_LEN, out)] {
+        for (expected, got) in [
+            (Self::IN_LEN, input),
+            (Self::W_LEN, weights),
+            (OC, bias),
+            (Self::OUT_LEN, out),
+        ] {
             if expected != got {
                 return Err(Error::BadLength { expected, got });
             }
@@ -99,13 +134,32 @@ impl<const IC: usize, const IH: usize, const IW: usize, const OC: usize, const K
     /// C::f32(&x, &[1.0; 4], &[0.5], 1.0, &mut y).unwrap();
     /// assert_eq!(y, [12.5, 16.5, 24.5, 28.5]);
     /// ```
-    pub fn f32(input: &[f32], weights: &[f32], bias: &[f32], slope: f32, out: &mut [f32]) -> Result<(), Error> {
+    pub fn f32(
+        input: &[f32],
+        weights: &[f32],
+        bias: &[f32],
+        slope: f32,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
         Self::f32_with(input, bias, slope, out, |i| weights[i], weights.len())
     }
 
     /// Like [`Conv2d::f32`] with half-precision weights widened to f32 on use.
-    pub fn f16(input: &[f32], weights: &[half::f16], bias: &[f32], slope: f32, out: &mut [f32]) -> Result<(), Error> {
-        Self::f32_with(input, bias, slope, out, |i| weights[i].to_f32(), weights.len())
+    pub fn f16(
+        input: &[f32],
+        weights: &[half::f16],
+        bias: &[f32],
+        slope: f32,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        Self::f32_with(
+            input,
+            bias,
+            slope,
+            out,
+            |i| weights[i].to_f32(),
+            weights.len(),
+        )
     }
 
     /// int8 reference (TFLite/CMSIS-NN scheme): symmetric per-channel int8 weights,
@@ -123,7 +177,13 @@ impl<const IC: usize, const IH: usize, const IW: usize, const OC: usize, const K
     /// // acc = 2 + (2 + 3 + 4 + 5) = 16; 16 * 0.5 + 3 = 11
     /// assert_eq!(y, [11]);
     /// ```
-    pub fn s8(input: &[i8], weights: &[i8], bias: &[i32], q: &QuantArgs<'_>, out: &mut [i8]) -> Result<(), Error> {
+    pub fn s8(
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        q: &QuantArgs<'_>,
+        out: &mut [i8],
+    ) -> Result<(), Error> {
         Self::check(input.len(), weights.len(), bias.len(), out.len())?;
         q.check(OC)?;
         let (oh, ow) = (Self::OH, Self::OW);
@@ -142,8 +202,11 @@ impl<const IC: usize, const IH: usize, const IW: usize, const OC: usize, const K
                                 if ix < 0 || ix >= IW as isize {
                                     continue;
                                 }
-                                let x = input[(ic * IH + iy as usize) * IW + ix as usize] as i32 - q.input_zero_point;
-                                acc = acc.wrapping_add(weights[((oc * IC + ic) * K + ky) * K + kx] as i32 * x);
+                                let x = input[(ic * IH + iy as usize) * IW + ix as usize] as i32
+                                    - q.input_zero_point;
+                                acc = acc.wrapping_add(
+                                    weights[((oc * IC + ic) * K + ky) * K + kx] as i32 * x,
+                                );
                             }
                         }
                     }
@@ -155,7 +218,14 @@ impl<const IC: usize, const IH: usize, const IW: usize, const OC: usize, const K
     }
 
     #[inline(always)]
-    fn f32_with(input: &[f32], bias: &[f32], slope: f32, out: &mut [f32], w: impl Fn(usize) -> f32, w_len: usize) -> Result<(), Error> {
+    fn f32_with(
+        input: &[f32],
+        bias: &[f32],
+        slope: f32,
+        out: &mut [f32],
+        w: impl Fn(usize) -> f32,
+        w_len: usize,
+    ) -> Result<(), Error> {
         Self::check(input.len(), w_len, bias.len(), out.len())?;
         let (oh, ow) = (Self::OH, Self::OW);
         for oc in 0..OC {
@@ -194,8 +264,12 @@ mod tests {
     #[test]
     fn matches_padded_definition_with_stride_and_dilation() {
         type C = Conv2d<2, 7, 6, 3, 3, 2, 2, 2>;
-        let x: std::vec::Vec<f32> = (0..C::IN_LEN).map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0).collect();
-        let w: std::vec::Vec<f32> = (0..C::W_LEN).map(|i| ((i * 11 % 13) as f32 - 6.0) / 8.0).collect();
+        let x: std::vec::Vec<f32> = (0..C::IN_LEN)
+            .map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0)
+            .collect();
+        let w: std::vec::Vec<f32> = (0..C::W_LEN)
+            .map(|i| ((i * 11 % 13) as f32 - 6.0) / 8.0)
+            .collect();
         let b = [0.25f32, -0.5, 1.0];
         let mut y = std::vec![0.0; C::OUT_LEN];
         C::f32(&x, &w, &b, 1.0, &mut y).unwrap();
@@ -218,7 +292,8 @@ mod tests {
                     for c in 0..2 {
                         for a in 0..3 {
                             for e in 0..3 {
-                                s += w[((o * 2 + c) * 3 + a) * 3 + e] as f64 * xp[(c * ph + i * 2 + a * 2) * pw + j * 2 + e * 2] as f64;
+                                s += w[((o * 2 + c) * 3 + a) * 3 + e] as f64
+                                    * xp[(c * ph + i * 2 + a * 2) * pw + j * 2 + e * 2] as f64;
                             }
                         }
                     }
@@ -235,6 +310,12 @@ mod tests {
         let mut y = [0.0];
         C::f32(&[-2.0], &[1.0], &[0.0], 0.1, &mut y).unwrap();
         assert!((y[0] + 0.2).abs() < 1e-7);
-        assert_eq!(C::f32(&[1.0, 2.0], &[1.0], &[0.0], 0.1, &mut y), Err(Error::BadLength { expected: 1, got: 2 }));
+        assert_eq!(
+            C::f32(&[1.0, 2.0], &[1.0], &[0.0], 0.1, &mut y),
+            Err(Error::BadLength {
+                expected: 1,
+                got: 2
+            })
+        );
     }
 }

@@ -31,17 +31,43 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
     /// Dense::<2, 2>::f32(&[1.0, 2.0], &[1.0, 2.0, 3.0, 4.0], &[0.0, -20.0], 0.5, &mut y).unwrap();
     /// assert_eq!(y, [7.0, -5.0]);
     /// ```
-    pub fn f32(input: &[f32], weights: &[f32], bias: &[f32], slope: f32, out: &mut [f32]) -> Result<(), Error> {
+    pub fn f32(
+        input: &[f32],
+        weights: &[f32],
+        bias: &[f32],
+        slope: f32,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
         Self::f32_with(input, bias, slope, out, |i| weights[i], weights.len())
     }
 
     /// Half-precision weights widened on use.
-    pub fn f16(input: &[f32], weights: &[half::f16], bias: &[f32], slope: f32, out: &mut [f32]) -> Result<(), Error> {
-        Self::f32_with(input, bias, slope, out, |i| weights[i].to_f32(), weights.len())
+    pub fn f16(
+        input: &[f32],
+        weights: &[half::f16],
+        bias: &[f32],
+        slope: f32,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        Self::f32_with(
+            input,
+            bias,
+            slope,
+            out,
+            |i| weights[i].to_f32(),
+            weights.len(),
+        )
     }
 
     #[inline(always)]
-    fn f32_with(input: &[f32], bias: &[f32], slope: f32, out: &mut [f32], w: impl Fn(usize) -> f32, w_len: usize) -> Result<(), Error> {
+    fn f32_with(
+        input: &[f32],
+        bias: &[f32],
+        slope: f32,
+        out: &mut [f32],
+        w: impl Fn(usize) -> f32,
+        w_len: usize,
+    ) -> Result<(), Error> {
         Self::check(input.len(), w_len, bias.len(), out.len())?;
         for (o, y) in out.iter_mut().enumerate() {
             let mut acc = bias[o];
@@ -55,12 +81,19 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
 
     /// int32 accumulators `bias + sum w (x - zp)`, for an epilogue that dequantises
     /// (the network's head) or requantises ([`Dense::s8`]).
-    pub fn acc_s8(input: &[i8], weights: &[i8], bias: &[i32], input_zero_point: i32, out: &mut [i32]) -> Result<(), Error> {
+    pub fn acc_s8(
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        input_zero_point: i32,
+        out: &mut [i32],
+    ) -> Result<(), Error> {
         Self::check(input.len(), weights.len(), bias.len(), out.len())?;
         for (o, y) in out.iter_mut().enumerate() {
             let mut acc = bias[o];
             for (i, x) in input.iter().enumerate() {
-                acc = acc.wrapping_add(weights[i * OUT + o] as i32 * (*x as i32 - input_zero_point));
+                acc =
+                    acc.wrapping_add(weights[i * OUT + o] as i32 * (*x as i32 - input_zero_point));
             }
             *y = acc;
         }
@@ -68,13 +101,20 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
     }
 
     /// int8 reference, per-output-channel requantisation with a fused leaky ReLU.
-    pub fn s8(input: &[i8], weights: &[i8], bias: &[i32], q: &QuantArgs<'_>, out: &mut [i8]) -> Result<(), Error> {
+    pub fn s8(
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        q: &QuantArgs<'_>,
+        out: &mut [i8],
+    ) -> Result<(), Error> {
         Self::check(input.len(), weights.len(), bias.len(), out.len())?;
         q.check(OUT)?;
         for o in 0..OUT {
             let mut acc = bias[o];
             for (i, x) in input.iter().enumerate() {
-                acc = acc.wrapping_add(weights[i * OUT + o] as i32 * (*x as i32 - q.input_zero_point));
+                acc = acc
+                    .wrapping_add(weights[i * OUT + o] as i32 * (*x as i32 - q.input_zero_point));
             }
             out[o] = q.output(o, acc);
         }

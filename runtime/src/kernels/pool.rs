@@ -18,26 +18,41 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
     /// Output length.
     pub const OUT_LEN: usize = C * Self::OH * Self::OW;
 
-    const CHECK: () = assert!(K > 0 && IH >= K && IW >= K, "the window does not fit the input");
+    const CHECK: () = assert!(
+        K > 0 && IH >= K && IW >= K,
+        "the window does not fit the input"
+    );
 
     fn check(input: usize, out: usize) -> Result<(), Error> {
         let () = Self::CHECK;
         if input != Self::IN_LEN {
-            return Err(Error::BadLength { expected: Self::IN_LEN, got: input });
+            return Err(Error::BadLength {
+                expected: Self::IN_LEN,
+                got: input,
+            });
         }
         if out != Self::OUT_LEN {
-            return Err(Error::BadLength { expected: Self::OUT_LEN, got: out });
+            return Err(Error::BadLength {
+                expected: Self::OUT_LEN,
+                got: out,
+            });
         }
         Ok(())
     }
 
     #[inline(always)]
-    fn each<T: Copy, A>(input: &[T], out: &mut [A], mut f: impl FnMut(&mut dyn Iterator<Item = T>) -> A) {
+    fn each<T: Copy, A>(
+        input: &[T],
+        out: &mut [A],
+        mut f: impl FnMut(&mut dyn Iterator<Item = T>) -> A,
+    ) {
         let (oh, ow) = (Self::OH, Self::OW);
         for c in 0..C {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut it = (0..K).flat_map(|ky| (0..K).map(move |kx| (ky, kx))).map(|(ky, kx)| input[(c * IH + oy * K + ky) * IW + ox * K + kx]);
+                    let mut it = (0..K)
+                        .flat_map(|ky| (0..K).map(move |kx| (ky, kx)))
+                        .map(|(ky, kx)| input[(c * IH + oy * K + ky) * IW + ox * K + kx]);
                     out[(c * oh + oy) * ow + ox] = f(&mut it);
                 }
             }
@@ -86,7 +101,11 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
         let n = (K * K) as i32;
         Self::each(input, out, |it| {
             let sum: i32 = it.map(i32::from).sum();
-            let r = if sum >= 0 { (sum + n / 2) / n } else { (sum - n / 2) / n };
+            let r = if sum >= 0 {
+                (sum + n / 2) / n
+            } else {
+                (sum - n / 2) / n
+            };
             r.clamp(-128, 127) as i8
         });
         Ok(())
@@ -100,7 +119,9 @@ mod tests {
     #[test]
     fn odd_sizes_drop_the_remainder_and_s8_tracks_f32() {
         type P = Pool2d<2, 5, 5, 2>;
-        let x: std::vec::Vec<i8> = (0..P::IN_LEN).map(|i| ((i * 53 % 255) as i32 - 127) as i8).collect();
+        let x: std::vec::Vec<i8> = (0..P::IN_LEN)
+            .map(|i| ((i * 53 % 255) as i32 - 127) as i8)
+            .collect();
         let xf: std::vec::Vec<f32> = x.iter().map(|&v| f32::from(v)).collect();
         let (mut a, mut b) = ([0i8; 8], [0f32; 8]);
         P::avg_s8(&x, &mut a).unwrap();

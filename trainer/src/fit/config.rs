@@ -224,7 +224,7 @@ impl Preset {
                     warmup_epochs: 1,
                     momentum: 0.9,
                     batch_size: 64,
-                    epochs: 12,
+                    epochs: 30,
                     patience: 0,
                     l1: 0.0,
                     l2: 0.0,

@@ -233,7 +233,11 @@ impl Net {
 
 /// max(x, slope x); plain ReLU for slope 0.
 fn leaky<const D: usize>(t: Tensor<D>, slope: f64) -> Tensor<D> {
-    if slope == 0.0 { activation::relu(t) } else { activation::leaky_relu(t, slope) }
+    if slope == 0.0 {
+        activation::relu(t)
+    } else {
+        activation::leaky_relu(t, slope)
+    }
 }
 
 /// Split the raw head into (mean, sigma), each `[B]`.
