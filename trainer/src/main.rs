@@ -520,16 +520,19 @@ fn fit_cmd(a: FitArgs) -> Result<()> {
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
-    let r = commands::eval(&a.run_dir, a.dataset.as_deref())?;
+    let (all, detected) = commands::eval(&a.run_dir, a.dataset.as_deref())?;
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&r)?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        let doc = serde_json::json!({ "test": &all, "test_detected": &detected });
+        std::fs::write(p, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", p.display()))?;
     }
     emit(&format!(
-        "{} on the test split ({} clusters), dex:\n{}",
+        "{} on the test split ({} clusters), dex:\n{}detected test clusters (>= 50 net 0.5-2 keV counts, {} of {}), dex:\n{}",
         a.run_dir.display(),
-        r.n,
-        report::render(&r)
+        all.n,
+        report::render(&all),
+        detected.n,
+        all.n,
+        report::render(&detected)
     ))
 }
 

@@ -197,8 +197,9 @@ pub fn open_run(run_dir: &Path) -> Result<(RunConfig, RunState, RunInfo)> {
     Ok((cfg, state, info))
 }
 
-/// Score a finished run on a dataset's test split (the run's own dataset by default).
-pub fn eval(run_dir: &Path, dataset: Option<&Path>) -> Result<Report> {
+/// Score a finished run on a dataset's test split (the run's own dataset by default):
+/// all test clusters, and the detected ones.
+pub fn eval(run_dir: &Path, dataset: Option<&Path>) -> Result<(Report, Report)> {
     let (cfg, state, info) = open_run(run_dir)?;
     let Some(calib) = state.sigma_calibration else {
         bail!("{}: the run has not finished training", run_dir.display())
@@ -214,12 +215,6 @@ pub fn eval(run_dir: &Path, dataset: Option<&Path>) -> Result<Report> {
     let splits = Splits::new(ds.len(), cfg.train.split_seed, Splits::DEFAULT);
     let (mu, sigma) = predict(&net, &layers, &state.preprocess, &ds, &splits.test, &plain);
     let sigma: Vec<f64> = sigma.iter().map(|s| calib.apply(*s)).collect();
-    report::score(
-        &format!("CNN ({})", cfg.preset),
-        &ds,
-        &splits,
-        &splits.test,
-        &mu,
-        &sigma,
-    )
+    let name = format!("CNN ({})", cfg.preset);
+    Ok((report::score(&name, &ds, &splits, &splits.test, &mu, &sigma)?, detected_report(&name, &ds, &splits, &mu, &sigma)?))
 }

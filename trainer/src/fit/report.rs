@@ -53,6 +53,9 @@ pub fn score(
             subset,
         )?);
     }
+    if let Ok(o) = baseline::oracle_core_excised(ds, splits) {
+        accuracy.push(baseline::accuracy("oracle + L_ce", ds, &o.predicted, subset)?);
+    }
     accuracy.push(baseline::accuracy(
         "constant",
         ds,
