@@ -21,6 +21,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Size report of a trained run's export (run directory with model.json + model.safetensors):
+    /// per-layer shapes, MACs, parameters, receptive field, weight bytes per dtype, activation RAM.
+    Report {
+        /// Run directory written by `trainer fit`.
+        run_dir: std::path::PathBuf,
+    },
     /// Per-layer output shape, multiply-accumulates, parameters and receptive field.
     ///
     /// Layers are comma separated: `c<k>x<filters>[s<stride>][d<dilation>][v|p]`
@@ -105,6 +111,11 @@ fn parse_layer(tok: &str) -> Result<Layer> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Report { run_dir } => {
+            let model = codegen::model::Model::load(&run_dir)?;
+            let folded = model.fold_batch_norm()?;
+            println!("{}", codegen::report::report(&folded)?);
+        }
         Command::Plan { layers, input } => {
             let dims: Vec<usize> = input
                 .split(',')
