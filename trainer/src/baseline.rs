@@ -277,6 +277,48 @@ fn labels(ds: &Dataset) -> Result<Vec<f64>> {
     Ok(m.iter().map(|&v| f64::from(v)).collect())
 }
 
+/// Every yardstick fitted once on the training split: count rate, oracle and oracle +
+/// L_ce (when the dataset has the truth columns), constant; and the aperture counts
+/// that define the "detected" subset.
+pub struct Baselines {
+    /// The estimators, in table order.
+    pub estimates: Vec<Estimate>,
+    /// Net 0.5-2 keV aperture counts of every cluster.
+    pub net_counts: Vec<f64>,
+    /// Photometry settings used.
+    pub params: CountRateParams,
+}
+
+impl Baselines {
+    /// Fit them all.
+    pub fn fit(ds: &Dataset, splits: &Splits, p: &CountRateParams) -> Result<Self> {
+        let mut estimates = vec![count_rate(ds, splits, p)?];
+        estimates.extend(oracle(ds, splits).ok());
+        estimates.extend(oracle_core_excised(ds, splits).ok());
+        estimates.push(constant(ds, splits)?);
+        Ok(Self {
+            estimates,
+            net_counts: aperture_counts(ds, p),
+            params: *p,
+        })
+    }
+
+    /// Positions (into `subset`) of the clusters with at least `detection_counts` net counts.
+    pub fn detected(&self, subset: &[usize]) -> Vec<usize> {
+        (0..subset.len())
+            .filter(|&k| self.net_counts[subset[k]] >= self.params.detection_counts)
+            .collect()
+    }
+
+    /// Accuracy of every estimator on `subset`.
+    pub fn accuracy(&self, ds: &Dataset, subset: &[usize]) -> Result<Vec<Accuracy>> {
+        self.estimates
+            .iter()
+            .map(|e| accuracy(&e.name, ds, &e.predicted, subset))
+            .collect()
+    }
+}
+
 /// Accuracy of one estimator on a subset: overall and per mass and redshift bin.
 #[derive(Debug, Clone, Serialize)]
 pub struct Accuracy {

@@ -376,30 +376,15 @@ fn baseline_cmd(a: BaselineArgs) -> Result<()> {
         detection_counts: a.detection_counts,
         ..Default::default()
     };
-    let mut estimates = vec![baseline::count_rate(&ds, &splits, &p)?];
-    match baseline::oracle(&ds, &splits) {
-        Ok(o) => estimates.push(o),
-        Err(e) => eprintln!("note: no oracle row: {e}"),
-    }
-    if let Ok(o) = baseline::oracle_core_excised(&ds, &splits) {
-        estimates.push(o);
-    }
-    estimates.push(baseline::constant(&ds, &splits)?);
-    let score = |subset: &[usize]| {
-        estimates
-            .iter()
-            .map(|e| baseline::accuracy(&e.name, &ds, &e.predicted, subset))
-            .collect::<Result<Vec<_>>>()
-    };
-    let acc = score(&splits.test)?;
-    let net = baseline::aperture_counts(&ds, &p);
-    let detected: Vec<usize> = splits
-        .test
-        .iter()
-        .copied()
-        .filter(|&i| net[i] >= p.detection_counts)
+    let b = baseline::Baselines::fit(&ds, &splits, &p)?;
+    let estimates = &b.estimates;
+    let acc = b.accuracy(&ds, &splits.test)?;
+    let detected: Vec<usize> = b
+        .detected(&splits.test)
+        .into_iter()
+        .map(|k| splits.test[k])
         .collect();
-    let acc_detected = score(&detected)?;
+    let acc_detected = b.accuracy(&ds, &detected)?;
     let depth = ds
         .meta
         .as_ref()
@@ -426,7 +411,7 @@ fn baseline_cmd(a: BaselineArgs) -> Result<()> {
         p.aperture_kpc
     )?;
     writeln!(out, "{}", baseline::table(&acc_detected))?;
-    for e in &estimates {
+    for e in estimates {
         let terms: Vec<String> = e
             .features
             .iter()
@@ -523,7 +508,8 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let (all, detected) = commands::eval(&a.run_dir, a.dataset.as_deref())?;
     if let Some(p) = &a.json {
         let doc = serde_json::json!({ "test": &all, "test_detected": &detected });
-        std::fs::write(p, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     emit(&format!(
         "{} on the test split ({} clusters), dex:\n{}detected test clusters (>= 50 net 0.5-2 keV counts, {} of {}), dex:\n{}",

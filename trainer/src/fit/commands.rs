@@ -115,8 +115,7 @@ pub fn fit(
     let calib = out.state.sigma_calibration.context("sigma calibrated")?;
     let sigma: Vec<f64> = sigma.iter().map(|s| calib.apply(*s)).collect();
     let name = format!("CNN ({})", cfg.preset);
-    let test = report::score(&name, &ds, &out.splits, &out.splits.test, &mu, &sigma)?;
-    let test_detected = detected_report(&name, &ds, &out.splits, &mu, &sigma)?;
+    let (test, test_detected) = score_both(&name, &ds, &out.splits, &mu, &sigma)?;
 
     let provenance = serde_json::json!({
         "dataset": dataset, "preset": cfg.preset, "epochs": out.state.epochs_done,
@@ -163,23 +162,21 @@ pub fn fit(
     Ok(summary)
 }
 
-/// Score the test clusters detected by the count-rate aperture photometry.
-fn detected_report(
+/// Score the test split, then its detected clusters, next to the baselines.
+fn score_both(
     name: &str,
     ds: &Dataset,
     splits: &Splits,
     mu: &[f64],
     sigma: &[f64],
-) -> Result<Report> {
-    let p = crate::baseline::CountRateParams::default();
-    let net = crate::baseline::aperture_counts(ds, &p);
-    let keep: Vec<usize> = (0..splits.test.len())
-        .filter(|&k| net[splits.test[k]] >= p.detection_counts)
-        .collect();
+) -> Result<(Report, Report)> {
+    let baselines = crate::baseline::Baselines::fit(ds, splits, &Default::default())?;
+    let all = report::score(name, ds, &baselines, &splits.test, mu, sigma)?;
+    let keep = baselines.detected(&splits.test);
+    let pick = |v: &[f64]| keep.iter().map(|&k| v[k]).collect::<Vec<f64>>();
     let idx: Vec<usize> = keep.iter().map(|&k| splits.test[k]).collect();
-    let m: Vec<f64> = keep.iter().map(|&k| mu[k]).collect();
-    let s: Vec<f64> = keep.iter().map(|&k| sigma[k]).collect();
-    report::score(name, ds, splits, &idx, &m, &s)
+    let detected = report::score(name, ds, &baselines, &idx, &pick(mu), &pick(sigma))?;
+    Ok((all, detected))
 }
 
 /// Read a run's configuration and state.
@@ -216,5 +213,5 @@ pub fn eval(run_dir: &Path, dataset: Option<&Path>) -> Result<(Report, Report)> 
     let (mu, sigma) = predict(&net, &layers, &state.preprocess, &ds, &splits.test, &plain);
     let sigma: Vec<f64> = sigma.iter().map(|s| calib.apply(*s)).collect();
     let name = format!("CNN ({})", cfg.preset);
-    Ok((report::score(&name, &ds, &splits, &splits.test, &mu, &sigma)?, detected_report(&name, &ds, &splits, &mu, &sigma)?))
+    score_both(&name, &ds, &splits, &mu, &sigma)
 }

@@ -3,8 +3,8 @@
 //! redshift, and the distribution of standardised residuals.
 
 use super::run::EpochRecord;
-use crate::baseline::{self, Accuracy, CountRateParams};
-use crate::data::{Dataset, Splits};
+use crate::baseline::{self, Accuracy};
+use crate::data::Dataset;
 use crate::plot::init_fonts;
 use crate::stats::Calibration;
 use anyhow::{Result, anyhow};
@@ -25,11 +25,11 @@ pub struct Report {
     pub calibration_by_mass: Vec<Calibration>,
 }
 
-/// Score `mu`, `sigma` (indexed like `subset`) and the baselines (fitted on `splits.train`).
+/// Score `mu`, `sigma` (indexed like `subset`) next to the fitted baselines.
 pub fn score(
     name: &str,
     ds: &Dataset,
-    splits: &Splits,
+    baselines: &baseline::Baselines,
     subset: &[usize],
     mu: &[f64],
     sigma: &[f64],
@@ -39,29 +39,9 @@ pub fn score(
         full[i] = m;
     }
     let mut accuracy = vec![baseline::accuracy(name, ds, &full, subset)?];
-    accuracy.push(baseline::accuracy(
-        "count rate",
-        ds,
-        &baseline::count_rate(ds, splits, &CountRateParams::default())?.predicted,
-        subset,
-    )?);
-    if let Ok(o) = baseline::oracle(ds, splits) {
-        accuracy.push(baseline::accuracy(
-            "oracle (true L, T, z)",
-            ds,
-            &o.predicted,
-            subset,
-        )?);
+    for e in &baselines.estimates {
+        accuracy.push(baseline::accuracy(&e.name, ds, &e.predicted, subset)?);
     }
-    if let Ok(o) = baseline::oracle_core_excised(ds, splits) {
-        accuracy.push(baseline::accuracy("oracle + L_ce", ds, &o.predicted, subset)?);
-    }
-    accuracy.push(baseline::accuracy(
-        "constant",
-        ds,
-        &baseline::constant(ds, splits)?.predicted,
-        subset,
-    )?);
     let y = ds
         .log_mass
         .as_ref()
