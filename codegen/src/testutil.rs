@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// The real exported run shipped with the repository.
 pub fn e30_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../runs/e30")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/edge-e30")
 }
 
 /// SplitMix64.
