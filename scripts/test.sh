@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 rustup toolchain install 2>/dev/null || rustup show active-toolchain
 
 # Host tests: unit, integration (physics, data contract, determinism, baselines), CLI, doctests.
-cargo test --release --workspace --locked
+cargo test --release --workspace --locked --no-fail-fast
 
 # The runtime is no_std and allocation-free: it must build for every bare-metal target.
 for target in thumbv6m-none-eabi thumbv7em-none-eabihf riscv32imac-unknown-none-elf aarch64-unknown-none; do
