@@ -125,3 +125,60 @@ pub fn export(
     };
     write_atomic(&dir.join("model.json"), &serde_json::to_vec_pretty(&desc)?)
 }
+
+/// Rebuild a burn network for `layers` from a `model.safetensors` export (the inverse of
+/// [`named_tensors`]), so any export can be checked against burn's own forward pass.
+pub fn load_safetensors(
+    path: &Path,
+    layers: &[Layer],
+    device: &burn::tensor::Device,
+) -> Result<Net> {
+    use burn::module::{Param, RunningState};
+    use burn::tensor::TensorData;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let get = |name: &str| -> Result<TensorData> {
+        let t = st
+            .tensor(name)
+            .with_context(|| format!("{}: no tensor {name}", path.display()))?;
+        let v: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(TensorData::new(v, t.shape().to_vec()))
+    };
+    let mut net = super::net::init(layers, INPUT, device)?;
+    for (i, c) in net.convs.iter_mut().enumerate() {
+        c.weight = Param::from_tensor(Tensor::from_data(get(&format!("conv{i}.weight"))?, device));
+        if c.bias.is_some() {
+            c.bias = Some(Param::from_tensor(Tensor::from_data(
+                get(&format!("conv{i}.bias"))?,
+                device,
+            )));
+        }
+    }
+    for (i, n) in net.norms.iter_mut().enumerate() {
+        n.gamma = Param::from_tensor(Tensor::from_data(get(&format!("bn{i}.gamma"))?, device));
+        n.beta = Param::from_tensor(Tensor::from_data(get(&format!("bn{i}.beta"))?, device));
+        n.running_mean = RunningState::new(Tensor::from_data(
+            get(&format!("bn{i}.running_mean"))?,
+            device,
+        ));
+        n.running_var = RunningState::new(Tensor::from_data(
+            get(&format!("bn{i}.running_var"))?,
+            device,
+        ));
+    }
+    for (i, d) in net.dense.iter_mut().enumerate() {
+        d.weight = Param::from_tensor(Tensor::from_data(get(&format!("dense{i}.weight"))?, device));
+        if d.bias.is_some() {
+            d.bias = Some(Param::from_tensor(Tensor::from_data(
+                get(&format!("dense{i}.bias"))?,
+                device,
+            )));
+        }
+    }
+    Ok(net)
+}
