@@ -48,6 +48,19 @@ fn npz_round_trip_preserves_everything() {
     assert_eq!(back.meta, ds.meta);
 }
 
+/// A subset keeps exactly the chosen clusters, in order, with their truth.
+#[test]
+fn subset_picks_clusters_in_order() {
+    let ds = small();
+    let sub = ds.subset(&[4, 1]);
+    assert_eq!(sub.image(0), ds.image(4));
+    assert_eq!(sub.image(1), ds.image(1));
+    assert_eq!(sub.redshift, vec![ds.redshift[4], ds.redshift[1]]);
+    let (t, s) = (ds.truth.as_ref().unwrap(), sub.truth.as_ref().unwrap());
+    assert_eq!(s.log_lum, vec![t.log_lum[4], t.log_lum[1]]);
+    assert_eq!(s.cool_core, vec![t.cool_core[4], t.cool_core[1]]);
+}
+
 /// A Keras user's channels-last cube, stored as float32 .npy files in a directory,
 /// loads to exactly the same band-major counts.
 #[test]

@@ -170,6 +170,22 @@ impl TruthColumns {
         })
     }
 
+    /// An f32 column by name.
+    pub fn f32_column(&self, name: &str) -> Option<&Vec<f32>> {
+        Some(match name {
+            "log_lum" => &self.log_lum,
+            "log_lum_ce" => &self.log_lum_ce,
+            "temperature_kev" => &self.temperature_kev,
+            "r500_mpc" => &self.r500_mpc,
+            "theta500_arcmin" => &self.theta500_arcmin,
+            "exposure_s" => &self.exposure_s,
+            "source_counts" => &self.source_counts,
+            "source_counts_soft" => &self.source_counts_soft,
+            "mf_weight" => &self.mf_weight,
+            _ => return None,
+        })
+    }
+
     /// Append one cluster's truth.
     pub fn push(&mut self, t: &crate::sim::Truth) {
         self.log_lum.push(t.log_lum as f32);
@@ -346,6 +362,54 @@ impl Dataset {
             truth: any_truth.then_some(truth),
             meta,
         })
+    }
+
+    /// The clusters `idx`, in that order (truth and metadata kept).
+    pub fn subset(&self, idx: &[usize]) -> Dataset {
+        let pick_f32 = |v: &Vec<f32>| {
+            if v.is_empty() {
+                Vec::new()
+            } else {
+                idx.iter().map(|&i| v[i]).collect()
+            }
+        };
+        let truth = self.truth.as_ref().map(|t| {
+            let mut out = TruthColumns::default();
+            for key in TRUTH_F32 {
+                *out.f32_column_mut(key).expect("known column") =
+                    pick_f32(t.f32_column(key).expect("known column"));
+            }
+            let pick_u8 = |v: &Vec<u8>| {
+                if v.is_empty() {
+                    Vec::new()
+                } else {
+                    idx.iter().map(|&i| v[i]).collect()
+                }
+            };
+            out.cool_core = pick_u8(&t.cool_core);
+            out.disturbed = pick_u8(&t.disturbed);
+            out.central_agn = pick_u8(&t.central_agn);
+            out.n_agn = if t.n_agn.is_empty() {
+                Vec::new()
+            } else {
+                idx.iter().map(|&i| t.n_agn[i]).collect()
+            };
+            out
+        });
+        Dataset {
+            path: None,
+            images: idx
+                .iter()
+                .flat_map(|&i| self.image(i).iter().copied())
+                .collect(),
+            redshift: idx.iter().map(|&i| self.redshift[i]).collect(),
+            log_mass: self
+                .log_mass
+                .as_ref()
+                .map(|m| idx.iter().map(|&i| m[i]).collect()),
+            truth,
+            meta: self.meta.clone(),
+        }
     }
 
     /// Write to `path` atomically (temporary file in the same directory, then rename).
@@ -748,10 +812,8 @@ impl NpzOut {
 
     /// Write every truth column.
     pub fn truth(&mut self, t: &TruthColumns) -> io::Result<()> {
-        let mut t = t.clone();
         for key in TRUTH_F32 {
-            let col = std::mem::take(t.f32_column_mut(key).expect("known column"));
-            self.array_1d(key, &col)?;
+            self.array_1d(key, t.f32_column(key).expect("known column"))?;
         }
         self.array_1d("cool_core", &t.cool_core)?;
         self.array_1d("disturbed", &t.disturbed)?;

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Validation clusters saved with every run for quantisation calibration.
+pub const CALIBRATION_CLUSTERS: usize = 512;
+
 /// The dataset `trainer fit` uses when given none (simulated on first use).
 pub const DEFAULT_DATASET: &str = "data/mock-erass8-s1-n20000.npz";
 
