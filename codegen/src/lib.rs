@@ -10,6 +10,7 @@
 
 pub mod arch;
 pub mod blob;
+pub mod export;
 pub mod interp;
 pub mod model;
 pub mod quantize;

@@ -21,6 +21,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Weight blobs (f32, f16, int8) of a trained run and a report of their cost and accuracy.
+    Export {
+        /// Run directory written by `trainer fit`.
+        run_dir: std::path::PathBuf,
+        /// Output directory [default: <run_dir>/export].
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Calibration sample (NPZ: images u16, redshift f32, log_mass f32) [default: <run_dir>/calibration.npz].
+        #[arg(long)]
+        calib: Option<std::path::PathBuf>,
+    },
+    /// Print a weight blob's header and tensor table; refuse a damaged one.
+    Inspect {
+        /// Blob file (.bin).
+        blob: std::path::PathBuf,
+    },
     /// Size report of a trained run's export (run directory with model.json + model.safetensors):
     /// per-layer shapes, MACs, parameters, receptive field, weight bytes per dtype, activation RAM.
     Report {
@@ -111,6 +127,46 @@ fn parse_layer(tok: &str) -> Result<Layer> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Export {
+            run_dir,
+            out,
+            calib,
+        } => {
+            let out = out.unwrap_or_else(|| run_dir.join("export"));
+            let s = codegen::export::export(&run_dir, &out, calib.as_deref())?;
+            print!("{}", std::fs::read_to_string(out.join("report.md"))?);
+            eprintln!(
+                "wrote {}/model-{{f32,f16,int8}}.bin and report.md ({} calibration, {} scoring clusters)",
+                out.display(),
+                s.clusters.0,
+                s.clusters.1
+            );
+        }
+        Command::Inspect { blob } => {
+            let bytes =
+                std::fs::read(&blob).with_context(|| format!("reading {}", blob.display()))?;
+            let h = runtime::blob::Header::read(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", blob.display()))?;
+            let dtype = match h.dtype {
+                0 => "f32",
+                1 => "f16",
+                2 => "int8",
+                _ => "unknown",
+            };
+            println!(
+                "{}: weight blob v{}, dtype {dtype}, architecture {:#018x}, {} tensors, {} bytes, checksum ok",
+                blob.display(),
+                runtime::blob::VERSION,
+                h.arch_hash,
+                h.tensors,
+                h.len
+            );
+            for i in 0..h.tensors {
+                if let Some((elem, n)) = runtime::blob::Header::entry(&bytes, i) {
+                    println!("  tensor {i:>2}: {elem:?} x {n}");
+                }
+            }
+        }
         Command::Report { run_dir } => {
             let model = codegen::model::Model::load(&run_dir)?;
             let folded = model.fold_batch_norm()?;

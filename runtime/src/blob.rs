@@ -187,6 +187,81 @@ fn u32_at(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
+/// What a blob says about itself, checked for integrity (magic, version, length,
+/// CRC, table bounds and alignment) but not against any particular model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Dtype byte ([`Dtype`] as u8).
+    pub dtype: u8,
+    /// Architecture hash.
+    pub arch_hash: u64,
+    /// Number of tensors.
+    pub tensors: usize,
+    /// Total length in bytes.
+    pub len: usize,
+}
+
+impl Header {
+    /// Check a blob's integrity without knowing the model (tools, `codegen inspect`).
+    pub fn read(bytes: &[u8]) -> Result<Self, BlobError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(BlobError::Truncated);
+        }
+        if bytes[0..4] != MAGIC {
+            return Err(BlobError::BadMagic);
+        }
+        let version = u16_at(bytes, 4);
+        if version != VERSION {
+            return Err(BlobError::UnsupportedVersion(version));
+        }
+        let len = u32_at(bytes, 20) as usize;
+        if bytes.len() < len || len < HEADER_LEN {
+            return Err(BlobError::Truncated);
+        }
+        let bytes = &bytes[..len];
+        if blob_crc(bytes) != u32_at(bytes, 24) {
+            return Err(BlobError::Checksum);
+        }
+        let tensors = u32_at(bytes, 16) as usize;
+        let table_end = tensors
+            .checked_mul(ENTRY_LEN)
+            .and_then(|t| t.checked_add(HEADER_LEN))
+            .ok_or(BlobError::Truncated)?;
+        if table_end > len {
+            return Err(BlobError::Truncated);
+        }
+        for index in 0..tensors {
+            let e = HEADER_LEN + index * ENTRY_LEN;
+            let (off, count) = (u32_at(bytes, e) as usize, u32_at(bytes, e + 4) as usize);
+            let elem = Elem::from_u8(bytes[e + 8]).ok_or(BlobError::WrongTensor { index })?;
+            let end = count
+                .checked_mul(elem.size())
+                .and_then(|b| off.checked_add(b));
+            if off % ALIGN != 0 || off < table_end || end.is_none_or(|end| end > len) {
+                return Err(BlobError::BadOffset { index });
+            }
+        }
+        let arch_hash = u64::from_le_bytes([
+            bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
+        ]);
+        Ok(Self {
+            dtype: bytes[6],
+            arch_hash,
+            tensors,
+            len,
+        })
+    }
+
+    /// Element type and length of tensor `index` of a blob this header was read from.
+    pub fn entry(bytes: &[u8], index: usize) -> Option<(Elem, usize)> {
+        let e = HEADER_LEN + index * ENTRY_LEN;
+        if e + ENTRY_LEN > bytes.len() {
+            return None;
+        }
+        Some((Elem::from_u8(bytes[e + 8])?, u32_at(bytes, e + 4) as usize))
+    }
+}
+
 /// A validated blob: tensor `i` can be borrowed as its element type.
 #[derive(Debug, Clone, Copy)]
 pub struct Blob<'a> {
@@ -239,7 +314,7 @@ impl<'a> Blob<'a> {
         if HEADER_LEN + n * ENTRY_LEN > total {
             return Err(BlobError::Truncated);
         }
-        if bytes.as_ptr() as usize % ALIGN != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(BlobError::Misaligned);
         }
         for (index, &(elem, len)) in expected.iter().enumerate() {

@@ -89,3 +89,54 @@ fn f32_reference_equals_burn_forward_on_flex_and_ndarray() {
         }
     }
 }
+
+/// `codegen export` on a run directory: three blobs that the runtime's loader accepts for
+/// this architecture, and a report with the accuracy of each dtype.
+#[test]
+fn export_writes_blobs_the_runtime_accepts() {
+    use runtime::blob::{Blob, Dtype};
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../codegen/tests/fixtures/edge-e30");
+    let run = tempfile::tempdir().unwrap();
+    for f in ["model.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), run.path().join(f)).unwrap();
+    }
+    let ds = generate_dataset(&tests::simulator(79, |_| {}), 60);
+    ds.save(&run.path().join("calibration.npz")).unwrap();
+    let out = run.path().join("export");
+    let s = codegen::export::export(run.path(), &out, None).unwrap();
+    assert_eq!(s.accuracy.len(), 3);
+    let folded = Model::load(run.path()).unwrap().fold_batch_norm().unwrap();
+    let hash = codegen::export::arch_hash(&folded);
+    #[repr(C, align(16))]
+    struct Aligned([u8; 1 << 17]);
+    for (dtype, name, tensors) in [
+        (
+            Dtype::F32,
+            "f32",
+            codegen::export::float_tensors(&folded, false),
+        ),
+        (
+            Dtype::F16,
+            "f16",
+            codegen::export::float_tensors(&folded, true),
+        ),
+    ] {
+        let bytes = std::fs::read(out.join(format!("model-{name}.bin"))).unwrap();
+        let mut a = Box::new(Aligned([0; 1 << 17]));
+        a.0[..bytes.len()].copy_from_slice(&bytes);
+        let expected: Vec<_> = tensors.iter().map(|t| (t.elem(), t.len())).collect();
+        let blob = Blob::parse(&a.0[..bytes.len()], dtype, hash, &expected).unwrap();
+        assert_eq!(blob.len(), expected.len());
+        // A blob for another architecture is refused.
+        assert!(Blob::parse(&a.0[..bytes.len()], dtype, hash ^ 1, &expected).is_err());
+    }
+    let header =
+        runtime::blob::Header::read(&std::fs::read(out.join("model-int8.bin")).unwrap()).unwrap();
+    assert_eq!((header.dtype, header.arch_hash), (Dtype::Int8 as u8, hash));
+    assert!(
+        std::fs::read_to_string(out.join("report.md"))
+            .unwrap()
+            .contains("| int8 |")
+    );
+}

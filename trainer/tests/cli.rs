@@ -96,6 +96,7 @@ fn fit_eval_and_scan_run_from_the_command_line() {
         "predictions.png",
         "best-model.bpk",
         "checkpoint/model.bpk",
+        "calibration.npz",
     ] {
         assert!(run.join(f).exists(), "missing {f}");
     }

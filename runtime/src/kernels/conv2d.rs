@@ -99,7 +99,7 @@ impl<
             "sizes, stride and dilation must be positive"
         );
         assert!(
-            IH + 2 * P >= D * (K - 1) + 1 && IW + 2 * P >= D * (K - 1) + 1,
+            IH + 2 * P > D * (K - 1) && IW + 2 * P > D * (K - 1),
             "the kernel does not fit the padded input"
         );
     };

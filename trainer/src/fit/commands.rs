@@ -132,6 +132,16 @@ pub fn fit(
         Some(calib),
         provenance,
     )?;
+    // A sample of the validation split travels with the run: codegen calibrates int8
+    // activation ranges on it without reading the (large) dataset or linking the trainer.
+    let sample: Vec<usize> = out
+        .splits
+        .val
+        .iter()
+        .copied()
+        .take(CALIBRATION_CLUSTERS)
+        .collect();
+    ds.subset(&sample).save(&run_dir.join("calibration.npz"))?;
     let y: Vec<f64> = out
         .splits
         .test
