@@ -278,62 +278,33 @@ impl<'a> Blob<'a> {
         arch_hash: u64,
         expected: &[(Elem, usize)],
     ) -> Result<Self, BlobError> {
-        if bytes.len() < HEADER_LEN {
-            return Err(BlobError::Truncated);
-        }
-        if bytes[0..4] != MAGIC {
-            return Err(BlobError::BadMagic);
-        }
-        let version = u16_at(bytes, 4);
-        if version != VERSION {
-            return Err(BlobError::UnsupportedVersion(version));
-        }
-        let total = u32_at(bytes, 20) as usize;
-        if bytes.len() < total || total < HEADER_LEN {
-            return Err(BlobError::Truncated);
-        }
-        let bytes = &bytes[..total];
-        if blob_crc(bytes) != u32_at(bytes, 24) {
-            return Err(BlobError::Checksum);
-        }
-        if bytes[6] != dtype as u8 {
+        // Integrity first (magic, version, length, CRC, table bounds and alignment) ...
+        let h = Header::read(bytes)?;
+        let bytes = &bytes[..h.len];
+        // ... then whether it is this model's blob.
+        if h.dtype != dtype as u8 {
             return Err(BlobError::WrongDtype);
         }
-        let hash = u64::from_le_bytes([
-            bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
-        ]);
-        if hash != arch_hash {
+        if h.arch_hash != arch_hash {
             return Err(BlobError::WrongArchitecture);
         }
-        let n = u32_at(bytes, 16) as usize;
-        if n != expected.len() {
+        if h.tensors != expected.len() {
             return Err(BlobError::WrongTensor {
-                index: n.min(expected.len()),
+                index: h.tensors.min(expected.len()),
             });
-        }
-        if HEADER_LEN + n * ENTRY_LEN > total {
-            return Err(BlobError::Truncated);
         }
         if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(BlobError::Misaligned);
         }
-        for (index, &(elem, len)) in expected.iter().enumerate() {
-            let e = HEADER_LEN + index * ENTRY_LEN;
-            let (off, count) = (u32_at(bytes, e) as usize, u32_at(bytes, e + 4) as usize);
-            if Elem::from_u8(bytes[e + 8]) != Some(elem) || count != len {
+        for (index, &want) in expected.iter().enumerate() {
+            if Header::entry(bytes, index) != Some(want) {
                 return Err(BlobError::WrongTensor { index });
             }
-            let end = count
-                .checked_mul(elem.size())
-                .and_then(|b| off.checked_add(b));
-            if off % ALIGN != 0
-                || off < HEADER_LEN + n * ENTRY_LEN
-                || end.is_none_or(|end| end > total)
-            {
-                return Err(BlobError::BadOffset { index });
-            }
         }
-        Ok(Self { bytes, n })
+        Ok(Self {
+            bytes,
+            n: h.tensors,
+        })
     }
 
     /// Number of tensors.
