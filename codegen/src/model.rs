@@ -26,7 +26,8 @@ pub const FORMAT: &str = "cluster-mass-model";
 /// Export format version this crate reads.
 pub const VERSION: u32 = 1;
 
-/// `model.json`, mirroring the trainer's `ModelDescription`.
+/// `model.json`: the framework-neutral description a trained run exports (`trainer::fit::export`
+/// writes this very type).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelDescription {
     /// Format name ([`FORMAT`]).

@@ -12,36 +12,12 @@ use super::run::{SigmaCalibration, write_atomic};
 use super::train::INPUT;
 use anyhow::{Context, Result};
 use burn::tensor::Tensor;
-use codegen::arch::{Layer, Shape};
+use codegen::arch::Layer;
 use safetensors::tensor::{Dtype, TensorView};
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Description written to `model.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelDescription {
-    /// Format name.
-    pub format: String,
-    /// Format version.
-    pub version: u32,
-    /// Input shape (bands, height, width).
-    pub input: Shape,
-    /// Layers in order.
-    pub layers: Vec<Layer>,
-    /// Preprocessing of raw counts and redshift.
-    pub preprocess: Preprocess,
-    /// sigma = softplus(raw) + floor, then calibrated.
-    pub sigma_floor: f64,
-    /// Calibration of sigma on the validation split.
-    pub sigma_calibration: Option<SigmaCalibration>,
-    /// Tensor names and shapes in `model.safetensors`.
-    pub tensors: Vec<(String, Vec<usize>)>,
-    /// Free-form provenance (command, dataset, preset, epochs).
-    pub provenance: serde_json::Value,
-}
-
-/// Format identifier in `model.json`.
-pub const FORMAT: &str = "cluster-mass-model";
+/// The description written to `model.json` is codegen's type: the reader defines the format.
+pub use codegen::model::{FORMAT, ModelDescription, PreprocessDesc, VERSION};
 
 fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
     let data = t.into_data().convert::<f32>();
@@ -111,10 +87,14 @@ pub fn export(
     write_atomic(&dir.join("model.safetensors"), &blob)?;
     let desc = ModelDescription {
         format: FORMAT.into(),
-        version: 1,
+        version: VERSION,
         input: INPUT,
         layers: layers.to_vec(),
-        preprocess: pre.clone(),
+        preprocess: PreprocessDesc {
+            band_scale: pre.band_scale.to_vec(),
+            z_shift: pre.z_shift,
+            z_scale: pre.z_scale,
+        },
         sigma_floor: SIGMA_FLOOR,
         sigma_calibration: calib,
         tensors: tensors

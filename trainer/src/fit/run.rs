@@ -77,31 +77,9 @@ impl EpochRecord {
     }
 }
 
-/// How a run's sigma is turned into the calibrated one.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SigmaCalibration {
-    /// sigma = scale x predicted sigma (Gaussian NLL runs).
-    Scale {
-        /// The factor: the standard deviation of standardised validation residuals.
-        scale: f64,
-    },
-    /// sigma = constant (MSE runs predict no sigma): the validation scatter.
-    Constant {
-        /// Sigma, dex.
-        sigma: f64,
-    },
-}
-
-impl SigmaCalibration {
-    /// Apply to a predicted sigma.
-    pub fn apply(&self, sigma: f64) -> f64 {
-        match *self {
-            SigmaCalibration::Scale { scale } => sigma * scale,
-            SigmaCalibration::Constant { sigma } => sigma,
-        }
-    }
-}
+/// How a run's sigma is turned into the calibrated one (one definition, shared with
+/// codegen, which reads it back from `model.json`).
+pub use codegen::model::SigmaCalibration;
 
 /// Everything about a run's progress that is not weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
