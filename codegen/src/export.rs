@@ -1,7 +1,8 @@
 //! `codegen export`: from a trained run to weight blobs for every dtype and a
 //! report of what each costs (bytes, RAM, MACs) and what quantisation costs in
 //! accuracy, measured on the run's own validation sample (`calibration.npz`):
-//! its first half calibrates the int8 activation ranges, the second half scores.
+//! its first half calibrates the int8 activation ranges (and the head's bias correction),
+//! the second half scores.
 //!
 //! Blob tensor order (the generated model code reads them in this order):
 //! - f32 / f16: per convolution and dense layer (head included) `weight`
@@ -192,7 +193,8 @@ pub fn export(run_dir: &Path, out_dir: &Path, calib: Option<&Path>) -> Result<Ex
     }
     let (cal, score) = samples.split_at(samples.len() / 2);
     let inputs: Vec<(&[u16], f32)> = cal.iter().map(|s| (s.counts.as_slice(), s.z)).collect();
-    let q = quantize(&folded, &calibrate(&folded, &inputs)?)?;
+    let mut q = quantize(&folded, &calibrate(&folded, &inputs)?)?;
+    crate::quantize::correct_head_bias(&mut q, &folded, &inputs)?;
     let hash = arch_hash(&folded);
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let blobs = [
