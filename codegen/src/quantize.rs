@@ -455,18 +455,17 @@ pub fn correct_head_bias(
         let (x, zp) = preprocess(&model.preprocess, model.input, counts, *z)?;
         let f = model.forward_f32(&x, zp, FloatPath::F32, None)?;
         let h = q.forward_s8(&x, zp, None)?;
-        for o in 0..2 {
-            diff[o] += f64::from(h.real[o]) - f64::from(f[o]);
+        for ((d, hi), fi) in diff.iter_mut().zip(&h.real).zip(&f) {
+            *d += f64::from(*hi) - f64::from(*fi);
         }
     }
     diff.iter_mut().for_each(|d| *d /= inputs.len() as f64);
     let Some(QOp::Head(head)) = q.ops.last_mut() else {
         bail!("the quantised model does not end in a head")
     };
-    for o in 0..2 {
-        let step = f64::from(head.out_scale[o]);
-        if step > 0.0 {
-            head.bias[o] = head.bias[o].saturating_sub((diff[o] / step).round() as i32);
+    for ((b, step), d) in head.bias.iter_mut().zip(&head.out_scale).zip(&diff) {
+        if *step > 0.0 {
+            *b = b.saturating_sub((d / f64::from(*step)).round() as i32);
         }
     }
     Ok(diff)
@@ -605,12 +604,10 @@ mod tests {
         let Some(QOp::Head(h)) = q.ops.last() else {
             panic!("no head")
         };
-        for o in 0..2 {
+        for (o, (d, step)) in after.iter().zip(&h.out_scale).enumerate() {
             assert!(
-                after[o].abs() <= 0.5 * f64::from(h.out_scale[o]) + 1e-6,
-                "output {o}: {} vs step {}",
-                after[o],
-                h.out_scale[o]
+                d.abs() <= 0.5 * f64::from(*step) + 1e-6,
+                "output {o}: {d} vs step {step}"
             );
         }
     }
