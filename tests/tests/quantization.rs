@@ -48,8 +48,10 @@ fn int8_scatter_cost_on_unseen_clusters() {
     // The export is the model the trainer scored at 0.113 dex on its own test split.
     assert!((0.09..0.14).contains(&s32), "f32 {s32}");
     assert!((s16 - s32).abs() < 0.001, "f16 {s16} vs f32 {s32}");
-    // Issue 4's target: int8 costs at most 0.005 dex of scatter over f32.
-    assert!(s8 - s32 <= 0.005, "int8 {s8} vs f32 {s32}");
+    // Regression guard, not the target: issue 4 asks for at most 0.005 dex, and with min/max
+    // calibration this set gives 0.003 but 10,000 validation clusters give 0.0067
+    // (`codegen export runs/e30 --calib data/mock-erass8-s1-n20000.npz`); see README.
+    assert!(s8 - s32 <= 0.01, "int8 {s8} vs f32 {s32}");
 }
 
 /// codegen's f32 interpreter (bit-exact to the runtime's kernels, see codegen's tests)
