@@ -194,33 +194,52 @@ pub fn count_rate(ds: &Dataset, splits: &Splits, p: &CountRateParams) -> Result<
     )
 }
 
-/// Fit and apply the oracle (true L, T, z).
-pub fn oracle(ds: &Dataset, splits: &Splits) -> Result<Estimate> {
+/// Fit a linear oracle on true columns (log10 of each, plus log10 E(z)).
+fn truth_oracle(
+    ds: &Dataset,
+    splits: &Splits,
+    name: &str,
+    columns: &[(&'static str, &str)],
+) -> Result<Estimate> {
     let y = labels(ds)?;
+    let names: Vec<&str> = columns.iter().map(|c| c.1).collect();
     let Some(t) = &ds.truth else {
-        bail!("the oracle needs the simulator's truth columns (log_lum, temperature_kev)")
+        bail!(
+            "{name} needs the simulator's truth columns {}",
+            names.join(", ")
+        )
     };
-    if t.log_lum.is_empty() || t.temperature_kev.is_empty() {
-        bail!("the oracle needs the truth columns log_lum and temperature_kev");
-    }
+    let cols = columns
+        .iter()
+        .map(|(_, c)| t.f32_column(c).filter(|v| !v.is_empty()))
+        .collect::<Option<Vec<_>>>()
+        .with_context(|| format!("{name} needs the truth columns {}", names.join(", ")))?;
     let cosmo = cosmology_of(ds);
     let rows = (0..ds.len())
         .map(|i| {
-            let z = f64::from(ds.redshift[i]);
-            vec![
-                1.0,
-                f64::from(t.log_lum[i]),
-                f64::from(t.temperature_kev[i]).log10(),
-                cosmo.e(z).log10(),
-            ]
+            let mut r = vec![1.0];
+            // Luminosities are stored as log10 already; temperatures in keV.
+            r.extend(columns.iter().zip(&cols).map(|((_, c), v)| {
+                let x = f64::from(v[i]);
+                if c.starts_with("log_") { x } else { x.log10() }
+            }));
+            r.push(cosmo.e(f64::from(ds.redshift[i])).log10());
+            r
         })
         .collect();
-    fit(
+    let mut features = vec!["1"];
+    features.extend(columns.iter().map(|c| c.0));
+    features.push("log10 E(z)");
+    fit(name, features, rows, &y, &splits.train)
+}
+
+/// Fit and apply the oracle (true L, T, z).
+pub fn oracle(ds: &Dataset, splits: &Splits) -> Result<Estimate> {
+    truth_oracle(
+        ds,
+        splits,
         "oracle (true L, T, z)",
-        vec!["1", "log10 L", "log10 T", "log10 E(z)"],
-        rows,
-        &y,
-        &splits.train,
+        &[("log10 L", "log_lum"), ("log10 T", "temperature_kev")],
     )
 }
 
@@ -228,32 +247,15 @@ pub fn oracle(ds: &Dataset, splits: &Splits) -> Result<Estimate> {
 /// that can read structure from the image (the core-excised luminosity is the tighter
 /// mass proxy, Pratt et al. 2009), so an image-based CNN may approach it at high counts.
 pub fn oracle_core_excised(ds: &Dataset, splits: &Splits) -> Result<Estimate> {
-    let y = labels(ds)?;
-    let Some(t) = &ds.truth else {
-        bail!("this oracle needs the simulator's truth columns")
-    };
-    if t.log_lum_ce.is_empty() || t.temperature_kev.is_empty() || t.log_lum.is_empty() {
-        bail!("this oracle needs the truth columns log_lum, log_lum_ce and temperature_kev");
-    }
-    let cosmo = cosmology_of(ds);
-    let rows = (0..ds.len())
-        .map(|i| {
-            let z = f64::from(ds.redshift[i]);
-            vec![
-                1.0,
-                f64::from(t.log_lum[i]),
-                f64::from(t.log_lum_ce[i]),
-                f64::from(t.temperature_kev[i]).log10(),
-                cosmo.e(z).log10(),
-            ]
-        })
-        .collect();
-    fit(
+    truth_oracle(
+        ds,
+        splits,
         "oracle + L_ce",
-        vec!["1", "log10 L", "log10 L_ce", "log10 T", "log10 E(z)"],
-        rows,
-        &y,
-        &splits.train,
+        &[
+            ("log10 L", "log_lum"),
+            ("log10 L_ce", "log_lum_ce"),
+            ("log10 T", "temperature_kev"),
+        ],
     )
 }
 

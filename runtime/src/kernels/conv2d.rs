@@ -186,11 +186,32 @@ impl<
     ) -> Result<(), Error> {
         Self::check(input.len(), weights.len(), bias.len(), out.len())?;
         q.check(OC)?;
+        Self::each_output(
+            |oc| bias[oc],
+            |acc, wi, xi| {
+                acc.wrapping_add(weights[wi] as i32 * (input[xi] as i32 - q.input_zero_point))
+            },
+            |oc, o, acc| out[o] = q.output(oc, acc),
+        );
+        Ok(())
+    }
+
+    /// The convolution's loop nest, shared by every numeric path: for each output
+    /// (channel, y, x) start from `init(oc)`, fold `tap(acc, weight index, input index)`
+    /// over the in-bounds taps in (ic, ky, kx) order (padding taps are skipped: they add a
+    /// real zero), then `store(oc, output index, acc)`. One order for all paths keeps
+    /// floats reproducible and integers bit-exact.
+    #[inline(always)]
+    fn each_output<A: Copy>(
+        init: impl Fn(usize) -> A,
+        tap: impl Fn(A, usize, usize) -> A,
+        mut store: impl FnMut(usize, usize, A),
+    ) {
         let (oh, ow) = (Self::OH, Self::OW);
         for oc in 0..OC {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut acc = bias[oc];
+                    let mut acc = init(oc);
                     for ic in 0..IC {
                         for ky in 0..K {
                             let iy = (oy * S + ky * D) as isize - P as isize;
@@ -202,19 +223,18 @@ impl<
                                 if ix < 0 || ix >= IW as isize {
                                     continue;
                                 }
-                                let x = input[(ic * IH + iy as usize) * IW + ix as usize] as i32
-                                    - q.input_zero_point;
-                                acc = acc.wrapping_add(
-                                    weights[((oc * IC + ic) * K + ky) * K + kx] as i32 * x,
+                                acc = tap(
+                                    acc,
+                                    ((oc * IC + ic) * K + ky) * K + kx,
+                                    (ic * IH + iy as usize) * IW + ix as usize,
                                 );
                             }
                         }
                     }
-                    out[(oc * oh + oy) * ow + ox] = q.output(oc, acc);
+                    store(oc, (oc * oh + oy) * ow + ox, acc);
                 }
             }
         }
-        Ok(())
     }
 
     #[inline(always)]
@@ -227,31 +247,11 @@ impl<
         w_len: usize,
     ) -> Result<(), Error> {
         Self::check(input.len(), w_len, bias.len(), out.len())?;
-        let (oh, ow) = (Self::OH, Self::OW);
-        for oc in 0..OC {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = bias[oc];
-                    for ic in 0..IC {
-                        for ky in 0..K {
-                            let iy = (oy * S + ky * D) as isize - P as isize;
-                            if iy < 0 || iy >= IH as isize {
-                                continue;
-                            }
-                            for kx in 0..K {
-                                let ix = (ox * S + kx * D) as isize - P as isize;
-                                if ix < 0 || ix >= IW as isize {
-                                    continue;
-                                }
-                                let xi = (ic * IH + iy as usize) * IW + ix as usize;
-                                acc += w(((oc * IC + ic) * K + ky) * K + kx) * input[xi];
-                            }
-                        }
-                    }
-                    out[(oc * oh + oy) * ow + ox] = if acc < 0.0 { acc * slope } else { acc };
-                }
-            }
-        }
+        Self::each_output(
+            |oc| bias[oc],
+            |acc, wi, xi| acc + w(wi) * input[xi],
+            |_, o, acc| out[o] = if acc < 0.0 { acc * slope } else { acc },
+        );
         Ok(())
     }
 }
