@@ -7,11 +7,22 @@ cd "$(dirname "$0")/.."
 # Compiler and embedded targets pinned in rust-toolchain.toml (a no-op when present).
 rustup toolchain install 2>/dev/null || rustup show active-toolchain
 
-# Host tests: unit, integration (physics, data contract, determinism, baselines), CLI, doctests.
-cargo test --release --workspace --locked --no-fail-fast
+# QEMU runs the firmware examples (tests/tests/firmware.rs). This Debian bookworm image carries
+# qemu-utils from bookworm-backports, which conflicts with bookworm's own QEMU 7.2, so QEMU comes
+# from backports too (10.0, where qemu-system-riscv32 is in qemu-system-riscv).
+if ! command -v qemu-system-arm >/dev/null || ! command -v qemu-system-riscv32 >/dev/null; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            | $sudo tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        -t bookworm-backports qemu-system-arm qemu-system-riscv
+fi
 
-# The runtime is no_std and allocation-free: it must build for every bare-metal target.
-for target in thumbv6m-none-eabi thumbv7em-none-eabihf riscv32imac-unknown-none-elf aarch64-unknown-none; do
-    cargo build --release --locked -p runtime --target "$target"
-done
+# Every test: unit, integration (physics, data contract, determinism, baselines, generated
+# models against burn and golden vectors), CLI, doctests, and the bare-metal cross-builds of
+# the runtime and generated models (tests/tests/cross.rs).
+cargo test --release --workspace --locked --no-fail-fast
 echo "all tests passed"

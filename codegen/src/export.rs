@@ -5,6 +5,7 @@
 //! the second half scores.
 //!
 //! Blob tensor order (the generated model code reads them in this order):
+//! - every dtype: tensor 0, the model constants ([`meta_tensor`]);
 //! - f32 / f16: per convolution and dense layer (head included) `weight`
 //!   (f32 or f16), `bias` (f32).
 //! - int8: per convolution and hidden dense layer `weight` (i8), `bias` (i32),
@@ -15,18 +16,44 @@
 
 use crate::blob::{self, Tensor};
 use crate::interp::FloatPath;
-use crate::model::{FoldedModel, Model, Op};
+use crate::model::{FoldedModel, Model, Op, SigmaCalibration};
 use crate::quantize::{QOp, QuantModel, calibrate, quantize};
 use anyhow::{Context, Result, bail};
 use runtime::blob::{Dtype, fnv1a64};
 use runtime::quant::Requant;
 use serde::Serialize;
-use std::path::Path;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
-/// Fingerprint of an architecture: FNV-1a 64 of its folded layer list and input shape.
+/// Fingerprint of an architecture: FNV-1a 64 of its input shape, folded layer list and
+/// fused activation slopes (everything the generated code hard-wires).
 pub fn arch_hash(m: &FoldedModel) -> u64 {
-    let text = serde_json::to_string(&(m.input, m.layers())).expect("layers serialise");
+    let slopes: Vec<Option<f32>> = m
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Conv2d(c) => Some(c.slope),
+            Op::Dense(d) => Some(d.slope),
+            _ => None,
+        })
+        .collect();
+    let text = serde_json::to_string(&(m.input, m.layers(), slopes)).expect("layers serialise");
     fnv1a64(text.as_bytes())
+}
+
+/// Tensor 0 of every blob: the model constants as `runtime::model::Meta` reads them
+/// (band scales, z shift, z scale, sigma floor, calibration kind and value).
+pub fn meta_tensor(m: &FoldedModel) -> Tensor {
+    let p = &m.preprocess;
+    let (kind, value) = match m.sigma_calibration {
+        None => (0.0, 0.0),
+        Some(SigmaCalibration::Scale { scale }) => (1.0, scale as f32),
+        Some(SigmaCalibration::Constant { sigma }) => (2.0, sigma as f32),
+    };
+    let mut v = p.band_scale.clone();
+    v.extend([p.z_shift, p.z_scale, m.sigma_floor as f32, kind, value]);
+    Tensor::F32(v)
 }
 
 /// Blob tensors of the float paths.
@@ -38,7 +65,7 @@ pub fn float_tensors(m: &FoldedModel, half: bool) -> Vec<Tensor> {
             Tensor::F32(v.to_vec())
         }
     };
-    let mut out = Vec::new();
+    let mut out = vec![meta_tensor(m)];
     for op in &m.ops {
         match op {
             Op::Conv2d(c) => out.extend([w(&c.weight), Tensor::F32(c.bias.clone())]),
@@ -53,9 +80,9 @@ fn requant_pairs(r: &[Requant]) -> Tensor {
     Tensor::I32(r.iter().flat_map(|q| [q.multiplier, q.shift]).collect())
 }
 
-/// Blob tensors of the int8 path.
-pub fn int8_tensors(q: &QuantModel) -> Vec<Tensor> {
-    let mut out = Vec::new();
+/// Blob tensors of the int8 path (`m` is the model `q` quantises: its constants come first).
+pub fn int8_tensors(m: &FoldedModel, q: &QuantModel) -> Vec<Tensor> {
+    let mut out = vec![meta_tensor(m)];
     for op in &q.ops {
         match op {
             QOp::Conv2d(c) => out.extend([
@@ -175,15 +202,53 @@ pub struct ExportSummary {
     pub accuracy: Vec<Accuracy>,
     /// Calibration / scoring cluster counts.
     pub clusters: (usize, usize),
+    /// Activation arena of the generated code, elements.
+    pub arena_len: usize,
 }
 
-/// Export the run in `run_dir` into `out_dir`.
-pub fn export(run_dir: &Path, out_dir: &Path, calib: Option<&Path>) -> Result<ExportSummary> {
+/// How to export.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Calibration sample [default: `<run_dir>/calibration.npz`].
+    pub calib: Option<PathBuf>,
+    /// Model name in the generated headers.
+    pub name: String,
+    /// The command recorded in the generated headers (how to regenerate).
+    pub command: String,
+    /// Golden sample clusters to embed with their host results (0: none).
+    pub samples: usize,
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and a rename,
+/// so a crash never leaves a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // Temporary files are private (0600); the outputs are ordinary files.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting permissions of {}", path.display()))?;
+    }
+    tmp.persist(path)
+        .with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+/// Export the run in `run_dir` into `out_dir`: `model.rs` (generated code), the three
+/// blobs, golden samples (`samples.rs` + `samples-counts.bin`) and `report.{md,json}`.
+pub fn export(run_dir: &Path, out_dir: &Path, opts: &ExportOptions) -> Result<ExportSummary> {
     let folded = Model::load(run_dir)?.fold_batch_norm()?;
-    let calib_path = calib
-        .map(Path::to_path_buf)
+    let calib_path = opts
+        .calib
+        .clone()
         .unwrap_or_else(|| run_dir.join("calibration.npz"));
-    let input_len = folded.input.c * folded.input.h * folded.input.w;
+    let input_len = folded.input.len();
     let samples = read_calibration(&calib_path, input_len)?;
     if samples.len() < 2 {
         bail!(
@@ -199,24 +264,27 @@ pub fn export(run_dir: &Path, out_dir: &Path, calib: Option<&Path>) -> Result<Ex
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let blobs = [
         (
-            Dtype::F32,
             "f32",
             blob::write(Dtype::F32, hash, &float_tensors(&folded, false)),
         ),
         (
-            Dtype::F16,
             "f16",
             blob::write(Dtype::F16, hash, &float_tensors(&folded, true)),
         ),
         (
-            Dtype::Int8,
             "int8",
-            blob::write(Dtype::Int8, hash, &int8_tensors(&q)),
+            blob::write(Dtype::Int8, hash, &int8_tensors(&folded, &q)),
         ),
     ];
-    for (_, name, bytes) in &blobs {
-        let p = out_dir.join(format!("model-{name}.bin"));
-        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+    for (name, bytes) in &blobs {
+        write_atomic(&out_dir.join(format!("model-{name}.bin")), bytes)?;
+    }
+    let module = crate::emit::module(&folded, hash, &opts.name, &opts.command)?;
+    write_atomic(&out_dir.join("model.rs"), module.as_bytes())?;
+    if opts.samples > 0 {
+        let (rs, counts) = golden(&folded, &q, score, opts, &calib_path, hash)?;
+        write_atomic(&out_dir.join("samples.rs"), rs.as_bytes())?;
+        write_atomic(&out_dir.join("samples-counts.bin"), &counts)?;
     }
     let mut accuracy = Vec::new();
     if score.iter().all(|s| s.log_mass.is_some()) {
@@ -248,21 +316,30 @@ pub fn export(run_dir: &Path, out_dir: &Path, calib: Option<&Path>) -> Result<Ex
             });
         }
     }
+    let arena_len = crate::plan::arena_len(&crate::plan::steps(&folded)?);
     let summary = ExportSummary {
         arch_hash: hash,
-        blob_bytes: [blobs[0].2.len(), blobs[1].2.len(), blobs[2].2.len()],
+        blob_bytes: [blobs[0].1.len(), blobs[1].1.len(), blobs[2].1.len()],
         accuracy,
         clusters: (cal.len(), score.len()),
+        arena_len,
     };
     let size = crate::report::report(&folded)?;
     let mut md = format!(
-        "# Export of {}\n\ngenerated by `codegen export {}`\n\n```\n{size}\n```\n\n",
-        run_dir.display(),
-        run_dir.display()
+        "# Export of `{}`\n\ngenerated by `{}` (codegen {})\n\n```\n{size}\n```\n\n",
+        opts.name,
+        opts.command,
+        env!("CARGO_PKG_VERSION")
     );
     md.push_str(&format!(
         "blobs: f32 {} B, f16 {} B, int8 {} B; architecture hash {:#018x}\n\n",
         summary.blob_bytes[0], summary.blob_bytes[1], summary.blob_bytes[2], hash
+    ));
+    md.push_str(&format!(
+        "memory plan of the generated code: one arena of {arena_len} elements = {} B as int8, {} B as f32 (f32 and f16 models), plus the caller's {} B of u16 counts\n\n",
+        arena_len,
+        4 * arena_len,
+        2 * input_len
     ));
     if !summary.accuracy.is_empty() {
         md.push_str(&format!("accuracy on {} validation clusters (int8 calibrated on {} others):\n\n| dtype | scatter (dex) | bias | max |mu - mu_f32| |\n|---|---|---|---|\n", score.len(), cal.len()));
@@ -273,10 +350,128 @@ pub fn export(run_dir: &Path, out_dir: &Path, calib: Option<&Path>) -> Result<Ex
             ));
         }
     }
-    std::fs::write(out_dir.join("report.md"), md)?;
-    std::fs::write(
-        out_dir.join("report.json"),
-        serde_json::to_vec_pretty(&summary)?,
+    write_atomic(&out_dir.join("report.md"), md.as_bytes())?;
+    write_atomic(
+        &out_dir.join("report.json"),
+        &serde_json::to_vec_pretty(&summary)?,
     )?;
     Ok(summary)
+}
+
+/// Pick `opts.samples` clusters of the scoring half (at evenly spaced quantiles of the true
+/// mass when labelled, else the first ones) and write them with the reference
+/// interpreters' results as `samples.rs` text and the little-endian u16 counts.
+fn golden(
+    folded: &FoldedModel,
+    q: &QuantModel,
+    score: &[Sample],
+    opts: &ExportOptions,
+    calib_path: &Path,
+    hash: u64,
+) -> Result<(String, Vec<u8>)> {
+    let k = opts.samples.min(score.len());
+    let mut order: Vec<usize> = (0..score.len()).collect();
+    let labelled = score.iter().all(|s| s.log_mass.is_some());
+    let picks: Vec<usize> = if labelled {
+        order.sort_by(|a, b| {
+            score[*a]
+                .log_mass
+                .partial_cmp(&score[*b].log_mass)
+                .expect("finite masses")
+                .then(a.cmp(b))
+        });
+        (0..k)
+            .map(|j| order[((2 * j + 1) * score.len()) / (2 * k)])
+            .collect()
+    } else {
+        (0..k).collect()
+    };
+    let bits = |v: f64| (v as f32).to_bits();
+    let fmt_f32 = |v: f32| format!("f32::from_bits({:#010x})", v.to_bits());
+    let mut results: [Vec<String>; 3] = Default::default();
+    let mut counts = Vec::new();
+    for &i in &picks {
+        let s = &score[i];
+        let preds = [
+            folded.predict(&s.counts, s.z, FloatPath::F32)?,
+            folded.predict(&s.counts, s.z, FloatPath::F16)?,
+            q.predict(&s.counts, s.z)?,
+        ];
+        for (r, p) in results.iter_mut().zip(preds) {
+            r.push(format!("[{:#010x}, {:#010x}]", bits(p.mu), bits(p.sigma)));
+        }
+        counts.extend(s.counts.iter().flat_map(|c| c.to_le_bytes()));
+    }
+    let file_name = calib_path.file_name().map_or_else(
+        || calib_path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    let mut w = String::new();
+    writeln!(
+        w,
+        "//! Golden vectors of model `{}` (architecture {hash:#018x}): {k} clusters with the host's results.",
+        opts.name
+    )?;
+    writeln!(w, "//!")?;
+    writeln!(
+        w,
+        "//! Generated by `{}` (codegen {}). Do not edit.",
+        opts.command,
+        env!("CARGO_PKG_VERSION")
+    )?;
+    writeln!(w, "//!")?;
+    writeln!(
+        w,
+        "//! Provenance: clusters {picks:?} of the scoring half (the second half) of `{file_name}`, chosen at evenly spaced quantiles of the true mass; results from codegen's reference interpreters (`FoldedModel::predict` for f32 and f16, `QuantModel::predict` for int8), which the generated code must reproduce: int8 bit for bit everywhere, f32 and f16 bit for bit on targets without fused multiply-add contraction."
+    )?;
+    writeln!(w)?;
+    writeln!(w, "/// Number of clusters.")?;
+    writeln!(w, "pub const N: usize = {k};")?;
+    writeln!(w, "/// u16 counts per cluster.")?;
+    writeln!(w, "pub const INPUT_LEN: usize = {};", folded.input.len())?;
+    writeln!(
+        w,
+        "static COUNTS: runtime::blob::Aligned<[u8; N * INPUT_LEN * 2]> = runtime::blob::Aligned(*include_bytes!(\"samples-counts.bin\"));"
+    )?;
+    writeln!(
+        w,
+        "/// The raw counts of cluster `i` (`[band][y][x]`), borrowed in place."
+    )?;
+    writeln!(
+        w,
+        "pub fn counts(i: usize) -> Option<&'static [u16]> {{ runtime::blob::as_u16(COUNTS.0.get(i * INPUT_LEN * 2..(i + 1) * INPUT_LEN * 2)?) }}"
+    )?;
+    writeln!(w, "/// Redshifts.")?;
+    writeln!(
+        w,
+        "pub const REDSHIFT: [f32; N] = [{}];",
+        picks
+            .iter()
+            .map(|&i| fmt_f32(score[i].z))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    writeln!(
+        w,
+        "/// True log10 M500c / Msun (NaN when the sample is unlabelled)."
+    )?;
+    writeln!(
+        w,
+        "pub const TRUE_LOG_MASS: [f32; N] = [{}];",
+        picks
+            .iter()
+            .map(|&i| fmt_f32(score[i].log_mass.unwrap_or(f32::NAN)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    for (name, r) in ["F32", "F16", "INT8"].iter().zip(&results) {
+        writeln!(
+            w,
+            "/// Host results of the {} model: `[log_mass, sigma]` as f32 bit patterns.",
+            name.to_lowercase()
+        )?;
+        writeln!(w, "pub const {name}: [[u32; 2]; N] = [{}];", r.join(", "))?;
+    }
+    let file = syn::parse_file(&w).context("codegen produced invalid Rust (a codegen bug)")?;
+    Ok((prettyplease::unparse(&file), counts))
 }

@@ -22,8 +22,8 @@
 //! - Global average pooling (no runtime kernel yet) is average pooling with one window
 //!   covering the whole plane, in both arithmetics.
 //!
-//! [`Prediction`]: `mu` = head output 0; `sigma = softplus(head 1) + sigma_floor` (in f64),
-//! then the calibration (scale multiplies, constant replaces).
+//! [`Prediction`]: `mu` = head output 0; `sigma = softplus(head 1) + sigma_floor`, then the
+//! calibration (scale multiplies, constant replaces), in the runtime's f32 arithmetic.
 
 use crate::arch::{PoolKind, Shape};
 use crate::model::{ConvGeom, FoldedModel, Op, PreprocessDesc, SigmaCalibration};
@@ -64,18 +64,31 @@ pub struct Prediction {
     pub raw: [f32; 2],
 }
 
-/// Head outputs -> [`Prediction`].
+/// Head outputs -> [`Prediction`], with the runtime's own f32 arithmetic
+/// ([`runtime::model::estimate`]): `sigma = softplus(raw[1]) + floor`, then calibrated.
 pub fn prediction(
     raw: [f32; 2],
     sigma_floor: f64,
     calibration: Option<SigmaCalibration>,
 ) -> Prediction {
-    let r = f64::from(raw[1]);
-    let s = r.max(0.0) + (-r.abs()).exp().ln_1p() + sigma_floor;
+    let e = runtime::model::estimate(raw, sigma_floor as f32, runtime_calibration(calibration));
     Prediction {
-        mu: f64::from(raw[0]),
-        sigma: calibration.map_or(s, |c| c.apply(s)),
+        mu: f64::from(e.log_mass),
+        sigma: f64::from(e.sigma),
         raw,
+    }
+}
+
+/// The runtime's form of a sigma calibration (f32).
+pub fn runtime_calibration(c: Option<SigmaCalibration>) -> runtime::model::SigmaCalibration {
+    match c {
+        None => runtime::model::SigmaCalibration::None,
+        Some(SigmaCalibration::Scale { scale }) => {
+            runtime::model::SigmaCalibration::Scale(scale as f32)
+        }
+        Some(SigmaCalibration::Constant { sigma }) => {
+            runtime::model::SigmaCalibration::Constant(sigma as f32)
+        }
     }
 }
 
@@ -859,9 +872,11 @@ mod tests {
             Some(SigmaCalibration::Scale { scale: 2.0 }),
         );
         assert_eq!(pr.mu, f64::from(14.2f32));
-        assert!((pr.sigma - 2.0 * ((1.0 + f64::from(0.3f32).exp()).ln() + 0.005)).abs() < 1e-12);
+        // f32 arithmetic (the runtime's): within a few f32 ulps of the f64 closed form.
+        let want = 2.0 * ((1.0 + f64::from(0.3f32).exp()).ln() + 0.005);
+        assert!((pr.sigma - want).abs() < 3e-7 * want);
         let pr = prediction([14.2, -40.0], 0.005, None);
-        assert!((pr.sigma - 0.005 - (-40f64).exp()).abs() < 1e-15);
+        assert!((pr.sigma - 0.005 - (-40f64).exp()).abs() < 3e-7 * 0.005);
         assert_eq!(
             prediction(
                 [0.0, 3.0],
@@ -869,7 +884,7 @@ mod tests {
                 Some(SigmaCalibration::Constant { sigma: 0.1 })
             )
             .sigma,
-            0.1
+            f64::from(0.1f32)
         );
     }
 }

@@ -10,9 +10,11 @@
 
 pub mod arch;
 pub mod blob;
+pub mod emit;
 pub mod export;
 pub mod interp;
 pub mod model;
+pub mod plan;
 pub mod quantize;
 pub mod report;
 

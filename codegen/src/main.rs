@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Weight blobs (f32, f16, int8) of a trained run and a report of their cost and accuracy.
+    /// Freeze a trained run: generated Rust module (model.rs), weight blobs (f32, f16, int8),
+    /// golden samples with the host's results, and a report of cost and accuracy.
     Export {
         /// Run directory written by `trainer fit`.
         run_dir: std::path::PathBuf,
@@ -31,6 +32,12 @@ enum Command {
         /// Calibration sample (NPZ: images u16, redshift f32, log_mass f32) [default: <run_dir>/calibration.npz].
         #[arg(long)]
         calib: Option<std::path::PathBuf>,
+        /// Model name in the generated headers [default: the run directory's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Golden sample clusters to embed (samples.rs), 0 for none.
+        #[arg(long, default_value_t = 4)]
+        samples: usize,
     },
     /// Print a weight blob's header and tensor table; refuse a damaged one.
     Inspect {
@@ -131,12 +138,30 @@ fn main() -> Result<()> {
             run_dir,
             out,
             calib,
+            name,
+            samples,
         } => {
             let out = out.unwrap_or_else(|| run_dir.join("export"));
-            let s = codegen::export::export(&run_dir, &out, calib.as_deref())?;
+            let name = name.unwrap_or_else(|| {
+                std::fs::canonicalize(&run_dir)
+                    .ok()
+                    .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| "model".into())
+            });
+            let command = std::iter::once("codegen".to_string())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let opts = codegen::export::ExportOptions {
+                calib,
+                name,
+                command,
+                samples,
+            };
+            let s = codegen::export::export(&run_dir, &out, &opts)?;
             print!("{}", std::fs::read_to_string(out.join("report.md"))?);
             eprintln!(
-                "wrote {}/model-{{f32,f16,int8}}.bin and report.md ({} calibration, {} scoring clusters)",
+                "wrote {0}/model.rs, {0}/model-{{f32,f16,int8}}.bin, {0}/samples.rs and report.md ({1} calibration, {2} scoring clusters)",
                 out.display(),
                 s.clusters.0,
                 s.clusters.1

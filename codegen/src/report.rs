@@ -4,14 +4,15 @@
 //!   on the folded op list (BatchNorm folded, so it adds no parameter).
 //! - Weight bytes: f32 stores weights and biases as f32; f16 stores weights as f16
 //!   and biases as f32 (what the runtime's f16 kernels take); int8 stores weights as
-//!   1 B, and per output channel a 4 B bias plus 8 B per requantisation table
-//!   (multiplier and shift): one table without activation, two (`requant_pos`,
-//!   `requant_neg`) with a fused leaky ReLU. The head has a 4 B bias and a 4 B f32
-//!   dequantisation scale per output; a standalone leaky ReLU two tables of one entry.
-//! - Peak activation RAM of a naive ping-pong plan: the largest sum of a layer's input
-//!   and output buffers. f32 and f16 keep f32 activations (4 B); int8 keeps 1 B ones,
-//!   the quantised input included, except the head's i32/f32 output (4 B). The raw u16
-//!   input cube is counted separately.
+//!   1 B, and per output channel a 4 B bias plus two 8 B requantisation entries
+//!   (multiplier and shift; `requant_pos` and `requant_neg`, equal without an
+//!   activation). The head has a 4 B bias and a 4 B f32 dequantisation scale per output;
+//!   a standalone leaky ReLU two entries. The blobs add the model constants, the int8
+//!   activation parameters and their headers (see `codegen export`'s report).
+//! - Peak activation RAM: the arena of the generated code's memory plan
+//!   ([`plan`](crate::plan)): the largest input + output of any step, with the first
+//!   pooling fused into the preprocessing. f32 and f16 keep f32 activations (4 B), int8
+//!   1 B ones. The raw u16 input cube (the caller's) is counted separately.
 
 use crate::arch::{Shape, analyze};
 use crate::model::{FoldedModel, Op};
@@ -73,7 +74,7 @@ pub struct Report {
     pub params: u64,
     /// Total weight bytes.
     pub weight_bytes: Bytes,
-    /// Peak ping-pong activation RAM.
+    /// Peak activation RAM of the memory plan (the generated code's arena).
     pub activation_peak: Bytes,
     /// The raw u16 input cube.
     pub raw_input_bytes: u64,
@@ -113,9 +114,9 @@ fn describe(op: &Op) -> String {
 }
 
 fn weight_bytes(op: &Op, is_head: bool) -> Bytes {
-    let (w, ch, slope) = match op {
-        Op::Conv2d(c) => (c.weight.len() as u64, c.geom.filters as u64, c.slope),
-        Op::Dense(d) => (d.weight.len() as u64, d.units as u64, d.slope),
+    let (w, ch) = match op {
+        Op::Conv2d(c) => (c.weight.len() as u64, c.geom.filters as u64),
+        Op::Dense(d) => (d.weight.len() as u64, d.units as u64),
         Op::LeakyRelu { .. } => {
             return Bytes {
                 f32: 0,
@@ -125,8 +126,8 @@ fn weight_bytes(op: &Op, is_head: bool) -> Bytes {
         }
         _ => return Bytes::default(),
     };
-    let tables = if slope == 1.0 { 1 } else { 2 };
-    let per_channel = if is_head { 4 + 4 } else { 4 + 8 * tables };
+    // Both requantisation tables are stored even without an activation (then equal).
+    let per_channel = if is_head { 4 + 4 } else { 4 + 8 * 2 };
     Bytes {
         f32: 4 * (w + ch),
         f16: 2 * w + 4 * ch,
@@ -153,24 +154,12 @@ pub fn report(model: &FoldedModel) -> Result<Report> {
             weight_bytes: weight_bytes(op, i + 1 == n),
         })
         .collect();
-    let lens: Vec<u64> = std::iter::once(model.input)
-        .chain(stats.iter().map(|s| s.out))
-        .map(|s| s.len() as u64)
-        .collect();
-    let act = |t: usize| Bytes {
-        f32: 4 * lens[t],
-        f16: 4 * lens[t],
-        int8: if t == n { 4 } else { 1 } * lens[t],
+    let arena = crate::plan::arena_len(&crate::plan::steps(model)?) as u64;
+    let peak = Bytes {
+        f32: 4 * arena,
+        f16: 4 * arena,
+        int8: arena,
     };
-    let mut peak = Bytes::default();
-    for t in 0..n {
-        let b = act(t) + act(t + 1);
-        peak = Bytes {
-            f32: peak.f32.max(b.f32),
-            f16: peak.f16.max(b.f16),
-            int8: peak.int8.max(b.int8),
-        };
-    }
     Ok(Report {
         input: model.input,
         macs: layers.iter().map(|l| l.macs).sum(),
@@ -179,7 +168,7 @@ pub fn report(model: &FoldedModel) -> Result<Report> {
             .iter()
             .fold(Bytes::default(), |a, l| a + l.weight_bytes),
         activation_peak: peak,
-        raw_input_bytes: 2 * lens[0],
+        raw_input_bytes: 2 * model.input.len() as u64,
         layers,
     })
 }
@@ -221,7 +210,7 @@ impl fmt::Display for Report {
         )?;
         write!(
             f,
-            "activation peak (ping-pong): f32 {} B, f16 {} B, int8 {} B; raw u16 input {} B",
+            "activation arena (memory plan): f32 {} B, f16 {} B, int8 {} B; raw u16 input {} B (caller's)",
             a.f32, a.f16, a.int8, self.raw_input_bytes
         )
     }
@@ -253,13 +242,14 @@ mod tests {
             r.weight_bytes.int8,
             weights + (16 + 32 + 32 + 32) * (4 + 16) + 2 * (4 + 4)
         );
-        // Largest pair: the input (25,000 values) and the first pool's output (6,250).
+        // Largest step of the plan: the fused first pool's output (6,250 values) read by the
+        // first convolution writing 16 x 25 x 25 = 10,000.
         assert_eq!(
             r.activation_peak,
             Bytes {
-                f32: 125_000,
-                f16: 125_000,
-                int8: 31_250
+                f32: 65_000,
+                f16: 65_000,
+                int8: 16_250
             }
         );
         assert_eq!(r.raw_input_bytes, 50_000);

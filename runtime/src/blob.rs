@@ -107,7 +107,24 @@ pub enum BlobError {
     },
     /// The blob does not start on a 16-byte boundary in memory.
     Misaligned,
+    /// Tensor `index` holds a value the model cannot use (NaN, a negative scale, ...).
+    BadValue {
+        /// Tensor index.
+        index: usize,
+    },
 }
+
+/// A byte string aligned for [`Blob::parse`], for blobs embedded in firmware, e.g.
+/// `static MODEL: Aligned<[u8; N]> = Aligned(*include_bytes!("model-int8.bin"));`
+///
+/// ```
+/// use runtime::blob::Aligned;
+/// static BYTES: Aligned<[u8; 5]> = Aligned(*b"bytes");
+/// assert_eq!(BYTES.0.as_ptr() as usize % 16, 0);
+/// ```
+#[derive(Debug)]
+#[repr(C, align(16))]
+pub struct Aligned<T: ?Sized>(pub T);
 
 impl fmt::Display for BlobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -131,6 +148,9 @@ impl fmt::Display for BlobError {
                 "weight blob tensor {index} is out of bounds or misaligned"
             ),
             BlobError::Misaligned => f.write_str("weight blob is not 16-byte aligned in memory"),
+            BlobError::BadValue { index } => {
+                write!(f, "weight blob tensor {index} holds an unusable value")
+            }
         }
     }
 }
@@ -356,6 +376,19 @@ impl<'a> Blob<'a> {
         Some(unsafe { core::slice::from_raw_parts(raw.as_ptr().cast::<f32>(), raw.len() / 4) })
     }
 
+    /// Tensor `index` (i32 pairs: multiplier, shift) as requantisation parameters.
+    pub fn requant(&self, index: usize) -> Option<&'a [crate::quant::Requant]> {
+        let raw = self.i32(index)?;
+        if !raw.len().is_multiple_of(2) {
+            return None;
+        }
+        // SAFETY: `Requant` is `repr(C)` with two i32 fields (size 8, alignment 4, no padding,
+        // every bit pattern valid); `raw` is an aligned i32 slice of even length.
+        Some(unsafe {
+            core::slice::from_raw_parts(raw.as_ptr().cast::<crate::quant::Requant>(), raw.len() / 2)
+        })
+    }
+
     /// Tensor `index` as f16.
     pub fn f16(&self, index: usize) -> Option<&'a [half::f16]> {
         let raw = self.raw(index, Elem::F16)?;
@@ -365,6 +398,17 @@ impl<'a> Blob<'a> {
             core::slice::from_raw_parts(raw.as_ptr().cast::<half::f16>(), raw.len() / 2)
         })
     }
+}
+
+/// Borrow little-endian u16 values stored in a byte string in place (e.g. sample count
+/// cubes embedded in firmware); `None` unless `bytes` is 2-byte aligned with an even length.
+pub fn as_u16(bytes: &[u8]) -> Option<&[u16]> {
+    if !bytes.len().is_multiple_of(2) || !(bytes.as_ptr() as usize).is_multiple_of(2) {
+        return None;
+    }
+    // SAFETY: aligned for u16 (checked), whole elements (checked), every bit pattern is a valid
+    // u16, and the target is little-endian (checked at compile time below).
+    Some(unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<u16>(), bytes.len() / 2) })
 }
 
 const _: () = assert!(

@@ -12,9 +12,14 @@
 pub mod blob;
 pub mod error;
 pub mod kernels;
+pub mod model;
 pub mod quant;
 
+pub use blob::BlobError;
 pub use error::Error;
+/// Re-exported so generated f16 models need no extra dependency.
+pub use half;
+pub use model::Estimate;
 
 /// Image side in pixels of the detector cutout the models are trained on.
 pub const IMAGE_SIDE: usize = 50;

@@ -5,7 +5,11 @@
 //! checked against the industry reference bit for bit.
 
 /// A real multiplier `m = multiplier * 2^(shift - 31)`, `multiplier` in [2^30, 2^31).
+///
+/// `repr(C)`: a weight blob stores tables of these as (multiplier, shift) i32 pairs that
+/// are borrowed in place ([`Blob::requant`](crate::blob::Blob::requant)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
 pub struct Requant {
     /// Q31 mantissa.
     pub multiplier: i32,
@@ -45,6 +49,13 @@ impl Requant {
             multiplier: q as i32,
             shift: exp.min(30),
         }
+    }
+
+    /// True for what [`Requant::from_real`] can produce: the zero multiplier, or a
+    /// mantissa in [2^30, 2^31) with a shift in [-31, 30] (a loader's sanity check).
+    pub fn is_valid(self) -> bool {
+        (self.multiplier == 0 && self.shift == 0)
+            || (self.multiplier >= 1 << 30 && (-31..=30).contains(&self.shift))
     }
 
     /// The real value this encodes.

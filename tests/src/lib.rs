@@ -1,5 +1,7 @@
 //! Cross-crate integration tests; see `tests/`. Shared helpers live here.
 
+pub mod models;
+
 use trainer::sim::{SimConfig, Simulator};
 
 /// A simulator with the default physics and the given tweaks.

@@ -48,9 +48,9 @@ fn int8_scatter_cost_on_unseen_clusters() {
     // The export is the model the trainer scored at 0.113 dex on its own test split.
     assert!((0.09..0.14).contains(&s32), "f32 {s32}");
     assert!((s16 - s32).abs() < 0.001, "f16 {s16} vs f32 {s32}");
-    // Regression guard, not the target: issue 4 asks for at most 0.005 dex, and with min/max
-    // calibration this set gives 0.003 but 10,000 validation clusters give 0.0067
-    // (`codegen export runs/e30 --calib data/mock-erass8-s1-n20000.npz`); see README.
+    // Regression guard, not the target: issue 4 asks for at most 0.005 dex, measured on
+    // 10,000 scoring clusters (MSE range calibration: +0.0026; `codegen --example int8_study`,
+    // README). On 1,000 clusters the difference itself carries ~0.002 dex of noise.
     assert!(s8 - s32 <= 0.01, "int8 {s8} vs f32 {s32}");
 }
 
@@ -106,7 +106,13 @@ fn export_writes_blobs_the_runtime_accepts() {
     let ds = generate_dataset(&tests::simulator(79, |_| {}), 60);
     ds.save(&run.path().join("calibration.npz")).unwrap();
     let out = run.path().join("export");
-    let s = codegen::export::export(run.path(), &out, None).unwrap();
+    let opts = codegen::export::ExportOptions {
+        calib: None,
+        name: "test".into(),
+        command: "codegen export (test)".into(),
+        samples: 2,
+    };
+    let s = codegen::export::export(run.path(), &out, &opts).unwrap();
     assert_eq!(s.accuracy.len(), 3);
     let folded = Model::load(run.path()).unwrap().fold_batch_norm().unwrap();
     let hash = codegen::export::arch_hash(&folded);

@@ -8,6 +8,10 @@ use crate::Error;
 pub struct Dense<const IN: usize, const OUT: usize>;
 
 impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
+    /// Input length.
+    pub const IN_LEN: usize = IN;
+    /// Output length.
+    pub const OUT_LEN: usize = OUT;
     /// Weight length.
     pub const W_LEN: usize = IN * OUT;
     /// Multiply-accumulates per call.

@@ -3,6 +3,8 @@
 //! Keras and burn), and global average pooling.
 
 use crate::Error;
+use crate::kernels::preprocess::Preprocess;
+use crate::quant::QParams;
 
 /// Pooling of `C x IH x IW` with a `K x K` window and stride `K`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,6 +46,18 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
     fn each<T: Copy, A>(
         input: &[T],
         out: &mut [A],
+        f: impl FnMut(&mut dyn Iterator<Item = T>) -> A,
+    ) {
+        Self::each_with(|i| input[i], out, f);
+    }
+
+    /// The window loop shared by every pooling path (and the fused preprocessing):
+    /// `out[c][oy][ox] = f(values of the window in row order)`, values read through
+    /// `get(input index)`. Callers check the lengths first.
+    #[inline(always)]
+    pub(crate) fn each_with<T: Copy, A>(
+        get: impl Fn(usize) -> T,
+        out: &mut [A],
         mut f: impl FnMut(&mut dyn Iterator<Item = T>) -> A,
     ) {
         let (oh, ow) = (Self::OH, Self::OW);
@@ -52,11 +66,47 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
                 for ox in 0..ow {
                     let mut it = (0..K)
                         .flat_map(|ky| (0..K).map(move |kx| (ky, kx)))
-                        .map(|(ky, kx)| input[(c * IH + oy * K + ky) * IW + ox * K + kx]);
+                        .map(|(ky, kx)| get((c * IH + oy * K + ky) * IW + ox * K + kx));
                     out[(c * oh + oy) * ow + ox] = f(&mut it);
                 }
             }
         }
+    }
+
+    /// Preprocess raw counts (`C` bands of `IH x IW`) and max-pool them in one pass
+    /// ([`Preprocess::pooled_f32`](crate::kernels::preprocess::Preprocess::pooled_f32)).
+    pub fn max_counts_f32(p: &Preprocess<C>, counts: &[u16], out: &mut [f32]) -> Result<(), Error> {
+        p.pooled_f32::<IH, IW, K>(PoolKind::Max, counts, out)
+    }
+
+    /// Preprocess raw counts and average-pool them in one pass.
+    pub fn avg_counts_f32(p: &Preprocess<C>, counts: &[u16], out: &mut [f32]) -> Result<(), Error> {
+        p.pooled_f32::<IH, IW, K>(PoolKind::Avg, counts, out)
+    }
+
+    /// Preprocess, quantise with `q` and max-pool raw counts in one pass.
+    pub fn max_counts_s8(
+        p: &Preprocess<C>,
+        counts: &[u16],
+        q: QParams,
+        out: &mut [i8],
+    ) -> Result<(), Error> {
+        p.pooled_s8::<IH, IW, K>(PoolKind::Max, counts, q, out)
+    }
+
+    /// Preprocess, quantise with `q` and average-pool raw counts in one pass.
+    pub fn avg_counts_s8(
+        p: &Preprocess<C>,
+        counts: &[u16],
+        q: QParams,
+        out: &mut [i8],
+    ) -> Result<(), Error> {
+        p.pooled_s8::<IH, IW, K>(PoolKind::Avg, counts, q, out)
+    }
+
+    /// Check an input and output length against this shape.
+    pub fn check_lengths(input: usize, out: usize) -> Result<(), Error> {
+        Self::check(input, out)
     }
 
     /// Maximum over each window.
@@ -99,15 +149,73 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
     pub fn avg_s8(input: &[i8], out: &mut [i8]) -> Result<(), Error> {
         Self::check(input.len(), out.len())?;
         let n = (K * K) as i32;
-        Self::each(input, out, |it| {
-            let sum: i32 = it.map(i32::from).sum();
-            let r = if sum >= 0 {
-                (sum + n / 2) / n
-            } else {
-                (sum - n / 2) / n
-            };
-            r.clamp(-128, 127) as i8
-        });
+        Self::each(input, out, |it| avg_round(it.map(i32::from).sum(), n));
+        Ok(())
+    }
+}
+
+/// Max or average pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Maximum over the window.
+    Max,
+    /// Mean over the window.
+    Avg,
+}
+
+/// `sum / n` rounded half away from zero and saturated to int8 (TFLite's int8 average).
+#[inline(always)]
+pub(crate) fn avg_round(sum: i32, n: i32) -> i8 {
+    let r = if sum >= 0 {
+        (sum + n / 2) / n
+    } else {
+        (sum - n / 2) / n
+    };
+    r.clamp(-128, 127) as i8
+}
+
+/// Global average pooling of `C x H x W` to `C` values.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GlobalAvgPool<const C: usize, const H: usize, const W: usize>;
+
+impl<const C: usize, const H: usize, const W: usize> GlobalAvgPool<C, H, W> {
+    /// Input length.
+    pub const IN_LEN: usize = C * H * W;
+    /// Output length.
+    pub const OUT_LEN: usize = C;
+
+    fn check(input: usize, out: usize) -> Result<(), Error> {
+        for (expected, got) in [(Self::IN_LEN, input), (C, out)] {
+            if expected != got {
+                return Err(Error::BadLength { expected, got });
+            }
+        }
+        Ok(())
+    }
+
+    /// Mean of each channel plane (summed in row order, then multiplied by 1/(H W)).
+    ///
+    /// ```
+    /// use runtime::kernels::pool::GlobalAvgPool;
+    /// let mut y = [0.0f32; 2];
+    /// GlobalAvgPool::<2, 1, 2>::f32(&[1.0, 3.0, -1.0, 0.0], &mut y).unwrap();
+    /// assert_eq!(y, [2.0, -0.5]);
+    /// ```
+    pub fn f32(input: &[f32], out: &mut [f32]) -> Result<(), Error> {
+        Self::check(input.len(), out.len())?;
+        let inv = 1.0 / (H * W) as f32;
+        for (plane, y) in input.chunks_exact(H * W).zip(out.iter_mut()) {
+            *y = plane.iter().fold(0.0f32, |a, v| a + v) * inv;
+        }
+        Ok(())
+    }
+
+    /// int8 mean of each plane, rounded half away from zero; parameters pass through.
+    pub fn s8(input: &[i8], out: &mut [i8]) -> Result<(), Error> {
+        Self::check(input.len(), out.len())?;
+        for (plane, y) in input.chunks_exact(H * W).zip(out.iter_mut()) {
+            *y = avg_round(plane.iter().map(|v| i32::from(*v)).sum(), (H * W) as i32);
+        }
         Ok(())
     }
 }

@@ -6,6 +6,8 @@
 //! scale[band]`, and the redshift is mapped as `(z - z_shift) * z_scale`.
 
 use crate::Error;
+use crate::kernels::pool::{Pool2d, PoolKind, avg_round};
+use crate::quant::QParams;
 
 /// Parameters of the count preprocessing, recorded by the trainer in each run
 /// and exported by codegen.
@@ -42,29 +44,107 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// assert!((out[3] - 0.5 * 8f32.ln()).abs() < 1e-6);
     /// ```
     pub fn counts_f32(&self, counts: &[u16], out: &mut [f32]) -> Result<(), Error> {
-        if out.len() != counts.len() {
-            return Err(Error::BadLength {
-                expected: counts.len(),
-                got: out.len(),
-            });
+        let plane = self.plane(counts.len(), out.len())?;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.value(counts, plane, i);
         }
-        if BANDS == 0 || !counts.len().is_multiple_of(BANDS) {
-            return Err(Error::BadLength {
-                expected: BANDS,
-                got: counts.len(),
-            });
+        Ok(())
+    }
+
+    /// Preprocess and quantise to int8 with the input tensor's parameters `q`.
+    ///
+    /// ```
+    /// use runtime::kernels::preprocess::Preprocess;
+    /// use runtime::quant::QParams;
+    /// let p = Preprocess::<1>::log1p();
+    /// let q = QParams { scale: 0.05, zero_point: -128 };
+    /// let mut out = [0i8; 2];
+    /// p.counts_s8(&[0, 1], q, &mut out).unwrap();
+    /// assert_eq!(out, [-128, -128 + 14]); // ln 2 / 0.05 = 13.9
+    /// ```
+    pub fn counts_s8(&self, counts: &[u16], q: QParams, out: &mut [i8]) -> Result<(), Error> {
+        let plane = self.plane(counts.len(), out.len())?;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = q.quantize(self.value(counts, plane, i));
         }
-        let plane = counts.len() / BANDS;
-        for ((c_band, o_band), scale) in counts
-            .chunks_exact(plane)
-            .zip(out.chunks_exact_mut(plane))
-            .zip(self.band_scale)
-        {
-            for (c, o) in c_band.iter().zip(o_band.iter_mut()) {
-                *o = libm::log1pf(f32::from(*c)) * scale;
+        Ok(())
+    }
+
+    /// Preprocessing fused with the first `K x K` pooling of an `H x W` cube: each
+    /// window is preprocessed as it is pooled, so the full-resolution input is never
+    /// stored. Identical to [`Preprocess::counts_f32`] followed by
+    /// [`Pool2d::max_f32`]/[`Pool2d::avg_f32`].
+    pub fn pooled_f32<const H: usize, const W: usize, const K: usize>(
+        &self,
+        kind: PoolKind,
+        counts: &[u16],
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
+        let plane = H * W;
+        let get = |i: usize| self.value(counts, plane, i);
+        match kind {
+            PoolKind::Max => Pool2d::<BANDS, H, W, K>::each_with(get, out, |it| {
+                it.fold(f32::NEG_INFINITY, f32::max)
+            }),
+            PoolKind::Avg => {
+                let inv = 1.0 / (K * K) as f32;
+                Pool2d::<BANDS, H, W, K>::each_with(get, out, |it| {
+                    it.fold(0.0f32, |a, v| a + v) * inv
+                })
             }
         }
         Ok(())
+    }
+
+    /// Preprocessing, int8 quantisation with `q` and the first `K x K` pooling, fused:
+    /// identical to [`Preprocess::counts_s8`] followed by [`Pool2d::max_s8`]/[`Pool2d::avg_s8`].
+    pub fn pooled_s8<const H: usize, const W: usize, const K: usize>(
+        &self,
+        kind: PoolKind,
+        counts: &[u16],
+        q: QParams,
+        out: &mut [i8],
+    ) -> Result<(), Error> {
+        Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
+        let plane = H * W;
+        let get = |i: usize| q.quantize(self.value(counts, plane, i));
+        match kind {
+            PoolKind::Max => {
+                Pool2d::<BANDS, H, W, K>::each_with(get, out, |it| it.fold(i8::MIN, i8::max))
+            }
+            PoolKind::Avg => {
+                let n = (K * K) as i32;
+                Pool2d::<BANDS, H, W, K>::each_with(get, out, |it| {
+                    avg_round(it.map(i32::from).sum(), n)
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// The network input for element `i` of a band-major cube with `plane` pixels per band.
+    #[inline(always)]
+    fn value(&self, counts: &[u16], plane: usize, i: usize) -> f32 {
+        let scale = self.band_scale.get(i / plane).copied().unwrap_or(0.0);
+        libm::log1pf(f32::from(counts[i])) * scale
+    }
+
+    /// Check lengths; the plane size.
+    fn plane(&self, counts: usize, out: usize) -> Result<usize, Error> {
+        if out != counts {
+            return Err(Error::BadLength {
+                expected: counts,
+                got: out,
+            });
+        }
+        if BANDS == 0 || !counts.is_multiple_of(BANDS) {
+            return Err(Error::BadLength {
+                expected: BANDS,
+                got: counts,
+            });
+        }
+        Ok(counts / BANDS)
     }
 
     /// Map a redshift to the network's scalar input; rejects NaN, infinities and z < 0.
@@ -100,6 +180,45 @@ mod tests {
                 "count {c}"
             );
         }
+    }
+
+    /// Fusing preprocessing (and quantisation) into the first pooling changes nothing.
+    #[test]
+    fn fused_pooling_equals_preprocess_then_pool() {
+        type P = Pool2d<2, 5, 6, 2>;
+        let p = Preprocess::<2> {
+            band_scale: [1.7, 0.6],
+            z_shift: 0.0,
+            z_scale: 1.0,
+        };
+        let counts: std::vec::Vec<u16> =
+            (0..P::IN_LEN).map(|i| ((i * i * 7) % 23) as u16).collect();
+        let q = QParams::from_range(0.0, 4.0);
+        let mut x = std::vec![0.0f32; P::IN_LEN];
+        p.counts_f32(&counts, &mut x).unwrap();
+        let mut xq = std::vec![0i8; P::IN_LEN];
+        p.counts_s8(&counts, q, &mut xq).unwrap();
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            let (mut a, mut b) = ([0.0f32; P::OUT_LEN], [0.0f32; P::OUT_LEN]);
+            p.pooled_f32::<5, 6, 2>(kind, &counts, &mut a).unwrap();
+            match kind {
+                PoolKind::Max => P::max_f32(&x, &mut b).unwrap(),
+                PoolKind::Avg => P::avg_f32(&x, &mut b).unwrap(),
+            }
+            assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "{kind:?}");
+            let (mut a, mut b) = ([0i8; P::OUT_LEN], [0i8; P::OUT_LEN]);
+            p.pooled_s8::<5, 6, 2>(kind, &counts, q, &mut a).unwrap();
+            match kind {
+                PoolKind::Max => P::max_s8(&xq, &mut b).unwrap(),
+                PoolKind::Avg => P::avg_s8(&xq, &mut b).unwrap(),
+            }
+            assert_eq!(a, b, "{kind:?}");
+        }
+        let mut short = [0.0f32; 5];
+        assert!(
+            p.pooled_f32::<5, 6, 2>(PoolKind::Avg, &counts, &mut short)
+                .is_err()
+        );
     }
 
     #[test]

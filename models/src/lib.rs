@@ -1,0 +1,42 @@
+//! Generated models, committed as the reference output of `codegen export` and as the
+//! models the firmware examples flash. Nothing here is written by hand except this file:
+//! `cargo run --release -p tests --example regen-models` regenerates `edge/` and
+//! `seed_lab/`, and the test suite fails if the committed files differ from a fresh export.
+//!
+//! - [`edge`]: the `edge` preset trained for 30 epochs (`codegen/tests/fixtures/edge-e30`),
+//!   with its three weight blobs ([`blobs`]) and golden samples ([`edge_samples`]).
+//! - [`seed_lab`]: the lab report's network (`seed-lab` preset); code only, as its weights
+//!   (0.9 MB in f32) are not committed: any `seed-lab` export's blobs fit it.
+#![no_std]
+
+// Generated, formatted by codegen (prettyplease): not rustfmt's to touch.
+#[rustfmt::skip]
+#[path = "../edge/model.rs"]
+pub mod edge;
+
+// Generated, formatted by codegen (prettyplease): not rustfmt's to touch.
+#[rustfmt::skip]
+#[path = "../edge/samples.rs"]
+pub mod edge_samples;
+
+// Generated, formatted by codegen (prettyplease): not rustfmt's to touch.
+#[rustfmt::skip]
+#[path = "../seed_lab/model.rs"]
+pub mod seed_lab;
+
+/// The `edge` weight blobs, embedded and 16-byte aligned for in-place use.
+pub mod blobs {
+    use runtime::blob::Aligned;
+
+    const F32_LEN: usize = include_bytes!("../edge/model-f32.bin").len();
+    const F16_LEN: usize = include_bytes!("../edge/model-f16.bin").len();
+    const INT8_LEN: usize = include_bytes!("../edge/model-int8.bin").len();
+
+    /// `edge`, f32.
+    pub static EDGE_F32: Aligned<[u8; F32_LEN]> = Aligned(*include_bytes!("../edge/model-f32.bin"));
+    /// `edge`, f16 weights.
+    pub static EDGE_F16: Aligned<[u8; F16_LEN]> = Aligned(*include_bytes!("../edge/model-f16.bin"));
+    /// `edge`, int8.
+    pub static EDGE_INT8: Aligned<[u8; INT8_LEN]> =
+        Aligned(*include_bytes!("../edge/model-int8.bin"));
+}

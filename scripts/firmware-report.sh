@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Build and run every firmware example (firmware-examples/) in QEMU and print the markdown
+# table of docs/firmware.md: per board and model variant, flash (weights, samples, model code,
+# board support + formatting), static RAM, peak stack, instructions per inference and per MAC.
+#
+# The measuring is done by the integration test tests/tests/firmware.rs (which also checks
+# every result against the host's bit for bit); this runs it and prints the table it writes.
+# Needs QEMU: qemu-system-arm and qemu-system-riscv32 (see docs/firmware.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for qemu in qemu-system-arm qemu-system-riscv32; do
+    if ! command -v "$qemu" >/dev/null; then
+        echo "error: $qemu not found; install QEMU (docs/firmware.md, 'Reproduce')" >&2
+        exit 1
+    fi
+done
+
+report=firmware-examples/target/firmware-report.md
+rm -f "$report"
+# Progress and cargo's output go to stderr; the table to stdout.
+cargo test --release --locked -p tests --test firmware -- --nocapture --test-threads 1 >&2
+cat "$report"

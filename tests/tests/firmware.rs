@@ -1,0 +1,856 @@
+//! The firmware examples (`firmware-examples/`) on emulated boards: the generated `edge` model
+//! on an Arm MPS2 AN386 (Cortex-M4F) and AN500 (Cortex-M7) in int8 and f32, and on QEMU's
+//! RISC-V `virt` board (rv32imac) in int8 (and f32 in soft float), must give the host's
+//! results (`models::edge_samples`) bit for bit.
+//!
+//! Each example runs with `cargo run --release` in its folder (the runner is QEMU, see its
+//! `.cargo/config.toml`), first with its default features, then once per model variant alone
+//! (`--no-default-features --features <dtype>`) for the per-variant sizes. The test parses
+//! the firmware's output (results, instruction counts, peak stack) and the ELF (section and
+//! symbol sizes, read by the small ELF32 reader below), checks the `edge` int8 budget on the
+//! Cortex-M4F (weights + model code <= 64 KiB, static RAM + peak stack <= 48 KiB) and writes
+//! the measurements as a markdown table to `firmware-examples/target/firmware-report.md`
+//! (`scripts/firmware-report.sh` prints it).
+//!
+//! QEMU (`qemu-system-arm`, `qemu-system-riscv32`) must be installed: a missing emulator is a
+//! failure, not a skip.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use models::edge;
+use models::edge_samples as samples;
+
+/// One example board.
+struct Board {
+    /// Folder under `firmware-examples/`, package and binary name.
+    name: &'static str,
+    cpu: &'static str,
+    triple: &'static str,
+    qemu: &'static str,
+    /// Variants of the default build.
+    default: &'static [&'static str],
+    /// Variants built alone for the table.
+    alone: &'static [&'static str],
+    /// A note for the table.
+    note: &'static str,
+}
+
+const BOARDS: [Board; 3] = [
+    Board {
+        name: "mps2-an386",
+        cpu: "Cortex-M4F",
+        triple: "thumbv7em-none-eabihf",
+        qemu: "qemu-system-arm",
+        default: &["int8", "f32"],
+        alone: &["int8", "f32"],
+        note: "",
+    },
+    Board {
+        name: "mps2-an500",
+        cpu: "Cortex-M7",
+        triple: "thumbv7em-none-eabihf",
+        qemu: "qemu-system-arm",
+        default: &["int8", "f32"],
+        alone: &["int8", "f32"],
+        note: "",
+    },
+    Board {
+        name: "riscv-virt",
+        cpu: "RV32IMAC",
+        triple: "riscv32imac-unknown-none-elf",
+        qemu: "qemu-system-riscv32",
+        default: &["int8"],
+        alone: &["int8", "f32"],
+        note: " (soft float)",
+    },
+];
+
+/// `edge` int8 on the Cortex-M4F: weights + model code, and static RAM + peak stack.
+const FLASH_BUDGET: u64 = 64 * 1024;
+const RAM_BUDGET: u64 = 48 * 1024;
+
+/// One cargo run (build + QEMU) at most; a cold build of one example takes well under this.
+const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+
+fn firmware_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .join("firmware-examples")
+}
+
+#[test]
+fn firmware_examples_reproduce_the_host_bit_for_bit_on_emulated_boards() {
+    let started = Instant::now();
+    require_qemu();
+    let mut failures = Vec::new();
+    let mut rows = Vec::new();
+    for board in &BOARDS {
+        let run = cargo_run(board, None);
+        failures.extend(
+            check_run(board, board.default, &run)
+                .into_iter()
+                .map(|f| format!("{} (default features): {f}", board.name)),
+        );
+        for &dtype in board.alone {
+            let run = cargo_run(board, Some(dtype));
+            let errors = check_run(board, &[dtype], &run);
+            let ok = errors.is_empty();
+            failures.extend(
+                errors
+                    .into_iter()
+                    .map(|f| format!("{} ({dtype} alone): {f}", board.name)),
+            );
+            if ok {
+                match measure(board, dtype, &run) {
+                    Ok(row) => rows.push(row),
+                    Err(e) => failures.push(format!("{} ({dtype} alone): {e}", board.name)),
+                }
+            }
+        }
+    }
+    let report = report(&rows, &mut failures);
+    let path = firmware_dir().join("target/firmware-report.md");
+    std::fs::write(&path, &report).expect("writing the report");
+    println!("{report}");
+    println!(
+        "firmware test: {} runs in {:.0} s; report in {}",
+        BOARDS.iter().map(|b| 1 + b.alone.len()).sum::<usize>(),
+        started.elapsed().as_secs_f64(),
+        path.display()
+    );
+    assert!(
+        failures.is_empty(),
+        "firmware examples failed:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Fail (never skip) when an emulator is missing.
+fn require_qemu() {
+    let mut emulators: Vec<&str> = BOARDS.iter().map(|b| b.qemu).collect();
+    emulators.dedup();
+    for qemu in emulators {
+        let found = Command::new(qemu)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "`{qemu}` not found: the firmware examples run in QEMU. Install it with \
+             `apt-get install qemu-system-arm qemu-system-misc` (Debian bookworm; with \
+             bookworm-backports QEMU: `apt-get install -t bookworm-backports qemu-system-arm \
+             qemu-system-riscv`)"
+        );
+    }
+}
+
+/// What one `cargo run` gave.
+struct Run {
+    stdout: String,
+    elf: PathBuf,
+}
+
+/// `cargo run --release` in the example's folder, with the default features or one variant
+/// alone. Panics if cargo or QEMU fail or time out (output included).
+fn cargo_run(board: &Board, dtype: Option<&str>) -> Run {
+    let dir = firmware_dir();
+    let target_dir = dir.join("target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(dir.join(board.name))
+        .args(["run", "--release", "--locked", "--target-dir"])
+        .arg(&target_dir);
+    if let Some(d) = dtype {
+        cmd.args(["--no-default-features", "--features", d]);
+    }
+    // The examples' own `.cargo/config.toml` sets target, runner and rustflags; flags meant
+    // for the outer build must not override them.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+    let what = format!(
+        "`cargo run --release{}` in firmware-examples/{}",
+        dtype
+            .map(|d| format!(" --no-default-features --features {d}"))
+            .unwrap_or_default(),
+        board.name
+    );
+    let (status, stdout, stderr) =
+        run_with_timeout(&mut cmd, RUN_TIMEOUT).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        status == Some(0),
+        "{what} failed (exit {status:?}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    Run {
+        stdout,
+        elf: target_dir
+            .join(board.triple)
+            .join("release")
+            .join(board.name),
+    }
+}
+
+/// Run `cmd` to completion or kill it after `timeout`: (exit code, stdout, stderr).
+fn run_with_timeout(
+    cmd: &mut Command,
+    timeout: Duration,
+) -> Result<(Option<i32>, String, String), String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = r.read_to_end(&mut s);
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            // `cargo run` replaces itself with the runner, so this is QEMU (or the build).
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "timed out after {} s:\n{}\n{}",
+                timeout.as_secs(),
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok((
+        status.code(),
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    ))
+}
+
+/// `key=value` fields of the first line starting with `tag ` (and, when given, whose
+/// `dtype=` field is `dtype`).
+fn fields(stdout: &str, tag: &str, dtype: Option<&str>) -> Option<BTreeMap<String, String>> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(tag)?.strip_prefix(' '))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .find(|f| dtype.is_none_or(|d| f.get("dtype").is_some_and(|v| v == d)))
+}
+
+fn num<T: std::str::FromStr>(f: &BTreeMap<String, String>, key: &str) -> Result<T, String> {
+    f.get(key)
+        .ok_or_else(|| format!("no `{key}=`"))?
+        .parse()
+        .map_err(|_| format!("`{key}={}` is not a number", f[key]))
+}
+
+/// The host's results of a variant.
+fn host(dtype: &str) -> [[u32; 2]; samples::N] {
+    match dtype {
+        "int8" => samples::INT8,
+        "f32" => samples::F32,
+        "f16" => samples::F16,
+        _ => panic!("unknown variant {dtype}"),
+    }
+}
+
+/// Arena bytes of a variant (the arena is on the stack).
+fn arena_bytes(dtype: &str) -> u64 {
+    (edge::ARENA_LEN * if dtype == "int8" { 1 } else { 4 }) as u64
+}
+
+/// Everything the output of one run must show; the problems found.
+fn check_run(board: &Board, dtypes: &[&str], run: &Run) -> Vec<String> {
+    let out = &run.stdout;
+    let mut errors = Vec::new();
+    let mut fail = |e: String| errors.push(e);
+    if !out.lines().any(|l| l == "FIRMWARE PASS") {
+        fail(format!("no `FIRMWARE PASS` line:\n{out}"));
+    }
+    match fields(out, "firmware", None) {
+        Some(f) if f.get("board").map(String::as_str) == Some(board.name) => {
+            if num::<usize>(&f, "macs") != Ok(edge::MACS) {
+                fail(format!(
+                    "MACs differ from models::edge::MACS = {}",
+                    edge::MACS
+                ));
+            }
+        }
+        _ => fail(format!("no `firmware board={}` line", board.name)),
+    }
+    // The timer counts instructions: the calibration loop's known count must come out.
+    match fields(out, "calibration", None) {
+        Some(f) => {
+            let ratio = num::<f64>(&f, "instructions_per_tick");
+            let nominal = num::<f64>(&f, "nominal");
+            match (ratio, nominal) {
+                (Ok(r), Ok(n)) if (r - n).abs() <= 0.005 * n => {}
+                other => fail(format!(
+                    "calibration off (instructions per tick, nominal): {other:?}"
+                )),
+            }
+        }
+        None => fail("no `calibration` line".into()),
+    }
+    // The ELF and the firmware's own view of its sections agree.
+    match (Elf::read(&run.elf), fields(out, "sizes", None)) {
+        (Ok(elf), Some(f)) => {
+            for name in ["text", "rodata"] {
+                let elf_size = elf.section_size(&format!(".{name}"));
+                if num::<u64>(&f, name).ok() != Some(elf_size) {
+                    fail(format!(
+                        "sizes {name}={:?} but the ELF's .{name} is {elf_size}",
+                        f.get(name)
+                    ));
+                }
+            }
+        }
+        (Err(e), _) => fail(format!("{}: {e}", run.elf.display())),
+        (_, None) => fail("no `sizes` line".into()),
+    }
+    let mut inferences = 0;
+    for &dtype in dtypes {
+        let expected = host(dtype);
+        let mut seen = 0;
+        for line in out.lines() {
+            let Some(rest) = line.strip_prefix("cluster ") else {
+                continue;
+            };
+            if !line.contains(&format!("[{dtype}]")) {
+                continue;
+            }
+            let i: usize = match rest.split(':').next().and_then(|s| s.parse().ok()) {
+                Some(i) if i < samples::N => i,
+                _ => {
+                    fail(format!("bad cluster line: {line}"));
+                    continue;
+                }
+            };
+            let bits = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("bits="))
+                .and_then(|b| b.split_once(','))
+                .and_then(|(a, b)| {
+                    Some([
+                        u32::from_str_radix(a, 16).ok()?,
+                        u32::from_str_radix(b, 16).ok()?,
+                    ])
+                });
+            match bits {
+                Some(b) if b == expected[i] => seen += 1,
+                Some(b) => fail(format!(
+                    "{dtype} cluster {i}: [log_mass, sigma] bits {:08x},{:08x} but the host has {:08x},{:08x} ({} vs {}, {} vs {})",
+                    b[0],
+                    b[1],
+                    expected[i][0],
+                    expected[i][1],
+                    f32::from_bits(b[0]),
+                    f32::from_bits(expected[i][0]),
+                    f32::from_bits(b[1]),
+                    f32::from_bits(expected[i][1]),
+                )),
+                None => fail(format!("no bits in: {line}")),
+            }
+        }
+        if seen != samples::N {
+            fail(format!(
+                "{dtype}: {seen} of {} clusters identical to the host",
+                samples::N
+            ));
+        }
+        let Some(s) = fields(out, "summary", Some(dtype)) else {
+            fail(format!("no `summary dtype={dtype}` line"));
+            continue;
+        };
+        if num::<usize>(&s, "identical") != Ok(samples::N) {
+            fail(format!(
+                "{dtype}: summary says identical={:?}",
+                s.get("identical")
+            ));
+        }
+        // At least one instruction per MAC, and not absurdly many.
+        let macs = edge::MACS as u64;
+        match num::<u64>(&s, "instructions_mean") {
+            Ok(n) if (macs..=1000 * macs).contains(&n) => {}
+            other => fail(format!("{dtype}: implausible instructions_mean {other:?}")),
+        }
+        // Where the core counts retired instructions (RISC-V `minstret`), that count and the
+        // timer's agree to the timer's resolution.
+        if s.contains_key("instret_mean") {
+            match (
+                num::<u64>(&s, "instret_mean"),
+                num::<u64>(&s, "instructions_mean"),
+                num::<u64>(&s, "resolution"),
+            ) {
+                (Ok(a), Ok(b), Ok(r)) if a.abs_diff(b) <= 2 * r => {}
+                other => fail(format!("{dtype}: instret and timer disagree: {other:?}")),
+            }
+        }
+        if let Ok(n) = num::<u64>(&s, "instructions_mean") {
+            inferences += n * samples::N as u64;
+        }
+        // The arena is on the stack: the peak holds it plus a few frames.
+        let arena = arena_bytes(dtype);
+        match num::<u64>(&s, "stack_peak") {
+            Ok(n) if (arena..arena + 32 * 1024).contains(&n) => {}
+            other => fail(format!(
+                "{dtype}: implausible stack_peak {other:?} (arena {arena} B)"
+            )),
+        }
+    }
+    // The whole run outlasts a 24-bit SysTick period on the Arm boards: a lost wrap would
+    // make it shorter than its inferences.
+    match fields(out, "elapsed", None).map(|f| num::<u64>(&f, "instructions")) {
+        Some(Ok(n)) if n >= inferences => {}
+        other => fail(format!(
+            "elapsed instructions {other:?} below the inferences' sum {inferences} (timer wrap lost?)"
+        )),
+    }
+    errors
+}
+
+/// One row of the table: a board running one variant alone.
+struct Row {
+    board: &'static str,
+    cpu: &'static str,
+    dtype: &'static str,
+    note: &'static str,
+    flash: u64,
+    weights: u64,
+    samples: u64,
+    model_code: u64,
+    other_code: u64,
+    static_ram: u64,
+    stack_peak: u64,
+    instructions: u64,
+    per_mac: f64,
+}
+
+fn measure(board: &Board, dtype: &'static str, run: &Run) -> Result<Row, String> {
+    let elf = Elf::read(&run.elf)?;
+    let s = fields(&run.stdout, "summary", Some(dtype)).ok_or("no summary")?;
+    let sizes = elf.sizes();
+    let instructions: u64 = num(&s, "instructions_mean")?;
+    if sizes.weights == 0 || sizes.samples == 0 || sizes.model_code == 0 {
+        return Err(format!(
+            "weights ({} B), samples ({} B) or model code ({} B) not found in the ELF's symbols",
+            sizes.weights, sizes.samples, sizes.model_code
+        ));
+    }
+    Ok(Row {
+        board: board.name,
+        cpu: board.cpu,
+        dtype,
+        note: if dtype == "f32" { board.note } else { "" },
+        flash: sizes.flash,
+        weights: sizes.weights,
+        samples: sizes.samples,
+        model_code: sizes.model_code,
+        other_code: sizes.flash - sizes.weights - sizes.samples - sizes.model_code,
+        static_ram: sizes.static_ram,
+        stack_peak: num(&s, "stack_peak")?,
+        instructions,
+        per_mac: instructions as f64 / edge::MACS as f64,
+    })
+}
+
+/// Thousands separators.
+fn n(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The markdown report; adds a failure if the Cortex-M4F int8 budget is exceeded.
+fn report(rows: &[Row], failures: &mut Vec<String>) -> String {
+    let mut t = String::new();
+    let qemu = Command::new("qemu-system-arm")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_default();
+    let _ = writeln!(
+        t,
+        "`edge` ({} MACs per inference) on {qemu}, `-icount shift=0`; one model variant per build (`--no-default-features --features <dtype>`). Bytes.\n",
+        n(edge::MACS as u64)
+    );
+    let _ = writeln!(
+        t,
+        "| board | CPU | dtype | flash total | weights | samples | code | of which model | of which board + fmt | static RAM | peak stack | RAM total | instructions / inference | instructions / MAC |"
+    );
+    let _ = writeln!(
+        t,
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    );
+    for r in rows {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            r.board,
+            r.cpu,
+            r.dtype,
+            r.note,
+            n(r.flash),
+            n(r.weights),
+            n(r.samples),
+            n(r.model_code + r.other_code),
+            n(r.model_code),
+            n(r.other_code),
+            n(r.static_ram),
+            n(r.stack_peak),
+            n(r.static_ram + r.stack_peak),
+            n(r.instructions),
+            r.per_mac,
+        );
+    }
+    match rows
+        .iter()
+        .find(|r| r.board == "mps2-an386" && r.dtype == "int8")
+    {
+        Some(r) => {
+            let flash = r.weights + r.model_code;
+            let ram = r.static_ram + r.stack_peak;
+            let ok = flash <= FLASH_BUDGET && ram <= RAM_BUDGET;
+            let _ = writeln!(
+                t,
+                "\nBudget, `edge` int8 on the Cortex-M4F: weights + model code {} B (at most {} B), static RAM + peak stack {} B (at most {} B, activation arena of {} B on the stack): {}.",
+                n(flash),
+                n(FLASH_BUDGET),
+                n(ram),
+                n(RAM_BUDGET),
+                n(arena_bytes("int8")),
+                if ok { "met" } else { "EXCEEDED" }
+            );
+            if !ok {
+                failures.push(format!(
+                    "edge int8 on the Cortex-M4F over budget: flash {flash} B (max {FLASH_BUDGET}), RAM {ram} B (max {RAM_BUDGET})"
+                ));
+            }
+        }
+        None => failures.push("no Cortex-M4F int8 measurement for the budget".into()),
+    }
+    t
+}
+
+/// Sizes read from an ELF.
+#[derive(Debug, Default)]
+struct Sizes {
+    /// Loadable bytes: every allocated section with contents (vector table, code, constants,
+    /// the initial values of .data).
+    flash: u64,
+    /// `.data + .bss + .uninit`.
+    static_ram: u64,
+    /// The weight blob symbols (`models::blobs::EDGE_*`).
+    weights: u64,
+    /// The embedded sample counts (`models::edge_samples::COUNTS`).
+    samples: u64,
+    /// Code and constants of the `runtime`, `models`, `libm` and `half` crates and of the
+    /// firmware's `variants` module (into which LTO inlines most of the model), weights and
+    /// samples excepted.
+    model_code: u64,
+}
+
+/// The little of ELF32 (little endian) the sizes need: section headers and the symbol table.
+struct Elf {
+    sections: Vec<Section>,
+    symbols: Vec<Symbol>,
+}
+
+struct Section {
+    name: String,
+    kind: u32,
+    flags: u32,
+    size: u64,
+}
+
+struct Symbol {
+    name: String,
+    value: u32,
+    size: u64,
+    kind: u8,
+    section: u16,
+}
+
+const SHT_SYMTAB: u32 = 2;
+const SHT_NOBITS: u32 = 8;
+const SHF_ALLOC: u32 = 2;
+const STT_OBJECT: u8 = 1;
+const STT_FUNC: u8 = 2;
+
+impl Elf {
+    fn read(path: &Path) -> Result<Self, String> {
+        let b = std::fs::read(path).map_err(|e| e.to_string())?;
+        if b.get(..4) != Some(b"\x7fELF".as_slice()) || b.get(4) != Some(&1) || b.get(5) != Some(&1)
+        {
+            return Err("not a little-endian ELF32 file".into());
+        }
+        let u16_at = |o: usize| -> Result<u16, String> {
+            Ok(u16::from_le_bytes(
+                b.get(o..o + 2).ok_or("truncated")?.try_into().unwrap(),
+            ))
+        };
+        let u32_at = |o: usize| -> Result<u32, String> {
+            Ok(u32::from_le_bytes(
+                b.get(o..o + 4).ok_or("truncated")?.try_into().unwrap(),
+            ))
+        };
+        let cstr = |o: usize| -> Result<String, String> {
+            let s = b.get(o..).ok_or("bad string offset")?;
+            let end = s
+                .iter()
+                .position(|&c| c == 0)
+                .ok_or("unterminated string")?;
+            Ok(String::from_utf8_lossy(&s[..end]).into_owned())
+        };
+        let (shoff, shentsize, shnum, shstrndx) = (
+            u32_at(0x20)? as usize,
+            u16_at(0x2e)? as usize,
+            u16_at(0x30)? as usize,
+            u16_at(0x32)? as usize,
+        );
+        // name, type, flags, addr, offset, size, link, info, addralign, entsize
+        let header = |i: usize| -> Result<[u32; 10], String> {
+            let mut h = [0; 10];
+            for (k, v) in h.iter_mut().enumerate() {
+                *v = u32_at(shoff + i * shentsize + 4 * k)?;
+            }
+            Ok(h)
+        };
+        let headers = (0..shnum).map(header).collect::<Result<Vec<_>, _>>()?;
+        let names = headers.get(shstrndx).ok_or("no section name table")?[4] as usize;
+        let mut sections = Vec::new();
+        let mut symbols = Vec::new();
+        for h in &headers {
+            sections.push(Section {
+                name: cstr(names + h[0] as usize)?,
+                kind: h[1],
+                flags: h[2],
+                size: h[5] as u64,
+            });
+            if h[1] == SHT_SYMTAB {
+                let strtab = headers
+                    .get(h[6] as usize)
+                    .ok_or("bad symbol string table")?[4] as usize;
+                let (off, size, entsize) = (h[4] as usize, h[5] as usize, (h[9] as usize).max(16));
+                for e in (off..off + size).step_by(entsize) {
+                    symbols.push(Symbol {
+                        name: cstr(strtab + u32_at(e)? as usize)?,
+                        value: u32_at(e + 4)?,
+                        size: u32_at(e + 8)? as u64,
+                        kind: *b.get(e + 12).ok_or("truncated")? & 0xf,
+                        section: u16_at(e + 14)?,
+                    });
+                }
+            }
+        }
+        Ok(Self { sections, symbols })
+    }
+
+    fn section_size(&self, name: &str) -> u64 {
+        self.sections
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.size)
+            .sum()
+    }
+
+    fn sizes(&self) -> Sizes {
+        let mut s = Sizes {
+            static_ram: [".data", ".bss", ".uninit"]
+                .iter()
+                .map(|n| self.section_size(n))
+                .sum(),
+            ..Sizes::default()
+        };
+        let in_flash = |i: u16| {
+            self.sections.get(i as usize).is_some_and(|sec| {
+                sec.flags & SHF_ALLOC != 0 && sec.kind != SHT_NOBITS && sec.name != ".data"
+            })
+        };
+        for sec in &self.sections {
+            if sec.flags & SHF_ALLOC != 0 && sec.kind != SHT_NOBITS {
+                s.flash += sec.size;
+            }
+        }
+        // Aliases share an address: count each (address, size) once.
+        let mut seen = std::collections::BTreeSet::new();
+        for sym in &self.symbols {
+            if sym.size == 0
+                || !matches!(sym.kind, STT_OBJECT | STT_FUNC)
+                || !in_flash(sym.section)
+                || !seen.insert((sym.value & !1, sym.size))
+            {
+                continue;
+            }
+            let path = demangle(&sym.name);
+            if path.starts_with("models::blobs::EDGE_") {
+                s.weights += sym.size;
+            } else if path.starts_with("models::edge_samples::COUNTS") {
+                s.samples += sym.size;
+            } else if is_model_code(&path) {
+                s.model_code += sym.size;
+            }
+        }
+        s
+    }
+}
+
+/// Whether a demangled symbol belongs to the model: the runtime, the generated model, the
+/// math library, or the firmware's `variants` module (including trait impls on its types).
+fn is_model_code(path: &str) -> bool {
+    if path.starts_with("_R") {
+        // v0 mangling (the precompiled `core` uses it; so would our crates if it became the
+        // default): the crate names appear as `<len><name>`.
+        return [
+            "7runtime",
+            "6models",
+            "4libm",
+            "4half",
+            "15firmware_common8variants",
+        ]
+        .iter()
+        .any(|p| path.contains(p));
+    }
+    let path = path.trim_start_matches(['<', '&']);
+    [
+        "runtime::",
+        "models::",
+        "libm::",
+        "half::",
+        "firmware_common::variants::",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
+}
+
+/// Rust's legacy symbol mangling (`_ZN3foo3bar17h<hash>E`) to `foo::bar`, enough to tell
+/// crates apart; other names are returned as they are.
+fn demangle(name: &str) -> String {
+    let Some(mut rest) = name.strip_prefix("_ZN") else {
+        return name.to_string();
+    };
+    let mut parts = Vec::new();
+    while let Some(len_end) = rest.find(|c: char| !c.is_ascii_digit()) {
+        let Ok(len) = rest[..len_end].parse::<usize>() else {
+            break;
+        };
+        let Some(part) = rest.get(len_end..len_end + len) else {
+            break;
+        };
+        parts.push(part);
+        rest = &rest[len_end + len..];
+    }
+    if parts
+        .last()
+        .is_some_and(|p| p.len() == 17 && p.starts_with('h'))
+    {
+        parts.pop();
+    }
+    let mut out = parts.join("::");
+    for (from, to) in [
+        ("$LT$", "<"),
+        ("$GT$", ">"),
+        ("$RF$", "&"),
+        ("$BP$", "*"),
+        ("$C$", ","),
+        ("$u20$", " "),
+        ("$u27$", "'"),
+        ("$u5b$", "["),
+        ("$u5d$", "]"),
+        ("$u7b$", "{"),
+        ("$u7d$", "}"),
+        ("..", "::"),
+    ] {
+        out = out.replace(from, to);
+    }
+    out.trim_start_matches('_').to_string()
+}
+
+/// The firmware workspace has its own lock file: the runtime's numeric dependencies must be
+/// the same versions as the host's, or the host's golden results need not carry over.
+#[test]
+fn firmware_lock_file_matches_the_host_for_the_runtime_dependencies() {
+    let versions = |path: &Path| -> BTreeMap<String, Vec<String>> {
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut name = None;
+        for line in text.lines() {
+            if let Some(n) = line.strip_prefix("name = ") {
+                name = Some(n.trim_matches('"').to_string());
+            } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take()) {
+                out.entry(n)
+                    .or_default()
+                    .push(v.trim_matches('"').to_string());
+            }
+        }
+        out
+    };
+    let host = versions(&firmware_dir().parent().unwrap().join("Cargo.lock"));
+    let firmware = versions(&firmware_dir().join("Cargo.lock"));
+    for krate in ["libm", "half", "heapless"] {
+        assert_eq!(
+            firmware.get(krate),
+            host.get(krate),
+            "`{krate}` differs between Cargo.lock and firmware-examples/Cargo.lock: run \
+             `cargo update -p {krate} --precise <host version>` in firmware-examples/"
+        );
+    }
+}
+
+#[test]
+fn demangles_legacy_rust_symbols() {
+    assert_eq!(
+        demangle("_ZN6models5blobs9EDGE_INT817h0123456789abcdefE"),
+        "models::blobs::EDGE_INT8"
+    );
+    let p = demangle(
+        "_ZN86_$LT$firmware_common..variants..Int8$u20$as$u20$firmware_common..variants..Variant$GT$14infer_measured17h1344fe5c43f6724bE",
+    );
+    assert_eq!(
+        p,
+        "<firmware_common::variants::Int8 as firmware_common::variants::Variant>::infer_measured"
+    );
+    assert!(is_model_code(&p));
+    assert!(!is_model_code(&demangle(
+        "_ZN4core3fmt5float29float_to_decimal_common_exact17h0123456789abcdefE"
+    )));
+    assert_eq!(n(1_904_640), "1,904,640");
+    assert_eq!(n(640), "640");
+}

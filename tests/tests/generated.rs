@@ -1,0 +1,315 @@
+//! The generated model code (`models/`, written by `codegen export`) against independent
+//! references: burn's forward pass of the same weights (flex and ndarray), codegen's
+//! scalar reference interpreters (bit for bit), the golden vectors exported with the
+//! model, and every kind of damaged blob.
+
+use codegen::blob::Tensor;
+use codegen::export::{float_tensors, int8_tensors};
+use codegen::interp::FloatPath;
+use codegen::model::{FoldedModel, Model};
+use codegen::quantize::{QuantModel, calibrate, quantize};
+use models::{blobs, edge, edge_samples, seed_lab};
+use runtime::blob::{Aligned, BlobError, Dtype};
+use runtime::{Error, Estimate};
+use std::path::{Path, PathBuf};
+use trainer::data::Dataset;
+use trainer::generate::generate_dataset;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../codegen/tests/fixtures/edge-e30")
+}
+
+/// A blob copied into 16-byte-aligned heap memory.
+fn aligned(bytes: &[u8]) -> Box<Aligned<[u8; 1 << 20]>> {
+    let mut a = Box::new(Aligned([0u8; 1 << 20]));
+    a.0[..bytes.len()].copy_from_slice(bytes);
+    a
+}
+
+fn arena<T: Copy + Default + std::fmt::Debug, const N: usize>() -> Box<[T; N]> {
+    vec![T::default(); N].into_boxed_slice().try_into().unwrap()
+}
+
+fn bits(e: Estimate) -> [u32; 2] {
+    [e.log_mass.to_bits(), e.sigma.to_bits()]
+}
+
+fn ref_bits(p: codegen::interp::Prediction) -> [u32; 2] {
+    [(p.mu as f32).to_bits(), (p.sigma as f32).to_bits()]
+}
+
+/// int8 model of `folded` calibrated on `calib` clusters of `ds`, and its blob.
+fn int8_blob(
+    folded: &FoldedModel,
+    ds: &Dataset,
+    calib: std::ops::Range<usize>,
+) -> (QuantModel, Vec<u8>) {
+    let inputs: Vec<(&[u16], f32)> = calib.map(|i| (ds.image(i), ds.redshift[i])).collect();
+    let q = quantize(folded, &calibrate(folded, &inputs).unwrap()).unwrap();
+    let hash = codegen::export::arch_hash(folded);
+    let blob = codegen::blob::write(Dtype::Int8, hash, &int8_tensors(folded, &q));
+    (q, blob)
+}
+
+/// The committed `models/` are exactly what the exporter writes today.
+#[test]
+fn committed_models_are_a_fresh_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    tests::models::export_edge(tmp.path()).unwrap();
+    let committed = tests::models::workspace().join("models");
+    let hint = "regenerate with `cargo run --release -p tests --example regen-models` and commit";
+    for f in tests::models::EDGE_FILES {
+        let fresh = std::fs::read(tmp.path().join(f)).unwrap();
+        let old = std::fs::read(committed.join("edge").join(f)).unwrap();
+        assert!(fresh == old, "models/edge/{f} is stale: {hint}");
+    }
+    let fresh = tests::models::seed_lab_module().unwrap();
+    let old = std::fs::read_to_string(committed.join("seed_lab/model.rs")).unwrap();
+    assert!(fresh == old, "models/seed_lab/model.rs is stale: {hint}");
+    assert!(old.contains("Do not edit"));
+}
+
+/// The generated `edge` code on the embedded golden samples gives the exported host results
+/// bit for bit, in all three dtypes (the golden vectors carry their provenance in samples.rs).
+#[test]
+fn edge_reproduces_its_golden_vectors() {
+    let f32m = edge::f32::Model::new(&blobs::EDGE_F32.0).unwrap();
+    let f16m = edge::f16::Model::new(&blobs::EDGE_F16.0).unwrap();
+    let i8m = edge::int8::Model::new(&blobs::EDGE_INT8.0).unwrap();
+    let (mut af, mut ai) = (
+        arena::<f32, { edge::ARENA_LEN }>(),
+        arena::<i8, { edge::ARENA_LEN }>(),
+    );
+    for i in 0..edge_samples::N {
+        let counts = edge_samples::counts(i).unwrap();
+        let z = edge_samples::REDSHIFT[i];
+        assert_eq!(
+            bits(f32m.infer(counts, z, &mut af).unwrap()),
+            edge_samples::F32[i],
+            "f32 {i}"
+        );
+        assert_eq!(
+            bits(f16m.infer(counts, z, &mut af).unwrap()),
+            edge_samples::F16[i],
+            "f16 {i}"
+        );
+        assert_eq!(
+            bits(i8m.infer(counts, z, &mut ai).unwrap()),
+            edge_samples::INT8[i],
+            "int8 {i}"
+        );
+        // Sanity of the samples themselves: a plausible mass near the truth.
+        let mu = f32::from_bits(edge_samples::F32[i][0]);
+        assert!(
+            (mu - edge_samples::TRUE_LOG_MASS[i]).abs() < 0.6,
+            "sample {i}: {mu}"
+        );
+    }
+    assert!(edge_samples::counts(edge_samples::N).is_none());
+}
+
+/// On a few hundred unseen mocks: the generated f32 model equals burn's forward pass of the
+/// same weights on both backends within 2e-4 dex (different summation order), the f16 and
+/// int8 models equal codegen's scalar references bit for bit, and int8 is deterministic.
+#[test]
+fn edge_generated_code_matches_burn_and_the_scalar_references() {
+    use trainer::fit::config::Backend;
+    use trainer::fit::prep::Preprocess;
+    use trainer::fit::train::{device, predict};
+    let dir = fixture();
+    let model = Model::load(&dir).unwrap();
+    let folded = model.fold_batch_norm().unwrap();
+    let ds = generate_dataset(&tests::simulator(81, |_| {}), 300);
+    let (q, qblob) = int8_blob(&folded, &ds, 0..64);
+    let qblob = aligned(&qblob);
+    let i8m = edge::int8::Model::new(&qblob.0[..]).unwrap();
+    let f32m = edge::f32::Model::new(&blobs::EDGE_F32.0).unwrap();
+    let f16m = edge::f16::Model::new(&blobs::EDGE_F16.0).unwrap();
+    let (mut af, mut ai) = (
+        arena::<f32, { edge::ARENA_LEN }>(),
+        arena::<i8, { edge::ARENA_LEN }>(),
+    );
+    let mut gen_mu = Vec::new();
+    for i in 0..ds.len() {
+        let (c, z) = (ds.image(i), ds.redshift[i]);
+        let e = f32m.infer(c, z, &mut af).unwrap();
+        assert_eq!(
+            bits(e),
+            ref_bits(folded.predict(c, z, FloatPath::F32).unwrap()),
+            "f32 {i}"
+        );
+        gen_mu.push(f64::from(e.log_mass));
+        let e16 = f16m.infer(c, z, &mut af).unwrap();
+        assert_eq!(
+            bits(e16),
+            ref_bits(folded.predict(c, z, FloatPath::F16).unwrap()),
+            "f16 {i}"
+        );
+        let e8 = i8m.infer(c, z, &mut ai).unwrap();
+        assert_eq!(bits(e8), ref_bits(q.predict(c, z).unwrap()), "int8 {i}");
+        // Deterministic: a second run through a dirty arena gives the same bits.
+        assert_eq!(bits(i8m.infer(c, z, &mut ai).unwrap()), bits(e8));
+    }
+    let desc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("model.json")).unwrap()).unwrap();
+    let layers: Vec<codegen::arch::Layer> = serde_json::from_value(desc["layers"].clone()).unwrap();
+    let pre: Preprocess = serde_json::from_value(desc["preprocess"].clone()).unwrap();
+    let idx: Vec<usize> = (0..ds.len()).collect();
+    for backend in [Backend::Flex, Backend::Ndarray] {
+        let dev = device(backend);
+        let net =
+            trainer::fit::export::load_safetensors(&dir.join("model.safetensors"), &layers, &dev)
+                .unwrap();
+        let (mu, _) = predict(&net, &layers, &pre, &ds, &idx, &dev);
+        for i in idx.iter().copied() {
+            assert!(
+                (gen_mu[i] - mu[i]).abs() < 2e-4,
+                "{backend:?} cluster {i}: generated {} vs burn {}",
+                gen_mu[i],
+                mu[i]
+            );
+        }
+    }
+}
+
+/// The `seed-lab` preset (the lab's network: convolution first, no fused first pool, five
+/// dense layers) exports and runs through its generated code in every dtype, equal to the
+/// scalar references bit for bit and to burn within 2e-4 (relative).
+#[test]
+fn seed_lab_exports_and_runs() {
+    use trainer::fit::config::Backend;
+    use trainer::fit::train::{device, predict};
+    let run = tempfile::tempdir().unwrap();
+    tests::models::seed_lab_run(run.path(), 40).unwrap();
+    let model = Model::load(run.path()).unwrap();
+    let folded = model.fold_batch_norm().unwrap();
+    assert_eq!(codegen::export::arch_hash(&folded), seed_lab::ARCH_HASH);
+    let ds = Dataset::load(&run.path().join("calibration.npz")).unwrap();
+    let hash = seed_lab::ARCH_HASH;
+    let f32b = aligned(&codegen::blob::write(
+        Dtype::F32,
+        hash,
+        &float_tensors(&folded, false),
+    ));
+    let f16b = aligned(&codegen::blob::write(
+        Dtype::F16,
+        hash,
+        &float_tensors(&folded, true),
+    ));
+    let (q, i8b) = int8_blob(&folded, &ds, 0..20);
+    let i8b = aligned(&i8b);
+    let f32m = seed_lab::f32::Model::new(&f32b.0[..]).unwrap();
+    let f16m = seed_lab::f16::Model::new(&f16b.0[..]).unwrap();
+    let i8m = seed_lab::int8::Model::new(&i8b.0[..]).unwrap();
+    let (mut af, mut ai) = (
+        arena::<f32, { seed_lab::ARENA_LEN }>(),
+        arena::<i8, { seed_lab::ARENA_LEN }>(),
+    );
+    let mut gen_mu = Vec::new();
+    for i in 20..40 {
+        let (c, z) = (ds.image(i), ds.redshift[i]);
+        let e = f32m.infer(c, z, &mut af).unwrap();
+        assert_eq!(
+            bits(e),
+            ref_bits(folded.predict(c, z, FloatPath::F32).unwrap())
+        );
+        gen_mu.push(f64::from(e.log_mass));
+        let e16 = f16m.infer(c, z, &mut af).unwrap();
+        assert_eq!(
+            bits(e16),
+            ref_bits(folded.predict(c, z, FloatPath::F16).unwrap())
+        );
+        let e8 = i8m.infer(c, z, &mut ai).unwrap();
+        assert_eq!(bits(e8), ref_bits(q.predict(c, z).unwrap()));
+    }
+    let layers = model.desc.layers.clone();
+    let pre: trainer::fit::prep::Preprocess =
+        serde_json::from_value(serde_json::to_value(&model.desc.preprocess).unwrap()).unwrap();
+    let idx: Vec<usize> = (20..40).collect();
+    for backend in [Backend::Flex, Backend::Ndarray] {
+        let dev = device(backend);
+        let net = trainer::fit::export::load_safetensors(
+            &run.path().join("model.safetensors"),
+            &layers,
+            &dev,
+        )
+        .unwrap();
+        let (mu, _) = predict(&net, &layers, &pre, &ds, &idx, &dev);
+        for (k, m) in mu.iter().enumerate() {
+            assert!(
+                (gen_mu[k] - m).abs() < 2e-4 * m.abs().max(1.0),
+                "{backend:?} cluster {}: generated {} vs burn {m}",
+                idx[k],
+                gen_mu[k]
+            );
+        }
+    }
+}
+
+/// Every kind of damaged or foreign blob is refused by the generated loader with a typed
+/// error, and bad inputs to `infer` are errors; nothing panics.
+#[test]
+fn generated_loaders_refuse_damaged_blobs_and_bad_inputs() {
+    let good = blobs::EDGE_INT8.0.to_vec();
+    let load = |b: &[u8]| edge::int8::Model::new(&aligned(b).0[..b.len()]).map(|_| ());
+    assert_eq!(load(&good), Ok(()));
+    // Truncated anywhere.
+    for n in [0, 10, 40, good.len() / 2, good.len() - 1] {
+        assert_eq!(load(&good[..n]), Err(BlobError::Truncated), "{n} bytes");
+    }
+    // A flipped bit anywhere (header, table, weights, tables, zero points).
+    for pos in (0..good.len()).step_by(97) {
+        let mut b = good.clone();
+        b[pos] ^= 0x10;
+        assert!(load(&b).is_err(), "flip at {pos}");
+    }
+    // Another dtype of the same model, another architecture.
+    assert_eq!(
+        edge::int8::Model::new(&blobs::EDGE_F32.0).map(|_| ()),
+        Err(BlobError::WrongDtype)
+    );
+    let folded = Model::load(fixture()).unwrap().fold_batch_norm().unwrap();
+    let mut tensors = float_tensors(&folded, false);
+    let foreign = codegen::blob::write(Dtype::F32, seed_lab::ARCH_HASH, &tensors);
+    assert!(matches!(
+        seed_lab::f32::Model::new(&aligned(&foreign).0[..foreign.len()]),
+        Err(BlobError::WrongTensor { .. })
+    ));
+    let hash = codegen::export::arch_hash(&folded);
+    let other = codegen::blob::write(Dtype::F32, hash ^ 1, &tensors);
+    assert_eq!(
+        edge::f32::Model::new(&aligned(&other).0[..other.len()]).map(|_| ()),
+        Err(BlobError::WrongArchitecture)
+    );
+    // Misaligned in memory.
+    let a = aligned(&[&[0u8][..], &blobs::EDGE_F16.0[..]].concat());
+    assert_eq!(
+        edge::f16::Model::new(&a.0[1..1 + blobs::EDGE_F16.0.len()]).map(|_| ()),
+        Err(BlobError::Misaligned)
+    );
+    // Well-formed blobs with unusable values: NaN in the model constants.
+    if let Tensor::F32(meta) = &mut tensors[0] {
+        meta[0] = f32::NAN;
+    }
+    let nan = codegen::blob::write(Dtype::F32, hash, &tensors);
+    assert_eq!(
+        edge::f32::Model::new(&aligned(&nan).0[..nan.len()]).map(|_| ()),
+        Err(BlobError::BadValue { index: 0 })
+    );
+    // Bad inputs to a good model.
+    let m = edge::f32::Model::new(&blobs::EDGE_F32.0).unwrap();
+    let mut af = arena::<f32, { edge::ARENA_LEN }>();
+    let counts = vec![1u16; edge::INPUT_LEN];
+    assert!(m.infer(&counts, 0.3, &mut af).is_ok());
+    assert!(matches!(
+        m.infer(&counts[1..], 0.3, &mut af),
+        Err(Error::BadLength { .. })
+    ));
+    for z in [f32::NAN, f32::INFINITY, -0.1] {
+        assert_eq!(
+            m.infer(&counts, z, &mut af),
+            Err(Error::BadScalar),
+            "z = {z}"
+        );
+    }
+}
