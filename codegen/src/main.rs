@@ -131,6 +131,42 @@ fn parse_layer(tok: &str) -> Result<Layer> {
     bail!("unknown layer `{tok}` (see `codegen plan --help`)")
 }
 
+/// Decode tensor 0, the model constants every blob starts with (`runtime::model::Meta`).
+fn print_constants(bytes: &[u8], h: &runtime::blob::Header) {
+    let Some((runtime::blob::Elem::F32, n)) = runtime::blob::Header::entry(bytes, 0) else {
+        return;
+    };
+    let off = runtime::blob::HEADER_LEN;
+    let start =
+        u32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]]) as usize;
+    let Some(raw) = bytes
+        .get(start..start + 4 * n)
+        .filter(|_| n > 5 && h.tensors > 0)
+    else {
+        return;
+    };
+    let v: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let bands = n - 5;
+    let t = &v[bands..];
+    let calib = match t[3] as i32 {
+        _ if t[3].fract() != 0.0 => "invalid".to_string(),
+        0 => "none".to_string(),
+        1 => format!("sigma x {}", t[4]),
+        2 => format!("constant {} dex", t[4]),
+        _ => "invalid".to_string(),
+    };
+    println!(
+        "model constants: {bands} band scales {:?}, z' = (z - {}) x {}, sigma floor {}, sigma calibration {calib}",
+        &v[..bands],
+        t[0],
+        t[1],
+        t[2]
+    );
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -190,6 +226,15 @@ fn main() -> Result<()> {
                 if let Some((elem, n)) = runtime::blob::Header::entry(&bytes, i) {
                     println!("  tensor {i:>2}: {elem:?} x {n}");
                 }
+            }
+            print_constants(&bytes, &h);
+            // The export's report sits next to its blobs.
+            let report = blob.with_file_name("report.md");
+            match std::fs::read_to_string(&report) {
+                Ok(text) => println!("\n{}:\n\n{text}", report.display()),
+                Err(_) => println!(
+                    "\n(no report.md next to the blob; `codegen export` writes one with each export)"
+                ),
             }
         }
         Command::Report { run_dir } => {
