@@ -51,6 +51,33 @@ fn int8_blob(
     (q, blob)
 }
 
+/// burn's forward pass (mean log mass) of a run's exported weights on clusters `idx` of `ds`,
+/// on flex and on ndarray.
+fn burn_mu(run: &Path, ds: &Dataset, idx: &[usize]) -> Vec<(String, Vec<f64>)> {
+    use trainer::fit::config::Backend;
+    use trainer::fit::train::{device, predict};
+    let model = Model::load(run).unwrap();
+    let layers = model.desc.layers.clone();
+    let pre: trainer::fit::prep::Preprocess =
+        serde_json::from_value(serde_json::to_value(&model.desc.preprocess).unwrap()).unwrap();
+    [Backend::Flex, Backend::Ndarray]
+        .into_iter()
+        .map(|backend| {
+            let dev = device(backend);
+            let net = trainer::fit::export::load_safetensors(
+                &run.join("model.safetensors"),
+                &layers,
+                &dev,
+            )
+            .unwrap();
+            (
+                format!("{backend:?}"),
+                predict(&net, &layers, &pre, ds, idx, &dev).0,
+            )
+        })
+        .collect()
+}
+
 /// The committed `models/` are exactly what the exporter writes today.
 #[test]
 fn committed_models_are_a_fresh_export() {
@@ -113,9 +140,6 @@ fn edge_reproduces_its_golden_vectors() {
 /// int8 models equal codegen's scalar references bit for bit, and int8 is deterministic.
 #[test]
 fn edge_generated_code_matches_burn_and_the_scalar_references() {
-    use trainer::fit::config::Backend;
-    use trainer::fit::prep::Preprocess;
-    use trainer::fit::train::{device, predict};
     let dir = fixture();
     let model = Model::load(&dir).unwrap();
     let folded = model.fold_batch_norm().unwrap();
@@ -150,21 +174,12 @@ fn edge_generated_code_matches_burn_and_the_scalar_references() {
         // Deterministic: a second run through a dirty arena gives the same bits.
         assert_eq!(bits(i8m.infer(c, z, &mut ai).unwrap()), bits(e8));
     }
-    let desc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("model.json")).unwrap()).unwrap();
-    let layers: Vec<codegen::arch::Layer> = serde_json::from_value(desc["layers"].clone()).unwrap();
-    let pre: Preprocess = serde_json::from_value(desc["preprocess"].clone()).unwrap();
     let idx: Vec<usize> = (0..ds.len()).collect();
-    for backend in [Backend::Flex, Backend::Ndarray] {
-        let dev = device(backend);
-        let net =
-            trainer::fit::export::load_safetensors(&dir.join("model.safetensors"), &layers, &dev)
-                .unwrap();
-        let (mu, _) = predict(&net, &layers, &pre, &ds, &idx, &dev);
+    for (backend, mu) in burn_mu(&dir, &ds, &idx) {
         for i in idx.iter().copied() {
             assert!(
                 (gen_mu[i] - mu[i]).abs() < 2e-4,
-                "{backend:?} cluster {i}: generated {} vs burn {}",
+                "{backend} cluster {i}: generated {} vs burn {}",
                 gen_mu[i],
                 mu[i]
             );
@@ -177,8 +192,6 @@ fn edge_generated_code_matches_burn_and_the_scalar_references() {
 /// scalar references bit for bit and to burn within 2e-4 (relative).
 #[test]
 fn seed_lab_exports_and_runs() {
-    use trainer::fit::config::Backend;
-    use trainer::fit::train::{device, predict};
     let run = tempfile::tempdir().unwrap();
     tests::models::seed_lab_run(run.path(), 40).unwrap();
     let model = Model::load(run.path()).unwrap();
@@ -222,23 +235,12 @@ fn seed_lab_exports_and_runs() {
         let e8 = i8m.infer(c, z, &mut ai).unwrap();
         assert_eq!(bits(e8), ref_bits(q.predict(c, z).unwrap()));
     }
-    let layers = model.desc.layers.clone();
-    let pre: trainer::fit::prep::Preprocess =
-        serde_json::from_value(serde_json::to_value(&model.desc.preprocess).unwrap()).unwrap();
     let idx: Vec<usize> = (20..40).collect();
-    for backend in [Backend::Flex, Backend::Ndarray] {
-        let dev = device(backend);
-        let net = trainer::fit::export::load_safetensors(
-            &run.path().join("model.safetensors"),
-            &layers,
-            &dev,
-        )
-        .unwrap();
-        let (mu, _) = predict(&net, &layers, &pre, &ds, &idx, &dev);
+    for (backend, mu) in burn_mu(run.path(), &ds, &idx) {
         for (k, m) in mu.iter().enumerate() {
             assert!(
                 (gen_mu[k] - m).abs() < 2e-4 * m.abs().max(1.0),
-                "{backend:?} cluster {}: generated {} vs burn {m}",
+                "{backend} cluster {}: generated {} vs burn {m}",
                 idx[k],
                 gen_mu[k]
             );

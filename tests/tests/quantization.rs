@@ -54,44 +54,6 @@ fn int8_scatter_cost_on_unseen_clusters() {
     assert!(s8 - s32 <= 0.01, "int8 {s8} vs f32 {s32}");
 }
 
-/// codegen's f32 interpreter (bit-exact to the runtime's kernels, see codegen's tests)
-/// computes the same network as burn's forward pass, on both CPU backends.
-#[test]
-fn f32_reference_equals_burn_forward_on_flex_and_ndarray() {
-    use trainer::fit::config::Backend;
-    use trainer::fit::prep::Preprocess;
-    use trainer::fit::train::{device, predict};
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../codegen/tests/fixtures/edge-e30");
-    let model = Model::load(&dir).unwrap();
-    let folded = model.fold_batch_norm().unwrap();
-    let desc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("model.json")).unwrap()).unwrap();
-    let layers: Vec<codegen::arch::Layer> = serde_json::from_value(desc["layers"].clone()).unwrap();
-    let pre: Preprocess = serde_json::from_value(desc["preprocess"].clone()).unwrap();
-    let ds = generate_dataset(&tests::simulator(78, |_| {}), 300);
-    let idx: Vec<usize> = (0..ds.len()).collect();
-    for backend in [Backend::Flex, Backend::Ndarray] {
-        let dev = device(backend);
-        let net =
-            trainer::fit::export::load_safetensors(&dir.join("model.safetensors"), &layers, &dev)
-                .unwrap();
-        let (mu, _) = predict(&net, &layers, &pre, &ds, &idx, &dev);
-        for &i in &idx {
-            let p = folded
-                .predict(ds.image(i), ds.redshift[i], FloatPath::F32)
-                .unwrap();
-            // Same f32 arithmetic, different summation order: agreement to ~1e-5 dex.
-            assert!(
-                (p.mu - mu[i]).abs() < 2e-4,
-                "{backend:?} cluster {i}: reference {} vs burn {}",
-                p.mu,
-                mu[i]
-            );
-        }
-    }
-}
-
 /// `codegen export` on a run directory: three blobs that the runtime's loader accepts for
 /// this architecture, and a report with the accuracy of each dtype.
 #[test]
