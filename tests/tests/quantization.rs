@@ -48,10 +48,10 @@ fn int8_scatter_cost_on_unseen_clusters() {
     // The export is the model the trainer scored at 0.113 dex on its own test split.
     assert!((0.09..0.14).contains(&s32), "f32 {s32}");
     assert!((s16 - s32).abs() < 0.001, "f16 {s16} vs f32 {s32}");
-    // Regression guard, not the target: issue 4 asks for at most 0.005 dex, measured on
-    // 10,000 scoring clusters (MSE range calibration: +0.0026; `codegen --example int8_study`,
-    // README). On 1,000 clusters the difference itself carries ~0.002 dex of noise.
-    assert!(s8 - s32 <= 0.01, "int8 {s8} vs f32 {s32}");
+    // Issue 4's target, at most 0.005 dex, on this set (0.0023 with MSE range calibration;
+    // min/max gave about 0.006 on large sets). The figure quoted in the README comes from
+    // 10,000 scoring clusters (+0.0026; `codegen --example int8_study`).
+    assert!(s8 - s32 <= 0.005, "int8 {s8} vs f32 {s32}");
 }
 
 /// `codegen export` on a run directory: three blobs that the runtime's loader accepts for
