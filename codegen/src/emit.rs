@@ -14,7 +14,7 @@
 use crate::model::{FoldedModel, Op};
 use crate::plan::{self, Step};
 use crate::report;
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use std::fmt::Write as _;
 
 /// The three numeric paths.
@@ -144,6 +144,29 @@ pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<S
         "/// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan."
     )?;
     writeln!(w, "pub const ARENA_LEN: usize = {arena};")?;
+    let convs: Vec<usize> = (0..n)
+        .filter(|&i| matches!(m.ops[i], Op::Conv2d(_)))
+        .collect();
+    if !convs.is_empty() {
+        for (name, what) in [
+            ("F32", "f32 values (`f32` and `f16` models)"),
+            ("S8", "i16 values (`int8` model)"),
+        ] {
+            writeln!(
+                w,
+                "/// im2col scratch of the SIMD convolutions, {what}, on the stack of `infer`; 0 when this build has no SIMD path for the target."
+            )?;
+            writeln!(
+                w,
+                "pub const SCRATCH_{name}: usize = runtime::kernels::simd::max_len([{}]);",
+                convs
+                    .iter()
+                    .map(|i| format!("Op{i}::SCRATCH_{name}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+        }
+    }
 
     // Kernel types and constants per op.
     let mut macs = Vec::new();
@@ -215,13 +238,21 @@ pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<S
                 w,
                 "const _: () = assert!(Op{i}::IN_LEN == {} && {} <= ARENA_LEN);",
                 st.in_len,
-                st.in_len + st.out_len
+                st.need()
             )?;
         }
-        if has_type && i + 1 < n {
+        let last = st.pool.unwrap_or(i);
+        if let Some((p, Op::Pool2d { size, .. })) = st.pool.map(|p| (p, &m.ops[p])) {
             writeln!(
                 w,
-                "const _: () = assert!(Op{i}::OUT_LEN == {});",
+                "const _: () = assert!(Op{i}::OUT_LEN == Op{p}::IN_LEN && Op{i}::line_len::<{size}>() == {});",
+                st.line_len
+            )?;
+        }
+        if has_type && last + 1 < n {
+            writeln!(
+                w,
+                "const _: () = assert!(Op{last}::OUT_LEN == {});",
                 st.out_len
             )?;
         }
@@ -357,7 +388,14 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
         writeln!(w, "use runtime::kernels::conv2d::QuantArgs;")?;
         writeln!(w, "use runtime::quant::{{QParams, Requant}};")?;
     }
-    writeln!(w, "use runtime::model::{{Estimate, Meta, ping_pong}};")?;
+    writeln!(
+        w,
+        "#[allow(unused_imports)] use runtime::model::{{Estimate, Meta, ping_pong, ping_pong_line}};"
+    )?;
+    writeln!(
+        w,
+        "#[allow(unused_imports)] use runtime::kernels::pool::PoolKind;"
+    )?;
     writeln!(w, "use runtime::Error;")?;
     writeln!(
         w,
@@ -479,6 +517,12 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     writeln!(w, "let p = &self.meta.preprocess;")?;
     writeln!(w, "let z = p.redshift(z)?;")?;
     writeln!(w, "let arena: &mut [{act_ty}] = arena;")?;
+    if m.ops.iter().any(|op| matches!(op, Op::Conv2d(_))) {
+        match path {
+            Path::Int8 => writeln!(w, "let scratch = &mut [0i16; SCRATCH_S8];")?,
+            _ => writeln!(w, "let scratch = &mut [0.0f32; SCRATCH_F32];")?,
+        }
+    }
     for st in steps {
         let (inl, outl, front) = (st.in_len, st.out_len, st.input_at_front);
         let Some(i) = st.op else {
@@ -509,7 +553,7 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
                     writeln!(w, "let mut acc = [0i32; 2];")?;
                     writeln!(
                         w,
-                        "Op{i}::acc_s8(x, self.w{i}, self.b{i}, self.zp[{i}], &mut acc)?;"
+                        "Op{i}::acc_s8_fast(x, self.w{i}, self.b{i}, self.zp[{i}], &mut acc)?;"
                     )?;
                     writeln!(
                         w,
@@ -520,12 +564,38 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
                     writeln!(w, "let mut raw = [0.0f32; 2];")?;
                     writeln!(
                         w,
-                        "Op{i}::{}(x, self.w{i}, self.b{i}, 1.0, &mut raw)?;",
-                        path.name()
+                        "Op{i}::f32_fast(x, self.w{i}, self.b{i}, 1.0, &mut raw)?;"
                     )?;
                 }
             }
             writeln!(w, "Ok(self.meta.estimate(raw))")?;
+            continue;
+        }
+        let int8 = path == Path::Int8;
+        if let (Some(pi), Op::Conv2d(_)) = (st.pool, op) {
+            let Op::Pool2d { kind, size } = &m.ops[pi] else {
+                bail!("op {pi} fused as a pooling is not one (a codegen bug)");
+            };
+            let line = st.line_len;
+            writeln!(
+                w,
+                "{{ let (x, y, line) = ping_pong_line(arena, {inl}, {outl}, {line}, {front})?;"
+            )?;
+            let kind = match kind {
+                crate::arch::PoolKind::Max => "PoolKind::Max",
+                crate::arch::PoolKind::Avg => "PoolKind::Avg",
+            };
+            match path {
+                Path::Int8 => writeln!(
+                    w,
+                    "Op{i}::s8_pooled::<{size}>({kind}, x, self.w{i}, self.b{i}, {}, y, line, scratch)?; }}",
+                    qargs()
+                )?,
+                _ => writeln!(
+                    w,
+                    "Op{i}::f32_pooled::<{size}, _>({kind}, x, self.w{i}, self.b{i}, {slope}, y, line, scratch)?; }}"
+                )?,
+            }
             continue;
         }
         let x = if st.preprocess { "_" } else { "x" };
@@ -533,7 +603,6 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
             w,
             "{{ let ({x}, y) = ping_pong(arena, {inl}, {outl}, {front})?;"
         )?;
-        let int8 = path == Path::Int8;
         let call = match op {
             Op::Pool2d { kind, .. } if st.preprocess => {
                 let k = pool_kind(*kind);
@@ -551,12 +620,19 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
                 format!("Op{i}::{k}_{}(x, y)?;", if int8 { "s8" } else { "f32" })
             }
             Op::GlobalAvgPool => format!("Op{i}::{}(x, y)?;", if int8 { "s8" } else { "f32" }),
-            Op::Conv2d(_) | Op::Dense(_) => match path {
-                Path::Int8 => format!("Op{i}::s8(x, self.w{i}, self.b{i}, {}, y)?;", qargs()),
+            Op::Conv2d(_) => match path {
+                Path::Int8 => format!(
+                    "Op{i}::s8_rows(x, self.w{i}, self.b{i}, {}, 0, y, scratch)?;",
+                    qargs()
+                ),
                 _ => format!(
-                    "Op{i}::{}(x, self.w{i}, self.b{i}, {slope}, y)?;",
+                    "Op{i}::{}_rows(x, self.w{i}, self.b{i}, {slope}, 0, y, scratch)?;",
                     path.name()
                 ),
+            },
+            Op::Dense(_) => match path {
+                Path::Int8 => format!("Op{i}::s8_fast(x, self.w{i}, self.b{i}, {}, y)?;", qargs()),
+                _ => format!("Op{i}::f32_fast(x, self.w{i}, self.b{i}, {slope}, y)?;"),
             },
             Op::FlattenConcatZ => {
                 if int8 {

@@ -4,6 +4,11 @@
 //! caller's raw u16 counts into the network input; when the network starts with a
 //! pooling layer that step also pools (fused), so the full-resolution input is never
 //! stored. The head writes its two outputs to the stack, not the arena.
+//!
+//! A convolution directly followed by a pooling layer runs as one fused step
+//! (convolution, activation and pooling over a line buffer of `pool size` output rows,
+//! [`runtime::kernels::conv2d::Conv2d::s8_pooled`]): its pre-pooling map is never stored
+//! whole, and the step needs `input + line buffer + pooled output`.
 
 use crate::model::{FoldedModel, Op};
 use anyhow::Result;
@@ -15,16 +20,33 @@ pub struct Step {
     pub op: Option<usize>,
     /// Whether the preprocessing of the counts is fused into this step.
     pub preprocess: bool,
+    /// Index of the pooling op fused into this (convolution) step, if any.
+    pub pool: Option<usize>,
     /// Input elements read from the arena (0 when the input is the raw counts).
     pub in_len: usize,
     /// Output elements written to the arena (0 for the head).
     pub out_len: usize,
+    /// Line-buffer elements of a fused convolution + pooling (else 0).
+    pub line_len: usize,
     /// True when the input sits at the front of the arena (the output goes to the back).
     pub input_at_front: bool,
 }
 
-/// The schedule of a folded model.
+impl Step {
+    /// Arena elements this step needs.
+    pub fn need(&self) -> usize {
+        self.in_len + self.line_len + self.out_len
+    }
+}
+
+/// The schedule of a folded model, with convolution + pooling fused.
 pub fn steps(m: &FoldedModel) -> Result<Vec<Step>> {
+    steps_with(m, true)
+}
+
+/// The schedule, with (`fuse`) or without convolution + pooling fusion (the latter is what
+/// the previous plan did: every op's full output stored in the arena).
+pub fn steps_with(m: &FoldedModel, fuse: bool) -> Result<Vec<Step>> {
     let shapes = m.shapes()?;
     let n = m.ops.len();
     let fuse_first = matches!(m.ops.first(), Some(Op::Pool2d { .. }));
@@ -35,33 +57,46 @@ pub fn steps(m: &FoldedModel) -> Result<Vec<Step>> {
         out.push(Step {
             op: None,
             preprocess: true,
+            pool: None,
             in_len: 0,
             out_len: shapes[0].len(),
+            line_len: 0,
             input_at_front: front,
         });
         front = !front;
     }
-    for i in 0..n {
+    let mut i = 0;
+    while i < n {
         let fused = fuse_first && i == 0;
+        let pool = match (&m.ops[i], m.ops.get(i + 1)) {
+            (Op::Conv2d(c), Some(Op::Pool2d { size, .. })) if fuse && i + 2 < n => {
+                Some((i + 1, c.geom.filters * size * shapes[i + 1].w))
+            }
+            _ => None,
+        };
+        let last = pool.map_or(i, |(p, _)| p);
         out.push(Step {
             op: Some(i),
             preprocess: fused,
+            pool: pool.map(|(p, _)| p),
             in_len: if fused { 0 } else { shapes[i].len() },
-            out_len: if i + 1 == n { 0 } else { shapes[i + 1].len() },
+            out_len: if last + 1 == n {
+                0
+            } else {
+                shapes[last + 1].len()
+            },
+            line_len: pool.map_or(0, |(_, l)| l),
             input_at_front: front,
         });
         front = !front;
+        i = last + 1;
     }
     Ok(out)
 }
 
 /// Arena length in elements (f32 for the float paths, i8 for int8).
 pub fn arena_len(steps: &[Step]) -> usize {
-    steps
-        .iter()
-        .map(|s| s.in_len + s.out_len)
-        .max()
-        .unwrap_or(0)
+    steps.iter().map(Step::need).max().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -70,20 +105,40 @@ mod tests {
     use crate::model::Model;
     use crate::testutil::e30_dir;
 
-    /// edge: the fused first pool writes 10x25x25 = 6,250 values; the first convolution
-    /// then reads them and writes 16x25x25 = 10,000: 16,250 is the peak, by hand.
+    /// edge, by hand. Unfused: the fused first pool writes 10x25x25 = 6,250 values; the
+    /// first convolution reads them and writes 16x25x25 = 10,000: 16,250 is the peak.
+    /// Fused: that convolution pools as it goes, writing 16x12x12 = 2,304 values through a
+    /// line buffer of 2 rows of 16x25: 6,250 + 800 + 2,304 = 9,354.
     #[test]
     fn edge_plan_by_hand() {
         let m = Model::load(e30_dir()).unwrap().fold_batch_norm().unwrap();
-        let s = steps(&m).unwrap();
+        let s = steps_with(&m, false).unwrap();
         assert_eq!(s.len(), m.ops.len());
         assert!(s[0].preprocess && s[0].in_len == 0 && s[0].out_len == 6_250);
         assert_eq!((s[1].in_len, s[1].out_len), (6_250, 10_000));
         assert_eq!(s.last().unwrap().out_len, 0);
         assert_eq!(arena_len(&s), 16_250);
-        assert!(
-            s.windows(2)
-                .all(|w| w[0].input_at_front != w[1].input_at_front)
+        let f = steps(&m).unwrap();
+        // pool, conv+pool x3, concat, dense, head
+        assert_eq!(f.len(), 7);
+        assert_eq!(
+            (f[1].op, f[1].pool, f[1].in_len, f[1].line_len, f[1].out_len),
+            (Some(1), Some(2), 6_250, 800, 2_304)
         );
+        assert_eq!(
+            (f[2].in_len, f[2].line_len, f[2].out_len),
+            (2_304, 768, 1_152)
+        );
+        assert_eq!(
+            (f[3].in_len, f[3].line_len, f[3].out_len),
+            (1_152, 384, 288)
+        );
+        assert_eq!(arena_len(&f), 9_354);
+        for s in [&s, &f] {
+            assert!(
+                s.windows(2)
+                    .all(|w| w[0].input_at_front != w[1].input_at_front)
+            );
+        }
     }
 }

@@ -76,6 +76,8 @@ pub struct Report {
     pub weight_bytes: Bytes,
     /// Peak activation RAM of the memory plan (the generated code's arena).
     pub activation_peak: Bytes,
+    /// The same without convolution + pooling fusion (every pre-pooling map stored whole).
+    pub activation_peak_unfused: Bytes,
     /// The raw u16 input cube.
     pub raw_input_bytes: u64,
 }
@@ -154,12 +156,15 @@ pub fn report(model: &FoldedModel) -> Result<Report> {
             weight_bytes: weight_bytes(op, i + 1 == n),
         })
         .collect();
-    let arena = crate::plan::arena_len(&crate::plan::steps(model)?) as u64;
-    let peak = Bytes {
-        f32: 4 * arena,
-        f16: 4 * arena,
-        int8: arena,
+    let bytes = |arena: usize| Bytes {
+        f32: 4 * arena as u64,
+        f16: 4 * arena as u64,
+        int8: arena as u64,
     };
+    let peak = bytes(crate::plan::arena_len(&crate::plan::steps(model)?));
+    let unfused = bytes(crate::plan::arena_len(&crate::plan::steps_with(
+        model, false,
+    )?));
     Ok(Report {
         input: model.input,
         macs: layers.iter().map(|l| l.macs).sum(),
@@ -168,6 +173,7 @@ pub fn report(model: &FoldedModel) -> Result<Report> {
             .iter()
             .fold(Bytes::default(), |a, l| a + l.weight_bytes),
         activation_peak: peak,
+        activation_peak_unfused: unfused,
         raw_input_bytes: 2 * model.input.len() as u64,
         layers,
     })
@@ -208,10 +214,11 @@ impl fmt::Display for Report {
             "weights: f32 {} B, f16 {} B, int8 {} B",
             w.f32, w.f16, w.int8
         )?;
+        let u = &self.activation_peak_unfused;
         write!(
             f,
-            "activation arena (memory plan): f32 {} B, f16 {} B, int8 {} B; raw u16 input {} B (caller's)",
-            a.f32, a.f16, a.int8, self.raw_input_bytes
+            "activation arena (memory plan, conv + pool fused over line buffers): f32 {} B, f16 {} B, int8 {} B (without fusion: f32 {} B, int8 {} B); raw u16 input {} B (caller's)",
+            a.f32, a.f16, a.int8, u.f32, u.int8, self.raw_input_bytes
         )
     }
 }

@@ -163,6 +163,46 @@ pub fn ping_pong<T>(
     }
 }
 
+/// [`ping_pong`] with a third region for a fused layer's line buffer: the input at one
+/// end, the output at the other, and `line_len` elements just before the output (after it
+/// when the output is at the front). Needs `in_len + line_len + out_len` elements.
+///
+/// ```
+/// use runtime::model::ping_pong_line;
+/// let mut arena = [1, 2, 0, 0, 0, 0];
+/// let (x, y, line) = ping_pong_line(&mut arena, 2, 1, 2, true).unwrap();
+/// line.copy_from_slice(&[x[0] * 10, x[1] * 10]);
+/// y[0] = line[0] + line[1];
+/// assert_eq!(arena, [1, 2, 0, 10, 20, 30]);
+/// assert!(ping_pong_line(&mut arena, 2, 2, 3, false).is_err());
+/// ```
+#[allow(clippy::type_complexity)]
+pub fn ping_pong_line<T>(
+    arena: &mut [T],
+    in_len: usize,
+    out_len: usize,
+    line_len: usize,
+    input_at_front: bool,
+) -> Result<(&[T], &mut [T], &mut [T]), Error> {
+    let n = arena.len();
+    let need = in_len.checked_add(out_len).and_then(|v| v.checked_add(line_len));
+    if need.is_none_or(|need| need > n) {
+        return Err(Error::BadLength {
+            expected: in_len.saturating_add(out_len).saturating_add(line_len),
+            got: n,
+        });
+    }
+    if input_at_front {
+        let (a, y) = arena.split_at_mut(n - out_len);
+        let (a, line) = a.split_at_mut(n - out_len - line_len);
+        Ok((&a[..in_len], y, line))
+    } else {
+        let (y, b) = arena.split_at_mut(out_len);
+        let (line, b) = b.split_at_mut(line_len);
+        Ok((&b[b.len() - in_len..], y, line))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,8 @@
 //! whose lengths are checked (an error, never a panic).
 
 use crate::Error;
+use crate::kernels::pool::{PoolKind, avg_round};
+use crate::kernels::simd::{self, Geom, Path};
 use crate::quant::Requant;
 
 /// Everything an int8 layer needs besides its weights: the input zero point, the
@@ -92,6 +94,24 @@ impl<
     pub const W_LEN: usize = OC * IC * K * K;
     /// Multiply-accumulates per call.
     pub const MACS: usize = Self::OUT_LEN * IC * K * K;
+    /// Values in one output pixel's input window, `IC K K`.
+    pub const WINDOW: usize = IC * K * K;
+    /// Scratch f32 values [`Conv2d::f32_rows`] and [`Conv2d::f16_rows`] need; 0 when this
+    /// build has no float SIMD path.
+    pub const SCRATCH_F32: usize = simd::scratch_f32([IC, IH, IW, OC, K, S, D, P]);
+    /// Scratch i16 values [`Conv2d::s8_rows`] needs; 0 when this build has no int8 SIMD path.
+    pub const SCRATCH_S8: usize = simd::scratch_s8([IC, IH, IW, OC, K, S, D, P]);
+
+    const GEOM: Geom = Geom {
+        ic: IC,
+        ih: IH,
+        iw: IW,
+        k: K,
+        s: S,
+        d: D,
+        p: P,
+        ow: Self::OW,
+    };
 
     const CHECK: () = {
         assert!(
@@ -205,11 +225,24 @@ impl<
     fn each_output<A: Copy>(
         init: impl Fn(usize) -> A,
         tap: impl Fn(A, usize, usize) -> A,
+        store: impl FnMut(usize, usize, A),
+    ) {
+        Self::each_output_rows(0, Self::OH, init, tap, store);
+    }
+
+    /// [`Conv2d::each_output`] over output rows `oy0..oy0 + rows`, stored as
+    /// `[OC][rows][OW]`.
+    #[inline(always)]
+    fn each_output_rows<A: Copy>(
+        oy0: usize,
+        rows: usize,
+        init: impl Fn(usize) -> A,
+        tap: impl Fn(A, usize, usize) -> A,
         mut store: impl FnMut(usize, usize, A),
     ) {
-        let (oh, ow) = (Self::OH, Self::OW);
+        let ow = Self::OW;
         for oc in 0..OC {
-            for oy in 0..oh {
+            for oy in oy0..oy0 + rows {
                 for ox in 0..ow {
                     let mut acc = init(oc);
                     for ic in 0..IC {
@@ -231,7 +264,7 @@ impl<
                             }
                         }
                     }
-                    store(oc, (oc * oh + oy) * ow + ox, acc);
+                    store(oc, (oc * rows + oy - oy0) * ow + ox, acc);
                 }
             }
         }
@@ -252,6 +285,348 @@ impl<
             |acc, wi, xi| acc + w(wi) * input[xi],
             |_, o, acc| out[o] = if acc < 0.0 { acc * slope } else { acc },
         );
+        Ok(())
+    }
+}
+
+/// Weight element types of the float paths: f32 and f16 (sealed).
+pub trait FloatWeight: Copy + sealed::Sealed {
+    /// The weight as f32.
+    fn widen(self) -> f32;
+    /// The slice as a concrete type, for the platform kernels.
+    #[doc(hidden)]
+    fn typed(w: &[Self]) -> TypedWeights<'_>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+}
+
+/// A weight slice of either float type.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum TypedWeights<'a> {
+    /// f32 weights.
+    F32(&'a [f32]),
+    /// f16 weights.
+    F16(&'a [half::f16]),
+}
+
+impl FloatWeight for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+    fn typed(w: &[Self]) -> TypedWeights<'_> {
+        TypedWeights::F32(w)
+    }
+}
+
+impl FloatWeight for half::f16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+    fn typed(w: &[Self]) -> TypedWeights<'_> {
+        TypedWeights::F16(w)
+    }
+}
+
+impl<
+    const IC: usize,
+    const IH: usize,
+    const IW: usize,
+    const OC: usize,
+    const K: usize,
+    const S: usize,
+    const D: usize,
+    const P: usize,
+> Conv2d<IC, IH, IW, OC, K, S, D, P>
+{
+    /// Output rows `out.len() / (OC OW)` starting at `oy0`, stored `[OC][rows][OW]`.
+    fn rows_of(oy0: usize, out: usize) -> Result<usize, Error> {
+        let per_row = OC * Self::OW;
+        let rows = out / per_row;
+        if rows == 0 || rows * per_row != out || oy0 + rows > Self::OH {
+            return Err(Error::BadLength {
+                expected: per_row * (Self::OH - oy0.min(Self::OH)),
+                got: out,
+            });
+        }
+        Ok(rows)
+    }
+
+    fn check_scratch(need: usize, got: usize) -> Result<(), Error> {
+        if got < need {
+            return Err(Error::BadLength {
+                expected: need,
+                got,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fast path of [`Conv2d::f32`] / [`Conv2d::f16`]: output rows `oy0..` into `out`
+    /// (`[OC][rows][OW]`, `rows = out.len() / (OC OW)`), SIMD when this build and CPU have it
+    /// ([`simd::active`]), else the reference. `scratch` needs [`Conv2d::SCRATCH_F32`] values.
+    ///
+    /// ```
+    /// use runtime::kernels::conv2d::Conv2d;
+    /// type C = Conv2d<1, 3, 3, 1, 2, 1, 1, 0>;
+    /// let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+    /// let mut y = [0.0; C::OUT_LEN];
+    /// let mut scratch = [0.0; C::SCRATCH_F32];
+    /// C::f32_rows(&x, &[1.0f32; 4], &[0.5], 1.0, 0, &mut y, &mut scratch).unwrap();
+    /// assert_eq!(y, [12.5, 16.5, 24.5, 28.5]);
+    /// ```
+    pub fn f32_rows<W: FloatWeight>(
+        input: &[f32],
+        weights: &[W],
+        bias: &[f32],
+        slope: f32,
+        oy0: usize,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), Error> {
+        let rows = Self::rows_of(oy0, out.len())?;
+        Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
+        let act = |acc: f32| if acc < 0.0 { acc * slope } else { acc };
+        match simd::active() {
+            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            Path::Avx2 => {
+                Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
+                let (g, s) = (&Self::GEOM, &mut scratch[..Self::SCRATCH_F32]);
+                // SAFETY: `active` checked AVX2/FMA/F16C; lengths and scratch checked above.
+                unsafe { simd::x86::conv_f32::<W, K, S, D>(g, OC, input, weights, bias, oy0, rows, out, s, act) };
+            }
+            #[cfg(all(target_arch = "aarch64", not(feature = "force-reference")))]
+            Path::Neon => {
+                Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
+                let lp = simd::padded(Self::WINDOW);
+                let plane = rows * Self::OW;
+                Self::GEOM.blocks(input, oy0, rows, scratch, 0.0, |v| v, |cols, n, first| {
+                    let mut emit = |oc: usize, q: usize, sum: f32| {
+                        out[oc * plane + first + q] = act(bias[oc] + sum);
+                    };
+                    simd::neon::gemm_f32(cols, lp, n, weights, Self::WINDOW, &mut emit);
+                });
+            }
+            _ => {
+                let _ = scratch;
+                Self::each_output_rows(
+                    oy0,
+                    rows,
+                    |oc| bias[oc],
+                    |acc, wi, xi| acc + weights[wi].widen() * input[xi],
+                    |_, o, acc| out[o] = act(acc),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Alias of [`Conv2d::f32_rows`] for half-precision weights.
+    pub fn f16_rows(
+        input: &[f32],
+        weights: &[half::f16],
+        bias: &[f32],
+        slope: f32,
+        oy0: usize,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), Error> {
+        Self::f32_rows(input, weights, bias, slope, oy0, out, scratch)
+    }
+
+    /// Fast path of [`Conv2d::s8`] over output rows `oy0..` (see [`Conv2d::f32_rows`]);
+    /// bit-identical to the reference on every path. `scratch` needs [`Conv2d::SCRATCH_S8`] i16.
+    pub fn s8_rows(
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        q: &QuantArgs<'_>,
+        oy0: usize,
+        out: &mut [i8],
+        scratch: &mut [i16],
+    ) -> Result<(), Error> {
+        let rows = Self::rows_of(oy0, out.len())?;
+        Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
+        q.check(OC)?;
+        let zp = q.input_zero_point;
+        let widen = |v: i8| (i32::from(v) - zp) as i16;
+        match simd::active_s8() {
+            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            Path::Avx2 => {
+                Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
+                let (g, s) = (&Self::GEOM, &mut scratch[..Self::SCRATCH_S8]);
+                // SAFETY: `active_s8` checked AVX2; lengths and scratch checked above.
+                unsafe { simd::x86::conv_s8::<K, S, D>(g, OC, input, zp, weights, bias, oy0, rows, s, q, out) };
+            }
+            #[cfg(all(target_arch = "aarch64", not(feature = "force-reference")))]
+            Path::Neon => {
+                Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
+                let lp = simd::padded(Self::WINDOW);
+                let plane = rows * Self::OW;
+                Self::GEOM.blocks(input, oy0, rows, scratch, 0, widen, |cols, n, first| {
+                    let mut emit = |oc: usize, p: usize, sum: i32| {
+                        out[oc * plane + first + p] = q.output(oc, bias[oc].wrapping_add(sum));
+                    };
+                    simd::neon::gemm_s8(cols, lp, n, weights, Self::WINDOW, &mut emit);
+                });
+            }
+            #[cfg(all(dsp, not(feature = "force-reference")))]
+            Path::Dsp => {
+                Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
+                if !(-32640..=32639).contains(&zp) {
+                    // `x - zero_point` does not fit the 16-bit columns.
+                    Self::each_output_rows(
+                        oy0,
+                        rows,
+                        |oc| bias[oc],
+                        |acc, wi, xi| {
+                            acc.wrapping_add(weights[wi] as i32 * (input[xi] as i32 - zp))
+                        },
+                        |oc, o, acc| out[o] = q.output(oc, acc),
+                    );
+                } else if !simd::dsp::Conv::<IC, IH, IW, OC, K, S, D, P>::run(
+                    input, weights, bias, q, oy0, rows, out, scratch,
+                ) {
+                    // The SMLAD engine (own column layout, see `simd::dsp`) needs a 4-byte
+                    // aligned scratch; without one, the shared engine and a portable dot.
+                    let lp = simd::padded(Self::WINDOW);
+                    let plane = rows * Self::OW;
+                    Self::GEOM.blocks(input, oy0, rows, scratch, 0, widen, |cols, n, first| {
+                        let mut emit = |oc: usize, p: usize, sum: i32| {
+                            out[oc * plane + first + p] =
+                                q.output(oc, bias[oc].wrapping_add(sum));
+                        };
+                        simd::dsp::gemm_s8(cols, lp, n, weights, Self::WINDOW, &mut emit);
+                    });
+                }
+            }
+            _ => {
+                let _ = (scratch, widen);
+                Self::each_output_rows(
+                    oy0,
+                    rows,
+                    |oc| bias[oc],
+                    |acc, wi, xi| acc.wrapping_add(weights[wi] as i32 * (input[xi] as i32 - zp)),
+                    |oc, o, acc| out[o] = q.output(oc, acc),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Pooled outputs `[OC][OH / PK][OW / PK]` of a `PK x PK` window (stride `PK`).
+    const fn pooled_len<const PK: usize>() -> usize {
+        OC * (Self::OH / PK) * (Self::OW / PK)
+    }
+
+    /// Line buffer a fused convolution + `PK` pooling needs: `PK` output rows, `[OC][PK][OW]`.
+    pub const fn line_len<const PK: usize>() -> usize {
+        OC * PK * Self::OW
+    }
+
+    fn check_pooled<const PK: usize>(out: usize, line: usize) -> Result<(), Error> {
+        let () = Self::CHECK;
+        if PK == 0 || Self::OH < PK || Self::OW < PK {
+            return Err(Error::BadLength {
+                expected: PK,
+                got: Self::OH.min(Self::OW),
+            });
+        }
+        for (expected, got) in [
+            (Self::pooled_len::<PK>(), out),
+            (Self::line_len::<PK>(), line),
+        ] {
+            if expected != got {
+                return Err(Error::BadLength { expected, got });
+            }
+        }
+        Ok(())
+    }
+
+    /// Pool `line` (`[OC][PK][OW]`, pooled row `py`) into `out` with `f(window values in
+    /// row order)`, as [`Pool2d`](crate::kernels::pool::Pool2d) does.
+    #[inline(always)]
+    fn pool_line<const PK: usize, T: Copy, A>(
+        line: &[T],
+        py: usize,
+        out: &mut [A],
+        f: impl Fn(&mut dyn Iterator<Item = T>) -> A,
+    ) {
+        let (pw, ph, ow) = (Self::OW / PK, Self::OH / PK, Self::OW);
+        for oc in 0..OC {
+            for px in 0..pw {
+                let mut it = (0..PK)
+                    .flat_map(|ky| (0..PK).map(move |kx| (ky, kx)))
+                    .map(|(ky, kx)| line[(oc * PK + ky) * ow + px * PK + kx]);
+                out[(oc * ph + py) * pw + px] = f(&mut it);
+            }
+        }
+    }
+
+    /// Convolution + activation + `PK x PK` pooling fused with a line buffer: the
+    /// pre-pooling map is computed `PK` rows at a time into `line`
+    /// ([`Conv2d::line_len`]) and pooled at once, so it is never stored whole (rows the
+    /// pooling drops are never computed). Results equal [`Conv2d::f32_rows`] followed by
+    /// [`Pool2d`](crate::kernels::pool::Pool2d) pooling.
+    #[allow(clippy::too_many_arguments)]
+    pub fn f32_pooled<const PK: usize, W: FloatWeight>(
+        kind: PoolKind,
+        input: &[f32],
+        weights: &[W],
+        bias: &[f32],
+        slope: f32,
+        out: &mut [f32],
+        line: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), Error> {
+        Self::check_pooled::<PK>(out.len(), line.len())?;
+        let inv = 1.0 / (PK * PK) as f32;
+        for py in 0..Self::OH / PK {
+            Self::f32_rows(input, weights, bias, slope, py * PK, line, scratch)?;
+            match kind {
+                PoolKind::Max => Self::pool_line::<PK, _, _>(line, py, out, |it| {
+                    it.fold(f32::NEG_INFINITY, f32::max)
+                }),
+                PoolKind::Avg => Self::pool_line::<PK, _, _>(line, py, out, |it| {
+                    it.fold(0.0f32, |a, v| a + v) * inv
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// int8 twin of [`Conv2d::f32_pooled`]; bit-identical to [`Conv2d::s8`] followed by
+    /// int8 pooling.
+    #[allow(clippy::too_many_arguments)]
+    pub fn s8_pooled<const PK: usize>(
+        kind: PoolKind,
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        q: &QuantArgs<'_>,
+        out: &mut [i8],
+        line: &mut [i8],
+        scratch: &mut [i16],
+    ) -> Result<(), Error> {
+        Self::check_pooled::<PK>(out.len(), line.len())?;
+        let n = (PK * PK) as i32;
+        for py in 0..Self::OH / PK {
+            Self::s8_rows(input, weights, bias, q, py * PK, line, scratch)?;
+            match kind {
+                PoolKind::Max => {
+                    Self::pool_line::<PK, _, _>(line, py, out, |it| it.fold(i8::MIN, i8::max))
+                }
+                PoolKind::Avg => Self::pool_line::<PK, _, _>(line, py, out, |it| {
+                    avg_round(it.map(i32::from).sum(), n)
+                }),
+            }
+        }
         Ok(())
     }
 }

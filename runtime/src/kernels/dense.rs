@@ -1,6 +1,7 @@
 //! Fully connected layer, weights `[IN][OUT]` (input-major, as burn stores them).
 
-use super::conv2d::QuantArgs;
+use super::conv2d::{FloatWeight, QuantArgs, TypedWeights};
+use super::simd::{self, Path};
 use crate::Error;
 
 /// Dense layer from `IN` to `OUT` units.
@@ -123,5 +124,115 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
             out[o] = q.output(o, acc);
         }
         Ok(())
+    }
+
+    /// Fast path of [`Dense::f32`] / [`Dense::f16`]: SIMD when this build and CPU have it
+    /// ([`simd::active`]; each output still sums in input order, with fused multiply-add),
+    /// else the reference.
+    ///
+    /// ```
+    /// use runtime::kernels::dense::Dense;
+    /// let mut y = [0.0f32; 2];
+    /// Dense::<2, 2>::f32_fast(&[1.0, 2.0], &[1.0f32, 2.0, 3.0, 4.0], &[0.0, -20.0], 0.5, &mut y).unwrap();
+    /// assert_eq!(y, [7.0, -5.0]);
+    /// ```
+    pub fn f32_fast<W: FloatWeight>(
+        input: &[f32],
+        weights: &[W],
+        bias: &[f32],
+        slope: f32,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        Self::check(input.len(), weights.len(), bias.len(), out.len())?;
+        match simd::active() {
+            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            Path::Avx2 => {
+                out.copy_from_slice(bias);
+                // SAFETY: `active` checked AVX2/FMA/F16C; lengths checked above.
+                unsafe {
+                    match W::typed(weights) {
+                        TypedWeights::F32(w) => simd::x86::dense_f32(input, w, out),
+                        TypedWeights::F16(w) => simd::x86::dense_f32(input, w, out),
+                    }
+                }
+                for y in out.iter_mut() {
+                    if *y < 0.0 {
+                        *y *= slope;
+                    }
+                }
+                Ok(())
+            }
+            #[cfg(all(target_arch = "aarch64", not(feature = "force-reference")))]
+            Path::Neon => {
+                out.copy_from_slice(bias);
+                match W::typed(weights) {
+                    TypedWeights::F32(w) => simd::neon::dense_f32(input, w, out),
+                    TypedWeights::F16(w) => simd::neon::dense_f32(input, w, out),
+                }
+                for y in out.iter_mut() {
+                    if *y < 0.0 {
+                        *y *= slope;
+                    }
+                }
+                Ok(())
+            }
+            _ => Self::f32_with(input, bias, slope, out, |i| weights[i].widen(), weights.len()),
+        }
+    }
+
+    /// Fast path of [`Dense::acc_s8`], bit-identical to it.
+    pub fn acc_s8_fast(
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        input_zero_point: i32,
+        out: &mut [i32],
+    ) -> Result<(), Error> {
+        Self::check(input.len(), weights.len(), bias.len(), out.len())?;
+        Self::acc_block(input, weights, bias, input_zero_point, 0, out);
+        Ok(())
+    }
+
+    /// Fast path of [`Dense::s8`], bit-identical to it.
+    pub fn s8_fast(
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        q: &QuantArgs<'_>,
+        out: &mut [i8],
+    ) -> Result<(), Error> {
+        Self::check(input.len(), weights.len(), bias.len(), out.len())?;
+        q.check(OUT)?;
+        // Accumulators 64 outputs at a time, on the stack.
+        let mut acc = [0i32; 64];
+        for (c, chunk) in out.chunks_mut(64).enumerate() {
+            let (o0, acc) = (c * 64, &mut acc[..chunk.len()]);
+            Self::acc_block(input, weights, bias, q.input_zero_point, o0, acc);
+            for (i, y) in chunk.iter_mut().enumerate() {
+                *y = q.output(o0 + i, acc[i]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Accumulators `bias + sum w (x - zp)` of outputs `o0..o0 + acc.len()`.
+    fn acc_block(input: &[i8], weights: &[i8], bias: &[i32], zp: i32, o0: usize, acc: &mut [i32]) {
+        acc.copy_from_slice(&bias[o0..o0 + acc.len()]);
+        match simd::active_s8() {
+            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            Path::Avx2 => {
+                // SAFETY: `active_s8` checked AVX2; outputs o0.. of the [IN][OUT] weights.
+                unsafe { simd::x86::dense_s8(input, zp, weights, OUT, o0, acc) };
+            }
+            #[cfg(all(target_arch = "aarch64", not(feature = "force-reference")))]
+            Path::Neon => simd::neon::dense_s8(input, zp, weights, OUT, o0, acc),
+            _ => {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    for (i, x) in input.iter().enumerate() {
+                        *a = a.wrapping_add(weights[i * OUT + o0 + k] as i32 * (*x as i32 - zp));
+                    }
+                }
+            }
+        }
     }
 }

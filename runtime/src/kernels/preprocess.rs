@@ -127,7 +127,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     #[inline(always)]
     fn value(&self, counts: &[u16], plane: usize, i: usize) -> f32 {
         let scale = self.band_scale.get(i / plane).copied().unwrap_or(0.0);
-        libm::log1pf(f32::from(counts[i])) * scale
+        log1p_count(counts[i]) * scale
     }
 
     /// Check lengths; the plane size.
@@ -163,8 +163,25 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     }
 }
 
+/// `ln(1 + n)` as `libm::log1pf` computes it, looked up for the common small counts.
+#[inline(always)]
+pub fn log1p_count(n: u16) -> f32 {
+    match super::log1p_table::LOG1P_BITS.get(usize::from(n)) {
+        Some(bits) => f32::from_bits(*bits),
+        None => libm::log1pf(f32::from(n)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn table_is_libm() {
+        for n in 0..=u16::MAX {
+            assert_eq!(log1p_count(n).to_bits(), libm::log1pf(f32::from(n)).to_bits(), "{n}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1,0 +1,868 @@
+//! Cortex-M4/M7 DSP extension (every thumbv7em core): int8 convolutions as im2col plus an
+//! `SXTB16` + `SMLAD` microkernel, as CMSIS-NN does (`arm_nn_mat_mult_kernel_s8_s16` with
+//! `read_and_pad_reordered`). Stable Rust has no DSP intrinsics, so the kernel is inline
+//! assembly; this module is compiled only under `cfg(dsp)` (set by `runtime/build.rs` on
+//! thumbv7em targets).
+//!
+//! The engine ([`Conv::run`]) is its own, not the shared [`Geom::blocks`](super::Geom):
+//!
+//! - **Column layout.** A block holds [`PIX`] = 4 output pixels. Their windows, in
+//!   `(ic, ky, kx)` order like the weights, are cut into groups of 4 taps `t0..t3`. Group `g`
+//!   is 8 words at word `8 g`: for pixel `q`, word `2 q` is `(t0, t2)` and word `2 q + 1` is
+//!   `(t1, t3)` (low half, high half; `x - zero_point` as i16). That is the order `SXTB16`
+//!   splits a weight word into: `SXTB16 w` = `(w0, w2)`, `SXTB16 w, ROR #8` = `(w1, w3)`, so
+//!   no `PKHBT` is needed on the weights, and one `LDM` fetches two pixels' pairs.
+//! - **Microkernel** (one output channel x 4 pixels, [`Conv::dot4`]): per group one `LDR` of
+//!   4 weights, 2 `SXTB16`, 2 `LDM` of 4 column words and 8 `SMLAD` = 13 instructions for 16
+//!   multiply-accumulates, in a loop unrolled 4 groups deep (the count of groups is a
+//!   compile-time constant: the remainder is unrolled by the assembler, the last partial group
+//!   reads its 1 to 3 weights with `LDRB`/`LDRH`, never past the row). The accumulators start
+//!   at the bias.
+//! - **Requantisation** in the same assembly, 7 instructions an output (`LDM` of the
+//!   per-channel constants chosen by the accumulator's sign, `SMLAL`, `ASR`, `SSAT`, `STRB`):
+//!   TFLite's doubling high multiply, rounding shift and output zero point folded into one
+//!   64-bit multiply-add of a precomputed constant (see [`Fast`]), exact for the
+//!   multipliers the quantiser produces; other channels use [`QuantArgs::output`].
+//! - **im2col** ([`Conv::gather`]): interior pixels copy their window with the tap offsets
+//!   as compile-time constants (4 channels of `K x K` taps unrolled: `LDRSB` per tap, then
+//!   `PKHBT` + `SSUB16` per pair and one `STRD` per group); pixels whose window touches the
+//!   padding use the same code with a validity mask per tap. Kernels wider than 5 take a
+//!   generic gather.
+//!
+//! The sums are exact 32-bit integers (`SMLAD` wraps like `wrapping_add`), so results are
+//! bit-identical to the reference.
+
+use core::arch::asm;
+use core::mem::MaybeUninit;
+
+use super::PIX;
+
+/// Groups of 4 taps per trip of the kernel's loop.
+const UNROLL: usize = 8;
+/// Bytes of the engine's stack buffer: the zero-point-padded copy of the input rows of one
+/// output row (layers whose copy does not fit gather from the input with masks) and, where
+/// they fit after it, the weights sign-extended once per call (so the kernel loads them
+/// with `LDRD` instead of `LDR` + 2 `SXTB16` per group: for layers with few output channels,
+/// whose weights would otherwise be extended again for every block of pixels).
+const WORK: usize = 4096;
+use crate::kernels::conv2d::QuantArgs;
+use crate::quant::Requant;
+
+/// Requantisation of one output channel for one accumulator sign, as the kernel loads it
+/// (`LDM` into `r2, r3, r11, r12`).
+///
+/// For a multiplier `m` in [2^30, 2^31) and a right shift `e = -shift` in 1..=29 (left shift
+/// 0), TFLite's `RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc, m), e) + zp` is
+/// `(acc m + k) >> (31 + e)` with one 64-bit constant
+/// `k = 2^30 + (2^(e-1) - [acc < 0]) 2^31 + zp 2^(31+e)`:
+/// the doubling high multiply is `floor((acc m + 2^30) / 2^31)` for either sign (its nudge
+/// `1 - 2^30` for negative products, then truncation toward zero, is the same floor), the
+/// rounding shift is `floor((y + 2^(e-1) - [y < 0]) / 2^e)`, and nested floors of integer
+/// divisions merge. `y < 0` exactly when `acc < 0` (`m >= 2^30`; at `acc m = -2^30`, the one
+/// product where the two differ, both give 0 for `e >= 1`). With `|zp| <= 2^(29-e)`,
+/// `|acc m + k| < 2^63`: no overflow.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct Fast {
+    /// Q31 multiplier.
+    m: i32,
+    /// `e - 1`: the arithmetic shift of the high word (`>> (31 + e)` in all).
+    sh: u32,
+    /// Low word of `k`.
+    klo: u32,
+    /// High word of `k`.
+    khi: i32,
+}
+
+impl Fast {
+    /// The constants for `r` applied to accumulators of one sign, or `None` where the folded
+    /// form is not exact (then the caller requantises with [`QuantArgs::output`]).
+    #[inline(always)]
+    fn new(r: Requant, output_zero_point: i32, negative: bool) -> Option<Self> {
+        let e = r.shift.wrapping_neg();
+        if r.multiplier < 1 << 30 || !(1..=29).contains(&e) {
+            return None;
+        }
+        if output_zero_point.unsigned_abs() > 1 << (29 - e) {
+            return None;
+        }
+        // k = 2^30 + a 2^31 with a = 2^(e-1) - [negative] + zp 2^e, |a| < 2^30.
+        let a = (1 << (e - 1)) - i32::from(negative) + (output_zero_point << e);
+        Some(Self {
+            m: r.multiplier,
+            sh: (e - 1) as u32,
+            klo: ((a as u32 & 1) << 31) | 1 << 30,
+            khi: a >> 1,
+        })
+    }
+}
+
+/// What the kernel reads per output channel: the bias 4 times (one `LDMDB` initialises the 4
+/// accumulators), then the [`Fast`] constants for accumulators >= 0 and < 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct Rec {
+    bias: [i32; 4],
+    pos: Fast,
+    neg: Fast,
+}
+
+/// `dst.copy_from_slice(src)` a word at a time (unaligned word access is allowed on
+/// Cortex-M4/M7 for normal memory), without a call to `memcpy` for these short rows.
+#[inline(always)]
+fn copy_row(dst: &mut [i8], src: &[i8]) {
+    let n = dst.len().min(src.len());
+    let mut i = 0;
+    while i + 4 <= n {
+        // SAFETY: bytes i..i + 4 of both slices are in bounds; unaligned access.
+        unsafe {
+            let v = src.as_ptr().add(i).cast::<u32>().read_unaligned();
+            dst.as_mut_ptr().add(i).cast::<u32>().write_unaligned(v);
+        }
+        i += 4;
+    }
+    while i < n {
+        dst[i] = src[i];
+        i += 1;
+    }
+}
+
+/// `SXTB16` of `w` and of `w ROR 8`: `((w0, w2), (w1, w3))` as i16 pairs.
+#[inline(always)]
+fn extend(w: u32) -> (u32, u32) {
+    let (e, o): (u32, u32);
+    // SAFETY: register-only DSP arithmetic; no memory, stack or flags.
+    unsafe {
+        asm!(
+            "sxtb16 {e}, {w}",
+            "sxtb16 {o}, {w}, ror #8",
+            e = out(reg) e,
+            o = lateout(reg) o,
+            w = in(reg) w,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    (e, o)
+}
+
+/// `pkhbt r, lo, hi, lsl #16; ssub16 r, r, zz`: the pair `(lo - zp, hi - zp)` as two i16.
+#[inline(always)]
+fn pair(lo: i32, hi: i32, zz: u32) -> u32 {
+    let r: u32;
+    // SAFETY: register-only DSP arithmetic (every thumbv7em core has it); touches no memory
+    // and no stack. `r` is an early output, so it shares no register with `zz`.
+    unsafe {
+        asm!(
+            "pkhbt {r}, {lo}, {hi}, lsl #16",
+            "ssub16 {r}, {r}, {zz}",
+            r = out(reg) r,
+            lo = in(reg) lo,
+            hi = in(reg) hi,
+            zz = in(reg) zz,
+            options(pure, nomem, nostack),
+        );
+    }
+    r
+}
+
+/// Split the weight word in `r10` into `r11` = `(w0, w2)` and `r10` = `(w1, w3)`.
+macro_rules! extend {
+    () => {
+        "sxtb16 r11, r10\nsxtb16 r10, r10, ror #8\n"
+    };
+}
+
+/// One group of 4 taps, one output channel, 4 pixels: weight pairs in `r11` (`(w0, w2)`) and
+/// `r10` (`(w1, w3)`), columns at `lr` (post-incremented by 32), accumulators
+/// `r4, r5, r8, r9`.
+macro_rules! mac4 {
+    () => {
+        concat!(
+            "ldm lr!, {{r0, r1, r2, r3}}\n",
+            "smlad r4, r11, r0, r4\n",
+            "smlad r4, r10, r1, r4\n",
+            "smlad r5, r11, r2, r5\n",
+            "smlad r5, r10, r3, r5\n",
+            "ldm lr!, {{r0, r1, r2, r3}}\n",
+            "smlad r8, r11, r0, r8\n",
+            "smlad r8, r10, r1, r8\n",
+            "smlad r9, r11, r2, r9\n",
+            "smlad r9, r10, r3, r9\n",
+        )
+    };
+}
+
+/// [`mac4`] for the first 2 pixels only (a short block): accumulators `r4, r5`.
+macro_rules! mac2 {
+    () => {
+        concat!(
+            "ldm lr, {{r0, r1, r2, r3}}\n",
+            "add lr, lr, #32\n",
+            "smlad r4, r11, r0, r4\n",
+            "smlad r4, r10, r1, r4\n",
+            "smlad r5, r11, r2, r5\n",
+            "smlad r5, r10, r3, r5\n",
+        )
+    };
+}
+
+/// Requantise accumulator register `$acc` with the [`Fast`] pair at `r0` (for accumulators
+/// >= 0, then 16 bytes on for < 0) and store it at byte `$q` of `r1`.
+macro_rules! requant {
+    ($acc:literal, $q:literal) => {
+        concat!(
+            "lsr r7, ",
+            $acc,
+            ", #31\n",
+            "add r7, r0, r7, lsl #4\n",
+            "ldm r7, {{r2, r3, r10, r11}}\n",
+            "smlal r10, r11, ",
+            $acc,
+            ", r2\n",
+            "asr r11, r11, r3\n",
+            "ssat r11, #8, r11\n",
+            "strb r11, [r1, #",
+            $q,
+            "]\n",
+        )
+    };
+}
+
+/// The DSP engine for one convolution shape (the const parameters of
+/// [`Conv2d`](crate::kernels::conv2d::Conv2d)).
+pub(crate) struct Conv<
+    const IC: usize,
+    const IH: usize,
+    const IW: usize,
+    const OC: usize,
+    const K: usize,
+    const S: usize,
+    const D: usize,
+    const P: usize,
+>;
+
+impl<
+    const IC: usize,
+    const IH: usize,
+    const IW: usize,
+    const OC: usize,
+    const K: usize,
+    const S: usize,
+    const D: usize,
+    const P: usize,
+> Conv<IC, IH, IW, OC, K, S, D, P>
+{
+    /// Window length `IC K K`.
+    const L: usize = IC * K * K;
+    /// Taps of one input channel.
+    const KK: usize = K * K;
+    /// Groups of 4 taps (the last one partial when `L % 4 != 0`).
+    const GROUPS: usize = Self::L.div_ceil(4);
+    /// Output width.
+    const OW: usize = (IW + 2 * P - (D * (K - 1) + 1)) / S + 1;
+    /// Taps in the last partial group (0: none).
+    const TAIL: usize = Self::L % 4;
+    /// Column bytes the kernel walks per output channel (`GROUPS * 32`), split into what
+    /// `SUBW` (12 bits) and `SUB` (a shifted 8-bit constant) encode.
+    const REWIND_LO: usize = Self::GROUPS * 32 % 4096;
+    const REWIND_HI: usize = Self::GROUPS * 32 / 4096 * 4096;
+
+    /// Output rows `oy0..oy0 + rows` into `out` (`[OC][rows][OW]`), like
+    /// [`Conv2d::s8_rows`](crate::kernels::conv2d::Conv2d::s8_rows). Returns `false`, having
+    /// done nothing, where this engine does not apply: `scratch` shorter than
+    /// [`scratch_s8`](super::scratch_s8) or not 4-byte aligned (`LDM`/`STRD` need it), an
+    /// input zero point whose `x - zero_point` does not fit 16 bits, or lengths that do not fit
+    /// the shape (the caller has checked them).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run(
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        q: &QuantArgs<'_>,
+        oy0: usize,
+        rows: usize,
+        out: &mut [i8],
+        scratch: &mut [i16],
+    ) -> bool {
+        let zp = q.input_zero_point;
+        let plane = rows * Self::OW;
+        if scratch.len() < Self::GROUPS * 16
+            || !(scratch.as_ptr() as usize).is_multiple_of(4)
+            || !(-32640..=32639).contains(&zp)
+            || input.len() != IC * IH * IW
+            || weights.len() != OC * Self::L
+            || bias.len() != OC
+            || q.requant_pos.len() != OC
+            || q.requant_neg.len() != OC
+            || out.len() != OC * plane
+            || oy0 + rows > (IH + 2 * P - (D * (K - 1) + 1)) / S + 1
+        {
+            return false;
+        }
+        let zz = u32::from(zp as u16) * 0x0001_0001;
+        let cols = scratch.as_mut_ptr().cast::<u32>();
+
+        // Per channel: bias and folded requantisation, or `slow` (zero constants: the kernel
+        // stores garbage there, which `fix_slow` overwrites).
+        let mut recs = [Rec::default(); OC];
+        let mut slow = [false; OC];
+        let mut any_slow = false;
+        for (oc, (r, s)) in recs.iter_mut().zip(&mut slow).enumerate() {
+            r.bias = [bias[oc]; 4];
+            match (
+                Fast::new(q.requant_pos[oc], q.output_zero_point, false),
+                Fast::new(q.requant_neg[oc], q.output_zero_point, true),
+            ) {
+                (Some(p), Some(n)) => (r.pos, r.neg) = (p, n),
+                _ => (*s, any_slow) = (true, true),
+            }
+        }
+
+        // Windows come from a copy of the rows the current output row reads, padded with
+        // the zero point (as an i8), or, for layers whose copy does not fit STRIP_MAX,
+        // straight from the input with masks.
+        let use_strip = Self::STRIP <= WORK && K <= 5;
+        if use_strip && !(-128..=127).contains(&zp) {
+            return false;
+        }
+        // One stack buffer: the strip, then (where it fits) the sign-extended weights.
+        let mut work = MaybeUninit::<[u64; WORK / 8]>::uninit();
+        let strip = work.as_mut_ptr().cast::<i8>();
+        let mut strip_row = usize::MAX;
+        let w = if Self::WIDE_AT + Self::WIDE <= WORK {
+            let wide = strip.wrapping_add(Self::WIDE_AT).cast::<u32>();
+            // SAFETY: `wide` is 8-byte aligned (WIDE_AT is a multiple of 8 in a u64 buffer)
+            // with OC GROUPS 8 bytes left in `work`; `weights` is OC L long (checked).
+            unsafe { Self::widen(weights, wide) };
+            wide.cast::<i8>().cast_const()
+        } else {
+            weights.as_ptr()
+        };
+
+        let mut tmp = [[0i8; PIX]; OC];
+        let (mut oy, mut ox) = (oy0, 0);
+        let mut first = 0;
+        while first < plane {
+            let npx = PIX.min(plane - first);
+            for px in 0..npx {
+                // Pixel `px` (< 4) writes words `8 g + 2 px` and `8 g + 2 px + 1` of each
+                // group: within `cols` (4-byte aligned, GROUPS * 8 words).
+                let dst = cols.wrapping_add(2 * px);
+                if K > 5 {
+                    // SAFETY: see `dst`.
+                    unsafe { Self::gather_any(input, oy, ox, dst, zp) };
+                } else if use_strip {
+                    if strip_row != oy {
+                        // SAFETY: `work` has WORK >= STRIP bytes from `strip`.
+                        unsafe { Self::build_strip(input, oy, strip, zp as i8) };
+                        strip_row = oy;
+                    }
+                    // SAFETY: the window of column `ox` starts `ox S` bytes into the strip
+                    // and lies inside it (the strip is as wide as the padded input); see
+                    // `dst`. The strip was written whole before.
+                    unsafe { Self::gather_strip(strip.wrapping_add(ox * S), dst, zp, zz) };
+                } else {
+                    // SAFETY: see `dst`.
+                    unsafe { Self::gather_masked(input, oy, ox, dst, zp, zz) };
+                }
+                ox += 1;
+                if ox == Self::OW {
+                    ox = 0;
+                    oy += 1;
+                }
+            }
+            // The kernel stores 4 (2 for a block of 1 or 2 pixels) outputs per channel: into
+            // `out` when they are all the block's, else into `tmp`.
+            let (dst, stride) = if npx == PIX || npx == 2 {
+                (out[first..].as_mut_ptr(), plane)
+            } else {
+                (tmp.as_mut_ptr().cast::<i8>(), PIX)
+            };
+            // SAFETY: `recs` holds OC > 0 records; `dst + oc stride` has 4 (2 when npx <= 2)
+            // writable bytes for every oc < OC: `first + npx <= plane` in `out`, or `tmp`;
+            // `w` holds the weights (OC rows of L bytes, checked above, or their widened
+            // copy); `cols` holds GROUPS gathered groups of 4 pixels (the unused pixels of a
+            // short block hold stale but initialised values, whose sums are dropped).
+            unsafe {
+                match (Self::WIDE_AT + Self::WIDE <= WORK, npx > 2) {
+                    (true, true) => Self::block::<true, 4>(&recs, dst, stride, w, cols),
+                    (true, false) => Self::block::<true, 2>(&recs, dst, stride, w, cols),
+                    (false, true) => Self::block::<false, 4>(&recs, dst, stride, w, cols),
+                    (false, false) => Self::block::<false, 2>(&recs, dst, stride, w, cols),
+                }
+            };
+            if npx == 1 || npx == 3 {
+                for (oc, t) in tmp.iter().enumerate() {
+                    out[oc * plane + first..][..npx].copy_from_slice(&t[..npx]);
+                }
+            }
+            if any_slow {
+                Self::fix_slow(weights, bias, q, &slow, scratch, npx, |oc, p, y| {
+                    out[oc * plane + first + p] = y
+                });
+            }
+            first += npx;
+        }
+        true
+    }
+
+    /// The outputs of the channels whose requantisation the kernel does not fold: the sums
+    /// again, portably, from the gathered columns, then [`QuantArgs::output`].
+    #[cold]
+    #[inline(never)]
+    fn fix_slow(
+        weights: &[i8],
+        bias: &[i32],
+        q: &QuantArgs<'_>,
+        slow: &[bool; OC],
+        cols: &[i16],
+        npx: usize,
+        mut store: impl FnMut(usize, usize, i8),
+    ) {
+        for oc in (0..OC).filter(|&oc| slow[oc]) {
+            let w = &weights[oc * Self::L..][..Self::L];
+            for p in 0..npx {
+                let acc = w.iter().enumerate().fold(bias[oc], |a, (t, &wt)| {
+                    let x = cols[t / 4 * 16 + 4 * p + [0, 2, 1, 3][t % 4]];
+                    a.wrapping_add(i32::from(wt) * i32::from(x))
+                });
+                store(oc, p, q.output(oc, acc));
+            }
+        }
+    }
+
+    /// Every output channel of one gathered block: sums from the bias (`SMLAD`) for the
+    /// block's first `PX` (4 or 2) pixels, requantised with the records' [`Fast`] constants
+    /// and stored at `dst + oc stride + 0..PX`. `WIDE`: `w` holds the weights sign-extended
+    /// by [`Conv::widen`] (8 bytes a group), else the int8 rows.
+    ///
+    /// # Safety
+    /// `w` readable for `OC L` bytes (`OC GROUPS 8` when `WIDE`), `cols` 4-byte aligned and
+    /// readable for `GROUPS * 32` bytes, `dst + oc stride` writable for `PX` bytes for every
+    /// `oc < OC`; `recs` has `OC > 0` records.
+    #[inline(never)]
+    unsafe fn block<const WIDE: bool, const PX: usize>(
+        recs: &[Rec; OC],
+        dst: *mut i8,
+        stride: usize,
+        w: *const i8,
+        cols: *const u32,
+    ) {
+        let first = &raw const recs[0].pos;
+        let end = first.wrapping_add(3 * OC);
+        // The asm shared by the four variants: `$group` is one group of 4 taps (weights,
+        // columns, SMLAD), `$tail` the partial last group, `$req` the requantisation.
+        macro_rules! block_asm {
+            ($trips:expr, $rem:expr, $group:expr, $tail:expr, [$($req:expr),*]) => {
+                // SAFETY: the loop runs once per record (OC > 0), from `first` to `end` in
+                // steps of one record (48 bytes = 3 `Fast`). Per channel it reads one row of
+                // weights (whole groups post-incremented; the 1 to 3 bytes of a partial last
+                // group with LDRB/LDRH, never past the row), `GROUPS * 32` column bytes with
+                // LDM (aligned by the caller's contract) and rewinds; reads the 48-byte record
+                // below and at r0 and writes `dst + oc stride + 0..PX`. r6 and r7 (not
+                // allocatable) are saved on the stack with the loop's end and stride and
+                // restored; the pushes balance. Every other register it changes is an
+                // operand or a clobber.
+                unsafe {
+                    asm!(
+                        "push {{r2, r3, r6, r7}}",
+                        "2:",
+                        "ldmdb r0, {{r4, r5, r8, r9}}",
+                        "push {{r0, r1}}",
+                        ".if {trips}",
+                        "movw r7, #{trips}",
+                        "3:",
+                        ".rept {unroll}",
+                        $group,
+                        ".endr",
+                        "subs r7, r7, #1",
+                        "bne 3b",
+                        ".endif",
+                        ".rept {rem}",
+                        $group,
+                        ".endr",
+                        $tail,
+                        "pop {{r0, r1}}",
+                        $($req,)*
+                        ".if {rewind_lo}",
+                        "subw lr, lr, #{rewind_lo}",
+                        ".endif",
+                        ".if {rewind_hi}",
+                        "sub lr, lr, #{rewind_hi}",
+                        ".endif",
+                        "add r0, r0, #48",
+                        "ldrd r2, r3, [sp]",
+                        "add r1, r1, r3",
+                        "cmp r0, r2",
+                        "bne 2b",
+                        "pop {{r2, r3, r6, r7}}",
+                        trips = const $trips,
+                        unroll = const UNROLL,
+                        rem = const $rem,
+                        tail = const Self::TAIL,
+                        rewind_lo = const Self::REWIND_LO,
+                        rewind_hi = const Self::REWIND_HI,
+                        inout("r0") first => _,
+                        inout("r1") dst => _,
+                        inout("r2") end => _,
+                        inout("r3") stride => _,
+                        out("r4") _,
+                        out("r5") _,
+                        out("r8") _,
+                        out("r9") _,
+                        out("r10") _,
+                        out("r11") _,
+                        inout("r12") w => _,
+                        inout("lr") cols => _,
+                    );
+                }
+            };
+        }
+        // int8 weights: the 1 to 3 bytes of a partial last group.
+        macro_rules! narrow_tail {
+            ($mac:expr) => {
+                concat!(
+                    ".if {tail} == 1\n",
+                    "ldrb r10, [r12], #1\n",
+                    ".endif\n",
+                    ".if {tail} == 2\n",
+                    "ldrh r10, [r12], #2\n",
+                    ".endif\n",
+                    ".if {tail} == 3\n",
+                    "ldrh r10, [r12], #2\n",
+                    "ldrb r11, [r12], #1\n",
+                    "orr r10, r10, r11, lsl #16\n",
+                    ".endif\n",
+                    ".if {tail}\n",
+                    $mac,
+                    ".endif\n",
+                )
+            };
+        }
+        // Widened weights: the partial last group is a whole one (zero weights).
+        macro_rules! no_tail {
+            () => {
+                ".if {tail}\n.endif\n"
+            };
+        }
+        match (WIDE, PX) {
+            (false, 4) => block_asm!(
+                Self::L / 4 / UNROLL,
+                Self::L / 4 % UNROLL,
+                concat!("ldr r10, [r12], #4\n", extend!(), mac4!()),
+                narrow_tail!(concat!(extend!(), mac4!())),
+                [
+                    requant!("r4", "0"),
+                    requant!("r5", "1"),
+                    requant!("r8", "2"),
+                    requant!("r9", "3")
+                ]
+            ),
+            (false, _) => block_asm!(
+                Self::L / 4 / UNROLL,
+                Self::L / 4 % UNROLL,
+                concat!("ldr r10, [r12], #4\n", extend!(), mac2!()),
+                narrow_tail!(concat!(extend!(), mac2!())),
+                [requant!("r4", "0"), requant!("r5", "1")]
+            ),
+            (true, 4) => block_asm!(
+                Self::GROUPS / UNROLL,
+                Self::GROUPS % UNROLL,
+                concat!("ldrd r11, r10, [r12], #8\n", mac4!()),
+                no_tail!(),
+                [
+                    requant!("r4", "0"),
+                    requant!("r5", "1"),
+                    requant!("r8", "2"),
+                    requant!("r9", "3")
+                ]
+            ),
+            (true, _) => block_asm!(
+                Self::GROUPS / UNROLL,
+                Self::GROUPS % UNROLL,
+                concat!("ldrd r11, r10, [r12], #8\n", mac2!()),
+                no_tail!(),
+                [requant!("r4", "0"), requant!("r5", "1")]
+            ),
+        }
+    }
+
+    /// Sign-extend every weight row into `wide`: per group of 4 taps `w0..w3`, the words
+    /// `(w0, w2)` and `(w1, w3)` (what `SXTB16` makes of the weight word), a partial last
+    /// group padded with zero weights.
+    ///
+    /// # Safety
+    /// `wide` 8-byte aligned and writable for `OC GROUPS 8` bytes; `weights` `OC L` long.
+    #[inline(never)]
+    unsafe fn widen(weights: &[i8], wide: *mut u32) {
+        let mut out = wide;
+        for row in weights.chunks_exact(Self::L) {
+            let (whole, tail) = row.split_at(Self::L / 4 * 4);
+            for g in whole.chunks_exact(4) {
+                let (e, o) = extend(u32::from_le_bytes([
+                    g[0] as u8, g[1] as u8, g[2] as u8, g[3] as u8,
+                ]));
+                // SAFETY: `out` walks `wide` 2 words a group, OC GROUPS groups in all.
+                unsafe {
+                    out.write(e);
+                    out.add(1).write(o);
+                }
+                out = out.wrapping_add(2);
+            }
+            if !tail.is_empty() {
+                let mut b = [0u8; 4];
+                for (d, &t) in b.iter_mut().zip(tail) {
+                    *d = t as u8;
+                }
+                let (e, o) = extend(u32::from_le_bytes(b));
+                // SAFETY: as above, the partial last group.
+                unsafe {
+                    out.write(e);
+                    out.add(1).write(o);
+                }
+                out = out.wrapping_add(2);
+            }
+        }
+    }
+
+    /// Bytes of the zero-point-padded input rows one output row reads: `IC` channels of
+    /// `D (K - 1) + 1` rows of `IW + 2 P`.
+    const STRIP_ROWS: usize = D * (K - 1) + 1;
+    const STRIP_W: usize = IW + 2 * P;
+    const STRIP: usize = IC * Self::STRIP_ROWS * Self::STRIP_W;
+
+    /// Offset and size of the widened weights in the work buffer.
+    const WIDE_AT: usize = Self::STRIP.div_ceil(8) * 8;
+    const WIDE: usize = OC * Self::GROUPS * 8;
+
+    /// Copy the input rows output row `oy` reads into `strip`, padded with the zero point
+    /// (a real zero) on every side, so that every window of the row is a plain copy with
+    /// constant offsets.
+    ///
+    /// # Safety
+    /// `strip` writable for [`Conv::STRIP`] bytes; `input` is `IC IH IW` long.
+    #[inline(never)]
+    unsafe fn build_strip(input: &[i8], oy: usize, strip: *mut i8, zp: i8) {
+        let y0 = (oy * S) as isize - P as isize;
+        let mut dst = strip;
+        for c in 0..IC {
+            for r in 0..Self::STRIP_ROWS {
+                let iy = y0 + r as isize;
+                // SAFETY: `dst` walks the strip row by row, STRIP_W bytes each, IC
+                // STRIP_ROWS rows in all: within its STRIP bytes.
+                let row = unsafe { core::slice::from_raw_parts_mut(dst, Self::STRIP_W) };
+                if iy < 0 || iy >= IH as isize {
+                    row.fill(zp);
+                } else {
+                    let src = &input[(c * IH + iy as usize) * IW..][..IW];
+                    row[..P].fill(zp);
+                    copy_row(&mut row[P..P + IW], src);
+                    row[P + IW..].fill(zp);
+                }
+                dst = dst.wrapping_add(Self::STRIP_W);
+            }
+        }
+    }
+
+    /// Gather the window at `src` (its top-left input in the strip, see
+    /// [`Conv::build_strip`]) into one pixel's slots of the column block (`dst` = the
+    /// block's word `2 q`).
+    ///
+    /// # Safety
+    /// `src` and every tap offset from it inside the strip; `dst` 4-byte aligned and writable
+    /// at words `8 g` and `8 g + 1` for every group `g`.
+    #[inline(never)]
+    unsafe fn gather_strip(src: *const i8, dst: *mut u32, zp: i32, zz: u32) {
+        // SAFETY: forwarded contract; every tap is inside the strip.
+        unsafe {
+            Self::gather_channels::<false>(
+                src,
+                Self::STRIP_ROWS * Self::STRIP_W,
+                Self::STRIP_W,
+                dst,
+                zp,
+                zz,
+                0,
+            )
+        };
+    }
+
+    /// Gather the window of output pixel (`oy`, `ox`) straight from the input, masking the
+    /// taps in the padding: for layers whose strip does not fit [`WORK`].
+    ///
+    /// # Safety
+    /// `dst` 4-byte aligned and writable at words `8 g` and `8 g + 1` for every group `g`.
+    #[inline(never)]
+    unsafe fn gather_masked(input: &[i8], oy: usize, ox: usize, dst: *mut u32, zp: i32, zz: u32) {
+        let iy0 = (oy * S) as isize - P as isize;
+        let ix0 = (ox * S) as isize - P as isize;
+        // Bit ky K + kx: tap (ky, kx) of each channel lies inside the input.
+        let mut valid = 0u32;
+        for ky in 0..K {
+            let iy = iy0 + (ky * D) as isize;
+            if iy < 0 || iy >= IH as isize {
+                continue;
+            }
+            for kx in 0..K {
+                let ix = ix0 + (kx * D) as isize;
+                if ix >= 0 && ix < IW as isize {
+                    valid |= 1 << (ky * K + kx);
+                }
+            }
+        }
+        // The window's top-left input, possibly outside the input: never dereferenced where
+        // outside.
+        let src = input.as_ptr().wrapping_offset(iy0 * IW as isize + ix0);
+        // SAFETY: only taps with their `valid` bit set are read, and those are inside the
+        // input; forwarded contract.
+        unsafe { Self::gather_channels::<true>(src, IH * IW, IW, dst, zp, zz, valid) };
+    }
+
+    /// All input channels, 4 at a time (a period of the group pattern: `4 K K` taps are
+    /// `K K` whole groups); channels `ch` bytes apart, rows `row` bytes apart (constants after inlining).
+    ///
+    /// # Safety
+    /// As [`Conv::gather_strip`]; with `BORDER`, only the taps with a `valid` bit need be
+    /// readable.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gather_channels<const BORDER: bool>(
+        src: *const i8,
+        ch: usize,
+        row: usize,
+        dst: *mut u32,
+        zp: i32,
+        zz: u32,
+        valid: u32,
+    ) {
+        let quads = IC / 4;
+        for m in 0..quads {
+            // SAFETY: forwarded; channel block m starts 4 m channels on and K K groups on.
+            unsafe {
+                Self::gather_quad::<BORDER>(
+                    src.wrapping_add(m * 4 * ch),
+                    ch,
+                    row,
+                    dst.add(m * Self::KK * 8),
+                    4 * Self::KK,
+                    zp,
+                    zz,
+                    valid,
+                )
+            };
+        }
+        if !IC.is_multiple_of(4) {
+            // SAFETY: as above, for the last `IC % 4` channels.
+            unsafe {
+                Self::gather_quad::<BORDER>(
+                    src.wrapping_add(quads * 4 * ch),
+                    ch,
+                    row,
+                    dst.add(quads * Self::KK * 8),
+                    IC % 4 * Self::KK,
+                    zp,
+                    zz,
+                    valid,
+                )
+            };
+        }
+    }
+
+    /// Up to 4 channels' taps (`nt` of them, a compile-time constant after inlining) into
+    /// `ceil(nt / 4)` groups, every offset a constant.
+    ///
+    /// # Safety
+    /// As [`Conv::gather_channels`].
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gather_quad<const BORDER: bool>(
+        src: *const i8,
+        ch: usize,
+        row: usize,
+        dst: *mut u32,
+        nt: usize,
+        zp: i32,
+        zz: u32,
+        valid: u32,
+    ) {
+        // Byte offset of tap u (counted from the first of the 4 channels).
+        let offset = |u: usize| (u / (K * K)) * ch + (u % (K * K) / K) * D * row + (u % K) * D;
+        // Value of tap u: the input, or zp (a zero after the subtraction) for padding taps
+        // and for the taps past the window in a partial last group (their weights are 0).
+        let tap = |u: usize| -> i32 {
+            if u >= nt || (BORDER && valid & (1 << (u % (K * K))) == 0) {
+                zp
+            } else {
+                // SAFETY: a tap that is read lies inside the input (the caller's contract).
+                i32::from(unsafe { *src.wrapping_add(offset(u)) })
+            }
+        };
+        macro_rules! groups {
+            ($($j:literal)*) => {$(
+                if $j * 4 < nt {
+                    let e = pair(tap($j * 4), tap($j * 4 + 2), zz);
+                    let o = pair(tap($j * 4 + 1), tap($j * 4 + 3), zz);
+                    // SAFETY: group `$j` of this block of channels: words 8 j and 8 j + 1
+                    // from `dst`, within the columns (the caller's contract).
+                    unsafe {
+                        dst.add($j * 8).write(e);
+                        dst.add($j * 8 + 1).write(o);
+                    }
+                }
+            )*};
+        }
+        // K <= 5: at most 25 groups per 4 channels.
+        groups!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24);
+    }
+
+    /// Any kernel size: tap by tap, from the input.
+    ///
+    /// # Safety
+    /// As [`Conv::gather_masked`].
+    unsafe fn gather_any(input: &[i8], oy: usize, ox: usize, dst: *mut u32, zp: i32) {
+        let iy0 = (oy * S) as isize - P as isize;
+        let ix0 = (ox * S) as isize - P as isize;
+        let dst = dst.cast::<i16>();
+        let mut t = 0;
+        for c in 0..IC {
+            for ky in 0..K {
+                for kx in 0..K {
+                    let (iy, ix) = (iy0 + (ky * D) as isize, ix0 + (kx * D) as isize);
+                    let v = if iy < 0 || iy >= IH as isize || ix < 0 || ix >= IW as isize {
+                        0
+                    } else {
+                        (i32::from(input[(c * IH + iy as usize) * IW + ix as usize]) - zp) as i16
+                    };
+                    // Halfword of tap t: group t / 4 (16 halfwords), then (t0, t2, t1, t3).
+                    let h = t / 4 * 16 + [0, 2, 1, 3][t % 4];
+                    // SAFETY: within the pixel's slots of group t / 4 (the caller's contract).
+                    unsafe { dst.add(h).write(v) };
+                    t += 1;
+                }
+            }
+        }
+        // The partial last group's missing taps are multiplied by zero weights: any value.
+    }
+}
+
+/// Portable dot products over the shared engine's columns (`[PIX][lp]`, natural order), for
+/// a scratch [`Conv::run`] cannot use: `emit(oc, q, sum)` for every output channel and the
+/// first `npx` columns.
+pub(crate) fn gemm_s8(
+    cols: &[i16],
+    lp: usize,
+    npx: usize,
+    w: &[i8],
+    l: usize,
+    emit: &mut impl FnMut(usize, usize, i32),
+) {
+    for (oc, row) in w.chunks_exact(l).enumerate() {
+        for q in 0..npx {
+            let c = &cols[q * lp..q * lp + l];
+            let s = row.iter().zip(c).fold(0i32, |a, (w, x)| {
+                a.wrapping_add(i32::from(*w) * i32::from(*x))
+            });
+            emit(oc, q, s);
+        }
+    }
+}

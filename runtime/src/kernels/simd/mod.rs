@@ -1,0 +1,276 @@
+//! SIMD twins of the scalar reference kernels, chosen at compile time (and on x86-64 with the
+//! `std` feature, at run time by CPU feature detection). The `force-reference` feature turns
+//! every one of them off.
+//!
+//! | target | path | f32 / f16 | int8 |
+//! |---|---|---|---|
+//! | x86-64 with AVX2 + FMA + F16C | [`Path::Avx2`] | 8-lane FMA (F16C widens f16 weights) | `vpmaddwd` on 16-bit operands |
+//! | aarch64 | [`Path::Neon`] | 4-lane FMA | `smlal` on 16-bit operands |
+//! | Cortex-M4/M7 (thumbv7em) | [`Path::Dsp`] | reference | `SXTB16` + `SMLAD` |
+//! | anything else | [`Path::Reference`] | reference | reference |
+//!
+//! Convolutions run as im2col plus small matrix products, as CMSIS-NN does: the input windows
+//! of [`PIX`] consecutive output pixels are gathered into columns (`[PIX][lp]`, `lp` the window
+//! length rounded up to [`LANES`] and zero-filled; int8 columns hold `x - zero_point` widened to
+//! 16 bits, padding taps 0), then a platform microkernel dots every output channel's weight row,
+//! which is contiguous in the `[OC][IC][K][K]` layout, with them. The caller provides the column
+//! scratch ([`scratch_f32`] / [`scratch_s8`] elements; 0 when the build has no SIMD path).
+//!
+//! int8 results are bit-identical to the reference on every path: the sums are exact in 32-bit
+//! integers, whatever their order. f32 and f16 results differ from the reference only by
+//! summation order and fused multiply-add rounding (a few ulp of the accumulator).
+
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+pub(crate) mod x86;
+
+#[cfg(all(target_arch = "aarch64", not(feature = "force-reference")))]
+pub(crate) mod neon;
+
+#[cfg(all(dsp, not(feature = "force-reference")))]
+pub(crate) mod dsp;
+
+/// Output pixels gathered per im2col block.
+pub const PIX: usize = 4;
+/// im2col columns are padded to a multiple of this many elements.
+pub const LANES: usize = 16;
+
+/// Which implementation the kernels use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// The safe scalar reference.
+    Reference,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// aarch64 Advanced SIMD.
+    Neon,
+    /// Arm Cortex-M DSP extension (int8 only; float stays on the reference).
+    Dsp,
+}
+
+impl Path {
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Reference => "reference",
+            Path::Avx2 => "avx2+fma",
+            Path::Neon => "neon",
+            Path::Dsp => "dsp (smlad)",
+        }
+    }
+}
+
+/// True when this build contains a SIMD path for float convolutions (x86-64 or aarch64),
+/// i.e. when they need im2col scratch.
+pub const COMPILED_F32: bool = cfg!(all(
+    not(feature = "force-reference"),
+    any(
+        all(
+            target_arch = "x86_64",
+            any(
+                feature = "std",
+                test,
+                all(
+                    target_feature = "avx2",
+                    target_feature = "fma",
+                    target_feature = "f16c"
+                )
+            )
+        ),
+        target_arch = "aarch64"
+    )
+));
+
+/// True when this build contains a SIMD path for int8 convolutions (the float targets plus
+/// the Cortex-M DSP extension).
+pub const COMPILED_S8: bool = COMPILED_F32 || cfg!(all(not(feature = "force-reference"), dsp));
+
+/// Output rows the x86 direct engine processes per input band.
+pub const BAND_ROWS: usize = 8;
+
+/// Convolution shape, for sizing scratch (`[IC, IH, IW, OC, K, S, D, P]`).
+pub type Shape = [usize; 8];
+
+/// The x86 engine's scratch: packed weights `[taps][channels][OC rounded to 8]` plus a
+/// zero-padded input band of up to [`BAND_ROWS`] output rows, `channels` the input channels
+/// (rounded to pairs for int8).
+const fn direct_len(sh: Shape, pairs: bool) -> usize {
+    let [ic, ih, iw, oc, k, s, d, p] = sh;
+    let ic = if pairs { ic.div_ceil(2) * 2 } else { ic };
+    let ext = d * (k - 1) + 1;
+    let oh = (ih + 2 * p - ext) / s + 1;
+    let rb = if oh < BAND_ROWS { oh } else { BAND_ROWS };
+    k * k * ic * oc.div_ceil(8) * 8 + ic * ((rb - 1) * s + ext) * (iw + 2 * p)
+}
+
+/// Scratch f32 values a float convolution of shape `sh` needs on this build's SIMD path,
+/// 0 without one.
+pub const fn scratch_f32(sh: Shape) -> usize {
+    if !COMPILED_F32 {
+        0
+    } else if cfg!(target_arch = "x86_64") {
+        direct_len(sh, false)
+    } else {
+        PIX * padded(sh[0] * sh[4] * sh[4])
+    }
+}
+
+/// Scratch i16 values an int8 convolution of shape `sh` needs (see [`scratch_f32`]).
+pub const fn scratch_s8(sh: Shape) -> usize {
+    if !COMPILED_S8 {
+        0
+    } else if cfg!(target_arch = "x86_64") {
+        direct_len(sh, true)
+    } else {
+        PIX * padded(sh[0] * sh[4] * sh[4])
+    }
+}
+
+/// `n` rounded up to a multiple of [`LANES`].
+pub const fn padded(n: usize) -> usize {
+    n.div_ceil(LANES) * LANES
+}
+
+/// The largest of `lens` (for sizing one scratch buffer shared by several layers).
+pub const fn max_len<const N: usize>(lens: [usize; N]) -> usize {
+    let mut m = 0;
+    let mut i = 0;
+    while i < N {
+        if lens[i] > m {
+            m = lens[i];
+        }
+        i += 1;
+    }
+    m
+}
+
+/// The path the kernels take for float layers in this build on this machine.
+pub fn active() -> Path {
+    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    if x86::available() {
+        return Path::Avx2;
+    }
+    #[cfg(all(target_arch = "aarch64", not(feature = "force-reference")))]
+    return Path::Neon;
+    #[allow(unreachable_code)]
+    Path::Reference
+}
+
+/// The path the kernels take for int8 layers in this build on this machine.
+pub fn active_s8() -> Path {
+    #[cfg(all(dsp, not(feature = "force-reference")))]
+    return Path::Dsp;
+    #[allow(unreachable_code)]
+    active()
+}
+
+/// Geometry of a convolution, for the im2col engine.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Geom {
+    pub ic: usize,
+    pub ih: usize,
+    pub iw: usize,
+    pub k: usize,
+    pub s: usize,
+    pub d: usize,
+    pub p: usize,
+    pub ow: usize,
+}
+
+// The im2col engine serves the NEON and DSP paths; x86 has its own direct engine.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+impl Geom {
+    /// Window length `IC K K`.
+    pub fn window(&self) -> usize {
+        self.ic * self.k * self.k
+    }
+
+    /// Gather the window of output pixel (`oy`, `ox`) into `col` (`window()` values in
+    /// (ic, ky, kx) order, `zero` for padding taps).
+    #[inline(always)]
+    pub fn im2col<I: Copy, C: Copy>(
+        &self,
+        input: &[I],
+        oy: usize,
+        ox: usize,
+        col: &mut [C],
+        zero: C,
+        conv: impl Fn(I) -> C,
+    ) {
+        let Geom {
+            ic,
+            ih,
+            iw,
+            k,
+            s,
+            d,
+            p,
+            ..
+        } = *self;
+        let x0 = (ox * s) as isize - p as isize;
+        let inside_x = x0 >= 0 && x0 as usize + d * (k - 1) < iw;
+        let mut j = 0;
+        for c in 0..ic {
+            for ky in 0..k {
+                let iy = (oy * s + ky * d) as isize - p as isize;
+                let dst = &mut col[j..j + k];
+                j += k;
+                if iy < 0 || iy as usize >= ih {
+                    dst.fill(zero);
+                    continue;
+                }
+                let row = &input[(c * ih + iy as usize) * iw..][..iw];
+                if inside_x {
+                    let x0 = x0 as usize;
+                    for (kx, v) in dst.iter_mut().enumerate() {
+                        *v = conv(row[x0 + kx * d]);
+                    }
+                } else {
+                    for (kx, v) in dst.iter_mut().enumerate() {
+                        let ix = x0 + (kx * d) as isize;
+                        *v = if ix < 0 || ix as usize >= iw {
+                            zero
+                        } else {
+                            conv(row[ix as usize])
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Walk output rows `oy0..oy0 + rows` in blocks of up to [`PIX`] pixels: fill their
+    /// columns in `cols` (`[PIX][padded(window)]`, tails zeroed) and call
+    /// `block(cols, pixels in block, index of the block's first pixel within the rows)`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn blocks<I: Copy, C: Copy>(
+        &self,
+        input: &[I],
+        oy0: usize,
+        rows: usize,
+        cols: &mut [C],
+        zero: C,
+        conv: impl Fn(I) -> C,
+        mut block: impl FnMut(&[C], usize, usize),
+    ) {
+        let (l, lp) = (self.window(), padded(self.window()));
+        for col in cols.chunks_exact_mut(lp).take(PIX) {
+            col[l..].fill(zero);
+        }
+        let total = rows * self.ow;
+        let mut first = 0;
+        while first < total {
+            let n = PIX.min(total - first);
+            for q in 0..n {
+                let flat = first + q;
+                let (oy, ox) = (oy0 + flat / self.ow, flat % self.ow);
+                self.im2col(input, oy, ox, &mut cols[q * lp..q * lp + l], zero, &conv);
+            }
+            block(cols, n, first);
+            first += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

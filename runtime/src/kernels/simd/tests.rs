@@ -1,0 +1,292 @@
+//! The SIMD paths against the scalar references. The suite runs twice in CI: as is (the
+//! SIMD path of the machine) and with `--features force-reference`; the first test checks
+//! which path ran, and the float tests prove it by the fused multiply-add's rounding.
+
+use super::{Path, active, active_s8};
+use crate::kernels::conv2d::{Conv2d, QuantArgs};
+use crate::kernels::dense::Dense;
+use crate::kernels::pool::{Pool2d, PoolKind};
+use crate::quant::Requant;
+use half::f16;
+use std::vec;
+use std::vec::Vec;
+
+/// xorshift64*: deterministic test data without dependencies.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn i8s(&mut self, n: usize) -> Vec<i8> {
+        (0..n).map(|_| self.next() as i8).collect()
+    }
+    fn f32s(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+            .collect()
+    }
+}
+
+fn requants(rng: &mut Rng, n: usize) -> (Vec<Requant>, Vec<Requant>) {
+    let pos: Vec<Requant> = (0..n)
+        // log-uniform over 1e-4 .. 4: right shifts and (above 1) left shifts
+        .map(|_| Requant::from_real(10f64.powf(-4.0 + (rng.next() % 1000) as f64 * 0.0046)))
+        .collect();
+    let neg = pos
+        .iter()
+        .map(|r| Requant::from_real(r.to_real() * 0.1))
+        .collect();
+    (pos, neg)
+}
+
+#[test]
+fn the_expected_path_runs() {
+    let want = if cfg!(feature = "force-reference") {
+        Path::Reference
+    } else if cfg!(target_arch = "x86_64") {
+        #[cfg(target_arch = "x86_64")]
+        let have = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
+        #[cfg(not(target_arch = "x86_64"))]
+        let have = false;
+        if have { Path::Avx2 } else { Path::Reference }
+    } else if cfg!(target_arch = "aarch64") {
+        Path::Neon
+    } else {
+        Path::Reference
+    };
+    assert_eq!(active(), want, "float path");
+    assert_eq!(active_s8(), want, "int8 path");
+    assert_eq!(super::COMPILED_F32, want != Path::Reference);
+    assert_eq!(super::COMPILED_S8, want != Path::Reference);
+}
+
+/// One geometry: int8 fast path bit-identical to the reference (whole map and row by row),
+/// float fast paths within rounding of the reference; returns how many float outputs
+/// differ in bits from the reference.
+fn check_conv<
+    const IC: usize,
+    const IH: usize,
+    const IW: usize,
+    const OC: usize,
+    const K: usize,
+    const S: usize,
+    const D: usize,
+    const P: usize,
+>(
+    seed: u64,
+) -> usize {
+    type C<const IC: usize, const IH: usize, const IW: usize, const OC: usize, const K: usize, const S: usize, const D: usize, const P: usize> =
+        Conv2d<IC, IH, IW, OC, K, S, D, P>;
+    let mut rng = Rng(seed);
+    let (n_in, n_w, n_out) = (
+        C::<IC, IH, IW, OC, K, S, D, P>::IN_LEN,
+        C::<IC, IH, IW, OC, K, S, D, P>::W_LEN,
+        C::<IC, IH, IW, OC, K, S, D, P>::OUT_LEN,
+    );
+    let mut scratch16 = vec![0x5555i16; C::<IC, IH, IW, OC, K, S, D, P>::SCRATCH_S8];
+    let mut scratch32 = vec![f32::NAN; C::<IC, IH, IW, OC, K, S, D, P>::SCRATCH_F32];
+
+    // int8
+    let (x, w) = (rng.i8s(n_in), rng.i8s(n_w));
+    let b: Vec<i32> = (0..OC).map(|_| (rng.next() % 20001) as i32 - 10000).collect();
+    let (pos, neg) = requants(&mut rng, OC);
+    let q = QuantArgs {
+        input_zero_point: (rng.next() % 256) as i32 - 128,
+        requant_pos: &pos,
+        requant_neg: &neg,
+        output_zero_point: (rng.next() % 41) as i32 - 20,
+    };
+    let mut want = vec![0i8; n_out];
+    C::<IC, IH, IW, OC, K, S, D, P>::s8(&x, &w, &b, &q, &mut want).unwrap();
+    let mut got = vec![0i8; n_out];
+    C::<IC, IH, IW, OC, K, S, D, P>::s8_rows(&x, &w, &b, &q, 0, &mut got, &mut scratch16).unwrap();
+    assert_eq!(got, want, "int8 whole map");
+    let oh = C::<IC, IH, IW, OC, K, S, D, P>::OH;
+    let ow = C::<IC, IH, IW, OC, K, S, D, P>::OW;
+    for oy in 0..oh {
+        let mut row = vec![0i8; OC * ow];
+        C::<IC, IH, IW, OC, K, S, D, P>::s8_rows(&x, &w, &b, &q, oy, &mut row, &mut scratch16)
+            .unwrap();
+        for oc in 0..OC {
+            assert_eq!(
+                row[oc * ow..(oc + 1) * ow],
+                want[(oc * oh + oy) * ow..][..ow],
+                "int8 row {oy}"
+            );
+        }
+    }
+
+    // f32 and f16 weights
+    let (xf, wf, bf) = (rng.f32s(n_in), rng.f32s(n_w), rng.f32s(OC));
+    let wh: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
+    let mut differ = 0;
+    for half in [false, true] {
+        let mut want = vec![0f32; n_out];
+        let mut got = vec![0f32; n_out];
+        if half {
+            C::<IC, IH, IW, OC, K, S, D, P>::f16(&xf, &wh, &bf, 0.1, &mut want).unwrap();
+            C::<IC, IH, IW, OC, K, S, D, P>::f16_rows(&xf, &wh, &bf, 0.1, 0, &mut got, &mut scratch32)
+                .unwrap();
+        } else {
+            C::<IC, IH, IW, OC, K, S, D, P>::f32(&xf, &wf, &bf, 0.1, &mut want).unwrap();
+            C::<IC, IH, IW, OC, K, S, D, P>::f32_rows(&xf, &wf, &bf, 0.1, 0, &mut got, &mut scratch32)
+                .unwrap();
+        }
+        // Bound: a few ulp of the largest partial sum, sum |w x| + |b| <= window + 1.
+        let tol = 8.0 * f32::EPSILON * (IC * K * K + 1) as f32;
+        for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+            assert!((g - r).abs() <= tol, "f32 (half {half}) output {i}: {g} vs {r}");
+            differ += usize::from(g.to_bits() != r.to_bits());
+        }
+    }
+    differ
+}
+
+#[test]
+fn convolutions_match_the_reference() {
+    let mut differ = 0;
+    // The edge and seed-lab layers.
+    differ += check_conv::<10, 25, 25, 16, 3, 1, 1, 1>(1);
+    differ += check_conv::<16, 12, 12, 32, 3, 1, 1, 1>(2);
+    differ += check_conv::<32, 6, 6, 32, 3, 1, 1, 1>(3);
+    differ += check_conv::<10, 50, 50, 20, 2, 1, 1, 0>(4);
+    differ += check_conv::<20, 11, 11, 20, 2, 1, 1, 0>(5);
+    // Odd sizes: channels not a multiple of 4, windows not a multiple of 16 or 8,
+    // stride, dilation, padding wider than the kernel's reach, a single pixel.
+    differ += check_conv::<3, 9, 7, 5, 3, 2, 2, 3>(6);
+    differ += check_conv::<1, 5, 5, 1, 1, 1, 1, 0>(7);
+    differ += check_conv::<7, 8, 9, 9, 5, 1, 1, 2>(8);
+    differ += check_conv::<2, 3, 3, 3, 3, 1, 1, 0>(9);
+    if cfg!(feature = "force-reference") || active() == Path::Reference {
+        assert_eq!(differ, 0, "the reference ran: every float output identical");
+    } else {
+        assert!(
+            differ > 100,
+            "only {differ} float outputs differ from the reference: did the SIMD path run?"
+        );
+    }
+}
+
+/// Conv + activation + pooling with a line buffer equals the conv followed by the pool.
+#[test]
+fn fused_pooling_equals_conv_then_pool() {
+    type C = Conv2d<4, 13, 11, 6, 3, 1, 1, 1>;
+    type Pl = Pool2d<6, 13, 11, 2>;
+    type Pl3 = Pool2d<6, 13, 11, 3>;
+    let mut rng = Rng(11);
+    let (x, w) = (rng.i8s(C::IN_LEN), rng.i8s(C::W_LEN));
+    let b: Vec<i32> = (0..6).map(|_| (rng.next() % 2001) as i32 - 1000).collect();
+    let (pos, neg) = requants(&mut rng, 6);
+    let q = QuantArgs {
+        input_zero_point: 3,
+        requant_pos: &pos,
+        requant_neg: &neg,
+        output_zero_point: -5,
+    };
+    let mut scratch = vec![0i16; C::SCRATCH_S8];
+    let mut full = vec![0i8; C::OUT_LEN];
+    C::s8(&x, &w, &b, &q, &mut full).unwrap();
+    for kind in [PoolKind::Avg, PoolKind::Max] {
+        let mut want = vec![0i8; Pl::OUT_LEN];
+        match kind {
+            PoolKind::Avg => Pl::avg_s8(&full, &mut want).unwrap(),
+            PoolKind::Max => Pl::max_s8(&full, &mut want).unwrap(),
+        }
+        let mut got = vec![0i8; Pl::OUT_LEN];
+        let mut line = vec![0i8; C::line_len::<2>()];
+        C::s8_pooled::<2>(kind, &x, &w, &b, &q, &mut got, &mut line, &mut scratch).unwrap();
+        assert_eq!(got, want, "{kind:?} 2");
+    }
+    let mut want = vec![0i8; Pl3::OUT_LEN];
+    Pl3::avg_s8(&full, &mut want).unwrap();
+    let mut got = vec![0i8; Pl3::OUT_LEN];
+    let mut line = vec![0i8; C::line_len::<3>()];
+    C::s8_pooled::<3>(PoolKind::Avg, &x, &w, &b, &q, &mut got, &mut line, &mut scratch).unwrap();
+    assert_eq!(got, want, "avg 3 (trailing row and column dropped)");
+
+    // Float: the fused path equals the same fast path followed by the pool, bit for bit.
+    let (xf, wf, bf) = (rng.f32s(C::IN_LEN), rng.f32s(C::W_LEN), rng.f32s(6));
+    let mut s32 = vec![0f32; C::SCRATCH_F32];
+    let mut full = vec![0f32; C::OUT_LEN];
+    C::f32_rows(&xf, &wf, &bf, 0.1, 0, &mut full, &mut s32).unwrap();
+    for kind in [PoolKind::Avg, PoolKind::Max] {
+        let mut want = vec![0f32; Pl::OUT_LEN];
+        match kind {
+            PoolKind::Avg => Pl::avg_f32(&full, &mut want).unwrap(),
+            PoolKind::Max => Pl::max_f32(&full, &mut want).unwrap(),
+        }
+        let mut got = vec![0f32; Pl::OUT_LEN];
+        let mut line = vec![0f32; C::line_len::<2>()];
+        C::f32_pooled::<2, f32>(kind, &xf, &wf, &bf, 0.1, &mut got, &mut line, &mut s32).unwrap();
+        assert_eq!(got, want, "f32 {kind:?}");
+    }
+}
+
+#[test]
+fn dense_matches_the_reference() {
+    fn one<const IN: usize, const OUT: usize>(seed: u64) -> usize {
+        let mut rng = Rng(seed);
+        let (x, w) = (rng.i8s(IN), rng.i8s(IN * OUT));
+        let b: Vec<i32> = (0..OUT).map(|_| (rng.next() % 2001) as i32 - 1000).collect();
+        let (pos, neg) = requants(&mut rng, OUT);
+        let q = QuantArgs {
+            input_zero_point: -7,
+            requant_pos: &pos,
+            requant_neg: &neg,
+            output_zero_point: 2,
+        };
+        let (mut want, mut got) = (vec![0i8; OUT], vec![0i8; OUT]);
+        Dense::<IN, OUT>::s8(&x, &w, &b, &q, &mut want).unwrap();
+        Dense::<IN, OUT>::s8_fast(&x, &w, &b, &q, &mut got).unwrap();
+        assert_eq!(got, want);
+        let (mut want, mut got) = (vec![0i32; OUT], vec![0i32; OUT]);
+        Dense::<IN, OUT>::acc_s8(&x, &w, &b, 5, &mut want).unwrap();
+        Dense::<IN, OUT>::acc_s8_fast(&x, &w, &b, 5, &mut got).unwrap();
+        assert_eq!(got, want);
+        let (xf, wf, bf) = (rng.f32s(IN), rng.f32s(IN * OUT), rng.f32s(OUT));
+        let (mut want, mut got) = (vec![0f32; OUT], vec![0f32; OUT]);
+        Dense::<IN, OUT>::f32(&xf, &wf, &bf, 0.3, &mut want).unwrap();
+        Dense::<IN, OUT>::f32_fast(&xf, &wf, &bf, 0.3, &mut got).unwrap();
+        let tol = 8.0 * f32::EPSILON * (IN + 1) as f32;
+        let mut differ = 0;
+        for (g, r) in got.iter().zip(&want) {
+            assert!((g - r).abs() <= tol, "{g} vs {r}");
+            differ += usize::from(g.to_bits() != r.to_bits());
+        }
+        differ
+    }
+    let differ = one::<289, 32>(1) + one::<81, 512>(2) + one::<512, 256>(3) + one::<32, 2>(4)
+        + one::<13, 70>(5);
+    if active() == Path::Reference {
+        assert_eq!(differ, 0);
+    } else {
+        assert!(differ > 50, "only {differ} dense outputs differ: did SIMD run?");
+    }
+}
+
+#[test]
+fn bad_buffers_are_errors() {
+    type C = Conv2d<2, 5, 5, 3, 3, 1, 1, 1>;
+    let (x, w, b) = ([0.0f32; C::IN_LEN], [0.0f32; C::W_LEN], [0.0f32; 3]);
+    let mut s = vec![0.0f32; C::SCRATCH_F32];
+    let mut y = vec![0.0f32; C::OUT_LEN];
+    // rows that run past the map, partial rows, an empty output
+    assert!(C::f32_rows(&x, &w, &b, 1.0, 1, &mut y, &mut s).is_err());
+    assert!(C::f32_rows(&x, &w, &b, 1.0, 0, &mut y[..7], &mut s).is_err());
+    assert!(C::f32_rows(&x, &w, &b, 1.0, 0, &mut [], &mut s).is_err());
+    assert!(C::f32_rows(&x[..3], &w, &b, 1.0, 0, &mut y, &mut s).is_err());
+    if C::SCRATCH_F32 > 0 && active() != Path::Reference {
+        assert!(C::f32_rows(&x, &w, &b, 1.0, 0, &mut y, &mut s[..5]).is_err());
+    }
+    let mut line = vec![0.0f32; C::line_len::<2>() - 1];
+    let mut out = vec![0.0f32; 3 * 2 * 2];
+    assert!(
+        C::f32_pooled::<2, f32>(PoolKind::Avg, &x, &w, &b, 1.0, &mut out, &mut line, &mut s)
+            .is_err()
+    );
+}
