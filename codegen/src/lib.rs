@@ -6,7 +6,8 @@
 //! for inference ([`model`]); interprets the folded network in f32, f16 and int8
 //! with the runtime kernels' exact semantics ([`interp`]); calibrates and
 //! quantises it ([`quantize`]); sizes it per dtype ([`report`]); and writes the
-//! runtime's weight blobs ([`blob`]).
+//! runtime's weight blobs ([`blob`]). Networks trained elsewhere (Keras, PyTorch) come in
+//! through ONNX ([`onnx`]) onto the same description.
 
 pub mod arch;
 pub mod blob;
@@ -14,6 +15,7 @@ pub mod emit;
 pub mod export;
 pub mod interp;
 pub mod model;
+pub mod onnx;
 pub mod plan;
 pub mod quantize;
 pub mod report;

@@ -21,18 +21,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Freeze a trained run: generated Rust module (model.rs), weight blobs (f32, f16, int8),
-    /// golden samples with the host's results, and a report of cost and accuracy.
+    /// Freeze a trained run, or an ONNX network trained elsewhere (`--onnx`): generated Rust
+    /// module (model.rs), weight blobs (f32, f16, int8), golden samples with the host's results,
+    /// and a report of cost and accuracy.
     Export {
-        /// Run directory written by `trainer fit`.
-        run_dir: std::path::PathBuf,
-        /// Output directory [default: <run_dir>/export].
+        /// Run directory written by `trainer fit` (or use --onnx).
+        #[arg(required_unless_present = "onnx")]
+        run_dir: Option<std::path::PathBuf>,
+        /// Import an ONNX network (Keras via tf2onnx, PyTorch via torch.onnx.export) instead of a
+        /// run; supported operators and layouts: docs/onnx.md.
+        #[arg(long, conflicts_with = "run_dir")]
+        onnx: Option<std::path::PathBuf>,
+        /// With --onnx: JSON sidecar with the count preprocessing the network was trained with
+        /// (band_scale, z_shift, z_scale, sigma_floor, sigma_calibration, image_layout; see
+        /// docs/onnx.md) [default: ln(1 + counts), raw redshift, sigma floor 0.005].
+        #[arg(long, requires = "onnx")]
+        preprocess: Option<std::path::PathBuf>,
+        /// Output directory [default: <run_dir>/export, or <model>-export/ next to the ONNX file].
         #[arg(long)]
         out: Option<std::path::PathBuf>,
-        /// Calibration sample (NPZ: images u16, redshift f32, log_mass f32) [default: <run_dir>/calibration.npz].
+        /// Calibration sample (NPZ: images u16, redshift f32, log_mass f32) [default: <run_dir>/calibration.npz,
+        /// or calibration.npz next to the ONNX file].
         #[arg(long)]
         calib: Option<std::path::PathBuf>,
-        /// Model name in the generated headers [default: the run directory's name].
+        /// Model name in the generated headers [default: the run directory's or ONNX file's name].
         #[arg(long)]
         name: Option<String>,
         /// Golden sample clusters to embed (samples.rs), 0 for none.
@@ -172,17 +184,29 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Export {
             run_dir,
+            onnx,
+            preprocess,
             out,
             calib,
             name,
             samples,
         } => {
-            let out = out.unwrap_or_else(|| run_dir.join("export"));
+            let Some(source) = run_dir.clone().or_else(|| onnx.clone()) else {
+                bail!("give a run directory or --onnx <model.onnx>")
+            };
+            let out = out.unwrap_or_else(|| match &onnx {
+                Some(f) => codegen::onnx::default_out_dir(f),
+                None => source.join("export"),
+            });
             let name = name.unwrap_or_else(|| {
-                std::fs::canonicalize(&run_dir)
-                    .ok()
-                    .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
-                    .unwrap_or_else(|| "model".into())
+                let stem = if onnx.is_some() {
+                    source.file_stem().map(|f| f.to_string_lossy().into_owned())
+                } else {
+                    std::fs::canonicalize(&source)
+                        .ok()
+                        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+                };
+                stem.unwrap_or_else(|| "model".into())
             });
             let command = std::iter::once("codegen".to_string())
                 .chain(std::env::args().skip(1))
@@ -194,7 +218,17 @@ fn main() -> Result<()> {
                 command,
                 samples,
             };
-            let s = codegen::export::export(&run_dir, &out, &opts)?;
+            let s = match &onnx {
+                Some(f) => {
+                    if preprocess.is_none() {
+                        eprintln!(
+                            "note: no --preprocess sidecar: assuming the network takes ln(1 + counts) in every band and the raw redshift, sigma floor 0.005 dex (see docs/onnx.md)"
+                        );
+                    }
+                    codegen::onnx::export_onnx(f, preprocess.as_deref(), &out, &opts)?
+                }
+                None => codegen::export::export(&source, &out, &opts)?,
+            };
             print!("{}", std::fs::read_to_string(out.join("report.md"))?);
             eprintln!(
                 "wrote {0}/model.rs, {0}/model-{{f32,f16,int8}}.bin, {0}/samples.rs and report.md ({1} calibration, {2} scoring clusters)",

@@ -249,14 +249,24 @@ mod tests {
             r.weight_bytes.int8,
             weights + (16 + 32 + 32 + 32) * (4 + 16) + 2 * (4 + 4)
         );
-        // Largest step of the plan: the fused first pool's output (6,250 values) read by the
-        // first convolution writing 16 x 25 x 25 = 10,000.
+        // Largest step of the plan without conv + pool fusion: the fused first pool's output
+        // (6,250 values) read by the first convolution writing 16 x 25 x 25 = 10,000. With it,
+        // that convolution writes its pooled 16 x 12 x 12 = 2,304 through a line buffer of two
+        // output rows, 2 x 16 x 25 = 800.
         assert_eq!(
-            r.activation_peak,
+            r.activation_peak_unfused,
             Bytes {
                 f32: 65_000,
                 f16: 65_000,
                 int8: 16_250
+            }
+        );
+        assert_eq!(
+            r.activation_peak,
+            Bytes {
+                f32: 4 * 9_354,
+                f16: 4 * 9_354,
+                int8: 9_354
             }
         );
         assert_eq!(r.raw_input_bytes, 50_000);
