@@ -15,8 +15,8 @@
 //! | 8 | dense 32 + leaky 0.1 | 32 x 1 x 1 | 9248 | 44 |
 //! | 9 | dense 2 | 2 x 1 x 1 | 64 | 44 |
 //!
-//! 1904640 multiply-accumulates and 24690 parameters per inference. RAM: one activation arena of [`ARENA_LEN`] = 16250 elements
-//! (65000 B as f32 for the `f32` and `f16` models, 16250 B as i8 for `int8`), plus the caller's 25000 u16 counts.
+//! 1904640 multiply-accumulates and 24690 parameters per inference. RAM: one activation arena of [`ARENA_LEN`] = 9354 elements
+//! (37416 B as f32 for the `f32` and `f16` models, 9354 B as i8 for `int8`), plus the caller's 25000 u16 counts.
 //!
 //! Usage (`counts`: the `[band][y][x]` u16 cube):
 //!
@@ -37,7 +37,19 @@ pub const WIDTH: usize = 50;
 /// u16 counts per observation, band-major (`[band][y][x]`).
 pub const INPUT_LEN: usize = BANDS * HEIGHT * WIDTH;
 /// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan.
-pub const ARENA_LEN: usize = 16250;
+pub const ARENA_LEN: usize = 9354;
+/// im2col scratch of the SIMD convolutions, f32 values (`f32` and `f16` models), on the stack of `infer`; 0 when this build has no SIMD path for the target.
+pub const SCRATCH_F32: usize = runtime::kernels::simd::max_len([
+    Op1::SCRATCH_F32,
+    Op3::SCRATCH_F32,
+    Op5::SCRATCH_F32,
+]);
+/// im2col scratch of the SIMD convolutions, i16 values (`int8` model), on the stack of `infer`; 0 when this build has no SIMD path for the target.
+pub const SCRATCH_S8: usize = runtime::kernels::simd::max_len([
+    Op1::SCRATCH_S8,
+    Op3::SCRATCH_S8,
+    Op5::SCRATCH_S8,
+]);
 /// Op 0: avg pool 2.
 pub type Op0 = runtime::kernels::pool::Pool2d<10, 50, 50, 2>;
 /// Op 1: conv 3x3 16 s1 d1 same + leaky 0.1.
@@ -67,17 +79,14 @@ pub type Op9 = runtime::kernels::dense::Dense<32, 2>;
 /// Multiply-accumulates per inference.
 pub const MACS: usize = Op1::MACS + Op3::MACS + Op5::MACS + Op8::MACS + Op9::MACS;
 const _: () = assert!(Op0::OUT_LEN == 6250);
-const _: () = assert!(Op1::IN_LEN == 6250 && 16250 <= ARENA_LEN);
-const _: () = assert!(Op1::OUT_LEN == 10000);
-const _: () = assert!(Op2::IN_LEN == 10000 && 12304 <= ARENA_LEN);
+const _: () = assert!(Op1::IN_LEN == 6250 && 9354 <= ARENA_LEN);
+const _: () = assert!(Op1::OUT_LEN == Op2::IN_LEN && Op1::line_len::< 2 > () == 800);
 const _: () = assert!(Op2::OUT_LEN == 2304);
-const _: () = assert!(Op3::IN_LEN == 2304 && 6912 <= ARENA_LEN);
-const _: () = assert!(Op3::OUT_LEN == 4608);
-const _: () = assert!(Op4::IN_LEN == 4608 && 5760 <= ARENA_LEN);
+const _: () = assert!(Op3::IN_LEN == 2304 && 4224 <= ARENA_LEN);
+const _: () = assert!(Op3::OUT_LEN == Op4::IN_LEN && Op3::line_len::< 2 > () == 768);
 const _: () = assert!(Op4::OUT_LEN == 1152);
-const _: () = assert!(Op5::IN_LEN == 1152 && 2304 <= ARENA_LEN);
-const _: () = assert!(Op5::OUT_LEN == 1152);
-const _: () = assert!(Op6::IN_LEN == 1152 && 1440 <= ARENA_LEN);
+const _: () = assert!(Op5::IN_LEN == 1152 && 1824 <= ARENA_LEN);
+const _: () = assert!(Op5::OUT_LEN == Op6::IN_LEN && Op5::line_len::< 2 > () == 384);
 const _: () = assert!(Op6::OUT_LEN == 288);
 const _: () = assert!(Op8::IN_LEN == 289 && 321 <= ARENA_LEN);
 const _: () = assert!(Op8::OUT_LEN == 32);
@@ -86,7 +95,10 @@ const _: () = assert!(Op9::IN_LEN == 32 && 32 <= ARENA_LEN);
 pub mod f32 {
     use super::*;
     use runtime::blob::{Blob, BlobError, Dtype, Elem};
-    use runtime::model::{Estimate, Meta, ping_pong};
+    #[allow(unused_imports)]
+    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line};
+    #[allow(unused_imports)]
+    use runtime::kernels::pool::PoolKind;
     use runtime::Error;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 11] = [
@@ -161,45 +173,43 @@ pub mod f32 {
             let p = &self.meta.preprocess;
             let z = p.redshift(z)?;
             let arena: &mut [f32] = arena;
+            let scratch = &mut [0.0f32; SCRATCH_F32];
             {
                 let (_, y) = ping_pong(arena, 0, 6250, false)?;
                 Op0::avg_counts_f32(p, counts, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 6250, 10000, true)?;
-                Op1::f32(x, self.w1, self.b1, SLOPE1, y)?;
+                let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
+                Op1::f32_pooled::<
+                    2,
+                    _,
+                >(PoolKind::Avg, x, self.w1, self.b1, SLOPE1, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 10000, 2304, false)?;
-                Op2::avg_f32(x, y)?;
+                let (x, y, line) = ping_pong_line(arena, 2304, 1152, 768, false)?;
+                Op3::f32_pooled::<
+                    2,
+                    _,
+                >(PoolKind::Avg, x, self.w3, self.b3, SLOPE3, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 2304, 4608, true)?;
-                Op3::f32(x, self.w3, self.b3, SLOPE3, y)?;
+                let (x, y, line) = ping_pong_line(arena, 1152, 288, 384, true)?;
+                Op5::f32_pooled::<
+                    2,
+                    _,
+                >(PoolKind::Avg, x, self.w5, self.b5, SLOPE5, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 4608, 1152, false)?;
-                Op4::avg_f32(x, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 1152, 1152, true)?;
-                Op5::f32(x, self.w5, self.b5, SLOPE5, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 1152, 288, false)?;
-                Op6::avg_f32(x, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 288, 289, true)?;
+                let (x, y) = ping_pong(arena, 288, 289, false)?;
                 runtime::kernels::act::concat_z(x, z, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 289, 32, false)?;
-                Op8::f32(x, self.w8, self.b8, SLOPE8, y)?;
+                let (x, y) = ping_pong(arena, 289, 32, true)?;
+                Op8::f32_fast(x, self.w8, self.b8, SLOPE8, y)?;
             }
-            let (x, _) = ping_pong(arena, 32, 0, true)?;
+            let (x, _) = ping_pong(arena, 32, 0, false)?;
             let mut raw = [0.0f32; 2];
-            Op9::f32(x, self.w9, self.b9, 1.0, &mut raw)?;
+            Op9::f32_fast(x, self.w9, self.b9, 1.0, &mut raw)?;
             Ok(self.meta.estimate(raw))
         }
     }
@@ -208,7 +218,10 @@ pub mod f32 {
 pub mod f16 {
     use super::*;
     use runtime::blob::{Blob, BlobError, Dtype, Elem};
-    use runtime::model::{Estimate, Meta, ping_pong};
+    #[allow(unused_imports)]
+    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line};
+    #[allow(unused_imports)]
+    use runtime::kernels::pool::PoolKind;
     use runtime::Error;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 11] = [
@@ -283,45 +296,43 @@ pub mod f16 {
             let p = &self.meta.preprocess;
             let z = p.redshift(z)?;
             let arena: &mut [f32] = arena;
+            let scratch = &mut [0.0f32; SCRATCH_F32];
             {
                 let (_, y) = ping_pong(arena, 0, 6250, false)?;
                 Op0::avg_counts_f32(p, counts, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 6250, 10000, true)?;
-                Op1::f16(x, self.w1, self.b1, SLOPE1, y)?;
+                let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
+                Op1::f32_pooled::<
+                    2,
+                    _,
+                >(PoolKind::Avg, x, self.w1, self.b1, SLOPE1, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 10000, 2304, false)?;
-                Op2::avg_f32(x, y)?;
+                let (x, y, line) = ping_pong_line(arena, 2304, 1152, 768, false)?;
+                Op3::f32_pooled::<
+                    2,
+                    _,
+                >(PoolKind::Avg, x, self.w3, self.b3, SLOPE3, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 2304, 4608, true)?;
-                Op3::f16(x, self.w3, self.b3, SLOPE3, y)?;
+                let (x, y, line) = ping_pong_line(arena, 1152, 288, 384, true)?;
+                Op5::f32_pooled::<
+                    2,
+                    _,
+                >(PoolKind::Avg, x, self.w5, self.b5, SLOPE5, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 4608, 1152, false)?;
-                Op4::avg_f32(x, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 1152, 1152, true)?;
-                Op5::f16(x, self.w5, self.b5, SLOPE5, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 1152, 288, false)?;
-                Op6::avg_f32(x, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 288, 289, true)?;
+                let (x, y) = ping_pong(arena, 288, 289, false)?;
                 runtime::kernels::act::concat_z(x, z, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 289, 32, false)?;
-                Op8::f16(x, self.w8, self.b8, SLOPE8, y)?;
+                let (x, y) = ping_pong(arena, 289, 32, true)?;
+                Op8::f32_fast(x, self.w8, self.b8, SLOPE8, y)?;
             }
-            let (x, _) = ping_pong(arena, 32, 0, true)?;
+            let (x, _) = ping_pong(arena, 32, 0, false)?;
             let mut raw = [0.0f32; 2];
-            Op9::f16(x, self.w9, self.b9, 1.0, &mut raw)?;
+            Op9::f32_fast(x, self.w9, self.b9, 1.0, &mut raw)?;
             Ok(self.meta.estimate(raw))
         }
     }
@@ -332,7 +343,10 @@ pub mod int8 {
     use runtime::blob::{Blob, BlobError, Dtype, Elem};
     use runtime::kernels::conv2d::QuantArgs;
     use runtime::quant::{QParams, Requant};
-    use runtime::model::{Estimate, Meta, ping_pong};
+    #[allow(unused_imports)]
+    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line};
+    #[allow(unused_imports)]
+    use runtime::kernels::pool::PoolKind;
     use runtime::Error;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 22] = [
@@ -493,6 +507,7 @@ pub mod int8 {
             let p = &self.meta.preprocess;
             let z = p.redshift(z)?;
             let arena: &mut [i8] = arena;
+            let scratch = &mut [0i16; SCRATCH_S8];
             {
                 let (_, y) = ping_pong(arena, 0, 6250, false)?;
                 Op0::avg_counts_s8(
@@ -506,8 +521,11 @@ pub mod int8 {
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 6250, 10000, true)?;
-                Op1::s8(
+                let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
+                Op1::s8_pooled::<
+                    2,
+                >(
+                    PoolKind::Avg,
                     x,
                     self.w1,
                     self.b1,
@@ -518,15 +536,16 @@ pub mod int8 {
                         output_zero_point: self.zp[2],
                     },
                     y,
+                    line,
+                    scratch,
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 10000, 2304, false)?;
-                Op2::avg_s8(x, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 2304, 4608, true)?;
-                Op3::s8(
+                let (x, y, line) = ping_pong_line(arena, 2304, 1152, 768, false)?;
+                Op3::s8_pooled::<
+                    2,
+                >(
+                    PoolKind::Avg,
                     x,
                     self.w3,
                     self.b3,
@@ -537,15 +556,16 @@ pub mod int8 {
                         output_zero_point: self.zp[4],
                     },
                     y,
+                    line,
+                    scratch,
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 4608, 1152, false)?;
-                Op4::avg_s8(x, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 1152, 1152, true)?;
-                Op5::s8(
+                let (x, y, line) = ping_pong_line(arena, 1152, 288, 384, true)?;
+                Op5::s8_pooled::<
+                    2,
+                >(
+                    PoolKind::Avg,
                     x,
                     self.w5,
                     self.b5,
@@ -556,14 +576,12 @@ pub mod int8 {
                         output_zero_point: self.zp[6],
                     },
                     y,
+                    line,
+                    scratch,
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 1152, 288, false)?;
-                Op6::avg_s8(x, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 288, 289, true)?;
+                let (x, y) = ping_pong(arena, 288, 289, false)?;
                 runtime::kernels::act::concat_z(
                     x,
                     QParams {
@@ -575,8 +593,8 @@ pub mod int8 {
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 289, 32, false)?;
-                Op8::s8(
+                let (x, y) = ping_pong(arena, 289, 32, true)?;
+                Op8::s8_fast(
                     x,
                     self.w8,
                     self.b8,
@@ -589,9 +607,9 @@ pub mod int8 {
                     y,
                 )?;
             }
-            let (x, _) = ping_pong(arena, 32, 0, true)?;
+            let (x, _) = ping_pong(arena, 32, 0, false)?;
             let mut acc = [0i32; 2];
-            Op9::acc_s8(x, self.w9, self.b9, self.zp[9], &mut acc)?;
+            Op9::acc_s8_fast(x, self.w9, self.b9, self.zp[9], &mut acc)?;
             let raw = [self.os9[0] * acc[0] as f32, self.os9[1] * acc[1] as f32];
             Ok(self.meta.estimate(raw))
         }

@@ -41,6 +41,22 @@ pub const WIDTH: usize = 50;
 pub const INPUT_LEN: usize = BANDS * HEIGHT * WIDTH;
 /// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan.
 pub const ARENA_LEN: usize = 94100;
+/// im2col scratch of the SIMD convolutions, f32 values (`f32` and `f16` models), on the stack of `infer`; 0 when this build has no SIMD path for the target.
+pub const SCRATCH_F32: usize = runtime::kernels::simd::max_len([
+    Op0::SCRATCH_F32,
+    Op1::SCRATCH_F32,
+    Op2::SCRATCH_F32,
+    Op4::SCRATCH_F32,
+    Op5::SCRATCH_F32,
+]);
+/// im2col scratch of the SIMD convolutions, i16 values (`int8` model), on the stack of `infer`; 0 when this build has no SIMD path for the target.
+pub const SCRATCH_S8: usize = runtime::kernels::simd::max_len([
+    Op0::SCRATCH_S8,
+    Op1::SCRATCH_S8,
+    Op2::SCRATCH_S8,
+    Op4::SCRATCH_S8,
+    Op5::SCRATCH_S8,
+]);
 /// Op 0: conv 2x2 20 s1 d1 valid + leaky 0.3.
 pub type Op0 = runtime::kernels::conv2d::Conv2d<10, 50, 50, 20, 2, 1, 1, 0>;
 /// Leaky ReLU slope of op 0 (0.3).
@@ -90,15 +106,13 @@ const _: () = assert!(Op0::IN_LEN == 25000 && 73020 <= ARENA_LEN);
 const _: () = assert!(Op0::OUT_LEN == 48020);
 const _: () = assert!(Op1::IN_LEN == 48020 && 94100 <= ARENA_LEN);
 const _: () = assert!(Op1::OUT_LEN == 46080);
-const _: () = assert!(Op2::IN_LEN == 46080 && 90260 <= ARENA_LEN);
-const _: () = assert!(Op2::OUT_LEN == 44180);
-const _: () = assert!(Op3::IN_LEN == 44180 && 46600 <= ARENA_LEN);
+const _: () = assert!(Op2::IN_LEN == 46080 && 52260 <= ARENA_LEN);
+const _: () = assert!(Op2::OUT_LEN == Op3::IN_LEN && Op2::line_len::< 4 > () == 3760);
 const _: () = assert!(Op3::OUT_LEN == 2420);
 const _: () = assert!(Op4::IN_LEN == 2420 && 4420 <= ARENA_LEN);
 const _: () = assert!(Op4::OUT_LEN == 2000);
-const _: () = assert!(Op5::IN_LEN == 2000 && 3620 <= ARENA_LEN);
-const _: () = assert!(Op5::OUT_LEN == 1620);
-const _: () = assert!(Op6::IN_LEN == 1620 && 1700 <= ARENA_LEN);
+const _: () = assert!(Op5::IN_LEN == 2000 && 2800 <= ARENA_LEN);
+const _: () = assert!(Op5::OUT_LEN == Op6::IN_LEN && Op5::line_len::< 4 > () == 720);
 const _: () = assert!(Op6::OUT_LEN == 80);
 const _: () = assert!(Op8::IN_LEN == 81 && 593 <= ARENA_LEN);
 const _: () = assert!(Op8::OUT_LEN == 512);
@@ -113,7 +127,10 @@ const _: () = assert!(Op12::IN_LEN == 64 && 64 <= ARENA_LEN);
 pub mod f32 {
     use super::*;
     use runtime::blob::{Blob, BlobError, Dtype, Elem};
-    use runtime::model::{Estimate, Meta, ping_pong};
+    #[allow(unused_imports)]
+    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line};
+    #[allow(unused_imports)]
+    use runtime::kernels::pool::PoolKind;
     use runtime::Error;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 21] = [
@@ -228,37 +245,36 @@ pub mod f32 {
             let p = &self.meta.preprocess;
             let z = p.redshift(z)?;
             let arena: &mut [f32] = arena;
+            let scratch = &mut [0.0f32; SCRATCH_F32];
             {
                 let (_, y) = ping_pong(arena, 0, 25000, false)?;
                 p.counts_f32(counts, y)?;
             }
             {
                 let (x, y) = ping_pong(arena, 25000, 48020, true)?;
-                Op0::f32(x, self.w0, self.b0, SLOPE0, y)?;
+                Op0::f32_rows(x, self.w0, self.b0, SLOPE0, 0, y, scratch)?;
             }
             {
                 let (x, y) = ping_pong(arena, 48020, 46080, false)?;
-                Op1::f32(x, self.w1, self.b1, SLOPE1, y)?;
+                Op1::f32_rows(x, self.w1, self.b1, SLOPE1, 0, y, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 46080, 44180, true)?;
-                Op2::f32(x, self.w2, self.b2, SLOPE2, y)?;
+                let (x, y, line) = ping_pong_line(arena, 46080, 2420, 3760, true)?;
+                Op2::f32_pooled::<
+                    4,
+                    _,
+                >(PoolKind::Max, x, self.w2, self.b2, SLOPE2, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 44180, 2420, false)?;
-                Op3::max_f32(x, y)?;
+                let (x, y) = ping_pong(arena, 2420, 2000, false)?;
+                Op4::f32_rows(x, self.w4, self.b4, SLOPE4, 0, y, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 2420, 2000, true)?;
-                Op4::f32(x, self.w4, self.b4, SLOPE4, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 2000, 1620, false)?;
-                Op5::f32(x, self.w5, self.b5, SLOPE5, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 1620, 80, true)?;
-                Op6::max_f32(x, y)?;
+                let (x, y, line) = ping_pong_line(arena, 2000, 80, 720, true)?;
+                Op5::f32_pooled::<
+                    4,
+                    _,
+                >(PoolKind::Max, x, self.w5, self.b5, SLOPE5, y, line, scratch)?;
             }
             {
                 let (x, y) = ping_pong(arena, 80, 81, false)?;
@@ -266,23 +282,23 @@ pub mod f32 {
             }
             {
                 let (x, y) = ping_pong(arena, 81, 512, true)?;
-                Op8::f32(x, self.w8, self.b8, SLOPE8, y)?;
+                Op8::f32_fast(x, self.w8, self.b8, SLOPE8, y)?;
             }
             {
                 let (x, y) = ping_pong(arena, 512, 256, false)?;
-                Op9::f32(x, self.w9, self.b9, SLOPE9, y)?;
+                Op9::f32_fast(x, self.w9, self.b9, SLOPE9, y)?;
             }
             {
                 let (x, y) = ping_pong(arena, 256, 128, true)?;
-                Op10::f32(x, self.w10, self.b10, SLOPE10, y)?;
+                Op10::f32_fast(x, self.w10, self.b10, SLOPE10, y)?;
             }
             {
                 let (x, y) = ping_pong(arena, 128, 64, false)?;
-                Op11::f32(x, self.w11, self.b11, SLOPE11, y)?;
+                Op11::f32_fast(x, self.w11, self.b11, SLOPE11, y)?;
             }
             let (x, _) = ping_pong(arena, 64, 0, true)?;
             let mut raw = [0.0f32; 2];
-            Op12::f32(x, self.w12, self.b12, 1.0, &mut raw)?;
+            Op12::f32_fast(x, self.w12, self.b12, 1.0, &mut raw)?;
             Ok(self.meta.estimate(raw))
         }
     }
@@ -291,7 +307,10 @@ pub mod f32 {
 pub mod f16 {
     use super::*;
     use runtime::blob::{Blob, BlobError, Dtype, Elem};
-    use runtime::model::{Estimate, Meta, ping_pong};
+    #[allow(unused_imports)]
+    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line};
+    #[allow(unused_imports)]
+    use runtime::kernels::pool::PoolKind;
     use runtime::Error;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 21] = [
@@ -406,37 +425,36 @@ pub mod f16 {
             let p = &self.meta.preprocess;
             let z = p.redshift(z)?;
             let arena: &mut [f32] = arena;
+            let scratch = &mut [0.0f32; SCRATCH_F32];
             {
                 let (_, y) = ping_pong(arena, 0, 25000, false)?;
                 p.counts_f32(counts, y)?;
             }
             {
                 let (x, y) = ping_pong(arena, 25000, 48020, true)?;
-                Op0::f16(x, self.w0, self.b0, SLOPE0, y)?;
+                Op0::f16_rows(x, self.w0, self.b0, SLOPE0, 0, y, scratch)?;
             }
             {
                 let (x, y) = ping_pong(arena, 48020, 46080, false)?;
-                Op1::f16(x, self.w1, self.b1, SLOPE1, y)?;
+                Op1::f16_rows(x, self.w1, self.b1, SLOPE1, 0, y, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 46080, 44180, true)?;
-                Op2::f16(x, self.w2, self.b2, SLOPE2, y)?;
+                let (x, y, line) = ping_pong_line(arena, 46080, 2420, 3760, true)?;
+                Op2::f32_pooled::<
+                    4,
+                    _,
+                >(PoolKind::Max, x, self.w2, self.b2, SLOPE2, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 44180, 2420, false)?;
-                Op3::max_f32(x, y)?;
+                let (x, y) = ping_pong(arena, 2420, 2000, false)?;
+                Op4::f16_rows(x, self.w4, self.b4, SLOPE4, 0, y, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 2420, 2000, true)?;
-                Op4::f16(x, self.w4, self.b4, SLOPE4, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 2000, 1620, false)?;
-                Op5::f16(x, self.w5, self.b5, SLOPE5, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 1620, 80, true)?;
-                Op6::max_f32(x, y)?;
+                let (x, y, line) = ping_pong_line(arena, 2000, 80, 720, true)?;
+                Op5::f32_pooled::<
+                    4,
+                    _,
+                >(PoolKind::Max, x, self.w5, self.b5, SLOPE5, y, line, scratch)?;
             }
             {
                 let (x, y) = ping_pong(arena, 80, 81, false)?;
@@ -444,23 +462,23 @@ pub mod f16 {
             }
             {
                 let (x, y) = ping_pong(arena, 81, 512, true)?;
-                Op8::f16(x, self.w8, self.b8, SLOPE8, y)?;
+                Op8::f32_fast(x, self.w8, self.b8, SLOPE8, y)?;
             }
             {
                 let (x, y) = ping_pong(arena, 512, 256, false)?;
-                Op9::f16(x, self.w9, self.b9, SLOPE9, y)?;
+                Op9::f32_fast(x, self.w9, self.b9, SLOPE9, y)?;
             }
             {
                 let (x, y) = ping_pong(arena, 256, 128, true)?;
-                Op10::f16(x, self.w10, self.b10, SLOPE10, y)?;
+                Op10::f32_fast(x, self.w10, self.b10, SLOPE10, y)?;
             }
             {
                 let (x, y) = ping_pong(arena, 128, 64, false)?;
-                Op11::f16(x, self.w11, self.b11, SLOPE11, y)?;
+                Op11::f32_fast(x, self.w11, self.b11, SLOPE11, y)?;
             }
             let (x, _) = ping_pong(arena, 64, 0, true)?;
             let mut raw = [0.0f32; 2];
-            Op12::f16(x, self.w12, self.b12, 1.0, &mut raw)?;
+            Op12::f32_fast(x, self.w12, self.b12, 1.0, &mut raw)?;
             Ok(self.meta.estimate(raw))
         }
     }
@@ -471,7 +489,10 @@ pub mod int8 {
     use runtime::blob::{Blob, BlobError, Dtype, Elem};
     use runtime::kernels::conv2d::QuantArgs;
     use runtime::quant::{QParams, Requant};
-    use runtime::model::{Estimate, Meta, ping_pong};
+    #[allow(unused_imports)]
+    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line};
+    #[allow(unused_imports)]
+    use runtime::kernels::pool::PoolKind;
     use runtime::Error;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 42] = [
@@ -742,6 +763,7 @@ pub mod int8 {
             let p = &self.meta.preprocess;
             let z = p.redshift(z)?;
             let arena: &mut [i8] = arena;
+            let scratch = &mut [0i16; SCRATCH_S8];
             {
                 let (_, y) = ping_pong(arena, 0, 25000, false)?;
                 p.counts_s8(
@@ -755,7 +777,7 @@ pub mod int8 {
             }
             {
                 let (x, y) = ping_pong(arena, 25000, 48020, true)?;
-                Op0::s8(
+                Op0::s8_rows(
                     x,
                     self.w0,
                     self.b0,
@@ -765,12 +787,14 @@ pub mod int8 {
                         requant_neg: self.rn0,
                         output_zero_point: self.zp[1],
                     },
+                    0,
                     y,
+                    scratch,
                 )?;
             }
             {
                 let (x, y) = ping_pong(arena, 48020, 46080, false)?;
-                Op1::s8(
+                Op1::s8_rows(
                     x,
                     self.w1,
                     self.b1,
@@ -780,12 +804,17 @@ pub mod int8 {
                         requant_neg: self.rn1,
                         output_zero_point: self.zp[2],
                     },
+                    0,
                     y,
+                    scratch,
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 46080, 44180, true)?;
-                Op2::s8(
+                let (x, y, line) = ping_pong_line(arena, 46080, 2420, 3760, true)?;
+                Op2::s8_pooled::<
+                    4,
+                >(
+                    PoolKind::Max,
                     x,
                     self.w2,
                     self.b2,
@@ -796,15 +825,13 @@ pub mod int8 {
                         output_zero_point: self.zp[3],
                     },
                     y,
+                    line,
+                    scratch,
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 44180, 2420, false)?;
-                Op3::max_s8(x, y)?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 2420, 2000, true)?;
-                Op4::s8(
+                let (x, y) = ping_pong(arena, 2420, 2000, false)?;
+                Op4::s8_rows(
                     x,
                     self.w4,
                     self.b4,
@@ -814,12 +841,17 @@ pub mod int8 {
                         requant_neg: self.rn4,
                         output_zero_point: self.zp[5],
                     },
+                    0,
                     y,
+                    scratch,
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 2000, 1620, false)?;
-                Op5::s8(
+                let (x, y, line) = ping_pong_line(arena, 2000, 80, 720, true)?;
+                Op5::s8_pooled::<
+                    4,
+                >(
+                    PoolKind::Max,
                     x,
                     self.w5,
                     self.b5,
@@ -830,11 +862,9 @@ pub mod int8 {
                         output_zero_point: self.zp[6],
                     },
                     y,
+                    line,
+                    scratch,
                 )?;
-            }
-            {
-                let (x, y) = ping_pong(arena, 1620, 80, true)?;
-                Op6::max_s8(x, y)?;
             }
             {
                 let (x, y) = ping_pong(arena, 80, 81, false)?;
@@ -850,7 +880,7 @@ pub mod int8 {
             }
             {
                 let (x, y) = ping_pong(arena, 81, 512, true)?;
-                Op8::s8(
+                Op8::s8_fast(
                     x,
                     self.w8,
                     self.b8,
@@ -865,7 +895,7 @@ pub mod int8 {
             }
             {
                 let (x, y) = ping_pong(arena, 512, 256, false)?;
-                Op9::s8(
+                Op9::s8_fast(
                     x,
                     self.w9,
                     self.b9,
@@ -880,7 +910,7 @@ pub mod int8 {
             }
             {
                 let (x, y) = ping_pong(arena, 256, 128, true)?;
-                Op10::s8(
+                Op10::s8_fast(
                     x,
                     self.w10,
                     self.b10,
@@ -895,7 +925,7 @@ pub mod int8 {
             }
             {
                 let (x, y) = ping_pong(arena, 128, 64, false)?;
-                Op11::s8(
+                Op11::s8_fast(
                     x,
                     self.w11,
                     self.b11,
@@ -910,7 +940,7 @@ pub mod int8 {
             }
             let (x, _) = ping_pong(arena, 64, 0, true)?;
             let mut acc = [0i32; 2];
-            Op12::acc_s8(x, self.w12, self.b12, self.zp[12], &mut acc)?;
+            Op12::acc_s8_fast(x, self.w12, self.b12, self.zp[12], &mut acc)?;
             let raw = [self.os12[0] * acc[0] as f32, self.os12[1] * acc[1] as f32];
             Ok(self.meta.estimate(raw))
         }
