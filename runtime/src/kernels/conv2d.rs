@@ -9,6 +9,7 @@
 
 use crate::Error;
 use crate::kernels::pool::{PoolKind, avg_round};
+#[allow(unused_imports)] // which of these a build uses depends on its SIMD paths
 use crate::kernels::simd::{self, Geom, Path};
 use crate::quant::Requant;
 
@@ -102,6 +103,7 @@ impl<
     /// Scratch i16 values [`Conv2d::s8_rows`] needs; 0 when this build has no int8 SIMD path.
     pub const SCRATCH_S8: usize = simd::scratch_s8([IC, IH, IW, OC, K, S, D, P]);
 
+    #[allow(dead_code)] // the reference-only builds need no geometry
     const GEOM: Geom = Geom {
         ic: IC,
         ih: IH,
@@ -358,6 +360,7 @@ impl<
         Ok(rows)
     }
 
+    #[allow(dead_code)]
     fn check_scratch(need: usize, got: usize) -> Result<(), Error> {
         if got < need {
             return Err(Error::BadLength {
@@ -401,7 +404,7 @@ impl<
                 // SAFETY: `active` checked AVX2/FMA/F16C; lengths and scratch checked above.
                 unsafe { simd::x86::conv_f32::<W, K, S, D>(g, OC, input, weights, bias, oy0, rows, out, s, act) };
             }
-            #[cfg(all(target_arch = "aarch64", not(feature = "force-reference")))]
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
             Path::Neon => {
                 Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
                 let lp = simd::padded(Self::WINDOW);
@@ -464,7 +467,7 @@ impl<
                 // SAFETY: `active_s8` checked AVX2; lengths and scratch checked above.
                 unsafe { simd::x86::conv_s8::<K, S, D>(g, OC, input, zp, weights, bias, oy0, rows, s, q, out) };
             }
-            #[cfg(all(target_arch = "aarch64", not(feature = "force-reference")))]
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
             Path::Neon => {
                 Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
                 let lp = simd::padded(Self::WINDOW);
@@ -479,8 +482,13 @@ impl<
             #[cfg(all(dsp, not(feature = "force-reference")))]
             Path::Dsp => {
                 Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
-                if !(-32640..=32639).contains(&zp) {
-                    // `x - zero_point` does not fit the 16-bit columns.
+                let _ = widen;
+                // The SMLAD engine (its own column layout, see `simd::dsp`). It declines only
+                // unusual arguments (an input zero point outside int8, or a window too long
+                // for its buffer with a scratch that is not 4-byte aligned): the reference.
+                if !simd::dsp::Conv::<IC, IH, IW, OC, K, S, D, P>::run(
+                    input, weights, bias, q, oy0, rows, out, scratch,
+                ) {
                     Self::each_output_rows(
                         oy0,
                         rows,
@@ -490,20 +498,6 @@ impl<
                         },
                         |oc, o, acc| out[o] = q.output(oc, acc),
                     );
-                } else if !simd::dsp::Conv::<IC, IH, IW, OC, K, S, D, P>::run(
-                    input, weights, bias, q, oy0, rows, out, scratch,
-                ) {
-                    // The SMLAD engine (own column layout, see `simd::dsp`) needs a 4-byte
-                    // aligned scratch; without one, the shared engine and a portable dot.
-                    let lp = simd::padded(Self::WINDOW);
-                    let plane = rows * Self::OW;
-                    Self::GEOM.blocks(input, oy0, rows, scratch, 0, widen, |cols, n, first| {
-                        let mut emit = |oc: usize, p: usize, sum: i32| {
-                            out[oc * plane + first + p] =
-                                q.output(oc, bias[oc].wrapping_add(sum));
-                        };
-                        simd::dsp::gemm_s8(cols, lp, n, weights, Self::WINDOW, &mut emit);
-                    });
                 }
             }
             _ => {

@@ -1,7 +1,8 @@
 //! Fully connected layer, weights `[IN][OUT]` (input-major, as burn stores them).
 
-use super::conv2d::{FloatWeight, QuantArgs, TypedWeights};
-use super::simd::{self, Path};
+use super::conv2d::{FloatWeight, QuantArgs};
+#[allow(unused_imports)] // which of these a build uses depends on its SIMD paths
+use super::{conv2d::TypedWeights, simd::{self, Path}};
 use crate::Error;
 
 /// Dense layer from `IN` to `OUT` units.
@@ -162,7 +163,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 }
                 Ok(())
             }
-            #[cfg(all(target_arch = "aarch64", not(feature = "force-reference")))]
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
             Path::Neon => {
                 out.copy_from_slice(bias);
                 match W::typed(weights) {
@@ -224,7 +225,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 // SAFETY: `active_s8` checked AVX2; outputs o0.. of the [IN][OUT] weights.
                 unsafe { simd::x86::dense_s8(input, zp, weights, OUT, o0, acc) };
             }
-            #[cfg(all(target_arch = "aarch64", not(feature = "force-reference")))]
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
             Path::Neon => simd::neon::dense_s8(input, zp, weights, OUT, o0, acc),
             _ => {
                 for (k, a) in acc.iter_mut().enumerate() {

@@ -4,49 +4,64 @@
 //! assembly; this module is compiled only under `cfg(dsp)` (set by `runtime/build.rs` on
 //! thumbv7em targets).
 //!
-//! The engine ([`Conv::run`]) is its own, not the shared [`Geom::blocks`](super::Geom):
+//! The engine ([`Conv::run`]) is its own, not the shared [`Geom::blocks`](super::Geom); where it
+//! declines (unusual arguments, see there) the reference runs:
 //!
 //! - **Column layout.** A block holds [`PIX`] = 4 output pixels. Their windows, in
 //!   `(ic, ky, kx)` order like the weights, are cut into groups of 4 taps `t0..t3`. Group `g`
 //!   is 8 words at word `8 g`: for pixel `q`, word `2 q` is `(t0, t2)` and word `2 q + 1` is
 //!   `(t1, t3)` (low half, high half; `x - zero_point` as i16). That is the order `SXTB16`
 //!   splits a weight word into: `SXTB16 w` = `(w0, w2)`, `SXTB16 w, ROR #8` = `(w1, w3)`, so
-//!   no `PKHBT` is needed on the weights, and one `LDM` fetches two pixels' pairs.
-//! - **Microkernel** (one output channel x 4 pixels, [`Conv::dot4`]): per group one `LDR` of
-//!   4 weights, 2 `SXTB16`, 2 `LDM` of 4 column words and 8 `SMLAD` = 13 instructions for 16
-//!   multiply-accumulates, in a loop unrolled 4 groups deep (the count of groups is a
-//!   compile-time constant: the remainder is unrolled by the assembler, the last partial group
-//!   reads its 1 to 3 weights with `LDRB`/`LDRH`, never past the row). The accumulators start
-//!   at the bias.
+//!   no `PKHBT` is needed on the weights, and one `LDM` fetches two pixels' pairs. The columns
+//!   live in the caller's scratch ([`scratch_s8`](super::scratch_s8) i16), or in the engine's
+//!   own buffer when the scratch is not 4-byte aligned.
+//! - **Microkernel** ([`Conv::block`]: every output channel for one block, the channel loop
+//!   in the assembly too). Per group of 4 taps, one output channel and 4 pixels: one `LDR` of
+//!   4 weights, 2 `SXTB16`, 2 `LDM` of 4 column words and 8 `SMLAD`: 13 instructions for 16
+//!   multiply-accumulates. The group loop is unrolled 8 deep; the count of groups is a
+//!   compile-time constant, so the remainder is unrolled by the assembler (`.rept`), and a
+//!   partial last group reads its 1 to 3 weights with `LDRB`/`LDRH`, never past the row. The
+//!   accumulators start at the bias (one `LDMDB`). For layers whose weights fit the work
+//!   buffer once sign-extended (`edge`'s first convolution: 16 channels, so each weight is
+//!   otherwise extended again for every 4 pixels), [`Conv::widen`] extends them once per
+//!   call and the kernel loads the two pairs with one `LDRD`: 11 instructions per group. A
+//!   block of 1 or 2 pixels (the end of a call) runs a 2-pixel variant.
 //! - **Requantisation** in the same assembly, 7 instructions an output (`LDM` of the
 //!   per-channel constants chosen by the accumulator's sign, `SMLAL`, `ASR`, `SSAT`, `STRB`):
 //!   TFLite's doubling high multiply, rounding shift and output zero point folded into one
 //!   64-bit multiply-add of a precomputed constant (see [`Fast`]), exact for the
-//!   multipliers the quantiser produces; other channels use [`QuantArgs::output`].
-//! - **im2col** ([`Conv::gather`]): interior pixels copy their window with the tap offsets
-//!   as compile-time constants (4 channels of `K x K` taps unrolled: `LDRSB` per tap, then
-//!   `PKHBT` + `SSUB16` per pair and one `STRD` per group); pixels whose window touches the
-//!   padding use the same code with a validity mask per tap. Kernels wider than 5 take a
-//!   generic gather.
+//!   multipliers the quantiser produces; other channels get [`QuantArgs::output`] after the
+//!   block ([`fix_slow`]).
+//! - **im2col** ([`Conv::gather_strip`]): for each output row the input rows it reads are
+//!   copied once into a strip padded with the zero point ([`Conv::build_strip`]), so every
+//!   window, border or not, is a plain copy with compile-time offsets: 4 channels of `K x K`
+//!   taps unrolled, an `LDRSB` per tap, `PKHBT` + `SSUB16` per pair and one `STRD` per group
+//!   (9 instructions for 4 taps). Layers whose strip does not fit the work buffer gather from
+//!   the input with a validity mask per tap ([`Conv::gather_masked`]); kernels wider than 5
+//!   take a generic gather.
 //!
 //! The sums are exact 32-bit integers (`SMLAD` wraps like `wrapping_add`), so results are
-//! bit-identical to the reference.
+//! bit-identical to the reference. Stack: the work buffer ([`WORK`]) and `48 OC` bytes of
+//! per-channel records, in the frame of [`Conv::run`] (never inlined, so one layer's at a
+//! time).
 
 use core::arch::asm;
 use core::mem::MaybeUninit;
 
 use super::PIX;
+use crate::kernels::conv2d::QuantArgs;
+use crate::quant::Requant;
 
 /// Groups of 4 taps per trip of the kernel's loop.
 const UNROLL: usize = 8;
 /// Bytes of the engine's stack buffer: the zero-point-padded copy of the input rows of one
-/// output row (layers whose copy does not fit gather from the input with masks) and, where
-/// they fit after it, the weights sign-extended once per call (so the kernel loads them
-/// with `LDRD` instead of `LDR` + 2 `SXTB16` per group: for layers with few output channels,
-/// whose weights would otherwise be extended again for every block of pixels).
-const WORK: usize = 4096;
-use crate::kernels::conv2d::QuantArgs;
-use crate::quant::Requant;
+/// output row (layers whose copy does not fit gather from the input with masks), room for
+/// the columns (used when the caller's scratch is not 4-byte aligned) and, where they fit
+/// after them, the weights sign-extended once per call (so the kernel loads them with `LDRD`
+/// instead of `LDR` + 2 `SXTB16` per group: for layers with few output channels, whose
+/// weights would otherwise be extended again for every block of pixels). 4.5 KiB holds all
+/// three for `edge`'s first convolution (810 + 736 + 2,944 bytes).
+const WORK: usize = 4608;
 
 /// Requantisation of one output channel for one accumulator sign, as the kernel loads it
 /// (`LDM` into `r2, r3, r11, r12`).
@@ -269,10 +284,15 @@ impl<
 
     /// Output rows `oy0..oy0 + rows` into `out` (`[OC][rows][OW]`), like
     /// [`Conv2d::s8_rows`](crate::kernels::conv2d::Conv2d::s8_rows). Returns `false`, having
-    /// done nothing, where this engine does not apply: `scratch` shorter than
-    /// [`scratch_s8`](super::scratch_s8) or not 4-byte aligned (`LDM`/`STRD` need it), an
-    /// input zero point whose `x - zero_point` does not fit 16 bits, or lengths that do not fit
-    /// the shape (the caller has checked them).
+    /// done nothing, where this engine does not apply: an input zero point outside int8 (the
+    /// padding of the strip) or whose `x - zero_point` does not fit 16 bits, a `scratch` that
+    /// is not 4-byte aligned (`LDM`/`STRD` need it) or too short when the columns do not fit
+    /// the engine's own buffer either, or lengths that do not fit the shape (the caller has
+    /// checked them).
+    ///
+    /// Never inlined: its frame (the work buffer and per-channel records, about 5 to 6 KiB)
+    /// then exists only during the call, rather than once per layer in the caller's frame.
+    #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         input: &[i8],
@@ -286,9 +306,12 @@ impl<
     ) -> bool {
         let zp = q.input_zero_point;
         let plane = rows * Self::OW;
-        if scratch.len() < Self::GROUPS * 16
-            || !(scratch.as_ptr() as usize).is_multiple_of(4)
-            || !(-32640..=32639).contains(&zp)
+        // Windows come from a copy of the rows the current output row reads, padded with
+        // the zero point (as an i8), or, for layers whose copy does not fit WORK, straight
+        // from the input with masks.
+        let use_strip = Self::STRIP <= WORK && K <= 5;
+        if !(-32640..=32639).contains(&zp)
+            || (use_strip && !(-128..=127).contains(&zp))
             || input.len() != IC * IH * IW
             || weights.len() != OC * Self::L
             || bias.len() != OC
@@ -300,35 +323,27 @@ impl<
             return false;
         }
         let zz = u32::from(zp as u16) * 0x0001_0001;
-        let cols = scratch.as_mut_ptr().cast::<u32>();
 
-        // Per channel: bias and folded requantisation, or `slow` (zero constants: the kernel
-        // stores garbage there, which `fix_slow` overwrites).
-        let mut recs = [Rec::default(); OC];
-        let mut slow = [false; OC];
-        let mut any_slow = false;
-        for (oc, (r, s)) in recs.iter_mut().zip(&mut slow).enumerate() {
-            r.bias = [bias[oc]; 4];
-            match (
-                Fast::new(q.requant_pos[oc], q.output_zero_point, false),
-                Fast::new(q.requant_neg[oc], q.output_zero_point, true),
-            ) {
-                (Some(p), Some(n)) => (r.pos, r.neg) = (p, n),
-                _ => (*s, any_slow) = (true, true),
-            }
-        }
-
-        // Windows come from a copy of the rows the current output row reads, padded with
-        // the zero point (as an i8), or, for layers whose copy does not fit STRIP_MAX,
-        // straight from the input with masks.
-        let use_strip = Self::STRIP <= WORK && K <= 5;
-        if use_strip && !(-128..=127).contains(&zp) {
-            return false;
-        }
-        // One stack buffer: the strip, then (where it fits) the sign-extended weights.
+        // One stack buffer: the strip, room for the columns, then (where they fit) the
+        // sign-extended weights.
         let mut work = MaybeUninit::<[u64; WORK / 8]>::uninit();
         let strip = work.as_mut_ptr().cast::<i8>();
         let mut strip_row = usize::MAX;
+        // The columns: in `scratch`, or, where it is not 4-byte aligned (a `[i16; N]` on the
+        // stack need not be), in `work`, zeroed (the kernel reads the unused pixels of a
+        // short block).
+        let cols = if scratch.len() >= Self::GROUPS * 16
+            && (scratch.as_ptr() as usize).is_multiple_of(4)
+        {
+            scratch.as_mut_ptr().cast::<u32>()
+        } else if Self::COLS_AT + Self::GROUPS * 32 <= WORK {
+            let cols = strip.wrapping_add(Self::COLS_AT).cast::<u32>();
+            // SAFETY: GROUPS * 8 words from COLS_AT (a multiple of 8) are within `work`.
+            unsafe { cols.write_bytes(0, Self::GROUPS * 8) };
+            cols
+        } else {
+            return false;
+        };
         let w = if Self::WIDE_AT + Self::WIDE <= WORK {
             let wide = strip.wrapping_add(Self::WIDE_AT).cast::<u32>();
             // SAFETY: `wide` is 8-byte aligned (WIDE_AT is a multiple of 8 in a u64 buffer)
@@ -338,6 +353,10 @@ impl<
         } else {
             weights.as_ptr()
         };
+
+        let mut recs = [Rec::default(); OC];
+        let mut slow = [false; OC];
+        let any_slow = prepare(&mut recs, &mut slow, bias, q);
 
         let mut tmp = [[0i8; PIX]; OC];
         let (mut oy, mut ox) = (oy0, 0);
@@ -353,7 +372,8 @@ impl<
                     unsafe { Self::gather_any(input, oy, ox, dst, zp) };
                 } else if use_strip {
                     if strip_row != oy {
-                        // SAFETY: `work` has WORK >= STRIP bytes from `strip`.
+                        // SAFETY: `work` has WORK >= STRIP bytes from `strip`; `input` is
+                        // IC IH IW long (checked).
                         unsafe { Self::build_strip(input, oy, strip, zp as i8) };
                         strip_row = oy;
                     }
@@ -397,38 +417,26 @@ impl<
                 }
             }
             if any_slow {
-                Self::fix_slow(weights, bias, q, &slow, scratch, npx, |oc, p, y| {
-                    out[oc * plane + first + p] = y
-                });
+                // SAFETY: `cols` holds the block's gathered columns (GROUPS groups, pixels
+                // 0..npx written).
+                unsafe {
+                    fix_slow(
+                        weights,
+                        Self::L,
+                        bias,
+                        q,
+                        &slow,
+                        cols,
+                        npx,
+                        out,
+                        first,
+                        plane,
+                    )
+                };
             }
             first += npx;
         }
         true
-    }
-
-    /// The outputs of the channels whose requantisation the kernel does not fold: the sums
-    /// again, portably, from the gathered columns, then [`QuantArgs::output`].
-    #[cold]
-    #[inline(never)]
-    fn fix_slow(
-        weights: &[i8],
-        bias: &[i32],
-        q: &QuantArgs<'_>,
-        slow: &[bool; OC],
-        cols: &[i16],
-        npx: usize,
-        mut store: impl FnMut(usize, usize, i8),
-    ) {
-        for oc in (0..OC).filter(|&oc| slow[oc]) {
-            let w = &weights[oc * Self::L..][..Self::L];
-            for p in 0..npx {
-                let acc = w.iter().enumerate().fold(bias[oc], |a, (t, &wt)| {
-                    let x = cols[t / 4 * 16 + 4 * p + [0, 2, 1, 3][t % 4]];
-                    a.wrapping_add(i32::from(wt) * i32::from(x))
-                });
-                store(oc, p, q.output(oc, acc));
-            }
-        }
     }
 
     /// Every output channel of one gathered block: sums from the bias (`SMLAD`) for the
@@ -453,7 +461,7 @@ impl<
         // The asm shared by the four variants: `$group` is one group of 4 taps (weights,
         // columns, SMLAD), `$tail` the partial last group, `$req` the requantisation.
         macro_rules! block_asm {
-            ($trips:expr, $rem:expr, $group:expr, $tail:expr, [$($req:expr),*]) => {
+            ($unroll:expr, $trips:expr, $rem:expr, $group:expr, $tail:expr, [$($req:expr),*]) => {
                 // SAFETY: the loop runs once per record (OC > 0), from `first` to `end` in
                 // steps of one record (48 bytes = 3 `Fast`). Per channel it reads one row of
                 // weights (whole groups post-incremented; the 1 to 3 bytes of a partial last
@@ -497,7 +505,7 @@ impl<
                         "bne 2b",
                         "pop {{r2, r3, r6, r7}}",
                         trips = const $trips,
-                        unroll = const UNROLL,
+                        unroll = const $unroll,
                         rem = const $rem,
                         tail = const Self::TAIL,
                         rewind_lo = const Self::REWIND_LO,
@@ -545,8 +553,10 @@ impl<
                 ".if {tail}\n.endif\n"
             };
         }
+        // The 2-pixel variant runs once per call at most: not unrolled.
         match (WIDE, PX) {
             (false, 4) => block_asm!(
+                UNROLL,
                 Self::L / 4 / UNROLL,
                 Self::L / 4 % UNROLL,
                 concat!("ldr r10, [r12], #4\n", extend!(), mac4!()),
@@ -559,13 +569,15 @@ impl<
                 ]
             ),
             (false, _) => block_asm!(
-                Self::L / 4 / UNROLL,
-                Self::L / 4 % UNROLL,
+                1,
+                Self::L / 4,
+                0,
                 concat!("ldr r10, [r12], #4\n", extend!(), mac2!()),
                 narrow_tail!(concat!(extend!(), mac2!())),
                 [requant!("r4", "0"), requant!("r5", "1")]
             ),
             (true, 4) => block_asm!(
+                UNROLL,
                 Self::GROUPS / UNROLL,
                 Self::GROUPS % UNROLL,
                 concat!("ldrd r11, r10, [r12], #8\n", mac4!()),
@@ -578,8 +590,9 @@ impl<
                 ]
             ),
             (true, _) => block_asm!(
-                Self::GROUPS / UNROLL,
-                Self::GROUPS % UNROLL,
+                1,
+                Self::GROUPS,
+                0,
                 concat!("ldrd r11, r10, [r12], #8\n", mac2!()),
                 no_tail!(),
                 [requant!("r4", "0"), requant!("r5", "1")]
@@ -631,13 +644,19 @@ impl<
     const STRIP_W: usize = IW + 2 * P;
     const STRIP: usize = IC * Self::STRIP_ROWS * Self::STRIP_W;
 
-    /// Offset and size of the widened weights in the work buffer.
-    const WIDE_AT: usize = Self::STRIP.div_ceil(8) * 8;
+    /// Offset of the columns in the work buffer (used where the caller's scratch is not
+    /// aligned), and offset and size of the widened weights.
+    const COLS_AT: usize = if Self::STRIP <= WORK {
+        Self::STRIP.div_ceil(8) * 8
+    } else {
+        0
+    };
+    const WIDE_AT: usize = Self::COLS_AT + Self::GROUPS * 32;
     const WIDE: usize = OC * Self::GROUPS * 8;
 
-    /// Copy the input rows output row `oy` reads into `strip`, padded with the zero point
-    /// (a real zero) on every side, so that every window of the row is a plain copy with
-    /// constant offsets.
+    /// Copy the input rows output row `oy` reads into `strip` (`[IC][STRIP_ROWS][STRIP_W]`),
+    /// padded with the zero point (a real zero) on every side, so that every window of the
+    /// row is a plain copy with constant offsets.
     ///
     /// # Safety
     /// `strip` writable for [`Conv::STRIP`] bytes; `input` is `IC IH IW` long.
@@ -736,35 +755,17 @@ impl<
         valid: u32,
     ) {
         let quads = IC / 4;
-        for m in 0..quads {
-            // SAFETY: forwarded; channel block m starts 4 m channels on and K K groups on.
-            unsafe {
-                Self::gather_quad::<BORDER>(
-                    src.wrapping_add(m * 4 * ch),
-                    ch,
-                    row,
-                    dst.add(m * Self::KK * 8),
-                    4 * Self::KK,
-                    zp,
-                    zz,
-                    valid,
-                )
-            };
+        let (mut s, mut d) = (src, dst);
+        for _ in 0..quads {
+            // SAFETY: forwarded; each block of 4 channels starts 4 ch bytes and K K groups
+            // (K K 8 words) after the previous one.
+            unsafe { Self::gather_quad::<BORDER>(s, ch, row, d, 4 * Self::KK, zp, zz, valid) };
+            s = s.wrapping_add(4 * ch);
+            d = d.wrapping_add(Self::KK * 8);
         }
         if !IC.is_multiple_of(4) {
             // SAFETY: as above, for the last `IC % 4` channels.
-            unsafe {
-                Self::gather_quad::<BORDER>(
-                    src.wrapping_add(quads * 4 * ch),
-                    ch,
-                    row,
-                    dst.add(quads * Self::KK * 8),
-                    IC % 4 * Self::KK,
-                    zp,
-                    zz,
-                    valid,
-                )
-            };
+            unsafe { Self::gather_quad::<BORDER>(s, ch, row, d, IC % 4 * Self::KK, zp, zz, valid) };
         }
     }
 
@@ -845,24 +846,57 @@ impl<
     }
 }
 
-/// Portable dot products over the shared engine's columns (`[PIX][lp]`, natural order), for
-/// a scratch [`Conv::run`] cannot use: `emit(oc, q, sum)` for every output channel and the
-/// first `npx` columns.
-pub(crate) fn gemm_s8(
-    cols: &[i16],
-    lp: usize,
-    npx: usize,
-    w: &[i8],
+/// Fill the per-channel records (bias and folded requantisation) of a call; channels whose
+/// requantisation does not fold are marked in `slow` (their records stay zero: the kernel
+/// stores garbage there, which [`fix_slow`] overwrites). Returns whether any is.
+#[inline(never)]
+fn prepare(recs: &mut [Rec], slow: &mut [bool], bias: &[i32], q: &QuantArgs<'_>) -> bool {
+    let mut any = false;
+    for (oc, (r, s)) in recs.iter_mut().zip(slow).enumerate() {
+        r.bias = [bias[oc]; 4];
+        match (
+            Fast::new(q.requant_pos[oc], q.output_zero_point, false),
+            Fast::new(q.requant_neg[oc], q.output_zero_point, true),
+        ) {
+            (Some(p), Some(n)) => (r.pos, r.neg) = (p, n),
+            _ => (*s, any) = (true, true),
+        }
+    }
+    any
+}
+
+/// The outputs of the `slow` channels of one block (pixels `0..npx`, the block's first at
+/// `first` in each `plane` of `out`): the sums again, portably, from the gathered columns
+/// (window length `l`), then [`QuantArgs::output`].
+///
+/// # Safety
+/// `cols` holds the block's `ceil(l / 4)` gathered groups with pixels `0..npx` written.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fix_slow(
+    weights: &[i8],
     l: usize,
-    emit: &mut impl FnMut(usize, usize, i32),
+    bias: &[i32],
+    q: &QuantArgs<'_>,
+    slow: &[bool],
+    cols: *const u32,
+    npx: usize,
+    out: &mut [i8],
+    first: usize,
+    plane: usize,
 ) {
-    for (oc, row) in w.chunks_exact(l).enumerate() {
-        for q in 0..npx {
-            let c = &cols[q * lp..q * lp + l];
-            let s = row.iter().zip(c).fold(0i32, |a, (w, x)| {
-                a.wrapping_add(i32::from(*w) * i32::from(*x))
+    let cols = cols.cast::<i16>();
+    for (oc, _) in slow.iter().enumerate().filter(|(_, s)| **s) {
+        let w = &weights[oc * l..][..l];
+        for p in 0..npx {
+            let acc = w.iter().enumerate().fold(bias[oc], |a, (t, &wt)| {
+                // SAFETY: tap t of pixel p < npx: halfword 16 (t / 4) + 4 p + (0, 2, 1, 3)[t %
+                // 4] of the columns, written by the gather.
+                let x = unsafe { cols.add(t / 4 * 16 + 4 * p + [0, 2, 1, 3][t % 4]).read() };
+                a.wrapping_add(i32::from(wt) * i32::from(x))
             });
-            emit(oc, q, s);
+            out[oc * plane + first + p] = q.output(oc, acc);
         }
     }
 }

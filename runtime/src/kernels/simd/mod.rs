@@ -23,7 +23,7 @@
 #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
 pub(crate) mod x86;
 
-#[cfg(all(target_arch = "aarch64", not(feature = "force-reference")))]
+#[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
 pub(crate) mod neon;
 
 #[cfg(all(dsp, not(feature = "force-reference")))]
@@ -76,7 +76,7 @@ pub const COMPILED_F32: bool = cfg!(all(
                 )
             )
         ),
-        target_arch = "aarch64"
+        all(target_arch = "aarch64", target_feature = "neon")
     )
 ));
 
@@ -149,7 +149,7 @@ pub fn active() -> Path {
     if x86::available() {
         return Path::Avx2;
     }
-    #[cfg(all(target_arch = "aarch64", not(feature = "force-reference")))]
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
     return Path::Neon;
     #[allow(unreachable_code)]
     Path::Reference
@@ -165,6 +165,7 @@ pub fn active_s8() -> Path {
 
 /// Geometry of a convolution, for the im2col engine.
 #[derive(Debug, Clone, Copy)]
+#[allow(dead_code)]
 pub(crate) struct Geom {
     pub ic: usize,
     pub ih: usize,
@@ -176,8 +177,9 @@ pub(crate) struct Geom {
     pub ow: usize,
 }
 
-// The im2col engine serves the NEON and DSP paths; x86 has its own direct engine.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+// The im2col engine serves the NEON and DSP paths; x86 has its own direct engine, and the
+// reference-only targets need neither.
+#[allow(dead_code)]
 impl Geom {
     /// Window length `IC K K`.
     pub fn window(&self) -> usize {

@@ -230,6 +230,7 @@ impl Geom {
     /// Fill `band` (`[c][br][pw]`, or `[br][pw][c]` when `hwc`) with input rows starting
     /// at output row `oy`, `zero` outside the input.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn fill_band<I: Copy, C: Copy>(
         &self,
         input: &[I],
@@ -494,6 +495,7 @@ impl Rq8 {
     fn new(q: &QuantArgs<'_>, oc0: usize, oc: usize) -> Self {
         let mut t = [[[0i32; 8]; 3]; 2];
         for (k, table) in [q.requant_pos, q.requant_neg].into_iter().enumerate() {
+            #[allow(clippy::needless_range_loop)]
             for lane in 0..8 {
                 if let Some(r) = table.get(oc0 + lane).filter(|_| oc0 + lane < oc) {
                     t[k][0][lane] = r.multiplier;
@@ -633,8 +635,8 @@ pub(crate) unsafe fn conv_s8<const K: usize, const S: usize, const D: usize>(
                     };
                     macro_rules! run {
                         ($nv:literal, $p:literal) => {{
-                            // SAFETY: the tile lies inside the band and the packed weights.
                             let acc =
+                                // SAFETY: the tile lies inside the band and the packed weights.
                                 unsafe { tile_s8::<$nv, $p, K, S, D>(g, bb, icp, bp, wq, &bv, row, ox) };
                             for (q, a) in acc.iter().enumerate() {
                                 for (v, x) in a.iter().enumerate() {
