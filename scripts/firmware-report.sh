@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build and run every firmware example (firmware-examples/) in QEMU and print the markdown
-# table of docs/firmware.md: per board and model variant, flash (weights, samples, model code,
-# board support + formatting), static RAM, peak stack, instructions per inference and per MAC.
+# tables of docs/firmware.md: per board and model variant (int8 with the DSP and with the scalar
+# kernels on the Cortex-M4F), flash (weights, samples, model code, board support + formatting),
+# static RAM, peak stack, instructions per inference and per MAC; the scalar-vs-DSP summary; and
+# each int8 convolution of `edge` alone on the Cortex-M4F (scalar and DSP instructions per MAC).
 #
 # The measuring is done by the integration test tests/tests/firmware.rs (which also checks
 # every result against the host's bit for bit); this runs it and prints the table it writes.

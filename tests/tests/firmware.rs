@@ -5,12 +5,18 @@
 //!
 //! Each example runs with `cargo run --release` in its folder (the runner is QEMU, see its
 //! `.cargo/config.toml`), first with its default features, then once per model variant alone
-//! (`--no-default-features --features <dtype>`) for the per-variant sizes. The test parses
-//! the firmware's output (results, instruction counts, peak stack) and the ELF (section and
-//! symbol sizes, read by the small ELF32 reader below), checks the `edge` int8 budget on the
-//! Cortex-M4F (weights + model code <= 64 KiB, static RAM + peak stack <= 48 KiB) and writes
-//! the measurements as a markdown table to `firmware-examples/target/firmware-report.md`
-//! (`scripts/firmware-report.sh` prints it).
+//! (`--no-default-features --features <dtype>`) for the per-variant sizes. On the Cortex-M4F
+//! the int8 model also runs with the scalar kernels (`int8,reference`: the runtime's
+//! `force-reference`), so that both int8 paths, `SMLAD` and scalar, are proven bit-exact
+//! under QEMU, and the `layers` builds (DSP and scalar) time each int8 convolution of `edge`
+//! alone and check the DSP kernels against the reference on odd shapes and values.
+//!
+//! The test parses the firmware's output (results, instruction counts, peak stack, the int8
+//! path compiled in) and the ELF (section and symbol sizes, read by the small ELF32 reader
+//! below), checks the `edge` int8 budget on the Cortex-M4F (weights + model code <= 64 KiB,
+//! static RAM + peak stack <= 48 KiB) and writes the measurements as markdown tables to
+//! `firmware-examples/target/firmware-report.md` (`scripts/firmware-report.sh` prints it).
+//! Instruction counts are reported, never asserted beyond plausibility: they are benchmarks.
 //!
 //! QEMU (`qemu-system-arm`, `qemu-system-riscv32`) must be installed: a missing emulator is a
 //! failure, not a skip.
@@ -32,12 +38,41 @@ struct Board {
     cpu: &'static str,
     triple: &'static str,
     qemu: &'static str,
-    /// Variants of the default build.
-    default: &'static [&'static str],
-    /// Variants built alone for the table.
-    alone: &'static [&'static str],
-    /// A note for the table.
+    /// The builds run, in order.
+    builds: &'static [Build],
+    /// A note for the table's f32 rows.
     note: &'static str,
+}
+
+/// One build of an example and what its output must show.
+struct Build {
+    /// `--no-default-features --features <these>`, or `None` for the default features.
+    features: Option<&'static str>,
+    /// Model variants it runs.
+    dtypes: &'static [&'static str],
+    /// The int8 convolution path it must report (`int8_path=`): `dsp` (`SMLAD`, Cortex-M4/M7)
+    /// or `reference` (scalar).
+    int8_path: &'static str,
+    /// One model variant alone: a row of the size and instruction table.
+    row: bool,
+    /// Runs the per-layer measurement and the kernel checks (feature `layers`).
+    layers: bool,
+}
+
+const fn build(
+    features: Option<&'static str>,
+    dtypes: &'static [&'static str],
+    int8_path: &'static str,
+    row: bool,
+    layers: bool,
+) -> Build {
+    Build {
+        features,
+        dtypes,
+        int8_path,
+        row,
+        layers,
+    }
 }
 
 const BOARDS: [Board; 3] = [
@@ -46,8 +81,22 @@ const BOARDS: [Board; 3] = [
         cpu: "Cortex-M4F",
         triple: "thumbv7em-none-eabihf",
         qemu: "qemu-system-arm",
-        default: &["int8", "f32"],
-        alone: &["int8", "f32"],
+        builds: &[
+            build(None, &["int8", "f32"], "dsp", false, false),
+            build(Some("int8"), &["int8"], "dsp", true, false),
+            build(Some("int8,reference"), &["int8"], "reference", true, false),
+            build(Some("f32"), &["f32"], "dsp", true, false),
+            build(Some("layers"), &["int8"], "dsp", false, true),
+            // With the scalar kernels this run outlasts a period of the 24-bit SysTick:
+            // the elapsed total then checks the wrap handling.
+            build(
+                Some("layers,reference"),
+                &["int8"],
+                "reference",
+                false,
+                true,
+            ),
+        ],
         note: "",
     },
     Board {
@@ -55,8 +104,11 @@ const BOARDS: [Board; 3] = [
         cpu: "Cortex-M7",
         triple: "thumbv7em-none-eabihf",
         qemu: "qemu-system-arm",
-        default: &["int8", "f32"],
-        alone: &["int8", "f32"],
+        builds: &[
+            build(None, &["int8", "f32"], "dsp", false, false),
+            build(Some("int8"), &["int8"], "dsp", true, false),
+            build(Some("f32"), &["f32"], "dsp", true, false),
+        ],
         note: "",
     },
     Board {
@@ -64,8 +116,11 @@ const BOARDS: [Board; 3] = [
         cpu: "RV32IMAC",
         triple: "riscv32imac-unknown-none-elf",
         qemu: "qemu-system-riscv32",
-        default: &["int8"],
-        alone: &["int8", "f32"],
+        builds: &[
+            build(None, &["int8"], "reference", false, false),
+            build(Some("int8"), &["int8"], "reference", true, false),
+            build(Some("f32"), &["f32"], "reference", true, false),
+        ],
         note: " (soft float)",
     },
 ];
@@ -90,37 +145,39 @@ fn firmware_examples_reproduce_the_host_bit_for_bit_on_emulated_boards() {
     require_qemu();
     let mut failures = Vec::new();
     let mut rows = Vec::new();
+    let mut layers = Vec::new();
     for board in &BOARDS {
-        let run = cargo_run(board, None);
-        failures.extend(
-            check_run(board, board.default, &run)
-                .into_iter()
-                .map(|f| format!("{} (default features): {f}", board.name)),
-        );
-        for &dtype in board.alone {
-            let run = cargo_run(board, Some(dtype));
-            let errors = check_run(board, &[dtype], &run);
-            let ok = errors.is_empty();
-            failures.extend(
-                errors
-                    .into_iter()
-                    .map(|f| format!("{} ({dtype} alone): {f}", board.name)),
+        for b in board.builds {
+            let what = format!(
+                "{} ({})",
+                board.name,
+                b.features.unwrap_or("default features")
             );
-            if ok {
-                match measure(board, dtype, &run) {
+            let run = cargo_run(board, b.features);
+            let errors = check_run(board, b, &run);
+            let ok = errors.is_empty();
+            failures.extend(errors.into_iter().map(|f| format!("{what}: {f}")));
+            if ok && b.row {
+                match measure(board, b, &run) {
                     Ok(row) => rows.push(row),
-                    Err(e) => failures.push(format!("{} ({dtype} alone): {e}", board.name)),
+                    Err(e) => failures.push(format!("{what}: {e}")),
+                }
+            }
+            if ok && b.layers {
+                match layer_rows(b, &run) {
+                    Ok(l) => layers.extend(l),
+                    Err(e) => failures.push(format!("{what}: {e}")),
                 }
             }
         }
     }
-    let report = report(&rows, &mut failures);
+    let report = report(&rows, &layers, &mut failures);
     let path = firmware_dir().join("target/firmware-report.md");
     std::fs::write(&path, &report).expect("writing the report");
     println!("{report}");
     println!(
         "firmware test: {} runs in {:.0} s; report in {}",
-        BOARDS.iter().map(|b| 1 + b.alone.len()).sum::<usize>(),
+        BOARDS.iter().map(|b| b.builds.len()).sum::<usize>(),
         started.elapsed().as_secs_f64(),
         path.display()
     );
@@ -158,9 +215,9 @@ struct Run {
     elf: PathBuf,
 }
 
-/// `cargo run --release` in the example's folder, with the default features or one variant
-/// alone. Panics if cargo or QEMU fail or time out (output included).
-fn cargo_run(board: &Board, dtype: Option<&str>) -> Run {
+/// `cargo run --release` in the example's folder, with the default features or only the
+/// given ones. Panics if cargo or QEMU fail or time out (output included).
+fn cargo_run(board: &Board, features: Option<&str>) -> Run {
     let dir = firmware_dir();
     let target_dir = dir.join("target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -168,8 +225,8 @@ fn cargo_run(board: &Board, dtype: Option<&str>) -> Run {
     cmd.current_dir(dir.join(board.name))
         .args(["run", "--release", "--locked", "--target-dir"])
         .arg(&target_dir);
-    if let Some(d) = dtype {
-        cmd.args(["--no-default-features", "--features", d]);
+    if let Some(f) = features {
+        cmd.args(["--no-default-features", "--features", f]);
     }
     // The examples' own `.cargo/config.toml` sets target, runner and rustflags; flags meant
     // for the outer build must not override them.
@@ -185,8 +242,8 @@ fn cargo_run(board: &Board, dtype: Option<&str>) -> Run {
     }
     let what = format!(
         "`cargo run --release{}` in firmware-examples/{}",
-        dtype
-            .map(|d| format!(" --no-default-features --features {d}"))
+        features
+            .map(|f| format!(" --no-default-features --features {f}"))
             .unwrap_or_default(),
         board.name
     );
@@ -288,7 +345,8 @@ fn arena_bytes(dtype: &str) -> u64 {
 }
 
 /// Everything the output of one run must show; the problems found.
-fn check_run(board: &Board, dtypes: &[&str], run: &Run) -> Vec<String> {
+fn check_run(board: &Board, build: &Build, run: &Run) -> Vec<String> {
+    let dtypes = build.dtypes;
     let out = &run.stdout;
     let mut errors = Vec::new();
     let mut fail = |e: String| errors.push(e);
@@ -301,6 +359,14 @@ fn check_run(board: &Board, dtypes: &[&str], run: &Run) -> Vec<String> {
                 fail(format!(
                     "MACs differ from models::edge::MACS = {}",
                     edge::MACS
+                ));
+            }
+            // The int8 convolutions take the path this build is for.
+            if f.get("int8_path").map(String::as_str) != Some(build.int8_path) {
+                fail(format!(
+                    "int8_path={:?}, expected {}",
+                    f.get("int8_path"),
+                    build.int8_path
                 ));
             }
         }
@@ -396,10 +462,11 @@ fn check_run(board: &Board, dtypes: &[&str], run: &Run) -> Vec<String> {
                 s.get("identical")
             ));
         }
-        // At least one instruction per MAC, and not absurdly many.
+        // Plausible for the timer: at least one instruction per two MACs (`SMLAD` does two),
+        // and not absurdly many. A plausibility check of the measurement, not a speed target.
         let macs = edge::MACS as u64;
         match num::<u64>(&s, "instructions_mean") {
-            Ok(n) if (macs..=1000 * macs).contains(&n) => {}
+            Ok(n) if (macs / 2..=1000 * macs).contains(&n) => {}
             other => fail(format!("{dtype}: implausible instructions_mean {other:?}")),
         }
         // Where the core counts retired instructions (RISC-V `minstret`), that count and the
@@ -426,15 +493,125 @@ fn check_run(board: &Board, dtypes: &[&str], run: &Run) -> Vec<String> {
             )),
         }
     }
-    // The whole run outlasts a 24-bit SysTick period on the Arm boards: a lost wrap would
-    // make it shorter than its inferences.
+    if build.layers {
+        match check_layers(build, out) {
+            Ok(n) => inferences += n,
+            Err(e) => fail(e),
+        }
+    }
+    // The whole run is at least the sum of its measured parts. The M4F's scalar `layers` run
+    // outlasts a 24-bit SysTick period (671 M instructions): a lost wrap would make it
+    // shorter than its parts.
     match fields(out, "elapsed", None).map(|f| num::<u64>(&f, "instructions")) {
         Some(Ok(n)) if n >= inferences => {}
         other => fail(format!(
-            "elapsed instructions {other:?} below the inferences' sum {inferences} (timer wrap lost?)"
+            "elapsed instructions {other:?} below the measured parts' sum {inferences} (timer wrap lost?)"
         )),
     }
     errors
+}
+
+/// The `edge` int8 convolutions measured alone (`layer` lines of a `layers` build).
+struct Layer {
+    name: String,
+    shape: String,
+    path: String,
+    macs: u64,
+    /// `s8_rows` over the whole map.
+    rows: u64,
+    /// `s8` (always the scalar reference).
+    reference: u64,
+    /// MACs of the 2-rows-a-call and fused-pooling measurements (the rows a 2 x 2 pool keeps).
+    pooled_macs: u64,
+    /// `s8_rows` two output rows a call.
+    pairs: u64,
+    /// `s8_pooled::<2>`.
+    pooled: u64,
+}
+
+fn parse_layers(out: &str) -> Result<Vec<Layer>, String> {
+    let mut layers = Vec::new();
+    for line in out.lines() {
+        let Some(rest) = line.strip_prefix("layer ") else {
+            continue;
+        };
+        let f: BTreeMap<String, String> = rest
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let text = |k: &str| f.get(k).cloned().ok_or(format!("no `{k}=` in: {line}"));
+        if f.get("identical").map(String::as_str) != Some("yes") {
+            return Err(format!("a layer differs from the reference: {line}"));
+        }
+        layers.push(Layer {
+            name: text("name")?,
+            shape: text("shape")?,
+            path: text("path")?,
+            macs: num(&f, "macs")?,
+            rows: num(&f, "rows_instructions")?,
+            reference: num(&f, "reference_instructions")?,
+            pooled_macs: num(&f, "pooled_macs")?,
+            pairs: num(&f, "pairs_instructions")?,
+            pooled: num(&f, "pooled_instructions")?,
+        });
+    }
+    Ok(layers)
+}
+
+/// A `layers` run: the three convolutions of `edge` identical to the reference on the
+/// build's path, every kernel check passed. Returns the instructions measured.
+fn check_layers(build: &Build, out: &str) -> Result<u64, String> {
+    let layers = parse_layers(out)?;
+    if layers.len() != 3 {
+        return Err(format!("{} `layer` lines, expected 3", layers.len()));
+    }
+    let mut measured = 0;
+    for l in &layers {
+        if l.path != build.int8_path {
+            return Err(format!(
+                "layer {} ran path={}, expected {}",
+                l.name, l.path, build.int8_path
+            ));
+        }
+        // Plausibility of the measurement (not a speed target): at least one instruction per
+        // two MACs.
+        for (what, n, macs) in [
+            ("rows", l.rows, l.macs),
+            ("reference", l.reference, l.macs),
+            ("pairs", l.pairs, l.pooled_macs),
+            ("pooled", l.pooled, l.pooled_macs),
+        ] {
+            if n < macs / 2 || n > 1000 * macs {
+                return Err(format!(
+                    "layer {}: implausible {what} instructions {n} for {macs} MACs",
+                    l.name
+                ));
+            }
+        }
+        measured += l.rows + l.reference + l.pairs + l.pooled;
+    }
+    for line in out.lines().filter(|l| l.starts_with("check ")) {
+        if !line.ends_with("identical=yes") {
+            return Err(format!("kernel check failed: {line}"));
+        }
+    }
+    match fields(out, "layers", None) {
+        Some(f)
+            if num::<u64>(&f, "failed") == Ok(0)
+                && num::<u64>(&f, "checks").is_ok_and(|n| n > 3) => {}
+        other => return Err(format!("bad `layers` summary: {other:?}")),
+    }
+    Ok(measured)
+}
+
+/// The per-layer measurements of a `layers` run, labelled with the build's int8 path.
+fn layer_rows(build: &Build, run: &Run) -> Result<Vec<Layer>, String> {
+    let layers = parse_layers(&run.stdout)?;
+    if layers.iter().any(|l| l.path != build.int8_path) {
+        return Err("path mismatch".into());
+    }
+    Ok(layers)
 }
 
 /// One row of the table: a board running one variant alone.
@@ -442,6 +619,8 @@ struct Row {
     board: &'static str,
     cpu: &'static str,
     dtype: &'static str,
+    /// The int8 path of the build (`dsp` or `reference`).
+    path: &'static str,
     note: &'static str,
     flash: u64,
     weights: u64,
@@ -454,7 +633,8 @@ struct Row {
     per_mac: f64,
 }
 
-fn measure(board: &Board, dtype: &'static str, run: &Run) -> Result<Row, String> {
+fn measure(board: &Board, build: &Build, run: &Run) -> Result<Row, String> {
+    let dtype = build.dtypes[0];
     let elf = Elf::read(&run.elf)?;
     let s = fields(&run.stdout, "summary", Some(dtype)).ok_or("no summary")?;
     let sizes = elf.sizes();
@@ -469,6 +649,7 @@ fn measure(board: &Board, dtype: &'static str, run: &Run) -> Result<Row, String>
         board: board.name,
         cpu: board.cpu,
         dtype,
+        path: build.int8_path,
         note: if dtype == "f32" { board.note } else { "" },
         flash: sizes.flash,
         weights: sizes.weights,
@@ -495,8 +676,23 @@ fn n(v: u64) -> String {
     out
 }
 
+/// Thousands separators with a sign.
+fn signed(v: i64) -> String {
+    let s = n(v.unsigned_abs());
+    if v < 0 { format!("-{s}") } else { s }
+}
+
+/// The int8 kernels of a row, as the table shows them.
+fn kernels(r: &Row) -> &'static str {
+    if r.dtype == "int8" && r.path == "dsp" {
+        "DSP (`SMLAD`)"
+    } else {
+        "scalar"
+    }
+}
+
 /// The markdown report; adds a failure if the Cortex-M4F int8 budget is exceeded.
-fn report(rows: &[Row], failures: &mut Vec<String>) -> String {
+fn report(rows: &[Row], layers: &[Layer], failures: &mut Vec<String>) -> String {
     let mut t = String::new();
     let qemu = Command::new("qemu-system-arm")
         .arg("--version")
@@ -507,25 +703,26 @@ fn report(rows: &[Row], failures: &mut Vec<String>) -> String {
         .unwrap_or_default();
     let _ = writeln!(
         t,
-        "`edge` ({} MACs per inference) on {qemu}, `-icount shift=0`; one model variant per build (`--no-default-features --features <dtype>`). Bytes.\n",
+        "`edge` ({} MACs per inference) on {qemu}, `-icount shift=0`; one model variant per build (`--no-default-features --features <dtype>`, plus `reference` for the scalar int8 kernels). Bytes.\n",
         n(edge::MACS as u64)
     );
     let _ = writeln!(
         t,
-        "| board | CPU | dtype | flash total | weights | samples | code | of which model | of which board + fmt | static RAM | peak stack | RAM total | instructions / inference | instructions / MAC |"
+        "| board | CPU | dtype | int8 kernels | flash total | weights | samples | code | of which model | of which board + fmt | static RAM | peak stack | RAM total | instructions / inference | instructions / MAC |"
     );
     let _ = writeln!(
         t,
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     );
     for r in rows {
         let _ = writeln!(
             t,
-            "| {} | {} | {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
             r.board,
             r.cpu,
             r.dtype,
             r.note,
+            if r.dtype == "int8" { kernels(r) } else { "-" },
             n(r.flash),
             n(r.weights),
             n(r.samples),
@@ -539,17 +736,80 @@ fn report(rows: &[Row], failures: &mut Vec<String>) -> String {
             r.per_mac,
         );
     }
-    match rows
-        .iter()
-        .find(|r| r.board == "mps2-an386" && r.dtype == "int8")
-    {
+    let m4 = |path: &str| {
+        rows.iter()
+            .find(|r| r.board == "mps2-an386" && r.dtype == "int8" && r.path == path)
+    };
+    if let (Some(scalar), Some(dsp)) = (m4("reference"), m4("dsp")) {
+        let _ = writeln!(
+            t,
+            "\n`edge` int8 on the Cortex-M4F, whole inference: scalar {} instructions ({:.2} / MAC), DSP {} ({:.2} / MAC): {:.1} times fewer. The DSP build has {} B more model code and {} B more peak stack.",
+            n(scalar.instructions),
+            scalar.per_mac,
+            n(dsp.instructions),
+            dsp.per_mac,
+            scalar.instructions as f64 / dsp.instructions.max(1) as f64,
+            signed(dsp.model_code as i64 - scalar.model_code as i64),
+            signed(dsp.stack_peak as i64 - scalar.stack_peak as i64),
+        );
+    }
+    let scalar: Vec<&Layer> = layers.iter().filter(|l| l.path == "reference").collect();
+    let dsp: Vec<&Layer> = layers.iter().filter(|l| l.path == "dsp").collect();
+    if !dsp.is_empty() && scalar.len() == dsp.len() {
+        let _ = writeln!(
+            t,
+            "\nEach int8 convolution of `edge` alone on the Cortex-M4F (`--features layers` and `layers,reference`; synthetic data, which the counts do not depend on). Whole map: one `s8_rows` call, im2col and requantisation included. 2 rows a call: `s8_rows` as `s8_pooled::<2>` calls it (the last row of an odd map, which the pool drops, not computed). Fused: `s8_pooled::<2>`, the convolution plus pooling the line buffer.\n"
+        );
+        let _ = writeln!(
+            t,
+            "| layer | input : output channels | MACs | scalar instructions | scalar / MAC | DSP instructions | DSP / MAC | scalar / DSP | DSP / MAC, 2 rows a call | DSP / MAC, fused with 2x2 pool |"
+        );
+        let _ = writeln!(t, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let per = |a: u64, b: u64| a as f64 / b.max(1) as f64;
+        let mut sum = [0u64; 6];
+        for (s, d) in scalar.iter().zip(&dsp) {
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {:.2} | {} | {:.3} | {:.1} | {:.3} | {:.3} |",
+                d.name,
+                d.shape,
+                n(d.macs),
+                n(s.rows),
+                per(s.rows, s.macs),
+                n(d.rows),
+                per(d.rows, d.macs),
+                per(s.rows, d.rows),
+                per(d.pairs, d.pooled_macs),
+                per(d.pooled, d.pooled_macs),
+            );
+            for (a, v) in
+                sum.iter_mut()
+                    .zip([d.macs, s.rows, d.rows, d.pooled_macs, d.pairs, d.pooled])
+            {
+                *a += v;
+            }
+        }
+        let _ = writeln!(
+            t,
+            "| all three | | {} | {} | {:.2} | {} | {:.3} | {:.1} | {:.3} | {:.3} |",
+            n(sum[0]),
+            n(sum[1]),
+            per(sum[1], sum[0]),
+            n(sum[2]),
+            per(sum[2], sum[0]),
+            per(sum[1], sum[2]),
+            per(sum[4], sum[3]),
+            per(sum[5], sum[3]),
+        );
+    }
+    match m4("dsp") {
         Some(r) => {
             let flash = r.weights + r.model_code;
             let ram = r.static_ram + r.stack_peak;
             let ok = flash <= FLASH_BUDGET && ram <= RAM_BUDGET;
             let _ = writeln!(
                 t,
-                "\nBudget, `edge` int8 on the Cortex-M4F: weights + model code {} B (at most {} B), static RAM + peak stack {} B (at most {} B, activation arena of {} B on the stack): {}.",
+                "\nBudget, `edge` int8 (DSP kernels) on the Cortex-M4F: weights + model code {} B (at most {} B), static RAM + peak stack {} B (at most {} B, activation arena of {} B on the stack): {}.",
                 n(flash),
                 n(FLASH_BUDGET),
                 n(ram),

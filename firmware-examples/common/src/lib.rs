@@ -13,7 +13,7 @@
 //! Output (all on one line each; the integration test `tests/tests/firmware.rs` parses it):
 //!
 //! ```text
-//! firmware board=mps2-an386 cpu=cortex-m4f model=edge macs=1904640 samples=4 variants=int8,f32
+//! firmware board=mps2-an386 cpu=cortex-m4f model=edge macs=1904640 samples=4 variants=int8,f32 int8_path=dsp
 //! calibration instructions=2000000 ticks=50000 instructions_per_tick=40.000 nominal=40 ok
 //! sizes text=... rodata=... data=... bss=... weights_int8=27392 weights_f32=99040 samples=200000
 //! cluster 0: log10 M500 = 13.66 +/- 0.16 (true 13.76) [int8] bits=415a9f96,3e22bd77 host=415a9f96,3e22bd77 identical instructions=... stack=...
@@ -26,6 +26,8 @@
 #[cfg(not(any(feature = "int8", feature = "f32")))]
 compile_error!("enable at least one model variant: feature `int8` or `f32`");
 
+#[cfg(feature = "layers")]
+pub mod layers;
 #[cfg(feature = "cortex-m")]
 pub mod mps2;
 pub mod stack;
@@ -102,12 +104,13 @@ pub fn run<B: Board>(board: &mut B) -> ! {
 fn run_all<B: Board>(board: &mut B) -> bool {
     let _ = writeln!(
         board,
-        "firmware board={} cpu={} model=edge macs={} samples={} variants={}",
+        "firmware board={} cpu={} model=edge macs={} samples={} variants={} int8_path={}",
         board.name(),
         board.cpu(),
         edge::MACS,
         samples::N,
         variants::NAMES,
+        int8_path(),
     );
     calibrate(board);
     print_sizes(board);
@@ -120,7 +123,23 @@ fn run_all<B: Board>(board: &mut B) -> bool {
     {
         ok &= run_variant::<B, variants::F32>(board);
     }
+    #[cfg(feature = "layers")]
+    {
+        ok &= layers::run(board);
+    }
     ok
+}
+
+/// The path of the int8 convolutions in this build, as printed: `dsp` (`SMLAD`, Cortex-M4/M7)
+/// or `reference` (the scalar loops: other cores, or the `reference` feature).
+pub fn int8_path() -> &'static str {
+    use runtime::kernels::simd::{self, Path};
+    match simd::active_s8() {
+        Path::Dsp => "dsp",
+        Path::Reference => "reference",
+        Path::Avx2 => "avx2",
+        Path::Neon => "neon",
+    }
 }
 
 /// Check the timer scale: the difference between spinning `5n` and `n` iterations is exactly

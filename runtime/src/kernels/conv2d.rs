@@ -393,6 +393,23 @@ impl<
         out: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), Error> {
+        Self::f32_rows_inner(input, weights, bias, slope, oy0, out, scratch, true)
+    }
+
+    /// [`Conv2d::f32_rows`]; `pack: false` reuses the weights a previous call with the same
+    /// weights and scratch packed (the fused pooling calls it row band by row band).
+    #[allow(clippy::too_many_arguments)]
+    fn f32_rows_inner<W: FloatWeight>(
+        input: &[f32],
+        weights: &[W],
+        bias: &[f32],
+        slope: f32,
+        oy0: usize,
+        out: &mut [f32],
+        scratch: &mut [f32],
+        pack: bool,
+    ) -> Result<(), Error> {
+        let _ = pack; // only the x86 engine packs weights
         let rows = Self::rows_of(oy0, out.len())?;
         Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
         let act = |acc: f32| if acc < 0.0 { acc * slope } else { acc };
@@ -402,7 +419,9 @@ impl<
                 Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
                 let (g, s) = (&Self::GEOM, &mut scratch[..Self::SCRATCH_F32]);
                 // SAFETY: `active` checked AVX2/FMA/F16C; lengths and scratch checked above.
-                unsafe { simd::x86::conv_f32::<W, K, S, D>(g, OC, input, weights, bias, oy0, rows, out, s, act) };
+                unsafe {
+                    simd::x86::conv_f32::<W, K, S, D>(g, OC, input, weights, bias, oy0, rows, out, s, act, pack)
+                };
             }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
             Path::Neon => {
@@ -454,6 +473,22 @@ impl<
         out: &mut [i8],
         scratch: &mut [i16],
     ) -> Result<(), Error> {
+        Self::s8_rows_inner(input, weights, bias, q, oy0, out, scratch, true)
+    }
+
+    /// [`Conv2d::s8_rows`]; `pack: false` as in [`Conv2d::f32_rows_inner`].
+    #[allow(clippy::too_many_arguments)]
+    fn s8_rows_inner(
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        q: &QuantArgs<'_>,
+        oy0: usize,
+        out: &mut [i8],
+        scratch: &mut [i16],
+        pack: bool,
+    ) -> Result<(), Error> {
+        let _ = pack; // only the x86 engine packs weights
         let rows = Self::rows_of(oy0, out.len())?;
         Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
         q.check(OC)?;
@@ -465,7 +500,9 @@ impl<
                 Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
                 let (g, s) = (&Self::GEOM, &mut scratch[..Self::SCRATCH_S8]);
                 // SAFETY: `active_s8` checked AVX2; lengths and scratch checked above.
-                unsafe { simd::x86::conv_s8::<K, S, D>(g, OC, input, zp, weights, bias, oy0, rows, s, q, out) };
+                unsafe {
+                    simd::x86::conv_s8::<K, S, D>(g, OC, input, zp, weights, bias, oy0, rows, s, q, out, pack)
+                };
             }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
             Path::Neon => {
@@ -582,7 +619,7 @@ impl<
         Self::check_pooled::<PK>(out.len(), line.len())?;
         let inv = 1.0 / (PK * PK) as f32;
         for py in 0..Self::OH / PK {
-            Self::f32_rows(input, weights, bias, slope, py * PK, line, scratch)?;
+            Self::f32_rows_inner(input, weights, bias, slope, py * PK, line, scratch, py == 0)?;
             match kind {
                 PoolKind::Max => Self::pool_line::<PK, _, _>(line, py, out, |it| {
                     it.fold(f32::NEG_INFINITY, f32::max)
@@ -611,7 +648,7 @@ impl<
         Self::check_pooled::<PK>(out.len(), line.len())?;
         let n = (PK * PK) as i32;
         for py in 0..Self::OH / PK {
-            Self::s8_rows(input, weights, bias, q, py * PK, line, scratch)?;
+            Self::s8_rows_inner(input, weights, bias, q, py * PK, line, scratch, py == 0)?;
             match kind {
                 PoolKind::Max => {
                     Self::pool_line::<PK, _, _>(line, py, out, |it| it.fold(i8::MIN, i8::max))

@@ -42,32 +42,28 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
         Ok(())
     }
 
-    #[inline(always)]
-    fn each<T: Copy, A>(
-        input: &[T],
-        out: &mut [A],
-        f: impl FnMut(&mut dyn Iterator<Item = T>) -> A,
-    ) {
-        Self::each_with(|i| input[i], out, f);
-    }
-
     /// The window loop shared by every pooling path (and the fused preprocessing):
     /// `out[c][oy][ox] = f(values of the window in row order)`, values read through
     /// `get(input index)`. Callers check the lengths first.
     #[inline(always)]
-    pub(crate) fn each_with<T: Copy, A>(
-        get: impl Fn(usize) -> T,
+    pub(crate) fn each_with<T: Copy, A, G: Fn(usize) -> T>(
+        get: G,
         out: &mut [A],
-        mut f: impl FnMut(&mut dyn Iterator<Item = T>) -> A,
+        mut f: impl FnMut(Window<'_, T, G>) -> A,
     ) {
         let (oh, ow) = (Self::OH, Self::OW);
         for c in 0..C {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut it = (0..K)
-                        .flat_map(|ky| (0..K).map(move |kx| (ky, kx)))
-                        .map(|(ky, kx)| get((c * IH + oy * K + ky) * IW + ox * K + kx));
-                    out[(c * oh + oy) * ow + ox] = f(&mut it);
+                    let it = Window {
+                        get: &get,
+                        base: (c * IH + oy * K) * IW + ox * K,
+                        stride: IW,
+                        k: K,
+                        at: 0,
+                        _t: core::marker::PhantomData,
+                    };
+                    out[(c * oh + oy) * ow + ox] = f(it);
                 }
             }
         }
@@ -119,7 +115,7 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
     /// ```
     pub fn max_f32(input: &[f32], out: &mut [f32]) -> Result<(), Error> {
         Self::check(input.len(), out.len())?;
-        Self::each(input, out, |it| it.fold(f32::NEG_INFINITY, f32::max));
+        Self::each_with(|i| input[i], out, |it| it.fold(f32::NEG_INFINITY, f32::max));
         Ok(())
     }
 
@@ -127,14 +123,14 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
     pub fn avg_f32(input: &[f32], out: &mut [f32]) -> Result<(), Error> {
         Self::check(input.len(), out.len())?;
         let inv = 1.0 / (K * K) as f32;
-        Self::each(input, out, |it| it.fold(0.0f32, |a, v| a + v) * inv);
+        Self::each_with(|i| input[i], out, |it| it.fold(0.0f32, |a, v| a + v) * inv);
         Ok(())
     }
 
     /// Maximum over each window; input and output share quantisation parameters.
     pub fn max_s8(input: &[i8], out: &mut [i8]) -> Result<(), Error> {
         Self::check(input.len(), out.len())?;
-        Self::each(input, out, |it| it.fold(i8::MIN, i8::max));
+        Self::each_with(|i| input[i], out, |it| it.fold(i8::MIN, i8::max));
         Ok(())
     }
 
@@ -149,8 +145,32 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
     pub fn avg_s8(input: &[i8], out: &mut [i8]) -> Result<(), Error> {
         Self::check(input.len(), out.len())?;
         let n = (K * K) as i32;
-        Self::each(input, out, |it| avg_round(it.map(i32::from).sum(), n));
+        Self::each_with(|i| input[i], out, |it| avg_round(it.map(i32::from).sum(), n));
         Ok(())
+    }
+}
+
+/// The values of one `k x k` window in row order, read through `get(input index)` (a
+/// concrete iterator, so pooling loops inline instead of calling through `dyn Iterator`).
+pub(crate) struct Window<'g, T, G> {
+    get: &'g G,
+    base: usize,
+    stride: usize,
+    k: usize,
+    at: usize,
+    _t: core::marker::PhantomData<T>,
+}
+
+impl<T, G: Fn(usize) -> T> Iterator for Window<'_, T, G> {
+    type Item = T;
+    #[inline(always)]
+    fn next(&mut self) -> Option<T> {
+        if self.at == self.k * self.k {
+            return None;
+        }
+        let (ky, kx) = (self.at / self.k, self.at % self.k);
+        self.at += 1;
+        Some((self.get)(self.base + ky * self.stride + kx))
     }
 }
 

@@ -64,8 +64,11 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// ```
     pub fn counts_s8(&self, counts: &[u16], q: QParams, out: &mut [i8]) -> Result<(), Error> {
         let plane = self.plane(counts.len(), out.len())?;
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = q.quantize(self.value(counts, plane, i));
+        for (b, (c, o)) in counts.chunks_exact(plane).zip(out.chunks_exact_mut(plane)).enumerate() {
+            let memo = Memo::new(self.band_scale[b], q);
+            for (x, y) in c.iter().zip(o) {
+                *y = memo.get(*x);
+            }
         }
         Ok(())
     }
@@ -107,17 +110,25 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         out: &mut [i8],
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
-        let plane = H * W;
-        let get = |i: usize| q.quantize(self.value(counts, plane, i));
-        match kind {
-            PoolKind::Max => {
-                Pool2d::<BANDS, H, W, K>::each_with(get, out, |it| it.fold(i8::MIN, i8::max))
-            }
-            PoolKind::Avg => {
-                let n = (K * K) as i32;
-                Pool2d::<BANDS, H, W, K>::each_with(get, out, |it| {
-                    avg_round(it.map(i32::from).sum(), n)
-                })
+        // Band by band, each count's quantised input memoised (a pure function of the count).
+        let per_band = Pool2d::<1, H, W, K>::OUT_LEN;
+        for (b, (c, o)) in counts
+            .chunks_exact(H * W)
+            .zip(out.chunks_exact_mut(per_band))
+            .enumerate()
+        {
+            let memo = Memo::new(self.band_scale[b], q);
+            let get = |i: usize| memo.get(c[i]);
+            match kind {
+                PoolKind::Max => {
+                    Pool2d::<1, H, W, K>::each_with(get, o, |it| it.fold(i8::MIN, i8::max))
+                }
+                PoolKind::Avg => {
+                    let n = (K * K) as i32;
+                    Pool2d::<1, H, W, K>::each_with(get, o, |it| {
+                        avg_round(it.map(i32::from).sum(), n)
+                    })
+                }
             }
         }
         Ok(())
@@ -160,6 +171,42 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             return Err(Error::BadScalar);
         }
         Ok((z - self.z_shift) * self.z_scale)
+    }
+}
+
+/// Quantised network input of one band, `q.quantize(ln(1 + n) * scale)`, memoised for
+/// counts below 256 (the common case: computing it costs a division and a rounding).
+struct Memo {
+    scale: f32,
+    q: QParams,
+    table: [core::cell::Cell<i16>; 256],
+}
+
+impl Memo {
+    const EMPTY: i16 = i16::MIN;
+
+    fn new(scale: f32, q: QParams) -> Self {
+        Self {
+            scale,
+            q,
+            table: [const { core::cell::Cell::new(Self::EMPTY) }; 256],
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, n: u16) -> i8 {
+        let compute = || self.q.quantize(log1p_count(n) * self.scale);
+        match self.table.get(usize::from(n)) {
+            Some(slot) => match slot.get() {
+                Self::EMPTY => {
+                    let v = compute();
+                    slot.set(i16::from(v));
+                    v
+                }
+                v => v as i8,
+            },
+            None => compute(),
+        }
     }
 }
 

@@ -380,7 +380,8 @@ fn bias_f32(bias: &[f32], oc0: usize) -> [[f32; 8]; 2] {
 ///
 /// # Safety
 /// AVX2, FMA and F16C available; `scratch` holds `scratch_f32` values for this shape;
-/// `w` holds `oc` rows of `ic k k`; lengths of `input`, `bias`, `out` checked by the caller.
+/// `w` holds `oc` rows of `ic k k`; lengths of `input`, `bias`, `out` checked by the caller;
+/// with `pack` false, `scratch` holds the packed weights of a previous call with the same `w`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn conv_f32<
@@ -399,12 +400,13 @@ pub(crate) unsafe fn conv_f32<
     out: &mut [f32],
     scratch: &mut [f32],
     act: impl Fn(f32) -> f32,
+    pack: bool,
 ) {
     let rb = rows.min(BAND_ROWS);
     let b = g.band(oc, rb);
     let l = g.ic * g.k * g.k;
     let (wp, band) = scratch.split_at_mut(l * b.ocp);
-    for (j, dst) in wp.chunks_exact_mut(b.ocp).enumerate() {
+    for (j, dst) in wp.chunks_exact_mut(b.ocp).enumerate().filter(|_| pack) {
         for (o, v) in dst.iter_mut().enumerate() {
             *v = if o < oc { w[o * l + j].widen() } else { 0.0 };
         }
@@ -552,7 +554,7 @@ impl Rq8 {
 ///
 /// # Safety
 /// AVX2 available; `scratch` holds `scratch_s8` values for this shape; `w` holds `oc` rows
-/// of `ic k k`; lengths checked by the caller.
+/// of `ic k k`; lengths checked by the caller; `pack` as in [`conv_f32`].
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn conv_s8<const K: usize, const S: usize, const D: usize>(
@@ -567,6 +569,7 @@ pub(crate) unsafe fn conv_s8<const K: usize, const S: usize, const D: usize>(
     scratch: &mut [i16],
     q: &QuantArgs<'_>,
     out: &mut [i8],
+    pack: bool,
 ) {
     let rb = rows.min(BAND_ROWS);
     let zp_out = _mm256_set1_epi32(q.output_zero_point);
@@ -576,7 +579,7 @@ pub(crate) unsafe fn conv_s8<const K: usize, const S: usize, const D: usize>(
     let taps = k * k;
     let (wp, band) = scratch.split_at_mut(taps * icp * b.ocp);
     // wp[((tap * icp / 2 + c2) * ocp + o) * 2 + e] = w[o][2 c2 + e][tap]
-    for tap in 0..taps {
+    for tap in (0..taps).filter(|_| pack) {
         for c2 in 0..icp / 2 {
             for o in 0..b.ocp {
                 for e in 0..2 {
