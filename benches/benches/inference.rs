@@ -4,14 +4,15 @@
 //! and the core's measured f32 FMA and i16 multiply-add peaks.
 //!
 //! ```text
-//! cargo bench -p benches --bench inference                         # SIMD (default) + everything else
-//! cargo bench -p benches --bench inference --features reference -- model/   # whole models, scalar reference
-//! scripts/bench-table.sh                                           # criterion estimates -> markdown
+//! cargo bench -p benches --bench inference                        # SIMD build: peaks, models, layers, burn
+//! cargo bench -p benches --bench inference --features reference   # whole models on the scalar reference
+//! scripts/bench-table.sh                                          # criterion estimates -> markdown
 //! ```
 //!
-//! Every figure is single-threaded: the rayon global pool (burn-flex, gemm, ndarray) is built
-//! with one thread and `RAYON_NUM_THREADS` / `MATMUL_NUM_THREADS` (ndarray's matrixmultiply)
-//! are set to 1 before anything starts.
+//! Every figure is single-threaded: `RAYON_NUM_THREADS` and `MATMUL_NUM_THREADS` (ndarray's
+//! matrixmultiply) are set to 1 before anything starts, the rayon global pool (burn-flex,
+//! gemm, ndarray) is built with one thread, and the whole run executes on the worker of a
+//! one-thread pool (`ThreadPool::install`), so burn's parallel loops run inline.
 //!
 //! Criterion throughput is set to FLOPs (2 x multiply-accumulates) per iteration, so its
 //! `thrpt` column reads directly as FLOP/s (for burn batch 64, for the whole batch).
@@ -635,6 +636,18 @@ fn main() {
         .num_threads(1)
         .build_global()
         .expect("rayon global pool");
+    // Everything runs on the single worker of a one-thread pool, so that burn's (and gemm's)
+    // parallel loops execute inline instead of handing each op to another thread and
+    // sleeping until it is done: burn's best single-core case.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .stack_size(64 << 20)
+        .build()
+        .expect("rayon pool");
+    pool.install(run);
+}
+
+fn run() {
     eprintln!(
         "kernel path: float {}, int8 {}",
         simd::active().name(),
