@@ -366,6 +366,27 @@ unsafe fn tile_s8<const NV: usize, const P: usize, const K: usize, const S: usiz
     acc
 }
 
+/// Run `$run!(vectors, pixels)` for the tile shape: 2 or 1 vectors of 8 channels (`$two`) and
+/// `$np` (1..=TP) pixels, each a separate monomorphised tile.
+macro_rules! each_tile {
+    ($run:ident, $two:expr, $np:expr) => {
+        match ($two, $np) {
+            (true, 6) => $run!(2, 6),
+            (true, 5) => $run!(2, 5),
+            (true, 4) => $run!(2, 4),
+            (true, 3) => $run!(2, 3),
+            (true, 2) => $run!(2, 2),
+            (true, _) => $run!(2, 1),
+            (false, 6) => $run!(1, 6),
+            (false, 5) => $run!(1, 5),
+            (false, 4) => $run!(1, 4),
+            (false, 3) => $run!(1, 3),
+            (false, 2) => $run!(1, 2),
+            (false, _) => $run!(1, 1),
+        }
+    };
+}
+
 /// Up to 16 biases from `oc0` as two vectors (zero past `bias.len()`).
 fn bias_f32(bias: &[f32], oc0: usize) -> [[f32; 8]; 2] {
     let mut t = [[0.0; 8]; 2];
@@ -458,20 +479,7 @@ pub(crate) unsafe fn conv_f32<
                             }
                         }};
                     }
-                    match (two, np) {
-                        (true, 6) => run!(2, 6),
-                        (true, 5) => run!(2, 5),
-                        (true, 4) => run!(2, 4),
-                        (true, 3) => run!(2, 3),
-                        (true, 2) => run!(2, 2),
-                        (true, _) => run!(2, 1),
-                        (false, 6) => run!(1, 6),
-                        (false, 5) => run!(1, 5),
-                        (false, 4) => run!(1, 4),
-                        (false, 3) => run!(1, 3),
-                        (false, 2) => run!(1, 2),
-                        (false, _) => run!(1, 1),
-                    }
+                    each_tile!(run, two, np);
                     ox += np;
                 }
                 oc0 += 16;
@@ -648,20 +656,7 @@ pub(crate) unsafe fn conv_s8<const K: usize, const S: usize, const D: usize>(
                             }
                         }};
                     }
-                    match (two, np) {
-                        (true, 6) => run!(2, 6),
-                        (true, 5) => run!(2, 5),
-                        (true, 4) => run!(2, 4),
-                        (true, 3) => run!(2, 3),
-                        (true, 2) => run!(2, 2),
-                        (true, _) => run!(2, 1),
-                        (false, 6) => run!(1, 6),
-                        (false, 5) => run!(1, 5),
-                        (false, 4) => run!(1, 4),
-                        (false, 3) => run!(1, 3),
-                        (false, 2) => run!(1, 2),
-                        (false, _) => run!(1, 1),
-                    }
+                    each_tile!(run, two, np);
                     ox += np;
                 }
                 oc0 += 16;
