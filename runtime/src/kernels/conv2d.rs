@@ -415,7 +415,7 @@ impl<
         let act = |acc: f32| if acc < 0.0 { acc * slope } else { acc };
         match simd::active() {
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-            Path::Avx2 => {
+            Path::Avx2 | Path::Avx512 => {
                 Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
                 let (g, s) = (&Self::GEOM, &mut scratch[..Self::SCRATCH_F32]);
                 // SAFETY: `active` checked AVX2/FMA/F16C; lengths and scratch checked above.
@@ -496,7 +496,7 @@ impl<
         let widen = |v: i8| (i32::from(v) - zp) as i16;
         match simd::active_s8() {
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-            Path::Avx2 => {
+            Path::Avx2 | Path::Avx512 => {
                 Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
                 let (g, s) = (&Self::GEOM, &mut scratch[..Self::SCRATCH_S8]);
                 // SAFETY: `active_s8` checked AVX2; lengths and scratch checked above.

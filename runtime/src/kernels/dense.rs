@@ -147,7 +147,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
         Self::check(input.len(), weights.len(), bias.len(), out.len())?;
         match simd::active() {
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-            Path::Avx2 => {
+            Path::Avx2 | Path::Avx512 => {
                 out.copy_from_slice(bias);
                 // SAFETY: `active` checked AVX2/FMA/F16C; lengths checked above.
                 unsafe {
@@ -221,7 +221,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
         acc.copy_from_slice(&bias[o0..o0 + acc.len()]);
         match simd::active_s8() {
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-            Path::Avx2 => {
+            Path::Avx2 | Path::Avx512 => {
                 // SAFETY: `active_s8` checked AVX2; outputs o0.. of the [IN][OUT] weights.
                 unsafe { simd::x86::dense_s8(input, zp, weights, OUT, o0, acc) };
             }

@@ -23,6 +23,12 @@
 #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
 pub(crate) mod x86;
 
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+pub(crate) mod x512;
+
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+pub(crate) mod x512_misc;
+
 #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
 pub(crate) mod neon;
 
@@ -41,6 +47,8 @@ pub enum Path {
     Reference,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86-64 AVX-512 (F, BW, VL, VNNI, VBMI) on top of [`Path::Avx2`]: Zen 4, Ice Lake and later.
+    Avx512,
     /// aarch64 Advanced SIMD.
     Neon,
     /// Arm Cortex-M DSP extension (int8 only; float stays on the reference).
@@ -53,6 +61,7 @@ impl Path {
         match self {
             Path::Reference => "reference",
             Path::Avx2 => "avx2+fma",
+            Path::Avx512 => "avx512+vnni",
             Path::Neon => "neon",
             Path::Dsp => "dsp (smlad)",
         }
@@ -144,15 +153,51 @@ pub const fn max_len<const N: usize>(lens: [usize; N]) -> usize {
 }
 
 /// The path the kernels take for float layers in this build on this machine.
+///
+/// On x86-64 the best of [`Path::Avx512`], [`Path::Avx2`] the CPU has; in hosted builds (the
+/// `std` feature) the environment variable `RUNTIME_SIMD` caps it (`avx2` or `reference`),
+/// e.g. to benchmark or test the AVX2 kernels on an AVX-512 machine.
 pub fn active() -> Path {
     #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-    if x86::available() {
-        return Path::Avx2;
+    {
+        let cap = cap();
+        if cap >= 2 && x512::available() {
+            return Path::Avx512;
+        }
+        if cap >= 1 && x86::available() {
+            return Path::Avx2;
+        }
+        return Path::Reference;
     }
     #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
     return Path::Neon;
     #[allow(unreachable_code)]
     Path::Reference
+}
+
+/// The highest x86 level `RUNTIME_SIMD` allows: 2 AVX-512 (unset), 1 AVX2, 0 reference.
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+fn cap() -> u8 {
+    #[cfg(any(feature = "std", test))]
+    {
+        use core::sync::atomic::{AtomicU8, Ordering};
+        // 0xff: not read yet.
+        static CAP: AtomicU8 = AtomicU8::new(0xff);
+        let c = CAP.load(Ordering::Relaxed);
+        if c != 0xff {
+            return c;
+        }
+        extern crate std;
+        let c = match std::env::var("RUNTIME_SIMD").as_deref() {
+            Ok("avx2") => 1,
+            Ok("reference") => 0,
+            _ => 2,
+        };
+        CAP.store(c, Ordering::Relaxed);
+        c
+    }
+    #[cfg(not(any(feature = "std", test)))]
+    2
 }
 
 /// The path the kernels take for int8 layers in this build on this machine.

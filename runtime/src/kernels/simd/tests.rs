@@ -48,12 +48,26 @@ fn the_expected_path_runs() {
         Path::Reference
     } else if cfg!(target_arch = "x86_64") {
         #[cfg(target_arch = "x86_64")]
-        let have = std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c");
+        let (have, have512) = {
+            use std::is_x86_feature_detected as has;
+            let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+            let avx512 = has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512vl")
+                && has!("avx512vnni")
+                && has!("avx512vbmi");
+            (avx2, avx2 && avx512)
+        };
         #[cfg(not(target_arch = "x86_64"))]
-        let have = false;
-        if have { Path::Avx2 } else { Path::Reference }
+        let (have, have512) = (false, false);
+        let cap = std::env::var("RUNTIME_SIMD").unwrap_or_default();
+        if have512 && cap != "avx2" && cap != "reference" {
+            Path::Avx512
+        } else if have && cap != "reference" {
+            Path::Avx2
+        } else {
+            Path::Reference
+        }
     } else if cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
         Path::Neon
     } else {
