@@ -360,6 +360,89 @@ impl<
         Ok(rows)
     }
 
+    /// The AVX-512 engine's geometry for this shape.
+    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    const X512: simd::x512::Dims = simd::x512::Dims::new([IC, IH, IW, OC, K, S, D, P]);
+
+    /// Whether the AVX-512 engine runs this layer on this machine: stride 1, an int8 input
+    /// zero point (for int8) and pooling windows up to [`simd::x512::MAX_POOL`].
+    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    fn x512_takes(int8: bool, zp: i32, pk: usize) -> bool {
+        let path = if int8 { simd::active_s8() } else { simd::active() };
+        path == Path::Avx512
+            && S == 1
+            && pk <= simd::x512::MAX_POOL
+            && (!int8 || (-128..=127).contains(&zp))
+    }
+
+    /// Run the AVX-512 int8 engine (after [`Conv2d::x512_takes`] and the length checks).
+    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[allow(clippy::too_many_arguments)]
+    fn x512_s8(
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        q: &QuantArgs<'_>,
+        oy0: usize,
+        rows: usize,
+        scratch: &mut [i16],
+        sink: simd::x512::Sink<'_, i8>,
+    ) -> Result<(), Error> {
+        Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
+        // SAFETY: the i16 scratch viewed as its bytes.
+        let bytes: &mut [u8] = unsafe {
+            core::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast(), 2 * Self::SCRATCH_S8)
+        };
+        let dm = &Self::X512;
+        macro_rules! go {
+            ($n:literal) => {
+                // SAFETY: `x512_takes` checked the CPU; lengths and scratch checked.
+                unsafe { simd::x512::conv_s8::<$n>(dm, input, weights, bias, q, oy0, rows, bytes, sink) }
+            };
+        }
+        match simd::x512::block(OC) {
+            4 => go!(4),
+            8 => go!(8),
+            12 => go!(12),
+            16 => go!(16),
+            20 => go!(20),
+            _ => go!(24),
+        }
+        Ok(())
+    }
+
+    /// Run the AVX-512 float engine (after [`Conv2d::x512_takes`] and the length checks).
+    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[allow(clippy::too_many_arguments)]
+    fn x512_f32<W: FloatWeight>(
+        input: &[f32],
+        weights: &[W],
+        bias: &[f32],
+        slope: f32,
+        oy0: usize,
+        rows: usize,
+        scratch: &mut [f32],
+        sink: simd::x512::Sink<'_, f32>,
+    ) -> Result<(), Error> {
+        Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
+        let (dm, s) = (&Self::X512, &mut scratch[..Self::SCRATCH_F32]);
+        macro_rules! go {
+            ($n:literal) => {
+                // SAFETY: `x512_takes` checked the CPU; lengths and scratch checked.
+                unsafe { simd::x512::conv_f32::<W, $n, K, D>(dm, input, weights, bias, slope, oy0, rows, s, sink) }
+            };
+        }
+        match simd::x512::block(OC) {
+            4 => go!(4),
+            8 => go!(8),
+            12 => go!(12),
+            16 => go!(16),
+            20 => go!(20),
+            _ => go!(24),
+        }
+        Ok(())
+    }
+
     #[allow(dead_code)]
     fn check_scratch(need: usize, got: usize) -> Result<(), Error> {
         if got < need {
@@ -413,6 +496,11 @@ impl<
         let rows = Self::rows_of(oy0, out.len())?;
         Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
         let act = |acc: f32| if acc < 0.0 { acc * slope } else { acc };
+        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        if Self::x512_takes(false, 0, 1) {
+            let sink = simd::x512::Sink::Rows(out);
+            return Self::x512_f32(input, weights, bias, slope, oy0, rows, scratch, sink);
+        }
         match simd::active() {
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
             Path::Avx2 | Path::Avx512 => {
@@ -494,6 +582,11 @@ impl<
         q.check(OC)?;
         let zp = q.input_zero_point;
         let widen = |v: i8| (i32::from(v) - zp) as i16;
+        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        if Self::x512_takes(true, zp, 1) {
+            let sink = simd::x512::Sink::Rows(out);
+            return Self::x512_s8(input, weights, bias, q, oy0, rows, scratch, sink);
+        }
         match simd::active_s8() {
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
             Path::Avx2 | Path::Avx512 => {
@@ -617,6 +710,12 @@ impl<
         scratch: &mut [f32],
     ) -> Result<(), Error> {
         Self::check_pooled::<PK>(out.len(), line.len())?;
+        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        if Self::x512_takes(false, 0, PK) {
+            Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
+            let sink = simd::x512::Sink::Pool { kind, pk: PK, out };
+            return Self::x512_f32(input, weights, bias, slope, 0, Self::OH, scratch, sink);
+        }
         let inv = 1.0 / (PK * PK) as f32;
         for py in 0..Self::OH / PK {
             Self::f32_rows_inner(input, weights, bias, slope, py * PK, line, scratch, py == 0)?;
@@ -646,6 +745,13 @@ impl<
         scratch: &mut [i16],
     ) -> Result<(), Error> {
         Self::check_pooled::<PK>(out.len(), line.len())?;
+        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        if Self::x512_takes(true, q.input_zero_point, PK) {
+            Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
+            q.check(OC)?;
+            let sink = simd::x512::Sink::Pool { kind, pk: PK, out };
+            return Self::x512_s8(input, weights, bias, q, 0, Self::OH, scratch, sink);
+        }
         let n = (PK * PK) as i32;
         for py in 0..Self::OH / PK {
             Self::s8_rows_inner(input, weights, bias, q, py * PK, line, scratch, py == 0)?;

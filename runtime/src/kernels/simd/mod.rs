@@ -117,7 +117,7 @@ pub const fn scratch_f32(sh: Shape) -> usize {
     if !COMPILED_F32 {
         0
     } else if cfg!(target_arch = "x86_64") {
-        direct_len(sh, false)
+        max_len([direct_len(sh, false), x512_len(sh, false)])
     } else {
         PIX * padded(sh[0] * sh[4] * sh[4])
     }
@@ -128,10 +128,22 @@ pub const fn scratch_s8(sh: Shape) -> usize {
     if !COMPILED_S8 {
         0
     } else if cfg!(target_arch = "x86_64") {
-        direct_len(sh, true)
+        max_len([direct_len(sh, true), x512_len(sh, true)])
     } else {
         PIX * padded(sh[0] * sh[4] * sh[4])
     }
+}
+
+/// Scratch of the AVX-512 engine (stride-1 convolutions only): f32 values, or i16 values
+/// holding its bytes for int8.
+#[allow(unused_variables)]
+const fn x512_len(sh: Shape, int8: bool) -> usize {
+    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    if sh[5] == 1 {
+        let d = x512::Dims::new(sh);
+        return if int8 { d.bytes_s8().div_ceil(2) } else { d.len_f32() };
+    }
+    0
 }
 
 /// `n` rounded up to a multiple of [`LANES`].
