@@ -223,34 +223,94 @@ fn mask64(n: usize) -> __mmask64 {
     if n >= 64 { !0 } else { (1u64 << n) - 1 }
 }
 
+/// Element types of the padded planes: copy a row of `n` values with the engine's mapping
+/// (int8: `x + 128` as u8), 64 bytes at a time.
+trait Lane: Copy {
+    type Src: Copy;
+    /// `dst[..n] = map(src[..n])`.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW; `n` values readable at `src` and writable at `dst`.
+    unsafe fn copy_row(src: *const Self::Src, dst: *mut Self, n: usize);
+    /// `dst[..n] = v`.
+    ///
+    /// # Safety
+    /// As [`Lane::copy_row`].
+    unsafe fn fill_row(dst: *mut Self, n: usize, v: Self);
+}
+
+impl Lane for u8 {
+    type Src = i8;
+    #[inline(always)]
+    unsafe fn copy_row(src: *const i8, dst: *mut u8, n: usize) {
+        let mut i = 0;
+        while i < n {
+            let m = mask64(n - i);
+            // SAFETY: masked lanes stay inside the n values.
+            unsafe {
+                let v = _mm512_maskz_loadu_epi8(m, src.add(i));
+                let v = _mm512_xor_si512(v, _mm512_set1_epi8(-128));
+                _mm512_mask_storeu_epi8(dst.add(i).cast(), m, v);
+            }
+            i += 64;
+        }
+    }
+    #[inline(always)]
+    unsafe fn fill_row(dst: *mut u8, n: usize, v: u8) {
+        let mut i = 0;
+        while i < n {
+            // SAFETY: masked lanes stay inside the n values.
+            unsafe { _mm512_mask_storeu_epi8(dst.add(i).cast(), mask64(n - i), _mm512_set1_epi8(v as i8)) };
+            i += 64;
+        }
+    }
+}
+
+impl Lane for f32 {
+    type Src = f32;
+    #[inline(always)]
+    unsafe fn copy_row(src: *const f32, dst: *mut f32, n: usize) {
+        let mut i = 0;
+        while i < n {
+            let m = mask64(n - i) as __mmask16;
+            // SAFETY: masked lanes stay inside the n values.
+            unsafe { _mm512_mask_storeu_ps(dst.add(i), m, _mm512_maskz_loadu_ps(m, src.add(i))) };
+            i += 16;
+        }
+    }
+    #[inline(always)]
+    unsafe fn fill_row(dst: *mut f32, n: usize, v: f32) {
+        let mut i = 0;
+        while i < n {
+            let m = mask64(n - i) as __mmask16;
+            // SAFETY: masked lanes stay inside the n values.
+            unsafe { _mm512_mask_storeu_ps(dst.add(i), m, _mm512_set1_ps(v)) };
+            i += 16;
+        }
+    }
+}
+
 /// Fill padded planes `[ic][rows + ext - 1][pw]` for output rows `oy0..oy0 + rows` from the
-/// `[IC][IH][IW]` input, `conv` mapping each value and `pad` outside the input.
+/// `[IC][IH][IW]` input (mapped as [`Lane`] does), `pad` outside the input and in the slack.
 #[inline(always)]
-fn fill_planes<I: Copy, C: Copy>(
-    dm: &Dims,
-    input: &[I],
-    oy0: usize,
-    rows: usize,
-    planes: &mut [C],
-    pad: C,
-    conv: impl Fn(I) -> C,
-) {
+fn fill_planes<C: Lane>(dm: &Dims, input: &[C::Src], oy0: usize, rows: usize, planes: &mut [C], pad: C) {
     let nr = rows + dm.ext - 1;
     let (pw, p, iw, ih) = (dm.pw, dm.p, dm.iw, dm.ih);
     let (body, slack) = planes.split_at_mut(dm.ic * nr * pw);
-    slack.fill(pad);
+    // SAFETY (all blocks below): AVX-512 (engine); rows and slices as bounded here.
+    unsafe { C::fill_row(slack.as_mut_ptr(), slack.len(), pad) };
     for (c, plane) in body.chunks_exact_mut(nr * pw).enumerate() {
         for (r, row) in plane.chunks_exact_mut(pw).enumerate() {
             let iy = (oy0 + r) as isize - p as isize;
             if iy < 0 || iy as usize >= ih {
-                row.fill(pad);
+                unsafe { C::fill_row(row.as_mut_ptr(), pw, pad) };
                 continue;
             }
             let src = &input[(c * ih + iy as usize) * iw..][..iw];
-            row[..p].fill(pad);
-            row[p + iw..].fill(pad);
-            for (d, s) in row[p..p + iw].iter_mut().zip(src) {
-                *d = conv(*s);
+            unsafe {
+                C::fill_row(row.as_mut_ptr(), p, pad);
+                C::fill_row(row.as_mut_ptr().add(p + iw), pw - p - iw, pad);
+                C::copy_row(src.as_ptr(), row.as_mut_ptr().add(p), iw);
             }
         }
     }
@@ -448,7 +508,7 @@ pub(crate) unsafe fn conv_s8<const N: usize>(
     let mut buf = scratch;
     let planes = take(&mut buf, dm.planes(rows));
     let pad = (zp + 128) as u8;
-    fill_planes(dm, input, oy0, rows, planes, pad, |v: i8| (v as u8) ^ 0x80);
+    fill_planes(dm, input, oy0, rows, planes, pad);
     // Weights with rows padded to whole groups and channels to whole blocks, zeros.
     let wcopy = take(&mut buf, dm.ocp * ws);
     let wsrc: &[u8] = if ws == l && dm.ocp == dm.oc {
@@ -469,8 +529,17 @@ pub(crate) unsafe fn conv_s8<const N: usize>(
     let consts: &mut [i32] =
         unsafe { core::slice::from_raw_parts_mut(consts.as_mut_ptr().cast(), 7 * dm.ocp) };
     consts.fill(0);
+    let ones = _mm512_set1_epi8(1);
     for o in 0..dm.oc {
-        let sum: i32 = w[o * l..(o + 1) * l].iter().map(|&v| i32::from(v)).sum();
+        // sum(w) of the row: 1 x w in groups of 4 bytes (vpdpbusd), then across lanes.
+        let row = &w[o * l..(o + 1) * l];
+        let mut acc = _mm512_setzero_si512();
+        for part in row.chunks(64) {
+            // SAFETY: masked load of the part's bytes.
+            let v = unsafe { _mm512_maskz_loadu_epi8(mask64(part.len()), part.as_ptr()) };
+            acc = _mm512_dpbusd_epi32(acc, ones, v);
+        }
+        let sum = _mm512_reduce_add_epi32(acc);
         consts[o] = bias[o].wrapping_sub((128 + zp).wrapping_mul(sum));
         let (p, n) = (q.requant_pos[o], q.requant_neg[o]);
         let c = &mut consts[dm.ocp + 6 * o..][..6];
@@ -486,13 +555,15 @@ pub(crate) unsafe fn conv_s8<const N: usize>(
     // SAFETY: 64-aligned bytes reinterpreted as u32.
     let offs: &mut [u32] = unsafe { core::slice::from_raw_parts_mut(offs.as_mut_ptr().cast(), ws) };
     let plane = dm.plane(rows);
-    for (kk, o) in offs.iter_mut().enumerate() {
-        *o = if kk < l {
-            let (c, t) = (kk / (dm.k * dm.k), kk % (dm.k * dm.k));
-            (c * plane + dm.d * ((t / dm.k) * pw + t % dm.k)) as u32
-        } else {
-            0
-        };
+    offs.fill(0);
+    let mut kk = 0;
+    for c in 0..dm.ic {
+        for ky in 0..dm.k {
+            for kx in 0..dm.k {
+                offs[kk] = (c * plane + dm.d * (ky * pw + kx)) as u32;
+                kk += 1;
+            }
+        }
     }
     let band = take(&mut buf, groups * BV * 64);
     let chunk = take(&mut buf, dm.ocp * dm.ostr);
@@ -747,7 +818,7 @@ pub(crate) unsafe fn conv_f32<
     let (l, pw) = (dm.l, dm.pw);
     let mut buf = scratch;
     let planes = take(&mut buf, dm.planes(rows));
-    fill_planes(dm, input, oy0, rows, planes, 0.0f32, |v| v);
+    fill_planes(dm, input, oy0, rows, planes, 0.0f32);
     // Weights as f32 `[ocp][l]` (a copy unless they already are, with whole blocks).
     let wcopy = take(&mut buf, dm.ocp * l);
     let wsrc: &[f32] = match W::typed(w) {
