@@ -400,13 +400,9 @@ impl<
                 unsafe { simd::x512::conv_s8::<$n>(dm, input, weights, bias, q, oy0, rows, bytes, sink) }
             };
         }
-        match simd::x512::block(OC) {
+        match simd::x512::block_s8(OC) {
             4 => go!(4),
-            8 => go!(8),
-            12 => go!(12),
-            16 => go!(16),
-            20 => go!(20),
-            _ => go!(24),
+            _ => go!(8),
         }
         Ok(())
     }

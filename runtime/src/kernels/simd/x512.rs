@@ -100,7 +100,12 @@ pub(crate) enum Sink<'a, T> {
     },
 }
 
-/// Output channels per register block for `oc` channels (at most 24 accumulators).
+/// Output channels per register block of the int8 engine: 8 (4 for up to 4 channels).
+pub(crate) const fn block_s8(oc: usize) -> usize {
+    if oc <= 4 { 4 } else { 8 }
+}
+
+/// Output channels per register block of the float engine (at most 24 accumulators).
 pub(crate) const fn block(oc: usize) -> usize {
     let nb = oc.div_ceil(24);
     let n = oc.div_ceil(nb);
@@ -141,8 +146,9 @@ pub(crate) struct Dims {
     ow: usize,
     /// Window length `IC K K`.
     l: usize,
-    /// Output channels rounded up to whole register blocks.
+    /// Output channels rounded up to whole register blocks (float, int8).
     ocp: usize,
+    ocp8: usize,
     /// Chunk buffer stride per channel.
     ostr: usize,
 }
@@ -167,6 +173,7 @@ impl Dims {
             ow: pw - ext + 1,
             l: ic * k * k,
             ocp: oc.div_ceil(n) * n,
+            ocp8: oc.div_ceil(block_s8(oc)) * block_s8(oc),
             ostr: most.div_ceil(16) * 16,
         }
     }
@@ -193,11 +200,11 @@ impl Dims {
     /// offsets, the activation band and the chunk buffer (each 64-byte aligned).
     pub(crate) const fn bytes_s8(&self) -> usize {
         64 + align(self.planes(self.max_rows()))
-            + align(self.ocp * 4 * self.groups())
-            + align(7 * 4 * self.ocp)
+            + align(self.ocp8 * 4 * self.groups())
+            + align(7 * 4 * self.ocp8)
             + align(4 * 4 * self.groups())
             + align(self.groups() * BV * 64)
-            + align(self.ocp * self.ostr + 64)
+            + align(self.ocp8 * self.ostr + 64)
     }
     /// f32 values of float scratch: planes, weight copy, chunk buffer.
     pub(crate) const fn len_f32(&self) -> usize {
@@ -296,22 +303,15 @@ impl Lane for f32 {
 fn fill_planes<C: Lane>(dm: &Dims, input: &[C::Src], oy0: usize, rows: usize, planes: &mut [C], pad: C) {
     let nr = rows + dm.ext - 1;
     let (pw, p, iw, ih) = (dm.pw, dm.p, dm.iw, dm.ih);
-    let (body, slack) = planes.split_at_mut(dm.ic * nr * pw);
-    // SAFETY (all blocks below): AVX-512 (engine); rows and slices as bounded here.
-    unsafe { C::fill_row(slack.as_mut_ptr(), slack.len(), pad) };
-    for (c, plane) in body.chunks_exact_mut(nr * pw).enumerate() {
-        for (r, row) in plane.chunks_exact_mut(pw).enumerate() {
-            let iy = (oy0 + r) as isize - p as isize;
-            if iy < 0 || iy as usize >= ih {
-                unsafe { C::fill_row(row.as_mut_ptr(), pw, pad) };
-                continue;
-            }
-            let src = &input[(c * ih + iy as usize) * iw..][..iw];
-            unsafe {
-                C::fill_row(row.as_mut_ptr(), p, pad);
-                C::fill_row(row.as_mut_ptr().add(p + iw), pw - p - iw, pad);
-                C::copy_row(src.as_ptr(), row.as_mut_ptr().add(p), iw);
-            }
+    // Everything padding first (one long fill), then the input rows over it.
+    // SAFETY (both blocks): AVX-512 (engine); rows and slices as bounded here.
+    unsafe { C::fill_row(planes.as_mut_ptr(), planes.len(), pad) };
+    let (y0, y1) = (oy0.max(p), (oy0 + nr).min(p + ih));
+    for (c, plane) in planes.chunks_exact_mut(nr * pw).take(dm.ic).enumerate() {
+        for y in y0..y1 {
+            let src = &input[(c * ih + y - p) * iw..][..iw];
+            let row = &mut plane[(y - oy0) * pw..][..pw];
+            unsafe { C::copy_row(src.as_ptr(), row.as_mut_ptr().add(p), iw) };
         }
     }
 }
@@ -327,10 +327,10 @@ struct Rq {
     rn: __m512i,
 }
 
-/// TFLite requantisation of 16 accumulators of one channel (+ output zero point,
-/// saturated to int8): bit-identical to [`QuantArgs::output`].
+/// TFLite requantisation of 16 accumulators of one channel, plus the output zero point
+/// (i32 lanes, to be saturated to int8): bit-identical to [`QuantArgs::output`].
 #[inline(always)]
-fn requant16(acc: __m512i, c: &Rq, zp: __m512i) -> __m128i {
+fn requant16(acc: __m512i, c: &Rq, zp: __m512i) -> __m512i {
     // SAFETY: only inlined into the engine's AVX-512 functions.
     unsafe {
         let neg = _mm512_cmplt_epi32_mask(acc, _mm512_setzero_si512());
@@ -357,7 +357,7 @@ fn requant16(acc: __m512i, c: &Rq, zp: __m512i) -> __m128i {
         let up = _mm512_cmpgt_epi32_mask(rem, thr);
         let s = _mm512_srav_epi32(high, r);
         let s = _mm512_mask_add_epi32(s, up, s, one);
-        _mm512_cvtsepi32_epi8(_mm512_add_epi32(s, zp))
+        _mm512_add_epi32(s, zp)
     }
 }
 
@@ -471,12 +471,16 @@ unsafe fn dot_s8<const N: usize>(
     init: &[__m512i; N],
 ) -> [__m512i; N] {
     let mut acc = *init;
+    // One pointer per channel row (a runtime stride would otherwise cost a register
+    // each plus spills): at most 8 rows per block.
+    // SAFETY: per the caller, rows n < N of the weights.
+    let rows: [*const u8; N] = core::array::from_fn(|n| unsafe { w.add(n * ws) });
     for g in 0..groups {
         // SAFETY: per the caller.
         unsafe {
             let x = _mm512_load_si512(a.add(g * BV * 64).cast());
-            for (n, s) in acc.iter_mut().enumerate() {
-                let wq = core::ptr::read_unaligned(w.add(n * ws + 4 * g).cast::<i32>());
+            for (s, r) in acc.iter_mut().zip(&rows) {
+                let wq = core::ptr::read_unaligned(r.add(4 * g).cast::<i32>());
                 *s = _mm512_dpbusd_epi32(*s, x, _mm512_set1_epi32(wq));
             }
         }
@@ -510,8 +514,8 @@ pub(crate) unsafe fn conv_s8<const N: usize>(
     let pad = (zp + 128) as u8;
     fill_planes(dm, input, oy0, rows, planes, pad);
     // Weights with rows padded to whole groups and channels to whole blocks, zeros.
-    let wcopy = take(&mut buf, dm.ocp * ws);
-    let wsrc: &[u8] = if ws == l && dm.ocp == dm.oc {
+    let wcopy = take(&mut buf, dm.ocp8 * ws);
+    let wsrc: &[u8] = if ws == l && dm.ocp8 == dm.oc {
         // SAFETY: i8 and u8 have the same layout.
         unsafe { core::slice::from_raw_parts(w.as_ptr().cast(), w.len()) }
     } else {
@@ -524,10 +528,10 @@ pub(crate) unsafe fn conv_s8<const N: usize>(
         wcopy
     };
     // Per channel: bias - (128 + zp) sum(w), then 6 requantisation constants.
-    let consts = take(&mut buf, 7 * 4 * dm.ocp);
+    let consts = take(&mut buf, 7 * 4 * dm.ocp8);
     // SAFETY: 64-aligned bytes reinterpreted as i32.
     let consts: &mut [i32] =
-        unsafe { core::slice::from_raw_parts_mut(consts.as_mut_ptr().cast(), 7 * dm.ocp) };
+        unsafe { core::slice::from_raw_parts_mut(consts.as_mut_ptr().cast(), 7 * dm.ocp8) };
     consts.fill(0);
     let ones = _mm512_set1_epi8(1);
     for o in 0..dm.oc {
@@ -542,7 +546,7 @@ pub(crate) unsafe fn conv_s8<const N: usize>(
         let sum = _mm512_reduce_add_epi32(acc);
         consts[o] = bias[o].wrapping_sub((128 + zp).wrapping_mul(sum));
         let (p, n) = (q.requant_pos[o], q.requant_neg[o]);
-        let c = &mut consts[dm.ocp + 6 * o..][..6];
+        let c = &mut consts[dm.ocp8 + 6 * o..][..6];
         c[0] = p.multiplier;
         c[1] = n.multiplier;
         c[2] = p.shift.max(0);
@@ -566,7 +570,7 @@ pub(crate) unsafe fn conv_s8<const N: usize>(
         }
     }
     let band = take(&mut buf, groups * BV * 64);
-    let chunk = take(&mut buf, dm.ocp * dm.ostr);
+    let chunk = take(&mut buf, dm.ocp8 * dm.ostr);
     // SAFETY: u8 and i8 have the same layout.
     let chunk: &mut [i8] =
         unsafe { core::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast(), chunk.len()) };
@@ -607,7 +611,7 @@ pub(crate) unsafe fn conv_s8<const N: usize>(
                 }
             }
             let mut oc0 = 0;
-            while oc0 < dm.ocp {
+            while oc0 < dm.ocp8 {
                 let init: [__m512i; N] =
                     core::array::from_fn(|n| _mm512_set1_epi32(consts[oc0 + n]));
                 for v in 0..bv {
@@ -626,7 +630,7 @@ pub(crate) unsafe fn conv_s8<const N: usize>(
                         if o >= dm.oc {
                             break;
                         }
-                        let c = &consts[dm.ocp + 6 * o..][..6];
+                        let c = &consts[dm.ocp8 + 6 * o..][..6];
                         let rq = Rq {
                             mp: _mm512_set1_epi32(c[0]),
                             mn: _mm512_set1_epi32(c[1]),
@@ -635,7 +639,7 @@ pub(crate) unsafe fn conv_s8<const N: usize>(
                             rp: _mm512_set1_epi32(c[4]),
                             rn: _mm512_set1_epi32(c[5]),
                         };
-                        let r = requant16(*a, &rq, zpo);
+                        let r = _mm512_cvtsepi32_epi8(requant16(*a, &rq, zpo));
                         // SAFETY: 16 bytes at 16 (v0 + v) < ostr in channel o's row.
                         unsafe {
                             _mm_storeu_si128(
