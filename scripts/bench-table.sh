@@ -51,6 +51,8 @@ def rate(key):
 # the run (both are printed; on a shared VM the clock moves with the neighbours' load).
 peaks = [p for p in (rate("peak/fma_f32"), rate("peak/fma_f32_end")) if p]
 madds = [p for p in (rate("peak/madd_i16"), rate("peak/madd_i16_end")) if p]
+fma512 = rate("peak/fma512_f32")
+dpbusd = rate("peak/dpbusd_i8")
 peak_gf = sum(peaks) / len(peaks) if peaks else None
 
 def lat(ns):
@@ -68,6 +70,8 @@ if peak_gf:
           + " / ".join(f"{p:.1f}" for p in peaks)
           + f" GFLOP/s (mean {peak_gf:.1f}, i.e. {peak_gf / 32:.2f} GHz x 32 FLOP/cycle)"
           + ("; i16 multiply-add (`vpmaddwd`) " + " / ".join(f"{p:.1f}" for p in madds) + " GOP/s" if madds else "")
+          + (f"; 512-bit FMA {fma512:.1f} GFLOP/s" if fma512 else "")
+          + (f"; 512-bit `vpdpbusd` {dpbusd:.1f} GOP/s ({dpbusd / 2:.1f} G int8 MAC/s)" if dpbusd else "")
           + ".")
     print()
 
@@ -77,10 +81,11 @@ for model in ("edge", "seed-lab"):
     base = get(f"burn/{model}/flex/forward/b1")
     rows = []
     for dtype in ("f32", "f16", "int8"):
-        for path in ("simd", "reference"):
+        for path, what in (("simd", "SIMD (AVX-512)"), ("avx2", "AVX2 (`RUNTIME_SIMD=avx2`)"),
+                           ("reference", "scalar reference")):
             r = get(f"model/{model}/{dtype}/{path}")
             if r:
-                rows.append((dtype, "generated, " + ("SIMD" if path == "simd" else "scalar reference"), r[0], r[1]))
+                rows.append((dtype, "generated, " + what, r[0], r[1]))
     for backend in ("flex", "ndarray"):
         for kind, b, what in (("forward", "b1", "forward, batch 1"), ("forward", "b64", "forward, batch 64"),
                               ("predict", "b1", "predict (+ preprocessing), batch 1")):
@@ -94,8 +99,8 @@ for model in ("edge", "seed-lab"):
         print(f"| `{model}` | {dtype} | {path} | {lat(ns)} | {1e9 / ns:,.0f} | {gf:.1f} | {pct(gf)} | {speed} |")
 
 print()
-print("| layer | MACs | dtype | reference | SIMD | SIMD speed-up | reference GFLOP/s | SIMD GFLOP/s | SIMD % of f32 FMA peak |")
-print("|---|--:|---|--:|--:|--:|--:|--:|--:|")
+print("| layer | MACs | dtype | reference | AVX2 | SIMD (AVX-512) | SIMD speed-up | reference GFLOP/s | SIMD GFLOP/s | SIMD % of f32 FMA peak |")
+print("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|")
 layers = sorted({k.split("/")[1] + "/" + k.split("/")[2] for k in res if k.startswith("layer/")},
                 key=lambda s: (not s.startswith("edge"), s))
 for layer in layers:
@@ -104,12 +109,14 @@ for layer in layers:
         fast = get(f"layer/{layer}/{dtype}/simd")
         if not fast:
             continue
+        a2 = get(f"layer/{layer}/{dtype}/avx2")
+        a2 = lat(a2[0]) if a2 else "—"
         macs = fast[1] // 2
         if macs == 0:
-            print(f"| `{layer}` | — | {dtype} | — | {lat(fast[0])} | — | — | — | — |")
+            print(f"| `{layer}` | — | {dtype} | — | {a2} | {lat(fast[0])} | — | — | — | — |")
             continue
         # Fused conv + pool rows have no separate reference (the fused kernel dispatches).
         r_lat, r_gf, speed = (lat(ref[0]), f"{ref[1] / ref[0]:.1f}", f"{ref[0] / fast[0]:.1f}x") if ref else ("—", "—", "—")
-        print(f"| `{layer}` | {macs:,} | {dtype} | {r_lat} | {lat(fast[0])} | {speed} "
+        print(f"| `{layer}` | {macs:,} | {dtype} | {r_lat} | {a2} | {lat(fast[0])} | {speed} "
               f"| {r_gf} | {fast[1] / fast[0]:.1f} | {pct(fast[1] / fast[0])} |")
 PY

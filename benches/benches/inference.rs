@@ -38,12 +38,14 @@ use trainer::data::Dataset;
 /// Clusters in the `seed-lab` run's calibration sample and in burn's batch.
 const BATCH: usize = 64;
 
-/// `"simd"` or `"reference"`: what the dispatched kernels run in this build on this CPU.
+/// What the dispatched kernels run in this build on this CPU: `"simd"` (the best path the
+/// CPU has: AVX-512 on the reference box), `"avx2"` (the AVX2 kernels, chosen with
+/// `RUNTIME_SIMD=avx2` on an AVX-512 machine) or `"reference"`.
 fn path_label() -> &'static str {
-    if simd::active() == SimdPath::Reference {
-        "reference"
-    } else {
-        "simd"
+    match simd::active() {
+        SimdPath::Reference => "reference",
+        SimdPath::Avx2 if std::env::var("RUNTIME_SIMD").as_deref() == Ok("avx2") => "avx2",
+        _ => "simd",
     }
 }
 
@@ -116,6 +118,57 @@ unsafe fn madd_peak(y: i16) -> i32 {
     _mm256_extract_epi32::<0>(s)
 }
 
+/// `TRIPS x CHAINS` 512-bit `vpdpbusd` (64 u8 x i8 multiply-accumulates each), chained
+/// through their own results: `2 * 64 * CHAINS * TRIPS` integer ops.
+///
+/// # Safety
+/// AVX-512 F and VNNI must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn dpbusd_peak(y: i8) -> i32 {
+    use std::arch::x86_64::*;
+    let yv = _mm512_set1_epi8(y);
+    let mut acc = [_mm512_setzero_si512(); CHAINS];
+    for (i, a) in acc.iter_mut().enumerate() {
+        *a = _mm512_set1_epi32(i as i32 + 1);
+    }
+    for _ in 0..TRIPS {
+        for a in acc.iter_mut() {
+            *a = _mm512_dpbusd_epi32(*a, yv, yv);
+        }
+    }
+    let mut s = _mm512_setzero_si512();
+    for a in acc {
+        s = _mm512_add_epi32(s, a);
+    }
+    _mm512_reduce_add_epi32(s)
+}
+
+/// `TRIPS x CHAINS` 16-lane FMAs (512-bit): `2 * 16 * CHAINS * TRIPS` FLOP.
+///
+/// # Safety
+/// AVX-512 F must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma512_peak(x: f32, y: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let (xv, yv) = (_mm512_set1_ps(x), _mm512_set1_ps(y));
+    let mut acc = [_mm512_setzero_ps(); CHAINS];
+    for (i, a) in acc.iter_mut().enumerate() {
+        *a = _mm512_set1_ps(i as f32);
+    }
+    for _ in 0..TRIPS {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, xv, yv);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for a in acc {
+        s = _mm512_add_ps(s, a);
+    }
+    _mm512_reduce_add_ps(s)
+}
+
 /// The peaks, measured at the start (`suffix` "") and again at the end ("_end") of a run:
 /// on a shared VM the clock (boost) moves with the neighbours' load, and the two readings
 /// show by how much during the run.
@@ -133,6 +186,18 @@ fn peak(c: &mut Criterion, suffix: &str) {
             // SAFETY: AVX2 detected above.
             b.iter(|| unsafe { madd_peak(black_box(3)) })
         });
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni") {
+            g.throughput(Throughput::Elements((2 * 16 * CHAINS * TRIPS) as u64));
+            g.bench_function(format!("fma512_f32{suffix}"), |b| {
+                // SAFETY: AVX-512 F detected above.
+                b.iter(|| unsafe { fma512_peak(black_box(0.999_9), black_box(1e-7)) })
+            });
+            g.throughput(Throughput::Elements((2 * 64 * CHAINS * TRIPS) as u64));
+            g.bench_function(format!("dpbusd_i8{suffix}"), |b| {
+                // SAFETY: AVX-512 F and VNNI detected above.
+                b.iter(|| unsafe { dpbusd_peak(black_box(3)) })
+            });
+        }
         g.finish();
     }
 }
@@ -616,10 +681,11 @@ fn preprocess(c: &mut Criterion, fx: &Fixture) {
         zero_point: -128,
     };
     let mut g = group(c, "layer");
-    g.bench_function("edge/counts+pool0/f32/simd", |b| {
+    let l = path_label();
+    g.bench_function(format!("edge/counts+pool0/f32/{l}"), |b| {
         b.iter(|| Op0::avg_counts_f32(&p, black_box(counts), &mut y))
     });
-    g.bench_function("edge/counts+pool0/int8/simd", |b| {
+    g.bench_function(format!("edge/counts+pool0/int8/{l}"), |b| {
         b.iter(|| Op0::avg_counts_s8(&p, black_box(counts), q, &mut yq))
     });
     g.finish();
@@ -655,11 +721,14 @@ fn run() {
     );
     let mut c = Criterion::default().configure_from_args();
     let fx = fixture().expect("seed-lab fixture");
-    if path_label() != "reference" {
+    if path_label() == "simd" {
         peak(&mut c, "");
     }
     models(&mut c, &fx);
-    if path_label() != "reference" {
+    if path_label() == "avx2" {
+        preprocess(&mut c, &fx);
+        layers(&mut c);
+    } else if path_label() != "reference" {
         preprocess(&mut c, &fx);
         layers(&mut c);
         let edge_run = tests::models::workspace().join("codegen/tests/fixtures/edge-e30");
