@@ -176,6 +176,11 @@ fn convolutions_match_the_reference() {
     differ += check_conv::<1, 5, 5, 1, 1, 1, 1, 0>(7);
     differ += check_conv::<7, 8, 9, 9, 5, 1, 1, 2>(8);
     differ += check_conv::<2, 3, 3, 3, 3, 1, 1, 0>(9);
+    // The AVX-512 engine's edges: channels over several register blocks (50 = 7 x 8 - 6
+    // int8, 3 x 20 - 10 float), a row wider than 64 bytes, dilation, windows of 1 and 45
+    // taps (not multiples of 4).
+    differ += check_conv::<5, 9, 70, 50, 3, 1, 2, 2>(10);
+    differ += check_conv::<1, 4, 4, 3, 1, 1, 1, 1>(11);
     if cfg!(feature = "force-reference") || active() == Path::Reference {
         assert_eq!(differ, 0, "the reference ran: every float output identical");
     } else {
@@ -183,6 +188,46 @@ fn convolutions_match_the_reference() {
             differ > 100,
             "only {differ} float outputs differ from the reference: did the SIMD path run?"
         );
+    }
+}
+
+/// Fused pooling over windows 2..=5 (the AVX-512 engine fuses up to 4 and hands 5 to the
+/// AVX2 engine), many channels, input zero points at both ends of int8.
+#[test]
+fn fused_pooling_of_every_window() {
+    fn one<const PK: usize>(zp: i32, seed: u64) {
+        type C = Conv2d<3, 21, 23, 26, 3, 1, 1, 1>;
+        type Pl<const PK: usize> = Pool2d<26, 21, 23, PK>;
+        let mut rng = Rng(seed);
+        let (x, w) = (rng.i8s(C::IN_LEN), rng.i8s(C::W_LEN));
+        let b: Vec<i32> = (0..26).map(|_| (rng.next() % 2001) as i32 - 1000).collect();
+        let (pos, neg) = requants(&mut rng, 26);
+        let q = QuantArgs {
+            input_zero_point: zp,
+            requant_pos: &pos,
+            requant_neg: &neg,
+            output_zero_point: 7,
+        };
+        let mut full = vec![0i8; C::OUT_LEN];
+        C::s8(&x, &w, &b, &q, &mut full).unwrap();
+        let mut scratch = vec![0i16; C::SCRATCH_S8];
+        for kind in [PoolKind::Avg, PoolKind::Max] {
+            let mut want = vec![0i8; Pl::<PK>::OUT_LEN];
+            match kind {
+                PoolKind::Avg => Pl::<PK>::avg_s8(&full, &mut want).unwrap(),
+                PoolKind::Max => Pl::<PK>::max_s8(&full, &mut want).unwrap(),
+            }
+            let mut got = vec![0i8; Pl::<PK>::OUT_LEN];
+            let mut line = vec![0i8; C::line_len::<PK>()];
+            C::s8_pooled::<PK>(kind, &x, &w, &b, &q, &mut got, &mut line, &mut scratch).unwrap();
+            assert_eq!(got, want, "{kind:?} {PK} zp {zp}");
+        }
+    }
+    for (i, zp) in [-128, 127, 0].into_iter().enumerate() {
+        one::<2>(zp, 20 + i as u64);
+        one::<3>(zp, 30 + i as u64);
+        one::<4>(zp, 40 + i as u64);
+        one::<5>(zp, 50 + i as u64);
     }
 }
 
