@@ -159,7 +159,11 @@ impl Dims {
         let pw = iw + 2 * p;
         let ext = d * (k - 1) + 1;
         let n = block(oc);
+        // A chunk holds at most max(CHUNK, MAX_POOL rows) positions, and never more rows
+        // than the map has.
         let most = if CHUNK > MAX_POOL * pw { CHUNK } else { MAX_POOL * pw };
+        let map = (ih + 2 * p - ext + 1) * pw;
+        let most = if map < most { map } else { most };
         Self {
             ic,
             iw,
