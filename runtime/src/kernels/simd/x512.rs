@@ -308,13 +308,14 @@ fn fill_planes<C: Lane>(dm: &Dims, input: &[C::Src], oy0: usize, rows: usize, pl
     let nr = rows + dm.ext - 1;
     let (pw, p, iw, ih) = (dm.pw, dm.p, dm.iw, dm.ih);
     // Everything padding first (one long fill), then the input rows over it.
-    // SAFETY (both blocks): AVX-512 (engine); rows and slices as bounded here.
+    // SAFETY: AVX-512 (engine); the whole slice.
     unsafe { C::fill_row(planes.as_mut_ptr(), planes.len(), pad) };
     let (y0, y1) = (oy0.max(p), (oy0 + nr).min(p + ih));
     for (c, plane) in planes.chunks_exact_mut(nr * pw).take(dm.ic).enumerate() {
         for y in y0..y1 {
             let src = &input[(c * ih + y - p) * iw..][..iw];
             let row = &mut plane[(y - oy0) * pw..][..pw];
+            // SAFETY: AVX-512 (engine); iw values of `src`, and of `row` from p (p + iw <= pw).
             unsafe { C::copy_row(src.as_ptr(), row.as_mut_ptr().add(p), iw) };
         }
     }
