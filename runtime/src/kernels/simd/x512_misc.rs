@@ -711,4 +711,608 @@ unsafe fn dense_f32_block<W: Wide16, const V: usize, const P: usize>(
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    //! The kernels against the scalar references, bit for bit (int8 and the preprocessing)
+    //! or to rounding (f32 dense). Each test runs the public API (whatever path it takes on
+    //! this machine and `RUNTIME_SIMD`) and, when the CPU has AVX-512, the kernels directly
+    //! (so `RUNTIME_SIMD=avx2` still tests them); without AVX-512 it checks that the dispatch
+    //! does not pick them.
+
+    use super::super::{Path, active, active_s8, x512};
+    use super::*;
+    use crate::kernels::conv2d::QuantArgs;
+    use crate::kernels::dense::Dense;
+    use crate::kernels::pool::{Pool2d, PoolKind};
+    use crate::kernels::preprocess::{Preprocess, log1p_count};
+    use crate::quant::Requant;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// xorshift64*: deterministic test data without dependencies.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            (self.next() >> 16) % n
+        }
+        fn i8s(&mut self, n: usize) -> Vec<i8> {
+            (0..n).map(|_| (self.next() >> 24) as i8).collect()
+        }
+        fn f32s(&mut self, n: usize) -> Vec<f32> {
+            (0..n)
+                .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+                .collect()
+        }
+    }
+
+    /// True when this CPU can run the kernels; otherwise checks that nothing dispatches to
+    /// them.
+    fn have_avx512() -> bool {
+        let yes = x512::available();
+        if !yes {
+            assert_ne!(active(), Path::Avx512);
+            assert_ne!(active_s8(), Path::Avx512);
+        }
+        yes
+    }
+
+    /// The reference quantised input of count `n` (what the scalar preprocessing computes);
+    /// `None` where its `+ zero_point` would overflow, which panics in builds with overflow
+    /// checks (optimised builds wrap, as the table does: see `quant_table`).
+    fn quantized(n: u16, scale: f32, q: QParams) -> Option<i8> {
+        let r = libm::roundf(log1p_count(n) * scale / q.scale) as i32;
+        if cfg!(debug_assertions) && r.checked_add(q.zero_point).is_none() {
+            return None;
+        }
+        Some(q.quantize(log1p_count(n) * scale))
+    }
+
+    /// Values that stress rounding and conversion: ties, neighbours of ties, the int32
+    /// limits, infinities, NaN, subnormals, then random bit patterns.
+    fn awkward_floats(rng: &mut Rng) -> Vec<f32> {
+        let mut v = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.499_999_97,
+            -0.499_999_97,
+            0.500_000_06,
+            127.5,
+            -128.5,
+            8_388_607.5,
+            -8_388_607.5,
+            8_388_608.0,
+            16_777_217.0,
+            2_147_483_520.0,
+            2_147_483_648.0,
+            -2_147_483_648.0,
+            -2_147_483_904.0,
+            1e-45,
+            -1e-45,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+        ];
+        for k in 0..300 {
+            let t = (k as f32 - 150.0) + 0.5;
+            v.extend([
+                t,
+                f32::from_bits(t.to_bits() + 1),
+                f32::from_bits(t.to_bits() - 1),
+            ]);
+        }
+        v.extend((0..20_000).map(|_| f32::from_bits(rng.next() as u32)));
+        v.extend((0..20_000).map(|_| (rng.next() >> 40) as f32 / 65_536.0 - 128.0));
+        while v.len() % 16 != 0 {
+            v.push(0.25);
+        }
+        v
+    }
+
+    #[test]
+    fn rounding_and_conversion_match_libm_and_as() {
+        if !have_avx512() {
+            return;
+        }
+        let v = awkward_floats(&mut Rng(11));
+        for chunk in v.chunks_exact(16) {
+            let (mut r, mut i) = ([0f32; 16], [0i32; 16]);
+            // SAFETY: AVX-512 checked; 16 values each.
+            unsafe {
+                let x = _mm512_loadu_ps(chunk.as_ptr());
+                _mm512_storeu_ps(r.as_mut_ptr(), roundf(x));
+                _mm512_storeu_si512(i.as_mut_ptr().cast(), as_i32(x));
+            }
+            for k in 0..16 {
+                let want = libm::roundf(chunk[k]);
+                assert!(
+                    r[k].to_bits() == want.to_bits() || (r[k].is_nan() && want.is_nan()),
+                    "roundf({:e}): {:e} vs {want:e}",
+                    chunk[k],
+                    r[k]
+                );
+                assert_eq!(i[k], chunk[k] as i32, "{:e} as i32", chunk[k]);
+            }
+        }
+    }
+
+    /// Band scales and quantisation parameters, ordinary and extreme.
+    fn scales_and_params(rng: &mut Rng) -> (Vec<f32>, Vec<QParams>) {
+        let mut scales = vec![
+            1.0,
+            0.37,
+            2.5,
+            -1.3,
+            0.0,
+            -0.0,
+            1e-40,
+            1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        scales.extend((0..200).map(|_| (rng.next() >> 40) as f32 / (1u64 << 22) as f32 - 1.0));
+        let mut params = vec![
+            QParams::from_range(0.0, 4.0),
+            QParams::from_range(-1.0, 6.0),
+        ];
+        for zp in [-128, 127, 0, 37, -100] {
+            for scale in [0.05, 4.0 / 255.0, 0.02173, 1e-6, 1e6, 0.0, -0.03, f32::NAN] {
+                params.push(QParams {
+                    scale,
+                    zero_point: zp,
+                });
+            }
+        }
+        for zp in [1000, -1000, i32::MAX, i32::MIN, i32::MAX - 3] {
+            params.push(QParams {
+                scale: 0.01,
+                zero_point: zp,
+            });
+        }
+        (scales, params)
+    }
+
+    #[test]
+    fn tables_match_the_scalar_preprocessing() {
+        if !have_avx512() {
+            return;
+        }
+        let (scales, params) = scales_and_params(&mut Rng(12));
+        let mut checked = 0;
+        for &scale in &scales {
+            for &q in &params {
+                let mut t = [0i8; 256];
+                // SAFETY: AVX-512 checked.
+                unsafe { quant_table(scale, q, &mut t) };
+                for n in 0..256u16 {
+                    if let Some(want) = quantized(n, scale, q) {
+                        assert_eq!(t[usize::from(n)], want, "n {n} scale {scale:e} {q:?}");
+                        checked += 1;
+                    }
+                }
+            }
+            for max in [false, true] {
+                let mut t = [0f32; 256];
+                // SAFETY: AVX-512 checked.
+                unsafe { f32_table(scale, max, &mut t) };
+                for n in 0..256u16 {
+                    let mut want = log1p_count(n) * scale;
+                    if max && want.is_nan() {
+                        want = f32::NEG_INFINITY;
+                    }
+                    assert_eq!(t[usize::from(n)].to_bits(), want.to_bits(), "{n} {scale:e}");
+                }
+            }
+        }
+        assert!(checked > scales.len() * params.len() * 200);
+    }
+
+    /// Count cubes: realistic (mostly 0-5, some up to 40), zeros, any byte, the full u16
+    /// range, and realistic with a few counts of 256 and more in some bands.
+    fn count_sets(rng: &mut Rng, len: usize) -> Vec<Vec<u16>> {
+        let realistic = |rng: &mut Rng| -> u16 {
+            if rng.below(20) == 0 {
+                rng.below(41) as u16
+            } else {
+                rng.below(6) as u16
+            }
+        };
+        let mut sets = vec![
+            (0..len).map(|_| realistic(rng)).collect::<Vec<u16>>(),
+            vec![0; len],
+            (0..len).map(|_| rng.below(256) as u16).collect(),
+            (0..len).map(|_| rng.below(64) as u16).collect(),
+            (0..len).map(|_| rng.below(128) as u16).collect(),
+            (0..len).map(|_| rng.next() as u16).collect(),
+        ];
+        let mut big: Vec<u16> = (0..len).map(|_| realistic(rng)).collect();
+        for _ in 0..(len / 97).max(1) {
+            let at = rng.below(len as u64 / 2 + 1) as usize;
+            big[at.min(len - 1)] = 256 + rng.below(60_000) as u16;
+        }
+        big[len - 1] = 256;
+        sets.push(big);
+        sets
+    }
+
+    #[test]
+    fn counts_s8_matches_the_scalar_preprocessing() {
+        let mut rng = Rng(13);
+        let have = have_avx512();
+        for plane in [1, 2, 31, 32, 33, 63, 64, 65, 130, 2500] {
+            for counts in count_sets(&mut rng, 3 * plane) {
+                for (scale, q) in [
+                    ([1.0, 0.8, -0.6], QParams::from_range(0.0, 4.0)),
+                    (
+                        [2.0, 1e-3, 0.0],
+                        QParams {
+                            scale: 0.01,
+                            zero_point: 127,
+                        },
+                    ),
+                    (
+                        [0.5, 3.0, 1.0],
+                        QParams {
+                            scale: 1e-4,
+                            zero_point: -128,
+                        },
+                    ),
+                ] {
+                    let p = Preprocess::<3> {
+                        band_scale: scale,
+                        ..Preprocess::log1p()
+                    };
+                    let want: Vec<i8> = counts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &n)| q.quantize(log1p_count(n) * scale[i / plane]))
+                        .collect();
+                    let mut got = vec![0i8; counts.len()];
+                    p.counts_s8(&counts, q, &mut got).unwrap();
+                    assert_eq!(got, want, "plane {plane}");
+                    if have {
+                        got.fill(0);
+                        for b in 0..3 {
+                            let mut t = [0i8; 256];
+                            let r = b * plane..(b + 1) * plane;
+                            let s = scale[b];
+                            // SAFETY: AVX-512 checked; equal lengths.
+                            unsafe {
+                                quant_table(s, q, &mut t);
+                                quantize_s8(&counts[r.clone()], &t, &mut got[r], |n| {
+                                    q.quantize(log1p_count(n) * s)
+                                });
+                            }
+                        }
+                        assert_eq!(got, want, "kernel, plane {plane}");
+                    }
+                }
+            }
+        }
+        let p = Preprocess::<3>::log1p();
+        let q = QParams::from_range(0.0, 4.0);
+        assert!(p.counts_s8(&[0; 9], q, &mut [0; 8]).is_err());
+        assert!(p.counts_s8(&[0; 10], q, &mut [0; 10]).is_err());
+        assert_eq!(p.counts_s8(&[], q, &mut []), Ok(()));
+    }
+
+    /// `pooled_s8` and `pooled_f32` of `B` bands of `H x W` with a `K x K` window against
+    /// elementwise preprocessing followed by the scalar pooling, and (for K = 2, when the CPU
+    /// has AVX-512) the kernels called directly.
+    fn pooled_case<const B: usize, const H: usize, const W: usize, const K: usize>(
+        rng: &mut Rng,
+        have: bool,
+    ) {
+        let len = Pool2d::<B, H, W, K>::IN_LEN;
+        let out_len = Pool2d::<B, H, W, K>::OUT_LEN;
+        let (ow, per_band) = (W / K, Pool2d::<1, H, W, K>::OUT_LEN);
+        let mut scale_sets: Vec<[f32; B]> = vec![
+            core::array::from_fn(|b| 0.6 + 0.15 * b as f32),
+            core::array::from_fn(|b| if b % 2 == 0 { -1.2 } else { 0.0 }),
+            core::array::from_fn(|b| [f32::INFINITY, f32::NAN, -0.0, 1e-30][b % 4]),
+        ];
+        scale_sets.push(core::array::from_fn(|_| (rng.next() >> 40) as f32 / 4e6));
+        let params = [
+            QParams::from_range(0.0, 4.0),
+            QParams {
+                scale: 0.03,
+                zero_point: -128,
+            },
+            QParams {
+                scale: 0.03,
+                zero_point: 127,
+            },
+            QParams {
+                scale: 1e-5,
+                zero_point: 5,
+            },
+            QParams {
+                scale: 0.11,
+                zero_point: -3,
+            },
+        ];
+        for counts in count_sets(rng, len) {
+            for scale in &scale_sets {
+                let p = Preprocess::<B> {
+                    band_scale: *scale,
+                    ..Preprocess::log1p()
+                };
+                // f32: elementwise preprocessing (scalar), then the scalar pooling.
+                let mut x = vec![0f32; len];
+                p.counts_f32(&counts, &mut x).unwrap();
+                for kind in [PoolKind::Avg, PoolKind::Max] {
+                    let (mut want, mut got) = (vec![0f32; out_len], vec![0f32; out_len]);
+                    match kind {
+                        PoolKind::Avg => Pool2d::<B, H, W, K>::avg_f32(&x, &mut want).unwrap(),
+                        PoolKind::Max => Pool2d::<B, H, W, K>::max_f32(&x, &mut want).unwrap(),
+                    }
+                    p.pooled_f32::<H, W, K>(kind, &counts, &mut got).unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "f32 {kind:?} {H}x{W}/{K} {scale:?}"
+                    );
+                    if have && K == 2 {
+                        got.fill(1.0);
+                        for (b, o) in got.chunks_exact_mut(per_band).enumerate() {
+                            let c = &counts[b * H * W..(b + 1) * H * W];
+                            let max = kind == PoolKind::Max;
+                            let mut t = [0f32; 256];
+                            let w = &want[b * per_band..(b + 1) * per_band];
+                            // SAFETY: AVX-512 checked; K = 2 shapes as `pooled_f32` passes.
+                            unsafe {
+                                f32_table(scale[b], max, &mut t);
+                                pool2_f32(c, W, ow, &t, max, o, |oy, row| {
+                                    row.copy_from_slice(&w[oy * ow..(oy + 1) * ow])
+                                });
+                            }
+                        }
+                        assert_eq!(bits(&got), bits(&want), "f32 kernel {kind:?} {H}x{W}");
+                    }
+                }
+                // int8: elementwise quantisation, then the scalar pooling.
+                for q in params {
+                    let xq: Vec<i8> = counts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &n)| q.quantize(log1p_count(n) * scale[i / (H * W)]))
+                        .collect();
+                    for kind in [PoolKind::Avg, PoolKind::Max] {
+                        let (mut want, mut got) = (vec![0i8; out_len], vec![0i8; out_len]);
+                        match kind {
+                            PoolKind::Avg => Pool2d::<B, H, W, K>::avg_s8(&xq, &mut want).unwrap(),
+                            PoolKind::Max => Pool2d::<B, H, W, K>::max_s8(&xq, &mut want).unwrap(),
+                        }
+                        p.pooled_s8::<H, W, K>(kind, &counts, q, &mut got).unwrap();
+                        assert_eq!(got, want, "s8 {kind:?} {H}x{W}/{K} {scale:?} {q:?}");
+                        if have && K == 2 {
+                            got.fill(99);
+                            let mut redone = 0;
+                            for (b, o) in got.chunks_exact_mut(per_band).enumerate() {
+                                let c = &counts[b * H * W..(b + 1) * H * W];
+                                let mut t = [0i8; 256];
+                                let w = &want[b * per_band..(b + 1) * per_band];
+                                // SAFETY: AVX-512 checked; K = 2 shapes as `pooled_s8` passes.
+                                unsafe {
+                                    quant_table(scale[b], q, &mut t);
+                                    pool2_s8(c, W, ow, &t, kind == PoolKind::Max, o, |oy, row| {
+                                        redone += 1;
+                                        row.copy_from_slice(&w[oy * ow..(oy + 1) * ow])
+                                    });
+                                }
+                            }
+                            assert_eq!(got, want, "s8 kernel {kind:?} {H}x{W} {q:?}");
+                            // Rows are redone exactly when they hold a count of 256 or more.
+                            let big_rows = (0..B * (H / 2))
+                                .filter(|r| {
+                                    let (b, oy) = (r / (H / 2), r % (H / 2));
+                                    (0..2).any(|dy| {
+                                        let at = b * H * W + (2 * oy + dy) * W;
+                                        counts[at..at + 2 * ow].iter().any(|&n| n >= 256)
+                                    })
+                                })
+                                .count();
+                            assert_eq!(redone, big_rows);
+                        }
+                    }
+                }
+            }
+        }
+        let p = Preprocess::<B>::log1p();
+        let mut short = vec![0i8; out_len - 1];
+        let q = QParams::from_range(0.0, 4.0);
+        let counts = vec![0u16; len];
+        assert!(
+            p.pooled_s8::<H, W, K>(PoolKind::Avg, &counts, q, &mut short)
+                .is_err()
+        );
+        assert!(
+            p.pooled_s8::<H, W, K>(PoolKind::Max, &counts[1..], q, &mut [0; 0])
+                .is_err()
+        );
+        let mut short = vec![0f32; out_len + 1];
+        assert!(
+            p.pooled_f32::<H, W, K>(PoolKind::Avg, &counts, &mut short)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn pooled_preprocessing_matches_the_scalar_path() {
+        let mut rng = Rng(14);
+        let have = have_avx512();
+        pooled_case::<10, 50, 50, 2>(&mut rng, have);
+        pooled_case::<2, 5, 6, 2>(&mut rng, have);
+        pooled_case::<2, 7, 9, 2>(&mut rng, have);
+        pooled_case::<1, 2, 2, 2>(&mut rng, have);
+        pooled_case::<2, 3, 130, 2>(&mut rng, have);
+        pooled_case::<1, 4, 66, 2>(&mut rng, have);
+        pooled_case::<1, 6, 129, 2>(&mut rng, have);
+        pooled_case::<2, 9, 10, 3>(&mut rng, have);
+        pooled_case::<2, 5, 5, 1>(&mut rng, have);
+        pooled_case::<1, 8, 8, 4>(&mut rng, have);
+    }
+
+    /// One int8 dense shape: the fast paths against the references for several zero
+    /// points (both `dense_s8` modes), and the kernel directly on sub-blocks of outputs.
+    fn dense_s8_case<const IN: usize, const OUT: usize>(rng: &mut Rng, have: bool) {
+        let w = rng.i8s(IN * OUT);
+        let b: Vec<i32> = (0..OUT)
+            .map(|_| rng.below(200_001) as i32 - 100_000)
+            .collect();
+        let pos: Vec<Requant> = (0..OUT)
+            .map(|_| Requant::from_real(10f64.powf(-4.0 + rng.below(1000) as f64 * 0.0046)))
+            .collect();
+        let neg: Vec<Requant> = pos
+            .iter()
+            .map(|r| Requant::from_real(r.to_real() * 0.1))
+            .collect();
+        let extremes = [vec![-128i8; IN], vec![127i8; IN]];
+        for zp in [-128, 127, 0, -7, 5, -20, 300, -1000] {
+            let mut inputs = vec![rng.i8s(IN)];
+            // every input >= zp: `dense_s8` takes its uncorrected route
+            if (-128..=127).contains(&zp) {
+                // and all but one, which is zp - 1: the corrected route
+                if zp > -128 {
+                    let mut x: Vec<i8> = (0..IN)
+                        .map(|_| (zp + rng.below((128 - zp) as u64) as i32) as i8)
+                        .collect();
+                    x[rng.below(IN as u64) as usize] = (zp - 1) as i8;
+                    inputs.push(x);
+                }
+                inputs.push(
+                    (0..IN)
+                        .map(|_| (zp + rng.below((128 - zp) as u64) as i32) as i8)
+                        .collect(),
+                );
+            }
+            inputs.extend(extremes.iter().cloned());
+            for x in &inputs {
+                let (mut want, mut got) = (vec![0i32; OUT], vec![0i32; OUT]);
+                Dense::<IN, OUT>::acc_s8(x, &w, &b, zp, &mut want).unwrap();
+                Dense::<IN, OUT>::acc_s8_fast(x, &w, &b, zp, &mut got).unwrap();
+                assert_eq!(got, want, "acc {IN}x{OUT} zp {zp}");
+                if (-128..=127).contains(&zp) {
+                    let q = QuantArgs {
+                        input_zero_point: zp,
+                        requant_pos: &pos,
+                        requant_neg: &neg,
+                        output_zero_point: 3,
+                    };
+                    let (mut want, mut got) = (vec![0i8; OUT], vec![0i8; OUT]);
+                    Dense::<IN, OUT>::s8(x, &w, &b, &q, &mut want).unwrap();
+                    Dense::<IN, OUT>::s8_fast(x, &w, &b, &q, &mut got).unwrap();
+                    assert_eq!(got, want, "s8 {IN}x{OUT} zp {zp}");
+                }
+                if have {
+                    for (o0, n) in [(0, OUT), (OUT / 3, OUT - OUT / 3), (OUT / 2, OUT / 4)] {
+                        let mut got = b[o0..o0 + n].to_vec();
+                        // SAFETY: AVX-512 checked; w is [IN][OUT], o0 + n <= OUT.
+                        unsafe { dense_s8(x, zp, &w, OUT, o0, &mut got) };
+                        assert_eq!(got, want[o0..o0 + n], "kernel {IN}x{OUT} {o0}+{n} zp {zp}");
+                    }
+                }
+            }
+        }
+        assert!(
+            Dense::<IN, OUT>::acc_s8_fast(&w[..IN.min(1)], &w, &b, 0, &mut vec![0; OUT]).is_err()
+                || IN == 1
+        );
+        assert!(
+            Dense::<IN, OUT>::acc_s8_fast(&w[..IN], &w[1..], &b, 0, &mut vec![0; OUT]).is_err()
+        );
+    }
+
+    #[test]
+    fn dense_s8_matches_the_reference() {
+        let mut rng = Rng(15);
+        let have = have_avx512();
+        dense_s8_case::<1, 1>(&mut rng, have);
+        dense_s8_case::<1, 17>(&mut rng, have);
+        dense_s8_case::<5, 2>(&mut rng, have);
+        dense_s8_case::<5, 32>(&mut rng, have);
+        dense_s8_case::<3, 8>(&mut rng, have);
+        dense_s8_case::<4, 9>(&mut rng, have);
+        dense_s8_case::<289, 32>(&mut rng, have);
+        dense_s8_case::<289, 2>(&mut rng, have);
+        dense_s8_case::<289, 17>(&mut rng, have);
+        dense_s8_case::<7, 64>(&mut rng, have);
+        dense_s8_case::<6, 70>(&mut rng, have);
+        dense_s8_case::<33, 100>(&mut rng, have);
+        dense_s8_case::<512, 256>(&mut rng, have);
+        dense_s8_case::<81, 130>(&mut rng, have);
+    }
+
+    /// One float dense shape: the fast path against the reference within rounding, f32 and
+    /// f16 weights, and the kernel directly.
+    fn dense_f32_case<const IN: usize, const OUT: usize>(rng: &mut Rng, have: bool) -> usize {
+        let (x, w, b) = (rng.f32s(IN), rng.f32s(IN * OUT), rng.f32s(OUT));
+        let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let tol = 8.0 * f32::EPSILON * (IN + 1) as f32;
+        let mut differ = 0;
+        let mut check = |got: &[f32], want: &[f32], what: &str| {
+            for (g, r) in got.iter().zip(want) {
+                assert!((g - r).abs() <= tol, "{what} {IN}x{OUT}: {g} vs {r}");
+                differ += usize::from(g.to_bits() != r.to_bits());
+            }
+        };
+        let (mut want, mut got) = (vec![0f32; OUT], vec![0f32; OUT]);
+        Dense::<IN, OUT>::f32(&x, &w, &b, 0.3, &mut want).unwrap();
+        Dense::<IN, OUT>::f32_fast(&x, &w, &b, 0.3, &mut got).unwrap();
+        check(&got, &want, "f32");
+        let (mut want_h, mut got_h) = (vec![0f32; OUT], vec![0f32; OUT]);
+        Dense::<IN, OUT>::f16(&x, &wh, &b, 0.3, &mut want_h).unwrap();
+        Dense::<IN, OUT>::f32_fast(&x, &wh, &b, 0.3, &mut got_h).unwrap();
+        check(&got_h, &want_h, "f16");
+        if have {
+            let (mut want, mut got) = (vec![0f32; OUT], b.clone());
+            Dense::<IN, OUT>::f32(&x, &w, &b, 1.0, &mut want).unwrap();
+            // SAFETY: AVX-512 checked; w is [IN][OUT].
+            unsafe { dense_f32(&x, &w, &mut got) };
+            check(&got, &want, "f32 kernel");
+            let mut got = b.clone();
+            Dense::<IN, OUT>::f16(&x, &wh, &b, 1.0, &mut want).unwrap();
+            // SAFETY: as above.
+            unsafe { dense_f32(&x, &wh, &mut got) };
+            check(&got, &want, "f16 kernel");
+        }
+        differ
+    }
+
+    #[test]
+    fn dense_f32_matches_the_reference() {
+        let mut rng = Rng(16);
+        let have = have_avx512();
+        let differ = dense_f32_case::<1, 1>(&mut rng, have)
+            + dense_f32_case::<1, 17>(&mut rng, have)
+            + dense_f32_case::<5, 2>(&mut rng, have)
+            + dense_f32_case::<5, 32>(&mut rng, have)
+            + dense_f32_case::<289, 32>(&mut rng, have)
+            + dense_f32_case::<289, 2>(&mut rng, have)
+            + dense_f32_case::<289, 17>(&mut rng, have)
+            + dense_f32_case::<6, 70>(&mut rng, have)
+            + dense_f32_case::<512, 256>(&mut rng, have)
+            + dense_f32_case::<81, 130>(&mut rng, have);
+        if have {
+            assert!(
+                differ > 100,
+                "only {differ} outputs differ: did the kernels run?"
+            );
+        }
+    }
+}
