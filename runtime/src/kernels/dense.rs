@@ -2,7 +2,10 @@
 
 use super::conv2d::{FloatWeight, QuantArgs};
 #[allow(unused_imports)] // which of these a build uses depends on its SIMD paths
-use super::{conv2d::TypedWeights, simd::{self, Path}};
+use super::{
+    conv2d::TypedWeights,
+    simd::{self, Path},
+};
 use crate::Error;
 
 /// Dense layer from `IN` to `OUT` units.
@@ -146,8 +149,26 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
     ) -> Result<(), Error> {
         Self::check(input.len(), weights.len(), bias.len(), out.len())?;
         match simd::active() {
+            // Below 8 outputs the scalar loop is faster.
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-            Path::Avx2 | Path::Avx512 => {
+            Path::Avx512 if OUT >= 8 => {
+                out.copy_from_slice(bias);
+                // SAFETY: `active` checked the AVX-512 features; lengths checked above.
+                unsafe {
+                    match W::typed(weights) {
+                        TypedWeights::F32(w) => simd::x512_misc::dense_f32(input, w, out),
+                        TypedWeights::F16(w) => simd::x512_misc::dense_f32(input, w, out),
+                    }
+                }
+                for y in out.iter_mut() {
+                    if *y < 0.0 {
+                        *y *= slope;
+                    }
+                }
+                Ok(())
+            }
+            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            Path::Avx2 => {
                 out.copy_from_slice(bias);
                 // SAFETY: `active` checked AVX2/FMA/F16C; lengths checked above.
                 unsafe {
@@ -163,7 +184,11 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 }
                 Ok(())
             }
-            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
+            #[cfg(all(
+                target_arch = "aarch64",
+                target_feature = "neon",
+                not(feature = "force-reference")
+            ))]
             Path::Neon => {
                 out.copy_from_slice(bias);
                 match W::typed(weights) {
@@ -177,7 +202,14 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 }
                 Ok(())
             }
-            _ => Self::f32_with(input, bias, slope, out, |i| weights[i].widen(), weights.len()),
+            _ => Self::f32_with(
+                input,
+                bias,
+                slope,
+                out,
+                |i| weights[i].widen(),
+                weights.len(),
+            ),
         }
     }
 
@@ -220,12 +252,23 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
     fn acc_block(input: &[i8], weights: &[i8], bias: &[i32], zp: i32, o0: usize, acc: &mut [i32]) {
         acc.copy_from_slice(&bias[o0..o0 + acc.len()]);
         match simd::active_s8() {
+            // Below 8 outputs the scalar loop is faster.
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-            Path::Avx2 | Path::Avx512 => {
+            Path::Avx512 if OUT >= 8 => {
+                // SAFETY: `active_s8` checked the AVX-512 features; outputs o0.. of the
+                // [IN][OUT] weights (lengths checked by the callers).
+                unsafe { simd::x512_misc::dense_s8(input, zp, weights, OUT, o0, acc) };
+            }
+            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            Path::Avx2 => {
                 // SAFETY: `active_s8` checked AVX2; outputs o0.. of the [IN][OUT] weights.
                 unsafe { simd::x86::dense_s8(input, zp, weights, OUT, o0, acc) };
             }
-            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
+            #[cfg(all(
+                target_arch = "aarch64",
+                target_feature = "neon",
+                not(feature = "force-reference")
+            ))]
             Path::Neon => simd::neon::dense_s8(input, zp, weights, OUT, o0, acc),
             _ => {
                 for (k, a) in acc.iter_mut().enumerate() {

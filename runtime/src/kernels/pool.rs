@@ -54,18 +54,31 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
         let (oh, ow) = (Self::OH, Self::OW);
         for c in 0..C {
             for oy in 0..oh {
-                for ox in 0..ow {
-                    let it = Window {
-                        get: &get,
-                        base: (c * IH + oy * K) * IW + ox * K,
-                        stride: IW,
-                        k: K,
-                        at: 0,
-                        _t: core::marker::PhantomData,
-                    };
-                    out[(c * oh + oy) * ow + ox] = f(it);
-                }
+                let row = &mut out[(c * oh + oy) * ow..][..ow];
+                Self::row_with(&get, c, oy, row, &mut f);
             }
+        }
+    }
+
+    /// One output row of [`Pool2d::each_with`]: `row[ox] = f(window (c, oy, ox))` for the
+    /// first [`Pool2d::OW`] outputs of `row` (the SIMD paths redo single rows with it).
+    #[inline(always)]
+    pub(crate) fn row_with<T: Copy, A, G: Fn(usize) -> T>(
+        get: &G,
+        c: usize,
+        oy: usize,
+        row: &mut [A],
+        mut f: impl FnMut(Window<'_, T, G>) -> A,
+    ) {
+        for (ox, y) in row.iter_mut().take(Self::OW).enumerate() {
+            *y = f(Window {
+                get,
+                base: (c * IH + oy * K) * IW + ox * K,
+                stride: IW,
+                k: K,
+                at: 0,
+                _t: core::marker::PhantomData,
+            });
         }
     }
 
@@ -145,7 +158,11 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
     pub fn avg_s8(input: &[i8], out: &mut [i8]) -> Result<(), Error> {
         Self::check(input.len(), out.len())?;
         let n = (K * K) as i32;
-        Self::each_with(|i| input[i], out, |it| avg_round(it.map(i32::from).sum(), n));
+        Self::each_with(
+            |i| input[i],
+            out,
+            |it| avg_round(it.map(i32::from).sum(), n),
+        );
         Ok(())
     }
 }

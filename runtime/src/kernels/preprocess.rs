@@ -7,6 +7,8 @@
 
 use crate::Error;
 use crate::kernels::pool::{Pool2d, PoolKind, avg_round};
+#[allow(unused_imports)] // which of these a build uses depends on its SIMD paths
+use crate::kernels::simd::{self, Path};
 use crate::quant::QParams;
 
 /// Parameters of the count preprocessing, recorded by the trainer in each run
@@ -64,7 +66,34 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// ```
     pub fn counts_s8(&self, counts: &[u16], q: QParams, out: &mut [i8]) -> Result<(), Error> {
         let plane = self.plane(counts.len(), out.len())?;
-        for (b, (c, o)) in counts.chunks_exact(plane).zip(out.chunks_exact_mut(plane)).enumerate() {
+        if plane == 0 {
+            return Ok(());
+        }
+        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        if simd::active_s8() == Path::Avx512 {
+            for (b, (c, o)) in counts
+                .chunks_exact(plane)
+                .zip(out.chunks_exact_mut(plane))
+                .enumerate()
+            {
+                let scale = self.band_scale[b];
+                let mut table = [0i8; 256];
+                // SAFETY: `active_s8` checked the AVX-512 features; `c` and `o` have the same
+                // length.
+                unsafe {
+                    simd::x512_misc::quant_table(scale, q, &mut table);
+                    simd::x512_misc::quantize_s8(c, &table, o, |n| {
+                        q.quantize(log1p_count(n) * scale)
+                    });
+                }
+            }
+            return Ok(());
+        }
+        for (b, (c, o)) in counts
+            .chunks_exact(plane)
+            .zip(out.chunks_exact_mut(plane))
+            .enumerate()
+        {
             let memo = Memo::new(self.band_scale[b], q);
             for (x, y) in c.iter().zip(o) {
                 *y = memo.get(*x);
@@ -84,6 +113,11 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         out: &mut [f32],
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
+        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        if K == 2 && simd::active() == Path::Avx512 {
+            self.pooled2_f32_x512::<H, W, K>(kind, counts, out);
+            return Ok(());
+        }
         let plane = H * W;
         let get = |i: usize| self.value(counts, plane, i);
         match kind {
@@ -110,6 +144,11 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         out: &mut [i8],
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
+        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        if simd::active_s8() == Path::Avx512 {
+            self.pooled_s8_x512::<H, W, K>(kind, counts, q, out);
+            return Ok(());
+        }
         // Band by band, each count's quantised input memoised (a pure function of the count).
         let per_band = Pool2d::<1, H, W, K>::OUT_LEN;
         for (b, (c, o)) in counts
@@ -132,6 +171,89 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             }
         }
         Ok(())
+    }
+
+    /// [`Preprocess::pooled_f32`] with `K == 2` on [`Path::Avx512`], lengths checked: per band
+    /// a 256-entry table of inputs and [`simd::x512_misc::pool2_f32`]; rows with a count of
+    /// 256 or more are redone by the reference's window loop.
+    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    fn pooled2_f32_x512<const H: usize, const W: usize, const K: usize>(
+        &self,
+        kind: PoolKind,
+        counts: &[u16],
+        out: &mut [f32],
+    ) {
+        let per_band = Pool2d::<1, H, W, K>::OUT_LEN;
+        let max = kind == PoolKind::Max;
+        let inv = 1.0 / (K * K) as f32;
+        for (b, (c, o)) in counts
+            .chunks_exact(H * W)
+            .zip(out.chunks_exact_mut(per_band))
+            .enumerate()
+        {
+            let scale = self.band_scale[b];
+            let get = |i: usize| log1p_count(c[i]) * scale;
+            let redo = |oy: usize, row: &mut [f32]| match kind {
+                PoolKind::Max => Pool2d::<1, H, W, K>::row_with(&get, 0, oy, row, |it| {
+                    it.fold(f32::NEG_INFINITY, f32::max)
+                }),
+                PoolKind::Avg => Pool2d::<1, H, W, K>::row_with(&get, 0, oy, row, |it| {
+                    it.fold(0.0f32, |a, v| a + v) * inv
+                }),
+            };
+            let mut table = [0.0f32; 256];
+            // SAFETY: `active` checked the AVX-512 features; with K = 2 (so W / 2 >= 1 as
+            // W >= K) the band holds H W >= (2 OH - 1) W + 2 OW counts and `o` OH OW outputs.
+            unsafe {
+                simd::x512_misc::f32_table(scale, max, &mut table);
+                simd::x512_misc::pool2_f32(c, W, W / 2, &table, max, o, redo);
+            }
+        }
+    }
+
+    /// [`Preprocess::pooled_s8`] on [`Path::Avx512`], lengths checked: per band a 256-entry
+    /// table of quantised inputs ([`simd::x512_misc::quant_table`]), then
+    /// [`simd::x512_misc::pool2_s8`] for `K == 2` (rows with a count of 256 or more redone by
+    /// the reference's window loop) or that loop with the table for other windows.
+    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    fn pooled_s8_x512<const H: usize, const W: usize, const K: usize>(
+        &self,
+        kind: PoolKind,
+        counts: &[u16],
+        q: QParams,
+        out: &mut [i8],
+    ) {
+        let per_band = Pool2d::<1, H, W, K>::OUT_LEN;
+        let n = (K * K) as i32;
+        let pool = |it: &mut dyn Iterator<Item = i8>| match kind {
+            PoolKind::Max => it.fold(i8::MIN, i8::max),
+            PoolKind::Avg => avg_round(it.map(i32::from).sum(), n),
+        };
+        for (b, (c, o)) in counts
+            .chunks_exact(H * W)
+            .zip(out.chunks_exact_mut(per_band))
+            .enumerate()
+        {
+            let scale = self.band_scale[b];
+            let mut table = [0i8; 256];
+            // SAFETY: `active_s8` checked the AVX-512 features.
+            unsafe { simd::x512_misc::quant_table(scale, q, &mut table) };
+            let get = |i: usize| match table.get(usize::from(c[i])) {
+                Some(v) => *v,
+                None => q.quantize(log1p_count(c[i]) * scale),
+            };
+            if K == 2 {
+                let redo = |oy: usize, row: &mut [i8]| {
+                    Pool2d::<1, H, W, K>::row_with(&get, 0, oy, row, |mut it| pool(&mut it))
+                };
+                // SAFETY: as in `pooled2_f32_x512`.
+                unsafe {
+                    simd::x512_misc::pool2_s8(c, W, W / 2, &table, kind == PoolKind::Max, o, redo)
+                };
+            } else {
+                Pool2d::<1, H, W, K>::each_with(get, o, |mut it| pool(&mut it));
+            }
+        }
     }
 
     /// The network input for element `i` of a band-major cube with `plane` pixels per band.
@@ -225,7 +347,11 @@ mod tests {
     #[test]
     fn table_is_libm() {
         for n in 0..=u16::MAX {
-            assert_eq!(log1p_count(n).to_bits(), libm::log1pf(f32::from(n)).to_bits(), "{n}");
+            assert_eq!(
+                log1p_count(n).to_bits(),
+                libm::log1pf(f32::from(n)).to_bits(),
+                "{n}"
+            );
         }
     }
 
