@@ -241,11 +241,27 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
         for (c, chunk) in out.chunks_mut(64).enumerate() {
             let (o0, acc) = (c * 64, &mut acc[..chunk.len()]);
             Self::acc_block(input, weights, bias, q.input_zero_point, o0, acc);
-            for (i, y) in chunk.iter_mut().enumerate() {
-                *y = q.output(o0 + i, acc[i]);
-            }
+            Self::requant_block(q, o0, acc, chunk);
         }
         Ok(())
+    }
+
+    /// `out[i] = q.output(o0 + i, acc[i])` (lengths checked by the caller).
+    fn requant_block(q: &QuantArgs<'_>, o0: usize, acc: &[i32], out: &mut [i8]) {
+        match simd::active_s8() {
+            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            Path::Avx512 if OUT >= 8 => {
+                let (pos, neg) = (&q.requant_pos[o0..], &q.requant_neg[o0..]);
+                // SAFETY: `active_s8` checked the AVX-512 features; `q.check(OUT)` makes
+                // both tables cover outputs o0..o0 + acc.len().
+                unsafe { simd::x512_misc::requant_s8(acc, pos, neg, q.output_zero_point, out) };
+            }
+            _ => {
+                for (i, y) in out.iter_mut().enumerate() {
+                    *y = q.output(o0 + i, acc[i]);
+                }
+            }
+        }
     }
 
     /// Accumulators `bias + sum w (x - zp)` of outputs `o0..o0 + acc.len()`.

@@ -18,7 +18,7 @@
 use core::arch::x86_64::*;
 
 use super::super::log1p_table::LOG1P_BITS;
-use crate::quant::QParams;
+use crate::quant::{QParams, Requant};
 use half::f16;
 
 // ---------------------------------------------------------------------------------------
@@ -493,11 +493,73 @@ pub(crate) unsafe fn dense_s8(
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 fn quad(x: &[i8], i: usize, base: __m512i) -> __m512i {
-    let mut q = [0u8; 4];
-    for (d, s) in q.iter_mut().zip(x.iter().skip(i)) {
-        *d = *s as u8;
+    let q = match x.get(i..i + 4) {
+        // SAFETY: 4 readable bytes.
+        Some(q) => unsafe { q.as_ptr().cast::<i32>().read_unaligned() },
+        None => i32::from_le_bytes(core::array::from_fn(|k| {
+            x.get(i + k).copied().unwrap_or(0) as u8
+        })),
+    };
+    _mm512_sub_epi8(_mm512_set1_epi32(q), base)
+}
+
+/// One quad of inputs for 64 outputs: `rows` (<= 4) weight rows from `p` (stride `stride`;
+/// the others zero, not read), interleaved by [`quads512`], dotted with `u` into `d` and,
+/// with `CORR`, summed into `s`.
+///
+/// # Safety
+/// 64 bytes readable at `p + k stride` for `k < rows`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn step512<const CORR: bool>(
+    d: &mut [__m512i; 4],
+    s: &mut [__m512i; 4],
+    u: __m512i,
+    p: *const i8,
+    stride: usize,
+    rows: usize,
+) {
+    let mut r = [_mm512_setzero_si512(); 4];
+    for (k, r) in r.iter_mut().enumerate().take(rows) {
+        // SAFETY: the caller guarantees row k.
+        *r = unsafe { _mm512_loadu_si512(p.add(k * stride).cast()) };
     }
-    _mm512_sub_epi8(_mm512_set1_epi32(i32::from_le_bytes(q)), base)
+    let v = quads512(r);
+    for j in 0..4 {
+        d[j] = _mm512_dpbusd_epi32(d[j], u, v[j]);
+        if CORR {
+            s[j] = _mm512_dpbusd_epi32(s[j], _mm512_set1_epi8(1), v[j]);
+        }
+    }
+}
+
+/// [`step512`] for up to 32 outputs (the lanes of `m`) in 256-bit vectors.
+///
+/// # Safety
+/// The lanes of `m` readable at `p + k stride` for `k < rows`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn step256<const CORR: bool>(
+    d: &mut [__m256i; 4],
+    s: &mut [__m256i; 4],
+    u: __m256i,
+    p: *const i8,
+    stride: usize,
+    rows: usize,
+    m: u32,
+) {
+    let mut r = [_mm256_setzero_si256(); 4];
+    for (k, r) in r.iter_mut().enumerate().take(rows) {
+        // SAFETY: the caller guarantees the lanes of m of row k; others are not accessed.
+        *r = unsafe { _mm256_maskz_loadu_epi8(m, p.add(k * stride)) };
+    }
+    let v = quads256(r);
+    for j in 0..4 {
+        d[j] = _mm256_dpbusd_epi32(d[j], u, v[j]);
+        if CORR {
+            s[j] = _mm256_dpbusd_epi32(s[j], _mm256_set1_epi8(1), v[j]);
+        }
+    }
 }
 
 /// [`dense_s8`] with (`CORR`) or without the column-sum correction.
@@ -517,33 +579,33 @@ unsafe fn dense_s8_with<const CORR: bool>(
     // finishes compiling the `vpdpbusd` loops below.
     let base = core::hint::black_box(_mm512_set1_epi8(if CORR { -128 } else { zp as i8 }));
     let corr = _mm512_set1_epi32(128i32.wrapping_add(zp));
-    let ones = _mm512_set1_epi8(1);
     let (n_in, n_out) = (x.len(), acc.len());
+    // Whole quads of inputs, then the last 1..3 inputs (zero rows beyond).
+    let (full, rest) = (n_in / 4 * 4, n_in % 4);
     let wp = w.as_ptr();
     let mut o = 0;
     while n_out - o >= 64 {
         let at = o0 + o;
         let (mut d, mut s) = ([_mm512_setzero_si512(); 4], [_mm512_setzero_si512(); 4]);
-        let mut i = 0;
-        while i < n_in {
-            let u = quad(x, i, base);
-            // SAFETY: rows i + k < IN are whole rows of `stride >= at + 64` bytes; rows past
-            // the input are zero, not read.
-            let r: [__m512i; 4] = core::array::from_fn(|k| {
-                if i + k < n_in {
-                    unsafe { _mm512_loadu_si512(wp.add((i + k) * stride + at).cast()) }
-                } else {
-                    _mm512_setzero_si512()
-                }
-            });
-            let v = quads512(r);
-            for j in 0..4 {
-                d[j] = _mm512_dpbusd_epi32(d[j], u, v[j]);
-                if CORR {
-                    s[j] = _mm512_dpbusd_epi32(s[j], ones, v[j]);
-                }
-            }
-            i += 4;
+        for i in (0..full).step_by(4) {
+            // SAFETY: rows i..i + 4 (< IN) hold `stride >= at + 64` bytes each.
+            unsafe {
+                step512::<CORR>(
+                    &mut d,
+                    &mut s,
+                    quad(x, i, base),
+                    wp.add(i * stride + at),
+                    stride,
+                    4,
+                )
+            };
+        }
+        if rest > 0 {
+            // SAFETY: as above, for the rows that exist.
+            unsafe {
+                let p = wp.add(full * stride + at);
+                step512::<CORR>(&mut d, &mut s, quad(x, full, base), p, stride, rest)
+            };
         }
         let (d, s) = (unquad512(d), unquad512(s));
         for l in 0..4 {
@@ -558,32 +620,22 @@ unsafe fn dense_s8_with<const CORR: bool>(
         }
         o += 64;
     }
-    let (base, ones) = (_mm512_castsi512_si256(base), _mm512_castsi512_si256(ones));
     let corr = _mm512_castsi512_si256(corr);
     while o < n_out {
         let (at, n) = (o0 + o, (n_out - o).min(32));
         let m = mask32(n);
         let (mut d, mut s) = ([_mm256_setzero_si256(); 4], [_mm256_setzero_si256(); 4]);
-        let mut i = 0;
-        while i < n_in {
-            let u = _mm512_castsi512_si256(quad(x, i, _mm512_castsi256_si512(base)));
-            // SAFETY: n bytes readable at row i + k (< IN), column at (at + n <= stride);
-            // masked-off lanes and rows past the input are not accessed.
-            let r: [__m256i; 4] = core::array::from_fn(|k| {
-                if i + k < n_in {
-                    unsafe { _mm256_maskz_loadu_epi8(m, wp.add((i + k) * stride + at).cast()) }
-                } else {
-                    _mm256_setzero_si256()
-                }
-            });
-            let v = quads256(r);
-            for j in 0..4 {
-                d[j] = _mm256_dpbusd_epi32(d[j], u, v[j]);
-                if CORR {
-                    s[j] = _mm256_dpbusd_epi32(s[j], ones, v[j]);
-                }
-            }
-            i += 4;
+        let u = |i: usize| _mm512_castsi512_si256(quad(x, i, base));
+        for i in (0..full).step_by(4) {
+            // SAFETY: n bytes readable at rows i..i + 4 (< IN), column at (at + n <= stride).
+            unsafe { step256::<CORR>(&mut d, &mut s, u(i), wp.add(i * stride + at), stride, 4, m) };
+        }
+        if rest > 0 {
+            // SAFETY: as above, for the rows that exist.
+            unsafe {
+                let p = wp.add(full * stride + at);
+                step256::<CORR>(&mut d, &mut s, u(full), p, stride, rest, m)
+            };
         }
         let (d, s) = (unquad256(d), unquad256(s));
         let p = acc[o..o + n].as_mut_ptr();
@@ -600,6 +652,97 @@ unsafe fn dense_s8_with<const CORR: bool>(
             unsafe { _mm256_mask_storeu_epi32(pk, mk, y) };
         }
         o += n;
+    }
+}
+
+/// Requantisation of int8 accumulators, [`QuantArgs::output`] bit for bit: `out[k] =
+/// (r.apply(acc[k]) + zp).clamp(-128, 127)`, `r = pos[k]` for `acc[k] >= 0`, else `neg[k]`
+/// ([`Requant::apply`]: TFLite's doubling high multiply and rounding shift, in wrapping i32
+/// as an optimised build computes them, whatever the multiplier and shift), 16 lanes at a
+/// time with 64-bit products of the even and odd lanes.
+///
+/// [`QuantArgs::output`]: crate::kernels::conv2d::QuantArgs::output
+///
+/// # Safety
+/// The CPU must have the features of [`super::x512::available`]; `out.len() == acc.len()`
+/// and `pos`, `neg` at least as long.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+pub(crate) unsafe fn requant_s8(
+    acc: &[i32],
+    pos: &[Requant],
+    neg: &[Requant],
+    zp: i32,
+    out: &mut [i8],
+) {
+    let n = acc.len().min(out.len()).min(pos.len()).min(neg.len());
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    let (zero, one) = (_mm512_setzero_si512(), _mm512_set1_epi32(1));
+    let min = _mm512_set1_epi32(i32::MIN);
+    let (nudge_pos, nudge_neg) = (_mm512_set1_epi64(1 << 30), _mm512_set1_epi64(1 - (1 << 30)));
+    let low31 = _mm512_set1_epi64((1 << 31) - 1);
+    // (multipliers, shifts) of `k` channels from `c`, from the `repr(C)` pairs.
+    let pairs = |r: &[Requant], c: usize, k: usize| -> (__m512i, __m512i) {
+        let p = r[c..c + k].as_ptr().cast::<i32>();
+        // SAFETY: 2 k i32 readable at p (k Requants of two i32 each); masked-off lanes are
+        // not accessed.
+        let (a, b) = unsafe {
+            (
+                _mm512_maskz_loadu_epi32(mask16(2 * k), p),
+                _mm512_maskz_loadu_epi32(mask16((2 * k).saturating_sub(16)), p.wrapping_add(16)),
+            )
+        };
+        (
+            _mm512_permutex2var_epi32(a, even, b),
+            _mm512_permutex2var_epi32(a, odd, b),
+        )
+    };
+    // (x a + nudge) / 2^31 truncated toward zero, in the 64-bit lanes (of the low halves of
+    // x and a).
+    let high_mul = |x: __m512i, a: __m512i| -> __m512i {
+        let ab = _mm512_mul_epi32(x, a);
+        let neg = _mm512_cmplt_epi64_mask(ab, zero);
+        let q = _mm512_add_epi64(ab, _mm512_mask_blend_epi64(neg, nudge_pos, nudge_neg));
+        let q = _mm512_add_epi64(q, _mm512_and_si512(_mm512_srai_epi64::<63>(q), low31));
+        _mm512_srai_epi64::<31>(q)
+    };
+    let mut c = 0;
+    while c < n {
+        let k = (n - c).min(16);
+        let m = mask16(k);
+        // SAFETY: k values readable at c; masked-off lanes are not accessed.
+        let v = unsafe { _mm512_maskz_loadu_epi32(m, acc.as_ptr().add(c)) };
+        let (mp, sp) = pairs(pos, c, k);
+        let (mn, sn) = pairs(neg, c, k);
+        let is_neg = _mm512_cmplt_epi32_mask(v, zero);
+        let mult = _mm512_mask_blend_epi32(is_neg, mp, mn);
+        let shift = _mm512_mask_blend_epi32(is_neg, sp, sn);
+        // `wrapping_shl(max(shift, 0))`, then the right shift `min(max(-shift, 0), 31)`.
+        let left = _mm512_and_si512(_mm512_max_epi32(shift, zero), _mm512_set1_epi32(31));
+        let right = _mm512_min_epi32(
+            _mm512_max_epi32(_mm512_sub_epi32(zero, shift), zero),
+            _mm512_set1_epi32(31),
+        );
+        let x = _mm512_sllv_epi32(v, left);
+        // Saturating rounding doubling high multiply.
+        let lo = high_mul(x, mult);
+        let hi = high_mul(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(mult));
+        let h = _mm512_mask_blend_epi32(0xaaaa, lo, _mm512_slli_epi64::<32>(hi));
+        let both_min = _mm512_cmpeq_epi32_mask(x, min) & _mm512_cmpeq_epi32_mask(mult, min);
+        let h = _mm512_mask_mov_epi32(h, both_min, _mm512_set1_epi32(i32::MAX));
+        // Rounding divide by 2^right.
+        let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+        let half = _mm512_srai_epi32::<1>(mask);
+        let threshold = _mm512_mask_add_epi32(half, _mm512_cmplt_epi32_mask(h, zero), half, one);
+        let above = _mm512_cmpgt_epi32_mask(_mm512_and_si512(h, mask), threshold);
+        let r = _mm512_srav_epi32(h, right);
+        let r = _mm512_mask_add_epi32(r, above, r, one);
+        let y = _mm512_add_epi32(r, _mm512_set1_epi32(zp));
+        let y = _mm512_max_epi32(y, _mm512_set1_epi32(-128));
+        let y = _mm512_min_epi32(y, _mm512_set1_epi32(127));
+        // SAFETY: k bytes writable at c; masked-off lanes are not accessed.
+        unsafe { _mm_mask_storeu_epi8(out.as_mut_ptr().add(c).cast(), m, _mm512_cvtepi32_epi8(y)) };
+        c += k;
     }
 }
 
@@ -1256,6 +1399,59 @@ mod tests {
         dense_s8_case::<33, 100>(&mut rng, have);
         dense_s8_case::<512, 256>(&mut rng, have);
         dense_s8_case::<81, 130>(&mut rng, have);
+    }
+
+    #[test]
+    fn requantisation_matches_quant_args_output() {
+        if !have_avx512() {
+            return;
+        }
+        let mut rng = Rng(17);
+        let n = 4099;
+        let mut acc: Vec<i32> = (0..n)
+            .map(|k| match k % 5 {
+                0 => rng.next() as i32,
+                1 => (rng.next() as i32) >> 12,
+                _ => (rng.below(2_000_001) as i32) - 1_000_000,
+            })
+            .collect();
+        acc[..8].copy_from_slice(&[i32::MIN, i32::MAX, 0, -1, 1, i32::MIN + 1, -2, 2]);
+        let requant = |rng: &mut Rng| match rng.below(8) {
+            // any bits: multipliers and shifts no loader accepts, shifts outside [-31, 30]
+            0 => Requant {
+                multiplier: rng.next() as i32,
+                shift: [i32::MIN, -40, -32, -31, 0, 30, 31, 32, 45][rng.below(9) as usize],
+            },
+            1 => Requant {
+                multiplier: [i32::MIN, i32::MAX, 0, 1 << 30][rng.below(4) as usize],
+                shift: rng.below(63) as i32 - 31,
+            },
+            _ => Requant::from_real(10f64.powf(-9.0 + rng.below(10_000) as f64 * 0.0011)),
+        };
+        let pos: Vec<Requant> = (0..n).map(|_| requant(&mut rng)).collect();
+        let neg: Vec<Requant> = (0..n).map(|_| requant(&mut rng)).collect();
+        for zp in [-128, 0, 5, 127] {
+            let q = QuantArgs {
+                input_zero_point: 0,
+                requant_pos: &pos,
+                requant_neg: &neg,
+                output_zero_point: zp,
+            };
+            for len in [n, 1, 15, 16, 17, 33] {
+                let mut got = vec![0i8; len];
+                // SAFETY: AVX-512 checked; tables as long as acc.
+                unsafe { requant_s8(&acc[..len], &pos, &neg, zp, &mut got) };
+                for (k, &a) in acc[..len].iter().enumerate() {
+                    let r = if a >= 0 { pos[k] } else { neg[k] };
+                    // (+ zp overflows, and panics with overflow checks, only for accumulators
+                    // that saturate either way)
+                    if cfg!(debug_assertions) && r.apply(a).checked_add(zp).is_none() {
+                        continue;
+                    }
+                    assert_eq!(got[k], q.output(k, a), "acc {a} {r:?} zp {zp}");
+                }
+            }
+        }
     }
 
     /// One float dense shape: the fast path against the reference within rounding, f32 and
