@@ -101,13 +101,25 @@ fn log1p16(k: usize) -> __m512 {
 pub(crate) unsafe fn quant_table(scale: f32, q: QParams, table: &mut [i8; 256]) {
     let (s, qs) = (_mm512_set1_ps(scale), _mm512_set1_ps(q.scale));
     let zp = _mm512_set1_epi32(q.zero_point);
-    let (lo, hi) = (_mm512_set1_epi32(-128), _mm512_set1_epi32(127));
-    for (k, chunk) in table.chunks_exact_mut(16).enumerate() {
-        let d = _mm512_div_ps(_mm512_mul_ps(log1p16(k), s), qs);
-        let v = _mm512_add_epi32(as_i32(roundf(d)), zp);
-        let v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-        // SAFETY: `chunk` holds 16 bytes.
-        unsafe { _mm_storeu_si128(chunk.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v)) };
+    // The two saturating packs below leave 128-bit lane L of block j in 32-bit lane 4 L + j.
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    for (k, chunk) in table.chunks_exact_mut(64).enumerate() {
+        let v: [__m512i; 4] = core::array::from_fn(|j| {
+            let d = _mm512_div_ps(_mm512_mul_ps(log1p16(4 * k + j), s), qs);
+            _mm512_add_epi32(as_i32(roundf(d)), zp)
+        });
+        // Saturating i32 -> i16 -> i8: the clamp to [-128, 127].
+        let b = _mm512_packs_epi16(
+            _mm512_packs_epi32(v[0], v[1]),
+            _mm512_packs_epi32(v[2], v[3]),
+        );
+        // SAFETY: `chunk` holds 64 bytes.
+        unsafe {
+            _mm512_storeu_si512(
+                chunk.as_mut_ptr().cast(),
+                _mm512_permutexvar_epi32(order, b),
+            )
+        };
     }
 }
 
@@ -185,16 +197,29 @@ pub(crate) unsafe fn quantize_s8(
     // first, 1,3,5,7 from the second.
     let order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
     let v255 = _mm512_set1_epi16(255);
+    let (above127, above255) = (_mm512_set1_epi16(-128), _mm512_set1_epi16(-256));
     let mut c = 0;
     while c < len {
         let n = (len - c).min(64);
         // SAFETY: n counts readable at c (c + n <= len).
         let (a, b) = unsafe { load64_u16(counts.as_ptr().add(c), n) };
         let idx = _mm512_permutexvar_epi64(order, _mm512_packus_epi16(a, b));
+        let or = _mm512_or_si512(a, b);
+        let small = _mm512_test_epi16_mask(or, above127) == 0;
+        let v = if small {
+            // The common case: every count below 128, one half of the table.
+            _mm512_permutex2var_epi8(t[0], idx, t[1])
+        } else {
+            lookup(&t, idx)
+        };
         // SAFETY: n bytes writable at c; masked-off lanes are not accessed.
-        unsafe { _mm512_mask_storeu_epi8(out.as_mut_ptr().add(c), mask64(n), lookup(&t, idx)) };
-        let big = u64::from(_mm512_cmpgt_epu16_mask(a, v255))
-            | u64::from(_mm512_cmpgt_epu16_mask(b, v255)) << 32;
+        unsafe { _mm512_mask_storeu_epi8(out.as_mut_ptr().add(c), mask64(n), v) };
+        let big = if small || _mm512_test_epi16_mask(or, above255) == 0 {
+            0
+        } else {
+            u64::from(_mm512_cmpgt_epu16_mask(a, v255))
+                | u64::from(_mm512_cmpgt_epu16_mask(b, v255)) << 32
+        };
         if big != 0 {
             for (k, (y, &x)) in out[c..c + n].iter_mut().zip(&counts[c..c + n]).enumerate() {
                 if big >> k & 1 != 0 {
@@ -254,6 +279,7 @@ pub(crate) unsafe fn pool2_s8(
     let order = unsafe { _mm512_loadu_si512(POOL2_ORDER.as_ptr().cast()) };
     let ones = _mm512_set1_epi8(1);
     let (two, high) = (_mm512_set1_epi16(2), _mm512_set1_epi16(-256));
+    let above127 = _mm512_set1_epi16(-128);
     for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
         let r0 = &plane[2 * oy * w..][..2 * ow];
         let r1 = &plane[(2 * oy + 1) * w..][..2 * ow];
@@ -268,11 +294,19 @@ pub(crate) unsafe fn pool2_s8(
                     load64_u16(r1.as_ptr().add(c), n),
                 )
             };
-            any = _mm512_ternarylogic_epi32::<0xFE>(any, a0, b0);
-            any = _mm512_ternarylogic_epi32::<0xFE>(any, a1, b1);
-            // Counts of 256 and more saturate to 255 here: their rows are redone below.
-            let v0 = lookup(&t, _mm512_packus_epi16(a0, b0));
-            let v1 = lookup(&t, _mm512_packus_epi16(a1, b1));
+            let (i0, i1) = (_mm512_packus_epi16(a0, b0), _mm512_packus_epi16(a1, b1));
+            let or = _mm512_or_si512(_mm512_ternarylogic_epi32::<0xfe>(a0, b0, a1), b1);
+            let (v0, v1) = if _mm512_test_epi16_mask(or, above127) == 0 {
+                // The common case: every count below 128, one half of the table.
+                (
+                    _mm512_permutex2var_epi8(t[0], i0, t[1]),
+                    _mm512_permutex2var_epi8(t[0], i1, t[1]),
+                )
+            } else {
+                // Counts of 256 and more saturate to 255 here: their rows are redone below.
+                any = _mm512_or_si512(any, or);
+                (lookup(&t, i0), lookup(&t, i1))
+            };
             let r = if max {
                 let m = _mm512_max_epi8(v0, v1);
                 _mm512_max_epi8(m, _mm512_srli_epi16::<8>(m))
