@@ -77,12 +77,10 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 .enumerate()
             {
                 let scale = self.band_scale[b];
-                let mut table = [0i8; 256];
                 // SAFETY: `active_s8` checked the AVX-512 features; `c` and `o` have the same
                 // length.
                 unsafe {
-                    simd::x512_misc::quant_table(scale, q, &mut table);
-                    simd::x512_misc::quantize_s8(c, &table, o, |n| {
+                    simd::x512_misc::quantize_s8(c, scale, q, o, |n| {
                         q.quantize(log1p_count(n) * scale)
                     });
                 }
@@ -211,10 +209,10 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         }
     }
 
-    /// [`Preprocess::pooled_s8`] on [`Path::Avx512`], lengths checked: per band a 256-entry
-    /// table of quantised inputs ([`simd::x512_misc::quant_table`]), then
+    /// [`Preprocess::pooled_s8`] on [`Path::Avx512`], lengths checked: per band
     /// [`simd::x512_misc::pool2_s8`] for `K == 2` (rows with a count of 256 or more redone by
-    /// the reference's window loop) or that loop with the table for other windows.
+    /// the reference's window loop with the kernel's table), or that loop with a table of
+    /// quantised inputs ([`simd::x512_misc::quant_table`]) for other windows.
     #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
     fn pooled_s8_x512<const H: usize, const W: usize, const K: usize>(
         &self,
@@ -235,22 +233,24 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             .enumerate()
         {
             let scale = self.band_scale[b];
-            let mut table = [0i8; 256];
-            // SAFETY: `active_s8` checked the AVX-512 features.
-            unsafe { simd::x512_misc::quant_table(scale, q, &mut table) };
-            let get = |i: usize| match table.get(usize::from(c[i])) {
+            // Counts below 256 through the table, larger ones computed.
+            let value = |table: &[i8; 256], n: u16| match table.get(usize::from(n)) {
                 Some(v) => *v,
-                None => q.quantize(log1p_count(c[i]) * scale),
+                None => q.quantize(log1p_count(n) * scale),
             };
             if K == 2 {
-                let redo = |oy: usize, row: &mut [i8]| {
+                let redo = |oy: usize, row: &mut [i8], table: &[i8; 256]| {
+                    let get = |i: usize| value(table, c[i]);
                     Pool2d::<1, H, W, K>::row_with(&get, 0, oy, row, |mut it| pool(&mut it))
                 };
+                let max = kind == PoolKind::Max;
                 // SAFETY: as in `pooled2_f32_x512`.
-                unsafe {
-                    simd::x512_misc::pool2_s8(c, W, W / 2, &table, kind == PoolKind::Max, o, redo)
-                };
+                unsafe { simd::x512_misc::pool2_s8(c, W, W / 2, scale, q, max, o, redo) };
             } else {
+                let mut table = [0i8; 256];
+                // SAFETY: `active_s8` checked the AVX-512 features.
+                unsafe { simd::x512_misc::quant_table(scale, q, &mut table) };
+                let get = |i: usize| value(&table, c[i]);
                 Pool2d::<1, H, W, K>::each_with(get, o, |mut it| pool(&mut it));
             }
         }
