@@ -392,8 +392,9 @@ pub(crate) unsafe fn pool2_s8(
 
 /// 2 x 2 pooling of one band of f32 inputs, as [`pool2_s8`]: `table` from [`f32_table`] (with
 /// `max` as here), each output `((((0 + a) + b) + c) + d) * 0.25` over its window in row
-/// order as the reference sums, or the maximum. Counts below 64 are looked up with two
-/// `vpermi2ps`, others below 256 gathered; rows holding a larger count go to `redo`.
+/// order as the reference sums, or the maximum. Counts below 32 are looked up with one
+/// `vpermi2ps`, below 64 with two, others below 256 gathered; rows holding a larger count go
+/// to `redo`.
 ///
 /// # Safety
 /// As for [`pool2_s8`].
@@ -411,15 +412,20 @@ pub(crate) unsafe fn pool2_f32(
     let t: [__m512; 4] =
         core::array::from_fn(|k| unsafe { _mm512_loadu_ps(table[16 * k..].as_ptr()) });
     let (lo16, high) = (_mm512_set1_epi32(0xffff), _mm512_set1_epi16(-256));
-    let (above63, bit5) = (_mm512_set1_epi16(-64), _mm512_set1_epi32(32));
-    let look = |idx: __m512i, small: bool| -> __m512 {
-        if small {
-            let lo = _mm512_permutex2var_ps(t[0], idx, t[1]);
-            let hi = _mm512_permutex2var_ps(t[2], idx, t[3]);
-            _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, bit5), lo, hi)
-        } else {
+    let (above31, above63) = (_mm512_set1_epi16(-32), _mm512_set1_epi16(-64));
+    let bit5 = _mm512_set1_epi32(32);
+    // `vpermi2ps` reads bits 4:0 of each 32-bit index, so the low count of a pair needs no
+    // masking on the first two tiers.
+    let look = |idx: __m512i, tier: u8| -> __m512 {
+        match tier {
+            0 => _mm512_permutex2var_ps(t[0], idx, t[1]),
+            1 => {
+                let lo = _mm512_permutex2var_ps(t[0], idx, t[1]);
+                let hi = _mm512_permutex2var_ps(t[2], idx, t[3]);
+                _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, bit5), lo, hi)
+            }
             // SAFETY: every index is below 256 (checked by the caller of `look`).
-            unsafe { _mm512_i32gather_ps::<4>(idx, table.as_ptr()) }
+            _ => unsafe { _mm512_i32gather_ps::<4>(_mm512_and_si512(idx, lo16), table.as_ptr()) },
         }
     };
     for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
@@ -441,16 +447,17 @@ pub(crate) unsafe fn pool2_f32(
                 big = true;
                 break;
             }
-            let small = _mm512_test_epi16_mask(any, above63) == 0;
+            // Counts below 32, below 64, below 256.
+            let tier = if _mm512_test_epi16_mask(any, above31) == 0 {
+                0
+            } else if _mm512_test_epi16_mask(any, above63) == 0 {
+                1
+            } else {
+                2
+            };
             // 32-bit lane k holds columns 2k (low half) and 2k + 1 (high half).
-            let (a0, a1) = (
-                look(_mm512_and_si512(a, lo16), small),
-                look(_mm512_srli_epi32::<16>(a), small),
-            );
-            let (b0, b1) = (
-                look(_mm512_and_si512(b, lo16), small),
-                look(_mm512_srli_epi32::<16>(b), small),
-            );
+            let (a0, a1) = (look(a, tier), look(_mm512_srli_epi32::<16>(a), tier));
+            let (b0, b1) = (look(b, tier), look(_mm512_srli_epi32::<16>(b), tier));
             let y = if max {
                 _mm512_max_ps(_mm512_max_ps(a0, a1), _mm512_max_ps(b0, b1))
             } else {
