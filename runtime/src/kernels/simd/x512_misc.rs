@@ -319,6 +319,7 @@ const POOL2_ORDER: [u8; 64] = {
 /// The CPU must have the features of [`super::x512::available`]; `ow >= 1`, `2 ow <= w` and
 /// `plane.len() >= (2 (out.len() / ow) - 1) w + 2 ow`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn pool2_s8(
     plane: &[u16],
     w: usize,
@@ -940,9 +941,10 @@ unsafe fn dense_f32_block<W: Wide16, const V: usize, const P: usize>(
     let mut width = P;
     while width > 1 {
         width /= 2;
-        for p in 0..width {
-            for v in 0..V {
-                a[p][v] = _mm512_add_ps(a[p][v], a[p + width][v]);
+        let (lo, hi) = a.split_at_mut(width);
+        for (x, y) in lo.iter_mut().zip(&*hi) {
+            for (x, y) in x.iter_mut().zip(y) {
+                *x = _mm512_add_ps(*x, *y);
             }
         }
     }
@@ -1228,9 +1230,8 @@ mod tests {
                     assert_eq!(got, want, "plane {plane}");
                     if have {
                         got.fill(0);
-                        for b in 0..3 {
+                        for (b, &s) in scale.iter().enumerate() {
                             let r = b * plane..(b + 1) * plane;
-                            let s = scale[b];
                             // SAFETY: AVX-512 checked; equal lengths.
                             unsafe {
                                 quantize_s8(&counts[r.clone()], s, q, &mut got[r], |n| {
