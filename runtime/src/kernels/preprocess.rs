@@ -55,6 +55,10 @@ impl<const BANDS: usize> Preprocess<BANDS> {
 
     /// Preprocess and quantise to int8 with the input tensor's parameters `q`.
     ///
+    /// On [`Path::Avx512`] each band's counts below 256 are looked up in a table of their
+    /// quantised inputs built with vector arithmetic (the same bits); the result is
+    /// identical on every path.
+    ///
     /// ```
     /// use runtime::kernels::preprocess::Preprocess;
     /// use runtime::quant::QParams;
@@ -103,7 +107,8 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// Preprocessing fused with the first `K x K` pooling of an `H x W` cube: each
     /// window is preprocessed as it is pooled, so the full-resolution input is never
     /// stored. Identical to [`Preprocess::counts_f32`] followed by
-    /// [`Pool2d::max_f32`]/[`Pool2d::avg_f32`].
+    /// [`Pool2d::max_f32`]/[`Pool2d::avg_f32`], bit for bit on every path (on
+    /// [`Path::Avx512`], `K = 2` runs 16 windows at a time).
     pub fn pooled_f32<const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,
@@ -133,7 +138,8 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     }
 
     /// Preprocessing, int8 quantisation with `q` and the first `K x K` pooling, fused:
-    /// identical to [`Preprocess::counts_s8`] followed by [`Pool2d::max_s8`]/[`Pool2d::avg_s8`].
+    /// identical to [`Preprocess::counts_s8`] followed by [`Pool2d::max_s8`]/[`Pool2d::avg_s8`]
+    /// on every path (on [`Path::Avx512`], `K = 2` runs 64 counts of a row pair at a time).
     pub fn pooled_s8<const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,
@@ -223,10 +229,6 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     ) {
         let per_band = Pool2d::<1, H, W, K>::OUT_LEN;
         let n = (K * K) as i32;
-        let pool = |it: &mut dyn Iterator<Item = i8>| match kind {
-            PoolKind::Max => it.fold(i8::MIN, i8::max),
-            PoolKind::Avg => avg_round(it.map(i32::from).sum(), n),
-        };
         for (b, (c, o)) in counts
             .chunks_exact(H * W)
             .zip(out.chunks_exact_mut(per_band))
@@ -241,17 +243,34 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             if K == 2 {
                 let redo = |oy: usize, row: &mut [i8], table: &[i8; 256]| {
                     let get = |i: usize| value(table, c[i]);
-                    Pool2d::<1, H, W, K>::row_with(&get, 0, oy, row, |mut it| pool(&mut it))
+                    type P<const H: usize, const W: usize, const K: usize> = Pool2d<1, H, W, K>;
+                    match kind {
+                        PoolKind::Max => {
+                            P::<H, W, K>::row_with(&get, 0, oy, row, |it| it.fold(i8::MIN, i8::max))
+                        }
+                        PoolKind::Avg => P::<H, W, K>::row_with(&get, 0, oy, row, |it| {
+                            avg_round(it.map(i32::from).sum(), n)
+                        }),
+                    }
                 };
                 let max = kind == PoolKind::Max;
-                // SAFETY: as in `pooled2_f32_x512`.
+                // SAFETY: `active_s8` checked the AVX-512 features; with K = 2 (so W / 2 >= 1
+                // as W >= K) the band holds H W >= (2 OH - 1) W + 2 OW counts and `o` OH OW
+                // outputs.
                 unsafe { simd::x512_misc::pool2_s8(c, W, W / 2, scale, q, max, o, redo) };
             } else {
                 let mut table = [0i8; 256];
                 // SAFETY: `active_s8` checked the AVX-512 features.
                 unsafe { simd::x512_misc::quant_table(scale, q, &mut table) };
                 let get = |i: usize| value(&table, c[i]);
-                Pool2d::<1, H, W, K>::each_with(get, o, |mut it| pool(&mut it));
+                match kind {
+                    PoolKind::Max => {
+                        Pool2d::<1, H, W, K>::each_with(get, o, |it| it.fold(i8::MIN, i8::max))
+                    }
+                    PoolKind::Avg => Pool2d::<1, H, W, K>::each_with(get, o, |it| {
+                        avg_round(it.map(i32::from).sum(), n)
+                    }),
+                }
             }
         }
     }
