@@ -55,6 +55,10 @@ impl<const BANDS: usize> Preprocess<BANDS> {
 
     /// Preprocess and quantise to int8 with the input tensor's parameters `q`.
     ///
+    /// On [`Path::Avx512`] each band's counts below 256 are looked up in a table of their
+    /// quantised inputs built with vector arithmetic (the same bits); the result is
+    /// identical on every path.
+    ///
     /// ```
     /// use runtime::kernels::preprocess::Preprocess;
     /// use runtime::quant::QParams;
@@ -77,12 +81,10 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 .enumerate()
             {
                 let scale = self.band_scale[b];
-                let mut table = [0i8; 256];
                 // SAFETY: `active_s8` checked the AVX-512 features; `c` and `o` have the same
                 // length.
                 unsafe {
-                    simd::x512_misc::quant_table(scale, q, &mut table);
-                    simd::x512_misc::quantize_s8(c, &table, o, |n| {
+                    simd::x512_misc::quantize_s8(c, scale, q, o, |n| {
                         q.quantize(log1p_count(n) * scale)
                     });
                 }
@@ -105,7 +107,8 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// Preprocessing fused with the first `K x K` pooling of an `H x W` cube: each
     /// window is preprocessed as it is pooled, so the full-resolution input is never
     /// stored. Identical to [`Preprocess::counts_f32`] followed by
-    /// [`Pool2d::max_f32`]/[`Pool2d::avg_f32`].
+    /// [`Pool2d::max_f32`]/[`Pool2d::avg_f32`], bit for bit on every path (on
+    /// [`Path::Avx512`], `K = 2` runs 16 windows at a time).
     pub fn pooled_f32<const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,
@@ -135,7 +138,8 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     }
 
     /// Preprocessing, int8 quantisation with `q` and the first `K x K` pooling, fused:
-    /// identical to [`Preprocess::counts_s8`] followed by [`Pool2d::max_s8`]/[`Pool2d::avg_s8`].
+    /// identical to [`Preprocess::counts_s8`] followed by [`Pool2d::max_s8`]/[`Pool2d::avg_s8`]
+    /// on every path (on [`Path::Avx512`], `K = 2` runs 64 counts of a row pair at a time).
     pub fn pooled_s8<const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,
@@ -211,10 +215,10 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         }
     }
 
-    /// [`Preprocess::pooled_s8`] on [`Path::Avx512`], lengths checked: per band a 256-entry
-    /// table of quantised inputs ([`simd::x512_misc::quant_table`]), then
+    /// [`Preprocess::pooled_s8`] on [`Path::Avx512`], lengths checked: per band
     /// [`simd::x512_misc::pool2_s8`] for `K == 2` (rows with a count of 256 or more redone by
-    /// the reference's window loop) or that loop with the table for other windows.
+    /// the reference's window loop with the kernel's table), or that loop with a table of
+    /// quantised inputs ([`simd::x512_misc::quant_table`]) for other windows.
     #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
     fn pooled_s8_x512<const H: usize, const W: usize, const K: usize>(
         &self,
@@ -225,33 +229,48 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     ) {
         let per_band = Pool2d::<1, H, W, K>::OUT_LEN;
         let n = (K * K) as i32;
-        let pool = |it: &mut dyn Iterator<Item = i8>| match kind {
-            PoolKind::Max => it.fold(i8::MIN, i8::max),
-            PoolKind::Avg => avg_round(it.map(i32::from).sum(), n),
-        };
         for (b, (c, o)) in counts
             .chunks_exact(H * W)
             .zip(out.chunks_exact_mut(per_band))
             .enumerate()
         {
             let scale = self.band_scale[b];
-            let mut table = [0i8; 256];
-            // SAFETY: `active_s8` checked the AVX-512 features.
-            unsafe { simd::x512_misc::quant_table(scale, q, &mut table) };
-            let get = |i: usize| match table.get(usize::from(c[i])) {
+            // Counts below 256 through the table, larger ones computed.
+            let value = |table: &[i8; 256], n: u16| match table.get(usize::from(n)) {
                 Some(v) => *v,
-                None => q.quantize(log1p_count(c[i]) * scale),
+                None => q.quantize(log1p_count(n) * scale),
             };
             if K == 2 {
-                let redo = |oy: usize, row: &mut [i8]| {
-                    Pool2d::<1, H, W, K>::row_with(&get, 0, oy, row, |mut it| pool(&mut it))
+                let redo = |oy: usize, row: &mut [i8], table: &[i8; 256]| {
+                    let get = |i: usize| value(table, c[i]);
+                    type P<const H: usize, const W: usize, const K: usize> = Pool2d<1, H, W, K>;
+                    match kind {
+                        PoolKind::Max => {
+                            P::<H, W, K>::row_with(&get, 0, oy, row, |it| it.fold(i8::MIN, i8::max))
+                        }
+                        PoolKind::Avg => P::<H, W, K>::row_with(&get, 0, oy, row, |it| {
+                            avg_round(it.map(i32::from).sum(), n)
+                        }),
+                    }
                 };
-                // SAFETY: as in `pooled2_f32_x512`.
-                unsafe {
-                    simd::x512_misc::pool2_s8(c, W, W / 2, &table, kind == PoolKind::Max, o, redo)
-                };
+                let max = kind == PoolKind::Max;
+                // SAFETY: `active_s8` checked the AVX-512 features; with K = 2 (so W / 2 >= 1
+                // as W >= K) the band holds H W >= (2 OH - 1) W + 2 OW counts and `o` OH OW
+                // outputs.
+                unsafe { simd::x512_misc::pool2_s8(c, W, W / 2, scale, q, max, o, redo) };
             } else {
-                Pool2d::<1, H, W, K>::each_with(get, o, |mut it| pool(&mut it));
+                let mut table = [0i8; 256];
+                // SAFETY: `active_s8` checked the AVX-512 features.
+                unsafe { simd::x512_misc::quant_table(scale, q, &mut table) };
+                let get = |i: usize| value(&table, c[i]);
+                match kind {
+                    PoolKind::Max => {
+                        Pool2d::<1, H, W, K>::each_with(get, o, |it| it.fold(i8::MIN, i8::max))
+                    }
+                    PoolKind::Avg => Pool2d::<1, H, W, K>::each_with(get, o, |it| {
+                        avg_round(it.map(i32::from).sum(), n)
+                    }),
+                }
             }
         }
     }

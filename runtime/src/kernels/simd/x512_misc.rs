@@ -99,15 +99,76 @@ fn log1p16(k: usize) -> __m512 {
 /// The CPU must have the features of [`super::x512::available`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 pub(crate) unsafe fn quant_table(scale: f32, q: QParams, table: &mut [i8; 256]) {
+    quant_groups(scale, q, 0..4, table);
+}
+
+/// Groups `groups` (64 entries each) of [`quant_table`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+fn quant_groups(scale: f32, q: QParams, groups: core::ops::Range<usize>, table: &mut [i8; 256]) {
     let (s, qs) = (_mm512_set1_ps(scale), _mm512_set1_ps(q.scale));
     let zp = _mm512_set1_epi32(q.zero_point);
-    let (lo, hi) = (_mm512_set1_epi32(-128), _mm512_set1_epi32(127));
-    for (k, chunk) in table.chunks_exact_mut(16).enumerate() {
-        let d = _mm512_div_ps(_mm512_mul_ps(log1p16(k), s), qs);
-        let v = _mm512_add_epi32(as_i32(roundf(d)), zp);
-        let v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-        // SAFETY: `chunk` holds 16 bytes.
-        unsafe { _mm_storeu_si128(chunk.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v)) };
+    // The two saturating packs below leave 128-bit lane L of block j in 32-bit lane 4 L + j.
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let (from, to) = (groups.start, groups.end);
+    for (k, chunk) in table.chunks_exact_mut(64).enumerate().take(to).skip(from) {
+        let v: [__m512i; 4] = core::array::from_fn(|j| {
+            let d = _mm512_div_ps(_mm512_mul_ps(log1p16(4 * k + j), s), qs);
+            _mm512_add_epi32(as_i32(roundf(d)), zp)
+        });
+        // Saturating i32 -> i16 -> i8: the clamp to [-128, 127].
+        let b = _mm512_packs_epi16(
+            _mm512_packs_epi32(v[0], v[1]),
+            _mm512_packs_epi32(v[2], v[3]),
+        );
+        // SAFETY: `chunk` holds 64 bytes.
+        unsafe {
+            _mm512_storeu_si512(
+                chunk.as_mut_ptr().cast(),
+                _mm512_permutexvar_epi32(order, b),
+            )
+        };
+    }
+}
+
+/// [`quant_table`] of one band in two steps, as each costs a vector division per 16
+/// entries: the 64 entries of counts below 64 at once (all a typical band needs), the rest
+/// when a larger count turns up.
+struct Table {
+    scale: f32,
+    q: QParams,
+    bytes: [i8; 256],
+    /// All 256 entries built.
+    full: bool,
+    /// The table in registers ([`table_regs`]; only the first is valid until `full`).
+    regs: [__m512i; 4],
+}
+
+impl Table {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+    fn new(scale: f32, q: QParams) -> Self {
+        let mut bytes = [0; 256];
+        quant_groups(scale, q, 0..1, &mut bytes);
+        Self {
+            scale,
+            q,
+            bytes,
+            full: false,
+            regs: table_regs(&bytes),
+        }
+    }
+
+    /// Build the entries of counts 64 to 255 (once).
+    #[inline(never)]
+    #[cold]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+    fn complete(&mut self) {
+        if !self.full {
+            quant_groups(self.scale, self.q, 1..4, &mut self.bytes);
+            self.regs = table_regs(&self.bytes);
+            self.full = true;
+        }
     }
 }
 
@@ -166,7 +227,8 @@ unsafe fn load64_u16(p: *const u16, n: usize) -> (__m512i, __m512i) {
     }
 }
 
-/// `out[i] = table[counts[i]]` for counts below 256 and `slow(counts[i])` for the others
+/// `out[i] = table[counts[i]]` for counts below 256, `table` the [`quant_table`] of `scale`
+/// and `q` (built as far as the counts need, [`Table`]), and `slow(counts[i])` for the others
 /// ([`Preprocess::counts_s8`](crate::kernels::preprocess::Preprocess::counts_s8) of one band).
 ///
 /// # Safety
@@ -174,27 +236,43 @@ unsafe fn load64_u16(p: *const u16, n: usize) -> (__m512i, __m512i) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 pub(crate) unsafe fn quantize_s8(
     counts: &[u16],
-    table: &[i8; 256],
+    scale: f32,
+    q: QParams,
     out: &mut [i8],
     slow: impl Fn(u16) -> i8,
 ) {
     debug_assert_eq!(counts.len(), out.len());
     let len = counts.len().min(out.len());
-    let t = table_regs(table);
+    let mut table = Table::new(scale, q);
+    let t0 = table.regs[0];
     // `vpackuswb` interleaves its operands by 128-bit lane: qwords 0,2,4,6 come from the
     // first, 1,3,5,7 from the second.
     let order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
     let v255 = _mm512_set1_epi16(255);
+    let (above63, above255) = (_mm512_set1_epi16(-64), _mm512_set1_epi16(-256));
     let mut c = 0;
     while c < len {
         let n = (len - c).min(64);
         // SAFETY: n counts readable at c (c + n <= len).
         let (a, b) = unsafe { load64_u16(counts.as_ptr().add(c), n) };
         let idx = _mm512_permutexvar_epi64(order, _mm512_packus_epi16(a, b));
+        let or = _mm512_or_si512(a, b);
+        let small = _mm512_test_epi16_mask(or, above63) == 0;
+        let v = if small {
+            // The common case: every count below 64, the first quarter of the table.
+            _mm512_permutexvar_epi8(idx, t0)
+        } else {
+            table.complete();
+            lookup(&table.regs, idx)
+        };
         // SAFETY: n bytes writable at c; masked-off lanes are not accessed.
-        unsafe { _mm512_mask_storeu_epi8(out.as_mut_ptr().add(c), mask64(n), lookup(&t, idx)) };
-        let big = u64::from(_mm512_cmpgt_epu16_mask(a, v255))
-            | u64::from(_mm512_cmpgt_epu16_mask(b, v255)) << 32;
+        unsafe { _mm512_mask_storeu_epi8(out.as_mut_ptr().add(c), mask64(n), v) };
+        let big = if small || _mm512_test_epi16_mask(or, above255) == 0 {
+            0
+        } else {
+            u64::from(_mm512_cmpgt_epu16_mask(a, v255))
+                | u64::from(_mm512_cmpgt_epu16_mask(b, v255)) << 32
+        };
         if big != 0 {
             for (k, (y, &x)) in out[c..c + n].iter_mut().zip(&counts[c..c + n]).enumerate() {
                 if big >> k & 1 != 0 {
@@ -227,8 +305,9 @@ const POOL2_ORDER: [u8; 64] = {
 /// 2 x 2 pooling (stride 2) of one band of quantised counts: `plane` the band's `h x w`
 /// counts (`w` given, `h` implied by `out`), `out` its `out.len() / ow` rows of `ow` outputs,
 /// each the int8 mean (rounded half away from zero, [`avg_round`]) or, with `max`, the
-/// maximum of `table[count]` over its window. A row whose windows hold a count of 256 or
-/// more is left to `redo(output row, its outputs)`.
+/// maximum of `table[count]` over its window, `table` the [`quant_table`] of `scale` and `q`
+/// (built as far as the counts need, [`Table`]). A row whose windows hold a count of 256 or
+/// more is left to `redo(output row, its outputs, table)` (by then all 256 entries built).
 ///
 /// Per 64 input columns of a row pair: `vpackuswb` narrows the counts to bytes, [`lookup`]
 /// maps them, `vpmaddubsw` by ones adds horizontal pairs (or `vpmaxsb` takes maxima), and a
@@ -240,20 +319,24 @@ const POOL2_ORDER: [u8; 64] = {
 /// The CPU must have the features of [`super::x512::available`]; `ow >= 1`, `2 ow <= w` and
 /// `plane.len() >= (2 (out.len() / ow) - 1) w + 2 ow`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn pool2_s8(
     plane: &[u16],
     w: usize,
     ow: usize,
-    table: &[i8; 256],
+    scale: f32,
+    q: QParams,
     max: bool,
     out: &mut [i8],
-    mut redo: impl FnMut(usize, &mut [i8]),
+    mut redo: impl FnMut(usize, &mut [i8], &[i8; 256]),
 ) {
-    let t = table_regs(table);
+    let mut table = Table::new(scale, q);
+    let t0 = table.regs[0];
     // SAFETY: POOL2_ORDER holds 64 bytes.
     let order = unsafe { _mm512_loadu_si512(POOL2_ORDER.as_ptr().cast()) };
     let ones = _mm512_set1_epi8(1);
     let (two, high) = (_mm512_set1_epi16(2), _mm512_set1_epi16(-256));
+    let above63 = _mm512_set1_epi16(-64);
     for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
         let r0 = &plane[2 * oy * w..][..2 * ow];
         let r1 = &plane[(2 * oy + 1) * w..][..2 * ow];
@@ -268,11 +351,20 @@ pub(crate) unsafe fn pool2_s8(
                     load64_u16(r1.as_ptr().add(c), n),
                 )
             };
-            any = _mm512_ternarylogic_epi32::<0xFE>(any, a0, b0);
-            any = _mm512_ternarylogic_epi32::<0xFE>(any, a1, b1);
-            // Counts of 256 and more saturate to 255 here: their rows are redone below.
-            let v0 = lookup(&t, _mm512_packus_epi16(a0, b0));
-            let v1 = lookup(&t, _mm512_packus_epi16(a1, b1));
+            let (i0, i1) = (_mm512_packus_epi16(a0, b0), _mm512_packus_epi16(a1, b1));
+            let or = _mm512_or_si512(_mm512_ternarylogic_epi32::<0xfe>(a0, b0, a1), b1);
+            let (v0, v1) = if _mm512_test_epi16_mask(or, above63) == 0 {
+                // The common case: every count below 64, the first quarter of the table.
+                (
+                    _mm512_permutexvar_epi8(i0, t0),
+                    _mm512_permutexvar_epi8(i1, t0),
+                )
+            } else {
+                // Counts of 256 and more saturate to 255 here: their rows are redone below.
+                table.complete();
+                any = _mm512_or_si512(any, or);
+                (lookup(&table.regs, i0), lookup(&table.regs, i1))
+            };
             let r = if max {
                 let m = _mm512_max_epi8(v0, v1);
                 _mm512_max_epi8(m, _mm512_srli_epi16::<8>(m))
@@ -293,15 +385,17 @@ pub(crate) unsafe fn pool2_s8(
             c += n;
         }
         if _mm512_test_epi16_mask(any, high) != 0 {
-            redo(oy, row);
+            // A count of 256 or more completed the table.
+            redo(oy, row, &table.bytes);
         }
     }
 }
 
 /// 2 x 2 pooling of one band of f32 inputs, as [`pool2_s8`]: `table` from [`f32_table`] (with
 /// `max` as here), each output `((((0 + a) + b) + c) + d) * 0.25` over its window in row
-/// order as the reference sums, or the maximum. Counts below 64 are looked up with two
-/// `vpermi2ps`, others below 256 gathered; rows holding a larger count go to `redo`.
+/// order as the reference sums, or the maximum. Counts below 32 are looked up with one
+/// `vpermi2ps`, below 64 with two, others below 256 gathered; rows holding a larger count go
+/// to `redo`.
 ///
 /// # Safety
 /// As for [`pool2_s8`].
@@ -319,15 +413,20 @@ pub(crate) unsafe fn pool2_f32(
     let t: [__m512; 4] =
         core::array::from_fn(|k| unsafe { _mm512_loadu_ps(table[16 * k..].as_ptr()) });
     let (lo16, high) = (_mm512_set1_epi32(0xffff), _mm512_set1_epi16(-256));
-    let (above63, bit5) = (_mm512_set1_epi16(-64), _mm512_set1_epi32(32));
-    let look = |idx: __m512i, small: bool| -> __m512 {
-        if small {
-            let lo = _mm512_permutex2var_ps(t[0], idx, t[1]);
-            let hi = _mm512_permutex2var_ps(t[2], idx, t[3]);
-            _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, bit5), lo, hi)
-        } else {
+    let (above31, above63) = (_mm512_set1_epi16(-32), _mm512_set1_epi16(-64));
+    let bit5 = _mm512_set1_epi32(32);
+    // `vpermi2ps` reads bits 4:0 of each 32-bit index, so the low count of a pair needs no
+    // masking on the first two tiers.
+    let look = |idx: __m512i, tier: u8| -> __m512 {
+        match tier {
+            0 => _mm512_permutex2var_ps(t[0], idx, t[1]),
+            1 => {
+                let lo = _mm512_permutex2var_ps(t[0], idx, t[1]);
+                let hi = _mm512_permutex2var_ps(t[2], idx, t[3]);
+                _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, bit5), lo, hi)
+            }
             // SAFETY: every index is below 256 (checked by the caller of `look`).
-            unsafe { _mm512_i32gather_ps::<4>(idx, table.as_ptr()) }
+            _ => unsafe { _mm512_i32gather_ps::<4>(_mm512_and_si512(idx, lo16), table.as_ptr()) },
         }
     };
     for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
@@ -349,16 +448,17 @@ pub(crate) unsafe fn pool2_f32(
                 big = true;
                 break;
             }
-            let small = _mm512_test_epi16_mask(any, above63) == 0;
+            // Counts below 32, below 64, below 256.
+            let tier = if _mm512_test_epi16_mask(any, above31) == 0 {
+                0
+            } else if _mm512_test_epi16_mask(any, above63) == 0 {
+                1
+            } else {
+                2
+            };
             // 32-bit lane k holds columns 2k (low half) and 2k + 1 (high half).
-            let (a0, a1) = (
-                look(_mm512_and_si512(a, lo16), small),
-                look(_mm512_srli_epi32::<16>(a), small),
-            );
-            let (b0, b1) = (
-                look(_mm512_and_si512(b, lo16), small),
-                look(_mm512_srli_epi32::<16>(b), small),
-            );
+            let (a0, a1) = (look(a, tier), look(_mm512_srli_epi32::<16>(a), tier));
+            let (b0, b1) = (look(b, tier), look(_mm512_srli_epi32::<16>(b), tier));
             let y = if max {
                 _mm512_max_ps(_mm512_max_ps(a0, a1), _mm512_max_ps(b0, b1))
             } else {
@@ -841,9 +941,10 @@ unsafe fn dense_f32_block<W: Wide16, const V: usize, const P: usize>(
     let mut width = P;
     while width > 1 {
         width /= 2;
-        for p in 0..width {
-            for v in 0..V {
-                a[p][v] = _mm512_add_ps(a[p][v], a[p + width][v]);
+        let (lo, hi) = a.split_at_mut(width);
+        for (x, y) in lo.iter_mut().zip(&*hi) {
+            for (x, y) in x.iter_mut().zip(y) {
+                *x = _mm512_add_ps(*x, *y);
             }
         }
     }
@@ -1129,14 +1230,11 @@ mod tests {
                     assert_eq!(got, want, "plane {plane}");
                     if have {
                         got.fill(0);
-                        for b in 0..3 {
-                            let mut t = [0i8; 256];
+                        for (b, &s) in scale.iter().enumerate() {
                             let r = b * plane..(b + 1) * plane;
-                            let s = scale[b];
                             // SAFETY: AVX-512 checked; equal lengths.
                             unsafe {
-                                quant_table(s, q, &mut t);
-                                quantize_s8(&counts[r.clone()], &t, &mut got[r], |n| {
+                                quantize_s8(&counts[r.clone()], s, q, &mut got[r], |n| {
                                     q.quantize(log1p_count(n) * s)
                                 });
                             }
@@ -1248,13 +1346,17 @@ mod tests {
                             let mut redone = 0;
                             for (b, o) in got.chunks_exact_mut(per_band).enumerate() {
                                 let c = &counts[b * H * W..(b + 1) * H * W];
-                                let mut t = [0i8; 256];
                                 let w = &want[b * per_band..(b + 1) * per_band];
+                                let (s, max) = (scale[b], kind == PoolKind::Max);
                                 // SAFETY: AVX-512 checked; K = 2 shapes as `pooled_s8` passes.
                                 unsafe {
-                                    quant_table(scale[b], q, &mut t);
-                                    pool2_s8(c, W, ow, &t, kind == PoolKind::Max, o, |oy, row| {
+                                    pool2_s8(c, W, ow, s, q, max, o, |oy, row, t| {
                                         redone += 1;
+                                        // the kernel's table is whole by now
+                                        for n in 0..256u16 {
+                                            let want = q.quantize(log1p_count(n) * s);
+                                            assert_eq!(t[usize::from(n)], want, "{n}");
+                                        }
                                         row.copy_from_slice(&w[oy * ow..(oy + 1) * ow])
                                     });
                                 }
