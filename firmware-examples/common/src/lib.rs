@@ -138,6 +138,7 @@ pub fn int8_path() -> &'static str {
         Path::Dsp => "dsp",
         Path::Reference => "reference",
         Path::Avx2 => "avx2",
+        Path::Avx512 => "avx512",
         Path::Neon => "neon",
     }
 }
