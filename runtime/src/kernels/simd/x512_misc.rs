@@ -7,13 +7,18 @@
 //! - Preprocessing ([`quant_table`], [`quantize_s8`], [`pool2_s8`], [`f32_table`],
 //!   [`pool2_f32`]): a count `n < 256` maps to its band's network input through a 256-entry
 //!   table built with vector arithmetic that repeats the scalar operations one for one (so
-//!   the table holds the reference's bits); rows of counts are then looked up 64 at a time
-//!   with two `vpermi2b` (int8) or 16 at a time with `vpermi2ps` / a gather (f32) and pooled
-//!   in registers. Counts of 256 and more are rare: the rows (or elements) holding one are
-//!   redone by the caller's scalar code.
+//!   the table holds the reference's bits; int8 tables 64 entries at a time, as a band
+//!   needs them). Rows of counts are then looked up 64 at a time with `vpermb` (all counts
+//!   below 64) or two `vpermi2b` (int8), 16 at a time with `vpermi2ps` or a gather (f32), and
+//!   pooled in registers. Counts of 256 and more are rare: the rows (or elements) holding
+//!   one are redone by the caller's scalar code.
 //! - Dense layers: int8 by VNNI `vpdpbusd` on quads of inputs ([`dense_s8`], bit-identical to
-//!   the reference: exact, wrapping i32 sums), f32 / f16 weights by FMA with several partial
-//!   sums per output ([`dense_f32`], differing from the reference only by rounding).
+//!   the reference: exact, wrapping i32 sums) and a vector requantisation ([`requant_s8`],
+//!   TFLite's fixed point bit for bit); f32 / f16 weights by FMA with several partial sums
+//!   per output ([`dense_f32`], differing from the reference only by rounding).
+//!
+//! Unit tests at the end check each kernel against the scalar reference, directly whenever
+//! the CPU has AVX-512 (also under `RUNTIME_SIMD=avx2`) and through the public API.
 
 use core::arch::x86_64::*;
 
