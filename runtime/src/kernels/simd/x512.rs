@@ -228,11 +228,7 @@ fn take<'a, T>(buf: &mut &'a mut [T], n: usize) -> &'a mut [T] {
     head
 }
 
-/// Mask of the first `n` (<= 64) lanes.
-#[inline(always)]
-fn mask64(n: usize) -> __mmask64 {
-    if n >= 64 { !0 } else { (1u64 << n) - 1 }
-}
+use super::x512_misc::mask64;
 
 /// Element types of the padded planes: copy a row of `n` values with the engine's mapping
 /// (int8: `x + 128` as u8), 64 bytes at a time.

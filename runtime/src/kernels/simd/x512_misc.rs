@@ -31,7 +31,7 @@ use half::f16;
 
 /// The first `n` of 64 lanes (all for `n >= 64`).
 #[inline]
-fn mask64(n: usize) -> u64 {
+pub(crate) fn mask64(n: usize) -> u64 {
     if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
 }
 
