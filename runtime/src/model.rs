@@ -185,7 +185,9 @@ pub fn ping_pong_line<T>(
     input_at_front: bool,
 ) -> Result<(&[T], &mut [T], &mut [T]), Error> {
     let n = arena.len();
-    let need = in_len.checked_add(out_len).and_then(|v| v.checked_add(line_len));
+    let need = in_len
+        .checked_add(out_len)
+        .and_then(|v| v.checked_add(line_len));
     if need.is_none_or(|need| need > n) {
         return Err(Error::BadLength {
             expected: in_len.saturating_add(out_len).saturating_add(line_len),

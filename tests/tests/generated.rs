@@ -198,7 +198,10 @@ fn edge_generated_code_matches_burn_and_the_scalar_references() {
         assert_eq!(bits(i8m.infer(c, z, &mut ai).unwrap()), bits(e8));
     }
     // On a SIMD host the generated code really took the SIMD path: FMA rounding shows.
-    assert!(float_reference() || differ > 0, "no float result differs: did SIMD run?");
+    assert!(
+        float_reference() || differ > 0,
+        "no float result differs: did SIMD run?"
+    );
     let idx: Vec<usize> = (0..ds.len()).collect();
     for (backend, mu) in burn_mu(&dir, &ds, &idx) {
         for i in idx.iter().copied() {

@@ -368,7 +368,11 @@ impl<
     /// zero point (for int8) and pooling windows up to [`simd::x512::MAX_POOL`].
     #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
     fn x512_takes(int8: bool, zp: i32, pk: usize) -> bool {
-        let path = if int8 { simd::active_s8() } else { simd::active() };
+        let path = if int8 {
+            simd::active_s8()
+        } else {
+            simd::active()
+        };
         path == Path::Avx512
             && S == 1
             && pk <= simd::x512::MAX_POOL
@@ -397,7 +401,9 @@ impl<
         macro_rules! go {
             ($n:literal) => {
                 // SAFETY: `x512_takes` checked the CPU; lengths and scratch checked.
-                unsafe { simd::x512::conv_s8::<$n>(dm, input, weights, bias, q, oy0, rows, bytes, sink) }
+                unsafe {
+                    simd::x512::conv_s8::<$n>(dm, input, weights, bias, q, oy0, rows, bytes, sink)
+                }
             };
         }
         match simd::x512::block_s8(OC) {
@@ -425,7 +431,11 @@ impl<
         macro_rules! go {
             ($n:literal) => {
                 // SAFETY: `x512_takes` checked the CPU; lengths and scratch checked.
-                unsafe { simd::x512::conv_f32::<W, $n, K, D>(dm, input, weights, bias, slope, oy0, rows, s, sink) }
+                unsafe {
+                    simd::x512::conv_f32::<W, $n, K, D>(
+                        dm, input, weights, bias, slope, oy0, rows, s, sink,
+                    )
+                }
             };
         }
         match simd::x512::block(OC) {
@@ -504,20 +514,34 @@ impl<
                 let (g, s) = (&Self::GEOM, &mut scratch[..Self::SCRATCH_F32]);
                 // SAFETY: `active` checked AVX2/FMA/F16C; lengths and scratch checked above.
                 unsafe {
-                    simd::x86::conv_f32::<W, K, S, D>(g, OC, input, weights, bias, oy0, rows, out, s, act, pack)
+                    simd::x86::conv_f32::<W, K, S, D>(
+                        g, OC, input, weights, bias, oy0, rows, out, s, act, pack,
+                    )
                 };
             }
-            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
+            #[cfg(all(
+                target_arch = "aarch64",
+                target_feature = "neon",
+                not(feature = "force-reference")
+            ))]
             Path::Neon => {
                 Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
                 let lp = simd::padded(Self::WINDOW);
                 let plane = rows * Self::OW;
-                Self::GEOM.blocks(input, oy0, rows, scratch, 0.0, |v| v, |cols, n, first| {
-                    let mut emit = |oc: usize, q: usize, sum: f32| {
-                        out[oc * plane + first + q] = act(bias[oc] + sum);
-                    };
-                    simd::neon::gemm_f32(cols, lp, n, weights, Self::WINDOW, &mut emit);
-                });
+                Self::GEOM.blocks(
+                    input,
+                    oy0,
+                    rows,
+                    scratch,
+                    0.0,
+                    |v| v,
+                    |cols, n, first| {
+                        let mut emit = |oc: usize, q: usize, sum: f32| {
+                            out[oc * plane + first + q] = act(bias[oc] + sum);
+                        };
+                        simd::neon::gemm_f32(cols, lp, n, weights, Self::WINDOW, &mut emit);
+                    },
+                );
             }
             _ => {
                 let _ = scratch;
@@ -590,10 +614,16 @@ impl<
                 let (g, s) = (&Self::GEOM, &mut scratch[..Self::SCRATCH_S8]);
                 // SAFETY: `active_s8` checked AVX2; lengths and scratch checked above.
                 unsafe {
-                    simd::x86::conv_s8::<K, S, D>(g, OC, input, zp, weights, bias, oy0, rows, s, q, out, pack)
+                    simd::x86::conv_s8::<K, S, D>(
+                        g, OC, input, zp, weights, bias, oy0, rows, s, q, out, pack,
+                    )
                 };
             }
-            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
+            #[cfg(all(
+                target_arch = "aarch64",
+                target_feature = "neon",
+                not(feature = "force-reference")
+            ))]
             Path::Neon => {
                 Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
                 let lp = simd::padded(Self::WINDOW);

@@ -29,7 +29,11 @@ pub(crate) mod x512;
 #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
 pub(crate) mod x512_misc;
 
-#[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
+#[cfg(all(
+    target_arch = "aarch64",
+    target_feature = "neon",
+    not(feature = "force-reference")
+))]
 pub(crate) mod neon;
 
 #[cfg(all(dsp, not(feature = "force-reference")))]
@@ -141,7 +145,11 @@ const fn x512_len(sh: Shape, int8: bool) -> usize {
     #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
     if sh[5] == 1 {
         let d = x512::Dims::new(sh);
-        return if int8 { d.bytes_s8().div_ceil(2) } else { d.len_f32() };
+        return if int8 {
+            d.bytes_s8().div_ceil(2)
+        } else {
+            d.len_f32()
+        };
     }
     0
 }
@@ -181,7 +189,11 @@ pub fn active() -> Path {
         }
         return Path::Reference;
     }
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "force-reference")))]
+    #[cfg(all(
+        target_arch = "aarch64",
+        target_feature = "neon",
+        not(feature = "force-reference")
+    ))]
     return Path::Neon;
     #[allow(unreachable_code)]
     Path::Reference

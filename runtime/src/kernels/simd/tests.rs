@@ -97,8 +97,16 @@ fn check_conv<
 >(
     seed: u64,
 ) -> usize {
-    type C<const IC: usize, const IH: usize, const IW: usize, const OC: usize, const K: usize, const S: usize, const D: usize, const P: usize> =
-        Conv2d<IC, IH, IW, OC, K, S, D, P>;
+    type C<
+        const IC: usize,
+        const IH: usize,
+        const IW: usize,
+        const OC: usize,
+        const K: usize,
+        const S: usize,
+        const D: usize,
+        const P: usize,
+    > = Conv2d<IC, IH, IW, OC, K, S, D, P>;
     let mut rng = Rng(seed);
     let (n_in, n_w, n_out) = (
         C::<IC, IH, IW, OC, K, S, D, P>::IN_LEN,
@@ -110,7 +118,9 @@ fn check_conv<
 
     // int8
     let (x, w) = (rng.i8s(n_in), rng.i8s(n_w));
-    let b: Vec<i32> = (0..OC).map(|_| (rng.next() % 20001) as i32 - 10000).collect();
+    let b: Vec<i32> = (0..OC)
+        .map(|_| (rng.next() % 20001) as i32 - 10000)
+        .collect();
     let (pos, neg) = requants(&mut rng, OC);
     let q = QuantArgs {
         input_zero_point: (rng.next() % 256) as i32 - 128,
@@ -147,17 +157,36 @@ fn check_conv<
         let mut got = vec![0f32; n_out];
         if half {
             C::<IC, IH, IW, OC, K, S, D, P>::f16(&xf, &wh, &bf, 0.1, &mut want).unwrap();
-            C::<IC, IH, IW, OC, K, S, D, P>::f16_rows(&xf, &wh, &bf, 0.1, 0, &mut got, &mut scratch32)
-                .unwrap();
+            C::<IC, IH, IW, OC, K, S, D, P>::f16_rows(
+                &xf,
+                &wh,
+                &bf,
+                0.1,
+                0,
+                &mut got,
+                &mut scratch32,
+            )
+            .unwrap();
         } else {
             C::<IC, IH, IW, OC, K, S, D, P>::f32(&xf, &wf, &bf, 0.1, &mut want).unwrap();
-            C::<IC, IH, IW, OC, K, S, D, P>::f32_rows(&xf, &wf, &bf, 0.1, 0, &mut got, &mut scratch32)
-                .unwrap();
+            C::<IC, IH, IW, OC, K, S, D, P>::f32_rows(
+                &xf,
+                &wf,
+                &bf,
+                0.1,
+                0,
+                &mut got,
+                &mut scratch32,
+            )
+            .unwrap();
         }
         // Bound: a few ulp of the largest partial sum, sum |w x| + |b| <= window + 1.
         let tol = 8.0 * f32::EPSILON * (IC * K * K + 1) as f32;
         for (i, (g, r)) in got.iter().zip(&want).enumerate() {
-            assert!((g - r).abs() <= tol, "f32 (half {half}) output {i}: {g} vs {r}");
+            assert!(
+                (g - r).abs() <= tol,
+                "f32 (half {half}) output {i}: {g} vs {r}"
+            );
             differ += usize::from(g.to_bits() != r.to_bits());
         }
     }
@@ -268,7 +297,17 @@ fn fused_pooling_equals_conv_then_pool() {
     Pl3::avg_s8(&full, &mut want).unwrap();
     let mut got = vec![0i8; Pl3::OUT_LEN];
     let mut line = vec![0i8; C::line_len::<3>()];
-    C::s8_pooled::<3>(PoolKind::Avg, &x, &w, &b, &q, &mut got, &mut line, &mut scratch).unwrap();
+    C::s8_pooled::<3>(
+        PoolKind::Avg,
+        &x,
+        &w,
+        &b,
+        &q,
+        &mut got,
+        &mut line,
+        &mut scratch,
+    )
+    .unwrap();
     assert_eq!(got, want, "avg 3 (trailing row and column dropped)");
 
     // Float: the fused path equals the same fast path followed by the pool, bit for bit.
@@ -294,7 +333,9 @@ fn dense_matches_the_reference() {
     fn one<const IN: usize, const OUT: usize>(seed: u64) -> usize {
         let mut rng = Rng(seed);
         let (x, w) = (rng.i8s(IN), rng.i8s(IN * OUT));
-        let b: Vec<i32> = (0..OUT).map(|_| (rng.next() % 2001) as i32 - 1000).collect();
+        let b: Vec<i32> = (0..OUT)
+            .map(|_| (rng.next() % 2001) as i32 - 1000)
+            .collect();
         let (pos, neg) = requants(&mut rng, OUT);
         let q = QuantArgs {
             input_zero_point: -7,
@@ -322,12 +363,18 @@ fn dense_matches_the_reference() {
         }
         differ
     }
-    let differ = one::<289, 32>(1) + one::<81, 512>(2) + one::<512, 256>(3) + one::<32, 2>(4)
+    let differ = one::<289, 32>(1)
+        + one::<81, 512>(2)
+        + one::<512, 256>(3)
+        + one::<32, 2>(4)
         + one::<13, 70>(5);
     if active() == Path::Reference {
         assert_eq!(differ, 0);
     } else {
-        assert!(differ > 50, "only {differ} dense outputs differ: did SIMD run?");
+        assert!(
+            differ > 50,
+            "only {differ} dense outputs differ: did SIMD run?"
+        );
     }
 }
 

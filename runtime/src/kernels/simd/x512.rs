@@ -161,7 +161,11 @@ impl Dims {
         let n = block(oc);
         // A chunk holds at most max(CHUNK, MAX_POOL rows) positions, and never more rows
         // than the map has.
-        let most = if CHUNK > MAX_POOL * pw { CHUNK } else { MAX_POOL * pw };
+        let most = if CHUNK > MAX_POOL * pw {
+            CHUNK
+        } else {
+            MAX_POOL * pw
+        };
         let map = (ih + 2 * p - ext + 1) * pw;
         let most = if map < most { map } else { most };
         Self {
@@ -267,7 +271,9 @@ impl Lane for u8 {
         let mut i = 0;
         while i < n {
             // SAFETY: masked lanes stay inside the n values.
-            unsafe { _mm512_mask_storeu_epi8(dst.add(i).cast(), mask64(n - i), _mm512_set1_epi8(v as i8)) };
+            unsafe {
+                _mm512_mask_storeu_epi8(dst.add(i).cast(), mask64(n - i), _mm512_set1_epi8(v as i8))
+            };
             i += 64;
         }
     }
@@ -300,7 +306,14 @@ impl Lane for f32 {
 /// Fill padded planes `[ic][rows + ext - 1][pw]` for output rows `oy0..oy0 + rows` from the
 /// `[IC][IH][IW]` input (mapped as [`Lane`] does), `pad` outside the input and in the slack.
 #[inline(always)]
-fn fill_planes<C: Lane>(dm: &Dims, input: &[C::Src], oy0: usize, rows: usize, planes: &mut [C], pad: C) {
+fn fill_planes<C: Lane>(
+    dm: &Dims,
+    input: &[C::Src],
+    oy0: usize,
+    rows: usize,
+    planes: &mut [C],
+    pad: C,
+) {
     let nr = rows + dm.ext - 1;
     let (pw, p, iw, ih) = (dm.pw, dm.p, dm.iw, dm.ih);
     // Everything padding first (one long fill), then the input rows over it.
@@ -729,7 +742,12 @@ unsafe fn pool2_f32(src: &[f32], pw: usize, kind: PoolKind, dst: &mut [f32]) {
         let hi = mask64(2 * m.saturating_sub(8)) as __mmask16;
         // SAFETY: 2m values of each row from 2x are inside `src` (masked loads).
         unsafe {
-            let ld = |p: *const f32| (_mm512_maskz_loadu_ps(lo, p), _mm512_maskz_loadu_ps(hi, p.add(16)));
+            let ld = |p: *const f32| {
+                (
+                    _mm512_maskz_loadu_ps(lo, p),
+                    _mm512_maskz_loadu_ps(hi, p.add(16)),
+                )
+            };
             let (a0, a1) = ld(src.as_ptr().add(2 * x));
             let (b0, b1) = ld(src.as_ptr().add(pw + 2 * x));
             let a = _mm512_permutex2var_ps(a0, ev, a1);
@@ -863,9 +881,8 @@ pub(crate) unsafe fn conv_f32<
         let nvec = (nr * pw).div_ceil(16);
         let mut oc0 = 0;
         while oc0 < dm.ocp {
-            let init: [__m512; N] = core::array::from_fn(|n| {
-                _mm512_set1_ps(bias.get(oc0 + n).copied().unwrap_or(0.0))
-            });
+            let init: [__m512; N] =
+                core::array::from_fn(|n| _mm512_set1_ps(bias.get(oc0 + n).copied().unwrap_or(0.0)));
             for v in 0..nvec {
                 let pos = r0 * pw + 16 * v;
                 // SAFETY: planes (with slack) and padded weights, in bounds by construction.

@@ -274,7 +274,13 @@ impl Geom {
 /// AVX2 + FMA; `band`, `wp` laid out as [`conv_f32`] builds them, the tile inside them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_f32<const NV: usize, const P: usize, const K: usize, const S: usize, const D: usize>(
+unsafe fn tile_f32<
+    const NV: usize,
+    const P: usize,
+    const K: usize,
+    const S: usize,
+    const D: usize,
+>(
     g: &Geom,
     b: Band,
     band: *const f32,
@@ -321,7 +327,13 @@ unsafe fn tile_f32<const NV: usize, const P: usize, const K: usize, const S: usi
 /// AVX2; `band`, `wp` laid out as [`conv_s8`] builds them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_s8<const NV: usize, const P: usize, const K: usize, const S: usize, const D: usize>(
+unsafe fn tile_s8<
+    const NV: usize,
+    const P: usize,
+    const K: usize,
+    const S: usize,
+    const D: usize,
+>(
     _g: &Geom,
     b: Band,
     icp: usize,
@@ -351,9 +363,8 @@ unsafe fn tile_s8<const NV: usize, const P: usize, const K: usize, const S: usiz
                         *w = _mm256_loadu_si256(wt.add((c2 * b.ocp + v * 8) * 2).cast());
                     }
                     for (q, a) in acc.iter_mut().enumerate() {
-                        let pair = core::ptr::read_unaligned(
-                            px.add(q * S * icp + 2 * c2).cast::<i32>(),
-                        );
+                        let pair =
+                            core::ptr::read_unaligned(px.add(q * S * icp + 2 * c2).cast::<i32>());
                         let x = _mm256_set1_epi32(pair);
                         for v in 0..NV {
                             a[v] = _mm256_add_epi32(a[v], _mm256_madd_epi16(x, wv[v]));
@@ -471,7 +482,9 @@ pub(crate) unsafe fn conv_f32<
                     macro_rules! run {
                         ($nv:literal, $p:literal) => {{
                             // SAFETY: the tile lies inside the band and the packed weights.
-                            let acc = unsafe { tile_f32::<$nv, $p, K, S, D>(g, bb, bp, wq, &bv, row, ox) };
+                            let acc = unsafe {
+                                tile_f32::<$nv, $p, K, S, D>(g, bb, bp, wq, &bv, row, ox)
+                            };
                             for (q, a) in acc.iter().enumerate() {
                                 for (v, x) in a.iter().enumerate() {
                                     store(q, v, *x);
@@ -553,7 +566,10 @@ impl Rq8 {
             let up = _mm256_cmpgt_epi32(rem, thr);
             let r = _mm256_sub_epi32(_mm256_srav_epi32(high, right), up);
             let r = _mm256_add_epi32(r, zp);
-            _mm256_max_epi32(_mm256_min_epi32(r, _mm256_set1_epi32(127)), _mm256_set1_epi32(-128))
+            _mm256_max_epi32(
+                _mm256_min_epi32(r, _mm256_set1_epi32(127)),
+                _mm256_set1_epi32(-128),
+            )
         }
     }
 }
