@@ -219,6 +219,23 @@ pub struct Dataset {
     pub truth: Option<TruthColumns>,
     /// Generator metadata (JSON), if any.
     pub meta: Option<serde_json::Value>,
+    /// Sky positions and ids (survey cutouts and simulated tiles), if any.
+    pub sky: Option<SkyColumns>,
+}
+
+/// Where each cluster is on the sky: the `id`, `ra`, `dec` arrays (and, from `trainer
+/// cutout`, `edge_margin_arcsec`) of a dataset made from survey data or a simulated tile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SkyColumns {
+    /// Catalogue ids (`id`, a NumPy unicode array).
+    pub id: Vec<String>,
+    /// RA, J2000 degrees (`ra`, f64).
+    pub ra: Vec<f64>,
+    /// Dec, J2000 degrees (`dec`, f64).
+    pub dec: Vec<f64>,
+    /// Distance from the cluster to the edge of its tile's exposure map, arcsec
+    /// (`edge_margin_arcsec`, f32; empty when not known).
+    pub edge_margin_arcsec: Vec<f32>,
 }
 
 impl Dataset {
@@ -354,6 +371,43 @@ impl Dataset {
             }
             None => None,
         };
+        let sky = match source.read_strings("id")? {
+            Some(id) => {
+                if id.len() != n {
+                    return Err(Problem::LengthMismatch {
+                        key: "id".into(),
+                        got: id.len(),
+                        n,
+                    });
+                }
+                let mut coord = |key: &str, lo: f64, hi: f64, why| -> Result<Vec<f64>, Problem> {
+                    let a = read_raw(source.as_mut(), key)?.ok_or_else(|| missing(key))?;
+                    let v = floats_1d_f64(key, a, n)?;
+                    match v.iter().position(|x| !(*x >= lo && *x <= hi)) {
+                        Some(index) => Err(Problem::OutOfRange {
+                            key: key.into(),
+                            index,
+                            value: v[index],
+                            why,
+                        }),
+                        None => Ok(v),
+                    }
+                };
+                let ra = coord("ra", 0.0, 360.0, "RA must be in [0, 360] degrees")?;
+                let dec = coord("dec", -90.0, 90.0, "Dec must be in [-90, 90] degrees")?;
+                let edge_margin_arcsec = match read_raw(source.as_mut(), "edge_margin_arcsec")? {
+                    Some(a) => floats_1d("edge_margin_arcsec", a, n)?,
+                    None => Vec::new(),
+                };
+                Some(SkyColumns {
+                    id,
+                    ra,
+                    dec,
+                    edge_margin_arcsec,
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             path: Some(path.to_path_buf()),
             images,
@@ -361,6 +415,7 @@ impl Dataset {
             log_mass,
             truth: any_truth.then_some(truth),
             meta,
+            sky,
         })
     }
 
@@ -409,6 +464,16 @@ impl Dataset {
                 .map(|m| idx.iter().map(|&i| m[i]).collect()),
             truth,
             meta: self.meta.clone(),
+            sky: self.sky.as_ref().map(|k| SkyColumns {
+                id: idx.iter().map(|&i| k.id[i].clone()).collect(),
+                ra: idx.iter().map(|&i| k.ra[i]).collect(),
+                dec: idx.iter().map(|&i| k.dec[i]).collect(),
+                edge_margin_arcsec: if k.edge_margin_arcsec.is_empty() {
+                    Vec::new()
+                } else {
+                    idx.iter().map(|&i| k.edge_margin_arcsec[i]).collect()
+                },
+            }),
         }
     }
 
@@ -422,6 +487,9 @@ impl Dataset {
         }
         if let Some(t) = &self.truth {
             w.truth(t)?;
+        }
+        if let Some(k) = &self.sky {
+            w.sky(k)?;
         }
         if let Some(m) = &self.meta {
             w.meta(m)?;
@@ -460,6 +528,25 @@ trait Source {
     fn names(&self) -> Vec<String>;
     /// Stream array `key` into `sink`; `Ok(false)` if there is no such array.
     fn read(&mut self, key: &str, sink: &mut dyn Sink) -> Result<bool, Problem>;
+    /// Read a 1-D string array (`<U` or `|S`); `Ok(None)` if there is no such array.
+    fn read_strings(&mut self, key: &str) -> Result<Option<Vec<String>>, Problem>;
+}
+
+fn strings_npy<R: Read>(key: &str, npy: NpyFile<R>) -> Result<Vec<String>, Problem> {
+    if npy.shape().len() != 1 {
+        return Err(Problem::BadShape {
+            key: key.into(),
+            shape: npy.shape().to_vec(),
+            expected: "[N] (one id per cluster)".into(),
+        });
+    }
+    let dtype = npy.dtype().descr();
+    let data = npy.data::<String>().map_err(|_| Problem::BadDtype {
+        key: key.into(),
+        dtype: format!("{dtype} (ids are read as strings: numpy dtype str, <U or |S)"),
+    })?;
+    data.map(|v| v.map_err(|e| Problem::Corrupt(format!("array `{key}`: {e}"))))
+        .collect()
 }
 
 fn read_raw(source: &mut dyn Source, key: &str) -> Result<Option<RawArray>, Problem> {
@@ -489,6 +576,19 @@ impl Source for NpzSource {
         // last value, so drain the rest to catch corrupted bytes.
         io::copy(&mut entry, &mut io::sink()).map_err(|e| corrupt(&e))?;
         Ok(true)
+    }
+    fn read_strings(&mut self, key: &str) -> Result<Option<Vec<String>>, Problem> {
+        let corrupt = |e: &dyn std::fmt::Display| Problem::Corrupt(format!("array `{key}`: {e}"));
+        let name = npyz::npz::file_name_from_array_name(key);
+        let mut entry = match self.npz.zip_archive().by_name(&name) {
+            Ok(entry) => entry,
+            Err(npyz::zip::result::ZipError::FileNotFound) => return Ok(None),
+            Err(e) => return Err(corrupt(&e)),
+        };
+        let npy = NpyFile::new(&mut entry).map_err(|e| corrupt(&e))?;
+        let v = strings_npy(key, npy)?;
+        io::copy(&mut entry, &mut io::sink()).map_err(|e| corrupt(&e))?;
+        Ok(Some(v))
     }
 }
 
@@ -520,6 +620,16 @@ impl Source for DirSource {
         let npy = NpyFile::new(BufReader::new(f))
             .map_err(|e| Problem::Corrupt(format!("{}: {e}", p.display())))?;
         read_npy(key, npy, sink).map(|_| true)
+    }
+    fn read_strings(&mut self, key: &str) -> Result<Option<Vec<String>>, Problem> {
+        let p = self.dir.join(format!("{key}.npy"));
+        if !p.exists() {
+            return Ok(None);
+        }
+        let f = File::open(&p).map_err(Problem::Io)?;
+        let npy = NpyFile::new(BufReader::new(f))
+            .map_err(|e| Problem::Corrupt(format!("{}: {e}", p.display())))?;
+        strings_npy(key, npy).map(Some)
     }
 }
 
@@ -688,6 +798,31 @@ fn floats_1d(key: &str, a: RawArray, n: usize) -> Result<Vec<f32>, Problem> {
     Ok(a.values.iter().map(|&v| v as f32).collect())
 }
 
+fn floats_1d_f64(key: &str, a: RawArray, n: usize) -> Result<Vec<f64>, Problem> {
+    if a.shape.len() != 1 {
+        return Err(Problem::BadShape {
+            key: key.into(),
+            shape: a.shape,
+            expected: format!("[{n}]"),
+        });
+    }
+    if a.values.len() != n {
+        return Err(Problem::LengthMismatch {
+            key: key.into(),
+            got: a.values.len(),
+            n,
+        });
+    }
+    if let Some(index) = a.values.iter().position(|v| !v.is_finite()) {
+        return Err(Problem::NotFinite {
+            key: key.into(),
+            index,
+            value: a.values[index],
+        });
+    }
+    Ok(a.values)
+}
+
 fn check_range(key: &str, v: &[f32], lo: f32, hi: f32, why: &'static str) -> Result<(), Problem> {
     match v.iter().position(|x| !(*x >= lo && *x <= hi)) {
         Some(index) => Err(Problem::OutOfRange {
@@ -819,6 +954,37 @@ impl NpzOut {
         self.array_1d("disturbed", &t.disturbed)?;
         self.array_1d("central_agn", &t.central_agn)?;
         self.array_1d("n_agn", &t.n_agn)
+    }
+
+    /// Write a 1-D f64 array.
+    pub fn f64(&mut self, name: &str, v: &[f64]) -> io::Result<()> {
+        self.array_1d(name, v)
+    }
+
+    /// Write the sky columns: `id` (NumPy unicode `<U`), `ra`, `dec` (f64) and, when
+    /// known, `edge_margin_arcsec` (f32).
+    pub fn sky(&mut self, k: &SkyColumns) -> io::Result<()> {
+        use npyz::WriterBuilder;
+        let width = k.id.iter().map(|s| s.chars().count()).max().unwrap_or(1).max(1);
+        let dtype = npyz::DType::new_scalar(
+            format!("<U{width}")
+                .parse()
+                .map_err(|e| io::Error::other(format!("{e}")))?,
+        );
+        let mut w = self
+            .npz
+            .array::<String>("id", Self::options())?
+            .dtype(dtype)
+            .shape(&[k.id.len() as u64])
+            .begin_nd()?;
+        w.extend(k.id.iter().cloned())?;
+        w.finish()?;
+        self.array_1d("ra", &k.ra)?;
+        self.array_1d("dec", &k.dec)?;
+        if !k.edge_margin_arcsec.is_empty() {
+            self.array_1d("edge_margin_arcsec", &k.edge_margin_arcsec)?;
+        }
+        Ok(())
     }
 
     /// Write the metadata document as `meta_json` (u8 bytes).

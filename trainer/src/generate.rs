@@ -2,7 +2,7 @@
 //! on the rayon pool and streamed into the NPZ by a writer thread, so memory
 //! stays bounded and the bytes do not depend on the number of threads.
 
-use crate::data::{Dataset, NpzOut, TruthColumns};
+use crate::data::{Dataset, NpzOut, SkyColumns, TruthColumns};
 use crate::sim::{IMAGE_LEN, Simulator, Truth};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -68,6 +68,17 @@ fn collect_truth(
 
 /// Simulate `n` clusters and write them to `out` atomically.
 pub fn generate_npz(sim: &Simulator, n: usize, out: &Path, progress: bool) -> Result<()> {
+    generate_npz_with(sim, n, out, progress, None)
+}
+
+/// [`generate_npz`], with the clusters' sky positions and ids (a simulated tile's).
+pub fn generate_npz_with(
+    sim: &Simulator,
+    n: usize,
+    out: &Path,
+    progress: bool,
+    sky: Option<&SkyColumns>,
+) -> Result<()> {
     let mut npz = NpzOut::create(out)?;
     let (mut redshift, mut log_mass, mut cols) = (
         Vec::with_capacity(n),
@@ -108,6 +119,9 @@ pub fn generate_npz(sim: &Simulator, n: usize, out: &Path, progress: bool) -> Re
     npz.f32("redshift", &redshift)?;
     npz.f32("log_mass", &log_mass)?;
     npz.truth(&cols)?;
+    if let Some(k) = sky {
+        npz.sky(k)?;
+    }
     npz.meta(&metadata(sim, n))?;
     npz.commit()
 }
@@ -132,5 +146,6 @@ pub fn generate_dataset(sim: &Simulator, n: usize) -> Dataset {
         log_mass: Some(log_mass),
         truth: Some(cols),
         meta: Some(metadata(sim, n)),
+        sky: None,
     }
 }

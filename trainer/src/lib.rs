@@ -11,3 +11,4 @@ pub mod generate;
 pub mod plot;
 pub mod sim;
 pub mod stats;
+pub mod survey;

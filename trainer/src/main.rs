@@ -9,7 +9,8 @@ use trainer::data::{Dataset, Splits};
 use trainer::fit::commands::{self, DEFAULT_DATASET, fresh_run_dir};
 use trainer::fit::config::{Preset, RunConfig};
 use trainer::fit::{params, report};
-use trainer::generate::{generate_dataset, generate_npz};
+use trainer::generate::{generate_dataset, generate_npz_with};
+use trainer::survey::tile::TileParams;
 use trainer::sim::instrument::Depth;
 use trainer::sim::{MassPrior, SimConfig, Simulator};
 
@@ -38,6 +39,49 @@ enum Command {
     Eval(EvalArgs),
     /// Hyperparameter study: train over a list or range of one or two parameters.
     Scan(ScanArgs),
+    /// Cut the model's count cubes out of survey event lists for a cluster catalogue.
+    Cutout(CutoutArgs),
+}
+
+#[derive(Args)]
+struct CutoutArgs {
+    /// Calibrated event lists (FITS with an EVENTS table: RA, DEC, PI in eV), one per sky tile.
+    #[arg(long, required = true, num_args = 1..)]
+    events: Vec<PathBuf>,
+    /// Exposure maps (FITS images with a celestial WCS, seconds), one per event list, same order.
+    #[arg(long, required = true, num_args = 1..)]
+    expmap: Vec<PathBuf>,
+    /// Cluster catalogue: FITS binary table or CSV with an id, RA, Dec (J2000 deg) and redshift.
+    #[arg(long)]
+    catalog: PathBuf,
+    /// Output dataset (.npz), written atomically.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Skipped clusters with the reason (CSV) [default: <out>.skipped.csv].
+    #[arg(long)]
+    skipped: Option<PathBuf>,
+    /// Catalogue column of the cluster id.
+    #[arg(long, default_value = "NAME")]
+    id_col: String,
+    /// Catalogue column of the RA (deg).
+    #[arg(long, default_value = "RA")]
+    ra_col: String,
+    /// Catalogue column of the Dec (deg).
+    #[arg(long, default_value = "DEC")]
+    dec_col: String,
+    /// Catalogue column of the redshift.
+    #[arg(long, default_value = "BEST_Z")]
+    z_col: String,
+    /// FITS catalogue: EXTNAME of the table [default: the first table].
+    #[arg(long)]
+    catalog_hdu: Option<String>,
+    /// Simulator configuration (TOML) whose pixel size, bands and cosmology the cubes
+    /// follow [default: the built-in one, which the default models are trained on].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// Settings that change a run's configuration; each maps to the parameter of the same name.
@@ -214,9 +258,9 @@ struct ScanArgs {
 
 #[derive(Args)]
 struct SimulateArgs {
-    /// Number of clusters.
-    #[arg(long, default_value_t = 20_000)]
-    n: usize,
+    /// Number of clusters [default: 20000; with --events: 200].
+    #[arg(long)]
+    n: Option<usize>,
     /// Random seed (same seed, same bytes, whatever --threads).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -256,6 +300,19 @@ struct SimulateArgs {
     /// Clusters drawn by --preview.
     #[arg(long, default_value_t = 6)]
     preview_count: usize,
+    /// Also write the clusters as a sky tile in the eROSITA DR1 layout: this event list
+    /// (FITS), NAME.expmap.fits, NAME.catalog.fits and NAME.catalog.csv (see docs/survey.md).
+    #[arg(long)]
+    events: Option<PathBuf>,
+    /// Tile centre RA, deg (with --events).
+    #[arg(long, default_value_t = TileParams::default().ra_deg)]
+    tile_ra: f64,
+    /// Tile centre Dec, deg (with --events).
+    #[arg(long, default_value_t = TileParams::default().dec_deg)]
+    tile_dec: f64,
+    /// Tile side, deg (with --events).
+    #[arg(long, default_value_t = TileParams::default().size_deg)]
+    tile_size: f64,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -305,7 +362,10 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     if a.exposure.is_some() {
         cfg.instrument.exposure_s = a.exposure;
     }
-    if a.n == 0 {
+    let n = a
+        .n
+        .unwrap_or(if a.events.is_some() { 200 } else { 20_000 });
+    if n == 0 {
         bail!("--n must be at least 1");
     }
     Simulator::check_config(&cfg).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -314,7 +374,7 @@ fn simulate(a: SimulateArgs) -> Result<()> {
             "data/mock-{}-s{}-n{}.npz",
             cfg.depth.name(),
             cfg.seed,
-            a.n
+            n
         ))
     });
     if out.extension().is_none_or(|e| e != "npz") {
@@ -325,19 +385,59 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     }
     let sim = Simulator::new(cfg);
     let t0 = Instant::now();
-    generate_npz(&sim, a.n, &out, !a.quiet)?;
+    let sky = match &a.events {
+        Some(ev) => {
+            if ev.extension().is_none_or(|e| e != "fits") {
+                bail!("--events {}: use a .fits file name", ev.display());
+            }
+            let tp = TileParams {
+                ra_deg: a.tile_ra,
+                dec_deg: a.tile_dec,
+                size_deg: a.tile_size,
+                ..TileParams::default()
+            };
+            let pb = if a.quiet {
+                indicatif::ProgressBar::hidden()
+            } else {
+                indicatif::ProgressBar::new(n as u64).with_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} simulating the tile [{bar:40}] {pos}/{len} clusters {per_sec} eta {eta}",
+                    )
+                    .expect("static template")
+                    .progress_chars("=> "),
+                )
+            };
+            let (sky, _, s) = trainer::survey::tile::simulate_tile(&sim, n, &tp, ev, &pb)?;
+            pb.finish_and_clear();
+            eprintln!(
+                "tile: {} events ({} in {} cluster stamps, {} of the field with {} field AGN) in {}; exposure map {}; catalogue {} and {}",
+                s.stamp_events + s.field_events,
+                s.stamp_events,
+                n,
+                s.field_events,
+                s.field_agn,
+                s.events.display(),
+                s.expmap.display(),
+                s.catalog_fits.display(),
+                s.catalog_csv.display()
+            );
+            Some(sky)
+        }
+        None => None,
+    };
+    generate_npz_with(&sim, n, &out, !a.quiet, sky.as_ref())?;
     let dt = t0.elapsed().as_secs_f64();
     eprintln!(
         "wrote {} clusters to {} in {:.1} s ({:.0} clusters/s; depth {}, exposure {:.0} s)",
-        a.n,
+        n,
         out.display(),
         dt,
-        a.n as f64 / dt,
+        n as f64 / dt,
         sim.config.depth.name(),
         sim.instrument.exposure_s
     );
     if let Some(p) = a.preview {
-        let k = a.preview_count.clamp(1, 12).min(a.n);
+        let k = a.preview_count.clamp(1, 12).min(n);
         let ds = generate_dataset(&sim, k);
         let idx: Vec<usize> = (0..k).collect();
         trainer::plot::preview(&ds, &idx, &p)?;
@@ -567,6 +667,48 @@ fn scan_cmd(a: ScanArgs) -> Result<()> {
     emit(&text)
 }
 
+fn cutout_cmd(a: CutoutArgs) -> Result<()> {
+    use trainer::survey::{catalog::Columns, command};
+    let config = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
+            toml::from_str::<SimConfig>(&text).with_context(|| format!("config {}", p.display()))?
+        }
+        None => SimConfig::default(),
+    };
+    let o = command::CutoutOptions {
+        events: a.events,
+        expmaps: a.expmap,
+        catalog: a.catalog,
+        columns: Columns {
+            id: a.id_col,
+            ra: a.ra_col,
+            dec: a.dec_col,
+            z: a.z_col,
+            hdu: a.catalog_hdu,
+        },
+        skipped: a.skipped.unwrap_or_else(|| command::default_skipped(&a.out)),
+        out: a.out,
+        config,
+    };
+    let s = command::run(&o, !a.quiet)?;
+    eprintln!(
+        "cut out {} of {} catalogue clusters into {} ({} skipped, listed in {}); {} of {} events selected; tiles read in {:.2} s, cutouts in {:.2} s ({:.0} clusters/s)",
+        s.written,
+        s.catalog_rows,
+        o.out.display(),
+        s.skipped,
+        o.skipped.display(),
+        s.events_kept,
+        s.events_read,
+        s.read_s,
+        s.cutout_s,
+        s.written as f64 / s.cutout_s.max(1e-9)
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
@@ -581,5 +723,6 @@ fn main() -> Result<()> {
         Command::Fit(a) => fit_cmd(a),
         Command::Eval(a) => eval_cmd(a),
         Command::Scan(a) => scan_cmd(a),
+        Command::Cutout(a) => cutout_cmd(a),
     }
 }

@@ -272,6 +272,22 @@ impl Simulator {
             "image buffer must hold {IMAGE_LEN} values"
         );
         image.fill(0);
+        let mut painter = Painter {
+            image,
+            saturated: 0,
+        };
+        let mut truth = self.observe_into(index, &mut painter);
+        truth.saturated = painter.saturated;
+        truth
+    }
+
+    /// Simulate the observation of cluster `index`, handing every photon to `sink`
+    /// in the image's continuous pixel coordinates (`x`, `y` in `[0, NPIX)` for
+    /// photons on the image; pixel `(i, j)` covers `[i, i + 1) x [j, j + 1)`).
+    /// [`Simulator::observe`] paints them into the count cube; `trainer simulate
+    /// --events` writes them as an event list. The random stream is the same, so both
+    /// see the same photons. `Truth::saturated` is left 0 (the sink knows).
+    pub fn observe_into<S: PhotonSink>(&self, index: u64, sink: &mut S) -> Truth {
         let mut rng = self.rng(index);
         let (z, log_m) = self.draw_z_m(&mut rng);
         let cl = self.draw_cluster(&mut rng, z, log_m);
@@ -284,10 +300,7 @@ impl Simulator {
         let centre = NPIX as f64 / 2.0;
         let d_l = self.cosmo.luminosity_distance(z) * MPC_CM;
         let t_trunc = self.config.morphology.truncation_r500;
-        let mut painter = Painter {
-            image,
-            saturated: 0,
-        };
+        let painter = sink;
 
         // Cluster emission.
         let mut source = [0.0; NBANDS];
@@ -312,7 +325,7 @@ impl Simulator {
                     let x = cx + ex * ca - ey * sa;
                     let y = cy + ex * sa + ey * ca;
                     let (dx, dy) = self.psf_offset_pix(&mut rng);
-                    painter.add(b, x + dx, y + dy);
+                    painter.photon(b, x + dx, y + dy);
                 }
             }
         }
@@ -325,7 +338,7 @@ impl Simulator {
                 rng.random_range(0.0..NPIX as f64),
                 rng.random_range(0.0..NPIX as f64),
             );
-            self.paint_point(&mut rng, &mut painter, flux, x, y);
+            self.paint_point(&mut rng, &mut *painter, flux, x, y);
         }
         let central_agn = rng.random::<f64>() < inst.params.central_agn_fraction;
         if central_agn {
@@ -338,7 +351,7 @@ impl Simulator {
             let c = &cl.components[0];
             self.paint_point(
                 &mut rng,
-                &mut painter,
+                &mut *painter,
                 flux,
                 centre + c.offset_r500.0 * r500_pix,
                 centre + c.offset_r500.1 * r500_pix,
@@ -349,7 +362,7 @@ impl Simulator {
         for (b, mu_pix) in inst.bkg_per_pixel.iter().enumerate() {
             for _ in 0..poisson(&mut rng, mu_pix * (NPIX * NPIX) as f64) {
                 let p = rng.random_range(0..NPIX * NPIX);
-                painter.add_index(b * NPIX * NPIX + p);
+                painter.background(b, p);
             }
         }
 
@@ -369,7 +382,7 @@ impl Simulator {
             mf_weight: self.mass_function.dn_dlog10m(log_m, z),
             n_agn,
             central_agn,
-            saturated: painter.saturated,
+            saturated: 0,
         }
     }
 
@@ -380,10 +393,10 @@ impl Simulator {
         (r * c, r * s)
     }
 
-    fn paint_point(
+    fn paint_point<S: PhotonSink>(
         &self,
         rng: &mut ChaCha8Rng,
-        painter: &mut Painter<'_>,
+        painter: &mut S,
         flux: f64,
         x: f64,
         y: f64,
@@ -391,7 +404,7 @@ impl Simulator {
         for (b, rate) in self.instrument.agn_rate_per_flux.iter().enumerate() {
             for _ in 0..poisson(rng, flux * rate * self.instrument.exposure_s) {
                 let (dx, dy) = self.psf_offset_pix(rng);
-                painter.add(b, x + dx, y + dy);
+                painter.photon(b, x + dx, y + dy);
             }
         }
     }
@@ -413,19 +426,37 @@ fn poisson(rng: &mut ChaCha8Rng, mu: f64) -> u64 {
     Poisson::new(mu).map_or(0, |p| p.sample(rng) as u64)
 }
 
+/// Receives the photons of one simulated observation ([`Simulator::observe_into`]).
+pub trait PhotonSink {
+    /// A photon of `band` at continuous pixel position (`x`, `y`); it may fall off the
+    /// image (`x` or `y` outside `[0, NPIX)`), in which case the cube does not record it.
+    fn photon(&mut self, band: usize, x: f64, y: f64);
+    /// A background photon of `band` in pixel `p` (`y * NPIX + x`), placed uniformly
+    /// over the image (its position inside the pixel is not drawn).
+    fn background(&mut self, band: usize, p: usize);
+}
+
+/// The count cube's sink: photons on the image are counted, at most 65535 per pixel.
 struct Painter<'a> {
     image: &'a mut [u16],
     saturated: u32,
 }
 
-impl Painter<'_> {
+impl PhotonSink for Painter<'_> {
     #[inline]
-    fn add(&mut self, band: usize, x: f64, y: f64) {
+    fn photon(&mut self, band: usize, x: f64, y: f64) {
         if x >= 0.0 && y >= 0.0 && x < NPIX as f64 && y < NPIX as f64 {
             self.add_index(band * NPIX * NPIX + y as usize * NPIX + x as usize);
         }
     }
 
+    #[inline]
+    fn background(&mut self, band: usize, p: usize) {
+        self.add_index(band * NPIX * NPIX + p);
+    }
+}
+
+impl Painter<'_> {
     #[inline]
     fn add_index(&mut self, i: usize) {
         let v = &mut self.image[i];
