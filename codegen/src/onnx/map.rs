@@ -28,7 +28,7 @@ use onnx_ir::{Argument, Node};
 use std::collections::{BTreeMap, HashMap};
 
 /// Operators the importer maps (for error messages).
-pub const SUPPORTED: &str = "Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Relu, LeakyRelu, Flatten, Reshape / Squeeze to [N, features] (the target constant or computed from shapes), Transpose of the image axes, Concat of the flattened image with the redshift, Gemm, MatMul (+ Add), Dropout and Identity (inference: no-ops), Softplus on the sigma output";
+pub const SUPPORTED: &str = "Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Mul and Add of per-channel constants after a convolution or dense layer (Keras 3 BatchNormalization), Relu, LeakyRelu, Flatten, Reshape / Squeeze to [N, features] (the target constant or computed from shapes), Transpose of the image axes, Concat of the flattened image with the redshift, Gemm, MatMul (+ Add), Dropout and Identity (inference: no-ops), Softplus on the sigma output";
 
 /// Logical axes of the image tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,6 +374,7 @@ impl Walk<'_> {
                 at()
             ),
             Node::Add(n) => self.add(i, &n.inputs),
+            Node::Mul(n) => self.scale(i, &n.inputs),
             Node::Softplus(_) => {
                 let a = node
                     .inputs()

@@ -11,6 +11,7 @@
 //! listed in `docs/onnx.md`; anything else is refused with an error naming the file, the node as
 //! the exporter named it, its operator, and what is supported. No graph is approximated.
 
+mod affine;
 mod attrs;
 pub mod fold;
 pub mod graph;

@@ -445,6 +445,20 @@ impl Walk<'_> {
                 vals.iter().map(describe).collect::<Vec<_>>().join(" and ")
             ),
         };
+        // Keras 3's BatchNormalization: a per-channel Add after a convolution or batch norm.
+        let after_bn = matches!(self.layers.last(), Some(Layer::BatchNorm { .. }));
+        if matches!(vals[k_data], Val::Spatial { .. })
+            || (after_bn
+                && matches!(
+                    vals[k_data],
+                    Val::Vector {
+                        pre_dense: false,
+                        ..
+                    }
+                ))
+        {
+            return self.shift(i, inputs);
+        }
         let data = &inputs[k_data];
         let c = const_f32(&inputs[k_const]).ok_or_else(|| anyhow!("{at}: unreadable constant"))?;
         match vals[k_data].clone() {
