@@ -11,6 +11,7 @@
 use codegen::export::{ExportOptions, Sample, arch_hash, read_calibration};
 use codegen::interp::{FloatPath, Traced, preprocess};
 use codegen::model::{FoldedModel, Op, SigmaCalibration};
+use codegen::onnx::fold::FoldedShape;
 use codegen::onnx::sidecar::Sidecar;
 use codegen::onnx::{Imported, Outputs, import};
 use codegen::quantize::{QOp, QuantModel, calibrate, quantize};
@@ -21,15 +22,19 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 const TOL: f64 = 1e-4;
-const FIXTURES: [&str; 8] = [
+const FIXTURES: [&str; 12] = [
     "torch_cf_bn",
     "torch_gap_matmul_mass",
     "torch_two_heads",
     "keras_gap",
     "keras_cl",
     "keras_lab",
+    "keras3_flatten",
+    "keras3_reshape",
     "helper_spellings",
     "helper_no_redshift",
+    "helper_shape_chain",
+    "helper_view_batch",
 ];
 
 fn dir() -> PathBuf {
@@ -127,8 +132,12 @@ fn fixtures_map_as_expected() {
         ("keras_gap", Nhwc, Outputs::MuRawSigma, 7),
         ("keras_cl", Nhwc, Outputs::MuRawSigma, 7),
         ("keras_lab", Nhwc, Outputs::MassOnly, 13),
+        ("keras3_flatten", Nhwc, Outputs::MuRawSigma, 7),
+        ("keras3_reshape", Nhwc, Outputs::MassOnly, 6),
         ("helper_spellings", Nchw, Outputs::MuRawSigma, 5),
         ("helper_no_redshift", Nchw, Outputs::MassOnly, 5),
+        ("helper_shape_chain", Nchw, Outputs::MuRawSigma, 5),
+        ("helper_view_batch", Nchw, Outputs::MuRawSigma, 4),
     ];
     for (name, layout, outputs, n_ops) in cases {
         let (m, f) = load(name);
@@ -155,6 +164,118 @@ fn fixtures_map_as_expected() {
     assert_eq!(
         f.sigma_calibration,
         Some(SigmaCalibration::Scale { scale: 1.25 })
+    );
+}
+
+/// Computed `Reshape` targets fold to the constants the graphs compute (onnxruntime agrees:
+/// `f32_path_matches_onnxruntime`): Keras 3's `Flatten` and `Reshape` as tf2onnx writes them,
+/// the chain spelt by hand with more shape operators, and PyTorch's `x.view(x.size(0), -1)`.
+#[test]
+fn shape_chains_fold_to_constants() {
+    let chain = |ops: &str| ops.split(' ').map(String::from).collect::<Vec<_>>();
+    let fold = |node: &str, target: &[i64], ops: &str| FoldedShape {
+        node: node.into(),
+        target: target.to_vec(),
+        ops: chain(ops),
+    };
+    let keras = "Shape Gather Cast Slice Concat Cast Reshape";
+    let cases = [
+        // 8 filters x 11 x 11 after the average pool, flattened in H, W, C order.
+        (
+            "keras3_flatten",
+            vec![fold("functional_1/flatten_1/Reshape", &[-1, 968], keras)],
+        ),
+        // 6 filters x 4 x 4 after the max pool.
+        (
+            "keras3_reshape",
+            vec![fold("functional_1_1/reshape_1/Reshape", &[-1, 96], keras)],
+        ),
+        (
+            "helper_shape_chain",
+            vec![
+                // The batch from Shape -> Gather(perm) -> Cast -> Slice, 4 x 6 x 6 features from
+                // Shape(start=1) -> Cast -> Gather x 3 -> Mul, Mul -> Add -> Div -> Sub (onnx-ir
+                // drops the Identity).
+                fold(
+                    "flatten_computed",
+                    &[-1, 144],
+                    "Shape Gather Cast Slice Shape Cast Gather Gather Gather Mul Mul Add Div Sub Concat Cast Reshape",
+                ),
+                // The [N] redshift to [N, 1].
+                fold(
+                    "z_to_column",
+                    &[-1, 1],
+                    "Shape Gather Unsqueeze ConstantOfShape Concat Unsqueeze Squeeze Reshape Reshape",
+                ),
+            ],
+        ),
+        (
+            "helper_view_batch",
+            vec![fold(
+                "/Reshape",
+                &[-1, 6],
+                "Shape Gather Unsqueeze Concat Reshape",
+            )],
+        ),
+    ];
+    for (name, want) in cases {
+        let (m, _) = load(name);
+        assert_eq!(m.folded_shapes, want, "{name}");
+    }
+    // The fixtures without computed shapes fold nothing.
+    for name in ["torch_cf_bn", "keras_cl", "helper_spellings"] {
+        assert!(load(name).0.folded_shapes.is_empty(), "{name}");
+    }
+    // The export report says what was folded.
+    let tmp = tempfile::tempdir().unwrap();
+    let calib = tmp.path().join("calibration.npz");
+    write_calibration(&calib, 4, true);
+    let out = tmp.path().join("out");
+    codegen::onnx::export_onnx(
+        &dir().join("keras3_flatten.onnx"),
+        Some(&dir().join("keras3_flatten.preprocess.json")),
+        &out,
+        &opts(&calib, "k3"),
+    )
+    .unwrap();
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains(
+            "Shape, Gather, Cast, Slice, Concat, Cast), folded to the constant [-1, 968]"
+        ),
+        "{report}"
+    );
+}
+
+/// Keras 3's BatchNormalization, written by tf2onnx as Mul + Add of per-channel constants, is
+/// a batch norm folded into the convolution before it: gamma = the Mul's factors, beta = the
+/// Add's terms, mean 0, variance 1, epsilon 0.
+#[test]
+fn keras3_batch_norm_as_mul_add_folds_into_the_conv() {
+    use codegen::arch::Layer;
+    let (m, f) = load("keras3_flatten");
+    let layers = &m.model.desc.layers;
+    assert!(
+        matches!(
+            layers[..3],
+            [
+                Layer::Conv2d { .. },
+                Layer::BatchNorm { epsilon: 0.0 },
+                Layer::LeakyRelu { .. }
+            ]
+        ),
+        "{layers:?}"
+    );
+    let t = |n: &str| m.model.tensors[n].data.clone();
+    assert_eq!(t("bn0.running_mean"), vec![0.0; 8]);
+    assert_eq!(t("bn0.running_var"), vec![1.0; 8]);
+    assert!(t("bn0.gamma").iter().all(|g| *g != 1.0));
+    assert!(t("bn0.beta").iter().all(|b| *b != 0.0));
+    // Folded: the first op is the convolution with the batch norm and the activation in it.
+    assert!(
+        matches!(&f.ops[0], Op::Conv2d(c) if c.slope == 0.2f32),
+        "{:?}",
+        f.layers()
     );
 }
 
@@ -530,7 +651,13 @@ fn export_writes_code_blobs_and_report() {
     let tmp = tempfile::tempdir().unwrap();
     let calib = tmp.path().join("calibration.npz");
     write_calibration(&calib, 24, true);
-    for name in ["torch_two_heads", "torch_gap_matmul_mass", "keras_cl"] {
+    for name in [
+        "torch_two_heads",
+        "torch_gap_matmul_mass",
+        "keras_cl",
+        "keras3_flatten",
+        "keras3_reshape",
+    ] {
         let out = tmp.path().join(name);
         let side = dir().join(format!("{name}.preprocess.json"));
         let s = codegen::onnx::export_onnx(
@@ -633,10 +760,13 @@ fn cli_exports_an_onnx_model() {
 #[test]
 fn unsupported_graphs_are_refused_by_name() {
     let bad = dir().join("bad");
-    let cases = json(&bad.join("cases.json"));
-    let cases = cases["cases"].as_array().unwrap();
-    assert!(cases.len() >= 15);
-    for case in cases {
+    // cases.json from make_fixtures.py, cases-shapes.json from make_keras3_fixtures.py.
+    let cases: Vec<Value> = ["cases.json", "cases-shapes.json"]
+        .iter()
+        .flat_map(|f| json(&bad.join(f))["cases"].as_array().unwrap().clone())
+        .collect();
+    assert!(cases.len() >= 22);
+    for case in &cases {
         let file = case["file"].as_str().unwrap();
         let path = bad.join(file);
         let e = match import(&path, &Sidecar::default()) {

@@ -62,6 +62,33 @@ impl Parsed {
                 .any(|n| n.inputs().iter().any(|a| a.name == name))
     }
 
+    /// The `Reshape` node whose target shape node `i` helps compute, if any: the first one
+    /// reached from its outputs by the `shape` input, through any nodes but `Shape` and `Size`
+    /// (whose outputs do not depend on the values they read).
+    pub fn shape_target_of(&self, i: usize) -> Option<usize> {
+        let nodes = &self.graph.nodes;
+        let mut seen = vec![false; nodes.len()];
+        let mut todo = vec![i];
+        while let Some(k) = todo.pop() {
+            if std::mem::replace(&mut seen[k], true) {
+                continue;
+            }
+            for out in nodes[k].outputs() {
+                for (c, node) in nodes.iter().enumerate().skip(k + 1) {
+                    let Some(pos) = node.inputs().iter().position(|a| a.name == out.name) else {
+                        continue;
+                    };
+                    match node {
+                        Node::Reshape(_) if pos == 1 => return Some(c),
+                        Node::Shape(_) | Node::Size(_) => {}
+                        _ => todo.push(c),
+                    }
+                }
+            }
+        }
+        None
+    }
+
     /// A tensor as the user knows it: the output of a named node, or a graph input or output.
     pub fn tensor(&self, name: &str) -> String {
         if let Some(k) = self.graph.outputs.iter().position(|o| o.name == name) {

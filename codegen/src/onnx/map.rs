@@ -16,6 +16,7 @@
 //! every node must read the output of the previous layer. Every error names the file, the node
 //! (as the exporter named it), its operator, the problem, and what is supported.
 
+use super::fold::{FoldedShape, HINT, Ints};
 use super::graph::{Parsed, shape_of};
 use super::head::{Head, HeadPlan, Role};
 use super::sidecar::ImageLayout;
@@ -27,7 +28,7 @@ use onnx_ir::{Argument, Node};
 use std::collections::{BTreeMap, HashMap};
 
 /// Operators the importer maps (for error messages).
-pub const SUPPORTED: &str = "Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Relu, LeakyRelu, Flatten, Reshape / Squeeze to [N, features], Transpose of the image axes, Concat of the flattened image with the redshift, Gemm, MatMul (+ Add), Dropout and Identity (inference: no-ops), Softplus on the sigma output";
+pub const SUPPORTED: &str = "Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Mul and Add of per-channel constants after a convolution or dense layer (Keras 3 BatchNormalization), Relu, LeakyRelu, Flatten, Reshape / Squeeze to [N, features] (the target constant or computed from shapes), Transpose of the image axes, Concat of the flattened image with the redshift, Gemm, MatMul (+ Add), Dropout and Identity (inference: no-ops), Softplus on the sigma output";
 
 /// Logical axes of the image tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,8 @@ pub enum Val {
     Head(Role),
     /// Softplus of the sigma head output.
     SigmaSoftplus,
+    /// An integer tensor computed from shapes, known at import ([`super::fold`]).
+    Ints(Ints),
 }
 
 /// The layer list and tensors, as `model.json` + `model.safetensors` would hold them.
@@ -91,6 +94,8 @@ pub struct Mapped {
     pub head: Head,
     /// Layout of the image input.
     pub layout: ImageLayout,
+    /// The computed `Reshape` targets folded to constants.
+    pub folded: Vec<FoldedShape>,
 }
 
 pub(super) struct Walk<'a> {
@@ -108,6 +113,10 @@ pub(super) struct Walk<'a> {
     pub(super) head: Head,
     /// Whether onnx-ir's static shapes can still be trusted for the cross-check (see `set_out`).
     pub(super) shapes_reliable: bool,
+    /// Per node, the `Reshape` whose target shape it helps compute ([`Parsed::shape_target_of`]).
+    pub(super) shape_feeds: Vec<Option<usize>>,
+    /// The computed `Reshape` targets folded so far.
+    pub(super) folded: Vec<FoldedShape>,
 }
 
 fn t(shape: Vec<usize>, data: Vec<f32>) -> TensorF32 {
@@ -164,7 +173,7 @@ pub fn map(p: &Parsed, layout: Option<ImageLayout>, bands_hint: Option<usize>) -
         image.ok_or_else(|| anyhow!("{file}: no image input of rank 4 among the graph inputs"))?;
     let dims: Vec<usize> = ishape[1..]
         .iter()
-        .map(|d| d.ok_or_else(|| anyhow!("{file}: image input `{image_name}` has a dynamic dimension {ishape:?}; only the batch may be dynamic")))
+        .map(|d| d.ok_or_else(|| anyhow!("{file}: image input `{image_name}` has a dynamic dimension {ishape:?}; only the batch may be dynamic: {HINT}")))
         .collect::<Result<_>>()?;
     ensure!(
         ishape[0].is_none_or(|n| n == 1),
@@ -216,6 +225,8 @@ pub fn map(p: &Parsed, layout: Option<ImageLayout>, bands_hint: Option<usize>) -
         plan,
         head: Head::default(),
         shapes_reliable: true,
+        shape_feeds: (0..g.nodes.len()).map(|i| p.shape_target_of(i)).collect(),
+        folded: Vec::new(),
     };
     for i in 0..g.nodes.len() {
         w.node(i)?;
@@ -227,6 +238,7 @@ pub fn map(p: &Parsed, layout: Option<ImageLayout>, bands_hint: Option<usize>) -
         tensors: w.tensors,
         head,
         layout,
+        folded: w.folded,
     })
 }
 
@@ -332,6 +344,9 @@ impl Walk<'_> {
         let p = self.p;
         let node = &p.graph.nodes[i];
         let at = || p.at(i);
+        if !matches!(node, Node::Constant(_)) && self.fold_shape(i)? {
+            return Ok(());
+        }
         match node {
             Node::Constant(_) => Ok(()),
             Node::Identity(_) => {
@@ -359,6 +374,7 @@ impl Walk<'_> {
                 at()
             ),
             Node::Add(n) => self.add(i, &n.inputs),
+            Node::Mul(n) => self.scale(i, &n.inputs),
             Node::Softplus(_) => {
                 let a = node
                     .inputs()
@@ -388,14 +404,8 @@ impl Walk<'_> {
                         at()
                     );
                 }
-                let hint = match other {
-                    Node::Shape(_) | Node::Gather(_) => {
-                        " (a shape computed at run time, e.g. x.view(x.size(0), -1) with a dynamic batch: export with torch.flatten(x, 1) or nn.Flatten)"
-                    }
-                    _ => "",
-                };
                 bail!(
-                    "{}: operator {} is not supported by the runtime{hint}; supported: {SUPPORTED}",
+                    "{}: operator {} is not supported by the runtime; supported: {SUPPORTED}",
                     at(),
                     self.p.origins[i].op
                 )
@@ -463,5 +473,6 @@ pub(super) fn describe(v: &Val) -> String {
         Val::Redshift { rank } => format!("the redshift (rank {rank})"),
         Val::Head(r) => format!("the {r:?} head output"),
         Val::SigmaSoftplus => "the sigma output".into(),
+        Val::Ints(t) => format!("a shape value computed at import, {}", t.display()),
     }
 }

@@ -11,7 +11,9 @@
 //! listed in `docs/onnx.md`; anything else is refused with an error naming the file, the node as
 //! the exporter named it, its operator, and what is supported. No graph is approximated.
 
+mod affine;
 mod attrs;
+pub mod fold;
 pub mod graph;
 pub mod head;
 mod map;
@@ -43,6 +45,8 @@ pub struct Imported {
     pub producer: String,
     /// Default-domain opset.
     pub opset: i64,
+    /// `Reshape` targets computed by shape sub-graphs in the file, folded to constants.
+    pub folded_shapes: Vec<fold::FoldedShape>,
 }
 
 impl Imported {
@@ -69,6 +73,7 @@ pub fn import(path: &Path, sidecar: &Sidecar) -> Result<Imported> {
         )
     })?;
     let layout = m.layout;
+    let folded_shapes = m.folded.clone();
     let sigma_calibration = match (outputs, sidecar.sigma_calibration) {
         (Outputs::MassOnly, Some(SigmaCalibration::Scale { .. })) => bail!(
             "{}: a mass-only network has no sigma to scale; give \"sigma_calibration\": {{\"kind\": \"constant\", \"sigma\": ...}} or none (then it is measured on the calibration sample)",
@@ -102,6 +107,10 @@ pub fn import(path: &Path, sidecar: &Sidecar) -> Result<Imported> {
             "opset": parsed.opset,
             "outputs": format!("{outputs:?}"),
             "preprocess": sidecar.describe(),
+            "folded_shapes": folded_shapes
+                .iter()
+                .map(|f| serde_json::json!({"node": f.node, "target": f.target, "ops": f.ops}))
+                .collect::<Vec<_>>(),
         }),
     };
     let model = Model::from_parts(desc, m.tensors, path.to_path_buf())
@@ -112,6 +121,7 @@ pub fn import(path: &Path, sidecar: &Sidecar) -> Result<Imported> {
         layout,
         producer: parsed.producer,
         opset: parsed.opset,
+        folded_shapes,
     })
 }
 
@@ -185,6 +195,14 @@ pub fn export_onnx(
         ),
         format!("{side_note}: {}", side.describe()),
     ];
+    for f in &imported.folded_shapes {
+        notes.push(format!(
+            "node \"{}\" (Reshape): its target shape, computed in the file ({}), folded to the constant {:?} (the input shape is fixed; -1 is the batch)",
+            f.node,
+            f.ops[..f.ops.len() - 1].join(", "),
+            f.target
+        ));
+    }
     if imported.outputs == Outputs::MassOnly && folded.sigma_calibration.is_none() {
         let cal = &samples[..samples.len() / 2];
         let sigma = mass_only_sigma(&folded, cal)?.with_context(|| {

@@ -2,6 +2,7 @@
 //! element is read), the redshift concatenation, dense layers (weight rows permuted into the
 //! runtime's order) and their biases.
 
+use super::fold::HINT;
 use super::graph::const_f32;
 use super::map::{Ax, Val, Walk, axes_text, describe};
 use crate::arch::Layer;
@@ -33,13 +34,24 @@ impl Walk<'_> {
         let p = self.p;
         let at = || p.at(i);
         let (_, v) = self.chain_input(i)?;
-        let ReshapeInput::Static(target) = &n.config.shape else {
-            bail!(
-                "{}: the target shape is computed at run time (e.g. x.view(x.size(0), -1) with a dynamic batch); supported: a constant target [N, features] (export with torch.flatten(x, 1) or nn.Flatten)",
-                at()
-            );
+        let target = match &n.config.shape {
+            ReshapeInput::Static(t) => t.clone(),
+            ReshapeInput::Runtime(r) => {
+                let a = n.inputs.get(r.input_index).map_or("", |a| a.name.as_str());
+                match self.vals.get(a) {
+                    Some(Val::Ints(t)) => {
+                        let t = t.clone();
+                        self.folded_target(i, &v, &t)?
+                    }
+                    _ => bail!(
+                        "{}: the target shape is {}, computed at run time and not folded to a constant; supported: a target [N, features], constant or computed from shapes; {HINT}",
+                        at(),
+                        p.tensor(a)
+                    ),
+                }
+            }
         };
-        let out = self.reshape(i, &v, target)?;
+        let out = self.reshape(i, &v, &target)?;
         let chain = !matches!(out, Val::Redshift { .. });
         self.set_out(i, out, chain)
     }
@@ -433,6 +445,20 @@ impl Walk<'_> {
                 vals.iter().map(describe).collect::<Vec<_>>().join(" and ")
             ),
         };
+        // Keras 3's BatchNormalization: a per-channel Add after a convolution or batch norm.
+        let after_bn = matches!(self.layers.last(), Some(Layer::BatchNorm { .. }));
+        if matches!(vals[k_data], Val::Spatial { .. })
+            || (after_bn
+                && matches!(
+                    vals[k_data],
+                    Val::Vector {
+                        pre_dense: false,
+                        ..
+                    }
+                ))
+        {
+            return self.shift(i, inputs);
+        }
         let data = &inputs[k_data];
         let c = const_f32(&inputs[k_const]).ok_or_else(|| anyhow!("{at}: unreadable constant"))?;
         match vals[k_data].clone() {
