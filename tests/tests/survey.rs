@@ -56,7 +56,12 @@ fn rehearsal(n: usize) -> Rehearsal {
     }
 }
 
-fn options(events: Vec<PathBuf>, expmaps: Vec<PathBuf>, catalog: &Path, out: &Path) -> CutoutOptions {
+fn options(
+    events: Vec<PathBuf>,
+    expmaps: Vec<PathBuf>,
+    catalog: &Path,
+    out: &Path,
+) -> CutoutOptions {
     CutoutOptions {
         events,
         expmaps,
@@ -74,7 +79,12 @@ fn cutout_of_a_simulated_tile_reproduces_the_simulator_cubes_exactly() {
     for catalog in [&r.cat_fits, &r.cat_csv] {
         let out = r.dir.join("cut.npz");
         let s = run(
-            &options(vec![r.events.clone()], vec![r.expmap.clone()], catalog, &out),
+            &options(
+                vec![r.events.clone()],
+                vec![r.expmap.clone()],
+                catalog,
+                &out,
+            ),
             false,
         )
         .unwrap();
@@ -90,13 +100,20 @@ fn cutout_of_a_simulated_tile_reproduces_the_simulator_cubes_exactly() {
             let t = r.sim.observe(i as u64, &mut image);
             let got = ds.image(i);
             let diff = got.iter().zip(&image).filter(|(a, b)| a != b).count();
-            assert_eq!(diff, 0, "cluster {i}: {diff} pixels differ from the simulator's cube");
+            assert_eq!(
+                diff, 0,
+                "cluster {i}: {diff} pixels differ from the simulator's cube"
+            );
             assert_eq!(ds.redshift[i], t.redshift as f32);
             assert_eq!(ds.exposure(i), Some(r.sim.instrument.exposure_s));
             total += image.iter().map(|&v| u64::from(v)).sum::<u64>();
         }
         assert!(total > 1000, "the cubes hold photons ({total})");
-        assert_eq!(s.events_kept as u64 > total, true, "and the field holds more");
+        assert_eq!(
+            s.events_kept as u64 > total,
+            true,
+            "and the field holds more"
+        );
     }
 }
 
@@ -105,8 +122,16 @@ fn a_cluster_is_taken_from_the_tile_where_it_lies_furthest_from_the_edge() {
     let r = rehearsal(4);
     let ds = Dataset::load(&{
         let out = r.dir.join("a.npz");
-        run(&options(vec![r.events.clone()], vec![r.expmap.clone()], &r.cat_csv, &out), false)
-            .unwrap();
+        run(
+            &options(
+                vec![r.events.clone()],
+                vec![r.expmap.clone()],
+                &r.cat_csv,
+                &out,
+            ),
+            false,
+        )
+        .unwrap();
         out
     })
     .unwrap();
@@ -117,7 +142,15 @@ fn a_cluster_is_taken_from_the_tile_where_it_lies_furthest_from_the_edge() {
     let shifted = r.dir.join("shifted.expmap.fits");
     let npix = (p.size_deg * 3600.0 / p.expmap_pixel_arcsec).round() as usize;
     let ra_b = p.ra_deg + 0.3 / p.dec_deg.to_radians().cos();
-    write_expmap(&shifted, ra_b, p.dec_deg, p.expmap_pixel_arcsec, npix, 1600.0).unwrap();
+    write_expmap(
+        &shifted,
+        ra_b,
+        p.dec_deg,
+        p.expmap_pixel_arcsec,
+        npix,
+        1600.0,
+    )
+    .unwrap();
     let a_map = Projection::cutout(p.ra_deg, p.dec_deg, p.expmap_pixel_arcsec, npix).unwrap();
     let b_map = Projection::cutout(ra_b, p.dec_deg, p.expmap_pixel_arcsec, npix).unwrap();
     let margin = |m: &Projection, i: usize| {
@@ -159,8 +192,14 @@ fn a_cluster_is_taken_from_the_tile_where_it_lies_furthest_from_the_edge() {
         assert_eq!(two.image(i), ds.image(i));
     }
     let skipped = std::fs::read_to_string(default_skipped(&out)).unwrap();
-    assert!(skipped.contains("FAR") && skipped.contains("outside every tile"), "{skipped}");
-    assert!(skipped.contains("EDGE") && skipped.contains("too close to the edge"), "{skipped}");
+    assert!(
+        skipped.contains("FAR") && skipped.contains("outside every tile"),
+        "{skipped}"
+    );
+    assert!(
+        skipped.contains("EDGE") && skipped.contains("too close to the edge"),
+        "{skipped}"
+    );
 }
 
 fn err_of(o: &CutoutOptions) -> String {
@@ -175,9 +214,21 @@ fn write_events(path: &Path, ra: &[f64], dec: &[f64], pi: &[f32], pi_unit: &str)
     f.table(
         "EVENTS",
         &[
-            Col { name: "RA", unit: Some("deg"), data: ColData::F64(ra) },
-            Col { name: "DEC", unit: Some("deg"), data: ColData::F64(dec) },
-            Col { name: "PI", unit: Some(pi_unit), data: ColData::F32(pi) },
+            Col {
+                name: "RA",
+                unit: Some("deg"),
+                data: ColData::F64(ra),
+            },
+            Col {
+                name: "DEC",
+                unit: Some("deg"),
+                data: ColData::F64(dec),
+            },
+            Col {
+                name: "PI",
+                unit: Some(pi_unit),
+                data: ColData::F32(pi),
+            },
         ],
         &[("TELESCOP", Key::S("test".into()))],
     )
@@ -189,7 +240,8 @@ fn write_events(path: &Path, ra: &[f64], dec: &[f64], pi: &[f32], pi_unit: &str)
 fn bad_event_lists_are_refused_with_file_hdu_column_and_row() {
     let r = rehearsal(2);
     let out = r.dir.join("bad.npz");
-    let opts = |ev: &Path, cat: &Path| options(vec![ev.to_path_buf()], vec![r.expmap.clone()], cat, &out);
+    let opts =
+        |ev: &Path, cat: &Path| options(vec![ev.to_path_buf()], vec![r.expmap.clone()], cat, &out);
     let p = small_tile();
 
     // PI in keV.
@@ -200,7 +252,10 @@ fn bad_event_lists_are_refused_with_file_hdu_column_and_row() {
     let pi: Vec<f32> = (0..n).map(|k| 0.3 + k as f32 * 0.01).collect();
     write_events(&kev, &ra, &dec, &pi, "");
     let msg = err_of(&opts(&kev, &r.cat_csv));
-    assert!(msg.contains("kev.fits") && msg.contains("PI") && msg.contains("keV"), "{msg}");
+    assert!(
+        msg.contains("kev.fits") && msg.contains("PI") && msg.contains("keV"),
+        "{msg}"
+    );
     write_events(&kev, &ra, &dec, &pi, "keV");
     let msg = err_of(&opts(&kev, &r.cat_csv));
     assert!(msg.contains("TUNIT is keV"), "{msg}");
@@ -213,7 +268,10 @@ fn bad_event_lists_are_refused_with_file_hdu_column_and_row() {
     write_events(&bad_ra, &ra2, &dec, &pi_ev, "eV");
     let msg = err_of(&opts(&bad_ra, &r.cat_csv));
     assert!(
-        msg.contains("ra.fits") && msg.contains("HDU EVENTS") && msg.contains("row 3") && msg.contains("361"),
+        msg.contains("ra.fits")
+            && msg.contains("HDU EVENTS")
+            && msg.contains("row 3")
+            && msg.contains("361"),
         "{msg}"
     );
 
@@ -225,15 +283,26 @@ fn bad_event_lists_are_refused_with_file_hdu_column_and_row() {
     f.table(
         "EVENTS",
         &[
-            Col { name: "RA", unit: None, data: ColData::F64(&ra) },
-            Col { name: "PI", unit: None, data: ColData::F32(&pi_ev) },
+            Col {
+                name: "RA",
+                unit: None,
+                data: ColData::F64(&ra),
+            },
+            Col {
+                name: "PI",
+                unit: None,
+                data: ColData::F32(&pi_ev),
+            },
         ],
         &[],
     )
     .unwrap();
     f.commit().unwrap();
     let msg = err_of(&opts(&nodec, &r.cat_csv));
-    assert!(msg.contains("nodec.fits") && msg.contains("no column DEC") && msg.contains("RA, PI"), "{msg}");
+    assert!(
+        msg.contains("nodec.fits") && msg.contains("no column DEC") && msg.contains("RA, PI"),
+        "{msg}"
+    );
 
     // Truncated and corrupted files: an error naming the file, no panic.
     let bytes = std::fs::read(&r.events).unwrap();
@@ -248,12 +317,23 @@ fn bad_event_lists_are_refused_with_file_hdu_column_and_row() {
     // A mismatched exposure map: no overlap with the events.
     let far = r.dir.join("far.expmap.fits");
     write_expmap(&far, 10.0, -40.0, 20.0, 100, 1600.0).unwrap();
-    let msg = err_of(&options(vec![r.events.clone()], vec![far], &r.cat_csv, &out));
+    let msg = err_of(&options(
+        vec![r.events.clone()],
+        vec![far],
+        &r.cat_csv,
+        &out,
+    ));
     assert!(msg.contains("does not overlap"), "{msg}");
     // Leftover temporaries: none.
     let partial = std::fs::read_dir(&r.dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".partial"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".partial")
+        })
         .count();
     assert_eq!(partial, 0);
 }
@@ -270,19 +350,42 @@ fn bad_catalogues_are_refused_or_their_rows_skipped_with_the_reason() {
     let head = "NAME,RA,DEC,BEST_Z\n";
     let (ra, dec) = (TileParams::default().ra_deg, TileParams::default().dec_deg);
     let msg = err_of(&with("ID,RA,DEC,Z\nA,150,2,0.3\n", "cols.csv"));
-    assert!(msg.contains("cols.csv") && msg.contains("no column NAME") && msg.contains("ID, RA, DEC, Z"), "{msg}");
-    let msg = err_of(&with(&format!("{head}A,{ra},{dec},0.3\nB,{ra},{dec},0.3\nA,{ra},{dec},0.2\n"), "dup.csv"));
-    assert!(msg.contains("dup.csv") && msg.contains("row 3") && msg.contains("row 1"), "{msg}");
+    assert!(
+        msg.contains("cols.csv")
+            && msg.contains("no column NAME")
+            && msg.contains("ID, RA, DEC, Z"),
+        "{msg}"
+    );
+    let msg = err_of(&with(
+        &format!("{head}A,{ra},{dec},0.3\nB,{ra},{dec},0.3\nA,{ra},{dec},0.2\n"),
+        "dup.csv",
+    ));
+    assert!(
+        msg.contains("dup.csv") && msg.contains("row 3") && msg.contains("row 1"),
+        "{msg}"
+    );
     let msg = err_of(&with(&format!("{head}A,{ra},95,0.3\n"), "dec.csv"));
-    assert!(msg.contains("column DEC row 1") && msg.contains("95"), "{msg}");
+    assert!(
+        msg.contains("column DEC row 1") && msg.contains("95"),
+        "{msg}"
+    );
     // A NaN redshift: that cluster is skipped with the column and row named, the rest written.
-    let o = with(&format!("{head}A,{ra},{dec},nan\nB,{ra},{dec},0.4\n"), "nan.csv");
+    let o = with(
+        &format!("{head}A,{ra},{dec},nan\nB,{ra},{dec},0.4\n"),
+        "nan.csv",
+    );
     let s = run(&o, false).unwrap();
     assert_eq!((s.written, s.skipped), (1, 1));
     let skipped = std::fs::read_to_string(&o.skipped).unwrap();
-    assert!(skipped.contains("A,1,") && skipped.contains("BEST_Z") && skipped.contains("row 1"), "{skipped}");
+    assert!(
+        skipped.contains("A,1,") && skipped.contains("BEST_Z") && skipped.contains("row 1"),
+        "{skipped}"
+    );
     // Every cluster skipped: an error, and no dataset.
     std::fs::remove_file(&out).unwrap();
     let msg = err_of(&with(&format!("{head}A,10,-40,0.3\n"), "none.csv"));
-    assert!(msg.contains("no cluster") && msg.contains("skipped"), "{msg}");
+    assert!(
+        msg.contains("no cluster") && msg.contains("skipped"),
+        "{msg}"
+    );
 }

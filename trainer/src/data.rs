@@ -965,7 +965,12 @@ impl NpzOut {
     /// known, `edge_margin_arcsec` (f32).
     pub fn sky(&mut self, k: &SkyColumns) -> io::Result<()> {
         use npyz::WriterBuilder;
-        let width = k.id.iter().map(|s| s.chars().count()).max().unwrap_or(1).max(1);
+        let width =
+            k.id.iter()
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(1)
+                .max(1);
         let dtype = npyz::DType::new_scalar(
             format!("<U{width}")
                 .parse()

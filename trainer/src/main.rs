@@ -10,9 +10,9 @@ use trainer::fit::commands::{self, DEFAULT_DATASET, fresh_run_dir};
 use trainer::fit::config::{Preset, RunConfig};
 use trainer::fit::{params, report};
 use trainer::generate::{generate_dataset, generate_npz_with};
-use trainer::survey::tile::TileParams;
 use trainer::sim::instrument::Depth;
 use trainer::sim::{MassPrior, SimConfig, Simulator};
+use trainer::survey::tile::TileParams;
 
 #[derive(Parser)]
 #[command(
@@ -362,9 +362,7 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     if a.exposure.is_some() {
         cfg.instrument.exposure_s = a.exposure;
     }
-    let n = a
-        .n
-        .unwrap_or(if a.events.is_some() { 200 } else { 20_000 });
+    let n = a.n.unwrap_or(if a.events.is_some() { 200 } else { 20_000 });
     if n == 0 {
         bail!("--n must be at least 1");
     }
@@ -688,7 +686,9 @@ fn cutout_cmd(a: CutoutArgs) -> Result<()> {
             z: a.z_col,
             hdu: a.catalog_hdu,
         },
-        skipped: a.skipped.unwrap_or_else(|| command::default_skipped(&a.out)),
+        skipped: a
+            .skipped
+            .unwrap_or_else(|| command::default_skipped(&a.out)),
         out: a.out,
         config,
     };

@@ -200,7 +200,12 @@ fn read_csv(path: &Path, cols: &Columns) -> Result<Parsed> {
                 )
             })
     };
-    let (ci, cr, cd, cz) = (find(&cols.id)?, find(&cols.ra)?, find(&cols.dec)?, find(&cols.z)?);
+    let (ci, cr, cd, cz) = (
+        find(&cols.id)?,
+        find(&cols.ra)?,
+        find(&cols.dec)?,
+        find(&cols.z)?,
+    );
     let (mut ids, mut ra, mut dec, mut z) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (k, rec) in r.records().enumerate() {
         let row = k + 1;

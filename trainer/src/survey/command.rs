@@ -84,7 +84,10 @@ pub fn run(o: &CutoutOptions, progress: bool) -> Result<CutoutSummary> {
         );
     }
     if o.out.extension().is_none_or(|e| e != "npz") {
-        bail!("--out {}: the dataset is written as NPZ; use a .npz file name", o.out.display());
+        bail!(
+            "--out {}: the dataset is written as NPZ; use a .npz file name",
+            o.out.display()
+        );
     }
     let edges = o.config.spectral.band_edges_kev.to_vec();
     let grid = Grid {

@@ -190,7 +190,12 @@ fn one(
         }
         let list: Vec<String> = on_tiles
             .iter()
-            .map(|(k, m)| format!("{} ({m:.0} arcsec from its edge)", tiles[*k].expmap_path.display()))
+            .map(|(k, m)| {
+                format!(
+                    "{} ({m:.0} arcsec from its edge)",
+                    tiles[*k].expmap_path.display()
+                )
+            })
             .collect();
         return Ok(Err(skip(format!(
             "too close to the edge of (or to zero exposure in) every tile that holds it: {}; a full cutout needs the whole {:.0} x {:.0} arcsec stamp exposed",

@@ -25,10 +25,7 @@ pub const FLAG_MASK: u32 = 0xE000_F000;
 
 /// Energy band edges in eV from keV, rounded to 1 meV so `0.3 keV` is exactly `300 eV`.
 pub fn edges_ev(edges_kev: &[f64]) -> Vec<f64> {
-    edges_kev
-        .iter()
-        .map(|k| (k * 1e6).round() / 1e3)
-        .collect()
+    edges_kev.iter().map(|k| (k * 1e6).round() / 1e3).collect()
 }
 
 /// The band of energy `pi` (eV): `b` with `edges[b] <= pi < edges[b + 1]`.

@@ -90,7 +90,13 @@ impl FitsIn {
                     .hdu(i)
                     .ok()
                     .and_then(|h| h.read_key::<String>(&mut self.file, "EXTNAME").ok())
-                    .unwrap_or_else(|| if i == 0 { "PRIMARY".into() } else { format!("HDU {i}") })
+                    .unwrap_or_else(|| {
+                        if i == 0 {
+                            "PRIMARY".into()
+                        } else {
+                            format!("HDU {i}")
+                        }
+                    })
             })
             .collect()
     }

@@ -75,11 +75,7 @@ impl Projection {
             }
         };
         if !(scale.0 > 0.0 && scale.1 > 0.0 && scale.0.is_finite() && scale.1.is_finite()) {
-            bail!(
-                "pixel scale {} x {} deg is not positive",
-                scale.0,
-                scale.1
-            );
+            bail!("pixel scale {} x {} deg is not positive", scale.0, scale.1);
         }
         let mut params = k.clone();
         params.insert("NAXIS".into(), 2.into());
@@ -222,7 +218,9 @@ mod tests {
         // North is +y, east (larger RA) is -x.
         let (_, yn) = p.to_pixel(150.0, 2.0 + 100.0 / 3600.0).unwrap();
         assert!((yn - 35.0).abs() < 1e-6, "{yn}");
-        let (xe, _) = p.to_pixel(150.0 + 100.0 / 3600.0 / 2f64.to_radians().cos(), 2.0).unwrap();
+        let (xe, _) = p
+            .to_pixel(150.0 + 100.0 / 3600.0 / 2f64.to_radians().cos(), 2.0)
+            .unwrap();
         assert!(xe < 15.01 && xe > 14.99, "{xe}");
     }
 

@@ -87,7 +87,13 @@ struct Event {
 }
 
 /// Draw the attributes of a photon of `band`.
-fn attributes(rng: &mut ChaCha8Rng, edges_ev: &[f64], band: usize, t0: f64, texp: f64) -> (f32, f64, u8) {
+fn attributes(
+    rng: &mut ChaCha8Rng,
+    edges_ev: &[f64],
+    band: usize,
+    t0: f64,
+    texp: f64,
+) -> (f32, f64, u8) {
     let (lo, hi) = (edges_ev[band], edges_ev[band + 1]);
     let e = lo * (hi / lo).powf(rng.random::<f64>());
     let mut pi = e as f32;
@@ -331,15 +337,14 @@ fn field_events(
         let (bx, by) = ((x / cell).floor() as i64, (y / cell).floor() as i64);
         (bx - 1..=bx + 1).any(|a| {
             (by - 1..=by + 1).any(|b| {
-                buckets.get(&(a, b)).is_some_and(|v| {
-                    v.iter()
-                        .any(|&i| stamps[i].pixel_index(ra, dec).is_some())
-                })
+                buckets
+                    .get(&(a, b))
+                    .is_some_and(|v| v.iter().any(|&i| stamps[i].pixel_index(ra, dec).is_some()))
             })
         })
     };
     let mut out = Vec::new();
-    let mut place = |rng: &mut ChaCha8Rng, band: usize, x: f64, y: f64, out: &mut Vec<Event>| {
+    let place = |rng: &mut ChaCha8Rng, band: usize, x: f64, y: f64, out: &mut Vec<Event>| {
         if !(x >= 0.0 && y >= 0.0 && x < nmap && y < nmap) {
             return;
         }
@@ -463,15 +468,51 @@ fn write_events(
     f.table(
         "EVENTS",
         &[
-            Col { name: "TIME", unit: Some("s"), data: ColData::F64(&time) },
-            Col { name: "RA", unit: Some("deg"), data: ColData::F64(&ra) },
-            Col { name: "DEC", unit: Some("deg"), data: ColData::F64(&dec) },
-            Col { name: "X", unit: Some("pixel"), data: ColData::F64(&x) },
-            Col { name: "Y", unit: Some("pixel"), data: ColData::F64(&y) },
-            Col { name: "PI", unit: Some("eV"), data: ColData::F32(&pi) },
-            Col { name: "PAT_TYP", unit: None, data: ColData::I16(&pat) },
-            Col { name: "FLAG", unit: None, data: ColData::I32(&flag) },
-            Col { name: "TM_NR", unit: None, data: ColData::U8(&tm) },
+            Col {
+                name: "TIME",
+                unit: Some("s"),
+                data: ColData::F64(&time),
+            },
+            Col {
+                name: "RA",
+                unit: Some("deg"),
+                data: ColData::F64(&ra),
+            },
+            Col {
+                name: "DEC",
+                unit: Some("deg"),
+                data: ColData::F64(&dec),
+            },
+            Col {
+                name: "X",
+                unit: Some("pixel"),
+                data: ColData::F64(&x),
+            },
+            Col {
+                name: "Y",
+                unit: Some("pixel"),
+                data: ColData::F64(&y),
+            },
+            Col {
+                name: "PI",
+                unit: Some("eV"),
+                data: ColData::F32(&pi),
+            },
+            Col {
+                name: "PAT_TYP",
+                unit: None,
+                data: ColData::I16(&pat),
+            },
+            Col {
+                name: "FLAG",
+                unit: None,
+                data: ColData::I32(&flag),
+            },
+            Col {
+                name: "TM_NR",
+                unit: None,
+                data: ColData::U8(&tm),
+            },
         ],
         &ev_keys,
     )?;
@@ -480,8 +521,16 @@ fn write_events(
     f.table(
         "GTI",
         &[
-            Col { name: "START", unit: Some("s"), data: ColData::F64(&start) },
-            Col { name: "STOP", unit: Some("s"), data: ColData::F64(&stop) },
+            Col {
+                name: "START",
+                unit: Some("s"),
+                data: ColData::F64(&start),
+            },
+            Col {
+                name: "STOP",
+                unit: Some("s"),
+                data: ColData::F64(&stop),
+            },
         ],
         &[],
     )?;
@@ -523,10 +572,26 @@ fn write_catalog(fits: &Path, csv_path: &Path, sky: &SkyColumns, z: &[f64]) -> R
     f.table(
         "CATALOG",
         &[
-            Col { name: "NAME", unit: None, data: ColData::Str(&sky.id) },
-            Col { name: "RA", unit: Some("deg"), data: ColData::F64(&sky.ra) },
-            Col { name: "DEC", unit: Some("deg"), data: ColData::F64(&sky.dec) },
-            Col { name: "BEST_Z", unit: None, data: ColData::F64(z) },
+            Col {
+                name: "NAME",
+                unit: None,
+                data: ColData::Str(&sky.id),
+            },
+            Col {
+                name: "RA",
+                unit: Some("deg"),
+                data: ColData::F64(&sky.ra),
+            },
+            Col {
+                name: "DEC",
+                unit: Some("deg"),
+                data: ColData::F64(&sky.dec),
+            },
+            Col {
+                name: "BEST_Z",
+                unit: None,
+                data: ColData::F64(z),
+            },
         ],
         &[],
     )?;
