@@ -225,7 +225,8 @@ impl Table {
     /// Write the table to `path` (any existing file is replaced only once the new one is
     /// complete; on error nothing appears at `path`).
     pub fn write(&self, path: &Path) -> Result<()> {
-        self.check()?;
+        self.check()
+            .with_context(|| format!("FITS table {}", path.display()))?;
         let tmp = crate::fsutil::temp_for(path, ".fits")?.into_temp_path();
         self.write_to(&tmp)
             .with_context(|| format!("writing FITS table {}", path.display()))?;

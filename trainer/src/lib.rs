@@ -1,7 +1,8 @@
 //! Host side of the cluster-mass project: the eROSITA-like mock generator
 //! ([`sim`]), dataset I/O with validation ([`data`]), the two baselines every
 //! accuracy figure is compared with ([`baseline`]), shared statistics, CNN
-//! training with burn ([`fit`]), and FITS binary tables ([`fits_table`]).
+//! training with burn ([`fit`]), catalogues of predicted masses from a trained
+//! run or an exported blob ([`predict`]), and FITS binary tables ([`fits_table`]).
 
 pub mod baseline;
 pub mod data;
@@ -10,5 +11,6 @@ pub mod fits_table;
 pub mod fsutil;
 pub mod generate;
 pub mod plot;
+pub mod predict;
 pub mod sim;
 pub mod stats;
