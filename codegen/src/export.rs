@@ -16,6 +16,7 @@
 
 use crate::blob::{self, Tensor};
 use crate::interp::FloatPath;
+use crate::load::{ARCH_FILE, ArchDescription, TrainingRange};
 use crate::model::{FoldedModel, Model, Op, SigmaCalibration};
 use crate::quantize::{QOp, QuantModel, calibrate, quantize};
 use anyhow::{Context, Result, bail};
@@ -241,15 +242,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Export the run in `run_dir` into `out_dir`: `model.rs` (generated code), the three
-/// blobs, golden samples (`samples.rs` + `samples-counts.bin`) and `report.{md,json}`.
+/// blobs, their architecture description (`model-arch.json`, see [`crate::load`]), golden
+/// samples (`samples.rs` + `samples-counts.bin`) and `report.{md,json}`.
 pub fn export(run_dir: &Path, out_dir: &Path, opts: &ExportOptions) -> Result<ExportSummary> {
-    let folded = Model::load(run_dir)?.fold_batch_norm()?;
+    let model = Model::load(run_dir)?;
+    let folded = model.fold_batch_norm()?;
     let calib_path = opts
         .calib
         .clone()
         .unwrap_or_else(|| run_dir.join("calibration.npz"));
     let samples = load_samples(&calib_path, folded.input.len())?;
-    export_folded(&folded, &samples, &calib_path, out_dir, opts, &[])
+    export_described(
+        &folded,
+        &samples,
+        &calib_path,
+        out_dir,
+        opts,
+        &[],
+        model.desc.provenance,
+    )
 }
 
 /// Read a calibration sample ([`read_calibration`]) that can be halved (calibrate, score).
@@ -274,6 +285,22 @@ pub fn export_folded(
     out_dir: &Path,
     opts: &ExportOptions,
     notes: &[String],
+) -> Result<ExportSummary> {
+    let provenance = serde_json::json!({ "notes": notes });
+    export_described(
+        folded, samples, calib_path, out_dir, opts, notes, provenance,
+    )
+}
+
+/// [`export_folded`] with the provenance recorded in the architecture description.
+fn export_described(
+    folded: &FoldedModel,
+    samples: &[Sample],
+    calib_path: &Path,
+    out_dir: &Path,
+    opts: &ExportOptions,
+    notes: &[String],
+    provenance: serde_json::Value,
 ) -> Result<ExportSummary> {
     let input_len = folded.input.len();
     if samples.len() < 2 {
@@ -307,6 +334,12 @@ pub fn export_folded(
     }
     let module = crate::emit::module(folded, hash, &opts.name, &opts.command)?;
     write_atomic(&out_dir.join("model.rs"), module.as_bytes())?;
+    // What a host needs to run the blobs (`trainer predict`): the layer list they lack and
+    // the training range of the model.
+    let range = TrainingRange::of_sample(calib_path)
+        .with_context(|| format!("{}: reading the training range", calib_path.display()))?;
+    let arch = ArchDescription::of(folded, &opts.name, &opts.command, range, provenance);
+    write_atomic(&out_dir.join(ARCH_FILE), &serde_json::to_vec_pretty(&arch)?)?;
     if opts.samples > 0 {
         let (rs, counts) = golden(folded, &q, score, opts, calib_path, hash)?;
         write_atomic(&out_dir.join("samples.rs"), rs.as_bytes())?;

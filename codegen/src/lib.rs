@@ -6,7 +6,7 @@
 //! for inference ([`model`]); interprets the folded network in f32, f16 and int8
 //! with the runtime kernels' exact semantics ([`interp`]); calibrates and
 //! quantises it ([`quantize`]); sizes it per dtype ([`report`]); and writes the
-//! runtime's weight blobs ([`blob`]). Networks trained elsewhere (Keras, PyTorch) come in
+//! runtime's weight blobs ([`blob`]) and reads them back for the host ([`load`]). Networks trained elsewhere (Keras, PyTorch) come in
 //! through ONNX ([`onnx`]) onto the same description.
 
 pub mod arch;
@@ -14,6 +14,7 @@ pub mod blob;
 pub mod emit;
 pub mod export;
 pub mod interp;
+pub mod load;
 pub mod model;
 pub mod onnx;
 pub mod plan;

@@ -22,7 +22,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Freeze a trained run, or an ONNX network trained elsewhere (`--onnx`): generated Rust
-    /// module (model.rs), weight blobs (f32, f16, int8), golden samples with the host's results,
+    /// module (model.rs), weight blobs (f32, f16, int8), their architecture description for host
+    /// tools (model-arch.json, read by `trainer predict`), golden samples with the host's results,
     /// and a report of cost and accuracy.
     Export {
         /// Run directory written by `trainer fit` (or use --onnx).

@@ -25,8 +25,9 @@ pub const SAMPLES: usize = 4;
 pub const SEED_LAB_SEED: u64 = 7;
 
 /// Files of `models/edge` that are generated.
-pub const EDGE_FILES: [&str; 8] = [
+pub const EDGE_FILES: [&str; 9] = [
     "model.rs",
+    "model-arch.json",
     "model-f32.bin",
     "model-f16.bin",
     "model-int8.bin",

@@ -41,6 +41,61 @@ enum Command {
     Scan(ScanArgs),
     /// Cut the model's count cubes out of survey event lists for a cluster catalogue.
     Cutout(CutoutArgs),
+    /// Catalogue of log10 M500, sigma and quality flags for every cluster of a dataset.
+    #[command(long_about = PREDICT_ABOUT)]
+    Predict(PredictArgs),
+}
+
+const PREDICT_ABOUT: &str = "\
+Catalogue of log10 M500c / Msun, sigma and quality flags for every cluster of a dataset (no truth needed).
+
+MODEL is a run directory (burn, f32: the best epoch's weights, recorded preprocessing and sigma
+calibration, through `eval`'s own code, so the same clusters give eval's numbers) or a weight blob
+written by `codegen export` (model-f32.bin, model-f16.bin, model-int8.bin), run on the host by codegen's
+reference interpreters: the bits the runtime computes on a device from the same blob. A blob's layer
+list is read from model-arch.json next to it (written by `codegen export`), else from the run two
+directories up (runs/x/export/model-int8.bin -> runs/x/model.json); its architecture hash must match.
+
+Columns: id (the dataset's `id` array, else the row index), ra, dec (deg; the dataset's `ra`, `dec`
+arrays, else empty/NaN), z, exposure_s (s; empty/NaN if unknown), log_mass (log10 M500c/Msun), sigma
+(dex), flags, flag_names. Flags (bit field):
+  1 z_outside_training         redshift outside the training range
+  2 exposure_outside_training  exposure outside the training range (0.1 % tolerance)
+  4 saturated                  a pixel holds 65535 counts
+  8 undetected                 < 50 net 0.5-2 keV counts in the 400 kpc aperture (the baselines' detection)
+ 16 near_edge                  the dataset's `near_edge` is 1, or `edge_margin_arcsec` < half the cutout
+The training range comes from the run's calibration.npz (the training dataset's simulation
+configuration), as recorded in model-arch.json for a blob; unknown, flags 1 and 2 stay clear.
+
+The header (CSV `#` lines, FITS keywords) names the model, its kind and dtype, architecture hash,
+FNV-1a 64 hash of the weights file, the dataset, the command and the date. The file is written only
+when every cluster is computed, through a temporary file and a rename: never half-written.
+
+Examples:
+  trainer predict runs/edge data/survey.npz --out cat.fits
+  trainer predict runs/edge/export/model-int8.bin data/survey.npz --out cat.csv
+  trainer predict runs/edge data/survey.npz --model-dtype int8 --out cat.csv";
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Run directory (burn) or weight blob (model-{f32,f16,int8}.bin).
+    model: PathBuf,
+    /// Dataset: NPZ, images.npy or a directory of .npy files (images, redshift; optional id, ra, dec,
+    /// near_edge, edge_margin_arcsec).
+    data: PathBuf,
+    /// Output catalogue: .csv, or .fits (.fit, .fts) for a FITS binary table.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// With a run directory: burn (default), or the run's exported f32, f16 or int8 blob
+    /// (<run>/export/model-<dtype>.bin). With a blob: the dtype it must have.
+    #[arg(long, value_enum)]
+    model_dtype: Option<trainer::predict::model::ModelDtype>,
+    /// Clusters per forward pass (burn; 256, eval's, reproduces eval's numbers) or per work item (blob).
+    #[arg(long, default_value_t = trainer::fit::commands::EVAL_BATCH)]
+    batch: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -709,6 +764,49 @@ fn cutout_cmd(a: CutoutArgs) -> Result<()> {
     Ok(())
 }
 
+fn predict_cmd(a: PredictArgs) -> Result<()> {
+    let s = trainer::predict::predict(&trainer::predict::PredictOptions {
+        model: a.model,
+        data: a.data,
+        out: a.out.clone(),
+        model_dtype: a.model_dtype,
+        batch: a.batch,
+        progress: !a.quiet,
+        command: command_line(),
+    })?;
+    let flagged: Vec<String> = trainer::predict::flags::FLAGS
+        .iter()
+        .zip(&s.flag_counts)
+        .map(|((_, name, _), k)| format!("{name} {k}"))
+        .collect();
+    eprintln!(
+        "wrote {} clusters to {} ({}: {:.0} clusters/s); flagged: {}",
+        s.n,
+        a.out.display(),
+        s.model,
+        s.clusters_per_s,
+        flagged.join(", ")
+    );
+    Ok(())
+}
+
+/// The command line as a shell would take it back (arguments quoted where needed).
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+            if plain {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
@@ -724,5 +822,6 @@ fn main() -> Result<()> {
         Command::Eval(a) => eval_cmd(a),
         Command::Scan(a) => scan_cmd(a),
         Command::Cutout(a) => cutout_cmd(a),
+        Command::Predict(a) => predict_cmd(a),
     }
 }

@@ -175,8 +175,9 @@ pub fn fit(
     Ok(summary)
 }
 
-/// Score the test split, then its detected clusters, next to the baselines.
-fn score_both(
+/// Score the test split, then its detected clusters, next to the baselines (`mu`, `sigma`
+/// indexed like `splits.test`).
+pub fn score_both(
     name: &str,
     ds: &Dataset,
     splits: &Splits,
@@ -207,24 +208,104 @@ pub fn open_run(run_dir: &Path) -> Result<(RunConfig, RunState, RunInfo)> {
     Ok((cfg, state, info))
 }
 
-/// Score a finished run on a dataset's test split (the run's own dataset by default):
-/// all test clusters, and the detected ones.
-pub fn eval(run_dir: &Path, dataset: Option<&Path>) -> Result<(Report, Report)> {
+/// A finished run, ready to predict: what `eval` and `predict` load.
+pub struct TrainedRun {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Configuration.
+    pub cfg: RunConfig,
+    /// State (preprocessing, history).
+    pub state: RunState,
+    /// Provenance (training dataset).
+    pub info: RunInfo,
+    /// Layers.
+    pub layers: Vec<codegen::arch::Layer>,
+    /// The best epoch's network on the inference device.
+    pub net: super::net::Net,
+    /// Sigma calibration.
+    pub calib: super::run::SigmaCalibration,
+    /// The inference device.
+    pub device: burn::tensor::Device,
+}
+
+/// Load a finished run's best network, preprocessing and sigma calibration.
+pub fn load_run(run_dir: &Path) -> Result<TrainedRun> {
     let (cfg, state, info) = open_run(run_dir)?;
     let Some(calib) = state.sigma_calibration else {
         bail!("{}: the run has not finished training", run_dir.display())
     };
     let layers = cfg.model.layers()?;
-    let plain = device(cfg.train.backend);
-    let net = run::load_best(run_dir, &layers, &plain)?;
-    let path = dataset.unwrap_or(&info.dataset);
+    let device = device(cfg.train.backend);
+    let net = run::load_best(run_dir, &layers, &device)?;
+    Ok(TrainedRun {
+        dir: run_dir.to_path_buf(),
+        cfg,
+        state,
+        info,
+        layers,
+        net,
+        calib,
+        device,
+    })
+}
+
+impl TrainedRun {
+    /// Calibrated predictions (mean, sigma) on clusters `idx` of `ds`, in batches of
+    /// `batch` (eval's are [`EVAL_BATCH`]; the same batches give the same bits).
+    pub fn predict(&self, ds: &Dataset, idx: &[usize], batch: usize) -> (Vec<f64>, Vec<f64>) {
+        let (mu, sigma) = train::predict_batched(
+            &self.net,
+            &self.layers,
+            &self.state.preprocess,
+            ds,
+            idx,
+            &self.device,
+            batch,
+        );
+        let sigma = sigma.iter().map(|s| self.calib.apply(*s)).collect();
+        (mu, sigma)
+    }
+}
+
+/// Batch size of `eval`'s (and by default `predict`'s) forward passes.
+pub const EVAL_BATCH: usize = 256;
+
+/// What `eval` scores: the test split of a dataset and the run's predictions on it.
+pub struct EvalPredictions {
+    /// The dataset scored.
+    pub dataset: Dataset,
+    /// Its split (by the run's split seed).
+    pub splits: Splits,
+    /// Calibrated predictions on `splits.test`, in that order.
+    pub mu: Vec<f64>,
+    /// Their sigmas.
+    pub sigma: Vec<f64>,
+    /// Estimator name in the tables.
+    pub name: String,
+}
+
+/// The predictions `eval` scores (the run's own dataset by default).
+pub fn eval_predictions(run_dir: &Path, dataset: Option<&Path>) -> Result<EvalPredictions> {
+    let run = load_run(run_dir)?;
+    let path = dataset.unwrap_or(&run.info.dataset);
     let ds = Dataset::load(path)?;
     if ds.log_mass.is_none() {
         bail!("{}: evaluation needs `log_mass` labels", path.display());
     }
-    let splits = Splits::new(ds.len(), cfg.train.split_seed, Splits::DEFAULT);
-    let (mu, sigma) = predict(&net, &layers, &state.preprocess, &ds, &splits.test, &plain);
-    let sigma: Vec<f64> = sigma.iter().map(|s| calib.apply(*s)).collect();
-    let name = format!("CNN ({})", cfg.preset);
-    score_both(&name, &ds, &splits, &mu, &sigma)
+    let splits = Splits::new(ds.len(), run.cfg.train.split_seed, Splits::DEFAULT);
+    let (mu, sigma) = run.predict(&ds, &splits.test, EVAL_BATCH);
+    Ok(EvalPredictions {
+        dataset: ds,
+        splits,
+        mu,
+        sigma,
+        name: format!("CNN ({})", run.cfg.preset),
+    })
+}
+
+/// Score a finished run on a dataset's test split (the run's own dataset by default):
+/// all test clusters, and the detected ones.
+pub fn eval(run_dir: &Path, dataset: Option<&Path>) -> Result<(Report, Report)> {
+    let p = eval_predictions(run_dir, dataset)?;
+    score_both(&p.name, &p.dataset, &p.splits, &p.mu, &p.sigma)
 }

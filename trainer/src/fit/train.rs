@@ -37,7 +37,8 @@ pub fn device(backend: Backend) -> Device {
     }
 }
 
-/// Predictions of a network on some clusters: mean and sigma (before calibration).
+/// Predictions of a network on some clusters: mean and sigma (before calibration), in
+/// batches of 256.
 pub fn predict(
     net: &Net,
     layers: &[Layer],
@@ -46,8 +47,21 @@ pub fn predict(
     idx: &[usize],
     dev: &Device,
 ) -> (Vec<f64>, Vec<f64>) {
+    predict_batched(net, layers, pre, ds, idx, dev, 256)
+}
+
+/// [`predict`] in batches of `batch` clusters.
+pub fn predict_batched(
+    net: &Net,
+    layers: &[Layer],
+    pre: &Preprocess,
+    ds: &Dataset,
+    idx: &[usize],
+    dev: &Device,
+    batch: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let (mut mu, mut sigma) = (Vec::with_capacity(idx.len()), Vec::with_capacity(idx.len()));
-    for chunk in idx.chunks(256) {
+    for chunk in idx.chunks(batch.max(1)) {
         let b = prep::batch(ds, chunk, pre, &[]);
         let n = chunk.len();
         let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, NBANDS, NPIX, NPIX]), dev);

@@ -1,0 +1,854 @@
+//! Reading an export back: the architecture description `codegen export` writes next to the
+//! blobs ([`ArchDescription`], `model-arch.json`) and the inverse of
+//! [`float_tensors`](crate::export::float_tensors) / [`int8_tensors`](crate::export::int8_tensors),
+//! which turns a weight blob into the [`FoldedModel`] or [`QuantModel`] that the reference
+//! interpreters ([`crate::interp`]) run. Those interpreters are bit-identical to the runtime's
+//! kernels and the generated code, so the host computes from a blob exactly what a device
+//! computes from the same bytes.
+//!
+//! A blob holds weights and model constants but not the layer list (the generated code
+//! hard-wires it); the description supplies it, and its [`arch_hash`] must equal the blob's.
+//! Every blob goes through `runtime::blob::Blob::parse` (magic, version, CRC-32, tensor table
+//! against what the architecture needs) and the same value checks as the generated
+//! `Model::new` (model constants, requantisation tables, scales, zero points), plus finite
+//! float weights.
+//!
+//! Not stored in an int8 blob, so not restored: the weight scales `w_scale` (inference uses
+//! the requantisation tables and the head's `out_scale` built from them; decoded models
+//! leave them empty) and the calibrated ranges (restored as the range each tensor's int8
+//! parameters represent).
+
+use crate::arch::{Layer, Shape, analyze};
+use crate::export::arch_hash;
+use crate::interp::FloatPath;
+use crate::model::{ConvGeom, ConvOp, DenseOp, FoldedModel, Op, PreprocessDesc, SigmaCalibration};
+use crate::quantize::{QConv, QDense, QHead, QLeaky, QOp, QuantModel};
+use anyhow::{Context, Result, bail, ensure};
+use runtime::blob::{Blob, Dtype, Elem, Header};
+use runtime::quant::{QParams, Requant};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// File name of the architecture description in an export directory.
+pub const ARCH_FILE: &str = "model-arch.json";
+/// Format identifier of [`ArchDescription`].
+pub const ARCH_FORMAT: &str = "cluster-mass-arch";
+/// Format version of [`ArchDescription`].
+pub const ARCH_VERSION: u32 = 1;
+
+/// What the model was trained on, as far as the export knows it (the flags of
+/// `trainer predict` compare every cluster with it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRange {
+    /// Lowest and highest redshift.
+    pub redshift: [f64; 2],
+    /// Lowest and highest exposure in seconds, if known.
+    pub exposure_s: Option<[f64; 2]>,
+    /// Where the numbers come from.
+    pub source: String,
+}
+
+impl TrainingRange {
+    /// The range of a sample in the dataset layout (a run's `calibration.npz`, which holds
+    /// validation clusters and the training dataset's metadata): the simulator configuration's
+    /// redshift range and exposure when `meta_json` has them, else the sample's own extremes.
+    /// `Ok(None)` if the file has no redshifts.
+    pub fn of_sample(path: &Path) -> Result<Option<Self>> {
+        let mut npz = npyz::npz::NpzArchive::open(path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        let mut floats = |key: &str| -> Result<Option<Vec<f64>>> {
+            let Some(arr) = npz
+                .by_name(key)
+                .with_context(|| format!("{}: array `{key}` unreadable", path.display()))?
+            else {
+                return Ok(None);
+            };
+            let type_str = match arr.dtype() {
+                npyz::DType::Plain(t) => t.to_string(),
+                _ => return Ok(None),
+            };
+            let v = match type_str.trim_start_matches(['<', '>', '|', '=']) {
+                "f4" => arr.into_vec::<f32>()?.into_iter().map(f64::from).collect(),
+                "f8" => arr.into_vec::<f64>()?,
+                "u1" => arr.into_vec::<u8>()?.into_iter().map(f64::from).collect(),
+                // Not a layout this reads: the range falls back to what is known.
+                _ => return Ok(None),
+            };
+            Ok(Some(v))
+        };
+        let meta: Option<serde_json::Value> = floats("meta_json")?
+            .map(|b| b.into_iter().map(|v| v as u8).collect::<Vec<u8>>())
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let z = floats("redshift")?;
+        let exposure = floats("exposure_s")?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        let pointer = |p: &str| {
+            meta.as_ref()
+                .and_then(|m| m.pointer(p))
+                .and_then(|v| v.as_f64())
+        };
+        let extremes = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (lo <= hi).then_some([lo, hi])
+        };
+        if let (Some(lo), Some(hi)) = (
+            pointer("/config/population/z_min"),
+            pointer("/config/population/z_max"),
+        ) {
+            let exposure_s = pointer("/exposure_s")
+                .map(|e| [e, e])
+                .or_else(|| exposure.as_deref().and_then(extremes));
+            return Ok(Some(Self {
+                redshift: [lo, hi],
+                exposure_s,
+                source: format!("simulation configuration recorded in {name}"),
+            }));
+        }
+        let Some(redshift) = z.as_deref().and_then(extremes) else {
+            return Ok(None);
+        };
+        let n = z.as_ref().map_or(0, Vec::len);
+        Ok(Some(Self {
+            redshift,
+            exposure_s: exposure.as_deref().and_then(extremes),
+            source: format!("extremes of the {n} clusters of {name}"),
+        }))
+    }
+}
+
+/// `model-arch.json`: what a blob does not say about itself (the layer list, with fused
+/// activations), so a host can run the blob; plus where the model came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchDescription {
+    /// [`ARCH_FORMAT`].
+    pub format: String,
+    /// [`ARCH_VERSION`].
+    pub version: u32,
+    /// Model name (as in the generated headers).
+    pub name: String,
+    /// [`arch_hash`] of the architecture, hexadecimal (`0x...`), as in every blob's header.
+    pub arch_hash: String,
+    /// Input shape.
+    pub input: Shape,
+    /// Inference ops as layers ([`FoldedModel::layers`]: batch norm folded, dropout gone).
+    pub layers: Vec<Layer>,
+    /// Fused leaky-ReLU slope of each convolution and dense op, `null` for the other ops.
+    pub slopes: Vec<Option<f32>>,
+    /// The model's training range, if the export knew it.
+    pub training_range: Option<TrainingRange>,
+    /// The command that wrote the export.
+    pub command: String,
+    /// Free-form provenance (a run's `model.json` provenance).
+    #[serde(default)]
+    pub provenance: serde_json::Value,
+}
+
+/// Format an architecture hash as descriptions and messages show it.
+pub fn hash_hex(h: u64) -> String {
+    format!("{h:#018x}")
+}
+
+impl ArchDescription {
+    /// Describe a folded model.
+    pub fn of(
+        m: &FoldedModel,
+        name: &str,
+        command: &str,
+        training_range: Option<TrainingRange>,
+        provenance: serde_json::Value,
+    ) -> Self {
+        Self {
+            format: ARCH_FORMAT.into(),
+            version: ARCH_VERSION,
+            name: name.into(),
+            arch_hash: hash_hex(arch_hash(m)),
+            input: m.input,
+            layers: m.layers(),
+            slopes: m
+                .ops
+                .iter()
+                .map(|op| match op {
+                    Op::Conv2d(c) => Some(c.slope),
+                    Op::Dense(d) => Some(d.slope),
+                    _ => None,
+                })
+                .collect(),
+            training_range,
+            command: command.into(),
+            provenance,
+        }
+    }
+
+    /// Read and check a description (format, version, a consistent layer list whose hash
+    /// is the recorded one); errors name the file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let d: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not an architecture description", path.display()))?;
+        ensure!(
+            d.format == ARCH_FORMAT && d.version == ARCH_VERSION,
+            "{}: format {:?} version {}, expected {ARCH_FORMAT:?} version {ARCH_VERSION}",
+            path.display(),
+            d.format,
+            d.version
+        );
+        let skel = d
+            .skeleton()
+            .with_context(|| format!("{}: inconsistent layer list", path.display()))?;
+        let h = hash_hex(arch_hash(&skel));
+        ensure!(
+            h == d.arch_hash,
+            "{}: its layers hash to {h}, but it records {} (edited by hand?)",
+            path.display(),
+            d.arch_hash
+        );
+        Ok(d)
+    }
+
+    /// The architecture hash as a number.
+    pub fn hash(&self) -> Result<u64> {
+        u64::from_str_radix(self.arch_hash.trim_start_matches("0x"), 16)
+            .with_context(|| format!("architecture hash {:?} is not hexadecimal", self.arch_hash))
+    }
+
+    /// The folded model with zero weights and neutral constants: the shape every blob of
+    /// this architecture fills.
+    pub fn skeleton(&self) -> Result<FoldedModel> {
+        ensure!(
+            self.slopes.len() == self.layers.len(),
+            "{} slopes for {} layers",
+            self.slopes.len(),
+            self.layers.len()
+        );
+        let stats = analyze(self.input, &self.layers)?;
+        let mut shape = self.input;
+        let mut ops = Vec::with_capacity(self.layers.len());
+        for (i, ((layer, slope), st)) in
+            self.layers.iter().zip(&self.slopes).zip(&stats).enumerate()
+        {
+            let fused = || slope.with_context(|| format!("layer {i}: no slope"));
+            ops.push(match *layer {
+                Layer::Conv2d {
+                    filters,
+                    kernel,
+                    stride,
+                    dilation,
+                    padding,
+                } => Op::Conv2d(ConvOp {
+                    geom: ConvGeom {
+                        in_c: shape.c,
+                        filters,
+                        kernel,
+                        stride,
+                        dilation,
+                        padding,
+                    },
+                    weight: vec![0.0; filters * shape.c * kernel * kernel],
+                    bias: vec![0.0; filters],
+                    slope: fused()?,
+                }),
+                Layer::Dense { units } => Op::Dense(DenseOp {
+                    n_in: shape.len(),
+                    units,
+                    weight: vec![0.0; shape.len() * units],
+                    bias: vec![0.0; units],
+                    slope: fused()?,
+                }),
+                Layer::Pool2d { kind, size } => Op::Pool2d { kind, size },
+                Layer::GlobalAvgPool => Op::GlobalAvgPool,
+                Layer::FlattenConcatZ => Op::FlattenConcatZ,
+                Layer::LeakyRelu { slope } => Op::LeakyRelu {
+                    slope: slope as f32,
+                },
+                Layer::BatchNorm { .. } | Layer::Dropout { .. } => {
+                    bail!("layer {i}: {layer:?} has no place in a folded model")
+                }
+            });
+            ensure!(
+                slope.is_none() || matches!(layer, Layer::Conv2d { .. } | Layer::Dense { .. }),
+                "layer {i}: a slope on {layer:?}"
+            );
+            shape = st.out;
+        }
+        let m = FoldedModel {
+            input: self.input,
+            preprocess: PreprocessDesc {
+                band_scale: vec![1.0; self.input.c],
+                z_shift: 0.0,
+                z_scale: 1.0,
+            },
+            sigma_floor: 0.0,
+            sigma_calibration: None,
+            ops,
+        };
+        m.shapes()?;
+        ensure!(
+            matches!(m.ops.last(), Some(Op::Dense(d)) if d.units == 2 && d.slope == 1.0),
+            "the last op must be the dense head with 2 units and no activation"
+        );
+        Ok(m)
+    }
+}
+
+/// A blob made runnable by the reference interpreters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// f32 or f16 weights (f16 ones widened to f32; run them with the given path).
+    Float(FoldedModel, FloatPath),
+    /// int8.
+    Int8(QuantModel),
+}
+
+impl Decoded {
+    /// The dtype name: `f32`, `f16` or `int8`.
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            Decoded::Float(_, FloatPath::F32) => "f32",
+            Decoded::Float(_, FloatPath::F16) => "f16",
+            Decoded::Int8(_) => "int8",
+        }
+    }
+
+    /// Estimate one cluster from raw counts `[band][y][x]` and its redshift.
+    pub fn predict(&self, counts: &[u16], z: f32) -> Result<crate::interp::Prediction> {
+        match self {
+            Decoded::Float(m, path) => m.predict(counts, z, *path),
+            Decoded::Int8(q) => q.predict(counts, z),
+        }
+    }
+}
+
+/// The tensor table a blob of `dtype` for `skel`'s architecture has (element type, length):
+/// the layout of [`float_tensors`](crate::export::float_tensors) and
+/// [`int8_tensors`](crate::export::int8_tensors).
+pub fn expected_tensors(skel: &FoldedModel, dtype: Dtype) -> Vec<(Elem, usize)> {
+    let mut out = vec![(Elem::F32, skel.input.c + 5)];
+    let n = skel.ops.len();
+    match dtype {
+        Dtype::F32 | Dtype::F16 => {
+            let w = if dtype == Dtype::F16 {
+                Elem::F16
+            } else {
+                Elem::F32
+            };
+            for op in &skel.ops {
+                match op {
+                    Op::Conv2d(c) => out.extend([(w, c.weight.len()), (Elem::F32, c.bias.len())]),
+                    Op::Dense(d) => out.extend([(w, d.weight.len()), (Elem::F32, d.bias.len())]),
+                    _ => {}
+                }
+            }
+        }
+        Dtype::Int8 => {
+            for (i, op) in skel.ops.iter().enumerate() {
+                match op {
+                    Op::Conv2d(ConvOp { weight, bias, .. })
+                    | Op::Dense(DenseOp { weight, bias, .. }) => {
+                        out.extend([(Elem::I8, weight.len()), (Elem::I32, bias.len())]);
+                        if i + 1 == n {
+                            out.push((Elem::F32, bias.len()));
+                        } else {
+                            out.extend([(Elem::I32, 2 * bias.len()), (Elem::I32, 2 * bias.len())]);
+                        }
+                    }
+                    Op::LeakyRelu { .. } => out.push((Elem::I32, 4)),
+                    _ => {}
+                }
+            }
+            out.extend([(Elem::F32, n + 1), (Elem::I32, n + 1)]);
+        }
+    }
+    out
+}
+
+/// The dtype a blob header declares.
+pub fn blob_dtype(h: &Header) -> Result<Dtype> {
+    Ok(match h.dtype {
+        0 => Dtype::F32,
+        1 => Dtype::F16,
+        2 => Dtype::Int8,
+        d => bail!("unknown dtype code {d}"),
+    })
+}
+
+/// `bytes` copied into `buf` at a 16-byte-aligned address, as `Blob::parse` requires.
+fn aligned<'a>(buf: &'a mut Vec<u8>, bytes: &[u8]) -> &'a [u8] {
+    buf.clear();
+    buf.resize(bytes.len() + 15, 0);
+    // (`align_offset` may in theory give up; `Blob::parse` then reports a misaligned blob.)
+    let off = buf.as_ptr().align_offset(16).min(15);
+    buf[off..off + bytes.len()].copy_from_slice(bytes);
+    &buf[off..off + bytes.len()]
+}
+
+/// Decode a blob for the architecture `skel` (from [`ArchDescription::skeleton`]). The
+/// blob's dtype comes from its header; its architecture hash must be `skel`'s.
+pub fn decode(skel: &FoldedModel, bytes: &[u8]) -> Result<Decoded> {
+    let h = Header::read(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dtype = blob_dtype(&h)?;
+    let want = arch_hash(skel);
+    ensure!(
+        h.arch_hash == want,
+        "the blob is for architecture {}, the description's is {}",
+        hash_hex(h.arch_hash),
+        hash_hex(want)
+    );
+    let mut buf = Vec::new();
+    let view = aligned(&mut buf, &bytes[..h.len]);
+    let b = Blob::parse(view, dtype, want, &expected_tensors(skel, dtype))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut r = Reader { b, next: 0 };
+    let (preprocess, sigma_floor, sigma_calibration) = r.meta(skel.input.c)?;
+    match dtype {
+        Dtype::F32 | Dtype::F16 => {
+            let mut m = skel.clone();
+            for op in &mut m.ops {
+                let (w, bias) = match op {
+                    Op::Conv2d(c) => (&mut c.weight, &mut c.bias),
+                    Op::Dense(d) => (&mut d.weight, &mut d.bias),
+                    _ => continue,
+                };
+                *w = if dtype == Dtype::F16 {
+                    r.f16()?
+                } else {
+                    r.f32()?
+                };
+                *bias = r.f32()?;
+            }
+            m.preprocess = preprocess;
+            m.sigma_floor = sigma_floor;
+            m.sigma_calibration = sigma_calibration;
+            let path = if dtype == Dtype::F16 {
+                FloatPath::F16
+            } else {
+                FloatPath::F32
+            };
+            Ok(Decoded::Float(m, path))
+        }
+        Dtype::Int8 => {
+            let n = skel.ops.len();
+            // The activation table comes last; read it first.
+            let mut tail = Reader {
+                b: r.b,
+                next: r.b.len() - 2,
+            };
+            let scales = tail.scales()?;
+            let zps = tail.i32()?;
+            let at = tail.next - 1;
+            ensure!(
+                zps.iter().all(|z| (-128..=127).contains(z)),
+                "tensor {at}: zero point outside [-128, 127]"
+            );
+            let tensor_q: Vec<QParams> = scales
+                .iter()
+                .zip(&zps)
+                .map(|(&scale, &zero_point)| QParams { scale, zero_point })
+                .collect();
+            let mut ops = Vec::with_capacity(n);
+            for (i, op) in skel.ops.iter().enumerate() {
+                let (in_q, out_q) = (tensor_q[i], tensor_q[i + 1]);
+                ops.push(match op {
+                    Op::Conv2d(c) => QOp::Conv2d(QConv {
+                        geom: c.geom,
+                        weight: r.i8()?,
+                        bias: r.i32()?,
+                        w_scale: Vec::new(),
+                        requant_pos: r.requant()?,
+                        requant_neg: r.requant()?,
+                        in_q,
+                        out_q,
+                    }),
+                    Op::Dense(d) if i + 1 == n => QOp::Head(QHead {
+                        n_in: d.n_in,
+                        units: d.units,
+                        weight: r.i8()?,
+                        bias: r.i32()?,
+                        w_scale: Vec::new(),
+                        in_q,
+                        out_scale: r.scales()?,
+                    }),
+                    Op::Dense(d) => QOp::Dense(QDense {
+                        n_in: d.n_in,
+                        units: d.units,
+                        weight: r.i8()?,
+                        bias: r.i32()?,
+                        w_scale: Vec::new(),
+                        requant_pos: r.requant()?,
+                        requant_neg: r.requant()?,
+                        in_q,
+                        out_q,
+                    }),
+                    Op::LeakyRelu { .. } => {
+                        let t = r.requant()?;
+                        QOp::LeakyRelu(QLeaky {
+                            in_q,
+                            out_q,
+                            pos: t[0],
+                            neg: t[1],
+                        })
+                    }
+                    Op::Pool2d { kind, size } => QOp::Pool2d {
+                        kind: *kind,
+                        size: *size,
+                    },
+                    Op::GlobalAvgPool => QOp::GlobalAvgPool,
+                    Op::FlattenConcatZ => QOp::FlattenConcatZ { z_q: out_q },
+                });
+            }
+            ensure!(
+                r.next == r.b.len() - 2,
+                "tensor table longer than the architecture needs"
+            );
+            Ok(Decoded::Int8(QuantModel {
+                input: skel.input,
+                preprocess,
+                sigma_floor,
+                sigma_calibration,
+                shapes: skel.shapes()?,
+                ranges: tensor_q
+                    .iter()
+                    .map(|q| (q.dequantize(-128), q.dequantize(127)))
+                    .collect(),
+                tensor_q,
+                ops,
+            }))
+        }
+    }
+}
+
+/// Reads a validated blob's tensors in order; value errors name the tensor index.
+struct Reader<'a> {
+    b: Blob<'a>,
+    next: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self) -> usize {
+        self.next += 1;
+        self.next - 1
+    }
+    fn f32(&mut self) -> Result<Vec<f32>> {
+        let i = self.take();
+        let v = self
+            .b
+            .f32(i)
+            .with_context(|| format!("tensor {i}: not f32"))?;
+        ensure!(
+            v.iter().all(|x| x.is_finite()),
+            "tensor {i}: non-finite value"
+        );
+        Ok(v.to_vec())
+    }
+    fn f16(&mut self) -> Result<Vec<f32>> {
+        let i = self.take();
+        let v = self
+            .b
+            .f16(i)
+            .with_context(|| format!("tensor {i}: not f16"))?;
+        ensure!(
+            v.iter().all(|x| x.is_finite()),
+            "tensor {i}: non-finite value"
+        );
+        Ok(v.iter().map(|x| x.to_f32()).collect())
+    }
+    fn i8(&mut self) -> Result<Vec<i8>> {
+        let i = self.take();
+        Ok(self
+            .b
+            .i8(i)
+            .with_context(|| format!("tensor {i}: not i8"))?
+            .to_vec())
+    }
+    fn i32(&mut self) -> Result<Vec<i32>> {
+        let i = self.take();
+        Ok(self
+            .b
+            .i32(i)
+            .with_context(|| format!("tensor {i}: not i32"))?
+            .to_vec())
+    }
+    /// Positive finite f32 scales (as the generated code requires).
+    fn scales(&mut self) -> Result<Vec<f32>> {
+        let i = self.next;
+        let v = self.f32()?;
+        ensure!(v.iter().all(|s| *s > 0.0), "tensor {i}: scale not positive");
+        Ok(v)
+    }
+    fn requant(&mut self) -> Result<Vec<Requant>> {
+        let i = self.take();
+        let v = self
+            .b
+            .requant(i)
+            .with_context(|| format!("tensor {i}: not requantisation pairs"))?;
+        ensure!(
+            v.iter().all(|q| q.is_valid()),
+            "tensor {i}: invalid requantisation multiplier or shift"
+        );
+        Ok(v.to_vec())
+    }
+    /// Tensor 0, checked by the runtime's own `Meta::from_slice` (one band at a time, so any
+    /// band count works).
+    fn meta(&mut self, bands: usize) -> Result<(PreprocessDesc, f64, Option<SigmaCalibration>)> {
+        let i = self.take();
+        let v = self.b.f32(i).context("tensor 0: not f32")?;
+        ensure!(
+            v.len() == bands + 5,
+            "tensor 0: {} model constants",
+            v.len()
+        );
+        let tail = &v[bands..];
+        let mut meta = None;
+        for s in &v[..bands] {
+            let one: Vec<f32> = std::iter::once(*s).chain(tail.iter().copied()).collect();
+            meta = Some(runtime::model::Meta::<1>::from_slice(&one).context(
+                "tensor 0: unusable model constants (band scale, floor or calibration)",
+            )?);
+        }
+        let m = meta.context("tensor 0: no band")?;
+        let calibration = match m.calibration {
+            runtime::model::SigmaCalibration::None => None,
+            runtime::model::SigmaCalibration::Scale(s) => Some(SigmaCalibration::Scale {
+                scale: f64::from(s),
+            }),
+            runtime::model::SigmaCalibration::Constant(s) => Some(SigmaCalibration::Constant {
+                sigma: f64::from(s),
+            }),
+        };
+        Ok((
+            PreprocessDesc {
+                band_scale: v[..bands].to_vec(),
+                z_shift: m.preprocess.z_shift,
+                z_scale: m.preprocess.z_scale,
+            },
+            f64::from(m.sigma_floor),
+            calibration,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::write;
+    use crate::export::{float_tensors, int8_tensors};
+    use crate::model::Model;
+    use crate::quantize::{calibrate, quantize};
+    use crate::testutil::{Rng, e30_dir, synthetic_cube};
+
+    fn e30() -> FoldedModel {
+        Model::load(e30_dir()).unwrap().fold_batch_norm().unwrap()
+    }
+
+    /// What a blob keeps of a model: its f64 constants as the f32 the blob stores.
+    fn as_stored(mut m: FoldedModel) -> FoldedModel {
+        m.sigma_floor = f64::from(m.sigma_floor as f32);
+        m.sigma_calibration = m.sigma_calibration.map(|c| match c {
+            SigmaCalibration::Scale { scale } => SigmaCalibration::Scale {
+                scale: f64::from(scale as f32),
+            },
+            SigmaCalibration::Constant { sigma } => SigmaCalibration::Constant {
+                sigma: f64::from(sigma as f32),
+            },
+        });
+        m
+    }
+
+    fn description(m: &FoldedModel) -> ArchDescription {
+        let d = ArchDescription::of(m, "e30", "test", None, serde_json::Value::Null);
+        let text = serde_json::to_string_pretty(&d).unwrap();
+        let back: ArchDescription = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, d);
+        back
+    }
+
+    fn cubes(seed: u64, n: usize) -> Vec<(Vec<u16>, f32)> {
+        let mut rng = Rng::new(seed);
+        (0..n).map(|_| synthetic_cube(&mut rng, 10, 50)).collect()
+    }
+
+    /// encode -> decode gives the model back (f32 exactly; f16 with its weights rounded as
+    /// stored), and the same predictions bit for bit.
+    #[test]
+    fn float_blobs_round_trip() {
+        let m = e30();
+        let skel = description(&m).skeleton().unwrap();
+        assert_eq!(arch_hash(&skel), arch_hash(&m));
+        let bytes = write(Dtype::F32, arch_hash(&m), &float_tensors(&m, false));
+        let Decoded::Float(back, FloatPath::F32) = decode(&skel, &bytes).unwrap() else {
+            panic!("an f32 model")
+        };
+        assert_eq!(back, as_stored(m.clone()));
+        let bytes16 = write(Dtype::F16, arch_hash(&m), &float_tensors(&m, true));
+        let d16 = decode(&skel, &bytes16).unwrap();
+        let Decoded::Float(back16, FloatPath::F16) = &d16 else {
+            panic!("an f16 model")
+        };
+        assert_eq!(float_tensors(back16, true), float_tensors(&m, true));
+        for (c, z) in cubes(4, 5) {
+            let a = m.predict(&c, z, FloatPath::F32).unwrap();
+            assert_eq!(back.predict(&c, z, FloatPath::F32).unwrap(), a);
+            let a16 = m.predict(&c, z, FloatPath::F16).unwrap();
+            assert_eq!(d16.predict(&c, z).unwrap(), a16);
+        }
+    }
+
+    /// encode -> decode -> encode gives the same bytes, the decoded model equals the
+    /// quantised one but for what a blob does not store, and predicts the same bits.
+    #[test]
+    fn int8_blobs_round_trip() {
+        let m = e30();
+        let cal = cubes(1, 20);
+        let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let q = quantize(&m, &calibrate(&m, &refs).unwrap()).unwrap();
+        let bytes = write(Dtype::Int8, arch_hash(&m), &int8_tensors(&m, &q));
+        let skel = description(&m).skeleton().unwrap();
+        let Decoded::Int8(back) = decode(&skel, &bytes).unwrap() else {
+            panic!("an int8 model")
+        };
+        let stored = as_stored(m.clone());
+        assert_eq!(
+            write(Dtype::Int8, arch_hash(&m), &int8_tensors(&stored, &back)),
+            bytes
+        );
+        let mut want = q.clone();
+        want.sigma_floor = stored.sigma_floor;
+        want.sigma_calibration = stored.sigma_calibration;
+        want.ranges = back.ranges.clone();
+        for op in &mut want.ops {
+            match op {
+                QOp::Conv2d(c) => c.w_scale.clear(),
+                QOp::Dense(d) => d.w_scale.clear(),
+                QOp::Head(h) => h.w_scale.clear(),
+                _ => {}
+            }
+        }
+        assert_eq!(back, want);
+        for (r, p) in back.ranges.iter().zip(&q.tensor_q) {
+            assert_eq!(p.quantize(r.0), -128);
+            assert_eq!(p.quantize(r.1), 127);
+        }
+        for (c, z) in cubes(2, 5) {
+            assert_eq!(back.predict(&c, z).unwrap(), q.predict(&c, z).unwrap());
+        }
+    }
+
+    /// A blob of another architecture, a damaged one, and unusable values are refused.
+    #[test]
+    fn foreign_damaged_and_unusable_blobs_are_refused() {
+        let m = e30();
+        let skel = description(&m).skeleton().unwrap();
+        let h = arch_hash(&m);
+        let good = float_tensors(&m, false);
+        // Another architecture (another fused slope in the last convolution).
+        let mut other = m.clone();
+        if let Op::Conv2d(c) = &mut other.ops[5] {
+            c.slope = 0.2;
+        }
+        let e = decode(&skel, &write(Dtype::F32, arch_hash(&other), &good)).unwrap_err();
+        assert!(e.to_string().contains("architecture"), "{e}");
+        // Flipped byte: checksum.
+        let mut bytes = write(Dtype::F32, h, &good);
+        let k = bytes.len() - 40;
+        bytes[k] ^= 1;
+        let e = decode(&skel, &bytes).unwrap_err().to_string();
+        assert!(e.contains("checksum"), "{e}");
+        // Truncated.
+        let bytes = write(Dtype::F32, h, &good);
+        let e = decode(&skel, &bytes[..bytes.len() / 2])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("truncated"), "{e}");
+        // Right hash, wrong tensor table.
+        let e = decode(&skel, &write(Dtype::F32, h, &good[..good.len() - 1]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tensor"), "{e}");
+        // NaN weight, non-positive band scale.
+        let mut bad = good.clone();
+        if let crate::blob::Tensor::F32(v) = &mut bad[3] {
+            v[0] = f32::NAN;
+        }
+        let e = decode(&skel, &write(Dtype::F32, h, &bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tensor 3"), "{e}");
+        let mut bad = good.clone();
+        if let crate::blob::Tensor::F32(v) = &mut bad[0] {
+            v[2] = -1.0;
+        }
+        let e = decode(&skel, &write(Dtype::F32, h, &bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tensor 0"), "{e}");
+    }
+
+    /// A description whose recorded hash does not match its layers is refused on load.
+    #[test]
+    fn edited_descriptions_are_refused() {
+        let m = e30();
+        let mut d = description(&m);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(ARCH_FILE);
+        std::fs::write(&p, serde_json::to_vec(&d).unwrap()).unwrap();
+        assert_eq!(ArchDescription::load(&p).unwrap(), d);
+        d.slopes[1] = Some(0.3);
+        std::fs::write(&p, serde_json::to_vec(&d).unwrap()).unwrap();
+        let e = format!("{:#}", ArchDescription::load(&p).unwrap_err());
+        assert!(e.contains(ARCH_FILE) && e.contains("hash"), "{e}");
+    }
+
+    fn npz(path: &Path, z: &[f32], meta: Option<&str>) {
+        use npyz::WriterBuilder;
+        let f = std::fs::File::create(path).unwrap();
+        let mut w = npyz::npz::NpzWriter::new(std::io::BufWriter::new(f));
+        let mut a = w
+            .array::<f32>("redshift", Default::default())
+            .unwrap()
+            .default_dtype()
+            .shape(&[z.len() as u64])
+            .begin_nd()
+            .unwrap();
+        a.extend(z.iter().copied()).unwrap();
+        a.finish().unwrap();
+        if let Some(m) = meta {
+            let mut a = w
+                .array::<u8>("meta_json", Default::default())
+                .unwrap()
+                .default_dtype()
+                .shape(&[m.len() as u64])
+                .begin_nd()
+                .unwrap();
+            a.extend(m.bytes()).unwrap();
+            a.finish().unwrap();
+        }
+    }
+
+    /// The simulation configuration wins; without one, the sample's own extremes.
+    #[test]
+    fn training_range_of_a_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.npz");
+        let meta =
+            r#"{"exposure_s": 600.0, "config": {"population": {"z_min": 0.1, "z_max": 0.9}}}"#;
+        npz(&p, &[0.2, 0.5], Some(meta));
+        let r = TrainingRange::of_sample(&p).unwrap().unwrap();
+        assert_eq!(
+            (r.redshift, r.exposure_s),
+            ([0.1, 0.9], Some([600.0, 600.0]))
+        );
+        assert!(
+            r.source.contains("simulation configuration"),
+            "{}",
+            r.source
+        );
+        npz(&p, &[0.2, 0.5, 0.3], None);
+        let r = TrainingRange::of_sample(&p).unwrap().unwrap();
+        assert_eq!((r.redshift, r.exposure_s), ([f64::from(0.2f32), 0.5], None));
+        assert!(r.source.contains("3 clusters"), "{}", r.source);
+    }
+}
