@@ -135,7 +135,7 @@ fn a_cluster_is_taken_from_the_tile_where_it_lies_furthest_from_the_edge() {
         out
     })
     .unwrap();
-    let sky = ds.sky.unwrap();
+    let sky = ds.sky.clone().unwrap();
     // A second exposure map over the same events, shifted east by 0.3 deg: each
     // cluster sits at a different distance from its edge than in the first.
     let p = small_tile();
