@@ -374,14 +374,17 @@ impl Dataset {
         let sky = match source.read_strings("id")? {
             Some(id) => {
                 if id.len() != n {
-                    return Err(Problem::LengthMismatch {
+                    return Err(Problem::BadShape {
                         key: "id".into(),
-                        got: id.len(),
-                        n,
+                        shape: vec![id.len() as u64],
+                        expected: format!("[{n}] (one id per image)"),
                     });
                 }
                 let mut coord = |key: &str, lo: f64, hi: f64, why| -> Result<Vec<f64>, Problem> {
-                    let a = read_raw(source.as_mut(), key)?.ok_or_else(|| missing(key))?;
+                    // Positions are optional next to ids: NaN when absent.
+                    let Some(a) = read_raw(source.as_mut(), key)? else {
+                        return Ok(vec![f64::NAN; n]);
+                    };
                     let v = floats_1d_f64(key, a, n)?;
                     match v.iter().position(|x| !(*x >= lo && *x <= hi)) {
                         Some(index) => Err(Problem::OutOfRange {
