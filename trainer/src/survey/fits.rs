@@ -176,12 +176,11 @@ impl FitsIn {
             })
     }
 
-    /// A numeric column as f64 (cfitsio applies `TSCALn`/`TZEROn`).
-    pub fn col_f64(&mut self, table: &Table, col: &str) -> Result<Vec<f64>> {
+    fn col<T: fitsio::tables::ReadsCol>(&mut self, table: &Table, col: &str) -> Result<Vec<T>> {
         let name = self.column_name(table, col)?;
         let what = || format!("{} HDU {} column {name}", self.path.display(), table.name);
         let what_s = what();
-        let v: Vec<f64> = guarded(what, || {
+        let v: Vec<T> = guarded(what, || {
             table
                 .hdu
                 .read_col(&mut self.file, &name)
@@ -191,39 +190,21 @@ impl FitsIn {
             bail!("{what_s}: {} values for {} rows", v.len(), table.rows);
         }
         Ok(v)
+    }
+
+    /// A numeric column as f64 (cfitsio applies `TSCALn`/`TZEROn`).
+    pub fn col_f64(&mut self, table: &Table, col: &str) -> Result<Vec<f64>> {
+        self.col(table, col)
     }
 
     /// An integer column as i64.
     pub fn col_i64(&mut self, table: &Table, col: &str) -> Result<Vec<i64>> {
-        let name = self.column_name(table, col)?;
-        let what = || format!("{} HDU {} column {name}", self.path.display(), table.name);
-        let what_s = what();
-        let v: Vec<i64> = guarded(what, || {
-            table
-                .hdu
-                .read_col(&mut self.file, &name)
-                .map_err(|e| anyhow!("{what_s}: {e}"))
-        })?;
-        if v.len() != table.rows {
-            bail!("{what_s}: {} values for {} rows", v.len(), table.rows);
-        }
-        Ok(v)
+        self.col(table, col)
     }
 
     /// A column as text (numbers are formatted by cfitsio).
     pub fn col_string(&mut self, table: &Table, col: &str) -> Result<Vec<String>> {
-        let name = self.column_name(table, col)?;
-        let what = || format!("{} HDU {} column {name}", self.path.display(), table.name);
-        let what_s = what();
-        let v: Vec<String> = guarded(what, || {
-            table
-                .hdu
-                .read_col(&mut self.file, &name)
-                .map_err(|e| anyhow!("{what_s}: {e}"))
-        })?;
-        if v.len() != table.rows {
-            bail!("{what_s}: {} values for {} rows", v.len(), table.rows);
-        }
+        let v: Vec<String> = self.col(table, col)?;
         Ok(v.into_iter().map(|s| s.trim().to_string()).collect())
     }
 
