@@ -371,7 +371,15 @@ impl Dataset {
             }
             None => None,
         };
-        let sky = match source.read_strings("id")? {
+        // Positions without ids still count (ids are then the row numbers).
+        let names = source.names();
+        let has = |k: &str| names.iter().any(|n| n == k);
+        let id = match source.read_strings("id")? {
+            Some(id) => Some(id),
+            None if has("ra") || has("dec") => Some((0..n).map(|i| i.to_string()).collect()),
+            None => None,
+        };
+        let sky = match id {
             Some(id) => {
                 if id.len() != n {
                     return Err(Problem::BadShape {
@@ -544,12 +552,34 @@ fn strings_npy<R: Read>(key: &str, npy: NpyFile<R>) -> Result<Vec<String>, Probl
         });
     }
     let dtype = npy.dtype().descr();
-    let data = npy.data::<String>().map_err(|_| Problem::BadDtype {
-        key: key.into(),
-        dtype: format!("{dtype} (ids are read as strings: numpy dtype str, <U or |S)"),
-    })?;
-    data.map(|v| v.map_err(|e| Problem::Corrupt(format!("array `{key}`: {e}"))))
-        .collect()
+    let corrupt = |e: std::io::Error| Problem::Corrupt(format!("array `{key}`: {e}"));
+    let code = dtype.trim_start_matches(['<', '>', '|', '=']);
+    // Integer ids (catalogue row numbers, 64-bit source ids) are kept exactly as text.
+    macro_rules! ints {
+        ($t:ty) => {
+            npy.data::<$t>()
+                .map_err(|e| Problem::Corrupt(format!("array `{key}`: {e}")))?
+                .map(|v| v.map(|x| x.to_string()).map_err(corrupt))
+                .collect()
+        };
+    }
+    match code {
+        "i1" => ints!(i8),
+        "i2" => ints!(i16),
+        "i4" => ints!(i32),
+        "i8" => ints!(i64),
+        "u1" => ints!(u8),
+        "u2" => ints!(u16),
+        "u4" => ints!(u32),
+        "u8" => ints!(u64),
+        _ => {
+            let data = npy.data::<String>().map_err(|_| Problem::BadDtype {
+                key: key.into(),
+                dtype: format!("{dtype} (ids are strings, numpy dtype <U or |S, or integers)"),
+            })?;
+            data.map(|v| v.map_err(corrupt)).collect()
+        }
+    }
 }
 
 fn read_raw(source: &mut dyn Source, key: &str) -> Result<Option<RawArray>, Problem> {

@@ -1,8 +1,9 @@
-//! FITS binary tables, written atomically: one BINTABLE extension (after an empty primary HDU)
-//! of typed columns with units, header keywords with comments, and HISTORY / COMMENT cards.
-//! Everything the project writes as FITS (catalogues of `trainer predict`, simulated event
-//! lists) goes through [`Table::write`], so every such file is complete or absent: it is
-//! built in a temporary file next to the target, synced and renamed into place.
+//! Writing FITS, atomically: binary tables of typed columns with units, header keywords with
+//! comments, HISTORY / COMMENT cards, and 2-D f32 primary images. Everything the project
+//! writes as FITS (catalogues of `trainer predict`, simulated event lists, exposure maps and
+//! catalogues of `trainer simulate --events`) goes through [`FitsOut`] (or [`Table::write`]
+//! for a file of one table), so every such file is complete or absent: it is built in a
+//! temporary file next to the target, synced and renamed into place by [`FitsOut::commit`].
 //!
 //! Values longer than a card holds (68 characters) are written with the FITS long-string
 //! convention (`CONTINUE` cards, announced by a `LONGSTRN` keyword), which cfitsio, astropy
@@ -21,9 +22,10 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use fitsio::FitsFile;
+use fitsio::hdu::FitsHdu;
 use fitsio::tables::{ColumnDataType, ColumnDescription};
 use std::ffi::CString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The values of one column (one scalar per row).
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +38,10 @@ pub enum ColumnData {
     I32(Vec<i32>),
     /// `K`: 64-bit integers.
     I64(Vec<i64>),
+    /// `I`: 16-bit integers.
+    I16(Vec<i16>),
+    /// `B`: unsigned bytes.
+    U8(Vec<u8>),
     /// `A`: ASCII strings, as wide as the longest (at least 1). Trailing blanks carry no
     /// meaning in FITS (cfitsio reads an empty string back as one blank).
     Str(Vec<String>),
@@ -49,6 +55,8 @@ impl ColumnData {
             ColumnData::F32(v) => v.len(),
             ColumnData::I32(v) => v.len(),
             ColumnData::I64(v) => v.len(),
+            ColumnData::I16(v) => v.len(),
+            ColumnData::U8(v) => v.len(),
             ColumnData::Str(v) => v.len(),
         }
     }
@@ -97,6 +105,14 @@ impl Column {
     pub fn i64(name: &str, v: Vec<i64>) -> Self {
         Self::new(name, ColumnData::I64(v))
     }
+    /// A 16-bit integer column.
+    pub fn i16(name: &str, v: Vec<i16>) -> Self {
+        Self::new(name, ColumnData::I16(v))
+    }
+    /// An unsigned byte column.
+    pub fn u8(name: &str, v: Vec<u8>) -> Self {
+        Self::new(name, ColumnData::U8(v))
+    }
     /// A string column.
     pub fn string(name: &str, v: Vec<String>) -> Self {
         Self::new(name, ColumnData::Str(v))
@@ -126,7 +142,7 @@ pub enum KeyValue {
     Bool(bool),
 }
 
-/// One header keyword of the table extension.
+/// One header keyword.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Key {
     /// Name (at most 8 characters: A-Z, 0-9, `-`, `_`).
@@ -150,6 +166,29 @@ pub struct Table {
     pub history: Vec<String>,
     /// `COMMENT` cards (long text is wrapped over several cards).
     pub comments: Vec<String>,
+}
+
+impl Key {
+    /// A keyword without comment.
+    pub fn new(name: &str, value: KeyValue) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            comment: String::new(),
+        }
+    }
+    /// A string keyword without comment.
+    pub fn str(name: &str, value: &str) -> Self {
+        Self::new(name, KeyValue::Str(value.into()))
+    }
+    /// A float keyword without comment.
+    pub fn f64(name: &str, value: f64) -> Self {
+        Self::new(name, KeyValue::F64(value))
+    }
+    /// An integer keyword without comment.
+    pub fn i64(name: &str, value: i64) -> Self {
+        Self::new(name, KeyValue::I64(value))
+    }
 }
 
 /// Characters of text per HISTORY / COMMENT card.
@@ -207,40 +246,21 @@ impl Table {
                 bail!("column {}: value {s:?} is not printable ASCII", c.name);
             }
         }
-        for k in &self.keys {
-            let ok = !k.name.is_empty()
-                && k.name.len() <= 8
-                && k.name.bytes().all(|b| {
-                    b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
-            ensure!(
-                ok,
-                "FITS keyword {:?}: 1-8 characters of A-Z 0-9 - _",
-                k.name
-            );
-        }
-        Ok(())
+        check_keys(&self.keys)
     }
 
-    /// Write the table to `path` (any existing file is replaced only once the new one is
-    /// complete; on error nothing appears at `path`).
+    /// Write a file of this one table to `path` (after an empty primary HDU; any existing
+    /// file is replaced only once the new one is complete; on error nothing appears at
+    /// `path`).
     pub fn write(&self, path: &Path) -> Result<()> {
         self.check()
             .with_context(|| format!("FITS table {}", path.display()))?;
-        let tmp = crate::fsutil::temp_for(path, ".fits")?.into_temp_path();
-        self.write_to(&tmp)
-            .with_context(|| format!("writing FITS table {}", path.display()))?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("syncing {}", path.display()))?;
-        tmp.persist(path)
-            .with_context(|| format!("moving into place {}", path.display()))?;
-        Ok(())
+        let mut f = FitsOut::create(path, None)?;
+        f.table(self)?;
+        f.commit()
     }
 
-    fn write_to(&self, tmp: &Path) -> Result<()> {
-        let fe = |e: fitsio::errors::Error| anyhow::anyhow!("cfitsio: {e}");
-        let mut f = FitsFile::create(tmp).overwrite().open().map_err(fe)?;
+    fn write_into(&self, f: &mut FitsFile) -> Result<()> {
         let descriptions = self
             .columns
             .iter()
@@ -251,6 +271,8 @@ impl Table {
                     ColumnData::F32(_) => d.with_type(ColumnDataType::Float),
                     ColumnData::I32(_) => d.with_type(ColumnDataType::Int),
                     ColumnData::I64(_) => d.with_type(ColumnDataType::LongLong),
+                    ColumnData::I16(_) => d.with_type(ColumnDataType::Short),
+                    ColumnData::U8(_) => d.with_type(ColumnDataType::Byte),
                     ColumnData::Str(v) => d
                         .with_type(ColumnDataType::String)
                         .that_repeats(v.iter().map(String::len).max().unwrap_or(0).max(1)),
@@ -264,15 +286,17 @@ impl Table {
         for c in &self.columns {
             let name = c.name.as_str();
             match &c.data {
-                ColumnData::F64(v) => hdu.write_col(&mut f, name, v),
-                ColumnData::F32(v) => hdu.write_col(&mut f, name, v),
-                ColumnData::I32(v) => hdu.write_col(&mut f, name, v),
-                ColumnData::I64(v) => hdu.write_col(&mut f, name, v),
-                ColumnData::Str(v) => hdu.write_col(&mut f, name, v),
+                ColumnData::F64(v) => hdu.write_col(f, name, v),
+                ColumnData::F32(v) => hdu.write_col(f, name, v),
+                ColumnData::I32(v) => hdu.write_col(f, name, v),
+                ColumnData::I64(v) => hdu.write_col(f, name, v),
+                ColumnData::I16(v) => hdu.write_col(f, name, v),
+                ColumnData::U8(v) => hdu.write_col(f, name, v),
+                ColumnData::Str(v) => hdu.write_col(f, name, v),
             }
-            .map_err(fe)?;
+            .map_err(|e| anyhow::anyhow!("column {name}: cfitsio: {e}"))?;
         }
-        let mut cards = Cards { f: &mut f };
+        let mut cards = Cards { f: &mut *f };
         for (i, c) in self.columns.iter().enumerate() {
             if let Some(u) = &c.unit {
                 cards.key_str(&format!("TUNIT{}", i + 1), u, "")?;
@@ -281,18 +305,8 @@ impl Table {
                 cards.modify_comment(&format!("TTYPE{}", i + 1), d)?;
             }
         }
-        for k in &self.keys {
-            match &k.value {
-                KeyValue::Str(s) => cards.key_str(&k.name, s, &k.comment)?,
-                KeyValue::F64(v) => hdu
-                    .write_key(cards.f, &k.name, (*v, k.comment.as_str()))
-                    .map_err(fe)?,
-                KeyValue::I64(v) => hdu
-                    .write_key(cards.f, &k.name, (*v, k.comment.as_str()))
-                    .map_err(fe)?,
-                KeyValue::Bool(b) => cards.key_bool(&k.name, *b, &k.comment)?,
-            }
-        }
+        write_keys(f, &hdu, &self.keys)?;
+        let mut cards = Cards { f };
         for h in &self.history {
             for line in wrap(h) {
                 cards.history(&line)?;
@@ -303,6 +317,122 @@ impl Table {
                 cards.comment(&line)?;
             }
         }
+        Ok(())
+    }
+}
+
+fn fe(e: fitsio::errors::Error) -> anyhow::Error {
+    anyhow::anyhow!("cfitsio: {e}")
+}
+
+fn check_keys(keys: &[Key]) -> Result<()> {
+    for k in keys {
+        let ok = !k.name.is_empty()
+            && k.name.len() <= 8
+            && k.name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        ensure!(
+            ok,
+            "FITS keyword {:?}: 1-8 characters of A-Z 0-9 - _",
+            k.name
+        );
+    }
+    Ok(())
+}
+
+/// Write `keys` into the current HDU `hdu` of `f`.
+fn write_keys(f: &mut FitsFile, hdu: &FitsHdu, keys: &[Key]) -> Result<()> {
+    for k in keys {
+        let c = k.comment.as_str();
+        match &k.value {
+            KeyValue::Str(s) => Cards { f: &mut *f }.key_str(&k.name, s, c)?,
+            KeyValue::F64(v) => hdu
+                .write_key(f, &k.name, (*v, c))
+                .map_err(|e| anyhow::anyhow!("keyword {}: cfitsio: {e}", k.name))?,
+            KeyValue::I64(v) => hdu
+                .write_key(f, &k.name, (*v, c))
+                .map_err(|e| anyhow::anyhow!("keyword {}: cfitsio: {e}", k.name))?,
+            KeyValue::Bool(b) => Cards { f: &mut *f }.key_bool(&k.name, *b, c)?,
+        }
+    }
+    Ok(())
+}
+
+/// A FITS file being written: created as a temporary file next to its target and renamed
+/// into place by [`FitsOut::commit`], so an interrupted or failed write leaves nothing at
+/// the target (the temporary file is removed when a `FitsOut` is dropped uncommitted).
+pub struct FitsOut {
+    target: PathBuf,
+    tmp: tempfile::TempPath,
+    file: FitsFile,
+}
+
+impl FitsOut {
+    /// Start a file with an empty primary HDU, or with a 2-D f32 primary image of
+    /// `nx` x `ny` when `image` is given.
+    pub fn create(path: &Path, image: Option<(usize, usize)>) -> Result<Self> {
+        let tmp = crate::fsutil::temp_for(path, ".fits")?.into_temp_path();
+        let mut builder = FitsFile::create(&tmp).overwrite();
+        let dims;
+        if let Some((nx, ny)) = image {
+            dims = [ny, nx];
+            builder = builder.with_custom_primary(&fitsio::images::ImageDescription {
+                data_type: fitsio::images::ImageType::Float,
+                dimensions: &dims,
+            });
+        }
+        let file = builder
+            .open()
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+        Ok(Self {
+            target: path.to_path_buf(),
+            tmp,
+            file,
+        })
+    }
+
+    fn context(&self) -> String {
+        format!("writing FITS file {}", self.target.display())
+    }
+
+    /// Write keywords into the primary header.
+    pub fn primary_keys(&mut self, keys: &[Key]) -> Result<()> {
+        let ctx = self.context();
+        check_keys(keys).context(ctx.clone())?;
+        let hdu = self.file.primary_hdu().map_err(fe).context(ctx.clone())?;
+        write_keys(&mut self.file, &hdu, keys).context(ctx)
+    }
+
+    /// Write the primary image (row-major, `data[j * nx + i]`).
+    pub fn primary_image(&mut self, data: &[f32]) -> Result<()> {
+        let ctx = self.context();
+        let hdu = self.file.primary_hdu().map_err(fe).context(ctx.clone())?;
+        hdu.write_image(&mut self.file, data)
+            .map_err(fe)
+            .context(ctx)
+    }
+
+    /// Append a binary table extension.
+    pub fn table(&mut self, t: &Table) -> Result<()> {
+        let ctx = format!(
+            "writing table {} of FITS file {}",
+            t.extname,
+            self.target.display()
+        );
+        t.check().context(ctx.clone())?;
+        t.write_into(&mut self.file).context(ctx)
+    }
+
+    /// Close the file, sync it and move it into place.
+    pub fn commit(self) -> Result<()> {
+        let Self { target, tmp, file } = self;
+        drop(file); // cfitsio flushes and closes
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", target.display()))?;
+        tmp.persist(&target)
+            .with_context(|| format!("moving into place {}", target.display()))?;
         Ok(())
     }
 }
@@ -545,8 +675,8 @@ mod tests {
         let p = dir.path().join("t.fits");
         let mut t = sample();
         t.columns[1].data = ColumnData::F32(vec![1.0]);
-        let e = t.write(&p).unwrap_err().to_string();
-        assert!(e.contains("rows"), "{e}");
+        let e = format!("{:#}", t.write(&p).unwrap_err());
+        assert!(e.contains("rows") && e.contains("t.fits"), "{e}");
         let mut t = sample();
         t.key_str("lower", "x", "");
         assert!(t.write(&p).is_err());

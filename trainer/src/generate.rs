@@ -5,7 +5,6 @@
 use crate::data::{Dataset, NpzOut, SkyColumns, TruthColumns};
 use crate::sim::{IMAGE_LEN, Simulator, Truth};
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use std::path::Path;
 use std::sync::mpsc;
@@ -36,21 +35,6 @@ pub fn metadata(sim: &Simulator, n: usize) -> serde_json::Value {
         "agn_mean_number": sim.instrument.agn_mean_number,
         "config": sim.config,
     })
-}
-
-fn bar(n: usize, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(n as u64);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{spinner} simulating [{bar:40}] {pos}/{len} clusters {per_sec} eta {eta}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    pb
 }
 
 fn collect_truth(
@@ -85,7 +69,7 @@ pub fn generate_npz_with(
         Vec::with_capacity(n),
         TruthColumns::default(),
     );
-    let pb = bar(n, progress);
+    let pb = crate::progress::bar(n, progress, "simulating", "clusters");
     {
         let mut images = npz.images(n).context("starting the images array")?;
         // The NPY writer is not Send, so this thread writes and a helper thread

@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod generate;
 pub mod plot;
 pub mod predict;
+pub mod progress;
 pub mod sim;
 pub mod stats;
 pub mod survey;

@@ -452,13 +452,7 @@ fn simulate(a: SimulateArgs) -> Result<()> {
             let pb = if a.quiet {
                 indicatif::ProgressBar::hidden()
             } else {
-                indicatif::ProgressBar::new(n as u64).with_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} simulating the tile [{bar:40}] {pos}/{len} clusters {per_sec} eta {eta}",
-                    )
-                    .expect("static template")
-                    .progress_chars("=> "),
-                )
+                trainer::progress::bar(n, true, "simulating the tile", "clusters")
             };
             let (sky, _, s) = trainer::survey::tile::simulate_tile(&sim, n, &tp, ev, &pb)?;
             pb.finish_and_clear();

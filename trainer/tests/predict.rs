@@ -320,7 +320,11 @@ fn columns_flags_units_and_header_read_back() {
         write_npy(&d.join("ra.npy"), &[150.0f64, 150.5, 151.0, 359.9]);
         write_npy(&d.join("dec.npy"), &[2.0f64, -2.5, 0.0, -89.0]);
         write_npy(&d.join("exposure_s.npy"), &exposure);
-        write_npy(&d.join("near_edge.npy"), &[0u8, 0, 0, 1]);
+        // Half the cutout is 50 pixels x 10 arcsec / 2 = 250 arcsec.
+        write_npy(
+            &d.join("edge_margin_arcsec.npy"),
+            &[1e4f32, 1e4, 250.5, 249.5],
+        );
     });
     let fits = dir.path().join("cat.fits");
     let csv = dir.path().join("cat.csv");

@@ -14,7 +14,6 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use codegen::arch::{Layer, Shape};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -198,7 +197,12 @@ fn fit_until(
         rng.set_stream(epoch as u64 + 1);
         let mut order = train_idx.clone();
         order.shuffle(&mut rng);
-        let pb = bar(steps, epoch, t.epochs, progress);
+        let pb = crate::progress::bar(
+            steps,
+            progress,
+            &format!("epoch {:>3}/{}", epoch + 1, t.epochs),
+            "batches",
+        );
         let t0 = Instant::now();
         let (mut loss_sum, mut n_seen) = (0.0, 0usize);
         for chunk in order.chunks(t.batch_size) {
@@ -337,20 +341,4 @@ fn dropout_masks(
             Tensor::<2>::from_data(TensorData::new(v, [batch, units]), dev)
         })
         .collect()
-}
-
-fn bar(steps: usize, epoch: usize, epochs: usize, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(steps as u64);
-    pb.set_style(
-        ProgressStyle::with_template(&format!(
-            "epoch {:>3}/{epochs} [{{bar:30}}] {{pos}}/{{len}} batches {{msg}} eta {{eta}}",
-            epoch + 1
-        ))
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    pb
 }

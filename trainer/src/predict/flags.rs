@@ -2,7 +2,6 @@
 //! than the model's sigma suggests (the model never saw such a cluster, or the image is
 //! not what the model expects). A flag never changes the estimate.
 
-use super::columns::CatalogueColumns;
 use crate::baseline::{CountRateParams, aperture_counts};
 use crate::data::Dataset;
 use crate::sim::NPIX;
@@ -17,8 +16,9 @@ pub const SATURATED: i32 = 4;
 /// Fewer net 0.5-2 keV counts in the 400 kpc aperture than a detection (50; the baselines'
 /// definition of the "detected" subset): the mass rests mostly on the redshift prior.
 pub const UNDETECTED: i32 = 8;
-/// The cutout reaches past a survey tile's edge (`near_edge` array, or `edge_margin_arcsec`
-/// smaller than half the cutout).
+/// The cutout reaches past a survey tile's edge: the dataset's `edge_margin_arcsec` (distance
+/// from the cluster to the edge of its tile's exposure map, written by `trainer cutout`) is
+/// smaller than half the cutout.
 pub const NEAR_EDGE: i32 = 16;
 
 /// Every flag: bit, name (as in the `flag_names` column), meaning.
@@ -61,7 +61,7 @@ pub fn names(flags: i32) -> String {
 
 /// The flags of every cluster of `ds`. Without a known training range bits 1 and 2 stay
 /// clear, as does bit 2 for a cluster of unknown exposure, and bit 16 without edge data.
-pub fn flags(ds: &Dataset, range: Option<&TrainingRange>, cols: &CatalogueColumns) -> Vec<i32> {
+pub fn flags(ds: &Dataset, range: Option<&TrainingRange>) -> Vec<i32> {
     let p = CountRateParams::default();
     let net = aperture_counts(ds, &p);
     let half_cutout = NPIX as f64 / 2.0 * ds.pixel_arcsec();
@@ -85,11 +85,11 @@ pub fn flags(ds: &Dataset, range: Option<&TrainingRange>, cols: &CatalogueColumn
             if net[i] < p.detection_counts {
                 f |= UNDETECTED;
             }
-            let near = cols.near_edge.as_ref().is_some_and(|v| v[i])
-                || cols
-                    .edge_margin_arcsec
-                    .as_ref()
-                    .is_some_and(|v| v[i] < half_cutout);
+            let near = ds.sky.as_ref().is_some_and(|k| {
+                k.edge_margin_arcsec
+                    .get(i)
+                    .is_some_and(|&m| f64::from(m) < half_cutout)
+            });
             if near {
                 f |= NEAR_EDGE;
             }

@@ -16,14 +16,12 @@
 //! calibrated), `flags` (bit field, [`flags`]) and `flag_names`. Nothing is written until
 //! every cluster is computed; the file then appears whole (temporary file and rename).
 
-pub mod columns;
 pub mod flags;
 pub mod model;
 pub mod output;
 
 use crate::data::Dataset;
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use model::{Engine, LoadedModel, ModelDtype};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -125,21 +123,6 @@ pub struct PredictSummary {
     pub model: String,
 }
 
-fn bar(n: usize, show: bool, what: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(n as u64);
-    pb.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{spinner}} predicting ({what}) [{{bar:40}}] {{pos}}/{{len}} clusters {{per_sec}} eta {{eta}}"
-        ))
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    pb
-}
-
 /// Mean and calibrated sigma of every cluster of `ds`, with a progress bar.
 pub fn run_model(
     m: &LoadedModel,
@@ -149,7 +132,12 @@ pub fn run_model(
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     let n = ds.len();
     let batch = batch.max(1);
-    let pb = bar(n, progress, &format!("{} {}", m.kind, m.dtype));
+    let pb = crate::progress::bar(
+        n,
+        progress,
+        &format!("predicting ({} {})", m.kind, m.dtype),
+        "clusters",
+    );
     let (mut mu, mut sigma) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let idx: Vec<usize> = (0..n).collect();
     match &m.engine {
@@ -201,11 +189,10 @@ pub fn predict(o: &PredictOptions) -> Result<PredictSummary> {
     }
     let m = model::load(&o.model, o.model_dtype)?;
     let ds = Dataset::load(&o.data)?;
-    let cols = columns::CatalogueColumns::read(&o.data, ds.len())?;
     let t0 = Instant::now();
     let (mu, sigma) = run_model(&m, &ds, o.batch, o.progress)?;
     let model_seconds = t0.elapsed().as_secs_f64();
-    let cat = catalogue(&m, &ds, &cols, mu, sigma, o)?;
+    let cat = catalogue(&m, &ds, mu, sigma, o)?;
     match format {
         Format::Csv => output::write_csv(&cat, &o.out)?,
         Format::Fits => output::write_fits(&cat, &o.out)?,
@@ -226,7 +213,6 @@ pub fn predict(o: &PredictOptions) -> Result<PredictSummary> {
 pub fn catalogue(
     m: &LoadedModel,
     ds: &Dataset,
-    cols: &columns::CatalogueColumns,
     log_mass: Vec<f64>,
     sigma: Vec<f64>,
     o: &PredictOptions,
@@ -234,7 +220,8 @@ pub fn catalogue(
     let n = ds.len();
     let nan = || vec![f64::NAN; n];
     let range = m.training_range.as_ref();
-    let flags = flags::flags(ds, range, cols);
+    let sky = ds.sky.as_ref();
+    let flags = flags::flags(ds, range);
     let fmt_range = |r: [f64; 2]| format!("{} {}", r[0], r[1]);
     let mut header = vec![
         item(
@@ -324,12 +311,9 @@ pub fn catalogue(
         )),
     }
     Ok(Catalogue {
-        id: cols
-            .id
-            .clone()
-            .unwrap_or_else(|| (0..n).map(|i| i.to_string()).collect()),
-        ra: cols.ra.clone().unwrap_or_else(nan),
-        dec: cols.dec.clone().unwrap_or_else(nan),
+        id: sky.map_or_else(|| (0..n).map(|i| i.to_string()).collect(), |k| k.id.clone()),
+        ra: sky.map_or_else(nan, |k| k.ra.clone()),
+        dec: sky.map_or_else(nan, |k| k.dec.clone()),
         z: ds.redshift.iter().map(|&z| f64::from(z)).collect(),
         exposure_s: (0..n).map(|i| ds.exposure(i).unwrap_or(f64::NAN)).collect(),
         log_mass,

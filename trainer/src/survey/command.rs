@@ -7,7 +7,6 @@ use crate::data::{NpzOut, SkyColumns};
 use crate::sim::NPIX;
 use crate::sim::SimConfig;
 use anyhow::{Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -51,21 +50,6 @@ pub struct CutoutSummary {
     pub cutout_s: f64,
 }
 
-fn bar(n: usize, show: bool, what: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(n as u64);
-    pb.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
-        ))
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    pb
-}
-
 /// The default skipped-clusters file of an output `data.npz`: `data.skipped.csv`.
 pub fn default_skipped(out: &Path) -> PathBuf {
     PathBuf::from(format!("{}.skipped.csv", out.with_extension("").display()))
@@ -96,7 +80,7 @@ pub fn run(o: &CutoutOptions, progress: bool) -> Result<CutoutSummary> {
     };
     let catalog = Catalog::read(&o.catalog, &o.columns)?;
     let t0 = Instant::now();
-    let pb = bar(o.events.len(), progress, "reading tiles");
+    let pb = crate::progress::bar(o.events.len(), progress, "reading tiles", "tiles");
     let mut tiles = Vec::new();
     for (e, m) in o.events.iter().zip(&o.expmaps) {
         tiles.push(Tile::read(e, m, &edges)?);
@@ -105,7 +89,7 @@ pub fn run(o: &CutoutOptions, progress: bool) -> Result<CutoutSummary> {
     pb.finish_and_clear();
     let read_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let pb = bar(catalog.entries.len(), progress, "cutting out clusters");
+    let pb = crate::progress::bar(catalog.entries.len(), progress, "cutting out", "clusters");
     let (done, skipped) = cutout(&tiles, &catalog, &grid, &pb)?;
     pb.finish_and_clear();
     let cutout_s = t1.elapsed().as_secs_f64();

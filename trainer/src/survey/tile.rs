@@ -30,9 +30,9 @@
 //! and `NAME.catalog.csv` (columns `NAME`, `RA`, `DEC`, `BEST_Z`, as the eRASS1 cluster
 //! catalogue names them), and the dataset itself (`--out`) with `id`, `ra`, `dec`.
 
-use super::fits::{Col, ColData, FitsOut, Key};
 use super::sky::Projection;
 use crate::data::SkyColumns;
+use crate::fits_table::{Column, FitsOut, Key, Table};
 use crate::sim::{NPIX, PhotonSink, Simulator};
 use anyhow::{Result, bail};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
@@ -402,25 +402,25 @@ fn field_events(
     (out, n_agn)
 }
 
-fn common_keys(sim: &Simulator, p: &TileParams) -> Vec<(&'static str, Key)> {
+fn common_keys(sim: &Simulator, p: &TileParams) -> Vec<Key> {
     vec![
-        ("TELESCOP", Key::S("eROSITA".into())),
-        ("INSTRUME", Key::S("merged".into())),
-        ("ORIGIN", Key::S("cluster-mass mock".into())),
-        (
+        Key::str("TELESCOP", "eROSITA"),
+        Key::str("INSTRUME", "merged"),
+        Key::str("ORIGIN", "cluster-mass mock"),
+        Key::str(
             "CREATOR",
-            Key::S(concat!("trainer ", env!("CARGO_PKG_VERSION"), " simulate --events").into()),
+            concat!("trainer ", env!("CARGO_PKG_VERSION"), " simulate --events"),
         ),
-        ("DSTYPE", Key::S("EventList".into())),
-        ("RA_CEN", Key::F(p.ra_deg)),
-        ("DEC_CEN", Key::F(p.dec_deg)),
-        ("EQUINOX", Key::F(2000.0)),
-        ("RADESYS", Key::S("ICRS".into())),
-        ("MJDREF", Key::F(51543.875)),
-        ("TIMEUNIT", Key::S("s".into())),
-        ("TSTART", Key::F(p.tstart_s)),
-        ("TSTOP", Key::F(p.tstart_s + sim.instrument.exposure_s)),
-        ("SIMSEED", Key::I(sim.config.seed as i64)),
+        Key::str("DSTYPE", "EventList"),
+        Key::f64("RA_CEN", p.ra_deg),
+        Key::f64("DEC_CEN", p.dec_deg),
+        Key::f64("EQUINOX", 2000.0),
+        Key::str("RADESYS", "ICRS"),
+        Key::f64("MJDREF", 51543.875),
+        Key::str("TIMEUNIT", "s"),
+        Key::f64("TSTART", p.tstart_s),
+        Key::f64("TSTOP", p.tstart_s + sim.instrument.exposure_s),
+        Key::i64("SIMSEED", sim.config.seed as i64),
     ]
 }
 
@@ -431,11 +431,6 @@ fn write_events(
     map: &Projection,
     ev: &[Event],
 ) -> Result<()> {
-    let time: Vec<f64> = ev.iter().map(|e| e.time).collect();
-    let ra: Vec<f64> = ev.iter().map(|e| e.ra).collect();
-    let dec: Vec<f64> = ev.iter().map(|e| e.dec).collect();
-    let pi: Vec<f32> = ev.iter().map(|e| e.pi).collect();
-    let tm: Vec<u8> = ev.iter().map(|e| e.tm).collect();
     // Sky pixels of 0.05 arcsec in the tile's tangent plane, 0 at the tile centre.
     let c = map.size.0 as f64 / 2.0;
     let scale = p.expmap_pixel_arcsec / 0.05;
@@ -446,94 +441,38 @@ fn write_events(
             ((u - c) * scale, (v - c) * scale)
         })
         .unzip();
-    let pat = vec![1i16; ev.len()];
-    let flag = vec![0i32; ev.len()];
     let mut f = FitsOut::create(path, None)?;
     let keys = common_keys(sim, p);
     f.primary_keys(&keys)?;
-    let mut ev_keys = keys.clone();
-    ev_keys.extend([
-        ("EXPOSURE", Key::F(sim.instrument.exposure_s)),
-        ("TCTYP4", Key::S("RA---TAN".into())),
-        ("TCRVL4", Key::F(p.ra_deg)),
-        ("TCDLT4", Key::F(-0.05 / 3600.0)),
-        ("TCRPX4", Key::F(0.0)),
-        ("TCUNI4", Key::S("deg".into())),
-        ("TCTYP5", Key::S("DEC--TAN".into())),
-        ("TCRVL5", Key::F(p.dec_deg)),
-        ("TCDLT5", Key::F(0.05 / 3600.0)),
-        ("TCRPX5", Key::F(0.0)),
-        ("TCUNI5", Key::S("deg".into())),
+    let mut events = Table::new("EVENTS");
+    events.push(Column::f64("TIME", ev.iter().map(|e| e.time).collect()).unit("s"));
+    events.push(Column::f64("RA", ev.iter().map(|e| e.ra).collect()).unit("deg"));
+    events.push(Column::f64("DEC", ev.iter().map(|e| e.dec).collect()).unit("deg"));
+    events.push(Column::f64("X", x).unit("pixel"));
+    events.push(Column::f64("Y", y).unit("pixel"));
+    events.push(Column::f32("PI", ev.iter().map(|e| e.pi).collect()).unit("eV"));
+    events.push(Column::i16("PAT_TYP", vec![1; ev.len()]));
+    events.push(Column::i32("FLAG", vec![0; ev.len()]));
+    events.push(Column::u8("TM_NR", ev.iter().map(|e| e.tm).collect()));
+    events.keys = keys;
+    events.keys.extend([
+        Key::f64("EXPOSURE", sim.instrument.exposure_s),
+        Key::str("TCTYP4", "RA---TAN"),
+        Key::f64("TCRVL4", p.ra_deg),
+        Key::f64("TCDLT4", -0.05 / 3600.0),
+        Key::f64("TCRPX4", 0.0),
+        Key::str("TCUNI4", "deg"),
+        Key::str("TCTYP5", "DEC--TAN"),
+        Key::f64("TCRVL5", p.dec_deg),
+        Key::f64("TCDLT5", 0.05 / 3600.0),
+        Key::f64("TCRPX5", 0.0),
+        Key::str("TCUNI5", "deg"),
     ]);
-    f.table(
-        "EVENTS",
-        &[
-            Col {
-                name: "TIME",
-                unit: Some("s"),
-                data: ColData::F64(&time),
-            },
-            Col {
-                name: "RA",
-                unit: Some("deg"),
-                data: ColData::F64(&ra),
-            },
-            Col {
-                name: "DEC",
-                unit: Some("deg"),
-                data: ColData::F64(&dec),
-            },
-            Col {
-                name: "X",
-                unit: Some("pixel"),
-                data: ColData::F64(&x),
-            },
-            Col {
-                name: "Y",
-                unit: Some("pixel"),
-                data: ColData::F64(&y),
-            },
-            Col {
-                name: "PI",
-                unit: Some("eV"),
-                data: ColData::F32(&pi),
-            },
-            Col {
-                name: "PAT_TYP",
-                unit: None,
-                data: ColData::I16(&pat),
-            },
-            Col {
-                name: "FLAG",
-                unit: None,
-                data: ColData::I32(&flag),
-            },
-            Col {
-                name: "TM_NR",
-                unit: None,
-                data: ColData::U8(&tm),
-            },
-        ],
-        &ev_keys,
-    )?;
-    let start = [p.tstart_s];
-    let stop = [p.tstart_s + sim.instrument.exposure_s];
-    f.table(
-        "GTI",
-        &[
-            Col {
-                name: "START",
-                unit: Some("s"),
-                data: ColData::F64(&start),
-            },
-            Col {
-                name: "STOP",
-                unit: Some("s"),
-                data: ColData::F64(&stop),
-            },
-        ],
-        &[],
-    )?;
+    f.table(&events)?;
+    let mut gti = Table::new("GTI");
+    gti.push(Column::f64("START", vec![p.tstart_s]).unit("s"));
+    gti.push(Column::f64("STOP", vec![p.tstart_s + sim.instrument.exposure_s]).unit("s"));
+    f.table(&gti)?;
     f.commit()
 }
 
@@ -550,61 +489,38 @@ pub fn write_expmap(
     let mut f = FitsOut::create(path, Some((npix, npix)))?;
     f.primary_image(&vec![exposure as f32; npix * npix])?;
     let k = Projection::tan_keywords(ra, dec, pixel_arcsec, npix);
-    let mut keys: Vec<(&str, Key)> = Vec::new();
+    let mut keys = Vec::new();
     for (name, v) in &k {
         if name.starts_with("NAXIS") {
             continue;
         }
-        let key = match v {
-            serde_json::Value::String(s) => Key::S(s.clone()),
-            other => Key::F(other.as_f64().expect("numeric keyword")),
-        };
-        keys.push((name.as_str(), key));
+        keys.push(match v {
+            serde_json::Value::String(s) => Key::str(name, s),
+            other => Key::f64(name, other.as_f64().expect("numeric keyword")),
+        });
     }
-    keys.push(("BUNIT", Key::S("s".into())));
-    keys.push(("DSTYPE", Key::S("ExposureMap".into())));
+    keys.push(Key::str("BUNIT", "s"));
+    keys.push(Key::str("DSTYPE", "ExposureMap"));
     f.primary_keys(&keys)?;
     f.commit()
 }
 
 fn write_catalog(fits: &Path, csv_path: &Path, sky: &SkyColumns, z: &[f64]) -> Result<()> {
-    let mut f = FitsOut::create(fits, None)?;
-    f.table(
-        "CATALOG",
-        &[
-            Col {
-                name: "NAME",
-                unit: None,
-                data: ColData::Str(&sky.id),
-            },
-            Col {
-                name: "RA",
-                unit: Some("deg"),
-                data: ColData::F64(&sky.ra),
-            },
-            Col {
-                name: "DEC",
-                unit: Some("deg"),
-                data: ColData::F64(&sky.dec),
-            },
-            Col {
-                name: "BEST_Z",
-                unit: None,
-                data: ColData::F64(z),
-            },
-        ],
-        &[],
-    )?;
-    f.commit()?;
+    let mut t = Table::new("CATALOG");
+    t.push(Column::string("NAME", sky.id.clone()));
+    t.push(Column::f64("RA", sky.ra.clone()).unit("deg"));
+    t.push(Column::f64("DEC", sky.dec.clone()).unit("deg"));
+    t.push(Column::f64("BEST_Z", z.to_vec()));
+    t.write(fits)?;
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["NAME", "RA", "DEC", "BEST_Z"])?;
-    for i in 0..sky.id.len() {
+    for (((id, ra), dec), z) in sky.id.iter().zip(&sky.ra).zip(&sky.dec).zip(z) {
         // `{}` of an f64 prints the shortest text that reads back to the same bits.
         w.write_record([
-            sky.id[i].clone(),
-            format!("{}", sky.ra[i]),
-            format!("{}", sky.dec[i]),
-            format!("{}", z[i]),
+            id.clone(),
+            format!("{ra}"),
+            format!("{dec}"),
+            format!("{z}"),
         ])?;
     }
     crate::fsutil::write_atomic(csv_path, &w.into_inner()?)
