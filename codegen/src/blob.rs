@@ -157,10 +157,73 @@ mod tests {
             Some(BlobError::Misaligned)
         );
         // Every single flipped byte is caught (checksum or a header check), never a panic.
+        // (After the canonical-layout tests below, which forge with a valid checksum.)
         for i in 0..bytes.len() {
             let mut m = bytes.clone();
             m[i] ^= 0x5a;
             assert!(parse(&m).is_err(), "flip at {i} accepted");
         }
+    }
+
+    /// Seal a tampered blob with a valid checksum, so only the layout checks can refuse it.
+    fn sealed(mut b: Vec<u8>) -> Vec<u8> {
+        let crc = blob_crc(&b);
+        b[24..28].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// With a matching CRC, reserved bytes, padding, trailing bytes and overlapping or
+    /// misplaced tensors are still refused: the layout is the one `write` produces, only.
+    #[test]
+    fn non_canonical_layouts_are_refused_despite_a_valid_checksum() {
+        let (t, e) = sample();
+        let bytes = write(Dtype::Int8, 42, &t);
+        let parse = |b: &[u8]| {
+            let a = aligned(b);
+            Blob::parse(&a.0[..b.len()], Dtype::Int8, 42, &e).map(|_| ())
+        };
+        assert_eq!(parse(&sealed(bytes.clone())), Ok(()));
+        let entry = |i: usize| HEADER_LEN + i * ENTRY_LEN;
+        // Reserved header bytes, reserved table bytes, padding after tensor 0 (37 bytes).
+        let pad0 =
+            u32::from_le_bytes(bytes[entry(0)..entry(0) + 4].try_into().unwrap()) as usize + 37;
+        for pos in [
+            7,
+            28,
+            31,
+            entry(0) + 9,
+            entry(3) + 15,
+            pad0,
+            bytes.len() - 1,
+        ] {
+            let mut b = bytes.clone();
+            b[pos] = 0x80;
+            assert_eq!(parse(&sealed(b)), Err(BlobError::Reserved), "byte {pos}");
+        }
+        // Tensor 2 at tensor 1's offset (overlap); tensor 1 moved past its boundary (gap).
+        let mut b = bytes.clone();
+        let off1: [u8; 4] = b[entry(1)..entry(1) + 4].try_into().unwrap();
+        b[entry(2)..entry(2) + 4].copy_from_slice(&off1);
+        assert_eq!(parse(&sealed(b)), Err(BlobError::BadOffset { index: 2 }));
+        let mut b = bytes.clone();
+        let moved = u32::from_le_bytes(off1) + 16;
+        b[entry(1)..entry(1) + 4].copy_from_slice(&moved.to_le_bytes());
+        assert_eq!(parse(&sealed(b)), Err(BlobError::BadOffset { index: 1 }));
+        // Tensors in another order than the table's.
+        let mut b = bytes.clone();
+        let (o2, o3) = (
+            b[entry(2)..entry(2) + 4].to_vec(),
+            b[entry(3)..entry(3) + 4].to_vec(),
+        );
+        b[entry(2)..entry(2) + 4].copy_from_slice(&o3);
+        b[entry(3)..entry(3) + 4].copy_from_slice(&o2);
+        assert_eq!(parse(&sealed(b)), Err(BlobError::BadOffset { index: 2 }));
+        // Bytes after the declared end; a declared end past the last tensor's padding.
+        let mut b = bytes.clone();
+        b.extend([0u8; 16]);
+        assert_eq!(parse(&b), Err(BlobError::TrailingBytes));
+        let len = b.len() as u32;
+        b[20..24].copy_from_slice(&len.to_le_bytes());
+        assert_eq!(parse(&sealed(b)), Err(BlobError::TrailingBytes));
     }
 }

@@ -273,6 +273,9 @@ struct Field {
     len: usize,
     /// How the field is stored: `slice` (borrowed) or a fixed array copied at load.
     kind: FieldKind,
+    /// For an int8 bias: multiply-accumulates per output of its layer (the loader checks
+    /// that no accumulator can overflow).
+    taps: Option<usize>,
 }
 
 enum FieldKind {
@@ -285,8 +288,9 @@ fn fields(m: &FoldedModel, path: Path) -> Vec<Field> {
     let mut f = vec![Field {
         name: "meta".into(),
         elem: "F32",
-        len: m.input.c + 5,
+        len: m.input.c + 7,
         kind: FieldKind::Slice("f32"),
+        taps: None,
     }];
     let (welem, wty) = match path {
         Path::F32 => ("F32", "f32"),
@@ -294,15 +298,20 @@ fn fields(m: &FoldedModel, path: Path) -> Vec<Field> {
         Path::Int8 => ("I8", "i8"),
     };
     for (i, op) in m.ops.iter().enumerate() {
-        let (wlen, units) = match op {
-            Op::Conv2d(c) => (c.weight.len(), c.geom.filters),
-            Op::Dense(d) => (d.n_in * d.units, d.units),
+        let (wlen, units, taps) = match op {
+            Op::Conv2d(c) => (
+                c.weight.len(),
+                c.geom.filters,
+                c.geom.in_c * c.geom.kernel * c.geom.kernel,
+            ),
+            Op::Dense(d) => (d.n_in * d.units, d.units, d.n_in),
             Op::LeakyRelu { .. } if path == Path::Int8 => {
                 f.push(Field {
                     name: format!("lk{i}"),
                     elem: "I32",
                     len: 4,
                     kind: FieldKind::Array("Requant"),
+                    taps: None,
                 });
                 continue;
             }
@@ -313,6 +322,7 @@ fn fields(m: &FoldedModel, path: Path) -> Vec<Field> {
             elem: welem,
             len: wlen,
             kind: FieldKind::Slice(wty),
+            taps: None,
         });
         if path == Path::Int8 {
             f.push(Field {
@@ -320,6 +330,7 @@ fn fields(m: &FoldedModel, path: Path) -> Vec<Field> {
                 elem: "I32",
                 len: units,
                 kind: FieldKind::Slice("i32"),
+                taps: Some(taps),
             });
             if i + 1 == n {
                 f.push(Field {
@@ -327,6 +338,7 @@ fn fields(m: &FoldedModel, path: Path) -> Vec<Field> {
                     elem: "F32",
                     len: units,
                     kind: FieldKind::Array("f32"),
+                    taps: None,
                 });
             } else {
                 for t in ["rp", "rn"] {
@@ -335,6 +347,7 @@ fn fields(m: &FoldedModel, path: Path) -> Vec<Field> {
                         elem: "I32",
                         len: 2 * units,
                         kind: FieldKind::Slice("Requant"),
+                        taps: None,
                     });
                 }
             }
@@ -344,6 +357,7 @@ fn fields(m: &FoldedModel, path: Path) -> Vec<Field> {
                 elem: "F32",
                 len: units,
                 kind: FieldKind::Slice("f32"),
+                taps: None,
             });
         }
     }
@@ -353,12 +367,14 @@ fn fields(m: &FoldedModel, path: Path) -> Vec<Field> {
             elem: "F32",
             len: n + 1,
             kind: FieldKind::Array("f32"),
+            taps: None,
         });
         f.push(Field {
             name: "zp".into(),
             elem: "I32",
             len: n + 1,
             kind: FieldKind::Array("i32"),
+            taps: None,
         });
     }
     f
@@ -431,7 +447,7 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     writeln!(w, "impl<'a> Model<'a> {{")?;
     writeln!(
         w,
-        "/// Validate `blob` (header, checksum, dtype, architecture, every tensor's type and size, the constants' values) and borrow its tensors."
+        "/// Validate `blob` and borrow its tensors: header, checksum, reserved bytes, canonical layout (no overlap, no trailing bytes), dtype, architecture, every tensor's type and size, and every value the kernels use (model constants and redshift range in bounds, finite float weights, int8 biases and requantisation that cannot overflow the i32 accumulators, positive scales, zero points in [-128, 127])."
     )?;
     writeln!(
         w,
@@ -452,7 +468,9 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     for (k, f) in fields.iter().enumerate().skip(1) {
         let get = match f.kind {
             FieldKind::Slice("Requant") | FieldKind::Array("Requant") => "requant",
-            FieldKind::Slice("runtime::half::f16") => "f16",
+            // Float weights and biases: every value finite.
+            FieldKind::Slice("runtime::half::f16") => "finite_f16",
+            FieldKind::Slice("f32") => "finite_f32",
             FieldKind::Slice(t) | FieldKind::Array(t) => t,
         };
         match f.kind {
@@ -480,14 +498,37 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
                 w,
                 "if zp.iter().any(|z| !(-128..=127).contains(z)) {{ return Err(bad({k})); }}"
             )?;
-        } else if matches!(
-            f.kind,
-            FieldKind::Slice("Requant") | FieldKind::Array("Requant")
-        ) {
+        } else if matches!(f.kind, FieldKind::Array("Requant")) {
+            // A stand-alone leaky ReLU: exact for every int8 input.
+            writeln!(
+                w,
+                "if !runtime::quant::leaky_is_exact({0}[0], {0}[1]) {{ return Err(bad({k})); }}",
+                f.name
+            )?;
+        } else if matches!(f.kind, FieldKind::Slice("Requant")) {
             writeln!(
                 w,
                 "if !{}.iter().all(|r| r.is_valid()) {{ return Err(bad({k})); }}",
                 f.name
+            )?;
+        }
+        // int8 accumulators: `|bias| + taps * 128 * 255`, requantised, cannot overflow
+        // (checked once the layer's requantisation is read; the head has none).
+        if let Some(i) = f.name.strip_prefix("rn") {
+            let taps = fields[k - 2]
+                .taps
+                .context("an int8 bias without taps (a codegen bug)")?;
+            writeln!(
+                w,
+                "if !runtime::quant::layer_is_exact(b{i}, {taps}, rp{i}, rn{i}) {{ return Err(bad({})); }}",
+                k - 2
+            )?;
+        } else if let (Some(taps), Some(i)) = (f.taps, f.name.strip_prefix('b'))
+            && i.parse::<usize>().is_ok_and(|i| i + 1 == n)
+        {
+            writeln!(
+                w,
+                "if !runtime::quant::head_is_exact(b{i}, {taps}) {{ return Err(bad({k})); }}"
             )?;
         }
     }
@@ -508,14 +549,14 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     writeln!(w, "pub fn meta(&self) -> &Meta<BANDS> {{ &self.meta }}")?;
     writeln!(
         w,
-        "/// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation."
+        "/// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation. A redshift outside the model's recorded range ([`Meta::z_range`]) is `Error::RedshiftOutOfRange`, a non-finite one `Error::BadScalar`; an `Ok` estimate is always finite (`Error::NonFinite` otherwise)."
     )?;
     writeln!(
         w,
         "pub fn infer(&self, counts: &[u16], z: f32, arena: &mut [{act_ty}; ARENA_LEN]) -> Result<Estimate, Error> {{"
     )?;
     writeln!(w, "let p = &self.meta.preprocess;")?;
-    writeln!(w, "let z = p.redshift(z)?;")?;
+    writeln!(w, "let z = self.meta.redshift(z)?;")?;
     writeln!(w, "let arena: &mut [{act_ty}] = arena;")?;
     if m.ops.iter().any(|op| matches!(op, Op::Conv2d(_))) {
         match path {
@@ -568,7 +609,7 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
                     )?;
                 }
             }
-            writeln!(w, "Ok(self.meta.estimate(raw))")?;
+            writeln!(w, "self.meta.output(raw)")?;
             continue;
         }
         let int8 = path == Path::Int8;

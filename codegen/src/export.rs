@@ -44,7 +44,8 @@ pub fn arch_hash(m: &FoldedModel) -> u64 {
 }
 
 /// Tensor 0 of every blob: the model constants as `runtime::model::Meta` reads them
-/// (band scales, z shift, z scale, sigma floor, calibration kind and value).
+/// (band scales, z shift, z scale, sigma floor, calibration kind and value, the accepted
+/// redshift range).
 pub fn meta_tensor(m: &FoldedModel) -> Tensor {
     let p = &m.preprocess;
     let (kind, value) = match m.sigma_calibration {
@@ -54,6 +55,7 @@ pub fn meta_tensor(m: &FoldedModel) -> Tensor {
     };
     let mut v = p.band_scale.clone();
     v.extend([p.z_shift, p.z_scale, m.sigma_floor as f32, kind, value]);
+    v.extend(m.z_range);
     Tensor::F32(v)
 }
 
@@ -303,6 +305,17 @@ fn export_described(
     provenance: serde_json::Value,
 ) -> Result<ExportSummary> {
     let input_len = folded.input.len();
+    // The training range: recorded in the architecture description (for `trainer predict`'s
+    // flags) and, as the redshifts the model accepts, in every blob (the runtime refuses
+    // others).
+    let range = TrainingRange::of_sample(calib_path)
+        .with_context(|| format!("{}: reading the training range", calib_path.display()))?;
+    let mut folded = folded.clone();
+    if let Some(r) = &range {
+        folded.z_range = accepted_z_range(r.redshift)
+            .with_context(|| format!("{}: training redshift range", calib_path.display()))?;
+    }
+    let folded = &folded;
     if samples.len() < 2 {
         bail!(
             "{}: at least 2 clusters are needed (half calibrate, half score)",
@@ -336,8 +349,6 @@ fn export_described(
     write_atomic(&out_dir.join("model.rs"), module.as_bytes())?;
     // What a host needs to run the blobs (`trainer predict`): the layer list they lack and
     // the training range of the model.
-    let range = TrainingRange::of_sample(calib_path)
-        .with_context(|| format!("{}: reading the training range", calib_path.display()))?;
     let arch = ArchDescription::of(folded, &opts.name, &opts.command, range, provenance);
     write_atomic(&out_dir.join(ARCH_FILE), &serde_json::to_vec_pretty(&arch)?)?;
     if opts.samples > 0 {
@@ -421,6 +432,20 @@ fn export_described(
         &serde_json::to_vec_pretty(&summary)?,
     )?;
     Ok(summary)
+}
+
+/// A training redshift range as the f32 range a blob records: within
+/// `[0, runtime::model::MAX_REDSHIFT]` (the runtime refuses other ranges) and ordered.
+pub fn accepted_z_range(r: [f64; 2]) -> Result<[f32; 2]> {
+    let max = f64::from(runtime::model::MAX_REDSHIFT);
+    if !(0.0 <= r[0] && r[0] <= r[1] && r[1] <= max) {
+        bail!(
+            "redshift range [{}, {}] is not an ordered range within [0, {max}]",
+            r[0],
+            r[1]
+        );
+    }
+    Ok([r[0] as f32, r[1] as f32])
 }
 
 /// Pick `opts.samples` clusters of the scoring half (at evenly spaced quantiles of the true

@@ -552,6 +552,7 @@ mod tests {
             preprocess,
             sigma_floor: 0.005,
             sigma_calibration: None,
+            z_range: crate::model::FULL_Z_RANGE,
             ops,
         }
     }

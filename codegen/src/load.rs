@@ -10,8 +10,12 @@
 //! hard-wires it); the description supplies it, and its [`arch_hash`] must equal the blob's.
 //! Every blob goes through `runtime::blob::Blob::parse` (magic, version, CRC-32, tensor table
 //! against what the architecture needs) and the same value checks as the generated
-//! `Model::new` (model constants, requantisation tables, scales, zero points), plus finite
-//! float weights.
+//! `Model::new`, through the same runtime functions: model constants and the accepted
+//! redshift range (`runtime::model::Meta`), finite float weights, requantisation tables,
+//! int8 biases and requantisation that cannot overflow the i32 accumulators
+//! (`runtime::quant::layer_is_exact`, `head_is_exact`, `leaky_is_exact`), positive scales,
+//! zero points in [-128, 127]. (The reference interpreters themselves do not refuse a
+//! redshift outside that range, as the runtime does: `trainer predict` flags it.)
 //!
 //! Not stored in an int8 blob, so not restored: the weight scales `w_scale` (inference uses
 //! the requantisation tables and the head's `out_scale` built from them; decoded models
@@ -284,6 +288,7 @@ impl ArchDescription {
             },
             sigma_floor: 0.0,
             sigma_calibration: None,
+            z_range: crate::model::FULL_Z_RANGE,
             ops,
         };
         m.shapes()?;
@@ -327,7 +332,7 @@ impl Decoded {
 /// the layout of [`float_tensors`](crate::export::float_tensors) and
 /// [`int8_tensors`](crate::export::int8_tensors).
 pub fn expected_tensors(skel: &FoldedModel, dtype: Dtype) -> Vec<(Elem, usize)> {
-    let mut out = vec![(Elem::F32, skel.input.c + 5)];
+    let mut out = vec![(Elem::F32, runtime::model::Meta::<0>::LEN + skel.input.c)];
     let n = skel.ops.len();
     match dtype {
         Dtype::F32 | Dtype::F16 => {
@@ -372,7 +377,7 @@ pub fn blob_dtype(h: &Header) -> Result<Dtype> {
         0 => Dtype::F32,
         1 => Dtype::F16,
         2 => Dtype::Int8,
-        d => bail!("unknown dtype code {d}"),
+        d => bail!("unknown dtype byte {d} (known: 0 f32, 1 f16, 2 int8)"),
     })
 }
 
@@ -403,7 +408,7 @@ pub fn decode(skel: &FoldedModel, bytes: &[u8]) -> Result<Decoded> {
     let b = Blob::parse(view, dtype, want, &expected_tensors(skel, dtype))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut r = Reader { b, next: 0 };
-    let (preprocess, sigma_floor, sigma_calibration) = r.meta(skel.input.c)?;
+    let (preprocess, sigma_floor, sigma_calibration, z_range) = r.meta(skel.input.c)?;
     match dtype {
         Dtype::F32 | Dtype::F16 => {
             let mut m = skel.clone();
@@ -423,6 +428,7 @@ pub fn decode(skel: &FoldedModel, bytes: &[u8]) -> Result<Decoded> {
             m.preprocess = preprocess;
             m.sigma_floor = sigma_floor;
             m.sigma_calibration = sigma_calibration;
+            m.z_range = z_range;
             let path = if dtype == Dtype::F16 {
                 FloatPath::F16
             } else {
@@ -453,38 +459,61 @@ pub fn decode(skel: &FoldedModel, bytes: &[u8]) -> Result<Decoded> {
             for (i, op) in skel.ops.iter().enumerate() {
                 let (in_q, out_q) = (tensor_q[i], tensor_q[i + 1]);
                 ops.push(match op {
-                    Op::Conv2d(c) => QOp::Conv2d(QConv {
-                        geom: c.geom,
-                        weight: r.i8()?,
-                        bias: r.i32()?,
-                        w_scale: Vec::new(),
-                        requant_pos: r.requant()?,
-                        requant_neg: r.requant()?,
-                        in_q,
-                        out_q,
-                    }),
-                    Op::Dense(d) if i + 1 == n => QOp::Head(QHead {
-                        n_in: d.n_in,
-                        units: d.units,
-                        weight: r.i8()?,
-                        bias: r.i32()?,
-                        w_scale: Vec::new(),
-                        in_q,
-                        out_scale: r.scales()?,
-                    }),
-                    Op::Dense(d) => QOp::Dense(QDense {
-                        n_in: d.n_in,
-                        units: d.units,
-                        weight: r.i8()?,
-                        bias: r.i32()?,
-                        w_scale: Vec::new(),
-                        requant_pos: r.requant()?,
-                        requant_neg: r.requant()?,
-                        in_q,
-                        out_q,
-                    }),
+                    Op::Conv2d(c) => {
+                        let weight = r.i8()?;
+                        let taps = c.geom.in_c * c.geom.kernel * c.geom.kernel;
+                        let (bias, requant_pos, requant_neg) = r.layer(taps)?;
+                        QOp::Conv2d(QConv {
+                            geom: c.geom,
+                            weight,
+                            bias,
+                            w_scale: Vec::new(),
+                            requant_pos,
+                            requant_neg,
+                            in_q,
+                            out_q,
+                        })
+                    }
+                    Op::Dense(d) if i + 1 == n => {
+                        let weight = r.i8()?;
+                        let at = r.next;
+                        let bias = r.i32()?;
+                        ensure!(
+                            runtime::quant::head_is_exact(&bias, d.n_in),
+                            "tensor {at}: a head bias that can overflow the int8 accumulator"
+                        );
+                        QOp::Head(QHead {
+                            n_in: d.n_in,
+                            units: d.units,
+                            weight,
+                            bias,
+                            w_scale: Vec::new(),
+                            in_q,
+                            out_scale: r.scales()?,
+                        })
+                    }
+                    Op::Dense(d) => {
+                        let weight = r.i8()?;
+                        let (bias, requant_pos, requant_neg) = r.layer(d.n_in)?;
+                        QOp::Dense(QDense {
+                            n_in: d.n_in,
+                            units: d.units,
+                            weight,
+                            bias,
+                            w_scale: Vec::new(),
+                            requant_pos,
+                            requant_neg,
+                            in_q,
+                            out_q,
+                        })
+                    }
                     Op::LeakyRelu { .. } => {
+                        let at = r.next;
                         let t = r.requant()?;
+                        ensure!(
+                            runtime::quant::leaky_is_exact(t[0], t[1]),
+                            "tensor {at}: a leaky ReLU requantisation that can overflow"
+                        );
                         QOp::LeakyRelu(QLeaky {
                             in_q,
                             out_q,
@@ -509,6 +538,7 @@ pub fn decode(skel: &FoldedModel, bytes: &[u8]) -> Result<Decoded> {
                 preprocess,
                 sigma_floor,
                 sigma_calibration,
+                z_range,
                 shapes: skel.shapes()?,
                 ranges: tensor_q
                     .iter()
@@ -579,6 +609,19 @@ impl Reader<'_> {
         ensure!(v.iter().all(|s| *s > 0.0), "tensor {i}: scale not positive");
         Ok(v)
     }
+    /// An int8 layer's bias and requantisation tables (positive, negative side), refused
+    /// unless exact for every input: `taps` multiply-accumulates per output cannot overflow
+    /// the i32 accumulator ([`runtime::quant::layer_is_exact`], as the generated code checks).
+    fn layer(&mut self, taps: usize) -> Result<(Vec<i32>, Vec<Requant>, Vec<Requant>)> {
+        let at = self.next;
+        let bias = self.i32()?;
+        let (pos, neg) = (self.requant()?, self.requant()?);
+        ensure!(
+            runtime::quant::layer_is_exact(&bias, taps, &pos, &neg),
+            "tensor {at}: a bias (with its requantisation) that can overflow the int8 accumulator"
+        );
+        Ok((bias, pos, neg))
+    }
     fn requant(&mut self) -> Result<Vec<Requant>> {
         let i = self.take();
         let v = self
@@ -592,12 +635,16 @@ impl Reader<'_> {
         Ok(v.to_vec())
     }
     /// Tensor 0, checked by the runtime's own `Meta::from_slice` (one band at a time, so any
-    /// band count works).
-    fn meta(&mut self, bands: usize) -> Result<(PreprocessDesc, f64, Option<SigmaCalibration>)> {
+    /// band count works): preprocessing, sigma floor and calibration, accepted redshifts.
+    #[allow(clippy::type_complexity)]
+    fn meta(
+        &mut self,
+        bands: usize,
+    ) -> Result<(PreprocessDesc, f64, Option<SigmaCalibration>, [f32; 2])> {
         let i = self.take();
         let v = self.b.f32(i).context("tensor 0: not f32")?;
         ensure!(
-            v.len() == bands + 5,
+            v.len() == bands + runtime::model::Meta::<0>::LEN,
             "tensor 0: {} model constants",
             v.len()
         );
@@ -606,7 +653,7 @@ impl Reader<'_> {
         for s in &v[..bands] {
             let one: Vec<f32> = std::iter::once(*s).chain(tail.iter().copied()).collect();
             meta = Some(runtime::model::Meta::<1>::from_slice(&one).context(
-                "tensor 0: unusable model constants (band scale, floor or calibration)",
+                "tensor 0: unusable model constants (band scale, redshift scaling or range, sigma floor or calibration)",
             )?);
         }
         let m = meta.context("tensor 0: no band")?;
@@ -627,6 +674,7 @@ impl Reader<'_> {
             },
             f64::from(m.sigma_floor),
             calibration,
+            m.z_range,
         ))
     }
 }
@@ -785,6 +833,67 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("tensor 0"), "{e}");
+    }
+
+    /// What the generated `Model::new` refuses, `decode` refuses too (issue 18): int8
+    /// biases that can wrap the i32 accumulator, a requantisation whose left shift
+    /// overflows, a redshift range beyond the hard limit; and the recorded range survives.
+    #[test]
+    fn decode_refuses_what_the_generated_loader_refuses() {
+        let mut m = e30();
+        m.z_range = [0.1, 0.9];
+        let skel = description(&m).skeleton().unwrap();
+        let h = arch_hash(&m);
+        let Decoded::Float(back, _) =
+            decode(&skel, &write(Dtype::F32, h, &float_tensors(&m, false))).unwrap()
+        else {
+            panic!("a float model")
+        };
+        assert_eq!(back.z_range, [0.1, 0.9]);
+        let cal = cubes(1, 8);
+        let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let q = quantize(&m, &calibrate(&m, &refs).unwrap()).unwrap();
+        let good = int8_tensors(&m, &q);
+        let Decoded::Int8(back) = decode(&skel, &write(Dtype::Int8, h, &good)).unwrap() else {
+            panic!("an int8 model")
+        };
+        assert_eq!(back.z_range, [0.1, 0.9]);
+        let refused = |t: &[crate::blob::Tensor]| {
+            format!(
+                "{:#}",
+                decode(&skel, &write(Dtype::Int8, h, t)).unwrap_err()
+            )
+        };
+        // Biases: conv 1 (tensor 2), hidden dense (14), head (18).
+        for i in [2, 14, 18] {
+            for v in [i32::MAX, i32::MIN] {
+                let mut bad = good.clone();
+                if let crate::blob::Tensor::I32(b) = &mut bad[i] {
+                    b[0] = v;
+                }
+                let e = refused(&bad);
+                assert!(
+                    e.contains(&format!("tensor {i}")) && e.contains("overflow"),
+                    "{e}"
+                );
+            }
+        }
+        // A requantisation of conv 1 (tensor 3) with a left shift of 30.
+        let mut bad = good.clone();
+        if let crate::blob::Tensor::I32(r) = &mut bad[3] {
+            r[..2].copy_from_slice(&[1 << 30, 30]);
+        }
+        let e = refused(&bad);
+        assert!(e.contains("tensor 2") && e.contains("overflow"), "{e}");
+        // A redshift range up to z = 100, and an inverted one.
+        for (j, v) in [(16, 100.0), (15, 2.0)] {
+            let mut bad = good.clone();
+            if let crate::blob::Tensor::F32(c) = &mut bad[0] {
+                c[j] = v;
+            }
+            let e = refused(&bad);
+            assert!(e.contains("tensor 0") && e.contains("redshift"), "{e}");
+        }
     }
 
     /// A description whose recorded hash does not match its layers is refused on load.

@@ -145,6 +145,9 @@ fn parse_layer(tok: &str) -> Result<Layer> {
 }
 
 /// Decode tensor 0, the model constants every blob starts with (`runtime::model::Meta`).
+/// Model constants after the band scales (`runtime::model::Meta`).
+const CONSTANTS: usize = runtime::model::Meta::<0>::LEN;
+
 fn print_constants(bytes: &[u8], h: &runtime::blob::Header) {
     let Some((runtime::blob::Elem::F32, n)) = runtime::blob::Header::entry(bytes, 0) else {
         return;
@@ -154,7 +157,7 @@ fn print_constants(bytes: &[u8], h: &runtime::blob::Header) {
         u32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]]) as usize;
     let Some(raw) = bytes
         .get(start..start + 4 * n)
-        .filter(|_| n > 5 && h.tensors > 0)
+        .filter(|_| n > CONSTANTS && h.tensors > 0)
     else {
         return;
     };
@@ -162,7 +165,7 @@ fn print_constants(bytes: &[u8], h: &runtime::blob::Header) {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    let bands = n - 5;
+    let bands = n - CONSTANTS;
     let t = &v[bands..];
     let calib = match t[3] as i32 {
         _ if t[3].fract() != 0.0 => "invalid".to_string(),
@@ -172,11 +175,13 @@ fn print_constants(bytes: &[u8], h: &runtime::blob::Header) {
         _ => "invalid".to_string(),
     };
     println!(
-        "model constants: {bands} band scales {:?}, z' = (z - {}) x {}, sigma floor {}, sigma calibration {calib}",
+        "model constants: {bands} band scales {:?}, z' = (z - {}) x {}, sigma floor {}, sigma calibration {calib}, accepted redshifts [{}, {}]",
         &v[..bands],
         t[0],
         t[1],
-        t[2]
+        t[2],
+        t[5],
+        t[6]
     );
 }
 
@@ -243,11 +248,12 @@ fn main() -> Result<()> {
                 std::fs::read(&blob).with_context(|| format!("reading {}", blob.display()))?;
             let h = runtime::blob::Header::read(&bytes)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", blob.display()))?;
-            let dtype = match h.dtype {
-                0 => "f32",
-                1 => "f16",
-                2 => "int8",
-                _ => "unknown",
+            let dtype = match codegen::load::blob_dtype(&h)
+                .with_context(|| format!("{}: blob header", blob.display()))?
+            {
+                runtime::blob::Dtype::F32 => "f32",
+                runtime::blob::Dtype::F16 => "f16",
+                runtime::blob::Dtype::Int8 => "int8",
             };
             println!(
                 "{}: weight blob v{}, dtype {dtype}, architecture {:#018x}, {} tensors, {} bytes, checksum ok",

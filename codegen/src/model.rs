@@ -198,6 +198,9 @@ pub enum Op {
     },
 }
 
+/// The widest redshift range a model may record: `[0, runtime::model::MAX_REDSHIFT]`.
+pub const FULL_Z_RANGE: [f32; 2] = [0.0, runtime::model::MAX_REDSHIFT];
+
 /// The inference graph: no BatchNorm, no Dropout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FoldedModel {
@@ -209,6 +212,10 @@ pub struct FoldedModel {
     pub sigma_floor: f64,
     /// Sigma calibration.
     pub sigma_calibration: Option<SigmaCalibration>,
+    /// Redshifts the model accepts, `[min, max]` (stored in tensor 0 of its blobs; the
+    /// runtime refuses others): `codegen export` sets the training range, a model read from
+    /// a run or ONNX starts with the widest range, `[0, runtime::model::MAX_REDSHIFT]`.
+    pub z_range: [f32; 2],
     /// Ops in order; the last is the (mu, raw sigma) head.
     pub ops: Vec<Op>,
 }
@@ -560,6 +567,7 @@ impl Model {
             preprocess: d.preprocess.clone(),
             sigma_floor: d.sigma_floor,
             sigma_calibration: d.sigma_calibration,
+            z_range: FULL_Z_RANGE,
             ops,
         })
     }

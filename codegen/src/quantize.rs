@@ -626,6 +626,8 @@ pub struct QuantModel {
     pub sigma_floor: f64,
     /// Sigma calibration.
     pub sigma_calibration: Option<SigmaCalibration>,
+    /// Redshifts the model accepts ([`FoldedModel::z_range`]).
+    pub z_range: [f32; 2],
     /// Activation shapes: `[0]` input, `[i + 1]` output of op `i`.
     pub shapes: Vec<Shape>,
     /// Calibrated f32 ranges, indexed like `shapes`.
@@ -804,6 +806,7 @@ pub fn quantize(model: &FoldedModel, calib: &Calibration) -> Result<QuantModel> 
         preprocess: model.preprocess.clone(),
         sigma_floor: model.sigma_floor,
         sigma_calibration: model.sigma_calibration,
+        z_range: model.z_range,
         shapes,
         ranges: calib.ranges.clone(),
         tensor_q,

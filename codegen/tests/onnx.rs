@@ -700,6 +700,13 @@ fn export_writes_code_blobs_and_report() {
             let h = runtime::blob::Header::read(&bytes).unwrap();
             assert_eq!(h.arch_hash, arch_hash(&f), "{name} {dt}");
         }
+        // ... and the training redshift range the export recorded next to them.
+        let arch =
+            codegen::load::ArchDescription::load(&out.join(codegen::load::ARCH_FILE)).unwrap();
+        let range = arch
+            .training_range
+            .expect("a calibration sample has redshifts");
+        f.z_range = codegen::export::accepted_z_range(range.redshift).unwrap();
         let f32_blob = std::fs::read(out.join("model-f32.bin")).unwrap();
         let want = codegen::blob::write(
             runtime::blob::Dtype::F32,
@@ -708,7 +715,7 @@ fn export_writes_code_blobs_and_report() {
         );
         assert!(
             f32_blob == want,
-            "{name}: f32 blob = the folded model's tensors (with the measured sigma)"
+            "{name}: f32 blob = the folded model's tensors (with the measured sigma and the range)"
         );
     }
 }

@@ -102,7 +102,7 @@ pub mod f32 {
     use runtime::Error;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 11] = [
-        (Elem::F32, 15),
+        (Elem::F32, 17),
         (Elem::F32, 1440),
         (Elem::F32, 16),
         (Elem::F32, 4608),
@@ -130,21 +130,21 @@ pub mod f32 {
         b9: &'a [f32],
     }
     impl<'a> Model<'a> {
-        /// Validate `blob` (header, checksum, dtype, architecture, every tensor's type and size, the constants' values) and borrow its tensors.
+        /// Validate `blob` and borrow its tensors: header, checksum, reserved bytes, canonical layout (no overlap, no trailing bytes), dtype, architecture, every tensor's type and size, and every value the kernels use (model constants and redshift range in bounds, finite float weights, int8 biases and requantisation that cannot overflow the i32 accumulators, positive scales, zero points in [-128, 127]).
         pub fn new(blob: &'a [u8]) -> Result<Self, BlobError> {
             let b = Blob::parse(blob, Dtype::F32, ARCH_HASH, &TENSORS)?;
             let bad = |index: usize| BlobError::BadValue { index };
             let meta = b.f32(0).and_then(Meta::from_slice).ok_or(bad(0))?;
-            let w1 = b.f32(1).ok_or(bad(1))?;
-            let b1 = b.f32(2).ok_or(bad(2))?;
-            let w3 = b.f32(3).ok_or(bad(3))?;
-            let b3 = b.f32(4).ok_or(bad(4))?;
-            let w5 = b.f32(5).ok_or(bad(5))?;
-            let b5 = b.f32(6).ok_or(bad(6))?;
-            let w8 = b.f32(7).ok_or(bad(7))?;
-            let b8 = b.f32(8).ok_or(bad(8))?;
-            let w9 = b.f32(9).ok_or(bad(9))?;
-            let b9 = b.f32(10).ok_or(bad(10))?;
+            let w1 = b.finite_f32(1).ok_or(bad(1))?;
+            let b1 = b.finite_f32(2).ok_or(bad(2))?;
+            let w3 = b.finite_f32(3).ok_or(bad(3))?;
+            let b3 = b.finite_f32(4).ok_or(bad(4))?;
+            let w5 = b.finite_f32(5).ok_or(bad(5))?;
+            let b5 = b.finite_f32(6).ok_or(bad(6))?;
+            let w8 = b.finite_f32(7).ok_or(bad(7))?;
+            let b8 = b.finite_f32(8).ok_or(bad(8))?;
+            let w9 = b.finite_f32(9).ok_or(bad(9))?;
+            let b9 = b.finite_f32(10).ok_or(bad(10))?;
             Ok(Self {
                 meta,
                 w1,
@@ -163,7 +163,7 @@ pub mod f32 {
         pub fn meta(&self) -> &Meta<BANDS> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation.
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation. A redshift outside the model's recorded range ([`Meta::z_range`]) is `Error::RedshiftOutOfRange`, a non-finite one `Error::BadScalar`; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer(
             &self,
             counts: &[u16],
@@ -171,7 +171,7 @@ pub mod f32 {
             arena: &mut [f32; ARENA_LEN],
         ) -> Result<Estimate, Error> {
             let p = &self.meta.preprocess;
-            let z = p.redshift(z)?;
+            let z = self.meta.redshift(z)?;
             let arena: &mut [f32] = arena;
             let scratch = &mut [0.0f32; SCRATCH_F32];
             {
@@ -210,7 +210,7 @@ pub mod f32 {
             let (x, _) = ping_pong(arena, 32, 0, false)?;
             let mut raw = [0.0f32; 2];
             Op9::f32_fast(x, self.w9, self.b9, 1.0, &mut raw)?;
-            Ok(self.meta.estimate(raw))
+            self.meta.output(raw)
         }
     }
 }
@@ -225,7 +225,7 @@ pub mod f16 {
     use runtime::Error;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 11] = [
-        (Elem::F32, 15),
+        (Elem::F32, 17),
         (Elem::F16, 1440),
         (Elem::F32, 16),
         (Elem::F16, 4608),
@@ -253,21 +253,21 @@ pub mod f16 {
         b9: &'a [f32],
     }
     impl<'a> Model<'a> {
-        /// Validate `blob` (header, checksum, dtype, architecture, every tensor's type and size, the constants' values) and borrow its tensors.
+        /// Validate `blob` and borrow its tensors: header, checksum, reserved bytes, canonical layout (no overlap, no trailing bytes), dtype, architecture, every tensor's type and size, and every value the kernels use (model constants and redshift range in bounds, finite float weights, int8 biases and requantisation that cannot overflow the i32 accumulators, positive scales, zero points in [-128, 127]).
         pub fn new(blob: &'a [u8]) -> Result<Self, BlobError> {
             let b = Blob::parse(blob, Dtype::F16, ARCH_HASH, &TENSORS)?;
             let bad = |index: usize| BlobError::BadValue { index };
             let meta = b.f32(0).and_then(Meta::from_slice).ok_or(bad(0))?;
-            let w1 = b.f16(1).ok_or(bad(1))?;
-            let b1 = b.f32(2).ok_or(bad(2))?;
-            let w3 = b.f16(3).ok_or(bad(3))?;
-            let b3 = b.f32(4).ok_or(bad(4))?;
-            let w5 = b.f16(5).ok_or(bad(5))?;
-            let b5 = b.f32(6).ok_or(bad(6))?;
-            let w8 = b.f16(7).ok_or(bad(7))?;
-            let b8 = b.f32(8).ok_or(bad(8))?;
-            let w9 = b.f16(9).ok_or(bad(9))?;
-            let b9 = b.f32(10).ok_or(bad(10))?;
+            let w1 = b.finite_f16(1).ok_or(bad(1))?;
+            let b1 = b.finite_f32(2).ok_or(bad(2))?;
+            let w3 = b.finite_f16(3).ok_or(bad(3))?;
+            let b3 = b.finite_f32(4).ok_or(bad(4))?;
+            let w5 = b.finite_f16(5).ok_or(bad(5))?;
+            let b5 = b.finite_f32(6).ok_or(bad(6))?;
+            let w8 = b.finite_f16(7).ok_or(bad(7))?;
+            let b8 = b.finite_f32(8).ok_or(bad(8))?;
+            let w9 = b.finite_f16(9).ok_or(bad(9))?;
+            let b9 = b.finite_f32(10).ok_or(bad(10))?;
             Ok(Self {
                 meta,
                 w1,
@@ -286,7 +286,7 @@ pub mod f16 {
         pub fn meta(&self) -> &Meta<BANDS> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation.
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation. A redshift outside the model's recorded range ([`Meta::z_range`]) is `Error::RedshiftOutOfRange`, a non-finite one `Error::BadScalar`; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer(
             &self,
             counts: &[u16],
@@ -294,7 +294,7 @@ pub mod f16 {
             arena: &mut [f32; ARENA_LEN],
         ) -> Result<Estimate, Error> {
             let p = &self.meta.preprocess;
-            let z = p.redshift(z)?;
+            let z = self.meta.redshift(z)?;
             let arena: &mut [f32] = arena;
             let scratch = &mut [0.0f32; SCRATCH_F32];
             {
@@ -333,7 +333,7 @@ pub mod f16 {
             let (x, _) = ping_pong(arena, 32, 0, false)?;
             let mut raw = [0.0f32; 2];
             Op9::f32_fast(x, self.w9, self.b9, 1.0, &mut raw)?;
-            Ok(self.meta.estimate(raw))
+            self.meta.output(raw)
         }
     }
 }
@@ -350,7 +350,7 @@ pub mod int8 {
     use runtime::Error;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 22] = [
-        (Elem::F32, 15),
+        (Elem::F32, 17),
         (Elem::I8, 1440),
         (Elem::I32, 16),
         (Elem::I32, 32),
@@ -400,7 +400,7 @@ pub mod int8 {
         zp: [i32; 11],
     }
     impl<'a> Model<'a> {
-        /// Validate `blob` (header, checksum, dtype, architecture, every tensor's type and size, the constants' values) and borrow its tensors.
+        /// Validate `blob` and borrow its tensors: header, checksum, reserved bytes, canonical layout (no overlap, no trailing bytes), dtype, architecture, every tensor's type and size, and every value the kernels use (model constants and redshift range in bounds, finite float weights, int8 biases and requantisation that cannot overflow the i32 accumulators, positive scales, zero points in [-128, 127]).
         pub fn new(blob: &'a [u8]) -> Result<Self, BlobError> {
             let b = Blob::parse(blob, Dtype::Int8, ARCH_HASH, &TENSORS)?;
             let bad = |index: usize| BlobError::BadValue { index };
@@ -415,6 +415,9 @@ pub mod int8 {
             if !rn1.iter().all(|r| r.is_valid()) {
                 return Err(bad(4));
             }
+            if !runtime::quant::layer_is_exact(b1, 90, rp1, rn1) {
+                return Err(bad(2));
+            }
             let w3 = b.i8(5).ok_or(bad(5))?;
             let b3 = b.i32(6).ok_or(bad(6))?;
             let rp3 = b.requant(7).ok_or(bad(7))?;
@@ -424,6 +427,9 @@ pub mod int8 {
             let rn3 = b.requant(8).ok_or(bad(8))?;
             if !rn3.iter().all(|r| r.is_valid()) {
                 return Err(bad(8));
+            }
+            if !runtime::quant::layer_is_exact(b3, 144, rp3, rn3) {
+                return Err(bad(6));
             }
             let w5 = b.i8(9).ok_or(bad(9))?;
             let b5 = b.i32(10).ok_or(bad(10))?;
@@ -435,6 +441,9 @@ pub mod int8 {
             if !rn5.iter().all(|r| r.is_valid()) {
                 return Err(bad(12));
             }
+            if !runtime::quant::layer_is_exact(b5, 288, rp5, rn5) {
+                return Err(bad(10));
+            }
             let w8 = b.i8(13).ok_or(bad(13))?;
             let b8 = b.i32(14).ok_or(bad(14))?;
             let rp8 = b.requant(15).ok_or(bad(15))?;
@@ -445,8 +454,14 @@ pub mod int8 {
             if !rn8.iter().all(|r| r.is_valid()) {
                 return Err(bad(16));
             }
+            if !runtime::quant::layer_is_exact(b8, 289, rp8, rn8) {
+                return Err(bad(14));
+            }
             let w9 = b.i8(17).ok_or(bad(17))?;
             let b9 = b.i32(18).ok_or(bad(18))?;
+            if !runtime::quant::head_is_exact(b9, 32) {
+                return Err(bad(18));
+            }
             let os9: [f32; 2] = b
                 .f32(19)
                 .and_then(|s| s.try_into().ok())
@@ -497,7 +512,7 @@ pub mod int8 {
         pub fn meta(&self) -> &Meta<BANDS> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation.
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation. A redshift outside the model's recorded range ([`Meta::z_range`]) is `Error::RedshiftOutOfRange`, a non-finite one `Error::BadScalar`; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer(
             &self,
             counts: &[u16],
@@ -505,7 +520,7 @@ pub mod int8 {
             arena: &mut [i8; ARENA_LEN],
         ) -> Result<Estimate, Error> {
             let p = &self.meta.preprocess;
-            let z = p.redshift(z)?;
+            let z = self.meta.redshift(z)?;
             let arena: &mut [i8] = arena;
             let scratch = &mut [0i16; SCRATCH_S8];
             {
@@ -611,7 +626,7 @@ pub mod int8 {
             let mut acc = [0i32; 2];
             Op9::acc_s8_fast(x, self.w9, self.b9, self.zp[9], &mut acc)?;
             let raw = [self.os9[0] * acc[0] as f32, self.os9[1] * acc[1] as f32];
-            Ok(self.meta.estimate(raw))
+            self.meta.output(raw)
         }
     }
 }

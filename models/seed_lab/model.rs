@@ -134,7 +134,7 @@ pub mod f32 {
     use runtime::Error;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 21] = [
-        (Elem::F32, 15),
+        (Elem::F32, 17),
         (Elem::F32, 800),
         (Elem::F32, 20),
         (Elem::F32, 1600),
@@ -182,31 +182,31 @@ pub mod f32 {
         b12: &'a [f32],
     }
     impl<'a> Model<'a> {
-        /// Validate `blob` (header, checksum, dtype, architecture, every tensor's type and size, the constants' values) and borrow its tensors.
+        /// Validate `blob` and borrow its tensors: header, checksum, reserved bytes, canonical layout (no overlap, no trailing bytes), dtype, architecture, every tensor's type and size, and every value the kernels use (model constants and redshift range in bounds, finite float weights, int8 biases and requantisation that cannot overflow the i32 accumulators, positive scales, zero points in [-128, 127]).
         pub fn new(blob: &'a [u8]) -> Result<Self, BlobError> {
             let b = Blob::parse(blob, Dtype::F32, ARCH_HASH, &TENSORS)?;
             let bad = |index: usize| BlobError::BadValue { index };
             let meta = b.f32(0).and_then(Meta::from_slice).ok_or(bad(0))?;
-            let w0 = b.f32(1).ok_or(bad(1))?;
-            let b0 = b.f32(2).ok_or(bad(2))?;
-            let w1 = b.f32(3).ok_or(bad(3))?;
-            let b1 = b.f32(4).ok_or(bad(4))?;
-            let w2 = b.f32(5).ok_or(bad(5))?;
-            let b2 = b.f32(6).ok_or(bad(6))?;
-            let w4 = b.f32(7).ok_or(bad(7))?;
-            let b4 = b.f32(8).ok_or(bad(8))?;
-            let w5 = b.f32(9).ok_or(bad(9))?;
-            let b5 = b.f32(10).ok_or(bad(10))?;
-            let w8 = b.f32(11).ok_or(bad(11))?;
-            let b8 = b.f32(12).ok_or(bad(12))?;
-            let w9 = b.f32(13).ok_or(bad(13))?;
-            let b9 = b.f32(14).ok_or(bad(14))?;
-            let w10 = b.f32(15).ok_or(bad(15))?;
-            let b10 = b.f32(16).ok_or(bad(16))?;
-            let w11 = b.f32(17).ok_or(bad(17))?;
-            let b11 = b.f32(18).ok_or(bad(18))?;
-            let w12 = b.f32(19).ok_or(bad(19))?;
-            let b12 = b.f32(20).ok_or(bad(20))?;
+            let w0 = b.finite_f32(1).ok_or(bad(1))?;
+            let b0 = b.finite_f32(2).ok_or(bad(2))?;
+            let w1 = b.finite_f32(3).ok_or(bad(3))?;
+            let b1 = b.finite_f32(4).ok_or(bad(4))?;
+            let w2 = b.finite_f32(5).ok_or(bad(5))?;
+            let b2 = b.finite_f32(6).ok_or(bad(6))?;
+            let w4 = b.finite_f32(7).ok_or(bad(7))?;
+            let b4 = b.finite_f32(8).ok_or(bad(8))?;
+            let w5 = b.finite_f32(9).ok_or(bad(9))?;
+            let b5 = b.finite_f32(10).ok_or(bad(10))?;
+            let w8 = b.finite_f32(11).ok_or(bad(11))?;
+            let b8 = b.finite_f32(12).ok_or(bad(12))?;
+            let w9 = b.finite_f32(13).ok_or(bad(13))?;
+            let b9 = b.finite_f32(14).ok_or(bad(14))?;
+            let w10 = b.finite_f32(15).ok_or(bad(15))?;
+            let b10 = b.finite_f32(16).ok_or(bad(16))?;
+            let w11 = b.finite_f32(17).ok_or(bad(17))?;
+            let b11 = b.finite_f32(18).ok_or(bad(18))?;
+            let w12 = b.finite_f32(19).ok_or(bad(19))?;
+            let b12 = b.finite_f32(20).ok_or(bad(20))?;
             Ok(Self {
                 meta,
                 w0,
@@ -235,7 +235,7 @@ pub mod f32 {
         pub fn meta(&self) -> &Meta<BANDS> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation.
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation. A redshift outside the model's recorded range ([`Meta::z_range`]) is `Error::RedshiftOutOfRange`, a non-finite one `Error::BadScalar`; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer(
             &self,
             counts: &[u16],
@@ -243,7 +243,7 @@ pub mod f32 {
             arena: &mut [f32; ARENA_LEN],
         ) -> Result<Estimate, Error> {
             let p = &self.meta.preprocess;
-            let z = p.redshift(z)?;
+            let z = self.meta.redshift(z)?;
             let arena: &mut [f32] = arena;
             let scratch = &mut [0.0f32; SCRATCH_F32];
             {
@@ -299,7 +299,7 @@ pub mod f32 {
             let (x, _) = ping_pong(arena, 64, 0, true)?;
             let mut raw = [0.0f32; 2];
             Op12::f32_fast(x, self.w12, self.b12, 1.0, &mut raw)?;
-            Ok(self.meta.estimate(raw))
+            self.meta.output(raw)
         }
     }
 }
@@ -314,7 +314,7 @@ pub mod f16 {
     use runtime::Error;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 21] = [
-        (Elem::F32, 15),
+        (Elem::F32, 17),
         (Elem::F16, 800),
         (Elem::F32, 20),
         (Elem::F16, 1600),
@@ -362,31 +362,31 @@ pub mod f16 {
         b12: &'a [f32],
     }
     impl<'a> Model<'a> {
-        /// Validate `blob` (header, checksum, dtype, architecture, every tensor's type and size, the constants' values) and borrow its tensors.
+        /// Validate `blob` and borrow its tensors: header, checksum, reserved bytes, canonical layout (no overlap, no trailing bytes), dtype, architecture, every tensor's type and size, and every value the kernels use (model constants and redshift range in bounds, finite float weights, int8 biases and requantisation that cannot overflow the i32 accumulators, positive scales, zero points in [-128, 127]).
         pub fn new(blob: &'a [u8]) -> Result<Self, BlobError> {
             let b = Blob::parse(blob, Dtype::F16, ARCH_HASH, &TENSORS)?;
             let bad = |index: usize| BlobError::BadValue { index };
             let meta = b.f32(0).and_then(Meta::from_slice).ok_or(bad(0))?;
-            let w0 = b.f16(1).ok_or(bad(1))?;
-            let b0 = b.f32(2).ok_or(bad(2))?;
-            let w1 = b.f16(3).ok_or(bad(3))?;
-            let b1 = b.f32(4).ok_or(bad(4))?;
-            let w2 = b.f16(5).ok_or(bad(5))?;
-            let b2 = b.f32(6).ok_or(bad(6))?;
-            let w4 = b.f16(7).ok_or(bad(7))?;
-            let b4 = b.f32(8).ok_or(bad(8))?;
-            let w5 = b.f16(9).ok_or(bad(9))?;
-            let b5 = b.f32(10).ok_or(bad(10))?;
-            let w8 = b.f16(11).ok_or(bad(11))?;
-            let b8 = b.f32(12).ok_or(bad(12))?;
-            let w9 = b.f16(13).ok_or(bad(13))?;
-            let b9 = b.f32(14).ok_or(bad(14))?;
-            let w10 = b.f16(15).ok_or(bad(15))?;
-            let b10 = b.f32(16).ok_or(bad(16))?;
-            let w11 = b.f16(17).ok_or(bad(17))?;
-            let b11 = b.f32(18).ok_or(bad(18))?;
-            let w12 = b.f16(19).ok_or(bad(19))?;
-            let b12 = b.f32(20).ok_or(bad(20))?;
+            let w0 = b.finite_f16(1).ok_or(bad(1))?;
+            let b0 = b.finite_f32(2).ok_or(bad(2))?;
+            let w1 = b.finite_f16(3).ok_or(bad(3))?;
+            let b1 = b.finite_f32(4).ok_or(bad(4))?;
+            let w2 = b.finite_f16(5).ok_or(bad(5))?;
+            let b2 = b.finite_f32(6).ok_or(bad(6))?;
+            let w4 = b.finite_f16(7).ok_or(bad(7))?;
+            let b4 = b.finite_f32(8).ok_or(bad(8))?;
+            let w5 = b.finite_f16(9).ok_or(bad(9))?;
+            let b5 = b.finite_f32(10).ok_or(bad(10))?;
+            let w8 = b.finite_f16(11).ok_or(bad(11))?;
+            let b8 = b.finite_f32(12).ok_or(bad(12))?;
+            let w9 = b.finite_f16(13).ok_or(bad(13))?;
+            let b9 = b.finite_f32(14).ok_or(bad(14))?;
+            let w10 = b.finite_f16(15).ok_or(bad(15))?;
+            let b10 = b.finite_f32(16).ok_or(bad(16))?;
+            let w11 = b.finite_f16(17).ok_or(bad(17))?;
+            let b11 = b.finite_f32(18).ok_or(bad(18))?;
+            let w12 = b.finite_f16(19).ok_or(bad(19))?;
+            let b12 = b.finite_f32(20).ok_or(bad(20))?;
             Ok(Self {
                 meta,
                 w0,
@@ -415,7 +415,7 @@ pub mod f16 {
         pub fn meta(&self) -> &Meta<BANDS> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation.
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation. A redshift outside the model's recorded range ([`Meta::z_range`]) is `Error::RedshiftOutOfRange`, a non-finite one `Error::BadScalar`; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer(
             &self,
             counts: &[u16],
@@ -423,7 +423,7 @@ pub mod f16 {
             arena: &mut [f32; ARENA_LEN],
         ) -> Result<Estimate, Error> {
             let p = &self.meta.preprocess;
-            let z = p.redshift(z)?;
+            let z = self.meta.redshift(z)?;
             let arena: &mut [f32] = arena;
             let scratch = &mut [0.0f32; SCRATCH_F32];
             {
@@ -479,7 +479,7 @@ pub mod f16 {
             let (x, _) = ping_pong(arena, 64, 0, true)?;
             let mut raw = [0.0f32; 2];
             Op12::f32_fast(x, self.w12, self.b12, 1.0, &mut raw)?;
-            Ok(self.meta.estimate(raw))
+            self.meta.output(raw)
         }
     }
 }
@@ -496,7 +496,7 @@ pub mod int8 {
     use runtime::Error;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 42] = [
-        (Elem::F32, 15),
+        (Elem::F32, 17),
         (Elem::I8, 800),
         (Elem::I32, 20),
         (Elem::I32, 40),
@@ -586,7 +586,7 @@ pub mod int8 {
         zp: [i32; 14],
     }
     impl<'a> Model<'a> {
-        /// Validate `blob` (header, checksum, dtype, architecture, every tensor's type and size, the constants' values) and borrow its tensors.
+        /// Validate `blob` and borrow its tensors: header, checksum, reserved bytes, canonical layout (no overlap, no trailing bytes), dtype, architecture, every tensor's type and size, and every value the kernels use (model constants and redshift range in bounds, finite float weights, int8 biases and requantisation that cannot overflow the i32 accumulators, positive scales, zero points in [-128, 127]).
         pub fn new(blob: &'a [u8]) -> Result<Self, BlobError> {
             let b = Blob::parse(blob, Dtype::Int8, ARCH_HASH, &TENSORS)?;
             let bad = |index: usize| BlobError::BadValue { index };
@@ -601,6 +601,9 @@ pub mod int8 {
             if !rn0.iter().all(|r| r.is_valid()) {
                 return Err(bad(4));
             }
+            if !runtime::quant::layer_is_exact(b0, 40, rp0, rn0) {
+                return Err(bad(2));
+            }
             let w1 = b.i8(5).ok_or(bad(5))?;
             let b1 = b.i32(6).ok_or(bad(6))?;
             let rp1 = b.requant(7).ok_or(bad(7))?;
@@ -610,6 +613,9 @@ pub mod int8 {
             let rn1 = b.requant(8).ok_or(bad(8))?;
             if !rn1.iter().all(|r| r.is_valid()) {
                 return Err(bad(8));
+            }
+            if !runtime::quant::layer_is_exact(b1, 80, rp1, rn1) {
+                return Err(bad(6));
             }
             let w2 = b.i8(9).ok_or(bad(9))?;
             let b2 = b.i32(10).ok_or(bad(10))?;
@@ -621,6 +627,9 @@ pub mod int8 {
             if !rn2.iter().all(|r| r.is_valid()) {
                 return Err(bad(12));
             }
+            if !runtime::quant::layer_is_exact(b2, 80, rp2, rn2) {
+                return Err(bad(10));
+            }
             let w4 = b.i8(13).ok_or(bad(13))?;
             let b4 = b.i32(14).ok_or(bad(14))?;
             let rp4 = b.requant(15).ok_or(bad(15))?;
@@ -630,6 +639,9 @@ pub mod int8 {
             let rn4 = b.requant(16).ok_or(bad(16))?;
             if !rn4.iter().all(|r| r.is_valid()) {
                 return Err(bad(16));
+            }
+            if !runtime::quant::layer_is_exact(b4, 80, rp4, rn4) {
+                return Err(bad(14));
             }
             let w5 = b.i8(17).ok_or(bad(17))?;
             let b5 = b.i32(18).ok_or(bad(18))?;
@@ -641,6 +653,9 @@ pub mod int8 {
             if !rn5.iter().all(|r| r.is_valid()) {
                 return Err(bad(20));
             }
+            if !runtime::quant::layer_is_exact(b5, 80, rp5, rn5) {
+                return Err(bad(18));
+            }
             let w8 = b.i8(21).ok_or(bad(21))?;
             let b8 = b.i32(22).ok_or(bad(22))?;
             let rp8 = b.requant(23).ok_or(bad(23))?;
@@ -650,6 +665,9 @@ pub mod int8 {
             let rn8 = b.requant(24).ok_or(bad(24))?;
             if !rn8.iter().all(|r| r.is_valid()) {
                 return Err(bad(24));
+            }
+            if !runtime::quant::layer_is_exact(b8, 81, rp8, rn8) {
+                return Err(bad(22));
             }
             let w9 = b.i8(25).ok_or(bad(25))?;
             let b9 = b.i32(26).ok_or(bad(26))?;
@@ -661,6 +679,9 @@ pub mod int8 {
             if !rn9.iter().all(|r| r.is_valid()) {
                 return Err(bad(28));
             }
+            if !runtime::quant::layer_is_exact(b9, 512, rp9, rn9) {
+                return Err(bad(26));
+            }
             let w10 = b.i8(29).ok_or(bad(29))?;
             let b10 = b.i32(30).ok_or(bad(30))?;
             let rp10 = b.requant(31).ok_or(bad(31))?;
@@ -670,6 +691,9 @@ pub mod int8 {
             let rn10 = b.requant(32).ok_or(bad(32))?;
             if !rn10.iter().all(|r| r.is_valid()) {
                 return Err(bad(32));
+            }
+            if !runtime::quant::layer_is_exact(b10, 256, rp10, rn10) {
+                return Err(bad(30));
             }
             let w11 = b.i8(33).ok_or(bad(33))?;
             let b11 = b.i32(34).ok_or(bad(34))?;
@@ -681,8 +705,14 @@ pub mod int8 {
             if !rn11.iter().all(|r| r.is_valid()) {
                 return Err(bad(36));
             }
+            if !runtime::quant::layer_is_exact(b11, 128, rp11, rn11) {
+                return Err(bad(34));
+            }
             let w12 = b.i8(37).ok_or(bad(37))?;
             let b12 = b.i32(38).ok_or(bad(38))?;
+            if !runtime::quant::head_is_exact(b12, 64) {
+                return Err(bad(38));
+            }
             let os12: [f32; 2] = b
                 .f32(39)
                 .and_then(|s| s.try_into().ok())
@@ -753,7 +783,7 @@ pub mod int8 {
         pub fn meta(&self) -> &Meta<BANDS> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation.
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation. A redshift outside the model's recorded range ([`Meta::z_range`]) is `Error::RedshiftOutOfRange`, a non-finite one `Error::BadScalar`; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer(
             &self,
             counts: &[u16],
@@ -761,7 +791,7 @@ pub mod int8 {
             arena: &mut [i8; ARENA_LEN],
         ) -> Result<Estimate, Error> {
             let p = &self.meta.preprocess;
-            let z = p.redshift(z)?;
+            let z = self.meta.redshift(z)?;
             let arena: &mut [i8] = arena;
             let scratch = &mut [0i16; SCRATCH_S8];
             {
@@ -942,7 +972,7 @@ pub mod int8 {
             let mut acc = [0i32; 2];
             Op12::acc_s8_fast(x, self.w12, self.b12, self.zp[12], &mut acc)?;
             let raw = [self.os12[0] * acc[0] as f32, self.os12[1] * acc[1] as f32];
-            Ok(self.meta.estimate(raw))
+            self.meta.output(raw)
         }
     }
 }

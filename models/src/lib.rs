@@ -1,5 +1,6 @@
 //! Generated models, committed as the reference output of `codegen export` and as the
-//! models the firmware examples flash. Nothing here is written by hand except this file:
+//! models the firmware examples flash. Nothing here is written by hand except this file and
+//! `tests/` (the generated loaders against forged blobs, runnable without the trainer):
 //! `cargo run --release -p tests --example regen-models` regenerates `edge/` and
 //! `seed_lab/`, and the test suite fails if the committed files differ from a fresh export.
 //!

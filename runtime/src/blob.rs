@@ -19,6 +19,13 @@
 //! | 28 | 4 | reserved, 0 |
 //! | 32 | 16 n | table: offset u32, length in elements u32, element type u8, 7 reserved bytes |
 //! | ... | | tensors, each at a 16-byte-aligned offset |
+//!
+//! The layout is canonical, and nothing else is accepted: tensors follow the table in table
+//! order, each at the first 16-byte boundary after the previous one ends (so none overlaps
+//! another or the table), the blob ends at the first 16-byte boundary after the last one
+//! (and the byte string handed to the loader ends there too: no trailing bytes), and every
+//! reserved and padding byte is zero. A blob is then fully determined by its tensors, which
+//! is what `codegen`'s writer produces.
 
 use core::fmt;
 
@@ -107,11 +114,17 @@ pub enum BlobError {
     },
     /// The blob does not start on a 16-byte boundary in memory.
     Misaligned,
-    /// Tensor `index` holds a value the model cannot use (NaN, a negative scale, ...).
+    /// Tensor `index` holds a value the model cannot use (NaN, a negative scale, a bias
+    /// that could overflow the int8 accumulator, ...).
     BadValue {
         /// Tensor index.
         index: usize,
     },
+    /// A reserved or padding byte is not zero.
+    Reserved,
+    /// Bytes follow the blob's declared end (or precede it inside the blob after the last
+    /// tensor's padding).
+    TrailingBytes,
 }
 
 /// A byte string aligned for [`Blob::parse`], for blobs embedded in firmware, e.g.
@@ -151,6 +164,10 @@ impl fmt::Display for BlobError {
             BlobError::BadValue { index } => {
                 write!(f, "weight blob tensor {index} holds an unusable value")
             }
+            BlobError::Reserved => {
+                f.write_str("weight blob has a non-zero reserved or padding byte")
+            }
+            BlobError::TrailingBytes => f.write_str("weight blob has bytes after its last tensor"),
         }
     }
 }
@@ -222,7 +239,9 @@ pub struct Header {
 }
 
 impl Header {
-    /// Check a blob's integrity without knowing the model (tools, `codegen inspect`).
+    /// Check a blob's integrity without knowing the model (tools, `codegen inspect`):
+    /// magic, version, length (exactly `bytes.len()`), CRC, reserved bytes, and a canonical
+    /// tensor table (see the module documentation).
     pub fn read(bytes: &[u8]) -> Result<Self, BlobError> {
         if bytes.len() < HEADER_LEN {
             return Err(BlobError::Truncated);
@@ -238,9 +257,14 @@ impl Header {
         if bytes.len() < len || len < HEADER_LEN {
             return Err(BlobError::Truncated);
         }
-        let bytes = &bytes[..len];
+        if bytes.len() > len {
+            return Err(BlobError::TrailingBytes);
+        }
         if blob_crc(bytes) != u32_at(bytes, 24) {
             return Err(BlobError::Checksum);
+        }
+        if bytes[7] != 0 || u32_at(bytes, 28) != 0 {
+            return Err(BlobError::Reserved);
         }
         let tensors = u32_at(bytes, 16) as usize;
         let table_end = tensors
@@ -250,16 +274,38 @@ impl Header {
         if table_end > len {
             return Err(BlobError::Truncated);
         }
+        // Where the next tensor must start: the first aligned byte after the previous
+        // region (the table, then each tensor); everything in between is zero padding.
+        let mut cursor = table_end;
+        let zeros = |from: usize, to: usize| bytes[from..to].iter().all(|b| *b == 0);
         for index in 0..tensors {
             let e = HEADER_LEN + index * ENTRY_LEN;
             let (off, count) = (u32_at(bytes, e) as usize, u32_at(bytes, e + 4) as usize);
             let elem = Elem::from_u8(bytes[e + 8]).ok_or(BlobError::WrongTensor { index })?;
+            if !zeros(e + 9, e + ENTRY_LEN) {
+                return Err(BlobError::Reserved);
+            }
+            let start = cursor.next_multiple_of(ALIGN);
             let end = count
                 .checked_mul(elem.size())
                 .and_then(|b| off.checked_add(b));
-            if off % ALIGN != 0 || off < table_end || end.is_none_or(|end| end > len) {
+            let Some(end) = end.filter(|end| off == start && *end <= len) else {
                 return Err(BlobError::BadOffset { index });
+            };
+            if !zeros(cursor, start) {
+                return Err(BlobError::Reserved);
             }
+            cursor = end;
+        }
+        let last = cursor.next_multiple_of(ALIGN);
+        if last > len {
+            return Err(BlobError::Truncated);
+        }
+        if !zeros(cursor, last) {
+            return Err(BlobError::Reserved);
+        }
+        if last != len {
+            return Err(BlobError::TrailingBytes);
         }
         let arch_hash = u64::from_le_bytes([
             bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
@@ -298,9 +344,8 @@ impl<'a> Blob<'a> {
         arch_hash: u64,
         expected: &[(Elem, usize)],
     ) -> Result<Self, BlobError> {
-        // Integrity first (magic, version, length, CRC, table bounds and alignment) ...
+        // Integrity first (magic, version, length, CRC, reserved bytes, canonical table) ...
         let h = Header::read(bytes)?;
-        let bytes = &bytes[..h.len];
         // ... then whether it is this model's blob.
         if h.dtype != dtype as u8 {
             return Err(BlobError::WrongDtype);
@@ -374,6 +419,17 @@ impl<'a> Blob<'a> {
         let raw = self.raw(index, Elem::F32)?;
         // SAFETY: as for `i32`: aligned, whole elements, any bit pattern is a valid f32.
         Some(unsafe { core::slice::from_raw_parts(raw.as_ptr().cast::<f32>(), raw.len() / 4) })
+    }
+
+    /// Tensor `index` as f32 if every value is finite (weights and biases of a float model:
+    /// one NaN or infinity would make every estimate NaN).
+    pub fn finite_f32(&self, index: usize) -> Option<&'a [f32]> {
+        self.f32(index).filter(|v| v.iter().all(|x| x.is_finite()))
+    }
+
+    /// Tensor `index` as f16 if every value is finite.
+    pub fn finite_f16(&self, index: usize) -> Option<&'a [half::f16]> {
+        self.f16(index).filter(|v| v.iter().all(|x| x.is_finite()))
     }
 
     /// Tensor `index` (i32 pairs: multiplier, shift) as requantisation parameters.

@@ -15,6 +15,13 @@ pub enum Error {
     },
     /// A scalar input (e.g. the redshift) was NaN, infinite or out of range.
     BadScalar,
+    /// The redshift is finite but outside the range the model was trained on (recorded in
+    /// its weight blob, [`Meta::z_range`](crate::model::Meta::z_range)): the network would
+    /// extrapolate, so no estimate is given.
+    RedshiftOutOfRange,
+    /// The network produced a non-finite output (a blob whose values overflow the
+    /// arithmetic); no estimate is given.
+    NonFinite,
 }
 
 impl fmt::Display for Error {
@@ -24,6 +31,10 @@ impl fmt::Display for Error {
                 write!(f, "buffer length {got}, expected {expected}")
             }
             Error::BadScalar => f.write_str("scalar input is not finite or out of range"),
+            Error::RedshiftOutOfRange => {
+                f.write_str("redshift outside the range the model was trained on")
+            }
+            Error::NonFinite => f.write_str("the network produced a non-finite output"),
         }
     }
 }

@@ -21,9 +21,21 @@ pub enum SigmaCalibration {
     Constant(f32),
 }
 
-/// The model constants: tensor 0 of every blob, `BANDS + 5` f32 values:
+/// The highest redshift any model may accept ([`Meta::z_range`] must lie inside
+/// `[0, MAX_REDSHIFT]`); the trainer refuses data beyond it too.
+pub const MAX_REDSHIFT: f32 = 20.0;
+
+/// Largest magnitude accepted for the scale-like model constants (band scales, redshift
+/// shift and scale, sigma calibration factor): far above anything a trained model holds,
+/// low enough that the preprocessing of any u16 count and accepted redshift stays finite.
+pub const MAX_CONSTANT: f32 = 1.0e6;
+
+/// Largest sigma floor or constant sigma accepted, dex.
+pub const MAX_SIGMA: f32 = 10.0;
+
+/// The model constants: tensor 0 of every blob, `BANDS + 7` f32 values:
 /// `band_scale[BANDS], z_shift, z_scale, sigma_floor, calibration kind (0 none,
-/// 1 scale, 2 constant), calibration value`.
+/// 1 scale, 2 constant), calibration value, z_min, z_max`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Meta<const BANDS: usize> {
     /// Preprocessing of the counts and the redshift.
@@ -32,6 +44,9 @@ pub struct Meta<const BANDS: usize> {
     pub sigma_floor: f32,
     /// Calibration of sigma.
     pub calibration: SigmaCalibration,
+    /// The redshifts the model accepts, `[min, max]` inclusive: the range it was trained on
+    /// (`codegen export` records it); [`Meta::redshift`] refuses anything else.
+    pub z_range: [f32; 2],
 }
 
 /// One cluster's answer.
@@ -58,44 +73,102 @@ pub fn softplus(x: f32) -> f32 {
 
 impl<const BANDS: usize> Meta<BANDS> {
     /// Number of f32 values in the stored form.
-    pub const LEN: usize = BANDS + 5;
+    pub const LEN: usize = BANDS + 7;
 
-    /// Read the stored form; `None` if the length is wrong or a value is not usable
-    /// (non-finite, a non-positive band scale or floor, an unknown calibration kind).
+    /// Read the stored form; `None` if the length is wrong or a value is not usable: a
+    /// non-finite value, a band scale outside `(0, MAX_CONSTANT]`, a redshift shift or scale
+    /// larger than [`MAX_CONSTANT`] in magnitude, a sigma floor outside `[0, MAX_SIGMA]`, an
+    /// unknown calibration kind or a calibration value outside `(0, MAX_CONSTANT]` (factor)
+    /// or `(0, MAX_SIGMA]` (constant), a redshift range not within `[0, MAX_REDSHIFT]` or
+    /// with `min > max`.
     pub fn from_slice(v: &[f32]) -> Option<Self> {
         if v.len() != Self::LEN || v.iter().any(|x| !x.is_finite()) {
             return None;
         }
+        let within = |x: f32, lo: f32, hi: f32| lo <= x && x <= hi;
         let mut band_scale = [0.0f32; BANDS];
         for (dst, src) in band_scale.iter_mut().zip(v) {
-            if *src <= 0.0 {
+            if !(*src > 0.0 && *src <= MAX_CONSTANT) {
                 return None;
             }
             *dst = *src;
         }
         let tail = &v[BANDS..];
+        let (z_shift, z_scale, floor) = (tail[0], tail[1], tail[2]);
         let (kind, value) = (tail[3], tail[4]);
+        let (z_min, z_max) = (tail[5], tail[6]);
         let calibration = if kind == 0.0 {
             SigmaCalibration::None
-        } else if kind == 1.0 && value > 0.0 {
+        } else if kind == 1.0 && value > 0.0 && value <= MAX_CONSTANT {
             SigmaCalibration::Scale(value)
-        } else if kind == 2.0 && value > 0.0 {
+        } else if kind == 2.0 && value > 0.0 && value <= MAX_SIGMA {
             SigmaCalibration::Constant(value)
         } else {
             return None;
         };
-        if tail[2] < 0.0 {
+        if !(within(z_shift, -MAX_CONSTANT, MAX_CONSTANT)
+            && within(z_scale, -MAX_CONSTANT, MAX_CONSTANT)
+            && within(floor, 0.0, MAX_SIGMA)
+            && within(z_min, 0.0, MAX_REDSHIFT)
+            && within(z_max, z_min, MAX_REDSHIFT))
+        {
             return None;
         }
         Some(Self {
             preprocess: Preprocess {
                 band_scale,
-                z_shift: tail[0],
-                z_scale: tail[1],
+                z_shift,
+                z_scale,
             },
-            sigma_floor: tail[2],
+            sigma_floor: floor,
             calibration,
+            z_range: [z_min, z_max],
         })
+    }
+
+    /// The network's redshift input for a cluster at `z`: [`Error::BadScalar`] if `z` is
+    /// not finite, [`Error::RedshiftOutOfRange`] outside [`Meta::z_range`], else the
+    /// preprocessed value.
+    ///
+    /// ```
+    /// use runtime::model::{Meta, SigmaCalibration};
+    /// use runtime::kernels::preprocess::Preprocess;
+    /// use runtime::Error;
+    /// let m = Meta::<1> { preprocess: Preprocess::log1p(), sigma_floor: 0.01,
+    ///                     calibration: SigmaCalibration::None, z_range: [0.05, 1.3] };
+    /// assert_eq!(m.redshift(0.5), Ok(0.5));
+    /// assert_eq!(m.redshift(1.31), Err(Error::RedshiftOutOfRange));
+    /// assert_eq!(m.redshift(f32::NAN), Err(Error::BadScalar));
+    /// ```
+    pub fn redshift(&self, z: f32) -> Result<f32, Error> {
+        if !z.is_finite() {
+            return Err(Error::BadScalar);
+        }
+        if !(self.z_range[0] <= z && z <= self.z_range[1]) {
+            return Err(Error::RedshiftOutOfRange);
+        }
+        self.preprocess.redshift(z)
+    }
+
+    /// [`Meta::estimate`], refusing a non-finite result ([`Error::NonFinite`]): what the
+    /// generated `infer` returns, so no `Ok` ever holds NaN or infinity.
+    ///
+    /// ```
+    /// use runtime::model::{Meta, SigmaCalibration};
+    /// use runtime::kernels::preprocess::Preprocess;
+    /// let m = Meta::<1> { preprocess: Preprocess::log1p(), sigma_floor: 0.01,
+    ///                     calibration: SigmaCalibration::None, z_range: [0.0, 2.0] };
+    /// assert!(m.output([14.5, 0.0]).is_ok());
+    /// assert!(m.output([f32::NAN, 0.0]).is_err());
+    /// assert!(m.output([14.5, f32::INFINITY]).is_err());
+    /// ```
+    pub fn output(&self, raw: [f32; 2]) -> Result<Estimate, Error> {
+        let e = self.estimate(raw);
+        if e.log_mass.is_finite() && e.sigma.is_finite() {
+            Ok(e)
+        } else {
+            Err(Error::NonFinite)
+        }
     }
 
     /// Head outputs (mu, pre-softplus sigma) to an [`Estimate`]:
@@ -105,7 +178,7 @@ impl<const BANDS: usize> Meta<BANDS> {
     /// use runtime::model::{Meta, SigmaCalibration};
     /// use runtime::kernels::preprocess::Preprocess;
     /// let m = Meta::<1> { preprocess: Preprocess::log1p(), sigma_floor: 0.01,
-    ///                     calibration: SigmaCalibration::Scale(2.0) };
+    ///                     calibration: SigmaCalibration::Scale(2.0), z_range: [0.0, 2.0] };
     /// let e = m.estimate([14.5, 0.0]);
     /// assert_eq!(e.log_mass, 14.5);
     /// assert!((e.sigma - 2.0 * (core::f32::consts::LN_2 + 0.01)).abs() < 1e-6);
@@ -211,17 +284,63 @@ mod tests {
 
     #[test]
     fn meta_round_trip_and_rejections() {
-        let ok = [2.0f32, 3.0, 0.5, 4.0, 0.005, 1.0, 0.9];
+        let ok = [2.0f32, 3.0, 0.5, 4.0, 0.005, 1.0, 0.9, 0.05, 1.3];
         let m = Meta::<2>::from_slice(&ok).unwrap();
         assert_eq!(m.preprocess.band_scale, [2.0, 3.0]);
         assert_eq!((m.preprocess.z_shift, m.preprocess.z_scale), (0.5, 4.0));
         assert_eq!(m.calibration, SigmaCalibration::Scale(0.9));
-        for (i, bad) in [f32::NAN, -1.0, 7.0].into_iter().enumerate() {
+        assert_eq!(m.z_range, [0.05, 1.3]);
+        // (index, value): NaN, negative band scale, unknown kind, absurd band scale, absurd z
+        // scale, negative or absurd floor, infinite calibration, negative or inverted or
+        // too-wide redshift range.
+        for (i, bad) in [
+            (0, f32::NAN),
+            (0, -1.0),
+            (5, 7.0),
+            (1, 1e30),
+            (3, -1e30),
+            (4, -0.1),
+            (4, 1e9),
+            (6, f32::INFINITY),
+            (7, -0.01),
+            (7, 2.0),
+            (8, 100.0),
+            (8, f32::MAX),
+        ] {
             let mut v = ok;
-            v[[0, 4, 5][i]] = bad;
+            v[i] = bad;
             assert!(Meta::<2>::from_slice(&v).is_none(), "{v:?}");
         }
-        assert!(Meta::<2>::from_slice(&ok[..6]).is_none());
+        assert!(Meta::<2>::from_slice(&ok[..7]).is_none());
+    }
+
+    /// Redshifts outside the recorded range are refused, whatever their size; inside, the
+    /// preprocessed value. The issue-18 cases: 100, 1e30, f32::MAX, 20 (int8 saturated there).
+    #[test]
+    fn redshifts_outside_the_recorded_range_are_refused() {
+        let v = [1.0f32, 0.6, 2.0, 0.005, 0.0, 0.0, 0.05, 1.3];
+        let m = Meta::<1>::from_slice(&v).unwrap();
+        for z in [100.0, 1e30, f32::MAX, 20.0, 1.3001, 0.0499, 0.0] {
+            assert_eq!(m.redshift(z), Err(Error::RedshiftOutOfRange), "{z}");
+        }
+        for z in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            assert_eq!(m.redshift(z), Err(Error::BadScalar), "{z}");
+        }
+        assert_eq!(m.redshift(0.05), Ok((0.05 - 0.6) * 2.0));
+        assert_eq!(m.redshift(1.3), Ok((1.3 - 0.6) * 2.0));
+    }
+
+    /// No Ok output holds NaN or infinity.
+    #[test]
+    fn non_finite_outputs_are_errors() {
+        let v = [1.0f32, 0.6, 2.0, 0.005, 1.0, 2.0, 0.05, 1.3];
+        let m = Meta::<1>::from_slice(&v).unwrap();
+        assert!(m.output([14.0, -3.0]).is_ok());
+        for raw in [[f32::NAN, 0.0], [f32::INFINITY, 0.0], [14.0, f32::NAN]] {
+            assert_eq!(m.output(raw), Err(Error::NonFinite), "{raw:?}");
+        }
+        // Finite raw outputs whose calibrated sigma overflows.
+        assert_eq!(m.output([14.0, f32::MAX]), Err(Error::NonFinite));
     }
 
     /// softplus against the f64 closed form over a wide range.

@@ -58,6 +58,16 @@ impl Requant {
             || (self.multiplier >= 1 << 30 && (-31..=30).contains(&self.shift))
     }
 
+    /// True if the encoding is valid ([`Requant::is_valid`]) and [`Requant::apply`] is exact
+    /// for every `|x| <= bound`: the left shift of a multiplier above one keeps
+    /// `bound << shift` below [`ACC_LIMIT`], so neither the shift nor the output zero point
+    /// added afterwards can overflow.
+    pub fn exact_up_to(self, bound: i64) -> bool {
+        // `bound << left < ACC_LIMIT`, without overflowing for a huge bound.
+        let left = self.shift.clamp(0, 31);
+        self.is_valid() && (0..=(ACC_LIMIT - 1) >> left).contains(&bound)
+    }
+
     /// The real value this encodes.
     pub fn to_real(self) -> f64 {
         self.multiplier as f64 * libm::ldexp(1.0, self.shift - 31)
@@ -80,6 +90,60 @@ impl Requant {
             right,
         )
     }
+}
+
+/// Bound the accumulators (shifted left by the requantisation) of a loaded int8 layer
+/// must stay below: then requantisation and the output zero point are exact in i32.
+pub const ACC_LIMIT: i64 = 1 << 30;
+
+/// Largest `|w (x - zp)|` of one int8 multiply-accumulate: `|w| <= 128`, `|x - zp| <= 255`.
+pub const MAX_PRODUCT: i64 = 128 * 255;
+
+/// Largest `|acc|` of an int8 accumulator `bias + sum of taps products` (i64, exact).
+fn acc_bound(bias: i32, taps: usize) -> Option<i64> {
+    (taps as i64)
+        .checked_mul(MAX_PRODUCT)?
+        .checked_add(i64::from(bias).abs())
+}
+
+/// Whether an int8 layer loaded from a blob is exact for every input: for each output
+/// channel, `|bias| + taps * 128 * 255` (the largest accumulator any int8 input can give,
+/// `taps` multiply-accumulates per output) shifted by that channel's requantisation stays
+/// below [`ACC_LIMIT`], so the i32 accumulation never wraps on any path and requantisation
+/// never overflows. `bias`, `pos` and `neg` must have the same length.
+///
+/// ```
+/// use runtime::quant::{Requant, layer_is_exact};
+/// let r = [Requant::from_real(0.01)];
+/// assert!(layer_is_exact(&[1000], 288, &r, &r));
+/// assert!(!layer_is_exact(&[i32::MAX], 288, &r, &r)); // would wrap
+/// assert!(!layer_is_exact(&[1000], 288, &r, &[Requant::from_real(1e6)])); // shift overflows
+/// ```
+pub fn layer_is_exact(bias: &[i32], taps: usize, pos: &[Requant], neg: &[Requant]) -> bool {
+    bias.len() == pos.len()
+        && bias.len() == neg.len()
+        && bias.iter().zip(pos.iter().zip(neg)).all(|(&b, (p, n))| {
+            acc_bound(b, taps).is_some_and(|a| p.exact_up_to(a) && n.exact_up_to(a))
+        })
+}
+
+/// Whether the int8 head (accumulators dequantised in f32, no requantisation) is exact for
+/// every input: `|bias| + taps * 128 * 255` fits in an i32 for every output.
+///
+/// ```
+/// use runtime::quant::head_is_exact;
+/// assert!(head_is_exact(&[-300_000, 5], 32));
+/// assert!(!head_is_exact(&[i32::MAX], 32));
+/// ```
+pub fn head_is_exact(bias: &[i32], taps: usize) -> bool {
+    bias.iter()
+        .all(|&b| acc_bound(b, taps).is_some_and(|a| a <= i64::from(i32::MAX)))
+}
+
+/// Whether a stand-alone int8 leaky ReLU (`x - zp` requantised, `|x - zp| <= 255`) is exact
+/// for every input.
+pub fn leaky_is_exact(pos: Requant, neg: Requant) -> bool {
+    pos.exact_up_to(255) && neg.exact_up_to(255)
 }
 
 /// TFLite's `SaturatingRoundingDoublingHighMul`.
@@ -131,7 +195,11 @@ impl QParams {
     /// Quantise a real value (round half away from zero, saturate).
     #[inline]
     pub fn quantize(&self, x: f32) -> i8 {
-        (libm::roundf(x / self.scale) as i32 + self.zero_point).clamp(-128, 127) as i8
+        // `wrapping_add`: what an optimised build does anyway (and the SIMD paths reproduce),
+        // spelled out so that a debug build cannot panic on an absurd scale.
+        (libm::roundf(x / self.scale) as i32)
+            .wrapping_add(self.zero_point)
+            .clamp(-128, 127) as i8
     }
 
     /// Dequantise.
@@ -176,6 +244,41 @@ mod tests {
         assert_eq!(
             saturating_rounding_doubling_high_mul(1 << 30, 1 << 30),
             1 << 29
+        );
+    }
+
+    /// The accumulator bound is the true worst case: at the limit an all-extreme input
+    /// reaches it exactly, and one unit of bias more is refused.
+    #[test]
+    fn layer_bounds_are_the_wrap_limit() {
+        let r = [Requant::from_real(1e-3)];
+        let taps = 288;
+        // Worst accumulator of a channel: bias + taps * (-128) * (-128 - 127).
+        let worst = |b: i32| i64::from(b) + taps as i64 * 128 * 255;
+        let b_max = (ACC_LIMIT - 1 - taps as i64 * MAX_PRODUCT) as i32;
+        assert!(worst(b_max) < ACC_LIMIT);
+        assert!(layer_is_exact(&[b_max], taps, &r, &r));
+        assert!(layer_is_exact(&[-b_max], taps, &r, &r));
+        assert!(!layer_is_exact(&[b_max + 1], taps, &r, &r));
+        assert!(!layer_is_exact(&[i32::MIN], taps, &r, &r));
+        // The bias that wrapped to log mass 67,472 in issue 18.
+        assert!(!head_is_exact(&[i32::MAX], 32));
+        assert!(head_is_exact(&[i32::MAX - 32 * 128 * 255], 32));
+        assert!(!head_is_exact(&[i32::MAX - 32 * 128 * 255 + 1], 32));
+        // A left shift that would overflow the accumulator; mismatched lengths.
+        let big = [Requant {
+            multiplier: 1 << 30,
+            shift: 20,
+        }];
+        assert!(!layer_is_exact(&[0], taps, &big, &r));
+        assert!(!layer_is_exact(&[0, 0], taps, &r, &r));
+        // An invalid encoding is never exact.
+        assert!(
+            !Requant {
+                multiplier: 5,
+                shift: 0
+            }
+            .exact_up_to(1)
         );
     }
 

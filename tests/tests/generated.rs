@@ -331,10 +331,18 @@ fn generated_loaders_refuse_damaged_blobs_and_bad_inputs() {
         m.infer(&counts[1..], 0.3, &mut af),
         Err(Error::BadLength { .. })
     ));
-    for z in [f32::NAN, f32::INFINITY, -0.1] {
+    for z in [f32::NAN, f32::INFINITY] {
         assert_eq!(
             m.infer(&counts, z, &mut af),
             Err(Error::BadScalar),
+            "z = {z}"
+        );
+    }
+    // Outside the training range recorded in the blob (more in models/tests/loaders.rs).
+    for z in [-0.1, 100.0, f32::MAX] {
+        assert_eq!(
+            m.infer(&counts, z, &mut af),
+            Err(Error::RedshiftOutOfRange),
             "z = {z}"
         );
     }
