@@ -201,7 +201,7 @@ pub fn layout(sim: &Simulator, n: usize, p: &TileParams) -> Result<(Projection, 
     };
     if n > k * k {
         bail!(
-            "a {} deg tile holds at most {} clusters {} deg apart (asked for {n}); lower --n or the spacing",
+            "a {} deg tile holds at most {} clusters {} deg apart (asked for {n}); lower --n or raise --tile-size",
             p.size_deg,
             k * k,
             p.spacing_deg
