@@ -495,6 +495,12 @@ fn layers(c: &mut Criterion) {
 /// Largest blob the fixture holds (`seed-lab` f32 is 0.9 MB).
 const BLOB_MAX: usize = 1 << 21;
 
+/// The blob at the start of `buf`, cut at its declared length (header bytes 20..24): the
+/// loaders refuse bytes after a blob's end.
+fn declared(buf: &[u8]) -> &[u8] {
+    &buf[..u32::from_le_bytes(buf[20..24].try_into().expect("4 bytes")) as usize]
+}
+
 /// A blob copied into 16-byte-aligned heap memory.
 fn aligned(bytes: &[u8]) -> Box<Aligned<[u8; BLOB_MAX]>> {
     assert!(bytes.len() <= BLOB_MAX, "blob of {} bytes", bytes.len());
@@ -599,9 +605,9 @@ fn models(c: &mut Criterion, fx: &Fixture) {
         "seed-lab",
         models::seed_lab,
         [
-            &fx.seed_blobs[0].0[..],
-            &fx.seed_blobs[1].0[..],
-            &fx.seed_blobs[2].0[..]
+            declared(&fx.seed_blobs[0].0),
+            declared(&fx.seed_blobs[1].0),
+            declared(&fx.seed_blobs[2].0)
         ],
         counts,
         z

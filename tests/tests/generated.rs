@@ -27,6 +27,11 @@ fn aligned(bytes: &[u8]) -> Box<Aligned<[u8; 1 << 20]>> {
     a
 }
 
+/// The declared length of the blob at the start of `buf` (header bytes 20..24).
+fn len(buf: &[u8]) -> usize {
+    u32::from_le_bytes(buf[20..24].try_into().unwrap()) as usize
+}
+
 fn arena<T: Copy + Default + std::fmt::Debug, const N: usize>() -> Box<[T; N]> {
     vec![T::default(); N].into_boxed_slice().try_into().unwrap()
 }
@@ -173,8 +178,14 @@ fn edge_generated_code_matches_burn_and_the_scalar_references() {
     let folded = model.fold_batch_norm().unwrap();
     let ds = generate_dataset(&tests::simulator(81, |_| {}), 300);
     let (q, qblob) = int8_blob(&folded, &ds, 0..64);
+    let qlen = qblob.len();
     let qblob = aligned(&qblob);
-    let i8m = edge::int8::Model::new(&qblob.0[..]).unwrap();
+    // Exactly the blob: bytes after its declared end are refused.
+    assert_eq!(
+        edge::int8::Model::new(&qblob.0[..]).map(|_| ()),
+        Err(BlobError::TrailingBytes)
+    );
+    let i8m = edge::int8::Model::new(&qblob.0[..qlen]).unwrap();
     let f32m = edge::f32::Model::new(&blobs::EDGE_F32.0).unwrap();
     let f16m = edge::f16::Model::new(&blobs::EDGE_F16.0).unwrap();
     let (mut af, mut ai) = (
@@ -239,9 +250,9 @@ fn seed_lab_exports_and_runs() {
     ));
     let (q, i8b) = int8_blob(&folded, &ds, 0..20);
     let i8b = aligned(&i8b);
-    let f32m = seed_lab::f32::Model::new(&f32b.0[..]).unwrap();
-    let f16m = seed_lab::f16::Model::new(&f16b.0[..]).unwrap();
-    let i8m = seed_lab::int8::Model::new(&i8b.0[..]).unwrap();
+    let f32m = seed_lab::f32::Model::new(&f32b.0[..len(&f32b.0)]).unwrap();
+    let f16m = seed_lab::f16::Model::new(&f16b.0[..len(&f16b.0)]).unwrap();
+    let i8m = seed_lab::int8::Model::new(&i8b.0[..len(&i8b.0)]).unwrap();
     let (mut af, mut ai) = (
         arena::<f32, { seed_lab::ARENA_LEN }>(),
         arena::<i8, { seed_lab::ARENA_LEN }>(),
