@@ -404,6 +404,25 @@ impl TrainConfig {
                 self.momentum
             );
         }
+        if !(self.l1.is_finite() && self.l2.is_finite()) {
+            bail!("train.l1 and train.l2 must be finite");
+        }
+        // A negative floor would train with negative learning rates at the end of the
+        // cosine; one above the peak would make the schedule rise.
+        if !(self.lr_min >= 0.0 && self.lr_min <= self.lr) {
+            bail!(
+                "train.lr_min = {}: expected 0 <= lr_min <= lr ({})",
+                self.lr_min,
+                self.lr
+            );
+        }
+        if self.warmup_epochs > self.epochs {
+            bail!(
+                "train.warmup_epochs = {}: at most train.epochs ({})",
+                self.warmup_epochs,
+                self.epochs
+            );
+        }
         Ok(())
     }
 
@@ -422,6 +441,37 @@ impl TrainConfig {
             base * (epoch + 1) as f64 / (self.warmup_epochs + 1) as f64
         } else {
             base
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values that would train with negative or rising learning rates, or overflow the
+    /// warm-up arithmetic, are refused naming the setting (issue 18, item 7).
+    #[test]
+    fn schedules_that_cannot_train_are_refused() {
+        let ok = Preset::Edge.config().train;
+        ok.check().unwrap();
+        let cases: [(&str, fn(&mut TrainConfig)); 5] = [
+            ("lr_min", |t| t.lr_min = -1e-4),
+            ("lr_min", |t| t.lr_min = t.lr * 2.0),
+            ("lr_min", |t| t.lr_min = f64::NAN),
+            ("warmup_epochs", |t| t.warmup_epochs = usize::MAX),
+            ("l1", |t| t.l1 = f64::INFINITY),
+        ];
+        for (name, edit) in cases {
+            let mut t = ok.clone();
+            edit(&mut t);
+            let e = t.check().expect_err(name).to_string();
+            assert!(e.contains(name), "{name}: {e}");
+        }
+        // Every learning rate of a valid cosine schedule lies in [lr_min, lr].
+        for e in 0..ok.epochs {
+            let lr = ok.lr_at(e);
+            assert!(lr > 0.0 && lr <= ok.lr, "epoch {e}: {lr}");
         }
     }
 }
