@@ -455,7 +455,8 @@ mod tests {
     fn schedules_that_cannot_train_are_refused() {
         let ok = Preset::Edge.config().train;
         ok.check().unwrap();
-        let cases: [(&str, fn(&mut TrainConfig)); 5] = [
+        type Edit = fn(&mut TrainConfig);
+        let cases: [(&str, Edit); 5] = [
             ("lr_min", |t| t.lr_min = -1e-4),
             ("lr_min", |t| t.lr_min = t.lr * 2.0),
             ("lr_min", |t| t.lr_min = f64::NAN),
