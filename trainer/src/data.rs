@@ -319,7 +319,7 @@ impl Dataset {
             "redshift",
             &redshift,
             0.0,
-            20.0,
+            runtime::model::MAX_REDSHIFT,
             "redshift must be between 0 and 20",
         )?;
 

@@ -144,14 +144,15 @@ impl Catalog {
                 );
             }
             let zv = z[k];
-            if !(zv.is_finite() && (0.0..=20.0).contains(&zv)) {
+            let z_max = f64::from(runtime::model::MAX_REDSHIFT);
+            if !(zv.is_finite() && (0.0..=z_max).contains(&zv)) {
                 skipped.push(Skipped {
                     id,
                     row,
                     ra: r,
                     dec: d,
                     reason: format!(
-                        "redshift {zv} in column {} (row {row}) is missing or outside 0-20",
+                        "redshift {zv} in column {} (row {row}) is missing or outside 0-{z_max}",
                         cols.z
                     ),
                 });
