@@ -140,6 +140,27 @@ pub enum ArchError {
         /// Layer description.
         what: String,
     },
+    /// "Same" padding with an even kernel (it would pad one side more than the other,
+    /// which neither the trainer nor the runtime does).
+    #[error(
+        "layer {index} ({what}): \"same\" padding needs an odd kernel (an even one pads unevenly); use \"valid\""
+    )]
+    EvenSame {
+        /// Layer index.
+        index: usize,
+        /// Layer description.
+        what: String,
+    },
+    /// A size beyond what any model of this project can use (and what memory holds).
+    #[error("layer {index} ({what}): {why}")]
+    TooLarge {
+        /// Layer index.
+        index: usize,
+        /// Layer description.
+        what: String,
+        /// Which limit, and its value.
+        why: String,
+    },
     /// A spatial layer came after the image was flattened.
     #[error("layer {index} ({what}): spatial layer after the image was flattened")]
     SpatialAfterFlatten {
@@ -150,7 +171,19 @@ pub enum ArchError {
     },
 }
 
+/// The largest kernel side, stride, dilation or pooling window accepted (the ONNX importer's limit too).
+pub const MAX_WINDOW: usize = 64;
+/// The most filters of a convolution or units of a dense layer.
+pub const MAX_CHANNELS: usize = 4096;
+/// The most values one layer's output may hold for one image.
+pub const MAX_ACTIVATION: usize = 1 << 24;
+/// The most trainable parameters a network may have (400 MB of f32).
+pub const MAX_PARAMS: u64 = 100_000_000;
+
 /// Walk the layers from an input image shape, returning per-layer statistics.
+/// Sizes are validated before any arithmetic on them (nothing overflows, nothing
+/// this returns `Ok` for asks for more than [`MAX_PARAMS`] weights or
+/// [`MAX_ACTIVATION`] values per layer).
 pub fn analyze(input: Shape, layers: &[Layer]) -> Result<Vec<LayerStats>, ArchError> {
     let mut shape = input;
     let (mut rf, mut jump) = (1usize, 1usize);
@@ -190,6 +223,27 @@ pub fn analyze(input: Shape, layers: &[Layer]) -> Result<Vec<LayerStats>, ArchEr
                         what: what(),
                     });
                 }
+                let too_large = |why: String| ArchError::TooLarge {
+                    index,
+                    what: what(),
+                    why,
+                };
+                if kernel.max(stride).max(dilation) > MAX_WINDOW {
+                    return Err(too_large(format!(
+                        "kernel, stride and dilation must each be at most {MAX_WINDOW}"
+                    )));
+                }
+                if filters > MAX_CHANNELS {
+                    return Err(too_large(format!(
+                        "{filters} filters (at most {MAX_CHANNELS})"
+                    )));
+                }
+                if padding == Padding::Same && kernel % 2 == 0 {
+                    return Err(ArchError::EvenSame {
+                        index,
+                        what: what(),
+                    });
+                }
                 let k_eff = dilation * (kernel - 1) + 1;
                 let (h, w) = match padding {
                     Padding::Valid => (
@@ -222,6 +276,13 @@ pub fn analyze(input: Shape, layers: &[Layer]) -> Result<Vec<LayerStats>, ArchEr
                     return Err(ArchError::ZeroSize {
                         index,
                         what: what(),
+                    });
+                }
+                if size > MAX_WINDOW {
+                    return Err(ArchError::TooLarge {
+                        index,
+                        what: what(),
+                        why: format!("pooling window at most {MAX_WINDOW}"),
                     });
                 }
                 let o = Shape {
@@ -289,6 +350,13 @@ pub fn analyze(input: Shape, layers: &[Layer]) -> Result<Vec<LayerStats>, ArchEr
                         what: what(),
                     });
                 }
+                if units > MAX_CHANNELS {
+                    return Err(ArchError::TooLarge {
+                        index,
+                        what: what(),
+                        why: format!("{units} units (at most {MAX_CHANNELS})"),
+                    });
+                }
                 let n_in = shape.len() as u64;
                 flat = true;
                 LayerStats {
@@ -304,8 +372,26 @@ pub fn analyze(input: Shape, layers: &[Layer]) -> Result<Vec<LayerStats>, ArchEr
                 }
             }
         };
+        if stats.out.len() > MAX_ACTIVATION {
+            return Err(ArchError::TooLarge {
+                index,
+                what: what(),
+                why: format!(
+                    "an output of {} values per image (at most {MAX_ACTIVATION})",
+                    stats.out.len()
+                ),
+            });
+        }
         shape = stats.out;
         out.push(stats);
+        let params: u64 = out.iter().map(|s| s.params).sum();
+        if params > MAX_PARAMS {
+            return Err(ArchError::TooLarge {
+                index,
+                what: what(),
+                why: format!("{params} parameters up to here (at most {MAX_PARAMS})"),
+            });
+        }
     }
     Ok(out)
 }
@@ -374,6 +460,49 @@ mod tests {
         };
         let s = analyze(input, &[l]).unwrap();
         assert_eq!((s[0].out.h, s[0].rf), (16, 5));
+    }
+
+    #[test]
+    fn absurd_sizes_are_errors_not_allocations() {
+        let input = Shape {
+            c: 10,
+            h: 50,
+            w: 50,
+        };
+        let big = |filters, kernel, dilation| Layer::Conv2d {
+            filters,
+            kernel,
+            stride: 1,
+            dilation,
+            padding: Padding::Valid,
+        };
+        for l in [
+            big(1 << 40, 3, 1),
+            big(16, usize::MAX, 1),
+            big(16, 3, usize::MAX),
+            Layer::Dense { units: usize::MAX },
+        ] {
+            let e = analyze(input, std::slice::from_ref(&l)).unwrap_err();
+            assert!(
+                matches!(e, ArchError::TooLarge { index: 0, .. }),
+                "{l:?}: {e}"
+            );
+        }
+        // 4096 filters of 3x3 twice: 4096 * 4096 * 9 = 151 M weights in layer 1.
+        let e = analyze(input, &[big(4096, 3, 1), big(4096, 3, 1)]).unwrap_err();
+        assert!(matches!(e, ArchError::TooLarge { index: 1, .. }), "{e}");
+        let e = analyze(
+            input,
+            &[Layer::Conv2d {
+                filters: 4,
+                kernel: 4,
+                stride: 1,
+                dilation: 1,
+                padding: Padding::Same,
+            }],
+        )
+        .unwrap_err();
+        assert!(matches!(e, ArchError::EvenSame { index: 0, .. }), "{e}");
     }
 
     #[test]

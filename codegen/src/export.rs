@@ -136,9 +136,11 @@ pub struct Sample {
 pub fn read_calibration(path: &Path, input_len: usize) -> Result<Vec<Sample>> {
     let mut npz = npyz::npz::NpzArchive::open(path)
         .with_context(|| format!("{}: cannot open the calibration sample", path.display()))?;
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot open the calibration sample", path.display()))?
+        .len();
     let images = {
-        let f = npz
-            .by_name("images")
+        let f = crate::npy::npz_array(&mut npz, "images", len)
             .with_context(|| format!("{}: unreadable", path.display()))?
             .with_context(|| format!("{}: no `images` array", path.display()))?;
         let shape = f.shape().to_vec();
@@ -152,13 +154,22 @@ pub fn read_calibration(path: &Path, input_len: usize) -> Result<Vec<Sample>> {
             .with_context(|| format!("{}: `images` must be u16 counts", path.display()))?
     };
     let f32s = |npz: &mut npyz::npz::NpzArchive<_>, key: &str| -> Result<Option<Vec<f32>>> {
-        match npz
-            .by_name(key)
-            .with_context(|| format!("{}: unreadable", path.display()))?
+        match crate::npy::npz_array(npz, key, len)
+            .with_context(|| format!("{}: `{key}` unreadable", path.display()))?
         {
-            Some(f) => Ok(Some(f.into_vec::<f32>().with_context(|| {
-                format!("{}: `{key}` must be f32", path.display())
-            })?)),
+            Some(f) => {
+                let v = f
+                    .into_vec::<f32>()
+                    .with_context(|| format!("{}: `{key}` must be f32", path.display()))?;
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    bail!(
+                        "{}: `{key}` has a non-finite value ({}) at cluster {i}",
+                        path.display(),
+                        v[i]
+                    );
+                }
+                Ok(Some(v))
+            }
             None => Ok(None),
         }
     };
@@ -170,6 +181,13 @@ pub fn read_calibration(path: &Path, input_len: usize) -> Result<Vec<Sample>> {
         bail!(
             "{}: arrays disagree on the number of clusters",
             path.display()
+        );
+    }
+    if let Some(i) = z.iter().position(|&z| z < 0.0) {
+        bail!(
+            "{}: `redshift` is negative ({}) at cluster {i}",
+            path.display(),
+            z[i]
         );
     }
     Ok((0..n)
@@ -226,7 +244,11 @@ pub struct ExportOptions {
 /// so a crash never leaves a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    // Named as the trainer names its temporaries (`.partial-<pid>-`), so that its
+    // sweep of stale files finds what a killed export left.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".partial-{}-", std::process::id()))
+        .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -564,4 +586,51 @@ fn golden(
     }
     let file = syn::parse_file(&w).context("codegen produced invalid Rust (a codegen bug)")?;
     Ok((prettyplease::unparse(&file), counts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use npyz::WriterBuilder;
+
+    fn calibration(path: &Path, n: u64, z: &[f32]) {
+        let f = std::fs::File::create(path).unwrap();
+        let mut w = npyz::npz::NpzWriter::new(std::io::BufWriter::new(f));
+        let mut a = w
+            .array::<u16>("images", Default::default())
+            .unwrap()
+            .default_dtype()
+            .shape(&[n, 2, 2, 2])
+            .begin_nd()
+            .unwrap();
+        a.extend((0..n * 8).map(|i| i as u16)).unwrap();
+        a.finish().unwrap();
+        let mut a = w
+            .array::<f32>("redshift", Default::default())
+            .unwrap()
+            .default_dtype()
+            .shape(&[z.len() as u64])
+            .begin_nd()
+            .unwrap();
+        a.extend(z.iter().copied()).unwrap();
+        a.finish().unwrap();
+    }
+
+    #[test]
+    fn calibration_samples_read_and_bad_values_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("calibration.npz");
+        calibration(&p, 2, &[0.1, 0.4]);
+        let s = read_calibration(&p, 8).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[1].z, s[1].counts[0]), (0.4, 8));
+        for (z, want) in [
+            ([0.1, f32::NAN], "non-finite value (NaN) at cluster 1"),
+            ([-0.5, 0.2], "negative (-0.5) at cluster 0"),
+        ] {
+            calibration(&p, 2, &z);
+            let e = format!("{:#}", read_calibration(&p, 8).err().unwrap());
+            assert!(e.contains("calibration.npz") && e.contains(want), "{e}");
+        }
+    }
 }

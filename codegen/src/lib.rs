@@ -16,6 +16,7 @@ pub mod export;
 pub mod interp;
 pub mod load;
 pub mod model;
+pub mod npy;
 pub mod onnx;
 pub mod plan;
 pub mod quantize;

@@ -60,9 +60,11 @@ impl TrainingRange {
     pub fn of_sample(path: &Path) -> Result<Option<Self>> {
         let mut npz = npyz::npz::NpzArchive::open(path)
             .with_context(|| format!("{}: cannot open", path.display()))?;
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("{}: cannot open", path.display()))?
+            .len();
         let mut floats = |key: &str| -> Result<Option<Vec<f64>>> {
-            let Some(arr) = npz
-                .by_name(key)
+            let Some(arr) = crate::npy::npz_array(&mut npz, key, len)
                 .with_context(|| format!("{}: array `{key}` unreadable", path.display()))?
             else {
                 return Ok(None);

@@ -46,9 +46,31 @@ pub struct ModelDescription {
     pub sigma_calibration: Option<SigmaCalibration>,
     /// Tensor names and shapes in `model.safetensors`.
     pub tensors: Vec<(String, Vec<usize>)>,
+    /// [`tensors_checksum`] of `model.safetensors` (exports made before it was recorded
+    /// have none): a corrupted or replaced tensor file is refused, not exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensors_fnv1a64: Option<String>,
     /// Free-form provenance.
     #[serde(default)]
     pub provenance: serde_json::Value,
+}
+
+/// The checksum `model.json` records of `model.safetensors`: FNV-1a 64, 16 hex digits.
+pub fn tensors_checksum(bytes: &[u8]) -> String {
+    format!("{:016x}", runtime::blob::fnv1a64(bytes))
+}
+
+/// Refuse tensor-file bytes whose checksum differs from the one `desc` records.
+pub fn verify_tensors(desc: &ModelDescription, bytes: &[u8], path: &Path) -> Result<()> {
+    if let Some(want) = &desc.tensors_fnv1a64 {
+        let got = tensors_checksum(bytes);
+        ensure!(
+            &got == want,
+            "{}: checksum {got} differs from {want} recorded in model.json: the file is corrupted or is not this model's",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// `x = ln(1 + counts) * band_scale[band]`, `z' = (z - z_shift) * z_scale`.
@@ -290,6 +312,7 @@ impl Model {
         let st_path = dir.join("model.safetensors");
         let bytes =
             std::fs::read(&st_path).with_context(|| format!("reading {}", st_path.display()))?;
+        verify_tensors(&desc, &bytes, &st_path)?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", st_path.display()))?;
         let mut tensors = BTreeMap::new();
@@ -595,6 +618,7 @@ mod tests {
             },
             sigma_floor: 0.005,
             sigma_calibration: None,
+            tensors_fnv1a64: None,
             tensors: tensors
                 .iter()
                 .map(|(n, t)| (n.clone(), t.shape.clone()))

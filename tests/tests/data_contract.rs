@@ -236,3 +236,77 @@ fn interrupted_write_keeps_the_old_file() {
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
 }
+
+/// An NPY header as numpy lays it out (magic, version 1.0, padded dict), then `data`.
+fn raw_npy(path: &Path, header: &str, data: &[u8]) {
+    let mut h = header.to_string();
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend((h.len() as u16).to_le_bytes());
+    b.extend(h.as_bytes());
+    b.extend(data);
+    std::fs::write(path, b).unwrap();
+}
+
+/// A 128-byte header nesting 22 brackets hung the reader for over a minute; a header
+/// declaring 4e7 clusters (2 TB) or 2^64-1 values aborted the process in allocation.
+/// Each is now a prompt error that names the file.
+#[test]
+fn forged_npy_headers_are_refused_promptly_without_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let z = dir.path().join("redshift.npy");
+    write_npy(&z, &[1], &[0.3f32]);
+    let m = dir.path().join("log_mass.npy");
+    write_npy(&m, &[1], &[14.0f32]);
+    let images = dir.path().join("images.npy");
+    let cases = [
+        (
+            format!(
+                "{{'descr': {}'<u2'{}, 'fortran_order': False, 'shape': (1, 10, 50, 50), }}",
+                "[".repeat(22),
+                "]".repeat(22)
+            ),
+            "nests brackets",
+        ),
+        (
+            "{'descr': '<u2', 'fortran_order': False, 'shape': (40000000, 10, 50, 50), }".into(),
+            "bytes of data follow",
+        ),
+        (
+            "{'descr': '<u2', 'fortran_order': False, 'shape': (18446744073709551615, 10, 50, 50), }"
+                .into(),
+            "overflows",
+        ),
+    ];
+    for (header, want) in cases {
+        raw_npy(&images, &header, &[0u8; 64]);
+        let t = std::time::Instant::now();
+        let msg = load_err(&images);
+        assert!(t.elapsed().as_secs() < 10, "took {:?}", t.elapsed());
+        assert!(msg.contains(want) && msg.contains("images.npy"), "{msg}");
+    }
+    // The same forged entry inside an NPZ archive.
+    let npz = dir.path().join("forged.npz");
+    {
+        let f = std::fs::File::create(&npz).unwrap();
+        let mut zip = npyz::zip::ZipWriter::new(f);
+        zip.start_file("images.npy", npyz::zip::write::FileOptions::default())
+            .unwrap();
+        raw_npy(
+            &dir.path().join("entry.npy"),
+            "{'descr': '<u2', 'fortran_order': False, 'shape': (40000000, 10, 50, 50), }",
+            &[0u8; 64],
+        );
+        std::io::Write::write_all(
+            &mut zip,
+            &std::fs::read(dir.path().join("entry.npy")).unwrap(),
+        )
+        .unwrap();
+        zip.finish().unwrap();
+    }
+    let msg = load_err(&npz);
+    assert!(msg.contains("bytes of data follow"), "{msg}");
+}

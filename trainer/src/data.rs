@@ -239,6 +239,31 @@ pub struct SkyColumns {
 }
 
 impl Dataset {
+    /// FNV-1a 64 of what training reads: the counts, redshifts and labels, in that
+    /// order (the same on every machine and for every file layout of the same data).
+    pub fn fingerprint(&self) -> u64 {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+            }
+        };
+        for c in self.images.chunks(4096) {
+            let bytes: Vec<u8> = c.iter().flat_map(|v| v.to_le_bytes()).collect();
+            eat(&bytes);
+        }
+        for z in &self.redshift {
+            eat(&z.to_le_bytes());
+        }
+        if let Some(m) = &self.log_mass {
+            for v in m {
+                eat(&v.to_le_bytes());
+            }
+        }
+        h
+    }
+
     /// Number of clusters.
     pub fn len(&self) -> usize {
         self.redshift.len()
@@ -299,7 +324,8 @@ impl Dataset {
                 io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => Problem::Io(e),
                 _ => Problem::Corrupt(e.to_string()),
             })?;
-            Box::new(NpzSource { npz })
+            let len = std::fs::metadata(path).map_err(Problem::Io)?.len();
+            Box::new(NpzSource { npz, len })
         };
         let present = source.names().join(", ");
         let missing = |key: &str| Problem::MissingKey {
@@ -589,6 +615,8 @@ fn read_raw(source: &mut dyn Source, key: &str) -> Result<Option<RawArray>, Prob
 
 struct NpzSource {
     npz: NpzArchive<BufReader<File>>,
+    /// The archive's size: no entry can declare more than this holds.
+    len: u64,
 }
 
 impl Source for NpzSource {
@@ -603,7 +631,8 @@ impl Source for NpzSource {
             Err(npyz::zip::result::ZipError::FileNotFound) => return Ok(false),
             Err(e) => return Err(corrupt(&e)),
         };
-        let npy = NpyFile::new(&mut entry).map_err(|e| corrupt(&e))?;
+        let budget = codegen::npy::entry_budget(&entry, self.len);
+        let npy = codegen::npy::open(&mut entry, budget).map_err(|e| corrupt(&e))?;
         read_npy(key, npy, sink)?;
         // The zip CRC is only checked when an entry is read to its end; npyz stops at the
         // last value, so drain the rest to catch corrupted bytes.
@@ -618,7 +647,8 @@ impl Source for NpzSource {
             Err(npyz::zip::result::ZipError::FileNotFound) => return Ok(None),
             Err(e) => return Err(corrupt(&e)),
         };
-        let npy = NpyFile::new(&mut entry).map_err(|e| corrupt(&e))?;
+        let budget = codegen::npy::entry_budget(&entry, self.len);
+        let npy = codegen::npy::open(&mut entry, budget).map_err(|e| corrupt(&e))?;
         let v = strings_npy(key, npy)?;
         io::copy(&mut entry, &mut io::sink()).map_err(|e| corrupt(&e))?;
         Ok(Some(v))
@@ -650,7 +680,8 @@ impl Source for DirSource {
             return Ok(false);
         }
         let f = File::open(&p).map_err(Problem::Io)?;
-        let npy = NpyFile::new(BufReader::new(f))
+        let len = f.metadata().map_err(Problem::Io)?.len();
+        let npy = codegen::npy::open(BufReader::new(f), len)
             .map_err(|e| Problem::Corrupt(format!("{}: {e}", p.display())))?;
         read_npy(key, npy, sink).map(|_| true)
     }
@@ -660,7 +691,8 @@ impl Source for DirSource {
             return Ok(None);
         }
         let f = File::open(&p).map_err(Problem::Io)?;
-        let npy = NpyFile::new(BufReader::new(f))
+        let len = f.metadata().map_err(Problem::Io)?.len();
+        let npy = codegen::npy::open(BufReader::new(f), len)
             .map_err(|e| Problem::Corrupt(format!("{}: {e}", p.display())))?;
         strings_npy(key, npy).map(Some)
     }
@@ -712,8 +744,8 @@ fn read_npy<R: Read>(key: &str, npy: NpyFile<R>, sink: &mut dyn Sink) -> Result<
             });
         }
     }
-    let expected: u64 = shape.iter().product();
-    if count as u64 != expected {
+    let expected = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+    if Some(count as u64) != expected {
         return Err(Problem::Corrupt(format!(
             "array `{key}`: {count} values for shape {shape:?} (truncated?)"
         )));
@@ -759,7 +791,14 @@ impl Sink for ImageSink {
         }
         self.n = n;
         self.channels_last = channels_last;
-        self.out = vec![0u16; n * IMAGE_LEN];
+        // The reader has checked the declared size against the file's; multiply in
+        // checked arithmetic all the same (a 32-bit host, a reader without the check).
+        let len = n.checked_mul(IMAGE_LEN).ok_or_else(|| Problem::BadShape {
+            key: key.into(),
+            shape: s.to_vec(),
+            expected: "a number of images that fits in memory".into(),
+        })?;
+        self.out = vec![0u16; len];
         Ok(())
     }
 

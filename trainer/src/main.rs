@@ -568,10 +568,9 @@ fn baseline_cmd(a: BaselineArgs) -> Result<()> {
         writeln!(out, "{}: log M = {}", e.name, terms.join(" "))?;
     }
     emit(&out)?;
-    if let Some(p) = a.json {
+    if let Some(path) = a.json {
         let doc = serde_json::json!({ "dataset": a.dataset, "split_seed": a.split_seed, "test": acc, "test_detected": acc_detected, "count_rate": p, "fits": estimates });
-        std::fs::write(&p, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        trainer::fsutil::write_atomic(&path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())
 }
@@ -655,8 +654,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
     let (all, detected) = commands::eval(&a.run_dir, a.dataset.as_deref())?;
     if let Some(p) = &a.json {
         let doc = serde_json::json!({ "test": &all, "test_detected": &detected });
-        std::fs::write(p, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("writing {}", p.display()))?;
+        trainer::fsutil::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     emit(&format!(
         "{} on the test split ({} clusters), dex:\n{}detected test clusters (>= 50 net 0.5-2 keV counts, {} of {}), dex:\n{}",

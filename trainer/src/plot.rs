@@ -44,6 +44,10 @@ pub fn magma(t: f64) -> RGBColor {
 
 /// Draw `indices` clusters: the band-summed image (log stretch) and the counts per band.
 pub fn preview(ds: &Dataset, indices: &[usize], out: &Path) -> Result<()> {
+    crate::fsutil::atomically(out, |tmp| draw_preview(ds, indices, tmp))
+}
+
+fn draw_preview(ds: &Dataset, indices: &[usize], out: &Path) -> Result<()> {
     init_fonts();
     let cols = indices.len().clamp(1, 3);
     let rows = indices.len().div_ceil(cols).max(1);

@@ -95,7 +95,8 @@ fn fit_eval_and_scan_run_from_the_command_line() {
         "loss.png",
         "predictions.png",
         "best-model.bpk",
-        "checkpoint/model.bpk",
+        "checkpoint-0001/model.bpk",
+        "checkpoint-0001/best-model.bpk",
         "calibration.npz",
     ] {
         assert!(run.join(f).exists(), "missing {f}");
@@ -134,6 +135,27 @@ fn fit_eval_and_scan_run_from_the_command_line() {
     assert!(
         !ok && msg.contains("loss") && msg.contains("nll") && !msg.contains("panicked"),
         "{msg}"
+    );
+    // eval on a handful of clusters says why it cannot score them, and what to use.
+    for n in ["1", "10"] {
+        let tiny = dir.path().join(format!("tiny{n}.npz"));
+        let tiny_s = tiny.to_str().unwrap();
+        let (ok, msg) = trainer(&["simulate", "--n", n, "--quiet", "--out", tiny_s]);
+        assert!(ok, "{msg}");
+        let (ok, msg) = trainer(&["eval", run_s, "--dataset", tiny_s]);
+        assert!(
+            !ok && msg.contains("too few to evaluate")
+                && msg.contains("trainer predict")
+                && msg.contains(tiny_s),
+            "{msg}"
+        );
+    }
+    // The run records its dataset's absolute path: eval works from any directory.
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    assert!(
+        std::path::Path::new(recorded["dataset"].as_str().unwrap()).is_absolute(),
+        "{recorded}"
     );
     // eval of something that is not a run.
     let (ok, msg) = trainer(&["eval", dir.path().to_str().unwrap()]);

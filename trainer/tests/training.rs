@@ -159,7 +159,7 @@ fn resumed_run_equals_uninterrupted_run() {
     cfg.model.dense = vec![16];
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let full = train::fit(&ds, &cfg, a.path(), false, false).unwrap();
-    train::fit_interrupted(&ds, &cfg, b.path(), 2).unwrap();
+    train::fit_interrupted(&ds, &cfg, b.path(), false, 2).unwrap();
     let resumed = train::fit(&ds, &cfg, b.path(), true, false).unwrap();
     assert_eq!(full.state.history.len(), resumed.state.history.len());
     for (x, y) in full.state.history.iter().zip(&resumed.state.history) {
@@ -177,6 +177,97 @@ fn resumed_run_equals_uninterrupted_run() {
         .expect("must refuse")
         .to_string();
     assert!(err.contains("--resume"), "{err}");
+}
+
+fn copy_dir(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+}
+
+fn checkpoint_dirs(run: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(run)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("checkpoint") || n.starts_with(".checkpoint"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Kills at the moments that used to lose a run or keep the wrong model: after a
+/// checkpoint is installed but before the run directory's `best-model.bpk` and
+/// `state.json` are written (in epoch 1: no best weights at all; in epoch 2: the
+/// previous epoch's), and before the superseded checkpoint is removed. Each state is
+/// made on disk as the kill leaves it; every one resumes to the uninterrupted run's
+/// history and weights. What cannot be resumed is refused, loudly.
+#[test]
+fn a_kill_at_any_step_of_a_checkpoint_resumes_to_the_same_model() {
+    let ds = dataset(1500, 34);
+    let cfg = quick(3, 400);
+    let full_dir = tempfile::tempdir().unwrap();
+    let full = train::fit(&ds, &cfg, full_dir.path(), false, false).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let b = run.path();
+    let keep = tempfile::tempdir().unwrap();
+
+    // Killed in epoch 1 after installing its checkpoint, before writing the copies.
+    train::fit_interrupted(&ds, &cfg, b, false, 1).unwrap();
+    assert_eq!(checkpoint_dirs(b), ["checkpoint-0001"]);
+    copy_dir(
+        &b.join("checkpoint-0001"),
+        &keep.path().join("checkpoint-0001"),
+    );
+    std::fs::copy(b.join("state.json"), keep.path().join("state-1.json")).unwrap();
+    std::fs::remove_file(b.join("best-model.bpk")).unwrap();
+    std::fs::remove_file(b.join("state.json")).unwrap();
+    train::fit_interrupted(&ds, &cfg, b, true, 2).unwrap();
+    assert_eq!(checkpoint_dirs(b), ["checkpoint-0002"]);
+
+    // Killed in epoch 2 after installing, before the copies and before removing epoch 1's.
+    copy_dir(
+        &keep.path().join("checkpoint-0001"),
+        &b.join("checkpoint-0001"),
+    );
+    std::fs::copy(
+        keep.path().join("checkpoint-0001/best-model.bpk"),
+        b.join("best-model.bpk"),
+    )
+    .unwrap();
+    std::fs::copy(keep.path().join("state-1.json"), b.join("state.json")).unwrap();
+    let resumed = train::fit(&ds, &cfg, b, true, false).unwrap();
+    assert_eq!(checkpoint_dirs(b), ["checkpoint-0003"]);
+    let losses = |h: &[trainer::fit::run::EpochRecord]| -> Vec<(f64, f64)> {
+        h.iter().map(|r| (r.train_loss, r.val_loss)).collect()
+    };
+    assert_eq!(losses(&full.state.history), losses(&resumed.state.history));
+    assert_eq!(full.state.best_epoch, resumed.state.best_epoch);
+    assert_same(&weights(full_dir.path(), &cfg), &weights(b, &cfg));
+
+    // Another dataset is refused, as is a damaged checkpoint (never a silent restart).
+    let other = dataset(1500, 35);
+    let err = format!(
+        "{:#}",
+        train::fit(&other, &cfg, b, true, false).err().unwrap()
+    );
+    assert!(err.contains("another dataset"), "{err}");
+    std::fs::remove_file(b.join("checkpoint-0003/model.bpk")).unwrap();
+    let err = format!("{:#}", train::fit(&ds, &cfg, b, true, false).err().unwrap());
+    assert!(
+        err.contains("checkpoint-0003") && err.contains("model.bpk"),
+        "{err}"
+    );
+    // Nothing to resume in a directory whose run never finished an epoch.
+    let empty = tempfile::tempdir().unwrap();
+    let err = format!(
+        "{:#}",
+        train::fit(&ds, &cfg, empty.path(), true, false)
+            .err()
+            .unwrap()
+    );
+    assert!(err.contains("nothing to resume"), "{err}");
 }
 
 /// The same seed trains the same model whatever the number of threads.

@@ -95,6 +95,7 @@ pub fn import(path: &Path, sidecar: &Sidecar) -> Result<Imported> {
         },
         sigma_floor: sidecar.sigma_floor,
         sigma_calibration,
+        tensors_fnv1a64: None,
         tensors: m
             .tensors
             .iter()

@@ -96,8 +96,10 @@ pub fn fit(
             &run_dir.join("config.toml"),
             toml::to_string_pretty(cfg)?.as_bytes(),
         )?;
+        // Absolute, so that `eval` and `--resume` find it from any working directory.
         let info = RunInfo {
-            dataset: dataset.to_path_buf(),
+            dataset: std::path::absolute(dataset)
+                .with_context(|| format!("resolving {}", dataset.display()))?,
             trainer: env!("CARGO_PKG_VERSION").into(),
         };
         write_atomic(
@@ -267,6 +269,11 @@ impl TrainedRun {
     }
 }
 
+/// The fewest test clusters `eval` scores (scatter, bias and coverage of fewer say nothing).
+pub const MIN_EVAL_TEST: usize = 10;
+/// The fewest training clusters `eval` fits the baselines on.
+pub const MIN_EVAL_TRAIN: usize = 50;
+
 /// Batch size of `eval`'s (and by default `predict`'s) forward passes.
 pub const EVAL_BATCH: usize = 256;
 
@@ -293,6 +300,21 @@ pub fn eval_predictions(run_dir: &Path, dataset: Option<&Path>) -> Result<EvalPr
         bail!("{}: evaluation needs `log_mass` labels", path.display());
     }
     let splits = Splits::new(ds.len(), run.cfg.train.split_seed, Splits::DEFAULT);
+    if splits.test.len() < MIN_EVAL_TEST || splits.train.len() < MIN_EVAL_TRAIN {
+        bail!(
+            "{}: {} clusters are too few to evaluate: its test split holds {} and its training split {}, and `eval` scores at least {MIN_EVAL_TEST} test clusters next to baselines fitted on at least {MIN_EVAL_TRAIN} (a dataset of {} clusters or more); for the masses of a few clusters use `trainer predict`",
+            path.display(),
+            ds.len(),
+            splits.test.len(),
+            splits.train.len(),
+            (ds.len()..)
+                .find(|&n| {
+                    let s = Splits::new(n, run.cfg.train.split_seed, Splits::DEFAULT);
+                    s.test.len() >= MIN_EVAL_TEST && s.train.len() >= MIN_EVAL_TRAIN
+                })
+                .unwrap_or(usize::MAX)
+        );
+    }
     let (mu, sigma) = run.predict(&ds, &splits.test, EVAL_BATCH);
     Ok(EvalPredictions {
         dataset: ds,

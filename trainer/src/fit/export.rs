@@ -97,6 +97,7 @@ pub fn export(
         },
         sigma_floor: SIGMA_FLOOR,
         sigma_calibration: calib,
+        tensors_fnv1a64: Some(codegen::model::tensors_checksum(&blob)),
         tensors: tensors
             .iter()
             .map(|(n, s, _)| (n.clone(), s.clone()))
@@ -116,6 +117,13 @@ pub fn load_safetensors(
     use burn::module::{Param, RunningState};
     use burn::tensor::TensorData;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // The checksum of the description beside it, when there is one.
+    let json = path.with_file_name("model.json");
+    if let Ok(text) = std::fs::read(&json) {
+        let desc: ModelDescription =
+            serde_json::from_slice(&text).with_context(|| format!("parsing {}", json.display()))?;
+        codegen::model::verify_tensors(&desc, &bytes, path)?;
+    }
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{}: not a safetensors file", path.display()))?;
     let get = |name: &str| -> Result<TensorData> {
@@ -161,4 +169,51 @@ pub fn load_safetensors(
         }
     }
     Ok(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fit::config::Preset;
+
+    /// One flipped byte in `model.safetensors` is refused by every reader, naming the
+    /// file, where it used to be exported silently.
+    #[test]
+    fn a_corrupted_tensor_file_is_refused() {
+        let layers = Preset::Edge.config().model.layers().unwrap();
+        let dev = burn::tensor::Device::flex();
+        let net = super::super::net::init_seeded(&layers, INPUT, &dev, 3).unwrap();
+        let pre = Preprocess {
+            band_scale: [1.0; crate::sim::spectrum::NBANDS],
+            z_shift: 0.5,
+            z_scale: 2.0,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        export(
+            dir.path(),
+            &net,
+            &layers,
+            &pre,
+            None,
+            serde_json::Value::Null,
+        )
+        .unwrap();
+        let st = dir.path().join("model.safetensors");
+        codegen::model::Model::load(dir.path()).unwrap();
+        load_safetensors(&st, &layers, &dev).unwrap();
+        let mut bytes = std::fs::read(&st).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40; // a weight's sign/exponent bit: still a valid file
+        std::fs::write(&st, &bytes).unwrap();
+        for e in [
+            codegen::model::Model::load(dir.path()).err().unwrap(),
+            load_safetensors(&st, &layers, &dev).err().unwrap(),
+        ] {
+            let msg = format!("{e:#}");
+            assert!(
+                msg.contains("model.safetensors") && msg.contains("checksum"),
+                "{msg}"
+            );
+        }
+    }
 }

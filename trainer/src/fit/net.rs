@@ -85,8 +85,11 @@ pub fn init(layers: &[Layer], input: Shape, device: &Device) -> anyhow::Result<N
                         "\"same\" padding needs an odd kernel and stride 1 (got kernel {kernel}, stride {stride}); use \"valid\""
                     );
                 }
+                // burn's `Same` ignores dilation; pad as codegen and the runtime do,
+                // `dilation (kernel - 1) / 2` on every side (`ConvGeom::pad`).
                 let pad = if padding == Padding::Same {
-                    PaddingConfig2d::Same
+                    let p = dilation * (kernel - 1) / 2;
+                    PaddingConfig2d::Explicit(p, p, p, p)
                 } else {
                     PaddingConfig2d::Valid
                 };
@@ -258,4 +261,89 @@ pub fn nll(mu: Tensor<1>, sigma: Tensor<1>, y: Tensor<1>) -> Tensor<1> {
 /// Squared error per cluster.
 pub fn squared_error(mu: Tensor<1>, y: Tensor<1>) -> Tensor<1> {
     (y - mu).powi_scalar(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codegen::model::ConvGeom;
+
+    /// A dilated "same" convolution keeps the map's size in burn as in codegen, and
+    /// the two compute the same values (burn's own `Same` ignored dilation: the map
+    /// shrank and the head's input size no longer matched, a panic inside burn).
+    #[test]
+    fn dilated_same_convolution_agrees_with_codegen() {
+        let input = Shape { c: 2, h: 9, w: 9 };
+        let layers = [
+            Layer::Conv2d {
+                filters: 3,
+                kernel: 3,
+                stride: 1,
+                dilation: 2,
+                padding: Padding::Same,
+            },
+            Layer::FlattenConcatZ,
+            Layer::Dense { units: 2 },
+        ];
+        let dev = Device::flex();
+        let net = init_seeded(&layers, input, &dev, 7).unwrap();
+        let x: Vec<f32> = (0..input.len())
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let t = Tensor::<4>::from_data(TensorData::new(x.clone(), [1, 2, 9, 9]), &dev);
+        let z = Tensor::<2>::from_data(TensorData::new(vec![0.3f32], [1, 1]), &dev);
+        let head = net.forward(&layers, t.clone(), z, None);
+        assert_eq!(head.dims(), [1, 2]);
+        let got = net.convs[0]
+            .forward(t)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let w = net.convs[0]
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let b = net.convs[0]
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let g = ConvGeom {
+            in_c: 2,
+            filters: 3,
+            kernel: 3,
+            stride: 1,
+            dilation: 2,
+            padding: Padding::Same,
+        };
+        let want = codegen::interp::conv2d_f32(&x, input, &g, &w, &b, 1.0);
+        assert_eq!(got.len(), 3 * 9 * 9);
+        assert_eq!(want.len(), got.len());
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn absurd_architectures_are_refused_before_building() {
+        let input = Shape {
+            c: 10,
+            h: 50,
+            w: 50,
+        };
+        let layers = [Layer::Conv2d {
+            filters: 1 << 30,
+            kernel: 3,
+            stride: 1,
+            dilation: 1,
+            padding: Padding::Valid,
+        }];
+        let e = init(&layers, input, &Device::flex()).unwrap_err();
+        assert!(e.to_string().contains("filters (at most"), "{e}");
+    }
 }

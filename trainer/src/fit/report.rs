@@ -98,6 +98,10 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 
 /// Training and validation loss per epoch.
 pub fn plot_history(history: &[EpochRecord], out: &Path) -> Result<()> {
+    crate::fsutil::atomically(out, |tmp| draw_history(history, tmp))
+}
+
+fn draw_history(history: &[EpochRecord], out: &Path) -> Result<()> {
     init_fonts();
     let root = BitMapBackend::new(out, (900, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -147,6 +151,10 @@ pub fn plot_history(history: &[EpochRecord], out: &Path) -> Result<()> {
 
 /// Four panels: predicted vs true, residual vs mass, residual vs redshift, standardised residuals.
 pub fn plot_predictions(y: &[f64], z: &[f64], mu: &[f64], sigma: &[f64], out: &Path) -> Result<()> {
+    crate::fsutil::atomically(out, |tmp| draw_predictions(y, z, mu, sigma, tmp))
+}
+
+fn draw_predictions(y: &[f64], z: &[f64], mu: &[f64], sigma: &[f64], out: &Path) -> Result<()> {
     init_fonts();
     let root = BitMapBackend::new(out, (1400, 1100)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;

@@ -27,7 +27,7 @@ pub struct Row {
 pub fn finish(out: &Path, p1: &str, p2: Option<&str>, rows: &[Row]) -> Result<String> {
     use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
     std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("scan.json"), serde_json::to_vec_pretty(rows)?)?;
+    crate::fsutil::write_atomic(&out.join("scan.json"), &serde_json::to_vec_pretty(rows)?)?;
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     let mut header = vec![p1.to_string()];
@@ -62,10 +62,13 @@ pub fn finish(out: &Path, p1: &str, p2: Option<&str>, rows: &[Row]) -> Result<St
 }
 
 fn plot(out: &Path, p1: &str, p2: Option<&str>, rows: &[Row]) -> Result<()> {
+    crate::fsutil::atomically(&out.join("scan.png"), |path| draw(path, p1, p2, rows))
+}
+
+fn draw(path: &Path, p1: &str, p2: Option<&str>, rows: &[Row]) -> Result<()> {
     init_fonts();
     let e = |e: &dyn std::fmt::Display| anyhow!("plotting the scan: {e}");
-    let path = out.join("scan.png");
-    let root = BitMapBackend::new(&path, (900, 600)).into_drawing_area();
+    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     // Numeric x if every value parses, else categorical positions.
     let numeric: Option<Vec<f64>> = rows.iter().map(|r| r.x.parse::<f64>().ok()).collect();

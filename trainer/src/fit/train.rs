@@ -110,15 +110,16 @@ pub fn fit(
         .expect("runs to the end without stop_after"))
 }
 
-/// [`fit`], but return `Ok(None)` right after the checkpoint of epoch `stop_after`
-/// (1-based), as if the process had been killed there (tests of `--resume`).
+/// [`fit`] (resuming if `resume`), but return right after the checkpoint of epoch
+/// `stop_after` (1-based), as if the process had been killed there (tests of `--resume`).
 pub fn fit_interrupted(
     ds: &Dataset,
     cfg: &RunConfig,
     run_dir: &Path,
+    resume: bool,
     stop_after: usize,
 ) -> Result<()> {
-    fit_until(ds, cfg, run_dir, false, false, Some(stop_after)).map(|_| ())
+    fit_until(ds, cfg, run_dir, resume, false, Some(stop_after)).map(|_| ())
 }
 
 fn fit_until(
@@ -148,31 +149,50 @@ fn fit_until(
 
     let plain = device(t.backend);
     let train_dev = plain.clone().autodiff();
-    let (mut state, pre, mut net, mut optim) =
-        match run::load_checkpoint(run_dir, &layers, &train_dev)? {
-            Some((state, net, optim_path)) if resume => {
-                let optim = make_optimizer(cfg)
-                    .load(&optim_path)
-                    .with_context(|| format!("loading optimizer state {}", optim_path.display()))?;
-                eprintln!(
-                    "resuming {} after epoch {}",
+    let (mut state, pre, mut net, mut optim, mut best) = match run::load_checkpoint(
+        run_dir, &layers, &train_dev,
+    )? {
+        Some(ckpt) if resume => {
+            let optim = make_optimizer(cfg)
+                .load(&ckpt.optim)
+                .with_context(|| format!("loading optimizer state {}", ckpt.optim.display()))?;
+            if let Some(f) = ckpt.state.dataset_fingerprint
+                && f != ds.fingerprint()
+            {
+                bail!(
+                    "{}: the run was trained on another dataset (fingerprint {f:016x}, this one {:016x}); resume it with the dataset it was started on",
                     run_dir.display(),
-                    state.epochs_done
+                    ds.fingerprint()
                 );
-                (state.clone(), state.preprocess.clone(), net, optim)
             }
-            Some(_) => bail!(
-                "{} already holds a run; use --resume to continue it or choose another --run-dir",
-                run_dir.display()
-            ),
-            None => {
-                let net =
-                    net::init_seeded(&layers, INPUT, &train_dev, t.seed)?.init_head(y_mean, y_sd);
-                let pre = Preprocess::fit(ds, &splits.train);
-                let state = RunState::new(pre.clone());
-                (state, pre, net, make_optimizer(cfg))
+            run::restore(run_dir, &ckpt)?;
+            if progress {
+                eprintln!(
+                    "resuming {} after epoch {} ({})",
+                    run_dir.display(),
+                    ckpt.state.epochs_done,
+                    ckpt.dir.display()
+                );
             }
-        };
+            let pre = ckpt.state.preprocess.clone();
+            (ckpt.state, pre, ckpt.net, optim, ckpt.best)
+        }
+        Some(_) => bail!(
+            "{} already holds a run; use --resume to continue it or choose another --run-dir",
+            run_dir.display()
+        ),
+        None if resume => bail!(
+            "{}: nothing to resume: the run has no checkpoint (it stopped before its first epoch ended); start it again without --resume",
+            run_dir.display()
+        ),
+        None => {
+            let net = net::init_seeded(&layers, INPUT, &train_dev, t.seed)?.init_head(y_mean, y_sd);
+            let pre = Preprocess::fit(ds, &splits.train);
+            let mut state = RunState::new(pre.clone());
+            state.dataset_fingerprint = Some(ds.fingerprint());
+            (state, pre, net, make_optimizer(cfg), Vec::new())
+        }
+    };
 
     let n_masks = layers
         .iter()
@@ -272,7 +292,7 @@ fn fit_until(
             );
         }
         let improved = state.push(rec);
-        run::save_checkpoint(run_dir, &state, &net, &optim, improved)?;
+        run::save_checkpoint(run_dir, &state, &net, &optim, improved, &mut best)?;
         if stop_after == Some(epoch + 1) {
             return Ok(None);
         }
