@@ -6,6 +6,7 @@
 
 pub mod baseline;
 pub mod data;
+pub mod explain;
 pub mod fit;
 pub mod fits_table;
 pub mod fsutil;

@@ -44,6 +44,55 @@ enum Command {
     /// Catalogue of log10 M500, sigma and quality flags for every cluster of a dataset.
     #[command(long_about = PREDICT_ABOUT)]
     Predict(PredictArgs),
+    /// What the network looks at: occlusion, saliency, integrated gradients, filters, feature maps, radial profile.
+    #[command(long_about = EXPLAIN_ABOUT)]
+    Explain(ExplainArgs),
+}
+
+const EXPLAIN_ABOUT: &str = "\
+What a trained run's network looks at, through burn's autodiff on its f32 weights.
+
+For each chosen cluster, cluster-<id>.png: the band-summed counts; the occlusion-sensitivity maps
+(change in predicted log mass, and in sigma, when a --patch-sized window centred on each pixel is
+replaced by the expected background, not by zeros); the gradient saliency |d log M / d x| (x the
+preprocessed input); the integrated gradients from the background-only image (they sum to the
+prediction minus the prediction on that image); and the integrated gradients per band.
+Also filters-conv0.png (the first convolution's filters) and features-<id>-conv<k>.png (every
+convolution block's feature maps for the first chosen cluster), radial.png and a table: the share of
+|integrated gradients| against radius in r500 (pixels without truth columns) for --population
+test-split clusters, split by cool core / disturbed / relaxed, central AGN and mass, next to the share of
+net counts; explain.json holds every number.
+
+The expected background is the simulator's level recorded in the dataset (scaled to each cluster's
+exposure), else the mean counts of the dataset's outskirts.";
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// Run directory (a finished `trainer fit`).
+    run_dir: PathBuf,
+    /// Dataset whose clusters to explain (NPZ or .npy directory).
+    data: PathBuf,
+    /// Comma-separated cluster ids (the dataset's `id`, else row numbers).
+    #[arg(long, value_delimiter = ',', conflicts_with = "n")]
+    clusters: Option<Vec<String>>,
+    /// Explain this many test-split clusters, spread evenly in true mass.
+    #[arg(long, default_value_t = 6)]
+    n: usize,
+    /// Test-split clusters in the radial profile (integrated gradients only; 0: none).
+    #[arg(long, default_value_t = 200)]
+    population: usize,
+    /// Side of the occluding window, pixels (odd).
+    #[arg(long, default_value_t = 5)]
+    patch: usize,
+    /// Steps of the integrated-gradients path.
+    #[arg(long, default_value_t = 64)]
+    steps: usize,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
 }
 
 const PREDICT_ABOUT: &str = "\
@@ -756,6 +805,66 @@ fn cutout_cmd(a: CutoutArgs) -> Result<()> {
     Ok(())
 }
 
+fn explain_cmd(a: ExplainArgs) -> Result<()> {
+    use trainer::explain::{Selection, Settings};
+    let sel = match a.clusters {
+        Some(ids) => Selection::Ids(ids),
+        None => Selection::Spread(a.n),
+    };
+    let s = Settings {
+        patch: a.patch,
+        steps: a.steps,
+        ..Settings::default()
+    };
+    let r = trainer::explain::run(
+        &a.run_dir,
+        &a.data,
+        &sel,
+        a.population,
+        &s,
+        &a.out,
+        !a.quiet,
+    )?;
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    writeln!(
+        out,
+        "{} clusters explained in {:.2} s each ({}x{} occlusion, {} integrated-gradient steps); background: {}",
+        r.clusters.len(),
+        r.seconds_per_cluster,
+        r.patch,
+        r.patch,
+        r.steps,
+        r.background
+    )?;
+    for c in &r.clusters {
+        writeln!(
+            out,
+            "  {}: z {:.3}, true {}, predicted {:.3} +/- {:.3}; integrated gradients sum to {:+.4} dex of {:+.4} (completeness error {:.1e}); largest occlusion change {:.3} dex",
+            c.id,
+            c.z,
+            c.truth.map_or("-".into(), |t| format!("{t:.3}")),
+            c.mu,
+            c.sigma,
+            c.band_importance.iter().sum::<f64>(),
+            c.mu - c.mu_baseline,
+            c.completeness_error,
+            c.max_occlusion_dex
+        )?;
+    }
+    if let Some(p) = &r.profile {
+        writeln!(
+            out,
+            "radial profile of |integrated gradients| ({} test clusters, {:.2} s each), share per annulus:",
+            p.groups.first().map_or(0, |g| g.n),
+            r.seconds_per_population_cluster
+        )?;
+        writeln!(out, "{}", p.table())?;
+    }
+    writeln!(out, "figures and explain.json in {}", a.out.display())?;
+    emit(&out)
+}
+
 fn predict_cmd(a: PredictArgs) -> Result<()> {
     let s = trainer::predict::predict(&trainer::predict::PredictOptions {
         model: a.model,
@@ -815,5 +924,6 @@ fn main() -> Result<()> {
         Command::Scan(a) => scan_cmd(a),
         Command::Cutout(a) => cutout_cmd(a),
         Command::Predict(a) => predict_cmd(a),
+        Command::Explain(a) => explain_cmd(a),
     }
 }

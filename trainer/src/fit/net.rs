@@ -131,15 +131,51 @@ impl Net {
         z: Tensor<2>,
         masks: Option<&Masks>,
     ) -> Tensor<2> {
+        self.forward_traced(layers, x, z, masks, &mut |_| {})
+    }
+
+    /// The feature maps of every convolution block for images `x` (each `[B, C, H, W]`:
+    /// a convolution's output after the batch norm and activation that follow it, before
+    /// the next pooling or convolution).
+    pub fn feature_maps(&self, layers: &[Layer], x: Tensor<4>, z: Tensor<2>) -> Vec<Tensor<4>> {
+        let mut maps = Vec::new();
+        self.forward_traced(layers, x, z, None, &mut |t| maps.push(t.clone()));
+        maps
+    }
+
+    /// [`Net::forward`], handing each convolution block's feature map to `trace`.
+    pub fn forward_traced(
+        &self,
+        layers: &[Layer],
+        x: Tensor<4>,
+        z: Tensor<2>,
+        masks: Option<&Masks>,
+        trace: &mut dyn FnMut(&Tensor<4>),
+    ) -> Tensor<2> {
         let (mut ci, mut ni, mut di, mut mi) = (0, 0, 0, 0);
+        let mut pending = false;
         let mut img = Some(x);
         let mut vec: Option<Tensor<2>> = None;
         let mut z = Some(z);
         for layer in layers {
+            if pending
+                && matches!(
+                    layer,
+                    Layer::Conv2d { .. }
+                        | Layer::Pool2d { .. }
+                        | Layer::GlobalAvgPool
+                        | Layer::FlattenConcatZ
+                )
+                && let Some(t) = &img
+            {
+                trace(t);
+                pending = false;
+            }
             match *layer {
                 Layer::Conv2d { .. } => {
                     img = img.map(|t| self.convs[ci].forward(t));
                     ci += 1;
+                    pending = true;
                 }
                 Layer::BatchNorm { .. } => {
                     img = img.map(|t| self.norms[ni].forward(t));
