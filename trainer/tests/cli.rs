@@ -136,6 +136,61 @@ fn fit_eval_and_scan_run_from_the_command_line() {
         !ok && msg.contains("loss") && msg.contains("nll") && !msg.contains("panicked"),
         "{msg}"
     );
+    // explain writes its panels, filters, feature maps, profile and numbers.
+    let ex = dir.path().join("explain");
+    let (ok, msg) = trainer(&[
+        "explain",
+        run_s,
+        data_s,
+        "--n",
+        "1",
+        "--population",
+        "8",
+        "--steps",
+        "16",
+        "--quiet",
+        "--out",
+        ex.to_str().unwrap(),
+    ]);
+    assert!(
+        ok && msg.contains("completeness error") && msg.contains("cool core"),
+        "{msg}"
+    );
+    let names: Vec<String> = std::fs::read_dir(&ex)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for want in ["filters-conv0.png", "radial.png", "explain.json"] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    assert!(names.iter().any(|n| n.starts_with("cluster-")), "{names:?}");
+    assert!(
+        names.iter().filter(|n| n.starts_with("features-")).count() == 3,
+        "{names:?}"
+    );
+    let (ok, msg) = trainer(&[
+        "explain",
+        run_s,
+        data_s,
+        "--patch",
+        "4",
+        "--out",
+        ex.to_str().unwrap(),
+    ]);
+    assert!(!ok && msg.contains("--patch 4"), "{msg}");
+    let (ok, msg) = trainer(&[
+        "explain",
+        run_s,
+        data_s,
+        "--clusters",
+        "nope",
+        "--out",
+        ex.to_str().unwrap(),
+    ]);
+    assert!(!ok && msg.contains("\"nope\""), "{msg}");
     // eval on a handful of clusters says why it cannot score them, and what to use.
     for n in ["1", "10"] {
         let tiny = dir.path().join(format!("tiny{n}.npz"));

@@ -352,6 +352,29 @@ fn bad_configurations_are_refused_clearly() {
             .to_string()
             .contains("does not fit")
     );
+    // Dilation with "same" padding keeps the map's size (burn's own `Same` ignored the
+    // dilation and the head's input no longer matched: a panic inside burn).
+    let mut cfg = quick(1, 100);
+    cfg.model.blocks.iter_mut().for_each(|b| b.dilation = 2);
+    let d = tempfile::tempdir().unwrap();
+    train::fit(&ds, &cfg, d.path(), false, false).unwrap();
+    // Absurd sizes are refused before anything is allocated.
+    let mut cfg = quick(1, 100);
+    cfg.model.blocks[0].filters = 1 << 30;
+    let e = train::fit(&ds, &cfg, dir.path(), false, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("filters (at most"), "{e}");
+    let mut cfg = quick(1, 100);
+    cfg.model.blocks.iter_mut().for_each(|b| b.filters = 4096);
+    cfg.model.blocks.truncate(1);
+    cfg.train.batch_size = 1 << 20;
+    let e = train::fit(&ds, &cfg, dir.path(), false, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("GB for activations"), "{e}");
     let e = toml::from_str::<RunConfig>("[train]\nlearning_rate = 0.1\n")
         .unwrap_err()
         .to_string();

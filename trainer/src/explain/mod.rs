@@ -62,7 +62,7 @@ impl Default for Settings {
 impl Settings {
     /// Refuse settings that cannot make maps.
     pub fn check(&self) -> Result<()> {
-        if self.patch == 0 || self.patch % 2 == 0 || self.patch > NPIX {
+        if self.patch == 0 || self.patch.is_multiple_of(2) || self.patch > NPIX {
             bail!(
                 "--patch {}: the occluding window must be an odd number of pixels from 1 to {NPIX}",
                 self.patch
@@ -459,7 +459,7 @@ pub fn background(ds: &Dataset, i: usize) -> Background {
             }
         }
     }
-    let clusters = ds.len().min(500).max(1);
+    let clusters = ds.len().clamp(1, 500);
     let mut per_pixel = [0f32; NBANDS];
     for (o, s) in per_pixel.iter_mut().zip(&sum) {
         *o = (s / (n.max(1) * clusters) as f64) as f32;

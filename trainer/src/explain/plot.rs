@@ -73,7 +73,7 @@ pub fn heatmap(
     scale: Scale,
     unit: &str,
 ) -> Result<()> {
-    let (map_area, bar_area) = area.split_horizontally(area.dim_in_pixel().0.saturating_sub(96));
+    let (map_area, bar_area) = area.split_horizontally(area.dim_in_pixel().0.saturating_sub(118));
     let range = scale.range(v);
     let mut chart = ChartBuilder::on(&map_area)
         .caption(title, ("sans-serif", 15))
@@ -108,7 +108,8 @@ fn colour_bar(area: &Area, scale: Scale, (lo, hi): (f64, f64), unit: &str) -> Re
         .margin_top(28)
         .margin_bottom(26)
         .margin_right(4)
-        .y_label_area_size(66)
+        .margin_left(6)
+        .y_label_area_size(72)
         .caption(unit, ("sans-serif", 11))
         .build_cartesian_2d(0.0..1.0, lo..hi)
         .map_err(e)?;
@@ -242,7 +243,7 @@ fn bands(area: &Area, v: &[f64; NBANDS], edges: &[f64]) -> Result<()> {
         .y_desc("dex")
         .y_labels(7)
         .light_line_style(WHITE)
-        .y_label_formatter(&|v| format_value(*v))
+        .y_label_formatter(&|v| format_value(if v.abs() < 1e-6 * max { 0.0 } else { *v }))
         .label_style(("sans-serif", 10))
         .draw()
         .map_err(e)?;
@@ -260,6 +261,7 @@ fn bands(area: &Area, v: &[f64; NBANDS], edges: &[f64]) -> Result<()> {
 }
 
 /// A grid of small maps (`tiles[k]`, each `w x h`), each on its own scale, with captions.
+#[allow(clippy::too_many_arguments)]
 fn grid(
     out: &Path,
     title: &str,
@@ -411,7 +413,7 @@ pub fn radial(out: &Path, p: &RadialProfile) -> Result<()> {
             RGBColor(160, 90, 180),
         ];
         for (area, (title, names)) in halves.iter().zip([
-            ("by morphology", morph.iter().copied().collect::<Vec<_>>()),
+            ("by morphology", morph.to_vec()),
             (
                 "by mass",
                 std::iter::once("all").chain(mass.iter().copied()).collect(),

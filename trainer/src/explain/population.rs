@@ -161,8 +161,8 @@ pub fn radial_profile(
         };
         v.get(i).map(|&x| x == 1)
     };
-    let mut defs: Vec<(String, Box<dyn Fn(&Explanation) -> bool>)> =
-        vec![("all".into(), Box::new(|_| true))];
+    type Keep<'a> = Box<dyn Fn(&Explanation) -> bool + 'a>;
+    let mut defs: Vec<(String, Keep)> = vec![("all".into(), Box::new(|_| true))];
     if ds.truth.is_some() {
         defs.push((
             "cool core".into(),

@@ -84,6 +84,26 @@ fn scalar(t: Tensor<1>) -> f64 {
     f64::from(to_vec(t)[0])
 }
 
+/// The most memory a training step may plan for (activations of a batch, kept for the
+/// backward pass, with their gradients and burn's working copies).
+pub const MAX_TRAINING_BYTES: u64 = 16 << 30;
+
+/// Refuse, before anything is built, a network and batch whose activations alone would
+/// not fit [`MAX_TRAINING_BYTES`]: f32 activations of every layer for every image of
+/// the batch, three times (forward values, their gradients, a working copy).
+pub fn check_training_memory(stats: &[codegen::arch::LayerStats], batch: usize) -> Result<()> {
+    let per_image: u64 = stats.iter().map(|s| s.out.len() as u64).sum::<u64>() + INPUT.len() as u64;
+    let bytes = per_image.saturating_mul(batch as u64).saturating_mul(4 * 3);
+    if bytes > MAX_TRAINING_BYTES {
+        bail!(
+            "training would need about {:.1} GB for activations ({per_image} values per image, batch {batch}); at most {:.0} GB is planned for: use a smaller --batch-size or a smaller network",
+            bytes as f64 / 1e9,
+            MAX_TRAINING_BYTES as f64 / 1e9
+        );
+    }
+    Ok(())
+}
+
 /// Everything `fit` hands back.
 pub struct FitOutcome {
     /// The trained (best-epoch) network on the inference device.
@@ -133,6 +153,7 @@ fn fit_until(
     cfg.train.check()?;
     let layers = cfg.model.layers()?;
     let t = &cfg.train;
+    check_training_memory(&codegen::arch::analyze(INPUT, &layers)?, t.batch_size)?;
     let labels = ds
         .log_mass
         .as_ref()
