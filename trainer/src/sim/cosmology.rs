@@ -133,7 +133,8 @@ impl Cosmology {
     }
 }
 
-/// Inverse-CDF sampler of redshifts distributed as dV/dz on [z_min, z_max].
+/// Inverse-CDF sampler of redshifts distributed as dV/dz (optionally times a number
+/// density) on [z_min, z_max].
 #[derive(Debug, Clone)]
 pub struct RedshiftSampler {
     z: Vec<f64>,
@@ -143,14 +144,26 @@ pub struct RedshiftSampler {
 impl RedshiftSampler {
     /// Tabulate the cumulative comoving volume between the limits.
     pub fn new(cosmo: &Cosmology, z_min: f64, z_max: f64) -> Self {
+        Self::weighted(cosmo, z_min, z_max, |_| 1.0)
+    }
+
+    /// Redshifts distributed as `dV/dz * weight(z)` on [z_min, z_max] (a population whose
+    /// number density per comoving volume is `weight(z)`, such as the mass function
+    /// integrated over the mass range).
+    pub fn weighted(
+        cosmo: &Cosmology,
+        z_min: f64,
+        z_max: f64,
+        weight: impl Fn(f64) -> f64,
+    ) -> Self {
         let n = 2048;
         let z: Vec<f64> = (0..=n)
             .map(|i| z_min + (z_max - z_min) * i as f64 / n as f64)
             .collect();
+        let density: Vec<f64> = z.iter().map(|&z| cosmo.dvdz(z) * weight(z)).collect();
         let mut cdf = vec![0.0; z.len()];
         for i in 1..z.len() {
-            cdf[i] =
-                cdf[i - 1] + 0.5 * (cosmo.dvdz(z[i - 1]) + cosmo.dvdz(z[i])) * (z[i] - z[i - 1]);
+            cdf[i] = cdf[i - 1] + 0.5 * (density[i - 1] + density[i]) * (z[i] - z[i - 1]);
         }
         let total = cdf[n];
         cdf.iter_mut().for_each(|c| *c /= total);

@@ -146,4 +146,24 @@ impl MassFunction {
         let rho_m = RHO_CRIT_H2_MSUN_MPC3 * self.cosmo.h().powi(2) * self.cosmo.params.omega_m; // Msun/Mpc^3
         self.f_sigma(s, z) * rho_m / 10f64.powf(log10_m) * dln_inv_sigma_dlog10m
     }
+
+    /// Comoving number density of halos with log10 M500c in [lo, hi] at z, Mpc^-3:
+    /// the integral of [`Self::dn_dlog10m`] (Simpson's rule, 64 intervals).
+    pub fn number_density(&self, lo: f64, hi: f64, z: f64) -> f64 {
+        let n = 64;
+        let h = (hi - lo) / n as f64;
+        let sum: f64 = (0..=n)
+            .map(|k| {
+                let w = if k == 0 || k == n {
+                    1.0
+                } else if k % 2 == 1 {
+                    4.0
+                } else {
+                    2.0
+                };
+                w * self.dn_dlog10m(lo + k as f64 * h, z)
+            })
+            .sum();
+        sum * h / 3.0
+    }
 }

@@ -39,7 +39,10 @@ pub enum MassPrior {
     /// log10 M500 uniform between the limits (training: keeps the regression off the prior).
     #[default]
     Flat,
-    /// Drawn from the Tinker et al. (2008) mass function at each redshift (evaluation).
+    /// A Tinker et al. (2008) population (evaluation): (z, M) drawn jointly from
+    /// dN/dz dlog10M = dV/dz x dn/dlog10M(M, z) over the limits, so redshifts follow the
+    /// mass function integrated over the mass range (fewer massive halos at high z), not
+    /// the comoving volume alone.
     Tinker,
 }
 
@@ -143,7 +146,8 @@ pub struct Simulator {
     pub instrument: Instrument,
     /// Folded response.
     pub response: Response,
-    mass_function: MassFunction,
+    /// Tinker 2008 mass function.
+    pub mass_function: MassFunction,
     z_sampler: RedshiftSampler,
     structure_mean: f64,
 }
@@ -155,8 +159,16 @@ impl Simulator {
         let response = Response::new(config.spectral.clone());
         let instrument = Instrument::new(config.instrument.clone(), config.depth, &response);
         let mass_function = MassFunction::new(&cosmo, config.power_spectrum);
-        let z_sampler =
-            RedshiftSampler::new(&cosmo, config.population.z_min, config.population.z_max);
+        let p = &config.population;
+        let z_sampler = match p.mass_prior {
+            MassPrior::Flat => RedshiftSampler::new(&cosmo, p.z_min, p.z_max),
+            // The marginal of dN/dz dlog10M: dV/dz times the number density of halos in
+            // the mass range, n(z) = integral of dn/dlog10M over log10 M (Simpson, 64 steps;
+            // dn/dlog10M is smooth in log M).
+            MassPrior::Tinker => RedshiftSampler::weighted(&cosmo, p.z_min, p.z_max, |z| {
+                mass_function.number_density(p.log_m_min, p.log_m_max, z)
+            }),
+        };
         let structure_mean = population::mean_structure_term(&config.morphology);
         Self {
             config,
@@ -217,7 +229,8 @@ impl Simulator {
         let log_m = match p.mass_prior {
             MassPrior::Flat => rng.random_range(p.log_m_min..p.log_m_max),
             MassPrior::Tinker => {
-                // Rejection from the flat prior; dn/dlogM falls monotonically over cluster masses.
+                // z came from the marginal; log M from the conditional dn/dlog10M(M | z), by
+                // rejection from the flat prior (dn/dlogM falls monotonically over cluster masses).
                 let w_max = self.mass_function.dn_dlog10m(p.log_m_min, z);
                 loop {
                     let lm = rng.random_range(p.log_m_min..p.log_m_max);
