@@ -7,6 +7,17 @@ cd "$(dirname "$0")/.."
 # Compiler and embedded targets pinned in rust-toolchain.toml (a no-op when present).
 rustup toolchain install 2>/dev/null || rustup show active-toolchain
 
+# Formatting and lints first (they take seconds and fail fast): the workspace, the firmware
+# examples and the fuzz targets formatted; clippy clean with warnings as errors on the host
+# (every target: libraries, binaries, tests, benches, examples) and for the bare-metal
+# runtime and generated models (Cortex-M4F, aarch64).
+cargo fmt --all --check
+(cd firmware-examples && cargo fmt --all --check)
+(cd fuzz && cargo fmt --all --check)
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+cargo clippy --release --locked -p runtime -p models --target thumbv7em-none-eabihf -- -D warnings
+cargo clippy --release --locked -p runtime -p models --target aarch64-unknown-none -- -D warnings
+
 # QEMU runs the firmware examples (tests/tests/firmware.rs, system emulation) and the runtime's
 # aarch64 NEON kernel tests (tests/tests/aarch64.rs, user mode: qemu-aarch64 from qemu-user).
 # This Debian bookworm image carries qemu-utils from bookworm-backports, which conflicts with
@@ -39,4 +50,23 @@ cargo test --release -p runtime --locked --features force-reference
 # the generated models with it, so both x86 engines are tested against the reference.
 RUNTIME_SIMD=avx2 cargo test --release -p runtime --locked
 RUNTIME_SIMD=avx2 cargo test --release -p tests --locked --test generated
+# Fuzz smoke: every committed cargo-fuzz target (fuzz/, docs/fuzzing.md) for 20 s from its
+# seed corpus with AddressSanitizer (RUSTC_BOOTSTRAP=1 lets the pinned stable compiler use
+# it); new inputs go to a scratch directory, never into the committed seeds.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+scratch=$(mktemp -d)
+for t in blob_loader npy_reader npz_calibration onnx_import; do
+    mkdir -p "$scratch/$t"
+    max_len=65536
+    [ "$t" = blob_loader ] && max_len=131072
+    [ "$t" = onnx_import ] && max_len=200000
+    if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$t" "$scratch/$t" "$PWD/corpus/$t" -- \
+        -max_total_time=20 -max_len="$max_len" -timeout=10 -rss_limit_mb=4096) >"$scratch/$t.log" 2>&1; then
+        tail -n 60 "$scratch/$t.log"
+        echo "fuzz target $t failed (artifacts in fuzz/artifacts/$t)"
+        exit 1
+    fi
+    echo "fuzz $t: $(grep -E '^Done' "$scratch/$t.log")"
+done
+rm -rf "$scratch"
 echo "all tests passed"

@@ -139,6 +139,9 @@ pub enum BlobError {
 #[repr(C, align(16))]
 pub struct Aligned<T: ?Sized>(pub T);
 
+/// A `core::error::Error` (no_std), for `?` into host error types.
+impl core::error::Error for BlobError {}
+
 impl fmt::Display for BlobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

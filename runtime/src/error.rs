@@ -38,3 +38,27 @@ impl fmt::Display for Error {
         }
     }
 }
+
+/// The runtime's errors are ordinary `core::error::Error`s (no_std, no allocation), so
+/// host code can `?` them into `anyhow` or `Box<dyn Error>`.
+impl core::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use crate::blob::BlobError;
+
+    /// Both error types coerce to `&dyn core::error::Error` and keep their messages.
+    #[test]
+    fn errors_are_core_errors() {
+        let e: &dyn core::error::Error = &Error::RedshiftOutOfRange;
+        let b: &dyn core::error::Error = &BlobError::Checksum;
+        let mut s = heapless::String::<128>::new();
+        core::fmt::write(&mut s, format_args!("{e}; {b}")).unwrap();
+        assert_eq!(
+            s.as_str(),
+            "redshift outside the range the model was trained on; weight blob checksum mismatch (corrupted)"
+        );
+        assert!(e.source().is_none() && b.source().is_none());
+    }
+}
