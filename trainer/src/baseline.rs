@@ -1,4 +1,4 @@
-//! The two yardsticks every accuracy figure stands next to (DESIGN.md):
+//! The two yardsticks every accuracy figure stands next to (docs/baselines.md):
 //!
 //! 1. **Count rate**: background-subtracted 0.5-2 keV counts in an aperture of
 //!    fixed physical radius (400 kpc at the known redshift) around the image

@@ -1,4 +1,4 @@
-//! Datasets: the NPZ contract of DESIGN.md, read with validation and written
+//! Datasets: the NPZ contract (README, "The dataset contract"), read with validation and written
 //! atomically.
 //!
 //! Contract: `images` u16 counts `[N, 10, 50, 50]` (band, y, x) — channels-last

@@ -14,7 +14,7 @@ pub const RHO_CRIT_H2_MSUN_MPC3: f64 = 2.775_366e11;
 /// Mpc in cm (IAU 2015 parsec).
 pub const MPC_CM: f64 = 3.085_677_581e24;
 
-/// Parameters of the flat LCDM cosmology (defaults: H0 = 70, Om = 0.3, as in DESIGN.md).
+/// Parameters of the flat LCDM cosmology (defaults: H0 = 70, Om = 0.3, the project design; docs/mocks.md).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CosmologyParams {

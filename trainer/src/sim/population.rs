@@ -67,7 +67,7 @@ pub struct MorphologyParams {
     pub beta_sigma: f64,
     /// Range of beta after clipping (beta > 0.5 keeps the projected flux finite).
     pub beta_clip: (f64, f64),
-    /// Core radius range, uniform, in units of r500 (0.1-0.2 r500, DESIGN.md).
+    /// Core radius range, uniform, in units of r500 (0.1-0.2 r500, the project design; docs/mocks.md).
     pub rc_r500: (f64, f64),
     /// Fraction of clusters with a cool core (about 0.45, estimate).
     pub cool_core_fraction: f64,

@@ -21,7 +21,7 @@ pub struct SpectralParams {
     /// Band edges in observed keV: 10 bands from 0.2 to 10 keV; bands 2-5 are
     /// the standard 0.5-2 keV band, bands 1-5 the 0.3-2 keV band.
     pub band_edges_kev: [f64; NBANDS + 1],
-    /// Galactic hydrogen column in cm^-2 (typical high-latitude value, DESIGN.md).
+    /// Galactic hydrogen column in cm^-2 (typical high-latitude value; docs/mocks.md).
     pub nh_cm2: f64,
     /// Fraction of the rest-frame 0.5-2 keV luminosity in lines at kT = 1 keV
     /// (estimate for 0.3 solar abundance from APEC; lines make about half the soft flux of 1 keV gas).
