@@ -58,6 +58,31 @@ impl QuantArgs<'_> {
 /// Convolution of `IC x IH x IW` into `OC` channels with a `K x K` kernel,
 /// stride `S`, dilation `D` and `P` pixels of zero padding on every side.
 /// Weights are `[OC][IC][K][K]`, biases `[OC]`.
+///
+/// A shape the kernel cannot compute is refused when the program is compiled, not when it
+/// runs: a layer with no output channel does not build,
+///
+/// ```compile_fail
+/// use runtime::kernels::conv2d::Conv2d;
+/// let _ = Conv2d::<1, 5, 5, 0, 3, 1, 1, 0>::check(25, 0, 0, 0);
+/// ```
+///
+/// nor does a dilated kernel wider than its input (a 3x3 kernel at dilation 3 spans 7
+/// pixels; the input is 6, unpadded),
+///
+/// ```compile_fail
+/// use runtime::kernels::conv2d::Conv2d;
+/// let _ = Conv2d::<1, 6, 6, 1, 3, 1, 3, 0>::check(36, 9, 1, 1);
+/// ```
+///
+/// while the same calls with shapes that fit compile and check the buffer lengths:
+///
+/// ```
+/// use runtime::kernels::conv2d::Conv2d;
+/// assert!(Conv2d::<1, 5, 5, 1, 3, 1, 1, 0>::check(25, 9, 1, 9).is_ok());
+/// assert!(Conv2d::<1, 5, 5, 1, 3, 1, 2, 1>::check(25, 9, 1, 9).is_ok());
+/// assert!(Conv2d::<1, 5, 5, 1, 3, 1, 1, 0>::check(24, 9, 1, 9).is_err());
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Conv2d<
     const IC: usize,
