@@ -188,6 +188,47 @@ fn firmware_examples_reproduce_the_host_bit_for_bit_on_emulated_boards() {
     );
 }
 
+/// The README's "into your own firmware" path, compiled and run as a user would
+/// (`firmware-examples/minimal`: its own memory.x, build.rs, runner; the blob's length from
+/// the file; errors handled in `main() -> !`): it builds without a warning and prints the
+/// host's int8 estimate of the first golden sample bit for bit.
+#[test]
+fn the_minimal_firmware_example_builds_cleanly_and_matches_the_host() {
+    require_qemu();
+    let dir = firmware_dir();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(dir.join("minimal"))
+        .args(["run", "--release", "--locked", "--target-dir"])
+        .arg(dir.join("target"));
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+    // Cargo replays a cached crate's warnings, so a warm build shows them too.
+    let (status, stdout, stderr) =
+        run_with_timeout(&mut cmd, RUN_TIMEOUT).unwrap_or_else(|e| panic!("minimal: {e}"));
+    assert!(
+        status == Some(0),
+        "minimal example failed (exit {status:?}):\n{stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("warning:"), "the example warns:\n{stderr}");
+    let f =
+        fields(&stdout, "estimate", None).unwrap_or_else(|| panic!("no estimate line:\n{stdout}"));
+    let bits = |k: &str| u32::from_str_radix(f[k].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(
+        [bits("log_mass_bits"), bits("sigma_bits")],
+        samples::INT8[0],
+        "{stdout}"
+    );
+}
+
 /// Fail (never skip) when an emulator is missing.
 fn require_qemu() {
     let mut emulators: Vec<&str> = BOARDS.iter().map(|b| b.qemu).collect();
