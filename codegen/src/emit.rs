@@ -110,6 +110,10 @@ pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<S
     writeln!(w, "//! ```text")?;
     writeln!(
         w,
+        "//! const N: usize = include_bytes!(\"model-int8.bin\").len();"
+    )?;
+    writeln!(
+        w,
         "//! static BLOB: runtime::blob::Aligned<[u8; N]> = runtime::blob::Aligned(*include_bytes!(\"model-int8.bin\"));"
     )?;
     writeln!(
@@ -122,6 +126,13 @@ pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<S
         "//! let estimate = model.infer(&counts, redshift, &mut arena)?;"
     )?;
     writeln!(w, "//! ```")?;
+    writeln!(
+        w,
+        "//!\n//! See `firmware-examples/minimal` for a complete program (`main() -> !` handles the errors)."
+    )?;
+    // The file defines every variant and constant; a firmware uses a few of them, and
+    // `#[path]`-including it into a binary must not warn about the rest.
+    writeln!(w, "#![allow(dead_code)]")?;
     writeln!(w)?;
     writeln!(
         w,

@@ -21,11 +21,15 @@
 //! Usage (`counts`: the `[band][y][x]` u16 cube):
 //!
 //! ```text
+//! const N: usize = include_bytes!("model-int8.bin").len();
 //! static BLOB: runtime::blob::Aligned<[u8; N]> = runtime::blob::Aligned(*include_bytes!("model-int8.bin"));
 //! let model = int8::Model::new(&BLOB.0)?;  // validates before use
 //! let mut arena = [0i8; ARENA_LEN];
 //! let estimate = model.infer(&counts, redshift, &mut arena)?;
 //! ```
+//!
+//! See `firmware-examples/minimal` for a complete program (`main() -> !` handles the errors).
+#![allow(dead_code)]
 /// Architecture fingerprint; a blob for any other architecture is refused.
 pub const ARCH_HASH: u64 = 0x194bb2610a3ed2f5;
 /// Energy bands of the input cube.

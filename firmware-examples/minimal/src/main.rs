@@ -3,15 +3,18 @@
 //! `cargo run --release` builds it for a Cortex-M4F and runs it in QEMU (runner in
 //! `.cargo/config.toml`, memory map in `memory.x`, linker script from cortex-m-rt).
 //!
-//! In your own project, replace `models::edge` by the `model.rs` that `codegen export`
-//! writes (`#[path = "export/model.rs"] mod edge;`) and the blob path by its
-//! `model-int8.bin`; the rest stays.
+//! In your own project, point the `#[path]` below at the `model.rs` that `codegen export`
+//! writes and the blob path at its `model-int8.bin`; the rest stays. (The golden sample
+//! comes from the `models` crate; yours comes from the detector.)
 #![no_std]
 #![no_main]
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
-use models::edge;
+// The generated model, included as a user includes `codegen export`'s model.rs.
+#[rustfmt::skip]
+#[path = "../../../models/edge/model.rs"]
+mod edge;
 use runtime::blob::{Aligned, BlobError};
 use runtime::{Error, Estimate};
 
