@@ -105,8 +105,13 @@ impl TrainingRange {
             pointer("/config/population/z_min"),
             pointer("/config/population/z_max"),
         ) {
-            let exposure_s = pointer("/exposure_s")
-                .map(|e| [e, e])
+            // A per-cluster exposure range (log-uniform) is the range; else the one exposure.
+            let range = meta
+                .as_ref()
+                .and_then(|m| m.pointer("/config/instrument/exposure_range_s"))
+                .and_then(|v| serde_json::from_value::<[f64; 2]>(v.clone()).ok());
+            let exposure_s = range
+                .or_else(|| pointer("/exposure_s").map(|e| [e, e]))
                 .or_else(|| exposure.as_deref().and_then(extremes));
             return Ok(Some(Self {
                 redshift: [lo, hi],

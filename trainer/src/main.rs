@@ -398,6 +398,10 @@ struct SimulateArgs {
     /// Exposure in seconds (overrides the depth preset's).
     #[arg(long)]
     exposure: Option<f64>,
+    /// Per-cluster exposure, log-uniform between LOW,HIGH seconds (a mix of survey depths;
+    /// the same clusters as at a fixed exposure). Example: 150,20000 (eRASS1 to pointed).
+    #[arg(long, value_name = "LOW,HIGH")]
+    exposure_range: Option<String>,
     /// Also draw a few clusters to this PNG.
     #[arg(long)]
     preview: Option<PathBuf>,
@@ -466,6 +470,19 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     if a.exposure.is_some() {
         cfg.instrument.exposure_s = a.exposure;
     }
+    if let Some(r) = &a.exposure_range {
+        let v: Vec<f64> = r
+            .split(',')
+            .map(|x| x.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                anyhow::anyhow!("--exposure-range {r}: expected two numbers, LOW,HIGH (s)")
+            })?;
+        let [lo, hi] = v[..] else {
+            bail!("--exposure-range {r}: expected two numbers, LOW,HIGH (s)");
+        };
+        cfg.instrument.exposure_range_s = Some((lo, hi));
+    }
     let n = a.n.unwrap_or(if a.events.is_some() { 200 } else { 20_000 });
     if n == 0 {
         bail!("--n must be at least 1");
@@ -523,14 +540,20 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     };
     generate_npz_with(&sim, n, &out, !a.quiet, sky.as_ref())?;
     let dt = t0.elapsed().as_secs_f64();
+    let exposure = match sim.instrument.params.exposure_range_s {
+        Some((lo, hi)) => format!("exposure log-uniform {lo:.0}-{hi:.0} s per cluster"),
+        None => format!(
+            "depth {}, exposure {:.0} s",
+            sim.config.depth.name(),
+            sim.instrument.exposure_s
+        ),
+    };
     eprintln!(
-        "wrote {} clusters to {} in {:.1} s ({:.0} clusters/s; depth {}, exposure {:.0} s)",
+        "wrote {} clusters to {} in {:.1} s ({:.0} clusters/s; {exposure})",
         n,
         out.display(),
         dt,
         n as f64 / dt,
-        sim.config.depth.name(),
-        sim.instrument.exposure_s
     );
     if let Some(p) = a.preview {
         let k = a.preview_count.clamp(1, 12).min(n);
@@ -581,17 +604,27 @@ fn baseline_cmd(a: BaselineArgs) -> Result<()> {
         .map(|k| splits.test[k])
         .collect();
     let acc_detected = b.accuracy(&ds, &detected)?;
-    let depth = ds
+    let range = ds
         .meta
         .as_ref()
-        .and_then(|m| m.pointer("/config/depth"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("unknown");
+        .and_then(|m| m.pointer("/config/instrument/exposure_range_s"))
+        .and_then(|v| serde_json::from_value::<[f64; 2]>(v.clone()).ok());
+    let depth = match range {
+        Some([lo, hi]) => format!("exposure {lo:.0}-{hi:.0} s per cluster"),
+        None => format!(
+            "depth {}",
+            ds.meta
+                .as_ref()
+                .and_then(|m| m.pointer("/config/depth"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown")
+        ),
+    };
     let mut out = String::new();
     use std::fmt::Write as _;
     writeln!(
         out,
-        "{}: {} clusters, depth {depth}; fitted on {} training clusters, scored on {} test clusters (dex)",
+        "{}: {} clusters, {depth}; fitted on {} training clusters, scored on {} test clusters (dex)",
         a.dataset.display(),
         ds.len(),
         splits.train.len(),

@@ -56,6 +56,13 @@ pub struct InstrumentParams {
     pub pixel_arcsec: f64,
     /// Exposure in seconds; `None` takes the depth preset's.
     pub exposure_s: Option<f64>,
+    /// Per-cluster exposure, log-uniform between these two (s), instead of one exposure for
+    /// every cluster: a mix of survey depths (eRASS1 near the ecliptic equator to the deep
+    /// poles and stacked passes). Drawn from a random stream of its own, so the clusters
+    /// are the same as at a fixed exposure; source, point-source and background counts
+    /// scale with it. `exposure_s` (or the depth) remains the reference level recorded
+    /// with the background.
+    pub exposure_range_s: Option<(f64, f64)>,
     /// PSF half-energy width in arcsec (survey-averaged 25-30 arcsec; PHYSICS.md).
     pub psf_hew_arcsec: f64,
     /// Slope of the King-profile PSF, (1 + (r/rc)^2)^-beta; 1.5 gives eROSITA-like wings.
@@ -101,6 +108,7 @@ impl Default for InstrumentParams {
             npix: 50,
             pixel_arcsec: 10.0,
             exposure_s: None,
+            exposure_range_s: None,
             psf_hew_arcsec: 28.0,
             psf_king_beta: 1.5,
             sky_rate_0p3_2: 4e-3,

@@ -32,6 +32,9 @@ pub const NPIX: usize = 50;
 /// u16 values per cluster image.
 pub const IMAGE_LEN: usize = NBANDS * NPIX * NPIX;
 
+/// Seed offset of the per-cluster exposure stream (`Simulator::exposure_of`).
+const EXPOSURE_STREAM: u64 = 0x4558_504f_5355_5245; // "EXPOSURE"
+
 /// How masses are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -209,6 +212,13 @@ impl Simulator {
         {
             return Err(format!("exposure must be positive, got {t}"));
         }
+        if let Some((lo, hi)) = c.instrument.exposure_range_s
+            && !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo < hi)
+        {
+            return Err(format!(
+                "exposure range {lo}..{hi} must satisfy 0 < low < high (seconds)"
+            ));
+        }
         if !(c.morphology.beta_clip.0 > 0.5) {
             return Err("beta must stay above 0.5 for a finite projected flux".into());
         }
@@ -220,6 +230,19 @@ impl Simulator {
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         rng.set_stream(index);
         rng
+    }
+
+    /// The exposure of cluster `index`: the instrument's, or log-uniform in the configured
+    /// range from a stream of its own (the cluster's other draws do not move).
+    pub fn exposure_of(&self, index: u64) -> f64 {
+        match self.instrument.params.exposure_range_s {
+            None => self.instrument.exposure_s,
+            Some((lo, hi)) => {
+                let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ EXPOSURE_STREAM);
+                rng.set_stream(index);
+                (lo.ln() + rng.random::<f64>() * (hi.ln() - lo.ln())).exp()
+            }
+        }
     }
 
     /// Draw redshift and mass for one cluster.
@@ -261,7 +284,8 @@ impl Simulator {
         population::draw_cluster(rng, &c.scaling, &c.morphology, self.structure_mean, site)
     }
 
-    /// Expected cluster counts per band (within the truncation radius) for a cluster.
+    /// Expected cluster counts per band (within the truncation radius) for a cluster, at
+    /// the instrument's reference exposure.
     pub fn expected_source_counts(&self, cl: &Cluster) -> [f64; NBANDS] {
         let d_l = self.cosmo.luminosity_distance(cl.z) * MPC_CM;
         let t_trunc = self.config.morphology.truncation_r500;
@@ -306,7 +330,9 @@ impl Simulator {
         let cl = self.draw_cluster(&mut rng, z, log_m);
         let inst = &self.instrument;
         let pix = inst.params.pixel_arcsec;
-        let exposure = inst.exposure_s;
+        let exposure = self.exposure_of(index);
+        // Everything the instrument tabulates at its reference exposure scales with this one.
+        let depth = exposure / inst.exposure_s;
         let r500 = self.cosmo.r500_mpc(10f64.powf(log_m), z);
         let theta500 = self.cosmo.angle_arcmin(r500, z);
         let r500_pix = theta500 * 60.0 / pix;
@@ -351,7 +377,7 @@ impl Simulator {
                 rng.random_range(0.0..NPIX as f64),
                 rng.random_range(0.0..NPIX as f64),
             );
-            self.paint_point(&mut rng, &mut *painter, flux, x, y);
+            self.paint_point(&mut rng, &mut *painter, flux * depth, x, y);
         }
         let central_agn = rng.random::<f64>() < inst.params.central_agn_fraction;
         if central_agn {
@@ -365,7 +391,7 @@ impl Simulator {
             self.paint_point(
                 &mut rng,
                 &mut *painter,
-                flux,
+                flux * depth,
                 centre + c.offset_r500.0 * r500_pix,
                 centre + c.offset_r500.1 * r500_pix,
             );
@@ -373,7 +399,7 @@ impl Simulator {
 
         // Sky and particle background: uniform, so a Poisson total placed uniformly.
         for (b, mu_pix) in inst.bkg_per_pixel.iter().enumerate() {
-            for _ in 0..poisson(&mut rng, mu_pix * (NPIX * NPIX) as f64) {
+            for _ in 0..poisson(&mut rng, mu_pix * depth * (NPIX * NPIX) as f64) {
                 let p = rng.random_range(0..NPIX * NPIX);
                 painter.background(b, p);
             }

@@ -238,6 +238,11 @@ pub fn simulate_tile(
     events_path: &Path,
     progress: &indicatif::ProgressBar,
 ) -> Result<(SkyColumns, Vec<f64>, TileSummary)> {
+    if let Some((lo, hi)) = sim.instrument.params.exposure_range_s {
+        anyhow::bail!(
+            "a simulated tile has one exposure map; a per-cluster exposure range ({lo}-{hi} s) applies to cutout datasets only"
+        );
+    }
     let (map, sky) = layout(sim, n, p)?;
     let pix = sim.instrument.params.pixel_arcsec;
     let edges = super::events::edges_ev(&sim.config.spectral.band_edges_kev);
