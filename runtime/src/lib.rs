@@ -15,6 +15,9 @@ pub mod kernels;
 pub mod model;
 pub mod quant;
 
+#[cfg(test)]
+mod testutil;
+
 pub use blob::BlobError;
 pub use error::Error;
 /// Re-exported so generated f16 models need no extra dependency.

@@ -11,24 +11,7 @@ use half::f16;
 use std::vec;
 use std::vec::Vec;
 
-/// xorshift64*: deterministic test data without dependencies.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn i8s(&mut self, n: usize) -> Vec<i8> {
-        (0..n).map(|_| self.next() as i8).collect()
-    }
-    fn f32s(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
-            .collect()
-    }
-}
+use crate::testutil::Rng;
 
 fn requants(rng: &mut Rng, n: usize) -> (Vec<Requant>, Vec<Requant>) {
     let pos: Vec<Requant> = (0..n)

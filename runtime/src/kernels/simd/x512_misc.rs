@@ -977,27 +977,7 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    /// xorshift64*: deterministic test data without dependencies.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            (self.next() >> 16) % n
-        }
-        fn i8s(&mut self, n: usize) -> Vec<i8> {
-            (0..n).map(|_| (self.next() >> 24) as i8).collect()
-        }
-        fn f32s(&mut self, n: usize) -> Vec<f32> {
-            (0..n)
-                .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
-                .collect()
-        }
-    }
+    use crate::testutil::Rng;
 
     /// True when this CPU can run the kernels; otherwise checks that nothing dispatches to
     /// them.
