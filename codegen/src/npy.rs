@@ -185,7 +185,6 @@ pub fn npz_array<'a, R: Read + io::Seek>(
 mod tests {
     use super::*;
     use npyz::WriterBuilder;
-    use std::time::Instant;
 
     fn npy_bytes(header: &str) -> Vec<u8> {
         let mut h = header.to_string();
@@ -227,9 +226,7 @@ mod tests {
         let b = npy_bytes(&format!(
             "{{'descr': {descr}, 'fortran_order': False, 'shape': (1,), }}"
         ));
-        let t = Instant::now();
         let e = open(b.as_slice(), b.len() as u64).err().unwrap();
-        assert!(t.elapsed().as_secs() < 5);
         assert!(e.to_string().contains("nests brackets 23 deep"), "{e}");
     }
 

@@ -195,22 +195,7 @@ fn firmware_examples_reproduce_the_host_bit_for_bit_on_emulated_boards() {
 #[test]
 fn the_minimal_firmware_example_builds_cleanly_and_matches_the_host() {
     require_qemu();
-    let dir = firmware_dir();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(dir.join("minimal"))
-        .args(["run", "--release", "--locked", "--target-dir"])
-        .arg(dir.join("target"));
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET_DIR",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = firmware_cargo_run("minimal");
     // Cargo replays a cached crate's warnings, so a warm build shows them too.
     let (status, stdout, stderr) =
         run_with_timeout(&mut cmd, RUN_TIMEOUT).unwrap_or_else(|e| panic!("minimal: {e}"));
@@ -259,27 +244,10 @@ struct Run {
 /// `cargo run --release` in the example's folder, with the default features or only the
 /// given ones. Panics if cargo or QEMU fail or time out (output included).
 fn cargo_run(board: &Board, features: Option<&str>) -> Run {
-    let dir = firmware_dir();
-    let target_dir = dir.join("target");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(dir.join(board.name))
-        .args(["run", "--release", "--locked", "--target-dir"])
-        .arg(&target_dir);
+    let target_dir = firmware_dir().join("target");
+    let mut cmd = firmware_cargo_run(board.name);
     if let Some(f) = features {
         cmd.args(["--no-default-features", "--features", f]);
-    }
-    // The examples' own `.cargo/config.toml` sets target, runner and rustflags; flags meant
-    // for the outer build must not override them.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET_DIR",
-    ] {
-        cmd.env_remove(var);
     }
     let what = format!(
         "`cargo run --release{}` in firmware-examples/{}",
@@ -301,6 +269,29 @@ fn cargo_run(board: &Board, features: Option<&str>) -> Run {
             .join("release")
             .join(board.name),
     }
+}
+
+/// `cargo run --release --locked` in `firmware-examples/<example>`, into the shared target
+/// directory. The examples' own `.cargo/config.toml` sets target, runner and rustflags;
+/// flags meant for the outer build must not override them.
+fn firmware_cargo_run(example: &str) -> Command {
+    let dir = firmware_dir();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(dir.join(example))
+        .args(["run", "--release", "--locked", "--target-dir"])
+        .arg(dir.join("target"));
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 /// Run `cmd` to completion or kill it after `timeout`: (exit code, stdout, stderr).

@@ -12,7 +12,6 @@
 
 use crate::data::{Dataset, Splits};
 use crate::sim::cosmology::{Cosmology, CosmologyParams};
-use crate::sim::spectrum::SpectralParams;
 use crate::sim::{NPIX, spectrum::NBANDS};
 use crate::stats::{Binned, Summary, least_squares, predict};
 use anyhow::{Context, Result, bail};
@@ -115,12 +114,7 @@ fn fit(
 
 /// Band indices lying within 0.5-2 keV, from the dataset's metadata (default edges otherwise).
 pub fn soft_bands(ds: &Dataset) -> Vec<usize> {
-    let edges: Vec<f64> = ds
-        .meta
-        .as_ref()
-        .and_then(|m| m.pointer("/config/spectral/band_edges_kev"))
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_else(|| SpectralParams::default().band_edges_kev.to_vec());
+    let edges = ds.band_edges_kev();
     (0..NBANDS)
         .filter(|&b| edges[b] >= 0.5 - 1e-9 && edges[b + 1] <= 2.0 + 1e-9)
         .collect()

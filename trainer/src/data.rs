@@ -264,6 +264,20 @@ impl Dataset {
         h
     }
 
+    /// The energy band edges in keV (`NBANDS + 1`): the simulator's, from the metadata,
+    /// else the default configuration's.
+    pub fn band_edges_kev(&self) -> Vec<f64> {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.pointer("/config/spectral/band_edges_kev"))
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_else(|| {
+                crate::sim::spectrum::SpectralParams::default()
+                    .band_edges_kev
+                    .to_vec()
+            })
+    }
+
     /// Number of clusters.
     pub fn len(&self) -> usize {
         self.redshift.len()

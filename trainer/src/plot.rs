@@ -3,7 +3,7 @@
 
 use crate::data::Dataset;
 use crate::sim::NPIX;
-use crate::sim::spectrum::{NBANDS, SpectralParams};
+use crate::sim::spectrum::NBANDS;
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 use std::path::Path;
@@ -56,12 +56,7 @@ fn draw_preview(ds: &Dataset, indices: &[usize], out: &Path) -> Result<()> {
         BitMapBackend::new(out, (cell_w * cols as u32, cell_h * rows as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let cells = root.split_evenly((rows, cols));
-    let edges: Vec<f64> = ds
-        .meta
-        .as_ref()
-        .and_then(|m| m.pointer("/config/spectral/band_edges_kev"))
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_else(|| SpectralParams::default().band_edges_kev.to_vec());
+    let edges = ds.band_edges_kev();
     for (cell, &i) in cells.iter().zip(indices) {
         let img = ds.image(i);
         let mut summed = vec![0u32; NPIX * NPIX];

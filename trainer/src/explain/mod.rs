@@ -583,16 +583,7 @@ pub fn run(
         bail!("{}: no cluster to explain", data.display());
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let edges: Vec<f64> = ds
-        .meta
-        .as_ref()
-        .and_then(|m| m.pointer("/config/spectral/band_edges_kev"))
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_else(|| {
-            crate::sim::spectrum::SpectralParams::default()
-                .band_edges_kev
-                .to_vec()
-        });
+    let edges = ds.band_edges_kev();
     let mut files = Vec::new();
     let bkg0 = background(&ds, chosen[0]);
 

@@ -170,6 +170,7 @@ fn fit_until(
 
     let plain = device(t.backend);
     let train_dev = plain.clone().autodiff();
+    let fingerprint = ds.fingerprint();
     let (mut state, pre, mut net, mut optim, mut best) = match run::load_checkpoint(
         run_dir, &layers, &train_dev,
     )? {
@@ -178,12 +179,11 @@ fn fit_until(
                 .load(&ckpt.optim)
                 .with_context(|| format!("loading optimizer state {}", ckpt.optim.display()))?;
             if let Some(f) = ckpt.state.dataset_fingerprint
-                && f != ds.fingerprint()
+                && f != fingerprint
             {
                 bail!(
-                    "{}: the run was trained on another dataset (fingerprint {f:016x}, this one {:016x}); resume it with the dataset it was started on",
-                    run_dir.display(),
-                    ds.fingerprint()
+                    "{}: the run was trained on another dataset (fingerprint {f:016x}, this one {fingerprint:016x}); resume it with the dataset it was started on",
+                    run_dir.display()
                 );
             }
             run::restore(run_dir, &ckpt)?;
@@ -210,7 +210,7 @@ fn fit_until(
             let net = net::init_seeded(&layers, INPUT, &train_dev, t.seed)?.init_head(y_mean, y_sd);
             let pre = Preprocess::fit(ds, &splits.train);
             let mut state = RunState::new(pre.clone());
-            state.dataset_fingerprint = Some(ds.fingerprint());
+            state.dataset_fingerprint = Some(fingerprint);
             (state, pre, net, make_optimizer(cfg), Vec::new())
         }
     };
