@@ -79,10 +79,69 @@ struct Bufs {
 enum Requants {
     /// What calibration produces: real multipliers 0.002 to 0.012, a tenth for negatives.
     Typical,
-    /// Mixed with forms the DSP requantisation does not fold (left shifts, a right shift
-    /// of 0, tiny and zero multipliers): those channels take `QuantArgs::output`.
+    /// Every fourth channel with a multiplier of 2.5, 0.75, 3e-10 or 0 on one side.
     Odd,
+    /// One class of multipliers on the positive side (the negative side a tenth of it, as a
+    /// leaky ReLU with slope 0.1 gives).
+    Class(Class),
+    /// Per channel, the positive side's class and the negative side's (independently) cycle
+    /// through every class.
+    Mixed,
+    /// Typical on the positive side, every other class on the negative side.
+    LeakyWide,
+    /// Per channel and side, any encoding `Requant::from_real` can give: a random mantissa
+    /// in [2^30, 2^31) and shift in -31..=30 (or the zero multiplier), with biases anywhere
+    /// in i32.
+    Random,
 }
+
+/// A range of real requantisation multipliers.
+#[derive(Clone, Copy, PartialEq)]
+enum Class {
+    /// 0.002 to 0.012 (a right shift of 7 to 9).
+    Typical,
+    /// [0.5, 1): no shift.
+    Half,
+    /// 1 to 16: left shifts of 1 to 5.
+    Above,
+    /// 1e-9 to 5e-8: right shifts of 25 to 30.
+    Tiny,
+    /// 0.
+    Zero,
+}
+
+const CLASSES: [Class; 5] = [
+    Class::Typical,
+    Class::Half,
+    Class::Above,
+    Class::Tiny,
+    Class::Zero,
+];
+
+impl Class {
+    /// A random multiplier of the class, and a bias that keeps some outputs unsaturated.
+    fn draw(self, rng: &mut Rng) -> (f64, i32) {
+        let u = (rng.next() % 1000) as f64 / 1000.0;
+        match self {
+            Class::Typical => (0.002 + u * 0.01, (rng.next() % 20001) as i32 - 10000),
+            Class::Half => (0.5 + u * 0.4999, (rng.next() % 401) as i32 - 200),
+            Class::Above => (1.0 + u * 15.0, (rng.next() % 41) as i32 - 20),
+            // Accumulators anywhere in i32 (the sums wrap like the reference's).
+            Class::Tiny => (1e-9 + u * 4.9e-8, rng.next() as i32),
+            Class::Zero => (0.0, rng.next() as i32),
+        }
+    }
+}
+
+/// The requantisation variants timed on each `edge` convolution (`requant` lines).
+const VARIANTS: [(&str, Requants); 6] = [
+    ("half", Requants::Class(Class::Half)),
+    ("above-one", Requants::Class(Class::Above)),
+    ("tiny", Requants::Class(Class::Tiny)),
+    ("zero", Requants::Class(Class::Zero)),
+    ("mixed", Requants::Mixed),
+    ("leaky-negative-side", Requants::LeakyWide),
+];
 
 /// One case.
 #[derive(Clone, Copy)]
@@ -106,6 +165,8 @@ const TYPICAL: Case = Case {
 /// What one shape and case gave.
 struct Outcome {
     identical: bool,
+    /// Outputs of the whole map strictly inside (-128, 127).
+    unsaturated: usize,
     reference: u64,
     rows: u64,
     pairs: u64,
@@ -168,6 +229,43 @@ pub fn run<B: Board>(board: &mut B) -> bool {
     layer!("conv3", 16, 12, 12, 32);
     layer!("conv5", 32, 6, 6, 32);
 
+    // The same convolutions with requantisation constants over the whole range TFLite's
+    // quantiser produces (on the DSP path; the scalar build's cost does not depend on them).
+    macro_rules! variant {
+        ($name:literal, $ic:literal, $ih:literal, $iw:literal, $oc:literal) => {{
+            type C = Conv2d<$ic, $ih, $iw, $oc, 3, 1, 1, 1>;
+            for (i, (variant, requants)) in VARIANTS.iter().enumerate() {
+                let case = Case {
+                    seed: 100 + i as u64,
+                    requants: *requants,
+                    ..TYPICAL
+                };
+                let o = conv::<B, $ic, $ih, $iw, $oc, 3, 1, 1, 1>(board, &mut b, case);
+                tally(o.identical);
+                let _ = writeln!(
+                    board,
+                    "requant layer={} variant={} path={} macs={} rows_instructions={} rows_per_mac={} pooled_macs={} pairs_instructions={} pairs_per_mac={} unsaturated={} identical={}",
+                    $name,
+                    variant,
+                    crate::int8_path(),
+                    C::MACS,
+                    o.rows,
+                    PerMac(o.rows, C::MACS),
+                    o.pooled_macs,
+                    o.pairs,
+                    PerMac(o.pairs, o.pooled_macs),
+                    o.unsaturated,
+                    if o.identical { "yes" } else { "NO" },
+                );
+            }
+        }};
+    }
+    if crate::int8_path() == "dsp" {
+        variant!("conv1", 10, 25, 25, 16);
+        variant!("conv3", 16, 12, 12, 32);
+        variant!("conv5", 32, 6, 6, 32);
+    }
+
     // Correctness of the fast path on shapes and values the model does not have.
     macro_rules! check {
         ($ic:literal, $ih:literal, $iw:literal, $oc:literal, $k:literal, $s:literal, $d:literal, $p:literal, $case:expr, $what:literal) => {{
@@ -196,7 +294,7 @@ pub fn run<B: Board>(board: &mut B) -> bool {
         requants,
         misaligned,
     };
-    use Requants::{Odd, Typical};
+    use Requants::{Odd, Random, Typical};
     check!(
         3,
         9,
@@ -403,6 +501,34 @@ pub fn run<B: Board>(board: &mut B) -> bool {
         "conv5-odd-requant"
     );
 
+    // Any requantisation encoding and accumulators anywhere in i32, per channel: a 1 x 1
+    // window (the sums stay near the bias) and `edge`'s conv5 shape (its weights too long to
+    // widen: the other kernel).
+    check!(
+        4,
+        10,
+        10,
+        32,
+        1,
+        1,
+        1,
+        0,
+        case(21, -5, 3, Random, false),
+        "random-requant-k1"
+    );
+    check!(
+        32,
+        6,
+        6,
+        32,
+        3,
+        1,
+        1,
+        1,
+        case(22, 9, -128, Random, false),
+        "random-requant-conv5"
+    );
+
     let _ = writeln!(board, "layers checks={checks} failed={failed}");
     failed == 0
 }
@@ -467,25 +593,71 @@ fn conv<
     );
 
     let mut rng = Rng(case.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    // Multipliers of 0.5 and more saturate nearly every output of full-range data: small
+    // weights and inputs near the zero point there, so that many outputs are exact values.
+    let small = !matches!(
+        case.requants,
+        Requants::Typical | Requants::Odd | Requants::Random
+    );
     for v in &mut b.x[..n_in] {
-        *v = rng.next() as i8;
+        *v = if small {
+            (case.zp_in + (rng.next() % 15) as i32 - 7).clamp(-128, 127) as i8
+        } else {
+            rng.next() as i8
+        };
     }
     for v in &mut b.w[..n_w] {
-        *v = rng.next() as i8;
+        *v = if small {
+            (rng.next() % 7) as i8 - 3
+        } else {
+            rng.next() as i8
+        };
     }
     for oc in 0..OC {
         b.bias[oc] = (rng.next() % 20001) as i32 - 10000;
         let real = 0.002 + (rng.next() % 1000) as f64 * 1e-5;
         (b.pos[oc], b.neg[oc]) = (Requant::from_real(real), Requant::from_real(real * 0.1));
-        if case.requants == Requants::Odd {
-            // Every fourth channel in a form the DSP requantisation does not fold.
-            let odd = [2.5, 0.75, 3e-10, 0.0];
-            match oc % 4 {
-                1 => b.pos[oc] = Requant::from_real(odd[oc / 4 % 4]),
-                3 => b.neg[oc] = Requant::from_real(odd[(oc / 4 + 1) % 4]),
-                _ => {}
+        let (pos, neg) = match case.requants {
+            Requants::Typical => continue,
+            Requants::Odd => {
+                // Every fourth channel with a multiplier of 0.5 or more, tiny or zero.
+                let odd = [2.5, 0.75, 3e-10, 0.0];
+                match oc % 4 {
+                    1 => b.pos[oc] = Requant::from_real(odd[oc / 4 % 4]),
+                    3 => b.neg[oc] = Requant::from_real(odd[(oc / 4 + 1) % 4]),
+                    _ => {}
+                }
+                continue;
             }
-        }
+            Requants::Class(c) => {
+                let (m, bias) = c.draw(&mut rng);
+                b.bias[oc] = bias;
+                (m, m * 0.1)
+            }
+            Requants::Mixed => {
+                let (p, bias) = CLASSES[oc % 5].draw(&mut rng);
+                let (n, _) = CLASSES[(oc / 5 + oc + 2) % 5].draw(&mut rng);
+                b.bias[oc] = bias;
+                (p, n)
+            }
+            Requants::LeakyWide => {
+                let (n, _) = CLASSES[1 + oc % 4].draw(&mut rng);
+                (real, n)
+            }
+            Requants::Random => {
+                let mut any = || match rng.next() % 64 {
+                    0 => Requant::default(),
+                    r => Requant {
+                        multiplier: (1 << 30) + (rng.next() % (1 << 30)) as i32,
+                        shift: (r % 62) as i32 - 31,
+                    },
+                };
+                (b.pos[oc], b.neg[oc]) = (any(), any());
+                b.bias[oc] = rng.next() as i32;
+                continue;
+            }
+        };
+        (b.pos[oc], b.neg[oc]) = (Requant::from_real(pos), Requant::from_real(neg));
     }
     let q = QuantArgs {
         input_zero_point: case.zp_in,
@@ -511,6 +683,7 @@ fn conv<
         ok &= C::<IC, IH, IW, OC, K, S, D, P>::s8_rows(x, w, bias, &q, 0, got, scratch).is_ok()
     });
     ok &= got == want;
+    let unsaturated = want.iter().filter(|&&v| v > -128 && v < 127).count();
 
     // Two rows per call, as `s8_pooled::<2>` calls it (the pooled path's convolution alone):
     // timed, then checked.
@@ -576,6 +749,7 @@ fn conv<
     }
     Outcome {
         identical: ok,
+        unsaturated,
         reference,
         rows,
         pairs,

@@ -49,8 +49,8 @@ use core::arch::asm;
 use core::mem::MaybeUninit;
 
 use super::PIX;
+use super::dsp_requant::{SLOT, Slot, fast, general, requant_fast, requant_general};
 use crate::kernels::conv2d::QuantArgs;
-use crate::quant::Requant;
 
 /// Groups of 4 taps per trip of the kernel's loop.
 const UNROLL: usize = 8;
@@ -63,64 +63,21 @@ const UNROLL: usize = 8;
 /// three for `edge`'s first convolution (810 + 736 + 2,944 bytes).
 const WORK: usize = 4608;
 
-/// Requantisation of one output channel for one accumulator sign, as the kernel loads it
-/// (`LDM` into `r2, r3, r11, r12`).
-///
-/// For a multiplier `m` in [2^30, 2^31) and a right shift `e = -shift` in 1..=29 (left shift
-/// 0), TFLite's `RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc, m), e) + zp` is
-/// `(acc m + k) >> (31 + e)` with one 64-bit constant
-/// `k = 2^30 + (2^(e-1) - [acc < 0]) 2^31 + zp 2^(31+e)`:
-/// the doubling high multiply is `floor((acc m + 2^30) / 2^31)` for either sign (its nudge
-/// `1 - 2^30` for negative products, then truncation toward zero, is the same floor), the
-/// rounding shift is `floor((y + 2^(e-1) - [y < 0]) / 2^e)`, and nested floors of integer
-/// divisions merge. `y < 0` exactly when `acc < 0` (`m >= 2^30`; at `acc m = -2^30`, the one
-/// product where the two differ, both give 0 for `e >= 1`). With `|zp| <= 2^(29-e)`,
-/// `|acc m + k| < 2^63`: no overflow.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct Fast {
-    /// Q31 multiplier.
-    m: i32,
-    /// `e - 1`: the arithmetic shift of the high word (`>> (31 + e)` in all).
-    sh: u32,
-    /// Low word of `k`.
-    klo: u32,
-    /// High word of `k`.
-    khi: i32,
-}
-
-impl Fast {
-    /// The constants for `r` applied to accumulators of one sign, or `None` where the folded
-    /// form is not exact (then the caller requantises with [`QuantArgs::output`]).
-    #[inline(always)]
-    fn new(r: Requant, output_zero_point: i32, negative: bool) -> Option<Self> {
-        let e = r.shift.wrapping_neg();
-        if r.multiplier < 1 << 30 || !(1..=29).contains(&e) {
-            return None;
-        }
-        if output_zero_point.unsigned_abs() > 1 << (29 - e) {
-            return None;
-        }
-        // k = 2^30 + a 2^31 with a = 2^(e-1) - [negative] + zp 2^e, |a| < 2^30.
-        let a = (1 << (e - 1)) - i32::from(negative) + (output_zero_point << e);
-        Some(Self {
-            m: r.multiplier,
-            sh: (e - 1) as u32,
-            klo: ((a as u32 & 1) << 31) | 1 << 30,
-            khi: a >> 1,
-        })
-    }
-}
-
 /// What the kernel reads per output channel: the bias 4 times (one `LDMDB` initialises the 4
-/// accumulators), then the [`Fast`] constants for accumulators >= 0 and < 0.
+/// accumulators), then the requantisation constants ([`dsp_requant`](super::dsp_requant)) for
+/// accumulators >= 0 and < 0, [`SLOT`] bytes apart, in the fast or the general form (one form
+/// for every channel of a call).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 struct Rec {
     bias: [i32; 4],
-    pos: Fast,
-    neg: Fast,
+    pos: Slot,
+    neg: Slot,
 }
+
+/// Bytes from one channel's [`Rec`] to the next (the kernel's step).
+const REC: usize = core::mem::size_of::<Rec>();
+const _: () = assert!(REC == 16 + 2 * SLOT && core::mem::size_of::<Slot>() == SLOT);
 
 /// `dst.copy_from_slice(src)` a word at a time (unaligned word access is allowed on
 /// Cortex-M4/M7 for normal memory), without a call to `memcpy` for these short rows.
@@ -217,28 +174,6 @@ macro_rules! mac2 {
             "smlad r4, r10, r1, r4\n",
             "smlad r5, r11, r2, r5\n",
             "smlad r5, r10, r3, r5\n",
-        )
-    };
-}
-
-/// Requantise accumulator register `$acc` with the [`Fast`] pair at `r0` (for accumulators
-/// >= 0, then 16 bytes on for < 0) and store it at byte `$q` of `r1`.
-macro_rules! requant {
-    ($acc:literal, $q:literal) => {
-        concat!(
-            "lsr r7, ",
-            $acc,
-            ", #31\n",
-            "add r7, r0, r7, lsl #4\n",
-            "ldm r7, {{r2, r3, r10, r11}}\n",
-            "smlal r10, r11, ",
-            $acc,
-            ", r2\n",
-            "asr r11, r11, r3\n",
-            "ssat r11, #8, r11\n",
-            "strb r11, [r1, #",
-            $q,
-            "]\n",
         )
     };
 }
@@ -354,9 +289,12 @@ impl<
             weights.as_ptr()
         };
 
-        let mut recs = [Rec::default(); OC];
+        // Written whole by `prepare` (not zeroed first: 80 B a channel, every call).
+        let mut recs = [const { MaybeUninit::<Rec>::uninit() }; OC];
         let mut slow = [false; OC];
-        let any_slow = prepare(&mut recs, &mut slow, bias, q);
+        let (gen_form, any_slow) = prepare(&mut recs, &mut slow, bias, q);
+        // SAFETY: `prepare` initialised every record; `MaybeUninit<Rec>` has `Rec`'s layout.
+        let recs = unsafe { &*(&raw const recs).cast::<[Rec; OC]>() };
 
         let mut tmp = [[0i8; PIX]; OC];
         let (mut oy, mut ox) = (oy0, 0);
@@ -398,17 +336,27 @@ impl<
             } else {
                 (tmp.as_mut_ptr().cast::<i8>(), PIX)
             };
+            // The kernel for this layer, block size and form of the records.
+            macro_rules! block {
+                ($gen:literal) => {
+                    match (Self::WIDE_AT + Self::WIDE <= WORK, npx > 2) {
+                        (true, true) => Self::block::<true, 4, $gen>(recs, dst, stride, w, cols),
+                        (true, false) => Self::block::<true, 2, $gen>(recs, dst, stride, w, cols),
+                        (false, true) => Self::block::<false, 4, $gen>(recs, dst, stride, w, cols),
+                        (false, false) => Self::block::<false, 2, $gen>(recs, dst, stride, w, cols),
+                    }
+                };
+            }
             // SAFETY: `recs` holds OC > 0 records; `dst + oc stride` has 4 (2 when npx <= 2)
             // writable bytes for every oc < OC: `first + npx <= plane` in `out`, or `tmp`;
             // `w` holds the weights (OC rows of L bytes, checked above, or their widened
             // copy); `cols` holds GROUPS gathered groups of 4 pixels (the unused pixels of a
             // short block hold stale but initialised values, whose sums are dropped).
             unsafe {
-                match (Self::WIDE_AT + Self::WIDE <= WORK, npx > 2) {
-                    (true, true) => Self::block::<true, 4>(&recs, dst, stride, w, cols),
-                    (true, false) => Self::block::<true, 2>(&recs, dst, stride, w, cols),
-                    (false, true) => Self::block::<false, 4>(&recs, dst, stride, w, cols),
-                    (false, false) => Self::block::<false, 2>(&recs, dst, stride, w, cols),
+                if gen_form {
+                    block!(true)
+                } else {
+                    block!(false)
                 }
             };
             if npx == 1 || npx == 3 {
@@ -440,16 +388,17 @@ impl<
     }
 
     /// Every output channel of one gathered block: sums from the bias (`SMLAD`) for the
-    /// block's first `PX` (4 or 2) pixels, requantised with the records' [`Fast`] constants
-    /// and stored at `dst + oc stride + 0..PX`. `WIDE`: `w` holds the weights sign-extended
-    /// by [`Conv::widen`] (8 bytes a group), else the int8 rows.
+    /// block's first `PX` (4 or 2) pixels, requantised with the records' constants (`GEN`:
+    /// the general form, [`requant_general!`], else the fast one, [`requant_fast!`]) and
+    /// stored at `dst + oc stride + 0..PX`. `WIDE`: `w` holds the weights sign-extended by
+    /// [`Conv::widen`] (8 bytes a group), else the int8 rows.
     ///
     /// # Safety
     /// `w` readable for `OC L` bytes (`OC GROUPS 8` when `WIDE`), `cols` 4-byte aligned and
     /// readable for `GROUPS * 32` bytes, `dst + oc stride` writable for `PX` bytes for every
     /// `oc < OC`; `recs` has `OC > 0` records.
     #[inline(never)]
-    unsafe fn block<const WIDE: bool, const PX: usize>(
+    unsafe fn block<const WIDE: bool, const PX: usize, const GEN: bool>(
         recs: &[Rec; OC],
         dst: *mut i8,
         stride: usize,
@@ -457,16 +406,16 @@ impl<
         cols: *const u32,
     ) {
         let first = &raw const recs[0].pos;
-        let end = first.wrapping_add(3 * OC);
+        let end = first.cast::<u8>().wrapping_add(REC * OC);
         // The asm shared by the four variants: `$group` is one group of 4 taps (weights,
         // columns, SMLAD), `$tail` the partial last group, `$req` the requantisation.
         macro_rules! block_asm {
             ($unroll:expr, $trips:expr, $rem:expr, $group:expr, $tail:expr, [$($req:expr),*]) => {
                 // SAFETY: the loop runs once per record (OC > 0), from `first` to `end` in
-                // steps of one record (48 bytes = 3 `Fast`). Per channel it reads one row of
+                // steps of one record (REC bytes). Per channel it reads one row of
                 // weights (whole groups post-incremented; the 1 to 3 bytes of a partial last
                 // group with LDRB/LDRH, never past the row), `GROUPS * 32` column bytes with
-                // LDM (aligned by the caller's contract) and rewinds; reads the 48-byte record
+                // LDM (aligned by the caller's contract) and rewinds; reads the record
                 // below and at r0 and writes `dst + oc stride + 0..PX`. r6 and r7 (not
                 // allocatable) are saved on the stack with the loop's end and stride and
                 // restored; the pushes balance. Every other register it changes is an
@@ -498,7 +447,7 @@ impl<
                         ".if {rewind_hi}",
                         "sub lr, lr, #{rewind_hi}",
                         ".endif",
-                        "add r0, r0, #48",
+                        "add r0, r0, #{rec}",
                         "ldrd r2, r3, [sp]",
                         "add r1, r1, r3",
                         "cmp r0, r2",
@@ -510,6 +459,7 @@ impl<
                         tail = const Self::TAIL,
                         rewind_lo = const Self::REWIND_LO,
                         rewind_hi = const Self::REWIND_HI,
+                        rec = const REC,
                         inout("r0") first => _,
                         inout("r1") dst => _,
                         inout("r2") end => _,
@@ -553,50 +503,60 @@ impl<
                 ".if {tail}\n.endif\n"
             };
         }
-        // The 2-pixel variant runs once per call at most: not unrolled.
-        match (WIDE, PX) {
-            (false, 4) => block_asm!(
-                UNROLL,
-                Self::L / 4 / UNROLL,
-                Self::L / 4 % UNROLL,
-                concat!("ldr r10, [r12], #4\n", extend!(), mac4!()),
-                narrow_tail!(concat!(extend!(), mac4!())),
-                [
-                    requant!("r4", "0"),
-                    requant!("r5", "1"),
-                    requant!("r8", "2"),
-                    requant!("r9", "3")
-                ]
-            ),
-            (false, _) => block_asm!(
-                1,
-                Self::L / 4,
-                0,
-                concat!("ldr r10, [r12], #4\n", extend!(), mac2!()),
-                narrow_tail!(concat!(extend!(), mac2!())),
-                [requant!("r4", "0"), requant!("r5", "1")]
-            ),
-            (true, 4) => block_asm!(
-                UNROLL,
-                Self::GROUPS / UNROLL,
-                Self::GROUPS % UNROLL,
-                concat!("ldrd r11, r10, [r12], #8\n", mac4!()),
-                no_tail!(),
-                [
-                    requant!("r4", "0"),
-                    requant!("r5", "1"),
-                    requant!("r8", "2"),
-                    requant!("r9", "3")
-                ]
-            ),
-            (true, _) => block_asm!(
-                1,
-                Self::GROUPS,
-                0,
-                concat!("ldrd r11, r10, [r12], #8\n", mac2!()),
-                no_tail!(),
-                [requant!("r4", "0"), requant!("r5", "1")]
-            ),
+        // The four shapes of the kernel, with the requantisation macro `$req`. The 2-pixel
+        // variant runs once per call at most: not unrolled.
+        macro_rules! variants {
+            ($req:ident) => {
+                match (WIDE, PX) {
+                    (false, 4) => block_asm!(
+                        UNROLL,
+                        Self::L / 4 / UNROLL,
+                        Self::L / 4 % UNROLL,
+                        concat!("ldr r10, [r12], #4\n", extend!(), mac4!()),
+                        narrow_tail!(concat!(extend!(), mac4!())),
+                        [
+                            $req!("r4", "0"),
+                            $req!("r5", "1"),
+                            $req!("r8", "2"),
+                            $req!("r9", "3")
+                        ]
+                    ),
+                    (false, _) => block_asm!(
+                        1,
+                        Self::L / 4,
+                        0,
+                        concat!("ldr r10, [r12], #4\n", extend!(), mac2!()),
+                        narrow_tail!(concat!(extend!(), mac2!())),
+                        [$req!("r4", "0"), $req!("r5", "1")]
+                    ),
+                    (true, 4) => block_asm!(
+                        UNROLL,
+                        Self::GROUPS / UNROLL,
+                        Self::GROUPS % UNROLL,
+                        concat!("ldrd r11, r10, [r12], #8\n", mac4!()),
+                        no_tail!(),
+                        [
+                            $req!("r4", "0"),
+                            $req!("r5", "1"),
+                            $req!("r8", "2"),
+                            $req!("r9", "3")
+                        ]
+                    ),
+                    (true, _) => block_asm!(
+                        1,
+                        Self::GROUPS,
+                        0,
+                        concat!("ldrd r11, r10, [r12], #8\n", mac2!()),
+                        no_tail!(),
+                        [$req!("r4", "0"), $req!("r5", "1")]
+                    ),
+                }
+            };
+        }
+        if GEN {
+            variants!(requant_general)
+        } else {
+            variants!(requant_fast)
         }
     }
 
@@ -846,23 +806,54 @@ impl<
     }
 }
 
-/// Fill the per-channel records (bias and folded requantisation) of a call; channels whose
-/// requantisation does not fold are marked in `slow` (their records stay zero: the kernel
-/// stores garbage there, which [`fix_slow`] overwrites). Returns whether any is.
+/// Write every per-channel record (bias and requantisation constants) of a call: all in the
+/// fast form where every channel has one, else all in the general form. Channels whose
+/// requantisation has neither (an encoding no quantiser produces) are marked in `slow`
+/// (their constants are zero: the kernel stores garbage there, which [`fix_slow`]
+/// overwrites). Returns (general form, any slow channel).
 #[inline(never)]
-fn prepare(recs: &mut [Rec], slow: &mut [bool], bias: &[i32], q: &QuantArgs<'_>) -> bool {
+fn prepare(
+    recs: &mut [MaybeUninit<Rec>],
+    slow: &mut [bool],
+    bias: &[i32],
+    q: &QuantArgs<'_>,
+) -> (bool, bool) {
+    let zp = q.output_zero_point;
+    let (pos, neg) = (q.requant_pos, q.requant_neg);
+    let mut all_fast = true;
+    for (oc, r) in recs.iter_mut().enumerate() {
+        let (p, n) = match (fast(pos[oc], zp, false), fast(neg[oc], zp, true)) {
+            (Some(p), Some(n)) => (p, n),
+            _ => {
+                all_fast = false;
+                Default::default()
+            }
+        };
+        r.write(Rec {
+            bias: [bias[oc]; 4],
+            pos: p,
+            neg: n,
+        });
+    }
+    if all_fast {
+        return (false, false);
+    }
     let mut any = false;
     for (oc, (r, s)) in recs.iter_mut().zip(slow).enumerate() {
-        r.bias = [bias[oc]; 4];
-        match (
-            Fast::new(q.requant_pos[oc], q.output_zero_point, false),
-            Fast::new(q.requant_neg[oc], q.output_zero_point, true),
-        ) {
-            (Some(p), Some(n)) => (r.pos, r.neg) = (p, n),
-            _ => (*s, any) = (true, true),
-        }
+        let (p, n) = match (general(pos[oc], zp, false), general(neg[oc], zp, true)) {
+            (Some(p), Some(n)) => (p, n),
+            _ => {
+                (*s, any) = (true, true);
+                Default::default()
+            }
+        };
+        r.write(Rec {
+            bias: [bias[oc]; 4],
+            pos: p,
+            neg: n,
+        });
     }
-    any
+    (true, any)
 }
 
 /// The outputs of the `slow` channels of one block (pixels `0..npx`, the block's first at

@@ -39,6 +39,10 @@ pub(crate) mod neon;
 #[cfg(all(dsp, not(feature = "force-reference")))]
 pub(crate) mod dsp;
 
+/// The DSP kernels' requantisation, also built for the host's tests.
+#[cfg(any(test, all(dsp, not(feature = "force-reference"))))]
+pub(crate) mod dsp_requant;
+
 /// Output pixels gathered per im2col block.
 pub const PIX: usize = 4;
 /// im2col columns are padded to a multiple of this many elements.

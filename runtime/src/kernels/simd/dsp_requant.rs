@@ -1,0 +1,514 @@
+//! The requantisation of the Cortex-M DSP int8 convolutions ([`super::dsp`]): the constants
+//! the kernel loads per output channel and accumulator sign, and the instruction sequences
+//! that apply them. Plain Rust apart from the assembly text, so that the host can check both
+//! against the reference ([`QuantArgs::output`](crate::kernels::conv2d::QuantArgs::output))
+//! over every multiplier, shift, zero point and accumulator: the tests below run the very
+//! assembly strings the kernel is built from on a small interpreter of the few instructions
+//! they use.
+//!
+//! The reference is TFLite's `MultiplyByQuantizedMultiplier` ([`Requant::apply`]) plus the
+//! output zero point, clamped to int8:
+//! `clamp(RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x, m), e) + zp)` with
+//! `x = acc << left` (wrapping), `left = max(shift, 0)`, `e = min(max(-shift, 0), 31)`; the
+//! record is chosen by the sign of the accumulator (`requant_pos` / `requant_neg`).
+//!
+//! Two forms, both one `LDM` of the record the accumulator's sign selects (`LSR #31`, then
+//! `ADD ... LSL #5`: records are [`SLOT`] bytes apart), a 64-bit multiply-add and `SSAT`:
+//!
+//! - **Fast** ([`fast`], [`requant_fast!`], 7 instructions an output): a right shift
+//!   `e` in 1..=29 with a small output zero point. The doubling high multiply, the rounding
+//!   shift and the zero point fold into `(acc m + k) >> (31 + e)` with one 64-bit constant
+//!   `k`: `SMLAL`, `ASR`, `SSAT`, `STRB`. What calibration produces (multipliers below 0.5).
+//! - **General** ([`general`], [`requant_general!`], 10 instructions an output): every
+//!   multiplier `m` in [2^30, 2^31) or 0, every shift (left or right) and zero point, every
+//!   accumulator. `x = acc << left` (`LSL`, wrapping like the reference), then
+//!   `hi = ((x s + 2^31 + c 2^32) >> 32) + x` with `s = 2 m - 2^32` (`SMLAL`, `ADD`): that is
+//!   `SaturatingRoundingDoublingHighMul(x, m) + c` computed modulo 2^32, where `2 m` does not
+//!   fit a signed operand but `s` does. With the rounding constant `c` chosen per sign so
+//!   that the sum never leaves i32, `ASR e` is the rounding divide, and an `ADD` of the zero
+//!   point (modulo 2^32, as the reference's `+` in a release build) precedes `SSAT`.
+//!
+//! A call whose channels all have the fast form runs the fast kernel; otherwise every channel
+//! takes the general one. Only encodings [`Requant::from_real`] never produces (a multiplier
+//! in (0, 2^30) or negative) fall back to the scalar requantisation.
+
+use crate::quant::Requant;
+
+/// Bytes from one accumulator sign's constants to the other's (the `LSL #5` of the sign
+/// select): [`Slot`] is 8 words, of which the fast form uses 4 and the general one 6.
+pub(crate) const SLOT: usize = 32;
+
+/// One accumulator sign's constants as the kernel loads them (`LDM`).
+pub(crate) type Slot = [u32; 8];
+
+/// The fast form's constants for `r` applied to accumulators of one sign (`negative`: < 0),
+/// or `None` where it is not exact (then [`general`] applies).
+///
+/// For a multiplier `m` in [2^30, 2^31) and a right shift `e = -shift` in 1..=29 (left shift
+/// 0), TFLite's `RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc, m), e) + zp` is
+/// `(acc m + k) >> (31 + e)` with one 64-bit constant
+/// `k = 2^30 + (2^(e-1) - [acc < 0]) 2^31 + zp 2^(31+e)`:
+/// the doubling high multiply is `floor((acc m + 2^30) / 2^31)` for either sign (its nudge
+/// `1 - 2^30` for negative products, then truncation toward zero, is the same floor), the
+/// rounding shift is `floor((y + 2^(e-1) - [y < 0]) / 2^e)`, and nested floors of integer
+/// divisions merge. `y < 0` exactly when `acc < 0` (`m >= 2^30`; at `acc m = -2^30`, the one
+/// product where the two differ, both give 0 for `e >= 1`). With `|zp| <= 2^(29-e)`,
+/// `|acc m + k| < 2^63`: no overflow.
+///
+/// Words: `m`, `e - 1` (the `ASR` of the high word), then `k` low and high.
+#[inline(always)]
+pub(crate) fn fast(r: Requant, output_zero_point: i32, negative: bool) -> Option<Slot> {
+    let e = r.shift.wrapping_neg();
+    if r.multiplier < 1 << 30 || !(1..=29).contains(&e) {
+        return None;
+    }
+    if output_zero_point.unsigned_abs() > 1 << (29 - e) {
+        return None;
+    }
+    // k = 2^30 + a 2^31 with a = 2^(e-1) - [negative] + zp 2^e, |a| < 2^30.
+    let a = (1 << (e - 1)) - i32::from(negative) + (output_zero_point << e);
+    Some([
+        r.multiplier as u32,
+        (e - 1) as u32,
+        ((a as u32 & 1) << 31) | 1 << 30,
+        (a >> 1) as u32,
+        0,
+        0,
+        0,
+        0,
+    ])
+}
+
+/// The general form's constants for `r` applied to accumulators of one sign (`negative`:
+/// < 0), or `None` for a multiplier outside {0} and [2^30, 2^31) (no quantiser produces one;
+/// the caller then requantises with [`QuantArgs::output`](crate::kernels::conv2d::QuantArgs::output)).
+/// Exact for every shift, output zero point and accumulator.
+///
+/// Words: `s`, the left shift `a`, the right shift `b`, the zero point `z`, then the 64-bit
+/// constant `k` low and high; the kernel computes
+/// `ssat8(((((acc << a) s + k) >> 32) + (acc << a)) >> b) + z)`, every step modulo 2^32 but
+/// the 64-bit multiply-add.
+///
+/// With `x = acc << left` (modulo 2^32, as [`Requant::apply`]'s `wrapping_shl`) and
+/// `s = 2 m - 2^32` (in [-2^31, 0): fits where `2 m` does not), `x s + x 2^32 = 2 x m`, so the
+/// high word plus `x` is, modulo 2^32, `floor((2 x m + 2^31 + c 2^32) / 2^32)` =
+/// `y + c` with `y = floor((x m + 2^30) / 2^31)`, TFLite's doubling high multiply (for either
+/// sign of the product, see [`fast`]), in [-2^31 + 1, 2^31 - 2].
+///
+/// - Left shift or none (`e = 0`): `c = 0`, `b = 0`, `z = zp`: `y + zp`, wrapping like the
+///   reference's addition.
+/// - Right shift `e` in 1..=31 (`left = 0`, `x = acc`): the rounding divide is
+///   `floor((y + 2^(e-1) - [y < 0]) / 2^e)`, and `y < 0` only if `acc < 0`, where `y <= 0`
+///   (at `y = 0` both roundings give 0). For accumulators < 0, `c = 2^(e-1) - 1` and
+///   `z = zp`: `y + c` lies in [-2^31 + 2^(e-1), 2^30 - 1]. For accumulators >= 0 (`y >= 0`),
+///   `c = 2^(e-1) - 2^e = -2^(e-1)`, which keeps `y + c` in [-2^30, 2^31 - 2], and the
+///   missing `2^e`, one unit after the shift, goes into `z = zp + 1`. So `y + c` never wraps
+///   and `ASR e` is the exact floor; the zero point is added modulo 2^32, as in the reference.
+/// - Zero multiplier: `a = 32` makes `x = 0` (`LSL` by 32 or more gives 0), `k = 0`: the
+///   result is `zp`, as `Requant::apply` gives 0 for any shift.
+#[inline(always)]
+pub(crate) fn general(r: Requant, output_zero_point: i32, negative: bool) -> Option<Slot> {
+    let m = r.multiplier;
+    if m == 0 {
+        return Some([0, 32, 0, output_zero_point as u32, 0, 0, 0, 0]);
+    }
+    if m < 1 << 30 {
+        return None;
+    }
+    // As `Requant::apply`: a left shift of `shift & 31` (`wrapping_shl`), or a right shift
+    // by `-shift` capped at 31 (`rounding_divide_by_pot`).
+    let (left, right) = if r.shift > 0 {
+        (r.shift as u32 & 31, 0)
+    } else {
+        (0, r.shift.wrapping_neg())
+    };
+    let s = (2 * i64::from(m) - (1i64 << 32)) as u32;
+    let (b, c, z) = if right <= 0 {
+        (0, 0, output_zero_point)
+    } else {
+        let e = right.min(31);
+        let half = 1i32 << (e - 1);
+        if negative {
+            (e as u32, half - 1, output_zero_point)
+        } else {
+            (e as u32, -half, output_zero_point.wrapping_add(1))
+        }
+    };
+    Some([s, left, b, z as u32, 1 << 31, c as u32, 0, 0])
+}
+
+/// The fast requantisation of accumulator register `$acc` (see [`fast`]): the records at
+/// `r0` (accumulators >= 0) and `r0 + SLOT` (< 0), the int8 result stored at byte `$q` of
+/// `r1`. Clobbers `r2`, `r3`, `r7`, `r10`, `r11`.
+macro_rules! requant_fast {
+    ($acc:literal, $q:literal) => {
+        concat!(
+            "lsr r7, ",
+            $acc,
+            ", #31\n",
+            "add r7, r0, r7, lsl #5\n",
+            "ldm r7, {{r2, r3, r10, r11}}\n",
+            "smlal r10, r11, ",
+            $acc,
+            ", r2\n",
+            "asr r11, r11, r3\n",
+            "ssat r11, #8, r11\n",
+            "strb r11, [r1, #",
+            $q,
+            "]\n",
+        )
+    };
+}
+
+/// The general requantisation of accumulator register `$acc` (see [`general`]), as
+/// [`requant_fast!`]. Clobbers `$acc`, `r2`, `r3`, `r6`, `r7`, `r10`, `r11`.
+macro_rules! requant_general {
+    ($acc:literal, $q:literal) => {
+        concat!(
+            "lsr r7, ",
+            $acc,
+            ", #31\n",
+            "add r7, r0, r7, lsl #5\n",
+            "ldm r7, {{r2, r3, r6, r7, r10, r11}}\n",
+            "lsl ",
+            $acc,
+            ", ",
+            $acc,
+            ", r3\n",
+            "smlal r10, r11, ",
+            $acc,
+            ", r2\n",
+            "add r11, r11, ",
+            $acc,
+            "\n",
+            "asr r11, r11, r6\n",
+            "add r11, r11, r7\n",
+            "ssat r11, #8, r11\n",
+            "strb r11, [r1, #",
+            $q,
+            "]\n",
+        )
+    };
+}
+
+#[cfg(dsp)]
+pub(crate) use {requant_fast, requant_general};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv2d::QuantArgs;
+    use crate::testutil::Rng;
+    use std::format;
+    use std::string::String;
+    use std::vec::Vec;
+
+    /// One instruction of the requantisation sequences, decoded from the assembly text.
+    #[derive(Debug, Clone, Copy)]
+    enum Insn {
+        /// `lsr rd, rn, #imm`
+        LsrImm(usize, usize, u32),
+        /// `add rd, rn, rm, lsl #imm` (`imm` 0 without a shift)
+        Add(usize, usize, usize, u32),
+        /// `ldm rn, {list}` (a bit per register)
+        Ldm(usize, u16),
+        /// `lsl rd, rn, rm`
+        LslReg(usize, usize, usize),
+        /// `asr rd, rn, rm`
+        AsrReg(usize, usize, usize),
+        /// `smlal rlo, rhi, rn, rm`
+        Smlal(usize, usize, usize, usize),
+        /// `ssat rd, #8, rn`
+        Ssat8(usize, usize),
+        /// `strb rd, [rn, #imm]`
+        Strb(usize, usize, u32),
+    }
+
+    fn reg(t: &str) -> usize {
+        let t = t.trim();
+        t.strip_prefix('r')
+            .and_then(|n| n.parse().ok())
+            .filter(|&n: &usize| n < 13)
+            .unwrap_or_else(|| panic!("register {t:?}"))
+    }
+
+    fn imm(t: &str) -> u32 {
+        let t = t.trim();
+        t.strip_prefix('#')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("immediate {t:?}"))
+    }
+
+    /// Decode the text a requantisation macro expands to (`{{`/`}}` are `asm!`'s escapes).
+    /// Panics on anything else, so a changed sequence cannot pass unnoticed.
+    fn decode(text: &str) -> Vec<Insn> {
+        let text = text.replace("{{", "{").replace("}}", "}");
+        let mut out = Vec::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let (op, rest) = line.split_once(' ').expect("operands");
+            let ops: Vec<&str> = rest.split(',').map(str::trim).collect();
+            out.push(match (op, ops.as_slice()) {
+                ("lsr", [d, n, i]) => Insn::LsrImm(reg(d), reg(n), imm(i)),
+                ("add", [d, n, m]) => Insn::Add(reg(d), reg(n), reg(m), 0),
+                ("add", [d, n, m, sh]) => {
+                    let i = sh.strip_prefix("lsl ").expect("lsl");
+                    Insn::Add(reg(d), reg(n), reg(m), imm(i))
+                }
+                ("ldm", [n, ..]) => {
+                    let (_, list) = rest.split_once('{').expect("list");
+                    let list = list.strip_suffix('}').expect("list end");
+                    let bits = list.split(',').fold(0u16, |b, r| b | 1 << reg(r));
+                    Insn::Ldm(reg(n), bits)
+                }
+                ("lsl", [d, n, m]) => Insn::LslReg(reg(d), reg(n), reg(m)),
+                ("asr", [d, n, m]) => Insn::AsrReg(reg(d), reg(n), reg(m)),
+                ("smlal", [lo, hi, n, m]) => Insn::Smlal(reg(lo), reg(hi), reg(n), reg(m)),
+                ("ssat", [d, "#8", n]) => Insn::Ssat8(reg(d), reg(n)),
+                ("strb", [d, n, i]) => {
+                    let n = n.strip_prefix('[').expect("[");
+                    let i = i.strip_suffix(']').expect("]");
+                    Insn::Strb(reg(d), reg(n), imm(i))
+                }
+                _ => panic!("unexpected instruction {line:?}"),
+            });
+        }
+        out
+    }
+
+    /// Where the interpreter puts the records (`r0`) and the output (`r1`).
+    const RECORDS: u32 = 0x1000;
+    const OUT: u32 = 0x2000;
+
+    /// Run `code` as the core would (ARMv7-M semantics of each instruction) for accumulator
+    /// `acc` in `r4`, the records for accumulators >= 0 and < 0 at `r0` and `r0 + SLOT`;
+    /// returns the byte stored at `r1 + 0`.
+    fn run(code: &[Insn], pos: &Slot, neg: &Slot, acc: i32) -> i8 {
+        let mut r = [0u32; 13];
+        r[0] = RECORDS;
+        r[1] = OUT;
+        r[4] = acc as u32;
+        let word = |addr: u32| -> u32 {
+            let i = (addr - RECORDS) as usize;
+            assert!(i.is_multiple_of(4) && i < 2 * SLOT, "load at {addr:#x}");
+            if i < SLOT {
+                pos[i / 4]
+            } else {
+                neg[(i - SLOT) / 4]
+            }
+        };
+        let mut stored = None;
+        for &insn in code {
+            match insn {
+                Insn::LsrImm(d, n, i) => r[d] = r[n] >> i,
+                Insn::Add(d, n, m, i) => r[d] = r[n].wrapping_add(r[m] << i),
+                Insn::Ldm(n, list) => {
+                    // Ascending registers from ascending addresses; the base is read first.
+                    let base = r[n];
+                    let mut addr = base;
+                    for (k, v) in r.iter_mut().enumerate() {
+                        if list & 1 << k != 0 {
+                            *v = word(addr);
+                            addr += 4;
+                        }
+                    }
+                }
+                // Register-specified shifts use the bottom byte: 32 or more shifts out
+                // everything (LSL) or fills with the sign (ASR).
+                Insn::LslReg(d, n, m) => {
+                    let s = r[m] & 0xff;
+                    r[d] = if s >= 32 { 0 } else { r[n] << s };
+                }
+                Insn::AsrReg(d, n, m) => {
+                    let s = (r[m] & 0xff).min(31);
+                    r[d] = ((r[n] as i32) >> s) as u32;
+                }
+                Insn::Smlal(lo, hi, n, m) => {
+                    let acc64 = (u64::from(r[hi]) << 32) | u64::from(r[lo]);
+                    let p = i64::from(r[n] as i32) * i64::from(r[m] as i32);
+                    let v = acc64.wrapping_add(p as u64);
+                    (r[lo], r[hi]) = (v as u32, (v >> 32) as u32);
+                }
+                Insn::Ssat8(d, n) => r[d] = (r[n] as i32).clamp(-128, 127) as u32,
+                Insn::Strb(d, n, i) => {
+                    assert_eq!(r[n] + i, OUT, "store address");
+                    stored = Some(r[d] as u8 as i8);
+                }
+            }
+        }
+        stored.expect("the sequence stores its result")
+    }
+
+    /// The reference: [`QuantArgs::output`], the scalar kernels' requantisation. Where its
+    /// `apply(acc) + zp` overflows (only an extreme accumulator or zero point can: then a
+    /// debug build would panic) the same expression with the wrapping a release build does.
+    fn reference(pos: Requant, neg: Requant, zp: i32, acc: i32) -> i8 {
+        let r = if acc >= 0 { pos } else { neg };
+        match r.apply(acc).checked_add(zp) {
+            Some(_) => QuantArgs {
+                input_zero_point: 0,
+                requant_pos: &[pos],
+                requant_neg: &[neg],
+                output_zero_point: zp,
+            }
+            .output(0, acc),
+            None => r.apply(acc).wrapping_add(zp).clamp(-128, 127) as i8,
+        }
+    }
+
+    /// Accumulators: the extremes and their neighbourhoods, small values, powers of two and
+    /// their neighbours, and random ones (full range, and up to the 2^21 of an `edge` layer).
+    fn accumulators(rng: &mut Rng) -> Vec<i32> {
+        let mut v = Vec::new();
+        for d in 0..4 {
+            v.extend([i32::MIN + d, i32::MAX - d, d, -d - 1]);
+        }
+        for k in 1..31 {
+            let p = 1i32 << k;
+            v.extend([p - 1, p, p + 1, -p - 1, -p, -p + 1]);
+        }
+        for _ in 0..40 {
+            v.push(rng.next() as i32);
+            v.push((rng.next() as i32) >> (rng.below(31) as u32));
+        }
+        v
+    }
+
+    /// Requantisation constants: every shift TFLite's `QuantizeMultiplier` gives (-31..=30)
+    /// and a few beyond, with the extreme mantissas and random ones; the zero multiplier.
+    fn requants(rng: &mut Rng) -> Vec<Requant> {
+        let mut v = Vec::new();
+        for shift in -34..=33 {
+            for multiplier in [1 << 30, (1 << 30) + 1, i32::MAX - 1, i32::MAX] {
+                v.push(Requant { multiplier, shift });
+            }
+            for _ in 0..3 {
+                let multiplier = (1 << 30) + rng.below(1 << 30) as i32;
+                v.push(Requant { multiplier, shift });
+            }
+        }
+        v.push(Requant::default());
+        v
+    }
+
+    /// Output zero points: int8's, and extreme ones the kernels accept too.
+    const ZERO_POINTS: [i32; 11] = [
+        -128,
+        -77,
+        -1,
+        0,
+        1,
+        127,
+        5000,
+        -(1 << 29),
+        1 << 30,
+        i32::MIN,
+        i32::MAX,
+    ];
+
+    /// Mismatches of one form over every (pos, neg) pairing drawn from `rs` (the negative
+    /// side's constants differ from the positive side's, as a leaky ReLU's), zero point and
+    /// accumulator; `None` records where the form declined.
+    fn sweep(
+        code: &[Insn],
+        form: fn(Requant, i32, bool) -> Option<Slot>,
+        rs: &[Requant],
+        accs: &[i32],
+        rng: &mut Rng,
+    ) -> (u64, u64, u64, Option<String>) {
+        let (mut checked, mut declined, mut wrong, mut first) = (0, 0, 0, None);
+        for (i, &pos) in rs.iter().enumerate() {
+            // Each encoding on the positive side, paired with itself and with two others.
+            for neg in [
+                pos,
+                rs[(i * 7 + 3) % rs.len()],
+                rs[rng.below(rs.len() as u64) as usize],
+            ] {
+                for zp in ZERO_POINTS {
+                    let (Some(p), Some(n)) = (form(pos, zp, false), form(neg, zp, true)) else {
+                        declined += 1;
+                        continue;
+                    };
+                    for &acc in accs {
+                        let (got, want) = (run(code, &p, &n, acc), reference(pos, neg, zp, acc));
+                        checked += 1;
+                        if got != want {
+                            wrong += 1;
+                            first.get_or_insert_with(|| {
+                                format!(
+                                    "pos {pos:?} neg {neg:?} zp {zp} acc {acc}: {got} != {want}"
+                                )
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        (checked, declined, wrong, first)
+    }
+
+    #[test]
+    fn the_general_form_is_exact_for_every_multiplier_shift_zero_point_and_accumulator() {
+        let mut rng = Rng(0x5eed_0017);
+        let code = decode(requant_general!("r4", "0"));
+        let (rs, accs) = (requants(&mut rng), accumulators(&mut rng));
+        let (checked, declined, wrong, first) = sweep(&code, general, &rs, &accs, &mut rng);
+        assert_eq!(wrong, 0, "{wrong} of {checked} differ, first {first:?}");
+        // It declines no valid encoding: no channel takes the scalar requantisation.
+        assert_eq!(declined, 0);
+        assert!(checked > 1_000_000, "{checked}");
+    }
+
+    #[test]
+    fn the_fast_form_is_exact_where_it_applies_and_covers_calibrated_layers() {
+        let mut rng = Rng(0x5eed_0018);
+        let code = decode(requant_fast!("r4", "0"));
+        let (rs, accs) = (requants(&mut rng), accumulators(&mut rng));
+        let (checked, _, wrong, first) = sweep(&code, fast, &rs, &accs, &mut rng);
+        assert_eq!(wrong, 0, "{wrong} of {checked} differ, first {first:?}");
+        assert!(checked > 100_000, "{checked}");
+        // What calibration gives (multipliers 1e-6 to 0.49, a leaky slope's tenth for the
+        // negative side, int8 zero points) keeps the 7-instruction form.
+        for k in 0..200 {
+            let m = libm::exp(-0.7 - 0.065 * f64::from(k));
+            for zp in [-128, 0, 127] {
+                assert!(fast(Requant::from_real(m), zp, false).is_some(), "{m}");
+                assert!(fast(Requant::from_real(m * 0.1), zp, true).is_some(), "{m}");
+            }
+        }
+        // The forms it hands to the general one: multipliers of 0.5 and above, tiny ones.
+        for m in [0.5, 0.75, 1.0, 2.5, 300.0, 3e-10, 0.0] {
+            assert!(fast(Requant::from_real(m), 0, false).is_none(), "{m}");
+        }
+    }
+
+    /// The sweep is able to fail: constants off by one rounding unit, or the two signs'
+    /// records swapped, are caught.
+    #[test]
+    fn the_sweep_catches_wrong_constants() {
+        let mut rng = Rng(0x5eed_0019);
+        let code = decode(requant_general!("r4", "0"));
+        let (rs, accs) = (requants(&mut rng), accumulators(&mut rng));
+        fn off_by_one(r: Requant, zp: i32, negative: bool) -> Option<Slot> {
+            let mut s = general(r, zp, negative)?;
+            // The positive side's rounding constant without its correction.
+            if !negative && s[2] != 0 {
+                s[3] = s[3].wrapping_sub(1);
+            }
+            Some(s)
+        }
+        fn swapped(r: Requant, zp: i32, negative: bool) -> Option<Slot> {
+            general(r, zp, !negative)
+        }
+        for form in [off_by_one as fn(_, _, _) -> _, swapped] {
+            let (checked, _, wrong, _) = sweep(&code, form, &rs, &accs, &mut rng);
+            assert!(wrong > 1000, "{wrong} of {checked}");
+        }
+        // And the interpreter sees the instructions: without the `ADD` of `x` the doubling
+        // high multiply is wrong.
+        let mut broken = code.clone();
+        broken.retain(|i| !matches!(i, Insn::Add(11, 11, 4, 0)));
+        assert_eq!(broken.len() + 1, code.len());
+        let (checked, _, wrong, _) = sweep(&broken, general, &rs, &accs, &mut rng);
+        assert!(wrong > 1000, "{wrong} of {checked}");
+    }
+}
