@@ -9,7 +9,9 @@
 //! the int8 model also runs with the scalar kernels (`int8,reference`: the runtime's
 //! `force-reference`), so that both int8 paths, `SMLAD` and scalar, are proven bit-exact
 //! under QEMU, and the `layers` builds (DSP and scalar) time each int8 convolution of `edge`
-//! alone and check the DSP kernels against the reference on odd shapes and values.
+//! alone (on the DSP path also with requantisation constants over the whole range the
+//! quantiser produces) and check the DSP kernels against the reference on odd shapes and
+//! values.
 //!
 //! The test parses the firmware's output (results, instruction counts, peak stack, the int8
 //! path compiled in) and the ELF (section and symbol sizes, read by the small ELF32 reader
@@ -146,6 +148,7 @@ fn firmware_examples_reproduce_the_host_bit_for_bit_on_emulated_boards() {
     let mut failures = Vec::new();
     let mut rows = Vec::new();
     let mut layers = Vec::new();
+    let mut requants = Vec::new();
     for board in &BOARDS {
         for b in board.builds {
             let what = format!(
@@ -165,13 +168,16 @@ fn firmware_examples_reproduce_the_host_bit_for_bit_on_emulated_boards() {
             }
             if ok && b.layers {
                 match layer_rows(b, &run) {
-                    Ok(l) => layers.extend(l),
+                    Ok((l, r)) => {
+                        layers.extend(l);
+                        requants.extend(r);
+                    }
                     Err(e) => failures.push(format!("{what}: {e}")),
                 }
             }
         }
     }
-    let report = report(&rows, &layers, &mut failures);
+    let report = report(&rows, &layers, &requants, &mut failures);
     let path = firmware_dir().join("target/firmware-report.md");
     std::fs::write(&path, &report).expect("writing the report");
     println!("{report}");
@@ -591,10 +597,95 @@ fn parse_layers(out: &str) -> Result<Vec<Layer>, String> {
     Ok(layers)
 }
 
+/// One `edge` convolution with one requantisation variant (`requant` lines of a DSP
+/// `layers` build).
+struct RequantRow {
+    layer: String,
+    variant: String,
+    macs: u64,
+    /// `s8_rows` over the whole map.
+    rows: u64,
+    pooled_macs: u64,
+    /// `s8_rows` two output rows a call.
+    pairs: u64,
+}
+
+/// The requantisation variants a DSP `layers` run times on each of the three convolutions
+/// (firmware-examples/common/src/layers.rs, `VARIANTS`), with what they are for the report.
+const REQUANT_VARIANTS: [(&str, &str); 6] = [
+    (
+        "half",
+        "multipliers in [0.5, 1) (no shift), negative side a tenth",
+    ),
+    (
+        "above-one",
+        "multipliers 1 to 16 (left shifts 1 to 4), negative side a tenth",
+    ),
+    (
+        "tiny",
+        "multipliers 1e-9 to 5e-8 (right shifts 24 to 29), negative side a tenth",
+    ),
+    ("zero", "zero multipliers"),
+    (
+        "mixed",
+        "per channel and side, each of: typical, [0.5, 1), 1 to 16, tiny, zero",
+    ),
+    (
+        "leaky-negative-side",
+        "typical positive side; negative side [0.5, 1), 1 to 16, tiny or zero",
+    ),
+];
+
+fn parse_requants(out: &str) -> Result<Vec<RequantRow>, String> {
+    let mut rows = Vec::new();
+    for line in out.lines() {
+        let Some(rest) = line.strip_prefix("requant ") else {
+            continue;
+        };
+        let f: BTreeMap<String, String> = rest
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let text = |k: &str| f.get(k).cloned().ok_or(format!("no `{k}=` in: {line}"));
+        if f.get("identical").map(String::as_str) != Some("yes") {
+            return Err(format!(
+                "a requantisation variant differs from the reference: {line}"
+            ));
+        }
+        // Some outputs are values, not only the clamp: the comparison checks the arithmetic.
+        if num::<u64>(&f, "unsaturated")? == 0 {
+            return Err(format!("every output saturated: {line}"));
+        }
+        rows.push(RequantRow {
+            layer: text("layer")?,
+            variant: text("variant")?,
+            macs: num(&f, "macs")?,
+            rows: num(&f, "rows_instructions")?,
+            pooled_macs: num(&f, "pooled_macs")?,
+            pairs: num(&f, "pairs_instructions")?,
+        });
+    }
+    Ok(rows)
+}
+
 /// A `layers` run: the three convolutions of `edge` identical to the reference on the
-/// build's path, every kernel check passed. Returns the instructions measured.
+/// build's path, on the DSP path also with every requantisation variant, every kernel check
+/// passed. Returns the instructions measured.
 fn check_layers(build: &Build, out: &str) -> Result<u64, String> {
     let layers = parse_layers(out)?;
+    let requants = parse_requants(out)?;
+    let expected = if build.int8_path == "dsp" {
+        layers.len() * REQUANT_VARIANTS.len()
+    } else {
+        0
+    };
+    if requants.len() != expected {
+        return Err(format!(
+            "{} `requant` lines, expected {expected}",
+            requants.len()
+        ));
+    }
     if layers.len() != 3 {
         return Err(format!("{} `layer` lines, expected 3", layers.len()));
     }
@@ -623,6 +714,25 @@ fn check_layers(build: &Build, out: &str) -> Result<u64, String> {
         }
         measured += l.rows + l.reference + l.pairs + l.pooled;
     }
+    for r in &requants {
+        if !layers.iter().any(|l| l.name == r.layer)
+            || !REQUANT_VARIANTS.iter().any(|(v, _)| *v == r.variant)
+        {
+            return Err(format!(
+                "unexpected `requant` line {} {}",
+                r.layer, r.variant
+            ));
+        }
+        for (what, n, macs) in [("rows", r.rows, r.macs), ("pairs", r.pairs, r.pooled_macs)] {
+            if n < macs / 2 || n > 1000 * macs {
+                return Err(format!(
+                    "requant {} {}: implausible {what} instructions {n} for {macs} MACs",
+                    r.layer, r.variant
+                ));
+            }
+        }
+        measured += r.rows + r.pairs;
+    }
     for line in out.lines().filter(|l| l.starts_with("check ")) {
         if !line.ends_with("identical=yes") {
             return Err(format!("kernel check failed: {line}"));
@@ -637,13 +747,14 @@ fn check_layers(build: &Build, out: &str) -> Result<u64, String> {
     Ok(measured)
 }
 
-/// The per-layer measurements of a `layers` run, labelled with the build's int8 path.
-fn layer_rows(build: &Build, run: &Run) -> Result<Vec<Layer>, String> {
+/// The per-layer measurements of a `layers` run, labelled with the build's int8 path, and
+/// its requantisation variants.
+fn layer_rows(build: &Build, run: &Run) -> Result<(Vec<Layer>, Vec<RequantRow>), String> {
     let layers = parse_layers(&run.stdout)?;
     if layers.iter().any(|l| l.path != build.int8_path) {
         return Err("path mismatch".into());
     }
-    Ok(layers)
+    Ok((layers, parse_requants(&run.stdout)?))
 }
 
 /// One row of the table: a board running one variant alone.
@@ -724,7 +835,12 @@ fn kernels(r: &Row) -> &'static str {
 }
 
 /// The markdown report; adds a failure if the Cortex-M4F int8 budget is exceeded.
-fn report(rows: &[Row], layers: &[Layer], failures: &mut Vec<String>) -> String {
+fn report(
+    rows: &[Row],
+    layers: &[Layer],
+    requants: &[RequantRow],
+    failures: &mut Vec<String>,
+) -> String {
     let mut t = String::new();
     let qemu = Command::new("qemu-system-arm")
         .arg("--version")
@@ -833,6 +949,68 @@ fn report(rows: &[Row], layers: &[Layer], failures: &mut Vec<String>) -> String 
             per(sum[4], sum[3]),
             per(sum[5], sum[3]),
         );
+    }
+    if !dsp.is_empty() && !requants.is_empty() {
+        let _ = writeln!(
+            t,
+            "\nThe DSP convolutions by requantisation constants (same `layers` build; per-channel multipliers, small weights and inputs where the multipliers are large, so that outputs are not all saturated; every output checked against the reference). Typical: the calibrated range (0.002 to 0.012, a tenth on the negative side), the fast requantisation; every other row takes the general one. Instructions per MAC, whole map and 2 rows a call:\n"
+        );
+        let names: Vec<&str> = dsp.iter().map(|l| l.name.as_str()).collect();
+        let mut head = String::from("| requantisation |");
+        let mut rule = String::from("|---|");
+        for what in ["", ", 2 rows a call"] {
+            for n in names.iter().copied().chain(["all three"]) {
+                let _ = write!(head, " {n}{what} |");
+                rule.push_str("--:|");
+            }
+        }
+        let _ = writeln!(t, "{head}\n{rule}");
+        let per = |a: u64, b: u64| a as f64 / b.max(1) as f64;
+        // (rows, MACs, 2-rows instructions, their MACs) per layer, in `names` order.
+        let typical: Vec<_> = dsp
+            .iter()
+            .map(|l| (l.rows, l.macs, l.pairs, l.pooled_macs))
+            .collect();
+        let mut variants = vec![(
+            "typical".to_string(),
+            "calibrated, 0.002 to 0.012".to_string(),
+            typical,
+        )];
+        for (v, what) in REQUANT_VARIANTS {
+            let cells: Vec<_> = names
+                .iter()
+                .filter_map(|n| {
+                    requants
+                        .iter()
+                        .find(|r| r.layer == *n && r.variant == v)
+                        .map(|r| (r.rows, r.macs, r.pairs, r.pooled_macs))
+                })
+                .collect();
+            if cells.len() == names.len() {
+                variants.push((v.to_string(), what.to_string(), cells));
+            }
+        }
+        for (v, what, cells) in &variants {
+            let mut line = format!("| {v}: {what} |");
+            let total = cells.iter().fold([0u64; 4], |a, c| {
+                [a[0] + c.0, a[1] + c.1, a[2] + c.2, a[3] + c.3]
+            });
+            for c in cells
+                .iter()
+                .copied()
+                .chain([(total[0], total[1], total[2], total[3])])
+            {
+                let _ = write!(line, " {:.3} |", per(c.0, c.1));
+            }
+            for c in cells
+                .iter()
+                .copied()
+                .chain([(total[0], total[1], total[2], total[3])])
+            {
+                let _ = write!(line, " {:.3} |", per(c.2, c.3));
+            }
+            let _ = writeln!(t, "{line}");
+        }
     }
     match m4("dsp") {
         Some(r) => {

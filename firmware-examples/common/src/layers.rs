@@ -102,9 +102,9 @@ enum Class {
     Typical,
     /// [0.5, 1): no shift.
     Half,
-    /// 1 to 16: left shifts of 1 to 5.
+    /// [1, 16): left shifts of 1 to 4.
     Above,
-    /// 1e-9 to 5e-8: right shifts of 25 to 30.
+    /// 1e-9 to 5e-8: right shifts of 24 to 29.
     Tiny,
     /// 0.
     Zero,

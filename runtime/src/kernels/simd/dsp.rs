@@ -65,19 +65,24 @@ const WORK: usize = 4608;
 
 /// What the kernel reads per output channel: the bias 4 times (one `LDMDB` initialises the 4
 /// accumulators), then the requantisation constants ([`dsp_requant`](super::dsp_requant)) for
-/// accumulators >= 0 and < 0, [`SLOT`] bytes apart, in the fast or the general form (one form
+/// accumulators >= 0 and, [`SLOT`] bytes on, < 0, in the fast or the general form (one form
 /// for every channel of a call).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Rec {
     bias: [i32; 4],
     pos: Slot,
+    /// Never read.
+    gap: MaybeUninit<[u32; 2]>,
     neg: Slot,
 }
 
-/// Bytes from one channel's [`Rec`] to the next (the kernel's step).
+/// Bytes from one channel's [`Rec`] to the next (the kernel's step): 72.
 const REC: usize = core::mem::size_of::<Rec>();
-const _: () = assert!(REC == 16 + 2 * SLOT && core::mem::size_of::<Slot>() == SLOT);
+const _: () = assert!(
+    core::mem::offset_of!(Rec, neg) - core::mem::offset_of!(Rec, pos) == SLOT
+        && REC == 16 + SLOT + core::mem::size_of::<Slot>()
+);
 
 /// `dst.copy_from_slice(src)` a word at a time (unaligned word access is allowed on
 /// Cortex-M4/M7 for normal memory), without a call to `memcpy` for these short rows.
@@ -289,7 +294,7 @@ impl<
             weights.as_ptr()
         };
 
-        // Written whole by `prepare` (not zeroed first: 80 B a channel, every call).
+        // Written whole by `prepare` (not zeroed first: 72 B a channel, every call).
         let mut recs = [const { MaybeUninit::<Rec>::uninit() }; OC];
         let mut slow = [false; OC];
         let (gen_form, any_slow) = prepare(&mut recs, &mut slow, bias, q);
@@ -822,16 +827,15 @@ fn prepare(
     let (pos, neg) = (q.requant_pos, q.requant_neg);
     let mut all_fast = true;
     for (oc, r) in recs.iter_mut().enumerate() {
-        let (p, n) = match (fast(pos[oc], zp, false), fast(neg[oc], zp, true)) {
-            (Some(p), Some(n)) => (p, n),
-            _ => {
-                all_fast = false;
-                Default::default()
-            }
+        let (Some(p), Some(n)) = (fast(pos[oc], zp, false), fast(neg[oc], zp, true)) else {
+            // Every record is rewritten below.
+            all_fast = false;
+            break;
         };
         r.write(Rec {
             bias: [bias[oc]; 4],
             pos: p,
+            gap: MaybeUninit::uninit(),
             neg: n,
         });
     }
@@ -850,6 +854,7 @@ fn prepare(
         r.write(Rec {
             bias: [bias[oc]; 4],
             pos: p,
+            gap: MaybeUninit::uninit(),
             neg: n,
         });
     }

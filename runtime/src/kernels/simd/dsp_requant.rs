@@ -34,12 +34,13 @@
 
 use crate::quant::Requant;
 
-/// Bytes from one accumulator sign's constants to the other's (the `LSL #5` of the sign
-/// select): [`Slot`] is 8 words, of which the fast form uses 4 and the general one 6.
+/// Bytes from the constants for accumulators >= 0 to those for accumulators < 0 (the
+/// `LSL #5` of the sign select).
 pub(crate) const SLOT: usize = 32;
 
-/// One accumulator sign's constants as the kernel loads them (`LDM`).
-pub(crate) type Slot = [u32; 8];
+/// One accumulator sign's constants as the kernel loads them (`LDM`): 6 words, of which the
+/// fast form uses 4.
+pub(crate) type Slot = [u32; 6];
 
 /// The fast form's constants for `r` applied to accumulators of one sign (`negative`: < 0),
 /// or `None` where it is not exact (then [`general`] applies).
@@ -72,8 +73,6 @@ pub(crate) fn fast(r: Requant, output_zero_point: i32, negative: bool) -> Option
         (e - 1) as u32,
         ((a as u32 & 1) << 31) | 1 << 30,
         (a >> 1) as u32,
-        0,
-        0,
         0,
         0,
     ])
@@ -110,7 +109,7 @@ pub(crate) fn fast(r: Requant, output_zero_point: i32, negative: bool) -> Option
 pub(crate) fn general(r: Requant, output_zero_point: i32, negative: bool) -> Option<Slot> {
     let m = r.multiplier;
     if m == 0 {
-        return Some([0, 32, 0, output_zero_point as u32, 0, 0, 0, 0]);
+        return Some([0, 32, 0, output_zero_point as u32, 0, 0]);
     }
     if m < 1 << 30 {
         return None;
@@ -134,7 +133,7 @@ pub(crate) fn general(r: Requant, output_zero_point: i32, negative: bool) -> Opt
             (e as u32, -half, output_zero_point.wrapping_add(1))
         }
     };
-    Some([s, left, b, z as u32, 1 << 31, c as u32, 0, 0])
+    Some([s, left, b, z as u32, 1 << 31, c as u32])
 }
 
 /// The fast requantisation of accumulator register `$acc` (see [`fast`]): the records at
@@ -289,6 +288,8 @@ mod tests {
         r[4] = acc as u32;
         let word = |addr: u32| -> u32 {
             let i = (addr - RECORDS) as usize;
+            // A load past a slot's 6 words (in the kernel: the gap or the next record)
+            // panics on the index.
             assert!(i.is_multiple_of(4) && i < 2 * SLOT, "load at {addr:#x}");
             if i < SLOT {
                 pos[i / 4]
