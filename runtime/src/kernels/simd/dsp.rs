@@ -26,12 +26,14 @@
 //!   otherwise extended again for every 4 pixels), [`Conv::widen`] extends them once per
 //!   call and the kernel loads the two pairs with one `LDRD`: 11 instructions per group. A
 //!   block of 1 or 2 pixels (the end of a call) runs a 2-pixel variant.
-//! - **Requantisation** in the same assembly, 7 instructions an output (`LDM` of the
-//!   per-channel constants chosen by the accumulator's sign, `SMLAL`, `ASR`, `SSAT`, `STRB`):
-//!   TFLite's doubling high multiply, rounding shift and output zero point folded into one
-//!   64-bit multiply-add of a precomputed constant (see [`Fast`]), exact for the
-//!   multipliers the quantiser produces; other channels get [`QuantArgs::output`] after the
-//!   block ([`fix_slow`]).
+//! - **Requantisation** in the same assembly ([`super::dsp_requant`], where the host tests
+//!   it): an `LDM` of the per-channel constants chosen by the accumulator's sign, a 64-bit
+//!   multiply-add and `SSAT`. A call whose channels all have right shifts of 1 to 29 (what
+//!   calibration gives: multipliers below 0.5) takes the fast form, 7 instructions an output
+//!   (`SMLAL`, `ASR`, the zero point folded into the constant); any other call the general
+//!   form, 10 instructions an output, exact for every multiplier, shift (left or right),
+//!   zero point and accumulator. Only encodings no quantiser produces (a mantissa in
+//!   (0, 2^30) or negative) get [`QuantArgs::output`] after the block ([`fix_slow`]).
 //! - **im2col** ([`Conv::gather_strip`]): for each output row the input rows it reads are
 //!   copied once into a strip padded with the zero point ([`Conv::build_strip`]), so every
 //!   window, border or not, is a plain copy with compile-time offsets: 4 channels of `K x K`
@@ -41,7 +43,7 @@
 //!   take a generic gather.
 //!
 //! The sums are exact 32-bit integers (`SMLAD` wraps like `wrapping_add`), so results are
-//! bit-identical to the reference. Stack: the work buffer ([`WORK`]) and `48 OC` bytes of
+//! bit-identical to the reference. Stack: the work buffer ([`WORK`]) and `72 OC` bytes of
 //! per-channel records, in the frame of [`Conv::run`] (never inlined, so one layer's at a
 //! time).
 
