@@ -531,12 +531,17 @@ impl<
     ) -> Result<(), Error> {
         Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
         let s = &mut scratch[..Self::SCRATCH_F32];
-        // SAFETY: `x2_takes` checked the CPU; lengths and scratch checked.
-        unsafe {
-            simd::x2::conv_f32::<W, IC, IH, IW, OC, K, D, P>(
-                input, weights, bias, slope, oy0, rows, s, sink,
-            )
-        };
+        macro_rules! go {
+            ($n:literal, $v:literal) => {
+                // SAFETY: `x2_takes` checked the CPU; lengths and scratch checked.
+                unsafe {
+                    simd::x2::conv_f32::<W, IC, IH, IW, OC, K, D, P, $n, $v>(
+                        input, weights, bias, slope, oy0, rows, s, sink,
+                    )
+                }
+            };
+        }
+        go!(4, 2);
         Ok(())
     }
 

@@ -27,6 +27,9 @@ pub(crate) mod x86;
 pub(crate) mod x2;
 
 #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+pub(crate) mod x2_misc;
+
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
 pub(crate) mod x512;
 
 #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]

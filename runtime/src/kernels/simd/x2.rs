@@ -40,15 +40,15 @@ use core::arch::x86_64::*;
 
 use super::super::conv2d::{FloatWeight, QuantArgs, TypedWeights};
 use super::super::pool::{PoolKind, avg_round};
+use super::x2_misc::starts;
 pub(crate) use super::x512::{MAX_POOL, Sink};
 
 /// Output positions (flat) per chunk, about: sets the rows per chunk.
 const CHUNK: usize = 256;
-/// Float tile: output channels per block and 8-pixel vectors per block.
-pub(crate) const NF: usize = 4;
-const VF: usize = 3;
-/// Pixels per float block.
-const GF: usize = 8 * VF;
+/// Float tiles: at most this many output channels per block (`Dims::ocp` covers any
+/// rounding up to them) and pixels per block.
+const NF_MAX: usize = 8;
+const GF: usize = 24;
 /// int8 tile: output channels per block (times 16 pixels).
 pub(crate) const NS: usize = 4;
 /// Slack (elements) past the planes and the chunk buffer, for the last block's reads.
@@ -108,7 +108,7 @@ impl Dims {
             ow: (pw + 1).saturating_sub(ext),
             l,
             groups: l.div_ceil(2),
-            ocp: oc.div_ceil(NF) * NF,
+            ocp: oc.div_ceil(NF_MAX) * NF_MAX + NF_MAX,
             ocp8: oc.div_ceil(NS) * NS,
             ostr: most.div_ceil(GF) * GF + GF,
         }
@@ -306,8 +306,10 @@ impl Pool2 for f32 {
     #[inline(always)]
     fn pool2(src: &[f32], pw: usize, kind: PoolKind, dst: &mut [f32]) {
         let n = dst.len();
-        let mut x = 0;
-        while x + 8 <= n {
+        if n < 8 {
+            return Self::pool_any(src, pw, 2, kind, dst);
+        }
+        for x in starts(n, 8) {
             // SAFETY: AVX (engine); 16 values of each row from 2x: 2x + 16 <= 2n <= ow, and
             // `src` holds pw + ow values.
             unsafe {
@@ -347,11 +349,7 @@ impl Pool2 for f32 {
                 };
                 _mm256_storeu_ps(dst.as_mut_ptr().add(x), r);
             }
-            x += 8;
         }
-        let tail = &mut dst[x..];
-        let src = &src[2 * x..];
-        Self::pool_any(src, pw, 2, kind, tail);
     }
     #[inline(always)]
     fn pool_any(src: &[f32], pw: usize, pk: usize, kind: PoolKind, dst: &mut [f32]) {
@@ -382,8 +380,41 @@ impl Pool2 for i8 {
     #[inline(always)]
     fn pool2(src: &[i8], pw: usize, kind: PoolKind, dst: &mut [i8]) {
         let n = dst.len();
-        let mut x = 0;
-        while x + 16 <= n {
+        if n < 16 {
+            if n < 8 {
+                return Self::pool_any(src, pw, 2, kind, dst);
+            }
+            for x in starts(n, 8) {
+                // SAFETY: SSE4.1 / SSSE3 (engine); 16 bytes of each row from 2x: 2x + 16 <=
+                // 2n <= ow, and `src` holds pw + ow bytes.
+                unsafe {
+                    let a = _mm_loadu_si128(src.as_ptr().add(2 * x).cast());
+                    let b = _mm_loadu_si128(src.as_ptr().add(pw + 2 * x).cast());
+                    let lo = |v: __m128i| _mm_srai_epi16::<8>(_mm_slli_epi16::<8>(v));
+                    let hi = |v: __m128i| _mm_srai_epi16::<8>(v);
+                    let r = match kind {
+                        PoolKind::Max => {
+                            let v = _mm_max_epi8(a, b);
+                            _mm_max_epi16(lo(v), hi(v))
+                        }
+                        PoolKind::Avg => {
+                            let s = _mm_add_epi16(
+                                _mm_add_epi16(lo(a), hi(a)),
+                                _mm_add_epi16(lo(b), hi(b)),
+                            );
+                            let mag = _mm_srli_epi16::<2>(_mm_add_epi16(
+                                _mm_abs_epi16(s),
+                                _mm_set1_epi16(2),
+                            ));
+                            _mm_sign_epi16(mag, s)
+                        }
+                    };
+                    _mm_storel_epi64(dst.as_mut_ptr().add(x).cast(), _mm_packs_epi16(r, r));
+                }
+            }
+            return;
+        }
+        for x in starts(n, 16) {
             // SAFETY: AVX2 (engine); 32 bytes of each row from 2x: 2x + 32 <= 2n <= ow, and
             // `src` holds pw + ow bytes.
             unsafe {
@@ -415,11 +446,7 @@ impl Pool2 for i8 {
                 let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(p);
                 _mm_storeu_si128(dst.as_mut_ptr().add(x).cast(), _mm256_castsi256_si128(p));
             }
-            x += 16;
         }
-        let tail = &mut dst[x..];
-        let src = &src[2 * x..];
-        Self::pool_any(src, pw, 2, kind, tail);
     }
     #[inline(always)]
     fn pool_any(src: &[i8], pw: usize, pk: usize, kind: PoolKind, dst: &mut [i8]) {
@@ -460,7 +487,7 @@ impl Pool2 for i8 {
 /// GF`) and `NF` weight rows readable.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn dot_f32(
+unsafe fn dot_f32<const NF: usize, const VF: usize>(
     x: *const f32,
     ic: usize,
     plane: usize,
@@ -511,6 +538,8 @@ pub(crate) unsafe fn conv_f32<
     const K: usize,
     const D: usize,
     const P: usize,
+    const NF: usize,
+    const VF: usize,
 >(
     input: &[f32],
     w: &[W],
@@ -523,13 +552,15 @@ pub(crate) unsafe fn conv_f32<
 ) {
     let dm = Dims::new([IC, IH, IW, OC, K, 1, D, P]);
     let (l, pw) = (dm.l, dm.pw);
+    let gf = 8 * VF;
+    let ocp = OC.div_ceil(NF) * NF;
     let mut buf = scratch;
     let planes = take(&mut buf, dm.planes(rows));
     fill_planes_f32(&dm, input, oy0, rows, planes);
     // Weights as f32 `[ocp][l]` (a copy unless they already are, with whole blocks).
-    let wcopy = take(&mut buf, dm.ocp * l);
+    let wcopy = take(&mut buf, ocp * l);
     let wsrc: &[f32] = match W::typed(w) {
-        TypedWeights::F32(f) if dm.ocp == dm.oc => f,
+        TypedWeights::F32(f) if ocp == dm.oc => f,
         typed => {
             wcopy.fill(0.0);
             match typed {
@@ -552,7 +583,7 @@ pub(crate) unsafe fn conv_f32<
             wcopy
         }
     };
-    let chunk = take(&mut buf, dm.ocp * dm.ostr);
+    let chunk = take(&mut buf, ocp * dm.ostr);
     let plane = dm.plane(rows);
     let (rows_out, rc) = match sink {
         Sink::Rows(_) => (rows, dm.chunk_rows(1)),
@@ -562,18 +593,18 @@ pub(crate) unsafe fn conv_f32<
     let mut r0 = 0;
     while r0 < rows_out {
         let nr = rc.min(rows_out - r0);
-        let nblk = (nr * pw).div_ceil(GF);
+        let nblk = (nr * pw).div_ceil(gf);
         for blk in 0..nblk {
-            let pos = r0 * pw + GF * blk;
+            let pos = r0 * pw + gf * blk;
             let mut oc0 = 0;
-            while oc0 < dm.ocp {
+            while oc0 < ocp {
                 let init: [__m256; NF] = core::array::from_fn(|n| {
                     _mm256_set1_ps(bias.get(oc0 + n).copied().unwrap_or(0.0))
                 });
                 // SAFETY: planes (with slack, `Dims::planes`) and padded weights, in
                 // bounds by construction.
                 let acc = unsafe {
-                    dot_f32(
+                    dot_f32::<NF, VF>(
                         planes.as_ptr().add(pos),
                         dm.ic,
                         plane,
@@ -590,10 +621,10 @@ pub(crate) unsafe fn conv_f32<
                         let o = oc0 + n;
                         let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(*a, zero);
                         let y = _mm256_blendv_ps(*a, _mm256_mul_ps(*a, slope_v), neg);
-                        // SAFETY: GF (blk + 1) <= ostr in channel o < ocp's row.
+                        // SAFETY: gf (blk + 1) <= ostr in channel o < ocp's row.
                         unsafe {
                             _mm256_storeu_ps(
-                                chunk.as_mut_ptr().add(o * dm.ostr + GF * blk + 8 * v),
+                                chunk.as_mut_ptr().add(o * dm.ostr + gf * blk + 8 * v),
                                 y,
                             )
                         };
@@ -643,7 +674,7 @@ unsafe fn dot_s8(
 /// lanes, to be saturated to int8): bit-identical to [`QuantArgs::output`] before its clamp.
 /// `c` holds the channel's multipliers, left shifts and right shifts, positive then negative.
 #[inline(always)]
-fn requant8(acc: __m256i, c: &[__m256i; 6], zp: __m256i) -> __m256i {
+pub(crate) fn requant8(acc: __m256i, c: &[__m256i; 6], zp: __m256i) -> __m256i {
     // SAFETY: only inlined into the engine's AVX2 functions.
     unsafe {
         let neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), acc);
