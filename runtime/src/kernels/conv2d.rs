@@ -507,12 +507,18 @@ impl<
         let bytes: &mut [u8] = unsafe {
             core::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast(), 2 * Self::SCRATCH_S8)
         };
-        // SAFETY: `x2_takes` checked the CPU and the zero point; lengths and scratch checked.
-        unsafe {
-            simd::x2::conv_s8::<IC, IH, IW, OC, K, D, P>(
-                input, weights, bias, q, oy0, rows, bytes, sink,
-            )
-        };
+        macro_rules! go {
+            ($n:literal, $sb:literal) => {
+                // SAFETY: `x2_takes` checked the CPU and the zero point; lengths and scratch
+                // checked.
+                unsafe {
+                    simd::x2::conv_s8::<IC, IH, IW, OC, K, D, P, $n, $sb>(
+                        input, weights, bias, q, oy0, rows, bytes, sink,
+                    )
+                }
+            };
+        }
+        go!(4, 1);
         Ok(())
     }
 

@@ -49,8 +49,8 @@ const CHUNK: usize = 256;
 /// rounding up to them) and pixels per block.
 const NF_MAX: usize = 8;
 const GF: usize = 24;
-/// int8 tile: output channels per block (times 16 pixels).
-pub(crate) const NS: usize = 4;
+/// int8 tiles: at most this many output channels per block (`Dims::ocp8` rounds to it).
+const NS_MAX: usize = 4;
 /// Slack (elements) past the planes and the chunk buffer, for the last block's reads.
 const SLACK: usize = 64;
 
@@ -109,8 +109,8 @@ impl Dims {
             l,
             groups: l.div_ceil(2),
             ocp: oc.div_ceil(NF_MAX) * NF_MAX + NF_MAX,
-            ocp8: oc.div_ceil(NS) * NS,
-            ostr: most.div_ceil(GF) * GF + GF,
+            ocp8: oc.div_ceil(NS_MAX) * NS_MAX,
+            ostr: most.div_ceil(GF) * GF + 2 * GF,
         }
     }
     /// Output rows per chunk when pooling `pk x pk` (1: no pooling; at most [`MAX_POOL`]).
@@ -139,7 +139,7 @@ impl Dims {
             + align(2 * self.ocp8 * 2 * self.groups)
             + align(4 * 8 * self.ocp8)
             + align(4 * 2 * self.groups)
-            + align(64 * self.groups)
+            + align(128 * self.groups)
             + align(self.ocp8 * self.ostr)
     }
     /// f32 values of float scratch: planes, weight copy, chunk buffer.
@@ -641,29 +641,31 @@ pub(crate) unsafe fn conv_f32<
 // ---------------------------------------------------------------------------------------
 // int8 engine.
 
-/// One int8 block: `NS` channels x 16 pixels (two vectors of 8 pixel pairs, as the band
-/// interleaves them), accumulators from `init` plus every pair of taps.
+/// One int8 block: `NS` channels x `V` vectors of 8 pixel pairs (`V / 2` runs of 16 pixels,
+/// each two vectors as the band interleaves them), accumulators from `init` plus every pair
+/// of taps.
 ///
 /// # Safety
-/// AVX2; `band` holds `groups` x 32 i16 (32-byte aligned), `w` `NS` rows of `groups` i32
+/// AVX2; `band` holds `groups` x `16 V` i16 (32-byte aligned), `w` `NS` rows of `groups` i32
 /// (stride `groups`).
 #[inline(always)]
-unsafe fn dot_s8(
+unsafe fn dot_s8<const NS: usize, const V: usize>(
     band: *const i16,
     groups: usize,
     w: *const i32,
     init: &[__m256i; NS],
-) -> [[__m256i; NS]; 2] {
-    let mut acc = [*init; 2];
+) -> [[__m256i; NS]; V] {
+    let mut acc = [*init; V];
     for g in 0..groups {
         // SAFETY: per the caller.
         unsafe {
-            let xa = _mm256_load_si256(band.add(32 * g).cast());
-            let xb = _mm256_load_si256(band.add(32 * g + 16).cast());
+            let x: [__m256i; V] =
+                core::array::from_fn(|v| _mm256_load_si256(band.add(16 * V * g + 16 * v).cast()));
             for n in 0..NS {
                 let wv = _mm256_set1_epi32(*w.add(n * groups + g));
-                acc[0][n] = _mm256_add_epi32(acc[0][n], _mm256_madd_epi16(xa, wv));
-                acc[1][n] = _mm256_add_epi32(acc[1][n], _mm256_madd_epi16(xb, wv));
+                for v in 0..V {
+                    acc[v][n] = _mm256_add_epi32(acc[v][n], _mm256_madd_epi16(x[v], wv));
+                }
             }
         }
     }
@@ -673,15 +675,19 @@ unsafe fn dot_s8(
 /// TFLite requantisation of 8 accumulators of one channel plus the output zero point (i32
 /// lanes, to be saturated to int8): bit-identical to [`QuantArgs::output`] before its clamp.
 /// `c` holds the channel's multipliers, left shifts and right shifts, positive then negative.
+/// `LEFT` false skips the left shifts (all zero: every multiplier below 1).
 #[inline(always)]
-pub(crate) fn requant8(acc: __m256i, c: &[__m256i; 6], zp: __m256i) -> __m256i {
+pub(crate) fn requant8<const LEFT: bool>(acc: __m256i, c: &[__m256i; 6], zp: __m256i) -> __m256i {
     // SAFETY: only inlined into the engine's AVX2 functions.
     unsafe {
         let neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), acc);
         let m = _mm256_blendv_epi8(c[0], c[1], neg);
-        let left = _mm256_blendv_epi8(c[2], c[3], neg);
         let right = _mm256_blendv_epi8(c[4], c[5], neg);
-        let x = _mm256_sllv_epi32(acc, left);
+        let x = if LEFT {
+            _mm256_sllv_epi32(acc, _mm256_blendv_epi8(c[2], c[3], neg))
+        } else {
+            acc
+        };
         // Doubling high multiply (x m + 2^30) >> 31 on even and odd lanes (see x86::Rq8).
         let half = _mm256_set1_epi64x(1 << 30);
         let even = _mm256_srli_epi64::<31>(_mm256_add_epi64(_mm256_mul_epi32(x, m), half));
@@ -719,6 +725,8 @@ pub(crate) unsafe fn conv_s8<
     const K: usize,
     const D: usize,
     const P: usize,
+    const NS: usize,
+    const SB: usize,
 >(
     input: &[i8],
     w: &[i8],
@@ -782,7 +790,11 @@ pub(crate) unsafe fn conv_s8<
             }
         }
     }
-    let band: &mut [i16] = take_as(&mut buf, 32 * groups);
+    let band: &mut [i16] = take_as(&mut buf, 32 * SB * groups);
+    let left = consts
+        .chunks_exact(8)
+        .take(dm.oc)
+        .any(|c| c[2] != 0 || c[3] != 0);
     let chunk: &mut [i8] = take_as(&mut buf, dm.ocp8 * dm.ostr);
     let zpo = _mm256_set1_epi32(q.output_zero_point);
     let (rows_out, rc) = match sink {
@@ -792,55 +804,81 @@ pub(crate) unsafe fn conv_s8<
     let mut r0 = 0;
     while r0 < rows_out {
         let nr = rc.min(rows_out - r0);
-        let nblk = (nr * pw).div_ceil(16);
+        let nblk = (nr * pw).div_ceil(16 * SB);
         for blk in 0..nblk {
-            let pos = r0 * pw + 16 * blk;
-            // Activation band: per pair of taps, 16 pixels' pairs as two vectors (pixels
-            // 0-3 and 8-11, then 4-7 and 12-15: the in-lane unpack).
+            let pos = r0 * pw + 16 * SB * blk;
+            // Activation band: per pair of taps, each run of 16 pixels' pairs as two vectors
+            // (pixels 0-3 and 8-11, then 4-7 and 12-15: the in-lane unpack).
             for g in 0..groups {
-                // SAFETY: tap offsets + positions stay inside the planes and their slack
-                // (`Dims::planes`); the band holds groups x 32 i16, 32-byte aligned.
-                unsafe {
-                    let a =
-                        _mm256_loadu_si256(planes.as_ptr().add(offs[2 * g] as usize + pos).cast());
-                    let b = _mm256_loadu_si256(
-                        planes.as_ptr().add(offs[2 * g + 1] as usize + pos).cast(),
-                    );
-                    let dst = band.as_mut_ptr().add(32 * g);
-                    _mm256_store_si256(dst.cast(), _mm256_unpacklo_epi16(a, b));
-                    _mm256_store_si256(dst.add(16).cast(), _mm256_unpackhi_epi16(a, b));
+                for j in 0..SB {
+                    // SAFETY: tap offsets + positions stay inside the planes and their slack
+                    // (`Dims::planes`); the band holds groups x 32 SB i16, 32-byte aligned.
+                    unsafe {
+                        let at = |t: usize| planes.as_ptr().add(offs[t] as usize + pos + 16 * j);
+                        let a = _mm256_loadu_si256(at(2 * g).cast());
+                        let b = _mm256_loadu_si256(at(2 * g + 1).cast());
+                        let dst = band.as_mut_ptr().add(32 * (SB * g + j));
+                        _mm256_store_si256(dst.cast(), _mm256_unpacklo_epi16(a, b));
+                        _mm256_store_si256(dst.add(16).cast(), _mm256_unpackhi_epi16(a, b));
+                    }
                 }
             }
             let mut oc0 = 0;
             while oc0 < dm.ocp8 {
                 let init: [__m256i; NS] =
                     core::array::from_fn(|n| _mm256_set1_epi32(consts[8 * (oc0 + n) + 6]));
-                // SAFETY: the band and the padded weights, in bounds by construction.
-                let acc = unsafe {
-                    dot_s8(
-                        band.as_ptr(),
-                        groups,
-                        wpairs.as_ptr().add(oc0 * groups),
-                        &init,
-                    )
-                };
-                for n in 0..NS {
-                    let o = oc0 + n;
-                    let c = &consts[8 * o..][..6];
-                    let rq: [__m256i; 6] = core::array::from_fn(|i| _mm256_set1_epi32(c[i]));
-                    let ra = requant8(acc[0][n], &rq, zpo);
-                    let rb = requant8(acc[1][n], &rq, zpo);
-                    // (pixels 0-3, 8-11) and (4-7, 12-15) pack, lane by lane, to 0..16.
-                    let h = _mm256_packs_epi32(ra, rb);
-                    let b = _mm256_packs_epi16(h, h);
-                    let b = _mm256_permute4x64_epi64::<0b11_01_10_00>(b);
-                    // SAFETY: 16 bytes at 16 blk < ostr in channel o < ocp8's row.
-                    unsafe {
-                        _mm_storeu_si128(
-                            chunk.as_mut_ptr().add(o * dm.ostr + 16 * blk).cast(),
-                            _mm256_castsi256_si128(b),
-                        )
-                    };
+                macro_rules! block {
+                    ($v:literal) => {{
+                        // SAFETY: the band and the padded weights, in bounds by construction.
+                        let acc = unsafe {
+                            dot_s8::<NS, $v>(
+                                band.as_ptr(),
+                                groups,
+                                wpairs.as_ptr().add(oc0 * groups),
+                                &init,
+                            )
+                        };
+                        for n in 0..NS {
+                            let o = oc0 + n;
+                            let c = &consts[8 * o..][..6];
+                            let rq: [__m256i; 6] =
+                                core::array::from_fn(|i| _mm256_set1_epi32(c[i]));
+                            for j in 0..$v / 2 {
+                                let (ra, rb) = if left {
+                                    (
+                                        requant8::<true>(acc[2 * j][n], &rq, zpo),
+                                        requant8::<true>(acc[2 * j + 1][n], &rq, zpo),
+                                    )
+                                } else {
+                                    (
+                                        requant8::<false>(acc[2 * j][n], &rq, zpo),
+                                        requant8::<false>(acc[2 * j + 1][n], &rq, zpo),
+                                    )
+                                };
+                                // (pixels 0-3, 8-11) and (4-7, 12-15) pack, lane by lane,
+                                // to 0..16.
+                                let h = _mm256_packs_epi32(ra, rb);
+                                let b = _mm256_packs_epi16(h, h);
+                                let b = _mm256_permute4x64_epi64::<0b11_01_10_00>(b);
+                                // SAFETY: 16 bytes at 16 (SB blk + j) < ostr in channel
+                                // o < ocp8's row.
+                                unsafe {
+                                    _mm_storeu_si128(
+                                        chunk
+                                            .as_mut_ptr()
+                                            .add(o * dm.ostr + 16 * (SB * blk + j))
+                                            .cast(),
+                                        _mm256_castsi256_si128(b),
+                                    )
+                                };
+                            }
+                        }
+                    }};
+                }
+                if SB == 1 {
+                    block!(2)
+                } else {
+                    block!(4)
                 }
                 oc0 += NS;
             }

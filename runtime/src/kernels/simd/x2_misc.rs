@@ -627,7 +627,7 @@ pub(crate) unsafe fn requant_s8(
         // SAFETY: each row of c holds 8 i32.
         let v: [__m256i; 7] =
             core::array::from_fn(|k| unsafe { _mm256_loadu_si256(c[k].as_ptr().cast()) });
-        let r = super::x2::requant8(v[6], &[v[0], v[1], v[2], v[3], v[4], v[5]], zpv);
+        let r = super::x2::requant8::<true>(v[6], &[v[0], v[1], v[2], v[3], v[4], v[5]], zpv);
         let r = _mm256_max_epi32(
             _mm256_min_epi32(r, _mm256_set1_epi32(127)),
             _mm256_set1_epi32(-128),
