@@ -353,6 +353,14 @@ impl Pool2 for f32 {
     }
     #[inline(always)]
     fn pool_any(src: &[f32], pw: usize, pk: usize, kind: PoolKind, dst: &mut [f32]) {
+        if kind == PoolKind::Max && pk > 2 {
+            // Maxima of the window's columns (vectorised), then of those: the maximum of the
+            // window's non-NaN values, as `f32::max` folds them (in another order, which
+            // only a tie of +0 and -0 could tell).
+            return pool_columns(src, pw, pk, dst, f32::NEG_INFINITY, f32::max, |v| {
+                v.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b))
+            });
+        }
         let inv = 1.0 / (pk * pk) as f32;
         for (px, y) in dst.iter_mut().enumerate() {
             let at = |ky: usize, kx: usize| src[ky * pw + px * pk + kx];
@@ -450,6 +458,38 @@ impl Pool2 for i8 {
     }
     #[inline(always)]
     fn pool_any(src: &[i8], pw: usize, pk: usize, kind: PoolKind, dst: &mut [i8]) {
+        if pk > 2 {
+            // Columns first (vectorised), then each window: exact in any order.
+            let n = (pk * pk) as i32;
+            return match kind {
+                PoolKind::Max => pool_columns(src, pw, pk, dst, i8::MIN, i8::max, |v| {
+                    v.iter().fold(i8::MIN, |a, b| a.max(*b))
+                }),
+                PoolKind::Avg => {
+                    let mut sums = [0i16; COLS];
+                    let mut px0 = 0;
+                    while px0 < dst.len() {
+                        let m = (dst.len() - px0).min(COLS / pk);
+                        let cols = &mut sums[..m * pk];
+                        cols.fill(0);
+                        for ky in 0..pk {
+                            let row = &src[ky * pw + px0 * pk..][..m * pk];
+                            for (a, b) in cols.iter_mut().zip(row) {
+                                *a += i16::from(*b);
+                            }
+                        }
+                        for (j, y) in dst[px0..px0 + m].iter_mut().enumerate() {
+                            let s: i32 = cols[j * pk..(j + 1) * pk]
+                                .iter()
+                                .map(|v| i32::from(*v))
+                                .sum();
+                            *y = avg_round(s, n);
+                        }
+                        px0 += m;
+                    }
+                }
+            };
+        }
         for (px, y) in dst.iter_mut().enumerate() {
             let at = |ky: usize, kx: usize| src[ky * pw + px * pk + kx];
             *y = match kind {
@@ -473,6 +513,41 @@ impl Pool2 for i8 {
                 }
             };
         }
+    }
+}
+
+/// Columns of a pooled row [`pool_columns`] reduces at a time (a multiple of 3 and 4).
+const COLS: usize = 240;
+
+/// `pk x pk` pooling of rows `src[ky pw..]` into `dst`: each column of the windows reduced
+/// over the `pk` rows with `op` from `init` (a loop the compiler vectorises), then each
+/// window's `pk` column results with `fold`.
+#[inline(always)]
+fn pool_columns<T: Copy>(
+    src: &[T],
+    pw: usize,
+    pk: usize,
+    dst: &mut [T],
+    init: T,
+    op: impl Fn(T, T) -> T,
+    fold: impl Fn(&[T]) -> T,
+) {
+    let mut buf = [init; COLS];
+    let mut px0 = 0;
+    while px0 < dst.len() {
+        let m = (dst.len() - px0).min(COLS / pk);
+        let cols = &mut buf[..m * pk];
+        cols.fill(init);
+        for ky in 0..pk {
+            let row = &src[ky * pw + px0 * pk..][..m * pk];
+            for (a, b) in cols.iter_mut().zip(row) {
+                *a = op(*a, *b);
+            }
+        }
+        for (j, y) in dst[px0..px0 + m].iter_mut().enumerate() {
+            *y = fold(&cols[j * pk..(j + 1) * pk]);
+        }
+        px0 += m;
     }
 }
 
