@@ -518,7 +518,10 @@ impl<
                 }
             };
         }
-        go!(4, 1);
+        match simd::x2::runs_s8([IC, IH, IW, OC, K, S, D, P]) {
+            2 => go!(2, 2),
+            _ => go!(4, 1),
+        }
         Ok(())
     }
 

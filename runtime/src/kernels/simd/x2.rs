@@ -180,6 +180,25 @@ fn take_as<'a, T: Copy>(buf: &mut &'a mut [u8], n: usize) -> &'a mut [T] {
 // ---------------------------------------------------------------------------------------
 // Padded planes.
 
+/// Runs of 16 pixels per int8 block for shape `sh`: 2 (blocks of 32 pixels x 2 channels:
+/// fewer loads and broadcasts per `vpmaddwd`) when a chunk's positions round up to whole
+/// blocks of 32 as tightly as to blocks of 16, else 1 (16 pixels x 4 channels).
+pub(crate) const fn runs_s8(sh: super::Shape) -> usize {
+    let dm = Dims::new(sh);
+    let rows = dm.chunk_rows(1);
+    let rows = if rows < dm.max_rows() {
+        rows
+    } else {
+        dm.max_rows()
+    };
+    let pos = rows * dm.pw;
+    if pos.div_ceil(32) * 32 <= pos.div_ceil(16) * 16 {
+        2
+    } else {
+        1
+    }
+}
+
 /// Fill padded f32 planes `[ic][rows + ext - 1][pw]` for output rows `oy0..oy0 + rows`
 /// from the `[IC][IH][IW]` input, zero outside it and in the slack.
 #[inline(always)]
