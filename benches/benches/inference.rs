@@ -725,6 +725,13 @@ fn run() {
         simd::active().name(),
         simd::active_s8().name()
     );
+    eprintln!(
+        "kernel scratch (stack of infer): edge {} B int8, {} B float; seed-lab {} B int8, {} B float",
+        2 * models::edge::SCRATCH_S8,
+        4 * models::edge::SCRATCH_F32,
+        2 * models::seed_lab::SCRATCH_S8,
+        4 * models::seed_lab::SCRATCH_F32
+    );
     let mut c = Criterion::default().configure_from_args();
     let fx = fixture().expect("seed-lab fixture");
     if path_label() == "simd" {

@@ -474,6 +474,86 @@ impl<
         Ok(())
     }
 
+    /// Whether the AVX2 flat engine ([`simd::x2`]) runs this layer on this machine: on
+    /// [`Path::Avx2`], as [`Conv2d::x512_takes`] for the AVX-512 one.
+    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    fn x2_takes(int8: bool, zp: i32, pk: usize) -> bool {
+        let path = if int8 {
+            simd::active_s8()
+        } else {
+            simd::active()
+        };
+        path == Path::Avx2
+            && S == 1
+            && pk <= simd::x2::MAX_POOL
+            && (!int8 || (-128..=127).contains(&zp))
+    }
+
+    /// Run the AVX2 int8 engine (after [`Conv2d::x2_takes`] and the length checks).
+    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[allow(clippy::too_many_arguments)]
+    fn x2_s8(
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        q: &QuantArgs<'_>,
+        oy0: usize,
+        rows: usize,
+        scratch: &mut [i16],
+        sink: simd::x2::Sink<'_, i8>,
+    ) -> Result<(), Error> {
+        Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
+        // SAFETY: the i16 scratch viewed as its bytes.
+        let bytes: &mut [u8] = unsafe {
+            core::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast(), 2 * Self::SCRATCH_S8)
+        };
+        macro_rules! go {
+            ($n:literal, $sb:literal) => {
+                // SAFETY: `x2_takes` checked the CPU and the zero point; lengths and scratch
+                // checked.
+                unsafe {
+                    simd::x2::conv_s8::<IC, IH, IW, OC, K, D, P, $n, $sb>(
+                        input, weights, bias, q, oy0, rows, bytes, sink,
+                    )
+                }
+            };
+        }
+        match simd::x2::runs_s8([IC, IH, IW, OC, K, S, D, P]) {
+            2 => go!(2, 2),
+            _ => go!(4, 1),
+        }
+        Ok(())
+    }
+
+    /// Run the AVX2 float engine (after [`Conv2d::x2_takes`] and the length checks).
+    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[allow(clippy::too_many_arguments)]
+    fn x2_f32<W: FloatWeight>(
+        input: &[f32],
+        weights: &[W],
+        bias: &[f32],
+        slope: f32,
+        oy0: usize,
+        rows: usize,
+        scratch: &mut [f32],
+        sink: simd::x2::Sink<'_, f32>,
+    ) -> Result<(), Error> {
+        Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
+        let s = &mut scratch[..Self::SCRATCH_F32];
+        macro_rules! go {
+            ($n:literal, $v:literal) => {
+                // SAFETY: `x2_takes` checked the CPU; lengths and scratch checked.
+                unsafe {
+                    simd::x2::conv_f32::<W, IC, IH, IW, OC, K, D, P, $n, $v>(
+                        input, weights, bias, slope, oy0, rows, s, sink,
+                    )
+                }
+            };
+        }
+        go!(4, 2);
+        Ok(())
+    }
+
     #[allow(dead_code)]
     fn check_scratch(need: usize, got: usize) -> Result<(), Error> {
         if got < need {
@@ -531,6 +611,11 @@ impl<
         if Self::x512_takes(false, 0, 1) {
             let sink = simd::x512::Sink::Rows(out);
             return Self::x512_f32(input, weights, bias, slope, oy0, rows, scratch, sink);
+        }
+        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        if Self::x2_takes(false, 0, 1) {
+            let sink = simd::x2::Sink::Rows(out);
+            return Self::x2_f32(input, weights, bias, slope, oy0, rows, scratch, sink);
         }
         match simd::active() {
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
@@ -631,6 +716,11 @@ impl<
         if Self::x512_takes(true, zp, 1) {
             let sink = simd::x512::Sink::Rows(out);
             return Self::x512_s8(input, weights, bias, q, oy0, rows, scratch, sink);
+        }
+        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        if Self::x2_takes(true, zp, 1) {
+            let sink = simd::x2::Sink::Rows(out);
+            return Self::x2_s8(input, weights, bias, q, oy0, rows, scratch, sink);
         }
         match simd::active_s8() {
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
@@ -767,6 +857,12 @@ impl<
             let sink = simd::x512::Sink::Pool { kind, pk: PK, out };
             return Self::x512_f32(input, weights, bias, slope, 0, Self::OH, scratch, sink);
         }
+        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        if Self::x2_takes(false, 0, PK) {
+            Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
+            let sink = simd::x2::Sink::Pool { kind, pk: PK, out };
+            return Self::x2_f32(input, weights, bias, slope, 0, Self::OH, scratch, sink);
+        }
         let inv = 1.0 / (PK * PK) as f32;
         for py in 0..Self::OH / PK {
             Self::f32_rows_inner(input, weights, bias, slope, py * PK, line, scratch, py == 0)?;
@@ -802,6 +898,13 @@ impl<
             q.check(OC)?;
             let sink = simd::x512::Sink::Pool { kind, pk: PK, out };
             return Self::x512_s8(input, weights, bias, q, 0, Self::OH, scratch, sink);
+        }
+        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        if Self::x2_takes(true, q.input_zero_point, PK) {
+            Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
+            q.check(OC)?;
+            let sink = simd::x2::Sink::Pool { kind, pk: PK, out };
+            return Self::x2_s8(input, weights, bias, q, 0, Self::OH, scratch, sink);
         }
         let n = (PK * PK) as i32;
         for py in 0..Self::OH / PK {

@@ -170,7 +170,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 Ok(())
             }
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-            Path::Avx2 => {
+            Path::Avx2 if OUT >= 8 => {
                 out.copy_from_slice(bias);
                 // SAFETY: `active` checked AVX2/FMA/F16C; lengths checked above.
                 unsafe {
@@ -259,6 +259,13 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 // both tables cover outputs o0..o0 + acc.len().
                 unsafe { simd::x512_misc::requant_s8(acc, pos, neg, q.output_zero_point, out) };
             }
+            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            Path::Avx2 if OUT >= 8 => {
+                let (pos, neg) = (&q.requant_pos[o0..], &q.requant_neg[o0..]);
+                // SAFETY: `active_s8` checked AVX2; `q.check(OUT)` makes both tables cover
+                // outputs o0..o0 + acc.len().
+                unsafe { simd::x2_misc::requant_s8(acc, pos, neg, q.output_zero_point, out) };
+            }
             _ => {
                 for (i, y) in out.iter_mut().enumerate() {
                     *y = q.output(o0 + i, acc[i]);
@@ -279,9 +286,16 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 unsafe { simd::x512_misc::dense_s8(input, zp, weights, OUT, o0, acc) };
             }
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-            Path::Avx2 => {
+            Path::Avx2 if OUT >= 8 => {
                 // SAFETY: `active_s8` checked AVX2; outputs o0.. of the [IN][OUT] weights.
-                unsafe { simd::x86::dense_s8(input, zp, weights, OUT, o0, acc) };
+                // The pairwise `vpmaddwd` kernel needs `x - zp` in i16 (any int8 zero point).
+                unsafe {
+                    if (-128..=127).contains(&zp) {
+                        simd::x2_misc::dense_s8(input, zp, weights, OUT, o0, acc)
+                    } else {
+                        simd::x86::dense_s8(input, zp, weights, OUT, o0, acc)
+                    }
+                };
             }
             #[cfg(all(
                 target_arch = "aarch64",

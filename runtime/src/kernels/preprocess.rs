@@ -74,19 +74,23 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             return Ok(());
         }
         #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-        if simd::active_s8() == Path::Avx512 {
+        if matches!(simd::active_s8(), Path::Avx512 | Path::Avx2) {
+            let avx512 = simd::active_s8() == Path::Avx512;
             for (b, (c, o)) in counts
                 .chunks_exact(plane)
                 .zip(out.chunks_exact_mut(plane))
                 .enumerate()
             {
                 let scale = self.band_scale[b];
-                // SAFETY: `active_s8` checked the AVX-512 features; `c` and `o` have the same
-                // length.
+                let slow = |n| q.quantize(log1p_count(n) * scale);
+                // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; `c` and `o`
+                // have the same length.
                 unsafe {
-                    simd::x512_misc::quantize_s8(c, scale, q, o, |n| {
-                        q.quantize(log1p_count(n) * scale)
-                    });
+                    if avx512 {
+                        simd::x512_misc::quantize_s8(c, scale, q, o, slow);
+                    } else {
+                        simd::x2_misc::quantize_s8(c, scale, q, o, slow);
+                    }
                 }
             }
             return Ok(());
@@ -117,7 +121,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
         #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-        if K == 2 && simd::active() == Path::Avx512 {
+        if K == 2 && matches!(simd::active(), Path::Avx512 | Path::Avx2) {
             self.pooled2_f32_x512::<H, W, K>(kind, counts, out);
             return Ok(());
         }
@@ -149,7 +153,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
         #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-        if simd::active_s8() == Path::Avx512 {
+        if matches!(simd::active_s8(), Path::Avx512 | Path::Avx2) {
             self.pooled_s8_x512::<H, W, K>(kind, counts, q, out);
             return Ok(());
         }
@@ -190,6 +194,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         let per_band = Pool2d::<1, H, W, K>::OUT_LEN;
         let max = kind == PoolKind::Max;
         let inv = 1.0 / (K * K) as f32;
+        let avx512 = simd::active() == Path::Avx512;
         for (b, (c, o)) in counts
             .chunks_exact(H * W)
             .zip(out.chunks_exact_mut(per_band))
@@ -206,11 +211,17 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 }),
             };
             let mut table = [0.0f32; 256];
-            // SAFETY: `active` checked the AVX-512 features; with K = 2 (so W / 2 >= 1 as
-            // W >= K) the band holds H W >= (2 OH - 1) W + 2 OW counts and `o` OH OW outputs.
+            // SAFETY: `active` checked the AVX-512 (or AVX2) features; with K = 2 (so W / 2
+            // >= 1 as W >= K) the band holds H W >= (2 OH - 1) W + 2 OW counts and `o` OH OW
+            // outputs.
             unsafe {
-                simd::x512_misc::f32_table(scale, max, &mut table);
-                simd::x512_misc::pool2_f32(c, W, W / 2, &table, max, o, redo);
+                if avx512 {
+                    simd::x512_misc::f32_table(scale, max, &mut table);
+                    simd::x512_misc::pool2_f32(c, W, W / 2, &table, max, o, redo);
+                } else {
+                    simd::x2_misc::f32_table(scale, max, &mut table);
+                    simd::x2_misc::pool2_f32(c, W, W / 2, &table, max, o, redo);
+                }
             }
         }
     }
@@ -229,6 +240,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     ) {
         let per_band = Pool2d::<1, H, W, K>::OUT_LEN;
         let n = (K * K) as i32;
+        let avx512 = simd::active_s8() == Path::Avx512;
         for (b, (c, o)) in counts
             .chunks_exact(H * W)
             .zip(out.chunks_exact_mut(per_band))
@@ -254,14 +266,26 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                     }
                 };
                 let max = kind == PoolKind::Max;
-                // SAFETY: `active_s8` checked the AVX-512 features; with K = 2 (so W / 2 >= 1
-                // as W >= K) the band holds H W >= (2 OH - 1) W + 2 OW counts and `o` OH OW
-                // outputs.
-                unsafe { simd::x512_misc::pool2_s8(c, W, W / 2, scale, q, max, o, redo) };
+                // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; with K = 2 (so
+                // W / 2 >= 1 as W >= K) the band holds H W >= (2 OH - 1) W + 2 OW counts and
+                // `o` OH OW outputs.
+                unsafe {
+                    if avx512 {
+                        simd::x512_misc::pool2_s8(c, W, W / 2, scale, q, max, o, redo);
+                    } else {
+                        simd::x2_misc::pool2_s8(c, W, W / 2, scale, q, max, o, redo);
+                    }
+                }
             } else {
                 let mut table = [0i8; 256];
-                // SAFETY: `active_s8` checked the AVX-512 features.
-                unsafe { simd::x512_misc::quant_table(scale, q, &mut table) };
+                // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features.
+                unsafe {
+                    if avx512 {
+                        simd::x512_misc::quant_table(scale, q, &mut table);
+                    } else {
+                        simd::x2_misc::quant_table(scale, q, &mut table);
+                    }
+                }
                 let get = |i: usize| value(&table, c[i]);
                 match kind {
                     PoolKind::Max => {

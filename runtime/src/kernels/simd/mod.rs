@@ -24,6 +24,12 @@
 pub(crate) mod x86;
 
 #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+pub(crate) mod x2;
+
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+pub(crate) mod x2_misc;
+
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
 pub(crate) mod x512;
 
 #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
@@ -125,7 +131,11 @@ pub const fn scratch_f32(sh: Shape) -> usize {
     if !COMPILED_F32 {
         0
     } else if cfg!(target_arch = "x86_64") {
-        max_len([direct_len(sh, false), x512_len(sh, false)])
+        max_len([
+            direct_len(sh, false),
+            x512_len(sh, false),
+            x2_len(sh, false),
+        ])
     } else {
         PIX * padded(sh[0] * sh[4] * sh[4])
     }
@@ -136,7 +146,7 @@ pub const fn scratch_s8(sh: Shape) -> usize {
     if !COMPILED_S8 {
         0
     } else if cfg!(target_arch = "x86_64") {
-        max_len([direct_len(sh, true), x512_len(sh, true)])
+        max_len([direct_len(sh, true), x512_len(sh, true), x2_len(sh, true)])
     } else {
         PIX * padded(sh[0] * sh[4] * sh[4])
     }
@@ -149,6 +159,22 @@ const fn x512_len(sh: Shape, int8: bool) -> usize {
     #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
     if sh[5] == 1 {
         let d = x512::Dims::new(sh);
+        return if int8 {
+            d.bytes_s8().div_ceil(2)
+        } else {
+            d.len_f32()
+        };
+    }
+    0
+}
+
+/// Scratch of the AVX2 flat engine (stride-1 convolutions only): f32 values, or i16 values
+/// holding its bytes for int8.
+#[allow(unused_variables)]
+const fn x2_len(sh: Shape, int8: bool) -> usize {
+    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    if sh[5] == 1 {
+        let d = x2::Dims::new(sh);
         return if int8 {
             d.bytes_s8().div_ceil(2)
         } else {

@@ -111,7 +111,8 @@ impl Wide for f16 {
 }
 
 /// Dense layer, weights `[IN][OUT]`: `acc[o] += sum_i x[i] w[i OUT + o]`, each lane summing in
-/// input order (as the reference, with fused multiply-add).
+/// input order (as the reference, with fused multiply-add). Up to 64 outputs (8 vectors, 8
+/// independent FMA chains: enough to hide the FMA latency) per pass over the inputs.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be available; `w.len() == x.len() * acc.len()`.
@@ -120,27 +121,46 @@ pub(crate) unsafe fn dense_f32<W: Wide>(x: &[f32], w: &[W], acc: &mut [f32]) {
     let out = acc.len();
     let mut o = 0;
     while o < out {
-        let n = (out - o).min(8);
-        let mut tmp = [0.0f32; 8];
+        let n = (out - o).min(64);
+        let nv = n.div_ceil(8);
+        let mut tmp = [0.0f32; 64];
         tmp[..n].copy_from_slice(&acc[o..o + n]);
-        // SAFETY: tmp holds 8 values.
-        let mut a = unsafe { _mm256_loadu_ps(tmp.as_ptr()) };
-        for (i, &xi) in x.iter().enumerate() {
-            let row = w[i * out + o..i * out + o + n].as_ptr();
-            // SAFETY: n values readable at row (n == 8 for the full load).
-            let wv = unsafe {
-                if n == 8 {
-                    W::load8(row)
-                } else {
-                    W::load_tail(row, n)
+        // SAFETY: tmp holds 64 values.
+        let mut a: [__m256; 8] =
+            core::array::from_fn(|v| unsafe { _mm256_loadu_ps(tmp.as_ptr().add(8 * v)) });
+        if n == 64 {
+            for (i, &xi) in x.iter().enumerate() {
+                let row = w[i * out + o..i * out + o + 64].as_ptr();
+                let xv = _mm256_set1_ps(xi);
+                for (v, s) in a.iter_mut().enumerate() {
+                    // SAFETY: 64 values readable at row.
+                    *s = _mm256_fmadd_ps(unsafe { W::load8(row.add(8 * v)) }, xv, *s);
                 }
-            };
-            a = _mm256_fmadd_ps(wv, _mm256_set1_ps(xi), a);
+            }
+        } else {
+            for (i, &xi) in x.iter().enumerate() {
+                let row = &w[i * out + o..i * out + o + n];
+                let xv = _mm256_set1_ps(xi);
+                for (v, s) in a.iter_mut().enumerate().take(nv) {
+                    let m = (n - 8 * v).min(8);
+                    // SAFETY: m values readable at 8 v of row (m == 8 for the full load).
+                    let wv = unsafe {
+                        if m == 8 {
+                            W::load8(row.as_ptr().add(8 * v))
+                        } else {
+                            W::load_tail(row.as_ptr().add(8 * v), m)
+                        }
+                    };
+                    *s = _mm256_fmadd_ps(wv, xv, *s);
+                }
+            }
         }
-        // SAFETY: tmp holds 8 values.
-        unsafe { _mm256_storeu_ps(tmp.as_mut_ptr(), a) };
+        for (v, s) in a.iter().enumerate() {
+            // SAFETY: tmp holds 64 values.
+            unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * v), *s) };
+        }
         acc[o..o + n].copy_from_slice(&tmp[..n]);
-        o += 8;
+        o += 64;
     }
 }
 
