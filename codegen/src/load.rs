@@ -25,7 +25,10 @@
 use crate::arch::{Layer, Shape, analyze};
 use crate::export::arch_hash;
 use crate::interp::FloatPath;
-use crate::model::{ConvGeom, ConvOp, DenseOp, FoldedModel, Op, PreprocessDesc, SigmaCalibration};
+use crate::model::{
+    AuxQuantity, ConvGeom, ConvOp, DenseOp, ExtraInput, FoldedModel, Op, PreprocessDesc,
+    SigmaCalibration,
+};
 use crate::quantize::{QConv, QDense, QHead, QLeaky, QOp, QuantModel};
 use anyhow::{Context, Result, bail, ensure};
 use runtime::blob::{Blob, Dtype, Elem, Header};
@@ -239,6 +242,9 @@ impl ArchDescription {
         let stats = analyze(self.input, &self.layers)?;
         let mut shape = self.input;
         let mut ops = Vec::with_capacity(self.layers.len());
+        // Auxiliary inputs: their number from the layer list, their kind and constants from
+        // each blob's tensor 0 (exposure is the only kind there is).
+        let mut extra = 0;
         for (i, ((layer, slope), st)) in
             self.layers.iter().zip(&self.slopes).zip(&stats).enumerate()
         {
@@ -272,7 +278,10 @@ impl ArchDescription {
                 }),
                 Layer::Pool2d { kind, size } => Op::Pool2d { kind, size },
                 Layer::GlobalAvgPool => Op::GlobalAvgPool,
-                Layer::FlattenConcatZ => Op::FlattenConcatZ,
+                Layer::FlattenConcatZ { scalars } => {
+                    extra = scalars.saturating_sub(1);
+                    Op::FlattenConcatZ
+                }
                 Layer::LeakyRelu { slope } => Op::LeakyRelu {
                     slope: slope as f32,
                 },
@@ -292,10 +301,19 @@ impl ArchDescription {
                 band_scale: vec![1.0; self.input.c],
                 z_shift: 0.0,
                 z_scale: 1.0,
+                extra: vec![
+                    ExtraInput {
+                        quantity: AuxQuantity::Exposure,
+                        shift: 0.0,
+                        scale: 1.0,
+                    };
+                    extra
+                ],
             },
             sigma_floor: 0.0,
             sigma_calibration: None,
             z_range: crate::model::FULL_Z_RANGE,
+            extra_ranges: vec![AuxQuantity::Exposure.full_range(); extra],
             ops,
         };
         m.shapes()?;
@@ -326,12 +344,30 @@ impl Decoded {
         }
     }
 
-    /// Estimate one cluster from raw counts `[band][y][x]` and its redshift.
-    pub fn predict(&self, counts: &[u16], z: f32) -> Result<crate::interp::Prediction> {
+    /// Estimate one cluster from raw counts `[band][y][x]` and its raw scalar inputs
+    /// (`[z, extra...]`, [`Decoded::preprocess`]`.scalar_names()`).
+    pub fn predict(&self, counts: &[u16], scalars: &[f32]) -> Result<crate::interp::Prediction> {
         match self {
-            Decoded::Float(m, path) => m.predict(counts, z, *path),
-            Decoded::Int8(q) => q.predict(counts, z),
+            Decoded::Float(m, path) => m.predict(counts, scalars, *path),
+            Decoded::Int8(q) => q.predict(counts, scalars),
         }
+    }
+
+    /// The preprocessing (band scales and scalar inputs).
+    pub fn preprocess(&self) -> &PreprocessDesc {
+        match self {
+            Decoded::Float(m, _) => &m.preprocess,
+            Decoded::Int8(q) => &q.preprocess,
+        }
+    }
+
+    /// The training ranges the blob records: redshift, then each auxiliary input's.
+    pub fn scalar_ranges(&self) -> Vec<[f32; 2]> {
+        let (z, extra) = match self {
+            Decoded::Float(m, _) => (m.z_range, &m.extra_ranges),
+            Decoded::Int8(q) => (q.z_range, &q.extra_ranges),
+        };
+        std::iter::once(z).chain(extra.iter().copied()).collect()
     }
 }
 
@@ -339,7 +375,12 @@ impl Decoded {
 /// the layout of [`float_tensors`](crate::export::float_tensors) and
 /// [`int8_tensors`](crate::export::int8_tensors).
 pub fn expected_tensors(skel: &FoldedModel, dtype: Dtype) -> Vec<(Elem, usize)> {
-    let mut out = vec![(Elem::F32, runtime::model::Meta::<0>::LEN + skel.input.c)];
+    let mut out = vec![(
+        Elem::F32,
+        runtime::model::Meta::<0>::LEN
+            + skel.input.c
+            + runtime::model::ExtraScalar::LEN * skel.preprocess.extra.len(),
+    )];
     let n = skel.ops.len();
     match dtype {
         Dtype::F32 | Dtype::F16 => {
@@ -415,7 +456,8 @@ pub fn decode(skel: &FoldedModel, bytes: &[u8]) -> Result<Decoded> {
     let b = Blob::parse(view, dtype, want, &expected_tensors(skel, dtype))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut r = Reader { b, next: 0 };
-    let (preprocess, sigma_floor, sigma_calibration, z_range) = r.meta(skel.input.c)?;
+    let (preprocess, sigma_floor, sigma_calibration, z_range, extra_ranges) =
+        r.meta(skel.input.c, skel.preprocess.extra.len())?;
     match dtype {
         Dtype::F32 | Dtype::F16 => {
             let mut m = skel.clone();
@@ -436,6 +478,7 @@ pub fn decode(skel: &FoldedModel, bytes: &[u8]) -> Result<Decoded> {
             m.sigma_floor = sigma_floor;
             m.sigma_calibration = sigma_calibration;
             m.z_range = z_range;
+            m.extra_ranges = extra_ranges;
             let path = if dtype == Dtype::F16 {
                 FloatPath::F16
             } else {
@@ -546,6 +589,7 @@ pub fn decode(skel: &FoldedModel, bytes: &[u8]) -> Result<Decoded> {
                 sigma_floor,
                 sigma_calibration,
                 z_range,
+                extra_ranges,
                 shapes: skel.shapes()?,
                 ranges: tensor_q
                     .iter()
@@ -642,19 +686,44 @@ impl Reader<'_> {
         Ok(v.to_vec())
     }
     /// Tensor 0, checked by the runtime's own `Meta::from_slice` (one band at a time, so any
-    /// band count works): preprocessing, sigma floor and calibration, accepted redshifts.
+    /// band count works) and `ExtraScalar::from_slice`: preprocessing, sigma floor and
+    /// calibration, training redshifts, `extra` auxiliary inputs and their ranges.
     #[allow(clippy::type_complexity)]
     fn meta(
         &mut self,
         bands: usize,
-    ) -> Result<(PreprocessDesc, f64, Option<SigmaCalibration>, [f32; 2])> {
+        extra: usize,
+    ) -> Result<(
+        PreprocessDesc,
+        f64,
+        Option<SigmaCalibration>,
+        [f32; 2],
+        Vec<[f32; 2]>,
+    )> {
         let i = self.take();
         let v = self.b.f32(i).context("tensor 0: not f32")?;
+        let aux_len = runtime::model::ExtraScalar::LEN * extra;
         ensure!(
-            v.len() == bands + runtime::model::Meta::<0>::LEN,
+            v.len() == bands + runtime::model::Meta::<0>::LEN + aux_len,
             "tensor 0: {} model constants",
             v.len()
         );
+        let (v, aux) = v.split_at(v.len() - aux_len);
+        let mut inputs = Vec::with_capacity(extra);
+        let mut ranges = Vec::with_capacity(extra);
+        for (k, c) in aux.chunks_exact(runtime::model::ExtraScalar::LEN).enumerate() {
+            let e = runtime::model::ExtraScalar::from_slice(c).with_context(|| {
+                format!("tensor 0: auxiliary input {}: unusable constants {c:?}", k + 1)
+            })?;
+            inputs.push(ExtraInput {
+                quantity: match e.quantity {
+                    runtime::model::Quantity::Exposure => AuxQuantity::Exposure,
+                },
+                shift: e.shift,
+                scale: e.scale,
+            });
+            ranges.push(e.range);
+        }
         let tail = &v[bands..];
         let mut meta = None;
         for s in &v[..bands] {
@@ -678,10 +747,12 @@ impl Reader<'_> {
                 band_scale: v[..bands].to_vec(),
                 z_shift: m.preprocess.z_shift,
                 z_scale: m.preprocess.z_scale,
+                extra: inputs,
             },
             f64::from(m.sigma_floor),
             calibration,
             m.z_range,
+            ranges,
         ))
     }
 }

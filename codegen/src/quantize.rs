@@ -112,20 +112,20 @@ pub enum RangeMethod {
 }
 
 /// Calibrate on raw count cubes `[band][y][x]` with their redshifts ([`RangeMethod::default`]).
-pub fn calibrate(model: &FoldedModel, inputs: &[(&[u16], f32)]) -> Result<Calibration> {
+pub fn calibrate(model: &FoldedModel, inputs: &[(&[u16], &[f32])]) -> Result<Calibration> {
     calibrate_with(model, inputs, RangeMethod::default())
 }
 
 /// Calibrate on raw count cubes with a given range method.
 pub fn calibrate_with(
     model: &FoldedModel,
-    inputs: &[(&[u16], f32)],
+    inputs: &[(&[u16], &[f32])],
     method: RangeMethod,
 ) -> Result<Calibration> {
     let mut stats = ActivationStats::new(model);
     for (counts, z) in inputs {
-        let (x, zp) = preprocess(&model.preprocess, model.input, counts, *z)?;
-        stats.observe(model, &x, zp)?;
+        let (x, zp) = preprocess(&model.preprocess, model.input, counts, z)?;
+        stats.observe(model, &x, &zp)?;
     }
     stats.calibration(model, method)
 }
@@ -133,11 +133,11 @@ pub fn calibrate_with(
 /// Calibrate on already preprocessed inputs `(x, z')` ([`RangeMethod::default`]).
 pub fn calibrate_preprocessed(
     model: &FoldedModel,
-    inputs: &[(Vec<f32>, f32)],
+    inputs: &[(Vec<f32>, Vec<f32>)],
 ) -> Result<Calibration> {
     let mut stats = ActivationStats::new(model);
     for (x, z) in inputs {
-        stats.observe(model, x, *z)?;
+        stats.observe(model, x, z)?;
     }
     stats.calibration(model, RangeMethod::default())
 }
@@ -152,7 +152,7 @@ impl Calibration {
     }
 
     /// Run the f32 interpreter on one preprocessed input and widen the ranges (min/max).
-    pub fn observe(&mut self, model: &FoldedModel, x: &[f32], z: f32) -> Result<()> {
+    pub fn observe(&mut self, model: &FoldedModel, x: &[f32], z: &[f32]) -> Result<()> {
         let mut trace = Vec::new();
         model.forward_f32(x, z, FloatPath::F32, Some(&mut trace))?;
         ensure!(
@@ -370,7 +370,8 @@ impl Histogram {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActivationStats {
     hists: Vec<Histogram>,
-    /// Range of the preprocessed redshift z' (it must never be clipped).
+    /// Range of the preprocessed scalar inputs (redshift and auxiliary; they must never be
+    /// clipped).
     z_range: (f32, f32),
     samples: usize,
 }
@@ -391,7 +392,7 @@ impl ActivationStats {
     }
 
     /// Run the f32 interpreter on one preprocessed input and record every tensor.
-    pub fn observe(&mut self, model: &FoldedModel, x: &[f32], z: f32) -> Result<()> {
+    pub fn observe(&mut self, model: &FoldedModel, x: &[f32], z: &[f32]) -> Result<()> {
         let mut trace = Vec::new();
         model.forward_f32(x, z, FloatPath::F32, Some(&mut trace))?;
         ensure!(
@@ -408,7 +409,9 @@ impl ActivationStats {
                 h.add(v);
             }
         }
-        self.z_range = (self.z_range.0.min(z), self.z_range.1.max(z));
+        for &z in z {
+            self.z_range = (self.z_range.0.min(z), self.z_range.1.max(z));
+        }
         self.samples += 1;
         Ok(())
     }
@@ -628,6 +631,8 @@ pub struct QuantModel {
     pub sigma_calibration: Option<SigmaCalibration>,
     /// Redshifts the model accepts ([`FoldedModel::z_range`]).
     pub z_range: [f32; 2],
+    /// Training ranges of the auxiliary inputs ([`FoldedModel::extra_ranges`]).
+    pub extra_ranges: Vec<[f32; 2]>,
     /// Activation shapes: `[0]` input, `[i + 1]` output of op `i`.
     pub shapes: Vec<Shape>,
     /// Calibrated f32 ranges, indexed like `shapes`.
@@ -807,6 +812,7 @@ pub fn quantize(model: &FoldedModel, calib: &Calibration) -> Result<QuantModel> 
         sigma_floor: model.sigma_floor,
         sigma_calibration: model.sigma_calibration,
         z_range: model.z_range,
+        extra_ranges: model.extra_ranges.clone(),
         shapes,
         ranges: calib.ranges.clone(),
         tensor_q,
@@ -822,7 +828,7 @@ pub fn quantize(model: &FoldedModel, calib: &Calibration) -> Result<QuantModel> 
 pub fn correct_head_bias(
     q: &mut QuantModel,
     model: &FoldedModel,
-    inputs: &[(&[u16], f32)],
+    inputs: &[(&[u16], &[f32])],
 ) -> Result<[f64; 2]> {
     ensure!(
         !inputs.is_empty(),
@@ -830,9 +836,9 @@ pub fn correct_head_bias(
     );
     let mut diff = [0f64; 2];
     for (counts, z) in inputs {
-        let (x, zp) = preprocess(&model.preprocess, model.input, counts, *z)?;
-        let f = model.forward_f32(&x, zp, FloatPath::F32, None)?;
-        let h = q.forward_s8(&x, zp, None)?;
+        let (x, zp) = preprocess(&model.preprocess, model.input, counts, z)?;
+        let f = model.forward_f32(&x, &zp, FloatPath::F32, None)?;
+        let h = q.forward_s8(&x, &zp, None)?;
         for ((d, hi), fi) in diff.iter_mut().zip(&h.real).zip(&f) {
             *d += f64::from(*hi) - f64::from(*fi);
         }
