@@ -164,7 +164,10 @@ pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<S
         scalar_list(m)
     )?;
     writeln!(w, "pub const SCALARS: usize = {};", m.preprocess.scalars())?;
-    writeln!(w, "/// Names of the scalar inputs (units: redshift; seconds for `exposure_s`).")?;
+    writeln!(
+        w,
+        "/// Names of the scalar inputs (units: redshift; seconds for `exposure_s`)."
+    )?;
     writeln!(
         w,
         "pub const SCALAR_NAMES: [&str; SCALARS] = [{}];",

@@ -545,9 +545,20 @@ pub fn accepted_exposure_range(r: [f64; 2]) -> Result<[f32; 2]> {
         );
     }
     let (lo, hi) = (r[0] as f32, r[1] as f32);
-    let lo = if f64::from(lo) > r[0] { lo.next_down() } else { lo };
-    let hi = if f64::from(hi) < r[1] { hi.next_up() } else { hi };
-    Ok([lo.max(f32::MIN_POSITIVE), hi.min(runtime::model::MAX_EXPOSURE_S)])
+    let lo = if f64::from(lo) > r[0] {
+        lo.next_down()
+    } else {
+        lo
+    };
+    let hi = if f64::from(hi) < r[1] {
+        hi.next_up()
+    } else {
+        hi
+    };
+    Ok([
+        lo.max(f32::MIN_POSITIVE),
+        hi.min(runtime::model::MAX_EXPOSURE_S),
+    ])
 }
 
 /// Pick `opts.samples` clusters of the scoring half (at evenly spaced quantiles of the true

@@ -598,6 +598,7 @@ mod tests {
             input: Shape { c, h, w },
             preprocess,
             sigma_floor: 0.005,
+            extra_ranges: vec![],
             sigma_calibration: None,
             z_range: crate::model::FULL_Z_RANGE,
             ops,
@@ -712,7 +713,7 @@ mod tests {
                 let z = rng.uniform(-1.5, 1.5);
                 for (path, half) in [(FloatPath::F32, false), (FloatPath::F16, true)] {
                     let mut tr = Vec::new();
-                    m.forward_f32(&x, z, path, Some(&mut tr)).unwrap();
+                    m.forward_f32(&x, &[z], path, Some(&mut tr)).unwrap();
                     let want = runtime_float(&m, which, &x, z, half);
                     assert_eq!(tr.len(), want.len());
                     for (t, w) in tr.iter().zip(&want) {
@@ -841,7 +842,12 @@ mod tests {
                     rng.uniform(-1.5, 1.5),
                 )
             };
-            let cal: Vec<_> = (0..20).map(|_| draw(&mut rng)).collect();
+            let cal: Vec<_> = (0..20)
+                .map(|_| {
+                    let (x, z) = draw(&mut rng);
+                    (x, vec![z])
+                })
+                .collect();
             let q = quantize(&m, &calibrate_preprocessed(&m, &cal).unwrap()).unwrap();
             assert!(
                 q.tensor_q.iter().any(|p| p.zero_point != -128),
@@ -850,7 +856,7 @@ mod tests {
             for _ in 0..5 {
                 let (x, z) = draw(&mut rng);
                 let mut tr = Vec::new();
-                let head = q.forward_s8(&x, z, Some(&mut tr)).unwrap();
+                let head = q.forward_s8(&x, &[z], Some(&mut tr)).unwrap();
                 let (want, acc) = runtime_s8(&q, which, &x, z, &tr);
                 assert_eq!(tr.len(), want.len());
                 for (t, w) in tr.iter().zip(&want) {
@@ -864,7 +870,7 @@ mod tests {
                     assert_eq!(head.real[o], h.in_q.scale * h.w_scale[o] * *a as f32);
                 }
                 // And the quantised network approximates the real one.
-                let f = m.forward_f32(&x, z, FloatPath::F32, None).unwrap();
+                let f = m.forward_f32(&x, &[z], FloatPath::F32, None).unwrap();
                 for o in 0..2 {
                     assert!(
                         (head.real[o] - f[o]).abs() < 0.05 * (1.0 + f[o].abs()),
@@ -886,8 +892,8 @@ mod tests {
         let mut differs = false;
         for _ in 0..20 {
             let (c, z) = synthetic_cube(&mut rng, 10, 50);
-            let a = f.predict(&c, z, FloatPath::F32).unwrap();
-            let b = f.predict(&c, z, FloatPath::F16).unwrap();
+            let a = f.predict(&c, &[z], FloatPath::F32).unwrap();
+            let b = f.predict(&c, &[z], FloatPath::F16).unwrap();
             differs |= a.raw != b.raw;
             assert!((a.mu - b.mu).abs() <= 1e-2 * a.mu.abs(), "{a:?} {b:?}");
             assert!((a.sigma - b.sigma).abs() <= 1e-2 * a.sigma, "{a:?} {b:?}");
@@ -902,7 +908,7 @@ mod tests {
             .fold_batch_norm()
             .unwrap();
         let (c, z) = synthetic_cube(&mut Rng::new(3), 10, 50);
-        let (x, zp) = preprocess(&f.preprocess, f.input, &c, z).unwrap();
+        let (x, zp) = preprocess(&f.preprocess, f.input, &c, &[z]).unwrap();
         let p = f.preprocess.clone();
         let r = Preprocess::<10> {
             band_scale: p.band_scale.clone().try_into().unwrap(),
@@ -912,8 +918,8 @@ mod tests {
         let mut y = vec![0f32; c.len()];
         r.counts_f32(&c, &mut y).unwrap();
         assert_eq!(bits(&x), bits(&y));
-        assert_eq!(zp, (z - p.z_shift) * p.z_scale);
-        assert!(preprocess(&f.preprocess, f.input, &c[1..], z).is_err());
+        assert_eq!(zp, [(z - p.z_shift) * p.z_scale]);
+        assert!(preprocess(&f.preprocess, f.input, &c[1..], &[z]).is_err());
         let pr = prediction(
             [14.2, 0.3],
             0.005,

@@ -711,9 +711,15 @@ impl Reader<'_> {
         let (v, aux) = v.split_at(v.len() - aux_len);
         let mut inputs = Vec::with_capacity(extra);
         let mut ranges = Vec::with_capacity(extra);
-        for (k, c) in aux.chunks_exact(runtime::model::ExtraScalar::LEN).enumerate() {
+        for (k, c) in aux
+            .chunks_exact(runtime::model::ExtraScalar::LEN)
+            .enumerate()
+        {
             let e = runtime::model::ExtraScalar::from_slice(c).with_context(|| {
-                format!("tensor 0: auxiliary input {}: unusable constants {c:?}", k + 1)
+                format!(
+                    "tensor 0: auxiliary input {}: unusable constants {c:?}",
+                    k + 1
+                )
             })?;
             inputs.push(ExtraInput {
                 quantity: match e.quantity {
@@ -816,10 +822,10 @@ mod tests {
         };
         assert_eq!(float_tensors(back16, true), float_tensors(&m, true));
         for (c, z) in cubes(4, 5) {
-            let a = m.predict(&c, z, FloatPath::F32).unwrap();
-            assert_eq!(back.predict(&c, z, FloatPath::F32).unwrap(), a);
-            let a16 = m.predict(&c, z, FloatPath::F16).unwrap();
-            assert_eq!(d16.predict(&c, z).unwrap(), a16);
+            let a = m.predict(&c, &[z], FloatPath::F32).unwrap();
+            assert_eq!(back.predict(&c, &[z], FloatPath::F32).unwrap(), a);
+            let a16 = m.predict(&c, &[z], FloatPath::F16).unwrap();
+            assert_eq!(d16.predict(&c, &[z]).unwrap(), a16);
         }
     }
 
@@ -829,7 +835,10 @@ mod tests {
     fn int8_blobs_round_trip() {
         let m = e30();
         let cal = cubes(1, 20);
-        let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let refs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .map(|(c, z)| (c.as_slice(), std::slice::from_ref(z)))
+            .collect();
         let q = quantize(&m, &calibrate(&m, &refs).unwrap()).unwrap();
         let bytes = write(Dtype::Int8, arch_hash(&m), &int8_tensors(&m, &q));
         let skel = description(&m).skeleton().unwrap();
@@ -859,7 +868,10 @@ mod tests {
             assert_eq!(p.quantize(r.1), 127);
         }
         for (c, z) in cubes(2, 5) {
-            assert_eq!(back.predict(&c, z).unwrap(), q.predict(&c, z).unwrap());
+            assert_eq!(
+                back.predict(&c, &[z]).unwrap(),
+                q.predict(&c, &[z]).unwrap()
+            );
         }
     }
 
@@ -929,7 +941,10 @@ mod tests {
         };
         assert_eq!(back.z_range, [0.1, 0.9]);
         let cal = cubes(1, 8);
-        let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let refs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .map(|(c, z)| (c.as_slice(), std::slice::from_ref(z)))
+            .collect();
         let q = quantize(&m, &calibrate(&m, &refs).unwrap()).unwrap();
         let good = int8_tensors(&m, &q);
         let Decoded::Int8(back) = decode(&skel, &write(Dtype::Int8, h, &good)).unwrap() else {

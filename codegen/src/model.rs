@@ -787,7 +787,7 @@ mod tests {
         );
         let x: Vec<f32> = (0..ic * h * w).map(|_| rng.uniform(-2.0, 2.0)).collect();
         let mut trace = Vec::new();
-        f.forward_f32(&x, 0.3, crate::interp::FloatPath::F32, Some(&mut trace))
+        f.forward_f32(&x, &[0.3], crate::interp::FloatPath::F32, Some(&mut trace))
             .unwrap();
         let got = &trace[1].data;
         let g = |n: &str, i: usize| f64::from(t[n].data[i]);

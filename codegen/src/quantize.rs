@@ -877,14 +877,17 @@ mod tests {
     fn e30_int8_tracks_f32() {
         let f = Model::load(e30_dir()).unwrap().fold_batch_norm().unwrap();
         let cal = cubes(1, 100);
-        let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let refs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .map(|(c, z)| (c.as_slice(), std::slice::from_ref(z)))
+            .collect();
         let q = quantize(&f, &calibrate(&f, &refs).unwrap()).unwrap();
         let (mut worst, mut sum, mut worst_s, mut spread) =
             (0f64, 0f64, 0f64, (f64::INFINITY, f64::NEG_INFINITY));
         let test = cubes(2, 50);
         for (c, z) in &test {
-            let a = f.predict(c, *z, FloatPath::F32).unwrap();
-            let b = q.predict(c, *z).unwrap();
+            let a = f.predict(c, &[*z], FloatPath::F32).unwrap();
+            let b = q.predict(c, &[*z]).unwrap();
             worst = worst.max((a.mu - b.mu).abs());
             sum += (a.mu - b.mu).abs();
             worst_s = worst_s.max((a.sigma - b.sigma).abs() / a.sigma);
@@ -911,7 +914,10 @@ mod tests {
             c.weight[..per].fill(0.0);
         }
         let cal = cubes(3, 20);
-        let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let refs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .map(|(c, z)| (c.as_slice(), std::slice::from_ref(z)))
+            .collect();
         let calib = calibrate(&f, &refs).unwrap();
         let q = quantize(&f, &calib).unwrap();
         let (Op::Conv2d(c), QOp::Conv2d(qc)) = (&f.ops[1], &q.ops[1]) else {
@@ -944,7 +950,7 @@ mod tests {
         assert_eq!(q.tensor_q[6], q.tensor_q[8], "last conv -> pool -> concat");
         let zs: Vec<f32> = refs
             .iter()
-            .map(|(c, z)| preprocess(&f.preprocess, f.input, c, *z).unwrap().1)
+            .map(|(c, z)| preprocess(&f.preprocess, f.input, c, z).unwrap().1[0])
             .collect();
         let qz = q.tensor_q[8];
         for z in zs {
@@ -982,7 +988,10 @@ mod tests {
         let cubes: Vec<(Vec<u16>, f32)> = (0..60)
             .map(|_| crate::testutil::synthetic_cube(&mut rng, 10, 50))
             .collect();
-        let inputs: Vec<(&[u16], f32)> = cubes.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let inputs: Vec<(&[u16], &[f32])> = cubes
+            .iter()
+            .map(|(c, z)| (c.as_slice(), std::slice::from_ref(z)))
+            .collect();
         let mut q = quantize(&folded, &calibrate(&folded, &inputs[..30]).unwrap()).unwrap();
         correct_head_bias(&mut q, &folded, &inputs).unwrap();
         let after = correct_head_bias(&mut q.clone(), &folded, &inputs).unwrap();
@@ -1003,29 +1012,32 @@ mod tests {
     fn histograms_merge_exactly_and_min_max_is_the_old_calibration() {
         let f = Model::load(e30_dir()).unwrap().fold_batch_norm().unwrap();
         let cal = cubes(7, 12);
-        let pre: Vec<(Vec<f32>, f32)> = cal
+        let pre: Vec<(Vec<f32>, Vec<f32>)> = cal
             .iter()
-            .map(|(c, z)| preprocess(&f.preprocess, f.input, c, *z).unwrap())
+            .map(|(c, z)| preprocess(&f.preprocess, f.input, c, &[*z]).unwrap())
             .collect();
         let mut whole = ActivationStats::new(&f);
         let mut old = Calibration::empty(&f);
         for (x, z) in &pre {
-            whole.observe(&f, x, *z).unwrap();
-            old.observe(&f, x, *z).unwrap();
+            whole.observe(&f, x, z).unwrap();
+            old.observe(&f, x, z).unwrap();
         }
         let (mut a, mut b) = (ActivationStats::new(&f), ActivationStats::new(&f));
         for (x, z) in pre[..5].iter().rev() {
-            b.observe(&f, x, *z).unwrap();
+            b.observe(&f, x, z).unwrap();
         }
         for (x, z) in &pre[5..] {
-            a.observe(&f, x, *z).unwrap();
+            a.observe(&f, x, z).unwrap();
         }
         a.merge(&b).unwrap();
         assert_eq!(a, whole);
         assert_eq!(a.samples(), 12);
         let minmax = whole.calibration(&f, RangeMethod::MinMax).unwrap();
         assert_eq!(minmax, old);
-        let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let refs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .map(|(c, z)| (c.as_slice(), std::slice::from_ref(z)))
+            .collect();
         assert_eq!(
             calibrate(&f, &refs).unwrap(),
             whole.calibration(&f, RangeMethod::default()).unwrap()

@@ -128,7 +128,13 @@ impl ExtraScalar {
     /// The stored form.
     pub fn to_array(&self) -> [f32; 5] {
         let [min, max] = self.range;
-        [self.quantity.code() as f32, self.shift, self.scale, min, max]
+        [
+            self.quantity.code() as f32,
+            self.shift,
+            self.scale,
+            min,
+            max,
+        ]
     }
 }
 
@@ -152,8 +158,14 @@ impl Flags {
     pub const SATURATED: Flags = Flags(1 << 3);
     /// Every flag with its name, in bit order.
     pub const ALL: [(Flags, &'static str); 4] = [
-        (Flags::REDSHIFT_OUTSIDE_TRAINING, "redshift_outside_training"),
-        (Flags::EXPOSURE_OUTSIDE_TRAINING, "exposure_outside_training"),
+        (
+            Flags::REDSHIFT_OUTSIDE_TRAINING,
+            "redshift_outside_training",
+        ),
+        (
+            Flags::EXPOSURE_OUTSIDE_TRAINING,
+            "exposure_outside_training",
+        ),
         (Flags::EMPTY_CUBE, "empty_cube"),
         (Flags::SATURATED, "saturated"),
     ];
@@ -315,7 +327,10 @@ impl<const BANDS: usize, const EXTRA: usize> Meta<BANDS, EXTRA> {
             range: [1.0, 1.0],
         };
         let mut extra = [placeholder; EXTRA];
-        for (e, chunk) in extra.iter_mut().zip(tail[7..].chunks_exact(ExtraScalar::LEN)) {
+        for (e, chunk) in extra
+            .iter_mut()
+            .zip(tail[7..].chunks_exact(ExtraScalar::LEN))
+        {
             *e = ExtraScalar::from_slice(chunk)?;
         }
         Some(Self {
@@ -565,7 +580,15 @@ mod tests {
                 "{z}"
             );
         }
-        for z in [100.0, 1e30, f32::MAX, 20.001, -0.001, f32::NAN, f32::INFINITY] {
+        for z in [
+            100.0,
+            1e30,
+            f32::MAX,
+            20.001,
+            -0.001,
+            f32::NAN,
+            f32::INFINITY,
+        ] {
             assert_eq!(
                 m.scalars(&[z], &mut out),
                 Err(Error::BadScalar { index: 0 }),
