@@ -928,6 +928,104 @@ mod tests {
     /// What the generated `Model::new` refuses, `decode` refuses too (issue 18): int8
     /// biases that can wrap the i32 accumulator, a requantisation whose left shift
     /// overflows, a redshift range beyond the hard limit; and the recorded range survives.
+    /// `e30` with an exposure input: one more row in the first dense layer (weights that
+    /// make the exposure matter), `log10 t` shifted by 3 and scaled by 2, trained on
+    /// 150 s to 20 ks.
+    fn with_exposure() -> FoldedModel {
+        let mut m = e30();
+        let d = m
+            .ops
+            .iter_mut()
+            .find_map(|op| match op {
+                Op::Dense(d) => Some(d),
+                _ => None,
+            })
+            .unwrap();
+        d.n_in += 1;
+        d.weight
+            .extend((0..d.units).map(|o| 0.3 * ((o % 5) as f32 - 2.0)));
+        m.preprocess.extra = vec![ExtraInput {
+            quantity: AuxQuantity::Exposure,
+            shift: 3.0,
+            scale: 2.0,
+        }];
+        m.extra_ranges = vec![[150.0, 20000.0]];
+        m.shapes().unwrap();
+        m
+    }
+
+    /// A model with an auxiliary input: its blobs carry the input's kind, constants and
+    /// training range in tensor 0 (as the runtime's `Meta::<BANDS, 1>` reads them, with the
+    /// very same mapping of the raw exposure as the host's interpreter), they decode back to
+    /// the same model and predictions in f32 and int8, the exposure changes the estimate,
+    /// and a missing or invalid exposure is an error.
+    #[test]
+    fn exposure_inputs_round_trip_through_blobs() {
+        let m = with_exposure();
+        assert_ne!(arch_hash(&m), arch_hash(&e30()), "another architecture");
+        let meta = float_tensors(&m, false).remove(0);
+        let crate::blob::Tensor::F32(v) = meta else {
+            panic!("tensor 0 is f32")
+        };
+        let rt = runtime::model::Meta::<10, 1>::from_slice(&v).expect("the runtime reads it");
+        assert_eq!(rt.extra[0].range, [150.0, 20000.0]);
+        assert!(runtime::model::Meta::<10, 0>::from_slice(&v).is_none());
+        for t in [150.0f32, 640.0, 20000.0, 1e5] {
+            let mut out = [0.0f32; 2];
+            let flags = rt.scalars(&[0.4, t], &mut out).unwrap();
+            let host = crate::interp::preprocess_scalars(&m.preprocess, &[0.4, t]).unwrap();
+            assert_eq!(host[1].to_bits(), out[1].to_bits(), "t = {t}");
+            let want = (f64::from(t).log10() - 3.0) * 2.0;
+            assert!((f64::from(host[1]) - want).abs() < 1e-5);
+            assert_eq!(
+                flags.contains(runtime::model::Flags::EXPOSURE_OUTSIDE_TRAINING),
+                t > 20000.0
+            );
+        }
+        let skel = description(&m).skeleton().unwrap();
+        assert_eq!(skel.preprocess.scalars(), 2);
+        let h = arch_hash(&m);
+        let Decoded::Float(back, _) =
+            decode(&skel, &write(Dtype::F32, h, &float_tensors(&m, false))).unwrap()
+        else {
+            panic!("a float model")
+        };
+        assert_eq!(back.preprocess.extra, m.preprocess.extra);
+        assert_eq!(back.extra_ranges, m.extra_ranges);
+        let cal = cubes(4, 12);
+        let exposures = [200.0f32, 1500.0, 9000.0];
+        let scal: Vec<[f32; 2]> = cal
+            .iter()
+            .enumerate()
+            .map(|(i, (_, z))| [*z, exposures[i % 3]])
+            .collect();
+        let refs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .zip(&scal)
+            .map(|((c, _), s)| (c.as_slice(), s.as_slice()))
+            .collect();
+        let q = quantize(&m, &calibrate(&m, &refs).unwrap()).unwrap();
+        let Decoded::Int8(qb) =
+            decode(&skel, &write(Dtype::Int8, h, &int8_tensors(&m, &q))).unwrap()
+        else {
+            panic!("an int8 model")
+        };
+        assert_eq!(qb.extra_ranges, m.extra_ranges);
+        for (c, s) in &refs {
+            let a = m.predict(c, s, FloatPath::F32).unwrap();
+            assert_eq!(back.predict(c, s, FloatPath::F32).unwrap(), a);
+            assert_eq!(qb.predict(c, s).unwrap(), q.predict(c, s).unwrap());
+            let other = m.predict(c, &[s[0], s[1] * 8.0], FloatPath::F32).unwrap();
+            assert_ne!(other.mu, a.mu, "the exposure is an input");
+        }
+        let (c, z) = &cal[0];
+        assert!(m.predict(c, &[*z], FloatPath::F32).is_err(), "missing exposure");
+        for t in [f32::NAN, 0.0, -10.0, f32::INFINITY] {
+            assert!(m.predict(c, &[*z, t], FloatPath::F32).is_err(), "t = {t}");
+            assert!(q.predict(c, &[*z, t]).is_err(), "t = {t}");
+        }
+    }
+
     #[test]
     fn decode_refuses_what_the_generated_loader_refuses() {
         let mut m = e30();
