@@ -57,6 +57,7 @@ fn read_cached(data: &str, len: usize) -> Result<Vec<Sample>> {
                     .map(|b| u16::from_le_bytes([b[0], b[1]]))
                     .collect(),
                 z: f(i),
+                exposure_s: None,
                 log_mass: Some(f(n + i)),
             })
             .collect());
@@ -128,13 +129,13 @@ impl Scored<'_> {
 /// Int8 mu of every scored cluster.
 fn int8_mu(q: &QuantModel, sc: &Scored, threads: usize) -> Vec<f64> {
     par_map(sc.samples, threads, |s| {
-        q.predict(&s.counts, s.z).unwrap().mu
+        q.predict(&s.counts, &[s.z]).unwrap().mu
     })
 }
 
 /// f32 forward pass with fake quantisation (`dequantize(quantize(v))`) of the tensors
 /// that have parameters in `fq` (`[0]` input, `[i + 1]` op i's output).
-fn forward_fq(m: &FoldedModel, x: &[f32], z: f32, fq: &[Option<QParams>]) -> f32 {
+fn forward_fq(m: &FoldedModel, x: &[f32], z: &[f32], fq: &[Option<QParams>]) -> f32 {
     let shapes = m.shapes().unwrap();
     let fake = |v: &mut [f32], p: &Option<QParams>| {
         if let Some(p) = p {
@@ -152,7 +153,7 @@ fn forward_fq(m: &FoldedModel, x: &[f32], z: f32, fq: &[Option<QParams>]) -> f32
             // point near -128 ties go down, not up as rounding the real value would).
             Op::Pool2d { kind, size } => pool_fq(&cur, s, *kind, *size, *size, &fq[i]),
             Op::GlobalAvgPool => pool_fq(&cur, s, PoolKind::Avg, s.h, s.w, &fq[i]),
-            Op::FlattenConcatZ => cur.iter().copied().chain([z]).collect(),
+            Op::FlattenConcatZ => cur.iter().chain(z).copied().collect(),
             Op::Dense(d) => dense_f32(&cur, d.units, &d.weight, &d.bias, d.slope),
             Op::LeakyRelu { slope } => cur
                 .iter()
@@ -213,8 +214,8 @@ fn with_int8_weights(m: &FoldedModel, q: &QuantModel) -> FoldedModel {
 
 fn fq_mu(m: &FoldedModel, fq: &[Option<QParams>], sc: &Scored, threads: usize) -> Vec<f64> {
     par_map(sc.samples, threads, |s| {
-        let (x, zp) = preprocess(&m.preprocess, m.input, &s.counts, s.z).unwrap();
-        f64::from(forward_fq(m, &x, zp, fq))
+        let (x, zp) = preprocess(&m.preprocess, m.input, &s.counts, &[s.z]).unwrap();
+        f64::from(forward_fq(m, &x, &zp, fq))
     })
 }
 
@@ -261,8 +262,8 @@ fn stats(m: &FoldedModel, cal: &[Sample], threads: usize) -> ActivationStats {
                     let mut st = ActivationStats::new(m);
                     for smp in c {
                         let (x, zp) =
-                            preprocess(&m.preprocess, m.input, &smp.counts, smp.z).unwrap();
-                        st.observe(m, &x, zp).unwrap();
+                            preprocess(&m.preprocess, m.input, &smp.counts, &[smp.z]).unwrap();
+                        st.observe(m, &x, &zp).unwrap();
                     }
                     st
                 })
@@ -315,7 +316,10 @@ fn main() -> Result<()> {
 
     let t = Instant::now();
     let mu32 = par_map(score, threads, |s| {
-        folded.predict(&s.counts, s.z, FloatPath::F32).unwrap().mu
+        folded
+            .predict(&s.counts, &[s.z], FloatPath::F32)
+            .unwrap()
+            .mu
     });
     let sc = Scored {
         samples: score,
@@ -450,7 +454,10 @@ fn main() -> Result<()> {
     }
     if num("pipeline", 1) == 1 {
         let t = Instant::now();
-        let inputs: Vec<(&[u16], f32)> = cal.iter().map(|s| (s.counts.as_slice(), s.z)).collect();
+        let inputs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .map(|s| (s.counts.as_slice(), std::slice::from_ref(&s.z)))
+            .collect();
         let mut q = quantize(&folded, &calibrate(&folded, &inputs)?)?;
         let shift = correct_head_bias(&mut q, &folded, &inputs)?;
         let mu = int8_mu(&q, &sc, threads);

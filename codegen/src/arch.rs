@@ -30,6 +30,17 @@ pub enum PoolKind {
     Avg,
 }
 
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+/// Most scalar inputs a network may take (redshift and auxiliary inputs).
+pub const MAX_SCALARS: usize = 8;
+
 /// One layer of the network's convolutional trunk or dense head.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -56,8 +67,15 @@ pub enum Layer {
     },
     /// Global average pooling to one value per channel.
     GlobalAvgPool,
-    /// Flatten, then append the preprocessed redshift (the lab's concatenation).
-    FlattenConcatZ,
+    /// Flatten, then append the preprocessed scalar inputs (the lab's concatenation of the
+    /// redshift, generalised): the redshift first, then the model's auxiliary inputs
+    /// (`PreprocessDesc::extra`, e.g. log exposure).
+    FlattenConcatZ {
+        /// Number of scalars appended (1: the redshift only; omitted from JSON then, so
+        /// descriptions written before auxiliary inputs read and hash unchanged).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        scalars: usize,
+    },
     /// Fully connected layer.
     Dense {
         /// Output units.
@@ -315,11 +333,18 @@ pub fn analyze(input: Shape, layers: &[Layer]) -> Result<Vec<LayerStats>, ArchEr
                     jump,
                 }
             }
-            Layer::FlattenConcatZ => {
+            Layer::FlattenConcatZ { scalars } => {
+                if !(1..=MAX_SCALARS).contains(&scalars) {
+                    return Err(ArchError::TooLarge {
+                        index,
+                        what: what(),
+                        why: format!("1 to {MAX_SCALARS} scalar inputs"),
+                    });
+                }
                 flat = true;
                 LayerStats {
                     out: Shape {
-                        c: shape.len() + 1,
+                        c: shape.len() + scalars,
                         h: 1,
                         w: 1,
                     },

@@ -70,8 +70,11 @@ pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<S
     // Header.
     writeln!(
         w,
-        "//! Cluster-mass model `{name}`: {} x {} x {} photon counts and a redshift in, log10 M500c and its sigma out.",
-        input.c, input.h, input.w
+        "//! Cluster-mass model `{name}`: {} x {} x {} photon counts and {} in, log10 M500c and its sigma out.",
+        input.c,
+        input.h,
+        input.w,
+        scalar_list(m)
     )?;
     writeln!(w, "//!")?;
     writeln!(
@@ -123,7 +126,12 @@ pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<S
     writeln!(w, "//! let mut arena = [0i8; ARENA_LEN];")?;
     writeln!(
         w,
-        "//! let estimate = model.infer(&counts, redshift, &mut arena)?;"
+        "//! let estimate = model.infer(&counts, &[{}], &mut arena)?;",
+        m.preprocess.scalar_names().join(", ")
+    )?;
+    writeln!(
+        w,
+        "//! if !estimate.flags.is_empty() {{ /* inputs outside the training ranges, empty or saturated cube */ }}"
     )?;
     writeln!(w, "//! ```")?;
     writeln!(
@@ -150,6 +158,26 @@ pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<S
         "/// u16 counts per observation, band-major (`[band][y][x]`)."
     )?;
     writeln!(w, "pub const INPUT_LEN: usize = BANDS * HEIGHT * WIDTH;")?;
+    writeln!(
+        w,
+        "/// Scalar inputs `infer` takes, in order: {}.",
+        scalar_list(m)
+    )?;
+    writeln!(w, "pub const SCALARS: usize = {};", m.preprocess.scalars())?;
+    writeln!(
+        w,
+        "/// Names of the scalar inputs (units: redshift; seconds for `exposure_s`)."
+    )?;
+    writeln!(
+        w,
+        "pub const SCALAR_NAMES: [&str; SCALARS] = [{}];",
+        m.preprocess
+            .scalar_names()
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
     writeln!(
         w,
         "/// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan."
@@ -444,7 +472,7 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     )?;
     writeln!(w, "#[derive(Debug, Clone, Copy)]")?;
     writeln!(w, "pub struct Model<'a> {{")?;
-    writeln!(w, "meta: Meta<BANDS>,")?;
+    writeln!(w, "meta: Meta<BANDS, {{ SCALARS - 1 }}>,")?;
     for f in fields.iter().skip(1) {
         match f.kind {
             FieldKind::Slice(t) => writeln!(w, "{}: &'a [{t}],", f.name)?,
@@ -557,17 +585,24 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
         w,
         "/// The model constants (preprocessing, sigma floor and calibration) read from the blob."
     )?;
-    writeln!(w, "pub fn meta(&self) -> &Meta<BANDS> {{ &self.meta }}")?;
     writeln!(
         w,
-        "/// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation. A redshift outside the model's recorded range ([`Meta::z_range`]) is `Error::RedshiftOutOfRange`, a non-finite one `Error::BadScalar`; an `Ok` estimate is always finite (`Error::NonFinite` otherwise)."
+        "pub fn meta(&self) -> &Meta<BANDS, {{ SCALARS - 1 }}> {{ &self.meta }}"
     )?;
     writeln!(
         w,
-        "pub fn infer(&self, counts: &[u16], z: f32, arena: &mut [{act_ty}; ARENA_LEN]) -> Result<Estimate, Error> {{"
+        "/// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero or a saturated cube give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise)."
+    )?;
+    writeln!(
+        w,
+        "pub fn infer(&self, counts: &[u16], scalars: &[f32; SCALARS], arena: &mut [{act_ty}; ARENA_LEN]) -> Result<Estimate, Error> {{"
     )?;
     writeln!(w, "let p = &self.meta.preprocess;")?;
-    writeln!(w, "let z = self.meta.redshift(z)?;")?;
+    writeln!(w, "let mut z = [0.0f32; SCALARS];")?;
+    writeln!(
+        w,
+        "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(counts, u16::MAX);"
+    )?;
     writeln!(w, "let arena: &mut [{act_ty}] = arena;")?;
     if m.ops.iter().any(|op| matches!(op, Op::Conv2d(_))) {
         match path {
@@ -620,7 +655,7 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
                     )?;
                 }
             }
-            writeln!(w, "self.meta.output(raw)")?;
+            writeln!(w, "self.meta.output(raw, flags)")?;
             continue;
         }
         let int8 = path == Path::Int8;
@@ -689,11 +724,11 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
             Op::FlattenConcatZ => {
                 if int8 {
                     format!(
-                        "runtime::kernels::act::concat_z(x, {}.quantize(z), y)?;",
+                        "let q = {}; runtime::kernels::act::concat(x, &z.map(|v| q.quantize(v)), y)?;",
                         qp(i + 1)
                     )
                 } else {
-                    "runtime::kernels::act::concat_z(x, z, y)?;".into()
+                    "runtime::kernels::act::concat(x, &z, y)?;".into()
                 }
             }
             Op::LeakyRelu { .. } => {
@@ -713,6 +748,16 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     writeln!(w, "}}")?; // impl
     writeln!(w, "}}")?; // mod
     Ok(())
+}
+
+/// "a redshift" or "a redshift and an exposure (s)": the scalar inputs in prose.
+fn scalar_list(m: &FoldedModel) -> String {
+    let names: Vec<&str> = std::iter::once("a redshift")
+        .chain(m.preprocess.extra.iter().map(|e| match e.quantity {
+            crate::model::AuxQuantity::Exposure => "an exposure (s)",
+        }))
+        .collect();
+    names.join(" and ")
 }
 
 /// `QParams` of activation tensor `t` (0: the input, `i + 1`: op `i`'s output) in the generated code.

@@ -44,8 +44,8 @@ pub fn arch_hash(m: &FoldedModel) -> u64 {
 }
 
 /// Tensor 0 of every blob: the model constants as `runtime::model::Meta` reads them
-/// (band scales, z shift, z scale, sigma floor, calibration kind and value, the accepted
-/// redshift range).
+/// (band scales, z shift, z scale, sigma floor, calibration kind and value, the training
+/// redshift range, then per auxiliary input its code, shift, scale and training range).
 pub fn meta_tensor(m: &FoldedModel) -> Tensor {
     let p = &m.preprocess;
     let (kind, value) = match m.sigma_calibration {
@@ -56,6 +56,9 @@ pub fn meta_tensor(m: &FoldedModel) -> Tensor {
     let mut v = p.band_scale.clone();
     v.extend([p.z_shift, p.z_scale, m.sigma_floor as f32, kind, value]);
     v.extend(m.z_range);
+    for e in m.extra_scalars() {
+        v.extend(e.to_array());
+    }
     Tensor::F32(v)
 }
 
@@ -127,8 +130,26 @@ pub struct Sample {
     pub counts: Vec<u16>,
     /// Redshift.
     pub z: f32,
+    /// Exposure at the cluster, seconds, if the file has an `exposure_s` array.
+    pub exposure_s: Option<f32>,
     /// log10 M500c / Msun, if labelled.
     pub log_mass: Option<f32>,
+}
+
+impl Sample {
+    /// The raw scalar inputs a model with preprocessing `p` takes (`[z, extra...]`); an
+    /// error if the sample lacks one.
+    pub fn scalars(&self, p: &crate::model::PreprocessDesc) -> Result<Vec<f32>> {
+        let mut v = vec![self.z];
+        for e in &p.extra {
+            v.push(match e.quantity {
+                crate::model::AuxQuantity::Exposure => self.exposure_s.context(
+                    "the model takes the exposure as an input, but the sample has no `exposure_s` array",
+                )?,
+            });
+        }
+        Ok(v)
+    }
 }
 
 /// Read `calibration.npz` as `trainer fit` writes it (`images` u16 `[N, 10, 50, 50]`,
@@ -176,8 +197,12 @@ pub fn read_calibration(path: &Path, input_len: usize) -> Result<Vec<Sample>> {
     let z = f32s(&mut npz, "redshift")?
         .with_context(|| format!("{}: no `redshift` array", path.display()))?;
     let m = f32s(&mut npz, "log_mass")?;
+    let t = f32s(&mut npz, "exposure_s")?;
     let n = images.len() / input_len;
-    if z.len() != n || m.as_ref().is_some_and(|m| m.len() != n) {
+    if z.len() != n
+        || m.as_ref().is_some_and(|m| m.len() != n)
+        || t.as_ref().is_some_and(|t| t.len() != n)
+    {
         bail!(
             "{}: arrays disagree on the number of clusters",
             path.display()
@@ -190,10 +215,20 @@ pub fn read_calibration(path: &Path, input_len: usize) -> Result<Vec<Sample>> {
             z[i]
         );
     }
+    if let Some(t) = &t
+        && let Some(i) = t.iter().position(|&t| !(t > 0.0))
+    {
+        bail!(
+            "{}: `exposure_s` is not positive ({}) at cluster {i}",
+            path.display(),
+            t[i]
+        );
+    }
     Ok((0..n)
         .map(|i| Sample {
             counts: images[i * input_len..(i + 1) * input_len].to_vec(),
             z: z[i],
+            exposure_s: t.as_ref().map(|t| t[i]),
             log_mass: m.as_ref().map(|m| m[i]),
         })
         .collect())
@@ -336,6 +371,23 @@ fn export_described(
     if let Some(r) = &range {
         folded.z_range = accepted_z_range(r.redshift)
             .with_context(|| format!("{}: training redshift range", calib_path.display()))?;
+        for (e, range) in folded
+            .preprocess
+            .extra
+            .clone()
+            .iter()
+            .zip(&mut folded.extra_ranges)
+        {
+            match e.quantity {
+                crate::model::AuxQuantity::Exposure => {
+                    if let Some(t) = r.exposure_s {
+                        *range = accepted_exposure_range(t).with_context(|| {
+                            format!("{}: training exposure range", calib_path.display())
+                        })?;
+                    }
+                }
+            }
+        }
     }
     let folded = &folded;
     if samples.len() < 2 {
@@ -345,7 +397,18 @@ fn export_described(
         );
     }
     let (cal, score) = samples.split_at(samples.len() / 2);
-    let inputs: Vec<(&[u16], f32)> = cal.iter().map(|s| (s.counts.as_slice(), s.z)).collect();
+    let scalars = |set: &[Sample]| -> Result<Vec<Vec<f32>>> {
+        set.iter()
+            .map(|s| s.scalars(&folded.preprocess))
+            .collect::<Result<_>>()
+            .with_context(|| calib_path.display().to_string())
+    };
+    let (cal_scalars, score_scalars) = (scalars(cal)?, scalars(score)?);
+    let inputs: Vec<(&[u16], &[f32])> = cal
+        .iter()
+        .zip(&cal_scalars)
+        .map(|(s, z)| (s.counts.as_slice(), z.as_slice()))
+        .collect();
     let mut q = quantize(folded, &calibrate(folded, &inputs)?)?;
     crate::quantize::correct_head_bias(&mut q, folded, &inputs)?;
     let hash = arch_hash(folded);
@@ -381,10 +444,10 @@ fn export_described(
     let mut accuracy = Vec::new();
     if score.iter().all(|s| s.log_mass.is_some()) {
         let mut mus: Vec<Vec<f64>> = vec![Vec::new(); 3];
-        for s in score {
-            mus[0].push(folded.predict(&s.counts, s.z, FloatPath::F32)?.mu);
-            mus[1].push(folded.predict(&s.counts, s.z, FloatPath::F16)?.mu);
-            mus[2].push(q.predict(&s.counts, s.z)?.mu);
+        for (s, z) in score.iter().zip(&score_scalars) {
+            mus[0].push(folded.predict(&s.counts, z, FloatPath::F32)?.mu);
+            mus[1].push(folded.predict(&s.counts, z, FloatPath::F16)?.mu);
+            mus[2].push(q.predict(&s.counts, z)?.mu);
         }
         for (k, name) in ["f32", "f16", "int8"].iter().enumerate() {
             let r: Vec<f64> = mus[k]
@@ -470,6 +533,34 @@ pub fn accepted_z_range(r: [f64; 2]) -> Result<[f32; 2]> {
     Ok([r[0] as f32, r[1] as f32])
 }
 
+/// A training exposure range (seconds) as the f32 range a blob records, widened by the f32
+/// rounding so both ends stay inside: within `(0, runtime::model::MAX_EXPOSURE_S]`.
+pub fn accepted_exposure_range(r: [f64; 2]) -> Result<[f32; 2]> {
+    let max = f64::from(runtime::model::MAX_EXPOSURE_S);
+    if !(0.0 < r[0] && r[0] <= r[1] && r[1] <= max) {
+        bail!(
+            "exposure range [{}, {}] s is not an ordered range within (0, {max}]",
+            r[0],
+            r[1]
+        );
+    }
+    let (lo, hi) = (r[0] as f32, r[1] as f32);
+    let lo = if f64::from(lo) > r[0] {
+        lo.next_down()
+    } else {
+        lo
+    };
+    let hi = if f64::from(hi) < r[1] {
+        hi.next_up()
+    } else {
+        hi
+    };
+    Ok([
+        lo.max(f32::MIN_POSITIVE),
+        hi.min(runtime::model::MAX_EXPOSURE_S),
+    ])
+}
+
 /// Pick `opts.samples` clusters of the scoring half (at evenly spaced quantiles of the true
 /// mass when labelled, else the first ones) and write them with the reference
 /// interpreters' results as `samples.rs` text and the little-endian u16 counts.
@@ -502,13 +593,19 @@ fn golden(
     let fmt_f32 = |v: f32| format!("f32::from_bits({:#010x})", v.to_bits());
     let mut results: [Vec<String>; 3] = Default::default();
     let mut counts = Vec::new();
+    let mut scalars = Vec::new();
     for &i in &picks {
         let s = &score[i];
+        let z = s.scalars(&folded.preprocess)?;
         let preds = [
-            folded.predict(&s.counts, s.z, FloatPath::F32)?,
-            folded.predict(&s.counts, s.z, FloatPath::F16)?,
-            q.predict(&s.counts, s.z)?,
+            folded.predict(&s.counts, &z, FloatPath::F32)?,
+            folded.predict(&s.counts, &z, FloatPath::F16)?,
+            q.predict(&s.counts, &z)?,
         ];
+        scalars.push(format!(
+            "[{}]",
+            z.iter().map(|v| fmt_f32(*v)).collect::<Vec<_>>().join(", ")
+        ));
         for (r, p) in results.iter_mut().zip(preds) {
             r.push(format!("[{:#010x}, {:#010x}]", bits(p.mu), bits(p.sigma)));
         }
@@ -562,6 +659,23 @@ fn golden(
             .map(|&i| fmt_f32(score[i].z))
             .collect::<Vec<_>>()
             .join(", ")
+    )?;
+    writeln!(
+        w,
+        "/// Every scalar input of each cluster, as `infer` takes them: {}.",
+        folded
+            .preprocess
+            .scalar_names()
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    writeln!(
+        w,
+        "pub const SCALARS: [[f32; {}]; N] = [{}];",
+        folded.preprocess.scalars(),
+        scalars.join(", ")
     )?;
     writeln!(
         w,

@@ -92,14 +92,16 @@ pub fn runtime_calibration(c: Option<SigmaCalibration>) -> runtime::model::Sigma
     }
 }
 
-/// Preprocess raw counts `[band][y][x]` and the redshift with the runtime's own code
-/// (one single-band `Preprocess` per band, so any band count works).
+/// Preprocess raw counts `[band][y][x]` and the raw scalar inputs (the redshift, then
+/// [`PreprocessDesc::extra`]) with the runtime's own code (one single-band `Preprocess`
+/// per band, so any band count works; the scalars as `runtime::model::Meta::scalars` maps
+/// them, physically invalid values refused).
 pub fn preprocess(
     p: &PreprocessDesc,
     input: Shape,
     counts: &[u16],
-    z: f32,
-) -> Result<(Vec<f32>, f32)> {
+    scalars: &[f32],
+) -> Result<(Vec<f32>, Vec<f32>)> {
     ensure!(
         counts.len() == input.len() && !input.is_empty(),
         "{} counts for an input of {input:?}",
@@ -127,10 +129,42 @@ pub fn preprocess(
             .counts_f32(c, o)
             .map_err(|e| anyhow!("preprocessing: {e}"))?;
     }
-    let z = one(1.0)
-        .redshift(z)
-        .map_err(|e| anyhow!("redshift {z}: {e}"))?;
-    Ok((x, z))
+    Ok((x, preprocess_scalars(p, scalars)?))
+}
+
+/// The network's scalar inputs for raw `[z, extra...]`, as the runtime computes them.
+pub fn preprocess_scalars(p: &PreprocessDesc, scalars: &[f32]) -> Result<Vec<f32>> {
+    ensure!(
+        scalars.len() == p.scalars(),
+        "{} scalar inputs given, the model takes {} ({})",
+        scalars.len(),
+        p.scalars(),
+        p.scalar_names().join(", ")
+    );
+    let z = scalars[0];
+    ensure!(
+        z <= runtime::model::MAX_REDSHIFT,
+        "redshift {z}: above {}",
+        runtime::model::MAX_REDSHIFT
+    );
+    let zp = Preprocess::<1> {
+        band_scale: [1.0],
+        z_shift: p.z_shift,
+        z_scale: p.z_scale,
+    }
+    .redshift(z)
+    .map_err(|e| anyhow!("redshift {z}: {e}"))?;
+    let mut out = vec![zp];
+    for (e, &raw) in p.extra.iter().zip(&scalars[1..]) {
+        let q = e.quantity.runtime();
+        ensure!(
+            raw.is_finite() && q.valid(raw),
+            "{} {raw}: not physically valid",
+            q.name()
+        );
+        out.push((q.feature(raw) - e.shift) * e.scale);
+    }
+    Ok(out)
 }
 
 #[inline(always)]
@@ -364,16 +398,23 @@ fn op_name(i: usize, op: &Op) -> String {
 }
 
 impl FoldedModel {
-    /// Run on a preprocessed input `x` (`[c][h][w]`) and redshift `z'`; returns the raw
-    /// head outputs. `trace` receives the input and every op's output (after activation).
+    /// Run on a preprocessed input `x` (`[c][h][w]`) and preprocessed scalars `z`
+    /// ([`preprocess_scalars`]); returns the raw head outputs. `trace` receives the input
+    /// and every op's output (after activation).
     pub fn forward_f32(
         &self,
         x: &[f32],
-        z: f32,
+        z: &[f32],
         path: FloatPath,
         mut trace: Option<&mut Vec<Traced<f32>>>,
     ) -> Result<Vec<f32>> {
         let shapes = self.shapes()?;
+        ensure!(
+            z.len() == self.preprocess.scalars(),
+            "{} scalar inputs, the model takes {}",
+            z.len(),
+            self.preprocess.scalars()
+        );
         ensure!(
             x.len() == self.input.len(),
             "input of {} values, expected {}",
@@ -394,7 +435,7 @@ impl FoldedModel {
                 Op::Conv2d(c) => conv2d_f32(&cur, s, &c.geom, &wt(&c.weight), &c.bias, c.slope),
                 Op::Pool2d { kind, size } => pool_f32(&cur, s, *kind, *size, *size),
                 Op::GlobalAvgPool => pool_f32(&cur, s, PoolKind::Avg, s.h, s.w),
-                Op::FlattenConcatZ => cur.iter().copied().chain([z]).collect(),
+                Op::FlattenConcatZ => cur.iter().chain(z).copied().collect(),
                 Op::Dense(d) => dense_f32(&cur, d.units, &wt(&d.weight), &d.bias, d.slope),
                 Op::LeakyRelu { slope } => cur.iter().map(|v| leaky(*v, *slope)).collect(),
             };
@@ -403,10 +444,11 @@ impl FoldedModel {
         Ok(cur)
     }
 
-    /// Preprocess raw counts, run, and turn the head into (mu, sigma).
-    pub fn predict(&self, counts: &[u16], z: f32, path: FloatPath) -> Result<Prediction> {
-        let (x, zp) = preprocess(&self.preprocess, self.input, counts, z)?;
-        let raw = self.forward_f32(&x, zp, path, None)?;
+    /// Preprocess raw counts and scalars (`[z, extra...]`), run, and turn the head into
+    /// (mu, sigma).
+    pub fn predict(&self, counts: &[u16], scalars: &[f32], path: FloatPath) -> Result<Prediction> {
+        let (x, zp) = preprocess(&self.preprocess, self.input, counts, scalars)?;
+        let raw = self.forward_f32(&x, &zp, path, None)?;
         Ok(prediction(
             [raw[0], raw[1]],
             self.sigma_floor,
@@ -425,12 +467,13 @@ pub struct HeadOutput {
 }
 
 impl QuantModel {
-    /// Run the int8 network on a preprocessed input and redshift. `trace` receives the
-    /// quantised input and every int8 op output (the head's is in the return value).
+    /// Run the int8 network on a preprocessed input and preprocessed scalars. `trace`
+    /// receives the quantised input and every int8 op output (the head's is in the return
+    /// value).
     pub fn forward_s8(
         &self,
         x: &[f32],
-        z: f32,
+        z: &[f32],
         mut trace: Option<&mut Vec<Traced<i8>>>,
     ) -> Result<HeadOutput> {
         ensure!(
@@ -447,9 +490,11 @@ impl QuantModel {
                 QOp::Conv2d(c) => conv2d_s8(&cur, s, &c.geom, &c.weight, &c.bias, &c.args()),
                 QOp::Pool2d { kind, size } => pool_s8(&cur, s, *kind, *size, *size),
                 QOp::GlobalAvgPool => pool_s8(&cur, s, PoolKind::Avg, s.h, s.w),
-                QOp::FlattenConcatZ { z_q } => {
-                    cur.iter().copied().chain([z_q.quantize(z)]).collect()
-                }
+                QOp::FlattenConcatZ { z_q } => cur
+                    .iter()
+                    .copied()
+                    .chain(z.iter().map(|v| z_q.quantize(*v)))
+                    .collect(),
                 QOp::Dense(d) => {
                     let acc = dense_acc_s8(&cur, d.units, &d.weight, &d.bias, d.in_q.zero_point);
                     let q = d.args();
@@ -481,10 +526,11 @@ impl QuantModel {
         Err(anyhow!("the quantised model has no head"))
     }
 
-    /// Preprocess raw counts, run in int8, and turn the head into (mu, sigma).
-    pub fn predict(&self, counts: &[u16], z: f32) -> Result<Prediction> {
-        let (x, zp) = preprocess(&self.preprocess, self.input, counts, z)?;
-        let h = self.forward_s8(&x, zp, None)?;
+    /// Preprocess raw counts and scalars (`[z, extra...]`), run in int8, and turn the
+    /// head into (mu, sigma).
+    pub fn predict(&self, counts: &[u16], scalars: &[f32]) -> Result<Prediction> {
+        let (x, zp) = preprocess(&self.preprocess, self.input, counts, scalars)?;
+        let h = self.forward_s8(&x, &zp, None)?;
         Ok(prediction(
             [h.real[0], h.real[1]],
             self.sigma_floor,
@@ -546,11 +592,13 @@ mod tests {
             band_scale: vec![1.0; c],
             z_shift: 0.0,
             z_scale: 1.0,
+            extra: vec![],
         };
         FoldedModel {
             input: Shape { c, h, w },
             preprocess,
             sigma_floor: 0.005,
+            extra_ranges: vec![],
             sigma_calibration: None,
             z_range: crate::model::FULL_Z_RANGE,
             ops,
@@ -665,7 +713,7 @@ mod tests {
                 let z = rng.uniform(-1.5, 1.5);
                 for (path, half) in [(FloatPath::F32, false), (FloatPath::F16, true)] {
                     let mut tr = Vec::new();
-                    m.forward_f32(&x, z, path, Some(&mut tr)).unwrap();
+                    m.forward_f32(&x, &[z], path, Some(&mut tr)).unwrap();
                     let want = runtime_float(&m, which, &x, z, half);
                     assert_eq!(tr.len(), want.len());
                     for (t, w) in tr.iter().zip(&want) {
@@ -794,7 +842,12 @@ mod tests {
                     rng.uniform(-1.5, 1.5),
                 )
             };
-            let cal: Vec<_> = (0..20).map(|_| draw(&mut rng)).collect();
+            let cal: Vec<_> = (0..20)
+                .map(|_| {
+                    let (x, z) = draw(&mut rng);
+                    (x, vec![z])
+                })
+                .collect();
             let q = quantize(&m, &calibrate_preprocessed(&m, &cal).unwrap()).unwrap();
             assert!(
                 q.tensor_q.iter().any(|p| p.zero_point != -128),
@@ -803,7 +856,7 @@ mod tests {
             for _ in 0..5 {
                 let (x, z) = draw(&mut rng);
                 let mut tr = Vec::new();
-                let head = q.forward_s8(&x, z, Some(&mut tr)).unwrap();
+                let head = q.forward_s8(&x, &[z], Some(&mut tr)).unwrap();
                 let (want, acc) = runtime_s8(&q, which, &x, z, &tr);
                 assert_eq!(tr.len(), want.len());
                 for (t, w) in tr.iter().zip(&want) {
@@ -817,7 +870,7 @@ mod tests {
                     assert_eq!(head.real[o], h.in_q.scale * h.w_scale[o] * *a as f32);
                 }
                 // And the quantised network approximates the real one.
-                let f = m.forward_f32(&x, z, FloatPath::F32, None).unwrap();
+                let f = m.forward_f32(&x, &[z], FloatPath::F32, None).unwrap();
                 for o in 0..2 {
                     assert!(
                         (head.real[o] - f[o]).abs() < 0.05 * (1.0 + f[o].abs()),
@@ -839,8 +892,8 @@ mod tests {
         let mut differs = false;
         for _ in 0..20 {
             let (c, z) = synthetic_cube(&mut rng, 10, 50);
-            let a = f.predict(&c, z, FloatPath::F32).unwrap();
-            let b = f.predict(&c, z, FloatPath::F16).unwrap();
+            let a = f.predict(&c, &[z], FloatPath::F32).unwrap();
+            let b = f.predict(&c, &[z], FloatPath::F16).unwrap();
             differs |= a.raw != b.raw;
             assert!((a.mu - b.mu).abs() <= 1e-2 * a.mu.abs(), "{a:?} {b:?}");
             assert!((a.sigma - b.sigma).abs() <= 1e-2 * a.sigma, "{a:?} {b:?}");
@@ -855,7 +908,7 @@ mod tests {
             .fold_batch_norm()
             .unwrap();
         let (c, z) = synthetic_cube(&mut Rng::new(3), 10, 50);
-        let (x, zp) = preprocess(&f.preprocess, f.input, &c, z).unwrap();
+        let (x, zp) = preprocess(&f.preprocess, f.input, &c, &[z]).unwrap();
         let p = f.preprocess.clone();
         let r = Preprocess::<10> {
             band_scale: p.band_scale.clone().try_into().unwrap(),
@@ -865,8 +918,8 @@ mod tests {
         let mut y = vec![0f32; c.len()];
         r.counts_f32(&c, &mut y).unwrap();
         assert_eq!(bits(&x), bits(&y));
-        assert_eq!(zp, (z - p.z_shift) * p.z_scale);
-        assert!(preprocess(&f.preprocess, f.input, &c[1..], z).is_err());
+        assert_eq!(zp, [(z - p.z_shift) * p.z_scale]);
+        assert!(preprocess(&f.preprocess, f.input, &c[1..], &[z]).is_err());
         let pr = prediction(
             [14.2, 0.3],
             0.005,

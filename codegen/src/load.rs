@@ -25,7 +25,10 @@
 use crate::arch::{Layer, Shape, analyze};
 use crate::export::arch_hash;
 use crate::interp::FloatPath;
-use crate::model::{ConvGeom, ConvOp, DenseOp, FoldedModel, Op, PreprocessDesc, SigmaCalibration};
+use crate::model::{
+    AuxQuantity, ConvGeom, ConvOp, DenseOp, ExtraInput, FoldedModel, Op, PreprocessDesc,
+    SigmaCalibration,
+};
 use crate::quantize::{QConv, QDense, QHead, QLeaky, QOp, QuantModel};
 use anyhow::{Context, Result, bail, ensure};
 use runtime::blob::{Blob, Dtype, Elem, Header};
@@ -239,6 +242,9 @@ impl ArchDescription {
         let stats = analyze(self.input, &self.layers)?;
         let mut shape = self.input;
         let mut ops = Vec::with_capacity(self.layers.len());
+        // Auxiliary inputs: their number from the layer list, their kind and constants from
+        // each blob's tensor 0 (exposure is the only kind there is).
+        let mut extra = 0;
         for (i, ((layer, slope), st)) in
             self.layers.iter().zip(&self.slopes).zip(&stats).enumerate()
         {
@@ -272,7 +278,10 @@ impl ArchDescription {
                 }),
                 Layer::Pool2d { kind, size } => Op::Pool2d { kind, size },
                 Layer::GlobalAvgPool => Op::GlobalAvgPool,
-                Layer::FlattenConcatZ => Op::FlattenConcatZ,
+                Layer::FlattenConcatZ { scalars } => {
+                    extra = scalars.saturating_sub(1);
+                    Op::FlattenConcatZ
+                }
                 Layer::LeakyRelu { slope } => Op::LeakyRelu {
                     slope: slope as f32,
                 },
@@ -292,10 +301,19 @@ impl ArchDescription {
                 band_scale: vec![1.0; self.input.c],
                 z_shift: 0.0,
                 z_scale: 1.0,
+                extra: vec![
+                    ExtraInput {
+                        quantity: AuxQuantity::Exposure,
+                        shift: 0.0,
+                        scale: 1.0,
+                    };
+                    extra
+                ],
             },
             sigma_floor: 0.0,
             sigma_calibration: None,
             z_range: crate::model::FULL_Z_RANGE,
+            extra_ranges: vec![AuxQuantity::Exposure.full_range(); extra],
             ops,
         };
         m.shapes()?;
@@ -326,12 +344,30 @@ impl Decoded {
         }
     }
 
-    /// Estimate one cluster from raw counts `[band][y][x]` and its redshift.
-    pub fn predict(&self, counts: &[u16], z: f32) -> Result<crate::interp::Prediction> {
+    /// Estimate one cluster from raw counts `[band][y][x]` and its raw scalar inputs
+    /// (`[z, extra...]`, [`Decoded::preprocess`]`.scalar_names()`).
+    pub fn predict(&self, counts: &[u16], scalars: &[f32]) -> Result<crate::interp::Prediction> {
         match self {
-            Decoded::Float(m, path) => m.predict(counts, z, *path),
-            Decoded::Int8(q) => q.predict(counts, z),
+            Decoded::Float(m, path) => m.predict(counts, scalars, *path),
+            Decoded::Int8(q) => q.predict(counts, scalars),
         }
+    }
+
+    /// The preprocessing (band scales and scalar inputs).
+    pub fn preprocess(&self) -> &PreprocessDesc {
+        match self {
+            Decoded::Float(m, _) => &m.preprocess,
+            Decoded::Int8(q) => &q.preprocess,
+        }
+    }
+
+    /// The training ranges the blob records: redshift, then each auxiliary input's.
+    pub fn scalar_ranges(&self) -> Vec<[f32; 2]> {
+        let (z, extra) = match self {
+            Decoded::Float(m, _) => (m.z_range, &m.extra_ranges),
+            Decoded::Int8(q) => (q.z_range, &q.extra_ranges),
+        };
+        std::iter::once(z).chain(extra.iter().copied()).collect()
     }
 }
 
@@ -339,7 +375,12 @@ impl Decoded {
 /// the layout of [`float_tensors`](crate::export::float_tensors) and
 /// [`int8_tensors`](crate::export::int8_tensors).
 pub fn expected_tensors(skel: &FoldedModel, dtype: Dtype) -> Vec<(Elem, usize)> {
-    let mut out = vec![(Elem::F32, runtime::model::Meta::<0>::LEN + skel.input.c)];
+    let mut out = vec![(
+        Elem::F32,
+        runtime::model::Meta::<0>::LEN
+            + skel.input.c
+            + runtime::model::ExtraScalar::LEN * skel.preprocess.extra.len(),
+    )];
     let n = skel.ops.len();
     match dtype {
         Dtype::F32 | Dtype::F16 => {
@@ -415,7 +456,8 @@ pub fn decode(skel: &FoldedModel, bytes: &[u8]) -> Result<Decoded> {
     let b = Blob::parse(view, dtype, want, &expected_tensors(skel, dtype))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut r = Reader { b, next: 0 };
-    let (preprocess, sigma_floor, sigma_calibration, z_range) = r.meta(skel.input.c)?;
+    let (preprocess, sigma_floor, sigma_calibration, z_range, extra_ranges) =
+        r.meta(skel.input.c, skel.preprocess.extra.len())?;
     match dtype {
         Dtype::F32 | Dtype::F16 => {
             let mut m = skel.clone();
@@ -436,6 +478,7 @@ pub fn decode(skel: &FoldedModel, bytes: &[u8]) -> Result<Decoded> {
             m.sigma_floor = sigma_floor;
             m.sigma_calibration = sigma_calibration;
             m.z_range = z_range;
+            m.extra_ranges = extra_ranges;
             let path = if dtype == Dtype::F16 {
                 FloatPath::F16
             } else {
@@ -546,6 +589,7 @@ pub fn decode(skel: &FoldedModel, bytes: &[u8]) -> Result<Decoded> {
                 sigma_floor,
                 sigma_calibration,
                 z_range,
+                extra_ranges,
                 shapes: skel.shapes()?,
                 ranges: tensor_q
                     .iter()
@@ -642,19 +686,50 @@ impl Reader<'_> {
         Ok(v.to_vec())
     }
     /// Tensor 0, checked by the runtime's own `Meta::from_slice` (one band at a time, so any
-    /// band count works): preprocessing, sigma floor and calibration, accepted redshifts.
+    /// band count works) and `ExtraScalar::from_slice`: preprocessing, sigma floor and
+    /// calibration, training redshifts, `extra` auxiliary inputs and their ranges.
     #[allow(clippy::type_complexity)]
     fn meta(
         &mut self,
         bands: usize,
-    ) -> Result<(PreprocessDesc, f64, Option<SigmaCalibration>, [f32; 2])> {
+        extra: usize,
+    ) -> Result<(
+        PreprocessDesc,
+        f64,
+        Option<SigmaCalibration>,
+        [f32; 2],
+        Vec<[f32; 2]>,
+    )> {
         let i = self.take();
         let v = self.b.f32(i).context("tensor 0: not f32")?;
+        let aux_len = runtime::model::ExtraScalar::LEN * extra;
         ensure!(
-            v.len() == bands + runtime::model::Meta::<0>::LEN,
+            v.len() == bands + runtime::model::Meta::<0>::LEN + aux_len,
             "tensor 0: {} model constants",
             v.len()
         );
+        let (v, aux) = v.split_at(v.len() - aux_len);
+        let mut inputs = Vec::with_capacity(extra);
+        let mut ranges = Vec::with_capacity(extra);
+        for (k, c) in aux
+            .chunks_exact(runtime::model::ExtraScalar::LEN)
+            .enumerate()
+        {
+            let e = runtime::model::ExtraScalar::from_slice(c).with_context(|| {
+                format!(
+                    "tensor 0: auxiliary input {}: unusable constants {c:?}",
+                    k + 1
+                )
+            })?;
+            inputs.push(ExtraInput {
+                quantity: match e.quantity {
+                    runtime::model::Quantity::Exposure => AuxQuantity::Exposure,
+                },
+                shift: e.shift,
+                scale: e.scale,
+            });
+            ranges.push(e.range);
+        }
         let tail = &v[bands..];
         let mut meta = None;
         for s in &v[..bands] {
@@ -678,10 +753,12 @@ impl Reader<'_> {
                 band_scale: v[..bands].to_vec(),
                 z_shift: m.preprocess.z_shift,
                 z_scale: m.preprocess.z_scale,
+                extra: inputs,
             },
             f64::from(m.sigma_floor),
             calibration,
             m.z_range,
+            ranges,
         ))
     }
 }
@@ -745,10 +822,10 @@ mod tests {
         };
         assert_eq!(float_tensors(back16, true), float_tensors(&m, true));
         for (c, z) in cubes(4, 5) {
-            let a = m.predict(&c, z, FloatPath::F32).unwrap();
-            assert_eq!(back.predict(&c, z, FloatPath::F32).unwrap(), a);
-            let a16 = m.predict(&c, z, FloatPath::F16).unwrap();
-            assert_eq!(d16.predict(&c, z).unwrap(), a16);
+            let a = m.predict(&c, &[z], FloatPath::F32).unwrap();
+            assert_eq!(back.predict(&c, &[z], FloatPath::F32).unwrap(), a);
+            let a16 = m.predict(&c, &[z], FloatPath::F16).unwrap();
+            assert_eq!(d16.predict(&c, &[z]).unwrap(), a16);
         }
     }
 
@@ -758,7 +835,10 @@ mod tests {
     fn int8_blobs_round_trip() {
         let m = e30();
         let cal = cubes(1, 20);
-        let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let refs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .map(|(c, z)| (c.as_slice(), std::slice::from_ref(z)))
+            .collect();
         let q = quantize(&m, &calibrate(&m, &refs).unwrap()).unwrap();
         let bytes = write(Dtype::Int8, arch_hash(&m), &int8_tensors(&m, &q));
         let skel = description(&m).skeleton().unwrap();
@@ -788,7 +868,10 @@ mod tests {
             assert_eq!(p.quantize(r.1), 127);
         }
         for (c, z) in cubes(2, 5) {
-            assert_eq!(back.predict(&c, z).unwrap(), q.predict(&c, z).unwrap());
+            assert_eq!(
+                back.predict(&c, &[z]).unwrap(),
+                q.predict(&c, &[z]).unwrap()
+            );
         }
     }
 
@@ -845,6 +928,104 @@ mod tests {
     /// What the generated `Model::new` refuses, `decode` refuses too (issue 18): int8
     /// biases that can wrap the i32 accumulator, a requantisation whose left shift
     /// overflows, a redshift range beyond the hard limit; and the recorded range survives.
+    /// `e30` with an exposure input: one more row in the first dense layer (weights that
+    /// make the exposure matter), `log10 t` shifted by 3 and scaled by 2, trained on
+    /// 150 s to 20 ks.
+    fn with_exposure() -> FoldedModel {
+        let mut m = e30();
+        let d = m
+            .ops
+            .iter_mut()
+            .find_map(|op| match op {
+                Op::Dense(d) => Some(d),
+                _ => None,
+            })
+            .unwrap();
+        d.n_in += 1;
+        d.weight
+            .extend((0..d.units).map(|o| 0.3 * ((o % 5) as f32 - 2.0)));
+        m.preprocess.extra = vec![ExtraInput {
+            quantity: AuxQuantity::Exposure,
+            shift: 3.0,
+            scale: 2.0,
+        }];
+        m.extra_ranges = vec![[150.0, 20000.0]];
+        m.shapes().unwrap();
+        m
+    }
+
+    /// A model with an auxiliary input: its blobs carry the input's kind, constants and
+    /// training range in tensor 0 (as the runtime's `Meta::<BANDS, 1>` reads them, with the
+    /// very same mapping of the raw exposure as the host's interpreter), they decode back to
+    /// the same model and predictions in f32 and int8, the exposure changes the estimate,
+    /// and a missing or invalid exposure is an error.
+    #[test]
+    fn exposure_inputs_round_trip_through_blobs() {
+        let m = with_exposure();
+        assert_ne!(arch_hash(&m), arch_hash(&e30()), "another architecture");
+        let meta = float_tensors(&m, false).remove(0);
+        let crate::blob::Tensor::F32(v) = meta else {
+            panic!("tensor 0 is f32")
+        };
+        let rt = runtime::model::Meta::<10, 1>::from_slice(&v).expect("the runtime reads it");
+        assert_eq!(rt.extra[0].range, [150.0, 20000.0]);
+        assert!(runtime::model::Meta::<10, 0>::from_slice(&v).is_none());
+        for t in [150.0f32, 640.0, 20000.0, 1e5] {
+            let mut out = [0.0f32; 2];
+            let flags = rt.scalars(&[0.4, t], &mut out).unwrap();
+            let host = crate::interp::preprocess_scalars(&m.preprocess, &[0.4, t]).unwrap();
+            assert_eq!(host[1].to_bits(), out[1].to_bits(), "t = {t}");
+            let want = (f64::from(t).log10() - 3.0) * 2.0;
+            assert!((f64::from(host[1]) - want).abs() < 1e-5);
+            assert_eq!(
+                flags.contains(runtime::model::Flags::EXPOSURE_OUTSIDE_TRAINING),
+                t > 20000.0
+            );
+        }
+        let skel = description(&m).skeleton().unwrap();
+        assert_eq!(skel.preprocess.scalars(), 2);
+        let h = arch_hash(&m);
+        let Decoded::Float(back, _) =
+            decode(&skel, &write(Dtype::F32, h, &float_tensors(&m, false))).unwrap()
+        else {
+            panic!("a float model")
+        };
+        assert_eq!(back.preprocess.extra, m.preprocess.extra);
+        assert_eq!(back.extra_ranges, m.extra_ranges);
+        let cal = cubes(4, 12);
+        let exposures = [200.0f32, 1500.0, 9000.0];
+        let scal: Vec<[f32; 2]> = cal
+            .iter()
+            .enumerate()
+            .map(|(i, (_, z))| [*z, exposures[i % 3]])
+            .collect();
+        let refs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .zip(&scal)
+            .map(|((c, _), s)| (c.as_slice(), s.as_slice()))
+            .collect();
+        let q = quantize(&m, &calibrate(&m, &refs).unwrap()).unwrap();
+        let Decoded::Int8(qb) =
+            decode(&skel, &write(Dtype::Int8, h, &int8_tensors(&m, &q))).unwrap()
+        else {
+            panic!("an int8 model")
+        };
+        assert_eq!(qb.extra_ranges, m.extra_ranges);
+        for (c, s) in &refs {
+            let a = m.predict(c, s, FloatPath::F32).unwrap();
+            assert_eq!(back.predict(c, s, FloatPath::F32).unwrap(), a);
+            assert_eq!(qb.predict(c, s).unwrap(), q.predict(c, s).unwrap());
+            let other = m.predict(c, &[s[0], s[1] * 8.0], FloatPath::F32).unwrap();
+            assert_ne!(other.mu, a.mu, "the exposure is an input");
+        }
+        let (c, z) = &cal[0];
+        assert!(m.predict(c, &[*z], FloatPath::F32).is_err(), "missing exposure");
+        for t in [f32::NAN, 0.0, -10.0, f32::INFINITY] {
+            assert!(m.predict(c, &[*z, t], FloatPath::F32).is_err(), "t = {t}");
+            assert!(q.predict(c, &[*z, t]).is_err(), "t = {t}");
+        }
+    }
+
     #[test]
     fn decode_refuses_what_the_generated_loader_refuses() {
         let mut m = e30();
@@ -858,7 +1039,10 @@ mod tests {
         };
         assert_eq!(back.z_range, [0.1, 0.9]);
         let cal = cubes(1, 8);
-        let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let refs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .map(|(c, z)| (c.as_slice(), std::slice::from_ref(z)))
+            .collect();
         let q = quantize(&m, &calibrate(&m, &refs).unwrap()).unwrap();
         let good = int8_tensors(&m, &q);
         let Decoded::Int8(back) = decode(&skel, &write(Dtype::Int8, h, &good)).unwrap() else {

@@ -87,7 +87,10 @@ fn parse_layer(tok: &str) -> Result<Layer> {
         return Ok(Layer::GlobalAvgPool);
     }
     if tok == "z" {
-        return Ok(Layer::FlattenConcatZ);
+        return Ok(Layer::FlattenConcatZ { scalars: 1 });
+    }
+    if let Some(n) = tok.strip_prefix('z') {
+        return Ok(Layer::FlattenConcatZ { scalars: num(n)? });
     }
     if tok == "bn" {
         return Ok(Layer::BatchNorm { epsilon: 1e-5 });
@@ -165,7 +168,18 @@ fn print_constants(bytes: &[u8], h: &runtime::blob::Header) {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    let bands = n - CONSTANTS;
+    // Auxiliary inputs sit after the redshift range, 5 values each; the blob does not say
+    // how many bands it has, so take the trailing records that read as auxiliary inputs.
+    let rec = runtime::model::ExtraScalar::LEN;
+    let mut extra = Vec::new();
+    while n >= CONSTANTS + 1 + rec * (extra.len() + 1) {
+        let end = n - rec * extra.len();
+        match runtime::model::ExtraScalar::from_slice(&v[end - rec..end]) {
+            Some(e) => extra.insert(0, e),
+            None => break,
+        }
+    }
+    let bands = n - CONSTANTS - rec * extra.len();
     let t = &v[bands..];
     let calib = match t[3] as i32 {
         _ if t[3].fract() != 0.0 => "invalid".to_string(),
@@ -183,6 +197,17 @@ fn print_constants(bytes: &[u8], h: &runtime::blob::Header) {
         t[5],
         t[6]
     );
+    for e in extra {
+        println!(
+            "auxiliary input {}: (log10 {} - {}) x {}, training range [{}, {}]",
+            e.quantity.name(),
+            e.quantity.name(),
+            e.shift,
+            e.scale,
+            e.range[0],
+            e.range[1]
+        );
+    }
 }
 
 fn main() -> Result<()> {

@@ -73,7 +73,8 @@ pub fn verify_tensors(desc: &ModelDescription, bytes: &[u8], path: &Path) -> Res
     Ok(())
 }
 
-/// `x = ln(1 + counts) * band_scale[band]`, `z' = (z - z_shift) * z_scale`.
+/// `x = ln(1 + counts) * band_scale[band]`, `z' = (z - z_shift) * z_scale`, and for each
+/// auxiliary input `a' = (feature(a) - shift) * scale`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreprocessDesc {
     /// Per-band multiplier of ln(1 + counts).
@@ -82,6 +83,64 @@ pub struct PreprocessDesc {
     pub z_shift: f32,
     /// Multiplies the shifted redshift.
     pub z_scale: f32,
+    /// The scalar inputs after the redshift, in the network's order (none for models that
+    /// take the redshift only, and for every export made before auxiliary inputs existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<ExtraInput>,
+}
+
+impl PreprocessDesc {
+    /// Number of scalar inputs: the redshift and [`PreprocessDesc::extra`].
+    pub fn scalars(&self) -> usize {
+        1 + self.extra.len()
+    }
+
+    /// Names of the scalar inputs in order (`redshift`, then e.g. `exposure_s`).
+    pub fn scalar_names(&self) -> Vec<&'static str> {
+        std::iter::once("redshift")
+            .chain(self.extra.iter().map(|e| e.quantity.runtime().name()))
+            .collect()
+    }
+}
+
+/// What an auxiliary scalar input is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuxQuantity {
+    /// Exposure time at the cluster, seconds; the network sees `log10` of it.
+    #[serde(rename = "exposure_s")]
+    Exposure,
+}
+
+impl AuxQuantity {
+    /// The runtime's code for it.
+    pub fn runtime(self) -> runtime::model::Quantity {
+        match self {
+            AuxQuantity::Exposure => runtime::model::Quantity::Exposure,
+        }
+    }
+
+    /// The network's feature of a raw value (`log10 t`), in f32 as the runtime computes it.
+    pub fn feature(self, raw: f32) -> f32 {
+        self.runtime().feature(raw)
+    }
+
+    /// The widest raw range a model may record.
+    pub fn full_range(self) -> [f32; 2] {
+        match self {
+            AuxQuantity::Exposure => [f32::MIN_POSITIVE, runtime::model::MAX_EXPOSURE_S],
+        }
+    }
+}
+
+/// One auxiliary scalar input of the network: `(feature(raw) - shift) * scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ExtraInput {
+    /// What it is.
+    pub quantity: AuxQuantity,
+    /// Subtracted from the feature.
+    pub shift: f32,
+    /// Multiplies the shifted feature.
+    pub scale: f32,
 }
 
 /// How the predicted sigma is calibrated.
@@ -209,7 +268,8 @@ pub enum Op {
     },
     /// Mean per channel.
     GlobalAvgPool,
-    /// Flatten channel-major, then append the preprocessed redshift.
+    /// Flatten channel-major, then append the preprocessed scalar inputs (the redshift,
+    /// then [`PreprocessDesc::extra`]).
     FlattenConcatZ,
     /// Dense (+ fused activation). The last op is the head (2 units, no activation).
     Dense(DenseOp),
@@ -238,11 +298,30 @@ pub struct FoldedModel {
     /// runtime refuses others): `codegen export` sets the training range, a model read from
     /// a run or ONNX starts with the widest range, `[0, runtime::model::MAX_REDSHIFT]`.
     pub z_range: [f32; 2],
+    /// Raw training ranges of the auxiliary inputs ([`PreprocessDesc::extra`], same order;
+    /// stored in tensor 0 and flagged by the runtime outside): `codegen export` sets them
+    /// from the training data, else each quantity's full range.
+    pub extra_ranges: Vec<[f32; 2]>,
     /// Ops in order; the last is the (mu, raw sigma) head.
     pub ops: Vec<Op>,
 }
 
 impl FoldedModel {
+    /// The auxiliary inputs as the runtime reads them from tensor 0.
+    pub fn extra_scalars(&self) -> Vec<runtime::model::ExtraScalar> {
+        self.preprocess
+            .extra
+            .iter()
+            .zip(&self.extra_ranges)
+            .map(|(e, r)| runtime::model::ExtraScalar {
+                quantity: e.quantity.runtime(),
+                shift: e.shift,
+                scale: e.scale,
+                range: *r,
+            })
+            .collect()
+    }
+
     /// The ops as [`arch`](crate::arch) layers (fused activations are not listed), one per op.
     pub fn layers(&self) -> Vec<Layer> {
         self.ops
@@ -260,7 +339,9 @@ impl FoldedModel {
                     size: *size,
                 },
                 Op::GlobalAvgPool => Layer::GlobalAvgPool,
-                Op::FlattenConcatZ => Layer::FlattenConcatZ,
+                Op::FlattenConcatZ => Layer::FlattenConcatZ {
+                    scalars: self.preprocess.scalars(),
+                },
                 Op::Dense(d) => Layer::Dense { units: d.units },
                 Op::LeakyRelu { slope } => Layer::LeakyRelu {
                     slope: f64::from(*slope),
@@ -438,7 +519,15 @@ impl Model {
                     self.need_bias(&format!("dense{di}.bias"), units, i)?;
                     di += 1;
                 }
-                Layer::FlattenConcatZ => concat += 1,
+                Layer::FlattenConcatZ { scalars } => {
+                    ensure!(
+                        scalars == d.preprocess.scalars(),
+                        "model.json: layer {i}: appends {scalars} scalar inputs, the preprocessing describes {} ({})",
+                        d.preprocess.scalars(),
+                        d.preprocess.scalar_names().join(", ")
+                    );
+                    concat += 1
+                }
                 _ => {}
             }
             shape = st.out;
@@ -565,7 +654,7 @@ impl Model {
                 Layer::Dropout { .. } => {}
                 Layer::Pool2d { kind, size } => ops.push(Op::Pool2d { kind, size }),
                 Layer::GlobalAvgPool => ops.push(Op::GlobalAvgPool),
-                Layer::FlattenConcatZ => ops.push(Op::FlattenConcatZ),
+                Layer::FlattenConcatZ { .. } => ops.push(Op::FlattenConcatZ),
                 Layer::Dense { units } => {
                     let weight = self.get(&format!("dense{di}.weight")).to_vec();
                     let bias = self.bias(&format!("dense{di}.bias"), units);
@@ -591,6 +680,12 @@ impl Model {
             sigma_floor: d.sigma_floor,
             sigma_calibration: d.sigma_calibration,
             z_range: FULL_Z_RANGE,
+            extra_ranges: d
+                .preprocess
+                .extra
+                .iter()
+                .map(|e| e.quantity.full_range())
+                .collect(),
             ops,
         })
     }
@@ -615,6 +710,7 @@ mod tests {
                 band_scale: vec![1.0; input.c],
                 z_shift: 0.0,
                 z_scale: 1.0,
+                extra: vec![],
             },
             sigma_floor: 0.005,
             sigma_calibration: None,
@@ -677,7 +773,7 @@ mod tests {
             Layer::BatchNorm { epsilon: eps },
             Layer::LeakyRelu { slope: 0.2 },
             Layer::Dropout { rate: 0.5 },
-            Layer::FlattenConcatZ,
+            Layer::FlattenConcatZ { scalars: 1 },
             Layer::Dense { units: 2 },
         ];
         let input = Shape { c: ic, h, w };
@@ -691,7 +787,7 @@ mod tests {
         );
         let x: Vec<f32> = (0..ic * h * w).map(|_| rng.uniform(-2.0, 2.0)).collect();
         let mut trace = Vec::new();
-        f.forward_f32(&x, 0.3, crate::interp::FloatPath::F32, Some(&mut trace))
+        f.forward_f32(&x, &[0.3], crate::interp::FloatPath::F32, Some(&mut trace))
             .unwrap();
         let got = &trace[1].data;
         let g = |n: &str, i: usize| f64::from(t[n].data[i]);

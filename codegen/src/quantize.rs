@@ -112,20 +112,20 @@ pub enum RangeMethod {
 }
 
 /// Calibrate on raw count cubes `[band][y][x]` with their redshifts ([`RangeMethod::default`]).
-pub fn calibrate(model: &FoldedModel, inputs: &[(&[u16], f32)]) -> Result<Calibration> {
+pub fn calibrate(model: &FoldedModel, inputs: &[(&[u16], &[f32])]) -> Result<Calibration> {
     calibrate_with(model, inputs, RangeMethod::default())
 }
 
 /// Calibrate on raw count cubes with a given range method.
 pub fn calibrate_with(
     model: &FoldedModel,
-    inputs: &[(&[u16], f32)],
+    inputs: &[(&[u16], &[f32])],
     method: RangeMethod,
 ) -> Result<Calibration> {
     let mut stats = ActivationStats::new(model);
     for (counts, z) in inputs {
-        let (x, zp) = preprocess(&model.preprocess, model.input, counts, *z)?;
-        stats.observe(model, &x, zp)?;
+        let (x, zp) = preprocess(&model.preprocess, model.input, counts, z)?;
+        stats.observe(model, &x, &zp)?;
     }
     stats.calibration(model, method)
 }
@@ -133,11 +133,11 @@ pub fn calibrate_with(
 /// Calibrate on already preprocessed inputs `(x, z')` ([`RangeMethod::default`]).
 pub fn calibrate_preprocessed(
     model: &FoldedModel,
-    inputs: &[(Vec<f32>, f32)],
+    inputs: &[(Vec<f32>, Vec<f32>)],
 ) -> Result<Calibration> {
     let mut stats = ActivationStats::new(model);
     for (x, z) in inputs {
-        stats.observe(model, x, *z)?;
+        stats.observe(model, x, z)?;
     }
     stats.calibration(model, RangeMethod::default())
 }
@@ -152,7 +152,7 @@ impl Calibration {
     }
 
     /// Run the f32 interpreter on one preprocessed input and widen the ranges (min/max).
-    pub fn observe(&mut self, model: &FoldedModel, x: &[f32], z: f32) -> Result<()> {
+    pub fn observe(&mut self, model: &FoldedModel, x: &[f32], z: &[f32]) -> Result<()> {
         let mut trace = Vec::new();
         model.forward_f32(x, z, FloatPath::F32, Some(&mut trace))?;
         ensure!(
@@ -370,7 +370,8 @@ impl Histogram {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActivationStats {
     hists: Vec<Histogram>,
-    /// Range of the preprocessed redshift z' (it must never be clipped).
+    /// Range of the preprocessed scalar inputs (redshift and auxiliary; they must never be
+    /// clipped).
     z_range: (f32, f32),
     samples: usize,
 }
@@ -391,7 +392,7 @@ impl ActivationStats {
     }
 
     /// Run the f32 interpreter on one preprocessed input and record every tensor.
-    pub fn observe(&mut self, model: &FoldedModel, x: &[f32], z: f32) -> Result<()> {
+    pub fn observe(&mut self, model: &FoldedModel, x: &[f32], z: &[f32]) -> Result<()> {
         let mut trace = Vec::new();
         model.forward_f32(x, z, FloatPath::F32, Some(&mut trace))?;
         ensure!(
@@ -408,7 +409,9 @@ impl ActivationStats {
                 h.add(v);
             }
         }
-        self.z_range = (self.z_range.0.min(z), self.z_range.1.max(z));
+        for &z in z {
+            self.z_range = (self.z_range.0.min(z), self.z_range.1.max(z));
+        }
         self.samples += 1;
         Ok(())
     }
@@ -628,6 +631,8 @@ pub struct QuantModel {
     pub sigma_calibration: Option<SigmaCalibration>,
     /// Redshifts the model accepts ([`FoldedModel::z_range`]).
     pub z_range: [f32; 2],
+    /// Training ranges of the auxiliary inputs ([`FoldedModel::extra_ranges`]).
+    pub extra_ranges: Vec<[f32; 2]>,
     /// Activation shapes: `[0]` input, `[i + 1]` output of op `i`.
     pub shapes: Vec<Shape>,
     /// Calibrated f32 ranges, indexed like `shapes`.
@@ -807,6 +812,7 @@ pub fn quantize(model: &FoldedModel, calib: &Calibration) -> Result<QuantModel> 
         sigma_floor: model.sigma_floor,
         sigma_calibration: model.sigma_calibration,
         z_range: model.z_range,
+        extra_ranges: model.extra_ranges.clone(),
         shapes,
         ranges: calib.ranges.clone(),
         tensor_q,
@@ -822,7 +828,7 @@ pub fn quantize(model: &FoldedModel, calib: &Calibration) -> Result<QuantModel> 
 pub fn correct_head_bias(
     q: &mut QuantModel,
     model: &FoldedModel,
-    inputs: &[(&[u16], f32)],
+    inputs: &[(&[u16], &[f32])],
 ) -> Result<[f64; 2]> {
     ensure!(
         !inputs.is_empty(),
@@ -830,9 +836,9 @@ pub fn correct_head_bias(
     );
     let mut diff = [0f64; 2];
     for (counts, z) in inputs {
-        let (x, zp) = preprocess(&model.preprocess, model.input, counts, *z)?;
-        let f = model.forward_f32(&x, zp, FloatPath::F32, None)?;
-        let h = q.forward_s8(&x, zp, None)?;
+        let (x, zp) = preprocess(&model.preprocess, model.input, counts, z)?;
+        let f = model.forward_f32(&x, &zp, FloatPath::F32, None)?;
+        let h = q.forward_s8(&x, &zp, None)?;
         for ((d, hi), fi) in diff.iter_mut().zip(&h.real).zip(&f) {
             *d += f64::from(*hi) - f64::from(*fi);
         }
@@ -871,14 +877,17 @@ mod tests {
     fn e30_int8_tracks_f32() {
         let f = Model::load(e30_dir()).unwrap().fold_batch_norm().unwrap();
         let cal = cubes(1, 100);
-        let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let refs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .map(|(c, z)| (c.as_slice(), std::slice::from_ref(z)))
+            .collect();
         let q = quantize(&f, &calibrate(&f, &refs).unwrap()).unwrap();
         let (mut worst, mut sum, mut worst_s, mut spread) =
             (0f64, 0f64, 0f64, (f64::INFINITY, f64::NEG_INFINITY));
         let test = cubes(2, 50);
         for (c, z) in &test {
-            let a = f.predict(c, *z, FloatPath::F32).unwrap();
-            let b = q.predict(c, *z).unwrap();
+            let a = f.predict(c, &[*z], FloatPath::F32).unwrap();
+            let b = q.predict(c, &[*z]).unwrap();
             worst = worst.max((a.mu - b.mu).abs());
             sum += (a.mu - b.mu).abs();
             worst_s = worst_s.max((a.sigma - b.sigma).abs() / a.sigma);
@@ -905,7 +914,10 @@ mod tests {
             c.weight[..per].fill(0.0);
         }
         let cal = cubes(3, 20);
-        let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let refs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .map(|(c, z)| (c.as_slice(), std::slice::from_ref(z)))
+            .collect();
         let calib = calibrate(&f, &refs).unwrap();
         let q = quantize(&f, &calib).unwrap();
         let (Op::Conv2d(c), QOp::Conv2d(qc)) = (&f.ops[1], &q.ops[1]) else {
@@ -938,7 +950,7 @@ mod tests {
         assert_eq!(q.tensor_q[6], q.tensor_q[8], "last conv -> pool -> concat");
         let zs: Vec<f32> = refs
             .iter()
-            .map(|(c, z)| preprocess(&f.preprocess, f.input, c, *z).unwrap().1)
+            .map(|(c, z)| preprocess(&f.preprocess, f.input, c, z).unwrap().1[0])
             .collect();
         let qz = q.tensor_q[8];
         for z in zs {
@@ -976,7 +988,10 @@ mod tests {
         let cubes: Vec<(Vec<u16>, f32)> = (0..60)
             .map(|_| crate::testutil::synthetic_cube(&mut rng, 10, 50))
             .collect();
-        let inputs: Vec<(&[u16], f32)> = cubes.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let inputs: Vec<(&[u16], &[f32])> = cubes
+            .iter()
+            .map(|(c, z)| (c.as_slice(), std::slice::from_ref(z)))
+            .collect();
         let mut q = quantize(&folded, &calibrate(&folded, &inputs[..30]).unwrap()).unwrap();
         correct_head_bias(&mut q, &folded, &inputs).unwrap();
         let after = correct_head_bias(&mut q.clone(), &folded, &inputs).unwrap();
@@ -997,29 +1012,32 @@ mod tests {
     fn histograms_merge_exactly_and_min_max_is_the_old_calibration() {
         let f = Model::load(e30_dir()).unwrap().fold_batch_norm().unwrap();
         let cal = cubes(7, 12);
-        let pre: Vec<(Vec<f32>, f32)> = cal
+        let pre: Vec<(Vec<f32>, Vec<f32>)> = cal
             .iter()
-            .map(|(c, z)| preprocess(&f.preprocess, f.input, c, *z).unwrap())
+            .map(|(c, z)| preprocess(&f.preprocess, f.input, c, &[*z]).unwrap())
             .collect();
         let mut whole = ActivationStats::new(&f);
         let mut old = Calibration::empty(&f);
         for (x, z) in &pre {
-            whole.observe(&f, x, *z).unwrap();
-            old.observe(&f, x, *z).unwrap();
+            whole.observe(&f, x, z).unwrap();
+            old.observe(&f, x, z).unwrap();
         }
         let (mut a, mut b) = (ActivationStats::new(&f), ActivationStats::new(&f));
         for (x, z) in pre[..5].iter().rev() {
-            b.observe(&f, x, *z).unwrap();
+            b.observe(&f, x, z).unwrap();
         }
         for (x, z) in &pre[5..] {
-            a.observe(&f, x, *z).unwrap();
+            a.observe(&f, x, z).unwrap();
         }
         a.merge(&b).unwrap();
         assert_eq!(a, whole);
         assert_eq!(a.samples(), 12);
         let minmax = whole.calibration(&f, RangeMethod::MinMax).unwrap();
         assert_eq!(minmax, old);
-        let refs: Vec<(&[u16], f32)> = cal.iter().map(|(c, z)| (c.as_slice(), *z)).collect();
+        let refs: Vec<(&[u16], &[f32])> = cal
+            .iter()
+            .map(|(c, z)| (c.as_slice(), std::slice::from_ref(z)))
+            .collect();
         assert_eq!(
             calibrate(&f, &refs).unwrap(),
             whole.calibration(&f, RangeMethod::default()).unwrap()

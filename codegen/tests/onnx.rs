@@ -87,7 +87,7 @@ fn f32_path_matches_onnxruntime() {
         let mut first = Vec::new();
         let mut spread = 0f64;
         for (k, s) in samples.iter().enumerate() {
-            let p = f.predict(&s.counts, s.z, FloatPath::F32).unwrap();
+            let p = f.predict(&s.counts, &[s.z], FloatPath::F32).unwrap();
             let ours = m.outputs.onnx_values(p.raw);
             let want = ort(&doc, k);
             assert_eq!(ours.len(), want.len(), "{name}");
@@ -326,16 +326,26 @@ struct Run {
 }
 
 fn traces(f: &FoldedModel, s: &Sample, q: &QuantModel) -> Run {
-    let (x, z) = preprocess(&f.preprocess, f.input, &s.counts, s.z).unwrap();
+    let (x, z) = preprocess(&f.preprocess, f.input, &s.counts, &[s.z]).unwrap();
     let mut tf = Vec::new();
-    f.forward_f32(&x, z, FloatPath::F32, Some(&mut tf)).unwrap();
+    f.forward_f32(&x, &z, FloatPath::F32, Some(&mut tf))
+        .unwrap();
     let mut tq = Vec::new();
-    let acc = q.forward_s8(&x, z, Some(&mut tq)).unwrap().acc;
-    Run { x, z, tf, tq, acc }
+    let acc = q.forward_s8(&x, &z, Some(&mut tq)).unwrap().acc;
+    Run {
+        x,
+        z: z[0],
+        tf,
+        tq,
+        acc,
+    }
 }
 
 fn quantised(f: &FoldedModel, samples: &[Sample]) -> QuantModel {
-    let cal: Vec<(&[u16], f32)> = samples.iter().map(|s| (s.counts.as_slice(), s.z)).collect();
+    let cal: Vec<(&[u16], &[f32])> = samples
+        .iter()
+        .map(|s| (s.counts.as_slice(), std::slice::from_ref(&s.z)))
+        .collect();
     quantize(f, &calibrate(f, &cal).unwrap()).unwrap()
 }
 

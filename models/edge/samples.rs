@@ -21,6 +21,13 @@ pub const REDSHIFT: [f32; N] = [
     f32::from_bits(0x3f2eadc0),
     f32::from_bits(0x3f64249e),
 ];
+/// Every scalar input of each cluster, as `infer` takes them: `redshift`.
+pub const SCALARS: [[f32; 1]; N] = [
+    [f32::from_bits(0x3f84ca3d)],
+    [f32::from_bits(0x3f8354d9)],
+    [f32::from_bits(0x3f2eadc0)],
+    [f32::from_bits(0x3f64249e)],
+];
 /// True log10 M500c / Msun (NaN when the sample is unlabelled).
 pub const TRUE_LOG_MASS: [f32; N] = [
     f32::from_bits(0x415c313a),

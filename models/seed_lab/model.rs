@@ -28,7 +28,8 @@
 //! static BLOB: runtime::blob::Aligned<[u8; N]> = runtime::blob::Aligned(*include_bytes!("model-int8.bin"));
 //! let model = int8::Model::new(&BLOB.0)?;  // validates before use
 //! let mut arena = [0i8; ARENA_LEN];
-//! let estimate = model.infer(&counts, redshift, &mut arena)?;
+//! let estimate = model.infer(&counts, &[redshift], &mut arena)?;
+//! if !estimate.flags.is_empty() { /* inputs outside the training ranges, empty or saturated cube */ }
 //! ```
 //!
 //! See `firmware-examples/minimal` for a complete program (`main() -> !` handles the errors).
@@ -43,6 +44,10 @@ pub const HEIGHT: usize = 50;
 pub const WIDTH: usize = 50;
 /// u16 counts per observation, band-major (`[band][y][x]`).
 pub const INPUT_LEN: usize = BANDS * HEIGHT * WIDTH;
+/// Scalar inputs `infer` takes, in order: a redshift.
+pub const SCALARS: usize = 1;
+/// Names of the scalar inputs (units: redshift; seconds for `exposure_s`).
+pub const SCALAR_NAMES: [&str; SCALARS] = ["redshift"];
 /// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan.
 pub const ARENA_LEN: usize = 94100;
 /// im2col scratch of the SIMD convolutions, f32 values (`f32` and `f16` models), on the stack of `infer`; 0 when this build has no SIMD path for the target.
@@ -163,7 +168,7 @@ pub mod f32 {
     /// A validated f32 weight blob, borrowed in place (e.g. from flash).
     #[derive(Debug, Clone, Copy)]
     pub struct Model<'a> {
-        meta: Meta<BANDS>,
+        meta: Meta<BANDS, { SCALARS - 1 }>,
         w0: &'a [f32],
         b0: &'a [f32],
         w1: &'a [f32],
@@ -236,18 +241,20 @@ pub mod f32 {
             })
         }
         /// The model constants (preprocessing, sigma floor and calibration) read from the blob.
-        pub fn meta(&self) -> &Meta<BANDS> {
+        pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation. A redshift outside the model's recorded range ([`Meta::z_range`]) is `Error::RedshiftOutOfRange`, a non-finite one `Error::BadScalar`; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero or a saturated cube give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer(
             &self,
             counts: &[u16],
-            z: f32,
+            scalars: &[f32; SCALARS],
             arena: &mut [f32; ARENA_LEN],
         ) -> Result<Estimate, Error> {
             let p = &self.meta.preprocess;
-            let z = self.meta.redshift(z)?;
+            let mut z = [0.0f32; SCALARS];
+            let flags = self.meta.scalars(scalars, &mut z)?
+                | runtime::model::cube_flags(counts, u16::MAX);
             let arena: &mut [f32] = arena;
             let scratch = &mut [0.0f32; SCRATCH_F32];
             {
@@ -282,7 +289,7 @@ pub mod f32 {
             }
             {
                 let (x, y) = ping_pong(arena, 80, 81, false)?;
-                runtime::kernels::act::concat_z(x, z, y)?;
+                runtime::kernels::act::concat(x, &z, y)?;
             }
             {
                 let (x, y) = ping_pong(arena, 81, 512, true)?;
@@ -303,7 +310,7 @@ pub mod f32 {
             let (x, _) = ping_pong(arena, 64, 0, true)?;
             let mut raw = [0.0f32; 2];
             Op12::f32_fast(x, self.w12, self.b12, 1.0, &mut raw)?;
-            self.meta.output(raw)
+            self.meta.output(raw, flags)
         }
     }
 }
@@ -343,7 +350,7 @@ pub mod f16 {
     /// A validated f16 weight blob, borrowed in place (e.g. from flash).
     #[derive(Debug, Clone, Copy)]
     pub struct Model<'a> {
-        meta: Meta<BANDS>,
+        meta: Meta<BANDS, { SCALARS - 1 }>,
         w0: &'a [runtime::half::f16],
         b0: &'a [f32],
         w1: &'a [runtime::half::f16],
@@ -416,18 +423,20 @@ pub mod f16 {
             })
         }
         /// The model constants (preprocessing, sigma floor and calibration) read from the blob.
-        pub fn meta(&self) -> &Meta<BANDS> {
+        pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation. A redshift outside the model's recorded range ([`Meta::z_range`]) is `Error::RedshiftOutOfRange`, a non-finite one `Error::BadScalar`; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero or a saturated cube give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer(
             &self,
             counts: &[u16],
-            z: f32,
+            scalars: &[f32; SCALARS],
             arena: &mut [f32; ARENA_LEN],
         ) -> Result<Estimate, Error> {
             let p = &self.meta.preprocess;
-            let z = self.meta.redshift(z)?;
+            let mut z = [0.0f32; SCALARS];
+            let flags = self.meta.scalars(scalars, &mut z)?
+                | runtime::model::cube_flags(counts, u16::MAX);
             let arena: &mut [f32] = arena;
             let scratch = &mut [0.0f32; SCRATCH_F32];
             {
@@ -462,7 +471,7 @@ pub mod f16 {
             }
             {
                 let (x, y) = ping_pong(arena, 80, 81, false)?;
-                runtime::kernels::act::concat_z(x, z, y)?;
+                runtime::kernels::act::concat(x, &z, y)?;
             }
             {
                 let (x, y) = ping_pong(arena, 81, 512, true)?;
@@ -483,7 +492,7 @@ pub mod f16 {
             let (x, _) = ping_pong(arena, 64, 0, true)?;
             let mut raw = [0.0f32; 2];
             Op12::f32_fast(x, self.w12, self.b12, 1.0, &mut raw)?;
-            self.meta.output(raw)
+            self.meta.output(raw, flags)
         }
     }
 }
@@ -546,7 +555,7 @@ pub mod int8 {
     /// A validated int8 weight blob, borrowed in place (e.g. from flash).
     #[derive(Debug, Clone, Copy)]
     pub struct Model<'a> {
-        meta: Meta<BANDS>,
+        meta: Meta<BANDS, { SCALARS - 1 }>,
         w0: &'a [i8],
         b0: &'a [i32],
         rp0: &'a [Requant],
@@ -784,18 +793,20 @@ pub mod int8 {
             })
         }
         /// The model constants (preprocessing, sigma floor and calibration) read from the blob.
-        pub fn meta(&self) -> &Meta<BANDS> {
+        pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and redshift, using `arena` for every activation. A redshift outside the model's recorded range ([`Meta::z_range`]) is `Error::RedshiftOutOfRange`, a non-finite one `Error::BadScalar`; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero or a saturated cube give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer(
             &self,
             counts: &[u16],
-            z: f32,
+            scalars: &[f32; SCALARS],
             arena: &mut [i8; ARENA_LEN],
         ) -> Result<Estimate, Error> {
             let p = &self.meta.preprocess;
-            let z = self.meta.redshift(z)?;
+            let mut z = [0.0f32; SCALARS];
+            let flags = self.meta.scalars(scalars, &mut z)?
+                | runtime::model::cube_flags(counts, u16::MAX);
             let arena: &mut [i8] = arena;
             let scratch = &mut [0i16; SCRATCH_S8];
             {
@@ -902,15 +913,11 @@ pub mod int8 {
             }
             {
                 let (x, y) = ping_pong(arena, 80, 81, false)?;
-                runtime::kernels::act::concat_z(
-                    x,
-                    QParams {
-                        scale: self.scale[8],
-                        zero_point: self.zp[8],
-                    }
-                        .quantize(z),
-                    y,
-                )?;
+                let q = QParams {
+                    scale: self.scale[8],
+                    zero_point: self.zp[8],
+                };
+                runtime::kernels::act::concat(x, &z.map(|v| q.quantize(v)), y)?;
             }
             {
                 let (x, y) = ping_pong(arena, 81, 512, true)?;
@@ -976,7 +983,7 @@ pub mod int8 {
             let mut acc = [0i32; 2];
             Op12::acc_s8_fast(x, self.w12, self.b12, self.zp[12], &mut acc)?;
             let raw = [self.os12[0] * acc[0] as f32, self.os12[1] * acc[1] as f32];
-            self.meta.output(raw)
+            self.meta.output(raw, flags)
         }
     }
 }

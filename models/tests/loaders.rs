@@ -10,6 +10,7 @@
 use models::blobs::{EDGE_F16, EDGE_F32, EDGE_INT8};
 use models::edge;
 use runtime::blob::{Aligned, BlobError, ENTRY_LEN, HEADER_LEN, blob_crc};
+use runtime::model::Flags;
 use runtime::{Error, Estimate};
 
 /// A copy of `bytes` at a 16-byte-aligned address, as firmware stores a blob.
@@ -212,64 +213,80 @@ fn the_training_redshift_range_is_recorded() {
 }
 
 /// z = 100 gave log mass -10.6 (f32), 1e30 gave -2.5e29, f32::MAX NaN, and int8 13.69 for
-/// every z >= 20: every redshift outside the training range is refused, in every dtype.
+/// every z >= 20; z = 5 a confident 15.09 +/- 0.03 with no warning (issue 14). Now a
+/// redshift beyond MAX_REDSHIFT (20) or negative or not finite is refused in every dtype,
+/// and one inside [0, 20] but outside the training range gives an estimate flagged
+/// `REDSHIFT_OUTSIDE_TRAINING`.
 #[test]
-fn redshifts_outside_the_training_range_are_refused() {
+fn redshifts_outside_the_training_range_are_flagged_and_invalid_ones_refused() {
     let c = counts();
     let f32m = edge::f32::Model::new(&EDGE_F32.0).unwrap();
     let f16m = edge::f16::Model::new(&EDGE_F16.0).unwrap();
     let int8m = edge::int8::Model::new(&EDGE_INT8.0).unwrap();
     let mut af = Box::new([0.0f32; edge::ARENA_LEN]);
     let mut ai = Box::new([0i8; edge::ARENA_LEN]);
+    let bad = Err(Error::BadScalar { index: 0 });
     for z in [
         100.0,
         1e30,
         f32::MAX,
-        20.0,
         25.0,
-        1.31,
-        0.049,
-        0.0,
         -0.1,
         -1e30,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
     ] {
-        assert_eq!(
-            f32m.infer(&c, z, &mut af),
-            Err(Error::RedshiftOutOfRange),
-            "f32, z = {z}"
-        );
-        assert_eq!(
-            f16m.infer(&c, z, &mut af),
-            Err(Error::RedshiftOutOfRange),
-            "f16, z = {z}"
-        );
-        assert_eq!(
-            int8m.infer(&c, z, &mut ai),
-            Err(Error::RedshiftOutOfRange),
-            "int8, z = {z}"
-        );
+        assert_eq!(f32m.infer(&c, &[z], &mut af), bad, "f32, z = {z}");
+        assert_eq!(f16m.infer(&c, &[z], &mut af), bad, "f16, z = {z}");
+        assert_eq!(int8m.infer(&c, &[z], &mut ai), bad, "int8, z = {z}");
     }
-    for z in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-        assert_eq!(f32m.infer(&c, z, &mut af), Err(Error::BadScalar), "z = {z}");
-        assert_eq!(
-            int8m.infer(&c, z, &mut ai),
-            Err(Error::BadScalar),
-            "z = {z}"
-        );
+    for z in [20.0, 5.0, 1.31, 0.049, 0.0] {
+        for e in [
+            f32m.infer(&c, &[z], &mut af).unwrap(),
+            f16m.infer(&c, &[z], &mut af).unwrap(),
+            int8m.infer(&c, &[z], &mut ai).unwrap(),
+        ] {
+            assert_eq!(e.flags, Flags::REDSHIFT_OUTSIDE_TRAINING, "z = {z}: {e:?}");
+        }
     }
-    // Inside, both ends included: a finite, plausible cluster mass.
+    // Inside, both ends included: a finite, plausible cluster mass and no flag.
     for z in [0.05, 0.3, 1.3] {
         for e in [
-            f32m.infer(&c, z, &mut af).unwrap(),
-            f16m.infer(&c, z, &mut af).unwrap(),
-            int8m.infer(&c, z, &mut ai).unwrap(),
+            f32m.infer(&c, &[z], &mut af).unwrap(),
+            f16m.infer(&c, &[z], &mut af).unwrap(),
+            int8m.infer(&c, &[z], &mut ai).unwrap(),
         ] {
             assert!(
-                finite(e) && (12.0..16.5).contains(&e.log_mass),
+                finite(e) && (12.0..16.5).contains(&e.log_mass) && e.flags.is_empty(),
                 "z = {z}: {e:?}"
             );
         }
     }
+}
+
+/// An all-zero cube and a saturated one (a pixel at 65535) give flagged estimates in every
+/// dtype, with the same numbers as without the flag check (flags never change the value).
+#[test]
+fn empty_and_saturated_cubes_are_flagged() {
+    let f32m = edge::f32::Model::new(&EDGE_F32.0).unwrap();
+    let int8m = edge::int8::Model::new(&EDGE_INT8.0).unwrap();
+    let mut af = Box::new([0.0f32; edge::ARENA_LEN]);
+    let mut ai = Box::new([0i8; edge::ARENA_LEN]);
+    let empty = vec![0u16; edge::INPUT_LEN];
+    let mut sat = counts();
+    sat[1234] = u16::MAX;
+    for (c, want) in [(&empty, Flags::EMPTY_CUBE), (&sat, Flags::SATURATED)] {
+        assert_eq!(f32m.infer(c, &[0.3], &mut af).unwrap().flags, want);
+        assert_eq!(int8m.infer(c, &[0.3], &mut ai).unwrap().flags, want);
+        assert_eq!(
+            int8m.infer(c, &[5.0], &mut ai).unwrap().flags,
+            want | Flags::REDSHIFT_OUTSIDE_TRAINING
+        );
+    }
+    let mut near = counts();
+    near[1234] = u16::MAX - 1;
+    assert!(f32m.infer(&near, &[0.3], &mut af).unwrap().flags.is_empty());
 }
 
 /// Finite weights can still overflow f32: the result is an error, never `Ok(inf)` or
@@ -288,13 +305,13 @@ fn no_ok_estimate_is_non_finite() {
     seal(&mut b);
     let a = aligned(&b);
     let m = edge::f32::Model::new(&a.0[..b.len()]).unwrap();
-    assert_eq!(m.infer(&c, 0.3, &mut af), Err(Error::NonFinite));
+    assert_eq!(m.infer(&c, &[0.3], &mut af), Err(Error::NonFinite));
     // int8: the head's output scale (tensor 19) at f32::MAX.
     let mut ai = Box::new([0i8; edge::ARENA_LEN]);
     let b = forge(&EDGE_INT8.0, 19, 0, &f32::MAX.to_le_bytes());
     let a = aligned(&b);
     let m = edge::int8::Model::new(&a.0[..b.len()]).unwrap();
-    assert_eq!(m.infer(&c, 0.3, &mut ai), Err(Error::NonFinite));
+    assert_eq!(m.infer(&c, &[0.3], &mut ai), Err(Error::NonFinite));
 }
 
 /// The committed golden vectors still hold with the range check in place (their clusters
@@ -310,15 +327,15 @@ fn golden_vectors_are_reproduced() {
     let bits = |e: Estimate| [e.log_mass.to_bits(), e.sigma.to_bits()];
     for i in 0..s::N {
         let c = s::counts(i).unwrap();
-        let z = s::REDSHIFT[i];
+        let z = s::SCALARS[i];
         assert_eq!(
-            bits(int8m.infer(c, z, &mut ai).unwrap()),
+            bits(int8m.infer(c, &z, &mut ai).unwrap()),
             s::INT8[i],
             "int8 {i}"
         );
         for (e, want) in [
-            (f32m.infer(c, z, &mut af).unwrap(), s::F32[i]),
-            (f16m.infer(c, z, &mut af).unwrap(), s::F16[i]),
+            (f32m.infer(c, &z, &mut af).unwrap(), s::F32[i]),
+            (f16m.infer(c, &z, &mut af).unwrap(), s::F16[i]),
         ] {
             let d = (e.log_mass - f32::from_bits(want[0])).abs();
             assert!(d < 1e-4, "cluster {i}: {e:?} vs {want:?}");

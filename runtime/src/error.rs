@@ -13,12 +13,14 @@ pub enum Error {
         /// Length it was given.
         got: usize,
     },
-    /// A scalar input (e.g. the redshift) was NaN, infinite or out of range.
-    BadScalar,
-    /// The redshift is finite but outside the range the model was trained on (recorded in
-    /// its weight blob, [`Meta::z_range`](crate::model::Meta::z_range)): the network would
-    /// extrapolate, so no estimate is given.
-    RedshiftOutOfRange,
+    /// A scalar input was not physically valid: NaN, infinite, a negative redshift or one
+    /// above [`MAX_REDSHIFT`](crate::model::MAX_REDSHIFT), a zero, negative or absurd
+    /// exposure. (Values that are valid but outside the training range give a flagged
+    /// estimate instead, [`Flags`](crate::model::Flags).)
+    BadScalar {
+        /// Which scalar input (0 the redshift, then the model's auxiliary inputs in order).
+        index: usize,
+    },
     /// The network produced a non-finite output (a blob whose values overflow the
     /// arithmetic); no estimate is given.
     NonFinite,
@@ -30,10 +32,13 @@ impl fmt::Display for Error {
             Error::BadLength { expected, got } => {
                 write!(f, "buffer length {got}, expected {expected}")
             }
-            Error::BadScalar => f.write_str("scalar input is not finite or out of range"),
-            Error::RedshiftOutOfRange => {
-                f.write_str("redshift outside the range the model was trained on")
+            Error::BadScalar { index: 0 } => {
+                f.write_str("scalar input 0 (the redshift) is not finite or not in [0, 20]")
             }
+            Error::BadScalar { index } => write!(
+                f,
+                "scalar input {index} is not finite or not physically valid (an exposure must lie in (0, 1e9] s)"
+            ),
             Error::NonFinite => f.write_str("the network produced a non-finite output"),
         }
     }
@@ -51,13 +56,13 @@ mod tests {
     /// Both error types coerce to `&dyn core::error::Error` and keep their messages.
     #[test]
     fn errors_are_core_errors() {
-        let e: &dyn core::error::Error = &Error::RedshiftOutOfRange;
+        let e: &dyn core::error::Error = &Error::BadScalar { index: 1 };
         let b: &dyn core::error::Error = &BlobError::Checksum;
-        let mut s = heapless::String::<128>::new();
+        let mut s = heapless::String::<256>::new();
         core::fmt::write(&mut s, format_args!("{e}; {b}")).unwrap();
         assert_eq!(
             s.as_str(),
-            "redshift outside the range the model was trained on; weight blob checksum mismatch (corrupted)"
+            "scalar input 1 is not finite or not physically valid (an exposure must lie in (0, 1e9] s); weight blob checksum mismatch (corrupted)"
         );
         assert!(e.source().is_none() && b.source().is_none());
     }

@@ -33,20 +33,221 @@ pub const MAX_CONSTANT: f32 = 1.0e6;
 /// Largest sigma floor or constant sigma accepted, dex.
 pub const MAX_SIGMA: f32 = 10.0;
 
-/// The model constants: tensor 0 of every blob, `BANDS + 7` f32 values:
-/// `band_scale[BANDS], z_shift, z_scale, sigma_floor, calibration kind (0 none,
-/// 1 scale, 2 constant), calibration value, z_min, z_max`.
+/// Longest exposure any model may record or accept, seconds (about 30 years).
+pub const MAX_EXPOSURE_S: f32 = 1.0e9;
+
+/// A scalar input after the redshift (the network's auxiliary inputs), and the code that
+/// names it in a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantity {
+    /// Exposure time in seconds (vignetting-corrected, as the exposure map gives it); the
+    /// network sees `log10` of it. Code 1.
+    Exposure,
+}
+
+impl Quantity {
+    /// The code stored in a blob.
+    pub const fn code(self) -> u32 {
+        match self {
+            Quantity::Exposure => 1,
+        }
+    }
+
+    /// The quantity of a stored code.
+    pub fn from_code(code: f32) -> Option<Self> {
+        (code == 1.0).then_some(Quantity::Exposure)
+    }
+
+    /// Name used in reports, CSV columns and generated code (`exposure_s`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Quantity::Exposure => "exposure_s",
+        }
+    }
+
+    /// The flag an estimate carries when this input lies outside the training range.
+    pub const fn outside_flag(self) -> Flags {
+        match self {
+            Quantity::Exposure => Flags::EXPOSURE_OUTSIDE_TRAINING,
+        }
+    }
+
+    /// The physically valid values of the raw input (finite; exposure in `(0, MAX_EXPOSURE_S]`).
+    pub fn valid(self, raw: f32) -> bool {
+        match self {
+            Quantity::Exposure => raw > 0.0 && raw <= MAX_EXPOSURE_S,
+        }
+    }
+
+    /// The raw input as the network's feature before shift and scale (`log10 t`).
+    pub fn feature(self, raw: f32) -> f32 {
+        match self {
+            Quantity::Exposure => libm::log10f(raw),
+        }
+    }
+}
+
+/// One auxiliary scalar input after the redshift: five f32 values in tensor 0,
+/// `code, shift, scale, min, max`; the network sees `(feature(raw) - shift) * scale`
+/// (`feature` is `log10` for the exposure), and `[min, max]` is the raw training range.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Meta<const BANDS: usize> {
+pub struct ExtraScalar {
+    /// What the input is.
+    pub quantity: Quantity,
+    /// Subtracted from the feature.
+    pub shift: f32,
+    /// Multiplies the shifted feature.
+    pub scale: f32,
+    /// The raw values the model was trained on, `[min, max]` inclusive; values outside
+    /// give an estimate flagged with [`Quantity::outside_flag`].
+    pub range: [f32; 2],
+}
+
+impl ExtraScalar {
+    /// Stored values per input.
+    pub const LEN: usize = 5;
+
+    /// Read `code, shift, scale, min, max`; `None` for an unknown code, a non-finite value,
+    /// a shift or scale larger than [`MAX_CONSTANT`] or a range not physically valid or
+    /// inverted.
+    pub fn from_slice(v: &[f32]) -> Option<Self> {
+        let &[code, shift, scale, min, max] = v else {
+            return None;
+        };
+        let quantity = Quantity::from_code(code)?;
+        let small = |x: f32| x.is_finite() && x.abs() <= MAX_CONSTANT;
+        (small(shift) && small(scale) && quantity.valid(min) && quantity.valid(max) && min <= max)
+            .then_some(Self {
+                quantity,
+                shift,
+                scale,
+                range: [min, max],
+            })
+    }
+
+    /// The stored form.
+    pub fn to_array(&self) -> [f32; 5] {
+        let [min, max] = self.range;
+        [
+            self.quantity.code() as f32,
+            self.shift,
+            self.scale,
+            min,
+            max,
+        ]
+    }
+}
+
+/// Warnings an [`Estimate`] carries: the inputs lie outside what the model was trained on,
+/// so the number is an extrapolation. A bit set; [`Flags::NONE`] for a clean estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flags(pub u16);
+
+impl Flags {
+    /// No warning.
+    pub const NONE: Flags = Flags(0);
+    /// The redshift is outside the training range ([`Meta::z_range`]).
+    pub const REDSHIFT_OUTSIDE_TRAINING: Flags = Flags(1);
+    /// The exposure is outside the training range.
+    pub const EXPOSURE_OUTSIDE_TRAINING: Flags = Flags(1 << 1);
+    /// Every count of the cube is zero: nothing was observed (a dead detector, a cutout off
+    /// the exposed area).
+    pub const EMPTY_CUBE: Flags = Flags(1 << 2);
+    /// A count reached the largest value of the cube's type (65535 for u16, 255 for u8):
+    /// the pixel saturated and the cube under-counts.
+    pub const SATURATED: Flags = Flags(1 << 3);
+    /// Every flag with its name, in bit order.
+    pub const ALL: [(Flags, &'static str); 4] = [
+        (
+            Flags::REDSHIFT_OUTSIDE_TRAINING,
+            "redshift_outside_training",
+        ),
+        (
+            Flags::EXPOSURE_OUTSIDE_TRAINING,
+            "exposure_outside_training",
+        ),
+        (Flags::EMPTY_CUBE, "empty_cube"),
+        (Flags::SATURATED, "saturated"),
+    ];
+
+    /// No flag set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Every bit of `other` is set.
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The names of the flags set, in bit order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Flags::ALL
+            .into_iter()
+            .filter(move |(f, _)| self.contains(*f))
+            .map(|(_, n)| n)
+    }
+}
+
+impl core::ops::BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+impl core::ops::BitOrAssign for Flags {
+    fn bitor_assign(&mut self, rhs: Flags) {
+        self.0 |= rhs.0;
+    }
+}
+
+/// [`Flags::EMPTY_CUBE`] if every count is zero, [`Flags::SATURATED`] if any count is
+/// `max` (the largest value of the cube's type).
+///
+/// ```
+/// use runtime::model::{cube_flags, Flags};
+/// assert_eq!(cube_flags(&[0u16; 4], u16::MAX), Flags::EMPTY_CUBE);
+/// assert_eq!(cube_flags(&[0u16, 3, u16::MAX], u16::MAX), Flags::SATURATED);
+/// assert_eq!(cube_flags(&[1u8, 254], u8::MAX), Flags::NONE);
+/// ```
+pub fn cube_flags<T: Copy + Into<u32>>(counts: &[T], max: T) -> Flags {
+    let max = max.into();
+    let (mut any, mut top) = (0u32, false);
+    for &c in counts {
+        let c = c.into();
+        any |= c;
+        top |= c == max;
+    }
+    let mut f = Flags::NONE;
+    if any == 0 {
+        f |= Flags::EMPTY_CUBE;
+    }
+    if top {
+        f |= Flags::SATURATED;
+    }
+    f
+}
+
+/// The model constants: tensor 0 of every blob, `BANDS + 7 + 5 EXTRA` f32 values:
+/// `band_scale[BANDS], z_shift, z_scale, sigma_floor, calibration kind (0 none,
+/// 1 scale, 2 constant), calibration value, z_min, z_max`, then per auxiliary input after
+/// the redshift its [`ExtraScalar`] (`code, shift, scale, min, max`). A model whose only
+/// scalar input is the redshift (`EXTRA = 0`) has the layout blobs had before auxiliary
+/// inputs existed, so those blobs load unchanged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Meta<const BANDS: usize, const EXTRA: usize = 0> {
     /// Preprocessing of the counts and the redshift.
     pub preprocess: Preprocess<BANDS>,
     /// Smallest sigma, added after the softplus (dex).
     pub sigma_floor: f32,
     /// Calibration of sigma.
     pub calibration: SigmaCalibration,
-    /// The redshifts the model accepts, `[min, max]` inclusive: the range it was trained on
-    /// (`codegen export` records it); [`Meta::redshift`] refuses anything else.
+    /// The redshifts the model was trained on, `[min, max]` inclusive (`codegen export`
+    /// records it); [`Meta::scalars`] flags an estimate outside it.
     pub z_range: [f32; 2],
+    /// The auxiliary inputs after the redshift, in the network's order.
+    pub extra: [ExtraScalar; EXTRA],
 }
 
 /// One cluster's answer.
@@ -56,6 +257,8 @@ pub struct Estimate {
     pub log_mass: f32,
     /// Calibrated 1-sigma uncertainty of `log_mass`, dex.
     pub sigma: f32,
+    /// Warnings: inputs outside what the model was trained on ([`Flags::NONE`] if none).
+    pub flags: Flags,
 }
 
 /// `ln(1 + e^x)` without overflow: `max(x, 0) + ln(1 + e^-|x|)`.
@@ -71,16 +274,19 @@ pub fn softplus(x: f32) -> f32 {
     a + libm::log1pf(libm::expf(neg_abs))
 }
 
-impl<const BANDS: usize> Meta<BANDS> {
+impl<const BANDS: usize, const EXTRA: usize> Meta<BANDS, EXTRA> {
     /// Number of f32 values in the stored form.
-    pub const LEN: usize = BANDS + 7;
+    pub const LEN: usize = BANDS + 7 + ExtraScalar::LEN * EXTRA;
+
+    /// Number of scalar inputs (the redshift and the auxiliary ones).
+    pub const SCALARS: usize = 1 + EXTRA;
 
     /// Read the stored form; `None` if the length is wrong or a value is not usable: a
     /// non-finite value, a band scale outside `(0, MAX_CONSTANT]`, a redshift shift or scale
     /// larger than [`MAX_CONSTANT`] in magnitude, a sigma floor outside `[0, MAX_SIGMA]`, an
     /// unknown calibration kind or a calibration value outside `(0, MAX_CONSTANT]` (factor)
     /// or `(0, MAX_SIGMA]` (constant), a redshift range not within `[0, MAX_REDSHIFT]` or
-    /// with `min > max`.
+    /// with `min > max`, an auxiliary input [`ExtraScalar::from_slice`] refuses.
     pub fn from_slice(v: &[f32]) -> Option<Self> {
         if v.len() != Self::LEN || v.iter().any(|x| !x.is_finite()) {
             return None;
@@ -114,6 +320,19 @@ impl<const BANDS: usize> Meta<BANDS> {
         {
             return None;
         }
+        let placeholder = ExtraScalar {
+            quantity: Quantity::Exposure,
+            shift: 0.0,
+            scale: 1.0,
+            range: [1.0, 1.0],
+        };
+        let mut extra = [placeholder; EXTRA];
+        for (e, chunk) in extra
+            .iter_mut()
+            .zip(tail[7..].chunks_exact(ExtraScalar::LEN))
+        {
+            *e = ExtraScalar::from_slice(chunk)?;
+        }
         Some(Self {
             preprocess: Preprocess {
                 band_scale,
@@ -123,47 +342,77 @@ impl<const BANDS: usize> Meta<BANDS> {
             sigma_floor: floor,
             calibration,
             z_range: [z_min, z_max],
+            extra,
         })
     }
 
-    /// The network's redshift input for a cluster at `z`: [`Error::BadScalar`] if `z` is
-    /// not finite, [`Error::RedshiftOutOfRange`] outside [`Meta::z_range`], else the
-    /// preprocessed value.
+    /// The network's scalar inputs for raw `[z, extra...]` (the redshift, then the inputs of
+    /// [`Meta::extra`] in order, in physical units): preprocessed into `out`, with the flags
+    /// of inputs outside the training ranges. [`Error::BadLength`] unless both slices hold
+    /// [`Meta::SCALARS`] values; [`Error::BadScalar`] (with the input's index) for a value
+    /// that is not physically valid: not finite, a redshift outside `[0, MAX_REDSHIFT]`, an
+    /// exposure outside `(0, MAX_EXPOSURE_S]`.
     ///
     /// ```
-    /// use runtime::model::{Meta, SigmaCalibration};
+    /// use runtime::model::{Meta, SigmaCalibration, Flags};
     /// use runtime::kernels::preprocess::Preprocess;
     /// use runtime::Error;
     /// let m = Meta::<1> { preprocess: Preprocess::log1p(), sigma_floor: 0.01,
-    ///                     calibration: SigmaCalibration::None, z_range: [0.05, 1.3] };
-    /// assert_eq!(m.redshift(0.5), Ok(0.5));
-    /// assert_eq!(m.redshift(1.31), Err(Error::RedshiftOutOfRange));
-    /// assert_eq!(m.redshift(f32::NAN), Err(Error::BadScalar));
+    ///                     calibration: SigmaCalibration::None, z_range: [0.05, 1.3], extra: [] };
+    /// let mut out = [0.0];
+    /// assert_eq!(m.scalars(&[0.5], &mut out), Ok(Flags::NONE));
+    /// assert_eq!(out, [0.5]);
+    /// assert_eq!(m.scalars(&[1.31], &mut out), Ok(Flags::REDSHIFT_OUTSIDE_TRAINING));
+    /// assert_eq!(m.scalars(&[f32::NAN], &mut out), Err(Error::BadScalar { index: 0 }));
     /// ```
-    pub fn redshift(&self, z: f32) -> Result<f32, Error> {
-        if !z.is_finite() {
-            return Err(Error::BadScalar);
+    pub fn scalars(&self, raw: &[f32], out: &mut [f32]) -> Result<Flags, Error> {
+        for len in [raw.len(), out.len()] {
+            if len != Self::SCALARS {
+                return Err(Error::BadLength {
+                    expected: Self::SCALARS,
+                    got: len,
+                });
+            }
         }
+        let z = raw[0];
+        if !(z.is_finite() && (0.0..=MAX_REDSHIFT).contains(&z)) {
+            return Err(Error::BadScalar { index: 0 });
+        }
+        let mut flags = Flags::NONE;
         if !(self.z_range[0] <= z && z <= self.z_range[1]) {
-            return Err(Error::RedshiftOutOfRange);
+            flags |= Flags::REDSHIFT_OUTSIDE_TRAINING;
         }
-        self.preprocess.redshift(z)
+        out[0] = self.preprocess.redshift(z)?;
+        for (i, e) in self.extra.iter().enumerate() {
+            let x = raw[i + 1];
+            if !(x.is_finite() && e.quantity.valid(x)) {
+                return Err(Error::BadScalar { index: i + 1 });
+            }
+            if !(e.range[0] <= x && x <= e.range[1]) {
+                flags |= e.quantity.outside_flag();
+            }
+            out[i + 1] = (e.quantity.feature(x) - e.shift) * e.scale;
+        }
+        Ok(flags)
     }
 
-    /// [`Meta::estimate`], refusing a non-finite result ([`Error::NonFinite`]): what the
-    /// generated `infer` returns, so no `Ok` ever holds NaN or infinity.
+    /// [`Meta::estimate`] with `flags`, refusing a non-finite result ([`Error::NonFinite`]):
+    /// what the generated `infer` returns, so no `Ok` ever holds NaN or infinity.
     ///
     /// ```
-    /// use runtime::model::{Meta, SigmaCalibration};
+    /// use runtime::model::{Meta, SigmaCalibration, Flags};
     /// use runtime::kernels::preprocess::Preprocess;
     /// let m = Meta::<1> { preprocess: Preprocess::log1p(), sigma_floor: 0.01,
-    ///                     calibration: SigmaCalibration::None, z_range: [0.0, 2.0] };
-    /// assert!(m.output([14.5, 0.0]).is_ok());
-    /// assert!(m.output([f32::NAN, 0.0]).is_err());
-    /// assert!(m.output([14.5, f32::INFINITY]).is_err());
+    ///                     calibration: SigmaCalibration::None, z_range: [0.0, 2.0], extra: [] };
+    /// assert!(m.output([14.5, 0.0], Flags::NONE).is_ok());
+    /// assert!(m.output([f32::NAN, 0.0], Flags::NONE).is_err());
+    /// assert!(m.output([14.5, f32::INFINITY], Flags::NONE).is_err());
     /// ```
-    pub fn output(&self, raw: [f32; 2]) -> Result<Estimate, Error> {
-        let e = self.estimate(raw);
+    pub fn output(&self, raw: [f32; 2], flags: Flags) -> Result<Estimate, Error> {
+        let e = Estimate {
+            flags,
+            ..self.estimate(raw)
+        };
         if e.log_mass.is_finite() && e.sigma.is_finite() {
             Ok(e)
         } else {
@@ -171,14 +420,14 @@ impl<const BANDS: usize> Meta<BANDS> {
         }
     }
 
-    /// Head outputs (mu, pre-softplus sigma) to an [`Estimate`]:
+    /// Head outputs (mu, pre-softplus sigma) to an [`Estimate`] without flags:
     /// `sigma = softplus(raw[1]) + floor`, then calibrated.
     ///
     /// ```
     /// use runtime::model::{Meta, SigmaCalibration};
     /// use runtime::kernels::preprocess::Preprocess;
     /// let m = Meta::<1> { preprocess: Preprocess::log1p(), sigma_floor: 0.01,
-    ///                     calibration: SigmaCalibration::Scale(2.0), z_range: [0.0, 2.0] };
+    ///                     calibration: SigmaCalibration::Scale(2.0), z_range: [0.0, 2.0], extra: [] };
     /// let e = m.estimate([14.5, 0.0]);
     /// assert_eq!(e.log_mass, 14.5);
     /// assert!((e.sigma - 2.0 * (core::f32::consts::LN_2 + 0.01)).abs() < 1e-6);
@@ -192,6 +441,7 @@ impl<const BANDS: usize> Meta<BANDS> {
 pub fn estimate(raw: [f32; 2], sigma_floor: f32, calibration: SigmaCalibration) -> Estimate {
     let s = softplus(raw[1]) + sigma_floor;
     Estimate {
+        flags: Flags::NONE,
         log_mass: raw[0],
         sigma: match calibration {
             SigmaCalibration::None => s,
@@ -314,20 +564,95 @@ mod tests {
         assert!(Meta::<2>::from_slice(&ok[..7]).is_none());
     }
 
-    /// Redshifts outside the recorded range are refused, whatever their size; inside, the
-    /// preprocessed value. The issue-18 cases: 100, 1e30, f32::MAX, 20 (int8 saturated there).
+    /// Redshifts outside the recorded training range give a flagged estimate, whatever
+    /// their size up to MAX_REDSHIFT; beyond it and non-finite ones are errors. Inside,
+    /// the preprocessed value. The issue-18 cases: 100, 1e30, f32::MAX, 20 (int8 saturated
+    /// there); issue 14: z = 5 used to return a confident estimate with no warning.
     #[test]
-    fn redshifts_outside_the_recorded_range_are_refused() {
+    fn redshifts_outside_the_training_range_are_flagged_and_invalid_ones_refused() {
         let v = [1.0f32, 0.6, 2.0, 0.005, 0.0, 0.0, 0.05, 1.3];
         let m = Meta::<1>::from_slice(&v).unwrap();
-        for z in [100.0, 1e30, f32::MAX, 20.0, 1.3001, 0.0499, 0.0] {
-            assert_eq!(m.redshift(z), Err(Error::RedshiftOutOfRange), "{z}");
+        let mut out = [0.0f32];
+        for z in [20.0, 5.0, 1.3001, 0.0499, 0.0] {
+            assert_eq!(
+                m.scalars(&[z], &mut out),
+                Ok(Flags::REDSHIFT_OUTSIDE_TRAINING),
+                "{z}"
+            );
         }
-        for z in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            assert_eq!(m.redshift(z), Err(Error::BadScalar), "{z}");
+        for z in [
+            100.0,
+            1e30,
+            f32::MAX,
+            20.001,
+            -0.001,
+            f32::NAN,
+            f32::INFINITY,
+        ] {
+            assert_eq!(
+                m.scalars(&[z], &mut out),
+                Err(Error::BadScalar { index: 0 }),
+                "{z}"
+            );
         }
-        assert_eq!(m.redshift(0.05), Ok((0.05 - 0.6) * 2.0));
-        assert_eq!(m.redshift(1.3), Ok((1.3 - 0.6) * 2.0));
+        for (z, want) in [(0.05f32, (0.05f32 - 0.6) * 2.0), (1.3, (1.3 - 0.6) * 2.0)] {
+            assert_eq!(m.scalars(&[z], &mut out), Ok(Flags::NONE));
+            assert_eq!(out[0], want);
+        }
+        assert!(matches!(
+            m.scalars(&[0.5, 1.0], &mut out),
+            Err(Error::BadLength { .. })
+        ));
+    }
+
+    /// An exposure input: stored form round trip, log10 feature against f64, training
+    /// range flagged, invalid exposures refused with their index, invalid records refused.
+    #[test]
+    fn exposure_inputs_map_flag_and_refuse() {
+        let mut v = std::vec![1.0f32, 0.6, 2.0, 0.005, 0.0, 0.0, 0.05, 1.3];
+        v.extend([1.0, 2.5, 4.0, 100.0, 3000.0]);
+        let m = Meta::<1, 1>::from_slice(&v).unwrap();
+        assert_eq!(m.extra[0].to_array(), [1.0, 2.5, 4.0, 100.0, 3000.0]);
+        assert_eq!(Meta::<1, 1>::LEN, v.len());
+        let mut out = [0.0f32; 2];
+        for t in [100.0f32, 640.0, 3000.0] {
+            assert_eq!(m.scalars(&[0.3, t], &mut out), Ok(Flags::NONE));
+            let want = (f64::from(t).log10() - 2.5) * 4.0;
+            assert!((f64::from(out[1]) - want).abs() < 1e-5, "{t}: {}", out[1]);
+        }
+        assert_eq!(
+            m.scalars(&[0.3, 99.0], &mut out),
+            Ok(Flags::EXPOSURE_OUTSIDE_TRAINING)
+        );
+        assert_eq!(
+            m.scalars(&[1.5, 1e6], &mut out),
+            Ok(Flags::EXPOSURE_OUTSIDE_TRAINING | Flags::REDSHIFT_OUTSIDE_TRAINING)
+        );
+        for t in [0.0f32, -5.0, f32::NAN, f32::INFINITY, 2e9] {
+            assert_eq!(
+                m.scalars(&[0.3, t], &mut out),
+                Err(Error::BadScalar { index: 1 }),
+                "{t}"
+            );
+        }
+        // Unknown code, zero or inverted range, absurd scale; wrong length for EXTRA.
+        for (i, bad) in [(8, 0.0f32), (8, 2.0), (11, 0.0), (11, 5000.0), (10, 1e9)] {
+            let mut w = v.clone();
+            w[i] = bad;
+            assert!(Meta::<1, 1>::from_slice(&w).is_none(), "{w:?}");
+        }
+        assert!(Meta::<1, 0>::from_slice(&v).is_none());
+        assert!(Meta::<1, 2>::from_slice(&v).is_none());
+    }
+
+    /// Flag names and set operations.
+    #[test]
+    fn flags_combine_and_name() {
+        let f = Flags::SATURATED | Flags::REDSHIFT_OUTSIDE_TRAINING;
+        assert!(f.contains(Flags::SATURATED) && !f.contains(Flags::EMPTY_CUBE));
+        let names: std::vec::Vec<_> = f.names().collect();
+        assert_eq!(names, ["redshift_outside_training", "saturated"]);
+        assert!(Flags::NONE.is_empty() && Flags::NONE.names().next().is_none());
     }
 
     /// No Ok output holds NaN or infinity.
@@ -335,12 +660,13 @@ mod tests {
     fn non_finite_outputs_are_errors() {
         let v = [1.0f32, 0.6, 2.0, 0.005, 1.0, 2.0, 0.05, 1.3];
         let m = Meta::<1>::from_slice(&v).unwrap();
-        assert!(m.output([14.0, -3.0]).is_ok());
+        let f = Flags::EMPTY_CUBE;
+        assert_eq!(m.output([14.0, -3.0], f).map(|e| e.flags), Ok(f));
         for raw in [[f32::NAN, 0.0], [f32::INFINITY, 0.0], [14.0, f32::NAN]] {
-            assert_eq!(m.output(raw), Err(Error::NonFinite), "{raw:?}");
+            assert_eq!(m.output(raw, f), Err(Error::NonFinite), "{raw:?}");
         }
         // Finite raw outputs whose calibrated sigma overflows.
-        assert_eq!(m.output([14.0, f32::MAX]), Err(Error::NonFinite));
+        assert_eq!(m.output([14.0, f32::MAX], f), Err(Error::NonFinite));
     }
 
     /// softplus against the f64 closed form over a wide range.

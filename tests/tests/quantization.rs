@@ -19,26 +19,28 @@ fn int8_scatter_cost_on_unseen_clusters() {
     let folded = Model::load(&dir).unwrap().fold_batch_norm().unwrap();
     let ds = generate_dataset(&tests::simulator(77, |_| {}), 1200);
     let (calib_idx, test_idx) = (0..200, 200..ds.len());
-    let inputs: Vec<(&[u16], f32)> = calib_idx.map(|i| (ds.image(i), ds.redshift[i])).collect();
+    let inputs: Vec<(&[u16], &[f32])> = calib_idx
+        .map(|i| (ds.image(i), std::slice::from_ref(&ds.redshift[i])))
+        .collect();
     let q = quantize(&folded, &calibrate(&folded, &inputs).unwrap()).unwrap();
     let (mut r32, mut r16, mut r8) = (Vec::new(), Vec::new(), Vec::new());
     for i in test_idx {
         let y = f64::from(ds.log_mass.as_ref().unwrap()[i]);
         r32.push(
             folded
-                .predict(ds.image(i), ds.redshift[i], FloatPath::F32)
+                .predict(ds.image(i), &[ds.redshift[i]], FloatPath::F32)
                 .unwrap()
                 .mu
                 - y,
         );
         r16.push(
             folded
-                .predict(ds.image(i), ds.redshift[i], FloatPath::F16)
+                .predict(ds.image(i), &[ds.redshift[i]], FloatPath::F16)
                 .unwrap()
                 .mu
                 - y,
         );
-        r8.push(q.predict(ds.image(i), ds.redshift[i]).unwrap().mu - y);
+        r8.push(q.predict(ds.image(i), &[ds.redshift[i]]).unwrap().mu - y);
     }
     let (s32, s16, s8) = (scatter(&r32), scatter(&r16), scatter(&r8));
     println!(

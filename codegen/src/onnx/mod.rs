@@ -92,6 +92,7 @@ pub fn import(path: &Path, sidecar: &Sidecar) -> Result<Imported> {
                 .with_context(|| format!("{}: preprocessing sidecar", path.display()))?,
             z_shift: sidecar.z_shift,
             z_scale: sidecar.z_scale,
+            extra: vec![],
         },
         sigma_floor: sidecar.sigma_floor,
         sigma_calibration,
@@ -134,7 +135,8 @@ pub fn mass_only_sigma(folded: &FoldedModel, samples: &[Sample]) -> Result<Optio
         let Some(m) = s.log_mass else {
             return Ok(None);
         };
-        let r = folded.predict(&s.counts, s.z, FloatPath::F32)?.mu - f64::from(m);
+        let z = s.scalars(&folded.preprocess)?;
+        let r = folded.predict(&s.counts, &z, FloatPath::F32)?.mu - f64::from(m);
         sum += r * r;
     }
     Ok((!samples.is_empty()).then(|| (sum / samples.len() as f64).sqrt()))

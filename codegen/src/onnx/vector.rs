@@ -331,7 +331,7 @@ impl Walk<'_> {
                 _ => out.push(self.flat_len),
             }
         }
-        self.layers.push(Layer::FlattenConcatZ);
+        self.layers.push(Layer::FlattenConcatZ { scalars: 1 });
         let v = Val::Vector {
             index: out,
             pre_dense: true,
@@ -395,7 +395,7 @@ impl Walk<'_> {
                 );
             }
             // No redshift input: the runtime's vector still carries z', with zero weights.
-            self.layers.push(Layer::FlattenConcatZ);
+            self.layers.push(Layer::FlattenConcatZ { scalars: 1 });
             (self.flat_len + 1, index)
         } else {
             (n_in, index)

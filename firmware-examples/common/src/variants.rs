@@ -98,7 +98,7 @@ macro_rules! variant {
                 z: f32,
             ) -> (Result<Estimate, Error>, Timing) {
                 let mut arena = [$zero; ARENA_LEN];
-                timed(board, || self.0.infer(counts, z, &mut arena))
+                timed(board, || self.0.infer(counts, &[z], &mut arena))
             }
         }
     };

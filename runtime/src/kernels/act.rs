@@ -1,5 +1,5 @@
 //! Element-wise steps between layers: a stand-alone leaky ReLU (when it cannot be fused
-//! into the preceding layer) and the flatten-and-append-redshift concatenation.
+//! into the preceding layer) and the flatten-and-append-scalars concatenation.
 
 use crate::Error;
 use crate::quant::Requant;
@@ -49,19 +49,20 @@ pub fn leaky_s8(
     Ok(())
 }
 
-/// Copy the flattened features (channel-major) and append the preprocessed redshift:
-/// `out = [features..., z]`.
+/// `out = [features..., scalars...]`: the flattened features, then the network's scalar
+/// inputs (the redshift and any auxiliary ones, preprocessed, quantised for int8).
 ///
 /// ```
-/// use runtime::kernels::act::concat_z;
-/// let mut y = [0i8; 3];
-/// concat_z(&[4, 5], 6, &mut y).unwrap();
-/// assert_eq!(y, [4, 5, 6]);
+/// use runtime::kernels::act::concat;
+/// let mut y = [0i8; 4];
+/// concat(&[4, 5], &[6, 7], &mut y).unwrap();
+/// assert_eq!(y, [4, 5, 6, 7]);
+/// assert!(concat(&[4, 5], &[6], &mut y).is_err());
 /// ```
-pub fn concat_z<T: Copy>(features: &[T], z: T, out: &mut [T]) -> Result<(), Error> {
-    same_len(features.len() + 1, out.len())?;
-    let (head, last) = out.split_at_mut(features.len());
+pub fn concat<T: Copy>(features: &[T], scalars: &[T], out: &mut [T]) -> Result<(), Error> {
+    same_len(features.len() + scalars.len(), out.len())?;
+    let (head, tail) = out.split_at_mut(features.len());
     head.copy_from_slice(features);
-    last[0] = z;
+    tail.copy_from_slice(scalars);
     Ok(())
 }

@@ -333,7 +333,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// ```
     pub fn redshift(&self, z: f32) -> Result<f32, Error> {
         if !z.is_finite() || z < 0.0 {
-            return Err(Error::BadScalar);
+            return Err(Error::BadScalar { index: 0 });
         }
         Ok((z - self.z_shift) * self.z_scale)
     }

@@ -360,7 +360,7 @@ impl ModelConfig {
                 p => bail!("model.blocks[{i}].pool = {p:?}: expected \"max\", \"avg\" or \"none\""),
             }
         }
-        l.push(Layer::FlattenConcatZ);
+        l.push(Layer::FlattenConcatZ { scalars: 1 });
         for &units in &self.dense {
             if units == 0 {
                 bail!("model.dense: layer sizes must be at least 1");

@@ -94,6 +94,7 @@ pub fn export(
             band_scale: pre.band_scale.to_vec(),
             z_shift: pre.z_shift,
             z_scale: pre.z_scale,
+            extra: vec![],
         },
         sigma_floor: SIGMA_FLOOR,
         sigma_calibration: calib,

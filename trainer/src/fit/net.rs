@@ -164,7 +164,7 @@ impl Net {
                     Layer::Conv2d { .. }
                         | Layer::Pool2d { .. }
                         | Layer::GlobalAvgPool
-                        | Layer::FlattenConcatZ
+                        | Layer::FlattenConcatZ { .. }
                 )
                 && let Some(t) = &img
             {
@@ -199,7 +199,7 @@ impl Net {
                         avg_pool2d(t, AvgPoolOptions::new([h, w]).with_stride([h, w]))
                     });
                 }
-                Layer::FlattenConcatZ => {
+                Layer::FlattenConcatZ { .. } => {
                     let t = img.take().expect("image before flatten");
                     let flat: Tensor<2> = t.flatten(1, 3);
                     vec = Some(Tensor::cat(
@@ -318,7 +318,7 @@ mod tests {
                 dilation: 2,
                 padding: Padding::Same,
             },
-            Layer::FlattenConcatZ,
+            Layer::FlattenConcatZ { scalars: 1 },
             Layer::Dense { units: 2 },
         ];
         let dev = Device::flex();

@@ -158,8 +158,8 @@ pub fn run_model(
                     .map(|c| {
                         c.iter()
                             .map(|&i| {
-                                decoded
-                                    .predict(ds.image(i), ds.redshift[i])
+                                scalars(decoded.preprocess(), ds, i)
+                                    .and_then(|z| decoded.predict(ds.image(i), &z))
                                     .map(|p| (p.mu, p.sigma))
                                     .with_context(|| format!("cluster {i}"))
                             })
@@ -359,4 +359,20 @@ pub fn utc_now() -> String {
         rem / 60 % 60,
         rem % 60
     )
+}
+
+/// The raw scalar inputs of cluster `i` a model with preprocessing `p` takes: the redshift,
+/// then each auxiliary input (the exposure from the truth column or the metadata).
+fn scalars(p: &codegen::model::PreprocessDesc, ds: &Dataset, i: usize) -> Result<Vec<f32>> {
+    let mut v = vec![ds.redshift[i]];
+    for e in &p.extra {
+        match e.quantity {
+            codegen::model::AuxQuantity::Exposure => v.push(
+                ds.exposure(i)
+                    .context("the model takes the exposure as an input, but the dataset records none (no `exposure_s` truth column or metadata)")?
+                    as f32,
+            ),
+        }
+    }
+    Ok(v)
 }
