@@ -1019,7 +1019,10 @@ mod tests {
             assert_ne!(other.mu, a.mu, "the exposure is an input");
         }
         let (c, z) = &cal[0];
-        assert!(m.predict(c, &[*z], FloatPath::F32).is_err(), "missing exposure");
+        assert!(
+            m.predict(c, &[*z], FloatPath::F32).is_err(),
+            "missing exposure"
+        );
         for t in [f32::NAN, 0.0, -10.0, f32::INFINITY] {
             assert!(m.predict(c, &[*z, t], FloatPath::F32).is_err(), "t = {t}");
             assert!(q.predict(c, &[*z, t]).is_err(), "t = {t}");
