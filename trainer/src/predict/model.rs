@@ -18,7 +18,7 @@ pub enum Engine {
     /// A trained run through burn.
     Burn(Box<TrainedRun>),
     /// A weight blob through the reference interpreters.
-    Blob(Decoded),
+    Blob(Box<Decoded>),
 }
 
 /// What `--model-dtype` asks for.
@@ -209,7 +209,7 @@ fn load_blob(path: &Path, dtype: Option<ModelDtype>) -> Result<LoadedModel> {
         .with_context(|| format!("{}", desc_path.display()))?;
     let decoded = codegen::load::decode(&skel, &bytes).map_err(|e| named(&e))?;
     Ok(LoadedModel {
-        engine: Engine::Blob(decoded),
+        engine: Engine::Blob(Box::new(decoded)),
         path: path.to_path_buf(),
         kind: "weight blob",
         dtype: name,
