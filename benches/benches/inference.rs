@@ -639,7 +639,8 @@ fn burn(c: &mut Criterion, name: &str, run: &Path, macs: usize, ds: &Dataset) {
                 .expect("weights");
         for n in [1, BATCH] {
             let idx: Vec<usize> = (0..n).collect();
-            let batch = trainer::fit::prep::batch(ds, &idx, &pre, &[]);
+            let batch = trainer::fit::prep::batch(ds, &idx, &pre, &[]).expect("batch");
+            let scalars = batch.scalars;
             let mut g = group(c, "burn");
             if n > 1 || label == "ndarray" {
                 g.sampling_mode(SamplingMode::Flat)
@@ -649,13 +650,13 @@ fn burn(c: &mut Criterion, name: &str, run: &Path, macs: usize, ds: &Dataset) {
             g.throughput(Throughput::Elements((2 * macs * n) as u64));
             g.bench_function(format!("{name}/{label}/forward/b{n}"), |b| {
                 b.iter_batched(
-                    || (batch.x.clone(), batch.z.clone()),
+                    || (batch.x.clone(), batch.s.clone()),
                     |(x, z)| {
                         let x = Tensor::<4>::from_data(
                             TensorData::new(x, [n, NBANDS, NPIX, NPIX]),
                             &dev,
                         );
-                        let z = Tensor::<2>::from_data(TensorData::new(z, [n, 1]), &dev);
+                        let z = Tensor::<2>::from_data(TensorData::new(z, [n, scalars]), &dev);
                         let (m, s) =
                             trainer::fit::net::mean_sigma(net.forward(&layers, x, z, None));
                         (to_vec(m), to_vec(s))

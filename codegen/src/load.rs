@@ -108,10 +108,12 @@ impl TrainingRange {
             pointer("/config/population/z_min"),
             pointer("/config/population/z_max"),
         ) {
-            // A per-cluster exposure range (log-uniform) is the range; else the one exposure.
-            let range = meta
-                .as_ref()
-                .and_then(|m| m.pointer("/config/instrument/exposure_range_s"))
+            // The exposures clusters can have (a range or a survey's scanning law), as the
+            // simulator records them; older files recorded only a log-uniform range; else
+            // the one exposure.
+            let range = ["/exposure_range_s", "/config/instrument/exposure_range_s"]
+                .iter()
+                .find_map(|p| meta.as_ref().and_then(|m| m.pointer(p)))
                 .and_then(|v| serde_json::from_value::<[f64; 2]>(v.clone()).ok());
             let exposure_s = range
                 .or_else(|| pointer("/exposure_s").map(|e| [e, e]))

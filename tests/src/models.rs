@@ -73,7 +73,7 @@ pub fn seed_lab_run(dir: &Path, clusters: usize) -> Result<()> {
     let ds =
         trainer::generate::generate_dataset(&crate::simulator(SEED_LAB_SEED, |_| {}), clusters);
     let idx: Vec<usize> = (0..ds.len()).collect();
-    let pre = trainer::fit::prep::Preprocess::fit(&ds, &idx);
+    let pre = trainer::fit::prep::Preprocess::fit(&ds, &idx, &[])?;
     trainer::fit::export::export(
         dir,
         &net,

@@ -105,7 +105,7 @@ fn burn_mu(run: &Path, ds: &Dataset, idx: &[usize]) -> Vec<(String, Vec<f64>)> {
             .unwrap();
             (
                 format!("{backend:?}"),
-                predict(&net, &layers, &pre, ds, idx, &dev).0,
+                predict(&net, &layers, &pre, ds, idx, &dev).unwrap().0,
             )
         })
         .collect()

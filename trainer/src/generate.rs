@@ -26,7 +26,7 @@ pub fn simulate_chunk(sim: &Simulator, start: usize, count: usize) -> (Vec<u16>,
 /// The metadata stored with a dataset: the whole configuration and derived levels.
 /// Deterministic (no time stamps, paths or thread counts) so equal seeds give equal bytes.
 pub fn metadata(sim: &Simulator, n: usize) -> serde_json::Value {
-    serde_json::json!({
+    let mut meta = serde_json::json!({
         "generator": concat!("trainer ", env!("CARGO_PKG_VERSION"), " simulate"),
         "n": n,
         "exposure_s": sim.instrument.exposure_s,
@@ -34,7 +34,13 @@ pub fn metadata(sim: &Simulator, n: usize) -> serde_json::Value {
         "psf_king_rc_arcsec": sim.instrument.psf_rc_arcsec,
         "agn_mean_number": sim.instrument.agn_mean_number,
         "config": sim.config,
-    })
+    });
+    if sim.exposure_varies() {
+        // The exposures clusters can have (the training range of a model fitted on it).
+        let (lo, hi) = sim.exposure_bounds();
+        meta["exposure_range_s"] = serde_json::json!([lo, hi]);
+    }
+    meta
 }
 
 fn collect_truth(

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use trainer::baseline::{self, CountRateParams};
 use trainer::data::{Dataset, Splits};
@@ -236,6 +236,10 @@ struct Overrides {
     /// Hidden dense layers, e.g. 512,256,128,64 (or none).
     #[arg(long)]
     dense: Option<String>,
+    /// Auxiliary scalar inputs next to the redshift: exposure_s (the exposure at each
+    /// cluster; the dataset must record a range of them) or none.
+    #[arg(long)]
+    aux_inputs: Option<String>,
     /// L1 weight penalty.
     #[arg(long)]
     l1: Option<String>,
@@ -280,6 +284,7 @@ impl Overrides {
             ("batch_norm", &self.batch_norm),
             ("dropout", &self.dropout),
             ("dense", &self.dense),
+            ("aux_inputs", &self.aux_inputs),
             ("l1", &self.l1),
             ("l2", &self.l2),
             ("augment", &self.augment),
@@ -337,6 +342,26 @@ struct EvalArgs {
     /// Write the scores as JSON too.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The depth table instead: the run scored at eRASS1, eRASS:4, eRASS:8, pointed depth
+    /// and on eRASS1's scanning-law mix of exposures, each on fresh mocks of the run's
+    /// population (simulated into data/depths/ on first use), next to the baselines fitted
+    /// at that depth. Written to <run_dir>/depths.md and depths.json too.
+    #[arg(long, conflicts_with = "dataset")]
+    depths: bool,
+    /// With --depths: a model trained at one depth alone, compared at that depth,
+    /// DEPTH=RUN_DIR (DEPTH: erass1, erass4, erass8, pointed, survey-erass1); repeatable.
+    #[arg(long, value_name = "DEPTH=RUN_DIR", requires = "depths")]
+    specific: Vec<String>,
+    /// With --depths: clusters per depth dataset.
+    #[arg(long, default_value_t = 10_000, requires = "depths")]
+    depth_clusters: usize,
+    /// With --depths: seed of the depth datasets (not the training seed, so every
+    /// cluster is new to the model).
+    #[arg(long, default_value_t = 2, requires = "depths")]
+    depth_seed: u64,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -400,8 +425,13 @@ struct SimulateArgs {
     exposure: Option<f64>,
     /// Per-cluster exposure, log-uniform between LOW,HIGH seconds (a mix of survey depths;
     /// the same clusters as at a fixed exposure). Example: 150,20000 (eRASS1 to pointed).
-    #[arg(long, value_name = "LOW,HIGH")]
+    #[arg(long, value_name = "LOW,HIGH", conflicts_with = "exposure_survey")]
     exposure_range: Option<String>,
+    /// Per-cluster exposure from eROSITA's all-sky scanning law after PASSES passes
+    /// (eRASS:PASSES; 1 = eRASS1: 150 s at the ecliptic equator, median 173 s, rising to
+    /// 16.7 ks at the poles; see docs/mocks.md). The same clusters as at a fixed exposure.
+    #[arg(long, value_name = "PASSES")]
+    exposure_survey: Option<u32>,
     /// Also draw a few clusters to this PNG.
     #[arg(long)]
     preview: Option<PathBuf>,
@@ -483,18 +513,26 @@ fn simulate(a: SimulateArgs) -> Result<()> {
         };
         cfg.instrument.exposure_range_s = Some((lo, hi));
     }
+    if let Some(passes) = a.exposure_survey {
+        cfg.instrument.exposure_survey =
+            Some(trainer::sim::instrument::ScanningSurvey::erass(passes));
+    }
     let n = a.n.unwrap_or(if a.events.is_some() { 200 } else { 20_000 });
     if n == 0 {
         bail!("--n must be at least 1");
     }
     Simulator::check_config(&cfg).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "data/mock-{}-s{}-n{}.npz",
-            cfg.depth.name(),
-            cfg.seed,
-            n
-        ))
+        // Datasets with per-cluster exposures are named by them, not by the depth.
+        let depth = match (
+            &cfg.instrument.exposure_range_s,
+            &cfg.instrument.exposure_survey,
+        ) {
+            (Some((lo, hi)), _) => format!("exp{lo:.0}-{hi:.0}"),
+            (None, Some(s)) => format!("survey-erass{}", s.passes),
+            (None, None) => cfg.depth.name().to_string(),
+        };
+        PathBuf::from(format!("data/mock-{depth}-s{}-n{n}.npz", cfg.seed))
     });
     if out.extension().is_none_or(|e| e != "npz") {
         bail!(
@@ -540,9 +578,17 @@ fn simulate(a: SimulateArgs) -> Result<()> {
     };
     generate_npz_with(&sim, n, &out, !a.quiet, sky.as_ref())?;
     let dt = t0.elapsed().as_secs_f64();
-    let exposure = match sim.instrument.params.exposure_range_s {
-        Some((lo, hi)) => format!("exposure log-uniform {lo:.0}-{hi:.0} s per cluster"),
-        None => format!(
+    let p = &sim.instrument.params;
+    let exposure = match (p.exposure_range_s, p.exposure_survey) {
+        (Some((lo, hi)), _) => format!("exposure log-uniform {lo:.0}-{hi:.0} s per cluster"),
+        (None, Some(s)) => {
+            let (lo, hi) = s.bounds();
+            format!(
+                "exposure from the eRASS:{} scanning law, {lo:.0}-{hi:.0} s per cluster",
+                s.passes
+            )
+        }
+        (None, None) => format!(
             "depth {}, exposure {:.0} s",
             sim.config.depth.name(),
             sim.instrument.exposure_s
@@ -604,10 +650,9 @@ fn baseline_cmd(a: BaselineArgs) -> Result<()> {
         .map(|k| splits.test[k])
         .collect();
     let acc_detected = b.accuracy(&ds, &detected)?;
-    let range = ds
-        .meta
-        .as_ref()
-        .and_then(|m| m.pointer("/config/instrument/exposure_range_s"))
+    let range = ["/exposure_range_s", "/config/instrument/exposure_range_s"]
+        .iter()
+        .find_map(|p| ds.meta.as_ref().and_then(|m| m.pointer(p)))
         .and_then(|v| serde_json::from_value::<[f64; 2]>(v.clone()).ok());
     let depth = match range {
         Some([lo, hi]) => format!("exposure {lo:.0}-{hi:.0} s per cluster"),
@@ -733,6 +778,33 @@ fn fit_cmd(a: FitArgs) -> Result<()> {
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
+    if a.depths {
+        let specific = a
+            .specific
+            .iter()
+            .map(|s| {
+                s.split_once('=')
+                    .map(|(d, r)| (d.trim().to_string(), PathBuf::from(r.trim())))
+                    .with_context(|| format!("--specific {s:?}: expected DEPTH=RUN_DIR"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rows = trainer::fit::depths::table(
+            &a.run_dir,
+            &specific,
+            a.depth_clusters,
+            a.depth_seed,
+            Path::new("data/depths"),
+            !a.quiet,
+        )?;
+        let text = trainer::fit::depths::render(&a.run_dir, &rows);
+        trainer::fsutil::write_atomic(&a.run_dir.join("depths.md"), text.as_bytes())?;
+        let json = serde_json::to_string_pretty(&rows)?;
+        trainer::fsutil::write_atomic(&a.run_dir.join("depths.json"), json.as_bytes())?;
+        if let Some(p) = &a.json {
+            trainer::fsutil::write_atomic(p, json.as_bytes())?;
+        }
+        return emit(&text);
+    }
     let (all, detected) = commands::eval(&a.run_dir, a.dataset.as_deref())?;
     if let Some(p) = &a.json {
         let doc = serde_json::json!({ "test": &all, "test_detected": &detected });

@@ -83,7 +83,7 @@ pub struct Explainer {
     net: Net,
     layers: Vec<Layer>,
     scale: [f32; NBANDS],
-    kernel: runtime::kernels::preprocess::Preprocess<NBANDS>,
+    pre: crate::fit::prep::Preprocess,
     calib: SigmaCalibration,
     dev: Device,
 }
@@ -165,7 +165,7 @@ impl Explainer {
             net: net.freeze(),
             layers,
             scale: pre.band_scale,
-            kernel: pre.kernel(),
+            pre: pre.clone(),
             calib,
             dev,
         }
@@ -182,25 +182,35 @@ impl Explainer {
             .collect()
     }
 
-    fn z_input(&self, z: f32) -> Result<f32> {
-        self.kernel
-            .redshift(z)
-            .map_err(|e| anyhow::anyhow!("redshift {z}: {e}"))
+    /// The network's scalar inputs for raw ones (the redshift, then each auxiliary input),
+    /// checked and mapped as the runtime does.
+    fn scalar_input(&self, scalars: &[f32]) -> Result<Vec<f32>> {
+        codegen::interp::preprocess_scalars(&self.pre.desc(), scalars)
     }
 
-    fn tensors(&self, xs: &[f32], z: f32) -> (Tensor<4>, Tensor<2>, usize) {
+    /// The raw scalar inputs of cluster `i` of `ds` (its redshift, then the auxiliary
+    /// inputs the network takes).
+    pub fn raw_scalars(&self, ds: &Dataset, i: usize) -> Result<Vec<f32>> {
+        let mut v = vec![ds.redshift[i]];
+        for e in &self.pre.extra {
+            v.push(crate::fit::prep::aux_value(ds, e.quantity, i)?);
+        }
+        Ok(v)
+    }
+
+    fn tensors(&self, xs: &[f32], z: &[f32]) -> (Tensor<4>, Tensor<2>, usize) {
         let n = xs.len() / IMAGE_LEN;
         let x = Tensor::<4>::from_data(
             TensorData::new(xs.to_vec(), [n, NBANDS, NPIX, NPIX]),
             &self.dev,
         );
-        let zt = Tensor::<2>::from_data(TensorData::new(vec![z; n], [n, 1]), &self.dev);
+        let zt = Tensor::<2>::from_data(TensorData::new(z.repeat(n), [n, z.len()]), &self.dev);
         (x, zt, n)
     }
 
     /// Predicted log mass and calibrated sigma of preprocessed images `xs` (`[n][IMAGE_LEN]`)
     /// at preprocessed redshift `z`.
-    fn predict(&self, xs: &[f32], z: f32, batch: usize) -> (Vec<f64>, Vec<f64>) {
+    fn predict(&self, xs: &[f32], z: &[f32], batch: usize) -> (Vec<f64>, Vec<f64>) {
         let (mut mu, mut sigma) = (Vec::new(), Vec::new());
         for chunk in xs.chunks(IMAGE_LEN * batch.max(1)) {
             let (x, zt, _) = self.tensors(chunk, z);
@@ -216,7 +226,7 @@ impl Explainer {
     }
 
     /// d mu / d x for each of the preprocessed images `xs`, `[n][IMAGE_LEN]`.
-    fn gradients(&self, xs: &[f32], z: f32, batch: usize) -> Result<Vec<f32>> {
+    fn gradients(&self, xs: &[f32], z: &[f32], batch: usize) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(xs.len());
         for chunk in xs.chunks(IMAGE_LEN * batch.max(1)) {
             let (x, zt, _) = self.tensors(chunk, z);
@@ -238,30 +248,31 @@ impl Explainer {
         Ok(out)
     }
 
-    /// Predicted log mass and calibrated sigma of raw counts at redshift `z`.
-    pub fn predict_counts(&self, counts: &[f32], z: f32) -> Result<(f64, f64)> {
-        let (m, s) = self.predict(&self.preprocess(counts), self.z_input(z)?, 1);
+    /// Predicted log mass and calibrated sigma of raw counts with raw scalar inputs
+    /// `scalars` (the redshift, then the auxiliary inputs).
+    pub fn predict_counts(&self, counts: &[f32], scalars: &[f32]) -> Result<(f64, f64)> {
+        let (m, s) = self.predict(&self.preprocess(counts), &self.scalar_input(scalars)?, 1);
         Ok((m[0], s[0]))
     }
 
-    /// The occlusion maps of raw `counts` at redshift `z`, with `background[band]` as the
+    /// The occlusion maps of raw `counts` with raw scalar inputs `scalars`, with `background[band]` as the
     /// occluder: (change in log mass, change in sigma) with the window centred on each
     /// pixel (clipped at the image edge).
     pub fn occlusion(
         &self,
         counts: &[f32],
-        z: f32,
+        scalars: &[f32],
         background: &[f32; NBANDS],
         s: &Settings,
     ) -> Result<(Vec<f64>, Vec<f64>)> {
-        let zi = self.z_input(z)?;
+        let zi = self.scalar_input(scalars)?;
         let x = self.preprocess(counts);
         let fill: Vec<f32> = background
             .iter()
             .zip(&self.scale)
             .map(|(&b, &k)| libm::log1pf(b) * k)
             .collect();
-        let (mu0, s0) = self.predict(&x, zi, 1);
+        let (mu0, s0) = self.predict(&x, &zi, 1);
         let h = s.patch / 2;
         let (mut dmu, mut dsig) = (Vec::with_capacity(PLANE), Vec::with_capacity(PLANE));
         // Rows of windows at a time: `batch` occluded copies per forward pass.
@@ -280,7 +291,7 @@ impl Explainer {
                 }
                 xs.extend(o);
             }
-            let (m, sg) = self.predict(&xs, zi, s.batch);
+            let (m, sg) = self.predict(&xs, &zi, s.batch);
             dmu.extend(m.iter().map(|v| v - mu0[0]));
             dsig.extend(sg.iter().map(|v| v - s0[0]));
         }
@@ -288,8 +299,8 @@ impl Explainer {
     }
 
     /// Gradient saliency `|d mu / d x|` summed over bands, `[y][x]`.
-    pub fn saliency(&self, counts: &[f32], z: f32) -> Result<Vec<f64>> {
-        let g = self.gradients(&self.preprocess(counts), self.z_input(z)?, 1)?;
+    pub fn saliency(&self, counts: &[f32], scalars: &[f32]) -> Result<Vec<f64>> {
+        let g = self.gradients(&self.preprocess(counts), &self.scalar_input(scalars)?, 1)?;
         Ok((0..PLANE)
             .map(|p| (0..NBANDS).map(|b| f64::from(g[b * PLANE + p].abs())).sum())
             .collect())
@@ -302,10 +313,10 @@ impl Explainer {
         &self,
         counts: &[f32],
         baseline: &[f32],
-        z: f32,
+        scalars: &[f32],
         s: &Settings,
     ) -> Result<(Vec<f64>, f64)> {
-        let zi = self.z_input(z)?;
+        let zi = self.scalar_input(scalars)?;
         let x = self.preprocess(counts);
         let x0 = self.preprocess(baseline);
         let mut sum = vec![0f64; IMAGE_LEN];
@@ -317,7 +328,7 @@ impl Explainer {
             for &a in group {
                 xs.extend(x.iter().zip(&x0).map(|(&v, &v0)| v0 + a * (v - v0)));
             }
-            let g = self.gradients(&xs, zi, s.batch)?;
+            let g = self.gradients(&xs, &zi, s.batch)?;
             for img in g.chunks(IMAGE_LEN) {
                 for (acc, &v) in sum.iter_mut().zip(img) {
                     *acc += f64::from(v);
@@ -329,7 +340,7 @@ impl Explainer {
             .zip(x.iter().zip(&x0))
             .map(|(g, (&v, &v0))| f64::from(v - v0) * g / s.steps as f64)
             .collect();
-        let (m0, _) = self.predict(&x0, zi, 1);
+        let (m0, _) = self.predict(&x0, &zi, 1);
         Ok((ig, m0[0]))
     }
 
@@ -343,11 +354,12 @@ impl Explainer {
     ) -> Result<Explanation> {
         let counts: Vec<f32> = ds.image(i).iter().map(|&c| f32::from(c)).collect();
         let z = ds.redshift[i];
+        let sc = self.raw_scalars(ds, i)?;
         let base = background_image(background);
-        let (mu, sigma) = self.predict_counts(&counts, z)?;
-        let (occlusion_mu, occlusion_sigma) = self.occlusion(&counts, z, background, s)?;
-        let saliency = self.saliency(&counts, z)?;
-        let (ig, mu_baseline) = self.integrated_gradients(&counts, &base, z, s)?;
+        let (mu, sigma) = self.predict_counts(&counts, &sc)?;
+        let (occlusion_mu, occlusion_sigma) = self.occlusion(&counts, &sc, background, s)?;
+        let saliency = self.saliency(&counts, &sc)?;
+        let (ig, mu_baseline) = self.integrated_gradients(&counts, &base, &sc, s)?;
         Ok(Explanation {
             index: i,
             id: cluster_id(ds, i),
@@ -374,10 +386,14 @@ impl Explainer {
         Some((v, dims))
     }
 
-    /// The feature maps of every convolution block for raw `counts` at `z`: values
-    /// `[channel][y][x]` with their (channels, height, width).
-    pub fn feature_maps(&self, counts: &[f32], z: f32) -> Result<Vec<(Vec<f32>, [usize; 3])>> {
-        let (x, zt, _) = self.tensors(&self.preprocess(counts), self.z_input(z)?);
+    /// The feature maps of every convolution block for raw `counts` with raw scalar inputs
+    /// `scalars`: values `[channel][y][x]` with their (channels, height, width).
+    pub fn feature_maps(
+        &self,
+        counts: &[f32],
+        scalars: &[f32],
+    ) -> Result<Vec<(Vec<f32>, [usize; 3])>> {
+        let (x, zt, _) = self.tensors(&self.preprocess(counts), &self.scalar_input(scalars)?);
         self.net
             .feature_maps(&self.layers, x, zt)
             .into_iter()
@@ -614,7 +630,7 @@ pub fn run(
         .map(|&c| f32::from(c))
         .collect();
     for (k, (v, dims)) in ex
-        .feature_maps(&counts, ds.redshift[first.index])?
+        .feature_maps(&counts, &ex.raw_scalars(&ds, first.index)?)?
         .iter()
         .enumerate()
     {
@@ -632,8 +648,12 @@ pub fn run(
         for &i in &members {
             let b = background(&ds, i).per_pixel;
             let counts: Vec<f32> = ds.image(i).iter().map(|&c| f32::from(c)).collect();
-            let (ig, mu_baseline) =
-                ex.integrated_gradients(&counts, &background_image(&b), ds.redshift[i], s)?;
+            let (ig, mu_baseline) = ex.integrated_gradients(
+                &counts,
+                &background_image(&b),
+                &ex.raw_scalars(&ds, i)?,
+                s,
+            )?;
             ig_only.push(Explanation {
                 index: i,
                 id: cluster_id(&ds, i),

@@ -116,7 +116,7 @@ pub fn fit(
         &ds,
         &out.splits.test,
         &plain,
-    );
+    )?;
     let calib = out.state.sigma_calibration.context("sigma calibrated")?;
     let sigma: Vec<f64> = sigma.iter().map(|s| calib.apply(*s)).collect();
     let name = format!("CNN ({})", cfg.preset);
@@ -254,7 +254,12 @@ pub fn load_run(run_dir: &Path) -> Result<TrainedRun> {
 impl TrainedRun {
     /// Calibrated predictions (mean, sigma) on clusters `idx` of `ds`, in batches of
     /// `batch` (eval's are [`EVAL_BATCH`]; the same batches give the same bits).
-    pub fn predict(&self, ds: &Dataset, idx: &[usize], batch: usize) -> (Vec<f64>, Vec<f64>) {
+    pub fn predict(
+        &self,
+        ds: &Dataset,
+        idx: &[usize],
+        batch: usize,
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
         let (mu, sigma) = train::predict_batched(
             &self.net,
             &self.layers,
@@ -263,9 +268,9 @@ impl TrainedRun {
             idx,
             &self.device,
             batch,
-        );
+        )?;
         let sigma = sigma.iter().map(|s| self.calib.apply(*s)).collect();
-        (mu, sigma)
+        Ok((mu, sigma))
     }
 }
 
@@ -315,7 +320,7 @@ pub fn eval_predictions(run_dir: &Path, dataset: Option<&Path>) -> Result<EvalPr
                 .unwrap_or(usize::MAX)
         );
     }
-    let (mu, sigma) = run.predict(&ds, &splits.test, EVAL_BATCH);
+    let (mu, sigma) = run.predict(&ds, &splits.test, EVAL_BATCH)?;
     Ok(EvalPredictions {
         dataset: ds,
         splits,

@@ -4,6 +4,7 @@
 
 use anyhow::{Result, bail};
 use codegen::arch::{Layer, Padding, PoolKind};
+use codegen::model::AuxQuantity;
 use serde::{Deserialize, Serialize};
 
 /// A convolution block: `convs` convolutions (each optionally batch-normalised and
@@ -59,6 +60,11 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// Leaky-ReLU slope (0 = ReLU; Keras' LeakyReLU default is 0.3).
     pub leaky_slope: f64,
+    /// Auxiliary scalar inputs joined to the redshift before the dense head, in order
+    /// (`["exposure_s"]`: the exposure at the cluster, which the network sees as a
+    /// normalised `log10 t`); none by default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aux_inputs: Vec<AuxQuantity>,
 }
 
 impl Default for ModelConfig {
@@ -213,6 +219,7 @@ impl Preset {
                     dense: vec![32],
                     dropout: 0.0,
                     leaky_slope: 0.1,
+                    aux_inputs: vec![],
                 },
                 train: TrainConfig {
                     loss: Loss::Nll,
@@ -266,6 +273,7 @@ impl Preset {
                     dense: vec![512, 256, 128, 64],
                     dropout: 0.2,
                     leaky_slope: 0.3,
+                    aux_inputs: vec![],
                 },
                 train: TrainConfig {
                     loss: Loss::Nll,
@@ -360,7 +368,20 @@ impl ModelConfig {
                 p => bail!("model.blocks[{i}].pool = {p:?}: expected \"max\", \"avg\" or \"none\""),
             }
         }
-        l.push(Layer::FlattenConcatZ { scalars: 1 });
+        let scalars = 1 + self.aux_inputs.len();
+        if scalars > codegen::arch::MAX_SCALARS {
+            bail!(
+                "model.aux_inputs: {} inputs, at most {} besides the redshift",
+                self.aux_inputs.len(),
+                codegen::arch::MAX_SCALARS - 1
+            );
+        }
+        for (i, q) in self.aux_inputs.iter().enumerate() {
+            if self.aux_inputs[..i].contains(q) {
+                bail!("model.aux_inputs: {} is listed twice", q.runtime().name());
+            }
+        }
+        l.push(Layer::FlattenConcatZ { scalars });
         for &units in &self.dense {
             if units == 0 {
                 bail!("model.dense: layer sizes must be at least 1");

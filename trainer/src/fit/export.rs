@@ -90,12 +90,7 @@ pub fn export(
         version: VERSION,
         input: INPUT,
         layers: layers.to_vec(),
-        preprocess: PreprocessDesc {
-            band_scale: pre.band_scale.to_vec(),
-            z_shift: pre.z_shift,
-            z_scale: pre.z_scale,
-            extra: vec![],
-        },
+        preprocess: pre.desc(),
         sigma_floor: SIGMA_FLOOR,
         sigma_calibration: calib,
         tensors_fnv1a64: Some(codegen::model::tensors_checksum(&blob)),
@@ -188,6 +183,7 @@ mod tests {
             band_scale: [1.0; crate::sim::spectrum::NBANDS],
             z_shift: 0.5,
             z_scale: 2.0,
+            extra: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         export(

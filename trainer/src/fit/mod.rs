@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod commands;
 pub mod config;
+pub mod depths;
 pub mod export;
 pub mod net;
 pub mod params;

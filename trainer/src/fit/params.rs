@@ -37,6 +37,7 @@ pub const NAMES: &[&str] = &[
     "dense",
     "augment",
     "input_pool",
+    "aux_inputs",
 ];
 
 fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T>
@@ -76,6 +77,20 @@ fn list(name: &str, v: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// Auxiliary inputs by name (`exposure_s`, or `exposure`), comma-separated; `none` for none.
+fn aux_list(name: &str, v: &str) -> Result<Vec<codegen::model::AuxQuantity>> {
+    use codegen::model::AuxQuantity;
+    if v.trim().is_empty() || v.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    v.split(',')
+        .map(|s| match s.trim() {
+            "exposure_s" | "exposure" => Ok(AuxQuantity::Exposure),
+            other => bail!("{name} = {v:?}: unknown input {other:?}; known: exposure_s"),
+        })
+        .collect()
+}
+
 /// Set parameter `name` to `value` (text) in `cfg`.
 pub fn set(cfg: &mut RunConfig, name: &str, value: &str) -> Result<()> {
     let (m, t) = (&mut cfg.model, &mut cfg.train);
@@ -104,6 +119,7 @@ pub fn set(cfg: &mut RunConfig, name: &str, value: &str) -> Result<()> {
         "padding" => m.padding = value.trim().to_string(),
         "input_pool" => m.input_pool = parse(name, value)?,
         "dense" => m.dense = list(name, value)?,
+        "aux_inputs" => m.aux_inputs = aux_list(name, value)?,
         "filters" => {
             let f = list(name, value)?;
             match f.len() {

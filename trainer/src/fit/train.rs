@@ -45,7 +45,7 @@ pub fn predict(
     ds: &Dataset,
     idx: &[usize],
     dev: &Device,
-) -> (Vec<f64>, Vec<f64>) {
+) -> Result<(Vec<f64>, Vec<f64>)> {
     predict_batched(net, layers, pre, ds, idx, dev, 256)
 }
 
@@ -58,18 +58,18 @@ pub fn predict_batched(
     idx: &[usize],
     dev: &Device,
     batch: usize,
-) -> (Vec<f64>, Vec<f64>) {
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let (mut mu, mut sigma) = (Vec::with_capacity(idx.len()), Vec::with_capacity(idx.len()));
     for chunk in idx.chunks(batch.max(1)) {
-        let b = prep::batch(ds, chunk, pre, &[]);
+        let b = prep::batch(ds, chunk, pre, &[])?;
         let n = chunk.len();
         let x = Tensor::<4>::from_data(TensorData::new(b.x, [n, NBANDS, NPIX, NPIX]), dev);
-        let z = Tensor::<2>::from_data(TensorData::new(b.z, [n, 1]), dev);
+        let z = Tensor::<2>::from_data(TensorData::new(b.s, [n, b.scalars]), dev);
         let (m, s) = net::mean_sigma(net.forward(layers, x, z, None));
         mu.extend(to_vec(m).into_iter().map(f64::from));
         sigma.extend(to_vec(s).into_iter().map(f64::from));
     }
-    (mu, sigma)
+    Ok((mu, sigma))
 }
 
 /// A 1-D tensor's values on the host.
@@ -208,7 +208,7 @@ fn fit_until(
         ),
         None => {
             let net = net::init_seeded(&layers, INPUT, &train_dev, t.seed)?.init_head(y_mean, y_sd);
-            let pre = Preprocess::fit(ds, &splits.train);
+            let pre = Preprocess::fit(ds, &splits.train, &cfg.model.aux_inputs)?;
             let mut state = RunState::new(pre.clone());
             state.dataset_fingerprint = Some(fingerprint);
             (state, pre, net, make_optimizer(cfg), Vec::new())
@@ -253,10 +253,10 @@ fn fit_until(
             } else {
                 Vec::new()
             };
-            let b = prep::batch(ds, chunk, &pre, &transforms);
+            let b = prep::batch(ds, chunk, &pre, &transforms)?;
             let x =
                 Tensor::<4>::from_data(TensorData::new(b.x, [n, NBANDS, NPIX, NPIX]), &train_dev);
-            let z = Tensor::<2>::from_data(TensorData::new(b.z, [n, 1]), &train_dev);
+            let z = Tensor::<2>::from_data(TensorData::new(b.s, [n, b.scalars]), &train_dev);
             let y = Tensor::<1>::from_data(TensorData::new(b.y, [n]), &train_dev);
             let masks = dropout_masks(&layers, n_masks, n, &mut rng, &train_dev);
             let raw = net.forward(&layers, x, z, Some(&masks));
@@ -287,7 +287,7 @@ fn fit_until(
         let train_secs = t0.elapsed().as_secs_f64();
         // Validation on the inference device (batch norm uses running statistics, no dropout).
         let valid = net.valid();
-        let (mu, sigma) = predict(&valid, &layers, &pre, ds, &splits.val, &plain);
+        let (mu, sigma) = predict(&valid, &layers, &pre, ds, &splits.val, &plain)?;
         let rec = EpochRecord::score(
             epoch,
             lr,
@@ -321,7 +321,7 @@ fn fit_until(
 
     // The best epoch's weights, on the inference device.
     let best = run::load_best(run_dir, &layers, &plain)?;
-    let (mu, sigma) = predict(&best, &layers, &pre, ds, &splits.val, &plain);
+    let (mu, sigma) = predict(&best, &layers, &pre, ds, &splits.val, &plain)?;
     state.calibrate_sigma(&mu, &sigma, &splits.val, labels, t.loss);
     run::save_state(run_dir, &state)?;
     Ok(Some(FitOutcome {

@@ -144,7 +144,7 @@ pub fn run_model(
         Engine::Burn(run) => {
             // Whole batches per step, so the batches are those of one call over everything.
             for chunk in idx.chunks(batch * 4) {
-                let (a, b) = run.predict(ds, chunk, batch);
+                let (a, b) = run.predict(ds, chunk, batch)?;
                 mu.extend(a);
                 sigma.extend(b);
                 pb.inc(chunk.len() as u64);

@@ -46,6 +46,89 @@ impl Depth {
     }
 }
 
+/// The exposure distribution of eROSITA's all-sky survey over the sky (the scanning law).
+///
+/// SRG scans great circles through the ecliptic poles, one every four hours, the circle
+/// advancing about 1 degree per day with the Earth's orbit, so a pass covers the sky in six
+/// months (Predehl et al. 2021; Merloni et al. 2024, whose eRASS1 exposure map shows the
+/// exposure rising from the ecliptic equator to the poles). Every circle crosses the
+/// ecliptic poles, and the scans per unit area grow as `1 / cos(beta)` with ecliptic
+/// latitude `beta`; within the field-of-view radius of a pole every scan sees the point,
+/// which caps the law there. For a cluster at a random position on the sky (`sin beta`
+/// uniform in [-1, 1]):
+///
+/// `t = passes * equator_s / max(cos beta, sin(fov_radius))`, so
+/// `P(t <= T) = sqrt(1 - (passes * equator_s / T)^2)` from `passes * equator_s` up to the
+/// cap `passes * equator_s / sin(fov_radius)`, which holds the rest of the probability.
+///
+/// Numbers: `equator_s` = 150 s, the vignetted eRASS1 exposure at the ecliptic equator
+/// (PHYSICS.md: about 150-200 s; the `erass1` depth preset); the field-of-view radius
+/// 0.515 deg (1.03 deg diameter, Predehl et al. 2021). The median is `equator_s / cos 30°`
+/// = 173 s per pass and the mean about `pi / 2` times `equator_s` = 232 s; 13 % of the sky
+/// has more than twice and 0.6 % more than ten times the equatorial exposure. The cap, 16.7
+/// ks per pass, is a geometric estimate (the measured exposure at the south ecliptic pole is
+/// of this order). Stacked surveys (eRASS:N) add `passes` equal passes; the real stacks lose
+/// some passes to the end of survey operations, which this does not model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanningSurvey {
+    /// Completed all-sky passes (eRASS:N has N).
+    pub passes: u32,
+    /// Exposure of one pass at the ecliptic equator, s (vignetted).
+    pub equator_s: f64,
+    /// Field-of-view radius, deg: the law saturates this close to the ecliptic poles.
+    pub fov_radius_deg: f64,
+}
+
+impl ScanningSurvey {
+    /// eRASS:`passes` with the documented numbers.
+    pub fn erass(passes: u32) -> Self {
+        Self {
+            passes,
+            equator_s: Depth::Erass1.exposure_s(),
+            fov_radius_deg: 0.515,
+        }
+    }
+
+    /// Lowest and highest exposure, s (the ecliptic equator and the pole cap).
+    pub fn bounds(&self) -> (f64, f64) {
+        let lo = f64::from(self.passes) * self.equator_s;
+        (lo, lo / self.fov_radius_deg.to_radians().sin())
+    }
+
+    /// The exposure at `|sin beta| = u` (`u` uniform in [0, 1) gives the sky distribution).
+    pub fn exposure(&self, u: f64) -> f64 {
+        let cos_beta = (1.0 - u * u).max(0.0).sqrt();
+        let floor = self.fov_radius_deg.to_radians().sin();
+        f64::from(self.passes) * self.equator_s / cos_beta.max(floor)
+    }
+
+    /// `P(t <= x)` over the sky (closed form of [`ScanningSurvey::exposure`]).
+    pub fn cdf(&self, x: f64) -> f64 {
+        let (lo, hi) = self.bounds();
+        if x < lo {
+            0.0
+        } else if x >= hi {
+            1.0
+        } else {
+            (1.0 - (lo / x).powi(2)).sqrt()
+        }
+    }
+
+    /// Refuse parameters that give no distribution.
+    pub fn check(&self) -> Result<(), String> {
+        if self.passes == 0
+            || !(self.equator_s.is_finite() && self.equator_s > 0.0)
+            || !(self.fov_radius_deg > 0.0 && self.fov_radius_deg < 90.0)
+        {
+            return Err(format!(
+                "exposure survey {self:?}: needs passes >= 1, equator_s > 0 and 0 < fov_radius_deg < 90"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Instrument and background parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -63,6 +146,10 @@ pub struct InstrumentParams {
     /// scale with it. `exposure_s` (or the depth) remains the reference level recorded
     /// with the background.
     pub exposure_range_s: Option<(f64, f64)>,
+    /// Per-cluster exposure from the all-sky scanning law instead ([`ScanningSurvey`]: the
+    /// eRASS exposure distribution over the sky); exclusive with `exposure_range_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposure_survey: Option<ScanningSurvey>,
     /// PSF half-energy width in arcsec (survey-averaged 25-30 arcsec; PHYSICS.md).
     pub psf_hew_arcsec: f64,
     /// Slope of the King-profile PSF, (1 + (r/rc)^2)^-beta; 1.5 gives eROSITA-like wings.
@@ -109,6 +196,7 @@ impl Default for InstrumentParams {
             pixel_arcsec: 10.0,
             exposure_s: None,
             exposure_range_s: None,
+            exposure_survey: None,
             psf_hew_arcsec: 28.0,
             psf_king_beta: 1.5,
             sky_rate_0p3_2: 4e-3,

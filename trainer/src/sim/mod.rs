@@ -219,6 +219,14 @@ impl Simulator {
                 "exposure range {lo}..{hi} must satisfy 0 < low < high (seconds)"
             ));
         }
+        if let Some(s) = &c.instrument.exposure_survey {
+            s.check()?;
+            if c.instrument.exposure_range_s.is_some() {
+                return Err(
+                    "an exposure range and an exposure survey are exclusive: give one".into(),
+                );
+            }
+        }
         if !(c.morphology.beta_clip.0 > 0.5) {
             return Err("beta must stay above 0.5 for a finite projected flux".into());
         }
@@ -232,17 +240,38 @@ impl Simulator {
         rng
     }
 
-    /// The exposure of cluster `index`: the instrument's, or log-uniform in the configured
-    /// range from a stream of its own (the cluster's other draws do not move).
+    /// The exposure of cluster `index`: the instrument's, log-uniform in the configured
+    /// range, or from the survey's scanning law, from a stream of its own (the cluster's
+    /// other draws do not move).
     pub fn exposure_of(&self, index: u64) -> f64 {
-        match self.instrument.params.exposure_range_s {
-            None => self.instrument.exposure_s,
-            Some((lo, hi)) => {
-                let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ EXPOSURE_STREAM);
-                rng.set_stream(index);
-                (lo.ln() + rng.random::<f64>() * (hi.ln() - lo.ln())).exp()
-            }
+        let p = &self.instrument.params;
+        if p.exposure_range_s.is_none() && p.exposure_survey.is_none() {
+            return self.instrument.exposure_s;
         }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ EXPOSURE_STREAM);
+        rng.set_stream(index);
+        let u = rng.random::<f64>();
+        match (p.exposure_range_s, p.exposure_survey) {
+            (Some((lo, hi)), _) => (lo.ln() + u * (hi.ln() - lo.ln())).exp(),
+            (None, Some(s)) => s.exposure(u),
+            (None, None) => unreachable!("handled above"),
+        }
+    }
+
+    /// Lowest and highest exposure any cluster can have, s (equal for one exposure).
+    pub fn exposure_bounds(&self) -> (f64, f64) {
+        let p = &self.instrument.params;
+        match (p.exposure_range_s, p.exposure_survey) {
+            (Some(r), _) => r,
+            (None, Some(s)) => s.bounds(),
+            (None, None) => (self.instrument.exposure_s, self.instrument.exposure_s),
+        }
+    }
+
+    /// Whether clusters have exposures of their own (a range or a survey).
+    pub fn exposure_varies(&self) -> bool {
+        let p = &self.instrument.params;
+        p.exposure_range_s.is_some() || p.exposure_survey.is_some()
     }
 
     /// Draw redshift and mass for one cluster.

@@ -238,9 +238,10 @@ pub fn simulate_tile(
     events_path: &Path,
     progress: &indicatif::ProgressBar,
 ) -> Result<(SkyColumns, Vec<f64>, TileSummary)> {
-    if let Some((lo, hi)) = sim.instrument.params.exposure_range_s {
+    if sim.exposure_varies() {
+        let (lo, hi) = sim.exposure_bounds();
         anyhow::bail!(
-            "a simulated tile has one exposure map; a per-cluster exposure range ({lo}-{hi} s) applies to cutout datasets only"
+            "a simulated tile has one exposure map; per-cluster exposures ({lo:.0}-{hi:.0} s) apply to cutout datasets only"
         );
     }
     let (map, sky) = layout(sim, n, p)?;
