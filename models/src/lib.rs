@@ -2,12 +2,14 @@
 //! models the firmware examples flash. Nothing here is written by hand except this file and
 //! `tests/` (the generated loaders against forged blobs, runnable without the trainer):
 //! `cargo run --release -p tests --example regen-models` regenerates `edge/` and
-//! `seed_lab/`, and the test suite fails if the committed files differ from a fresh export.
+//! `seed_lab/` and `edge_aware/`, and the test suite fails if the committed files differ from a fresh export.
 //!
 //! - [`edge`]: the `edge` preset trained for 30 epochs (`codegen/tests/fixtures/edge-e30`),
 //!   with its three weight blobs ([`blobs`]) and golden samples ([`edge_samples`]).
 //! - [`seed_lab`]: the lab report's network (`seed-lab` preset); code only, as its weights
 //!   (0.9 MB in f32) are not committed: any `seed-lab` export's blobs fit it.
+//! - [`edge_aware`]: the exposure-aware `edge` architecture (`aux_inputs = ["exposure_s"]`:
+//!   `infer` takes the redshift and the exposure); code only, any such export's blobs fit it.
 #![no_std]
 
 // Generated, formatted by codegen (prettyplease): not rustfmt's to touch.
@@ -24,6 +26,11 @@ pub mod edge_samples;
 #[rustfmt::skip]
 #[path = "../seed_lab/model.rs"]
 pub mod seed_lab;
+
+// Generated, formatted by codegen (prettyplease): not rustfmt's to touch.
+#[rustfmt::skip]
+#[path = "../edge_aware/model.rs"]
+pub mod edge_aware;
 
 /// The `edge` weight blobs, embedded and 16-byte aligned for in-place use.
 pub mod blobs {

@@ -8,6 +8,9 @@
 //!   samples).
 //! - `models/seed_lab/model.rs`: the code of the `seed-lab` architecture, exported from a
 //!   seeded, untrained network of that preset (the code depends on the architecture only).
+//! - `models/edge_aware/model.rs`: the code of the exposure-aware `edge` architecture (the
+//!   redshift and the exposure join the dense head), from a seeded, untrained network on
+//!   mocks with exposures log-uniform in [`AWARE_EXPOSURE_RANGE`].
 
 use anyhow::{Context, Result};
 use codegen::export::{ExportOptions, export};
@@ -23,6 +26,10 @@ pub const CALIB_CLUSTERS: usize = 512;
 pub const SAMPLES: usize = 4;
 /// Seed of the untrained `seed-lab` network.
 pub const SEED_LAB_SEED: u64 = 7;
+/// Seed of the untrained exposure-aware `edge` network.
+pub const EDGE_AWARE_SEED: u64 = 11;
+/// Exposures (s) of the mocks of the exposure-aware `edge` run.
+pub const AWARE_EXPOSURE_RANGE: (f64, f64) = (100.0, 30_000.0);
 
 /// Files of `models/edge` that are generated.
 pub const EDGE_FILES: [&str; 9] = [
@@ -62,45 +69,83 @@ pub fn export_edge(out: &Path) -> Result<codegen::export::ExportSummary> {
     )
 }
 
-/// Write a run directory holding the seeded, untrained `seed-lab` network (model.json,
-/// model.safetensors, calibration.npz with `clusters` mocks) into `dir`.
-pub fn seed_lab_run(dir: &Path, clusters: usize) -> Result<()> {
-    use trainer::fit::config::Preset;
-    let layers = Preset::SeedLab.config().model.layers()?;
+/// Write a run directory holding a seeded, untrained network of `model` (model.json,
+/// model.safetensors, calibration.npz with `clusters` mocks simulated with `seed` and
+/// `tweak`) into `dir`.
+fn untrained_run(
+    dir: &Path,
+    model: &trainer::fit::config::ModelConfig,
+    name: &str,
+    seed: u64,
+    clusters: usize,
+    tweak: impl FnOnce(&mut trainer::sim::SimConfig),
+) -> Result<()> {
+    let layers = model.layers()?;
     let dev = trainer::fit::train::device(trainer::fit::config::Backend::Flex);
-    let net =
-        trainer::fit::net::init_seeded(&layers, trainer::fit::train::INPUT, &dev, SEED_LAB_SEED)?;
-    let ds =
-        trainer::generate::generate_dataset(&crate::simulator(SEED_LAB_SEED, |_| {}), clusters);
+    let net = trainer::fit::net::init_seeded(&layers, trainer::fit::train::INPUT, &dev, seed)?;
+    let ds = trainer::generate::generate_dataset(&crate::simulator(seed, tweak), clusters);
     let idx: Vec<usize> = (0..ds.len()).collect();
-    let pre = trainer::fit::prep::Preprocess::fit(&ds, &idx, &[])?;
+    let pre = trainer::fit::prep::Preprocess::fit(&ds, &idx, &model.aux_inputs)?;
     trainer::fit::export::export(
         dir,
         &net,
         &layers,
         &pre,
         None,
-        serde_json::json!({ "preset": "seed-lab", "untrained_seed": SEED_LAB_SEED }),
+        serde_json::json!({ "preset": name, "untrained_seed": seed }),
     )?;
     ds.save(&dir.join("calibration.npz"))
+}
+
+/// Write a run directory holding the seeded, untrained `seed-lab` network (model.json,
+/// model.safetensors, calibration.npz with `clusters` mocks) into `dir`.
+pub fn seed_lab_run(dir: &Path, clusters: usize) -> Result<()> {
+    use trainer::fit::config::Preset;
+    let model = Preset::SeedLab.config().model;
+    untrained_run(dir, &model, "seed-lab", SEED_LAB_SEED, clusters, |_| {})
+}
+
+/// Write a run directory holding the seeded, untrained exposure-aware `edge` network
+/// (the `edge` preset with `aux_inputs = ["exposure_s"]`), with `clusters` mocks of
+/// exposures log-uniform in [`AWARE_EXPOSURE_RANGE`], into `dir`.
+pub fn edge_aware_run(dir: &Path, clusters: usize) -> Result<()> {
+    use trainer::fit::config::Preset;
+    let mut model = Preset::Edge.config().model;
+    model.aux_inputs = vec![codegen::model::AuxQuantity::Exposure];
+    untrained_run(dir, &model, "edge-aware", EDGE_AWARE_SEED, clusters, |c| {
+        c.instrument.exposure_range_s = Some(AWARE_EXPOSURE_RANGE)
+    })
 }
 
 /// The generated module of the `seed-lab` architecture.
 pub fn seed_lab_module() -> Result<String> {
     let tmp = tempfile::tempdir()?;
     seed_lab_run(tmp.path(), 8)?;
-    let out = tmp.path().join("export");
+    module_of(tmp.path(), "seed-lab")
+}
+
+/// The generated module of the exposure-aware `edge` architecture.
+pub fn edge_aware_module() -> Result<String> {
+    let tmp = tempfile::tempdir()?;
+    edge_aware_run(tmp.path(), 8)?;
+    module_of(tmp.path(), "edge-aware")
+}
+
+/// The generated module of the run in `run` (code only: no calibration, no samples).
+fn module_of(run: &Path, name: &str) -> Result<String> {
+    let out = run.join("export");
     export(
-        tmp.path(),
+        run,
         &out,
         &ExportOptions {
             calib: None,
-            name: "seed-lab".into(),
+            name: name.into(),
             command: COMMAND.into(),
             samples: 0,
         },
     )?;
-    std::fs::read_to_string(out.join("model.rs")).context("reading the seed-lab module")
+    std::fs::read_to_string(out.join("model.rs"))
+        .with_context(|| format!("reading the {name} module"))
 }
 
 /// Regenerate `models/edge` and `models/seed_lab/model.rs` under `root`.
@@ -108,5 +153,8 @@ pub fn regenerate(root: &Path) -> Result<()> {
     export_edge(&root.join("models/edge"))?;
     let dir = root.join("models/seed_lab");
     std::fs::create_dir_all(&dir)?;
-    codegen::export::write_atomic(&dir.join("model.rs"), seed_lab_module()?.as_bytes())
+    codegen::export::write_atomic(&dir.join("model.rs"), seed_lab_module()?.as_bytes())?;
+    let dir = root.join("models/edge_aware");
+    std::fs::create_dir_all(&dir)?;
+    codegen::export::write_atomic(&dir.join("model.rs"), edge_aware_module()?.as_bytes())
 }

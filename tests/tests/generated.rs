@@ -9,7 +9,7 @@ use codegen::export::{float_tensors, int8_tensors};
 use codegen::interp::FloatPath;
 use codegen::model::{FoldedModel, Model};
 use codegen::quantize::{QuantModel, calibrate, quantize};
-use models::{blobs, edge, edge_samples, seed_lab};
+use models::{blobs, edge, edge_aware, edge_samples, seed_lab};
 use runtime::blob::{Aligned, BlobError, Dtype};
 use runtime::{Error, Estimate};
 use std::path::{Path, PathBuf};
@@ -75,13 +75,27 @@ fn int8_blob(
     ds: &Dataset,
     calib: std::ops::Range<usize>,
 ) -> (QuantModel, Vec<u8>) {
+    let scalars: Vec<Vec<f32>> = calib.clone().map(|i| raw_scalars(folded, ds, i)).collect();
     let inputs: Vec<(&[u16], &[f32])> = calib
-        .map(|i| (ds.image(i), std::slice::from_ref(&ds.redshift[i])))
+        .zip(&scalars)
+        .map(|(i, s)| (ds.image(i), s.as_slice()))
         .collect();
     let q = quantize(folded, &calibrate(folded, &inputs).unwrap()).unwrap();
     let hash = codegen::export::arch_hash(folded);
     let blob = codegen::blob::write(Dtype::Int8, hash, &int8_tensors(folded, &q));
     (q, blob)
+}
+
+/// The raw scalar inputs `folded` takes for cluster `i` of `ds`: the redshift, then the
+/// exposure if it takes one.
+fn raw_scalars(folded: &FoldedModel, ds: &Dataset, i: usize) -> Vec<f32> {
+    let mut v = vec![ds.redshift[i]];
+    for e in &folded.preprocess.extra {
+        match e.quantity {
+            codegen::model::AuxQuantity::Exposure => v.push(ds.exposure(i).unwrap() as f32),
+        }
+    }
+    v
 }
 
 /// burn's forward pass (mean log mass) of a run's exported weights on clusters `idx` of `ds`,
@@ -127,6 +141,9 @@ fn committed_models_are_a_fresh_export() {
     let old = std::fs::read_to_string(committed.join("seed_lab/model.rs")).unwrap();
     assert!(fresh == old, "models/seed_lab/model.rs is stale: {hint}");
     assert!(old.contains("Do not edit"));
+    let fresh = tests::models::edge_aware_module().unwrap();
+    let old = std::fs::read_to_string(committed.join("edge_aware/model.rs")).unwrap();
+    assert!(fresh == old, "models/edge_aware/model.rs is stale: {hint}");
 }
 
 /// The generated `edge` code on the embedded golden samples gives the exported host results
@@ -282,6 +299,100 @@ fn seed_lab_exports_and_runs() {
                 gen_mu[k]
             );
         }
+    }
+}
+
+/// The exposure-aware `edge` architecture (the redshift and the exposure join the dense
+/// head) exports and runs through its generated code in every dtype on mocks of exposures
+/// from 100 s to 30 ks: equal to the scalar references (int8 bit for bit; float as above)
+/// and to burn's forward pass within 2e-4 dex; the exposure input moves the estimate, an
+/// exposure outside the training range is flagged, and a NaN or negative exposure is a
+/// typed error.
+#[test]
+fn edge_aware_exports_and_runs() {
+    let run = tempfile::tempdir().unwrap();
+    tests::models::edge_aware_run(run.path(), 40).unwrap();
+    let model = Model::load(run.path()).unwrap();
+    let mut folded = model.fold_batch_norm().unwrap();
+    // The training exposures, as an export with the calibration sample records them.
+    let (lo, hi) = tests::models::AWARE_EXPOSURE_RANGE;
+    folded.extra_ranges = vec![codegen::export::accepted_exposure_range([lo, hi]).unwrap()];
+    assert_eq!(folded.preprocess.scalars(), 2);
+    assert_eq!(codegen::export::arch_hash(&folded), edge_aware::ARCH_HASH);
+    assert_eq!(edge_aware::SCALARS, 2);
+    let ds = Dataset::load(&run.path().join("calibration.npz")).unwrap();
+    let hash = edge_aware::ARCH_HASH;
+    let f32b = aligned(&codegen::blob::write(
+        Dtype::F32,
+        hash,
+        &float_tensors(&folded, false),
+    ));
+    let f16b = aligned(&codegen::blob::write(
+        Dtype::F16,
+        hash,
+        &float_tensors(&folded, true),
+    ));
+    let (q, i8b) = int8_blob(&folded, &ds, 0..20);
+    let i8b = aligned(&i8b);
+    let f32m = edge_aware::f32::Model::new(&f32b.0[..len(&f32b.0)]).unwrap();
+    let f16m = edge_aware::f16::Model::new(&f16b.0[..len(&f16b.0)]).unwrap();
+    let i8m = edge_aware::int8::Model::new(&i8b.0[..len(&i8b.0)]).unwrap();
+    let (mut af, mut ai) = (
+        arena::<f32, { edge_aware::ARENA_LEN }>(),
+        arena::<i8, { edge_aware::ARENA_LEN }>(),
+    );
+    let mut gen_mu = Vec::new();
+    for i in 20..40 {
+        let c = ds.image(i);
+        let s = raw_scalars(&folded, &ds, i);
+        let sa = [s[0], s[1]];
+        let e = f32m.infer(c, &sa, &mut af).unwrap();
+        let want = ref_bits(folded.predict(c, &s, FloatPath::F32).unwrap());
+        float_close(e, want, &format!("edge-aware f32 {i}"));
+        gen_mu.push(f64::from(e.log_mass));
+        let e16 = f16m.infer(c, &sa, &mut af).unwrap();
+        let want = ref_bits(folded.predict(c, &s, FloatPath::F16).unwrap());
+        float_close(e16, want, &format!("edge-aware f16 {i}"));
+        let e8 = i8m.infer(c, &sa, &mut ai).unwrap();
+        assert_eq!(bits(e8), ref_bits(q.predict(c, &s).unwrap()), "int8 {i}");
+    }
+    let idx: Vec<usize> = (20..40).collect();
+    for (backend, mu) in burn_mu(run.path(), &ds, &idx) {
+        for (k, m) in mu.iter().enumerate() {
+            assert!(
+                (gen_mu[k] - m).abs() < 2e-4 * m.abs().max(1.0),
+                "{backend} cluster {}: generated {} vs burn {m}",
+                idx[k],
+                gen_mu[k]
+            );
+        }
+    }
+    // The exposure is an input: ten times the exposure moves the estimate.
+    let (c, z) = (ds.image(25), ds.redshift[25]);
+    let a = f32m.infer(c, &[z, 1000.0], &mut af).unwrap();
+    let b = f32m.infer(c, &[z, 10_000.0], &mut af).unwrap();
+    assert!(
+        a.log_mass != b.log_mass,
+        "the exposure does not reach the head"
+    );
+    assert!(
+        a.flags.is_empty() && b.flags.is_empty(),
+        "{:?} {:?}",
+        a.flags,
+        b.flags
+    );
+    // Outside the training exposures (the calibration sample's range): flagged.
+    let far = i8m.infer(c, &[z, 1e6], &mut ai).unwrap();
+    assert!(
+        far.flags
+            .contains(runtime::model::Flags::EXPOSURE_OUTSIDE_TRAINING)
+    );
+    for t in [f32::NAN, -5.0, 0.0, f32::INFINITY] {
+        assert_eq!(
+            i8m.infer(c, &[z, t], &mut ai).err(),
+            Some(Error::BadScalar { index: 1 }),
+            "exposure {t}"
+        );
     }
 }
 

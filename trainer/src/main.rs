@@ -800,6 +800,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         trainer::fsutil::write_atomic(&a.run_dir.join("depths.md"), text.as_bytes())?;
         let json = serde_json::to_string_pretty(&rows)?;
         trainer::fsutil::write_atomic(&a.run_dir.join("depths.json"), json.as_bytes())?;
+        trainer::fit::depths::plot(&a.run_dir.join("depths.png"), &rows)?;
         if let Some(p) = &a.json {
             trainer::fsutil::write_atomic(p, json.as_bytes())?;
         }

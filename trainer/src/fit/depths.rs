@@ -303,3 +303,92 @@ pub fn render(run: &Path, rows: &[Row]) -> String {
     }
     s
 }
+
+/// `depths.png`: scatter at each depth of the run, the depth-specific models (where
+/// given) and the two baselines, one line each.
+pub fn plot(path: &Path, rows: &[Row]) -> Result<()> {
+    crate::fsutil::atomically(path, |p| draw(p, rows))
+}
+
+fn draw(path: &Path, rows: &[Row]) -> Result<()> {
+    use plotters::prelude::*;
+    crate::plot::init_fonts();
+    let e = |e: &dyn std::fmt::Display| anyhow::anyhow!("plotting the depth table: {e}");
+    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let series: Vec<(&str, RGBColor, Vec<Option<f64>>)> = vec![
+        (
+            "this model",
+            RGBColor(31, 119, 180),
+            rows.iter().map(|r| Some(r.model.scatter)).collect(),
+        ),
+        (
+            "trained at that depth alone",
+            RGBColor(255, 127, 14),
+            rows.iter()
+                .map(|r| r.specific.as_ref().map(|s| s.scatter))
+                .collect(),
+        ),
+        (
+            "count rate",
+            RGBColor(127, 127, 127),
+            rows.iter().map(|r| Some(r.count_rate)).collect(),
+        ),
+        (
+            "oracle (true L, T, z)",
+            RGBColor(44, 160, 44),
+            rows.iter().map(|r| Some(r.oracle)).collect(),
+        ),
+    ];
+    let hi = series
+        .iter()
+        .flat_map(|s| s.2.iter().flatten())
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    let labels: Vec<String> = rows.iter().map(|r| r.depth.clone()).collect();
+    let mut c = ChartBuilder::on(&root)
+        .caption("test scatter at each survey depth", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5..(rows.len() as f64 - 0.5), 0.0..(1.1 * hi).max(0.01))
+        .map_err(|x| e(&x))?;
+    c.configure_mesh()
+        .x_labels(rows.len())
+        .x_label_formatter(&|v| {
+            let k = v.round();
+            if (v - k).abs() < 1e-6 && k >= 0.0 {
+                labels.get(k as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("test scatter (dex)")
+        .draw()
+        .map_err(|x| e(&x))?;
+    for (name, color, v) in series {
+        let pts: Vec<(f64, f64)> = v
+            .iter()
+            .enumerate()
+            .filter_map(|(k, s)| s.filter(|s| s.is_finite()).map(|s| (k as f64, s)))
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        c.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            .map_err(|x| e(&x))?;
+    }
+    c.configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))
+}
