@@ -20,6 +20,7 @@ fn pre() -> Preprocess {
         band_scale: [0.7; NBANDS],
         z_shift: 0.5,
         z_scale: 2.0,
+        extra: vec![],
     }
 }
 
@@ -75,6 +76,7 @@ fn fixture() -> (Explainer, trainer::data::Dataset) {
         band_scale,
         z_shift: desc.preprocess.z_shift,
         z_scale: desc.preprocess.z_scale,
+        extra: desc.preprocess.extra.clone(),
     };
     let ex = Explainer::from_parts(
         n,
@@ -113,9 +115,9 @@ fn integrated_gradients_are_complete() {
         let x = counts(&ds, i);
         let base = background_image(&trainer::explain::background(&ds, i).per_pixel);
         let z = ds.redshift[i];
-        let (ig, mu0) = ex.integrated_gradients(&x, &base, z, &s).unwrap();
-        let (mu, _) = ex.predict_counts(&x, z).unwrap();
-        let (mu_base, _) = ex.predict_counts(&base, z).unwrap();
+        let (ig, mu0) = ex.integrated_gradients(&x, &base, &[z], &s).unwrap();
+        let (mu, _) = ex.predict_counts(&x, &[z]).unwrap();
+        let (mu_base, _) = ex.predict_counts(&base, &[z]).unwrap();
         assert_eq!(mu0, mu_base);
         let diff = mu - mu_base;
         let total: f64 = ig.iter().sum();
@@ -125,7 +127,7 @@ fn integrated_gradients_are_complete() {
         );
         err128 += (total - diff).abs();
         let one = Settings { steps: 1, ..s };
-        let (ig1, _) = ex.integrated_gradients(&x, &base, z, &one).unwrap();
+        let (ig1, _) = ex.integrated_gradients(&x, &base, &[z], &one).unwrap();
         err1 += (ig1.iter().sum::<f64>() - diff).abs();
     }
     println!("completeness: summed |error| {err128:.4} dex with 128 steps, {err1:.4} with 1");
@@ -201,7 +203,7 @@ fn occlusion_of_a_rotated_cluster_is_the_rotated_map() {
         let x = counts(&ds, i);
         let z = ds.redshift[i];
         let bkg = trainer::explain::background(&ds, i).per_pixel;
-        let (m, _) = ex.occlusion(&x, z, &bkg, &s).unwrap();
+        let (m, _) = ex.occlusion(&x, &[z], &bkg, &s).unwrap();
         let mut xr = vec![0f32; IMAGE_LEN];
         for b in 0..NBANDS {
             let band: Vec<f64> = x[b * PLANE..(b + 1) * PLANE]
@@ -212,9 +214,9 @@ fn occlusion_of_a_rotated_cluster_is_the_rotated_map() {
                 *o = v as f32;
             }
         }
-        let (mr, _) = ex.occlusion(&xr, z, &bkg, &s).unwrap();
-        let (mu, _) = ex.predict_counts(&x, z).unwrap();
-        let (mu_r, _) = ex.predict_counts(&xr, z).unwrap();
+        let (mr, _) = ex.occlusion(&xr, &[z], &bkg, &s).unwrap();
+        let (mu, _) = ex.predict_counts(&x, &[z]).unwrap();
+        let (mu_r, _) = ex.predict_counts(&xr, &[z]).unwrap();
         assert!(
             (mu - mu_r).abs() < 0.08,
             "cluster {i}: prediction {mu} vs rotated {mu_r}"
