@@ -194,8 +194,7 @@ pub fn map(
     let mut image = None;
     let mut redshift: Option<(String, usize)> = None;
     let mut extra: Vec<Option<usize>> = vec![None; aux.names.len()];
-    let f32_tensor =
-        |a: &Argument| matches!(&a.ty, onnx_ir::ArgType::Tensor(t) if t.dtype == onnx_ir::DType::F32);
+    let f32_tensor = |a: &Argument| matches!(&a.ty, onnx_ir::ArgType::Tensor(t) if t.dtype == onnx_ir::DType::F32);
     for a in &g.inputs {
         if let Some(k) = aux.names.iter().position(|n| *n == a.name) {
             let shape = shape_of(a);
@@ -437,7 +436,10 @@ impl Walk<'_> {
 
     /// Scalar input `slot` in words: `the redshift`, `the auxiliary input `t``.
     pub(super) fn scalar_name(&self, slot: usize) -> String {
-        match (slot, self.scalar_inputs.get(slot).and_then(|n| n.as_deref())) {
+        match (
+            slot,
+            self.scalar_inputs.get(slot).and_then(|n| n.as_deref()),
+        ) {
             (0, _) => "the redshift".into(),
             (_, Some(n)) => format!("the auxiliary input `{n}`"),
             _ => format!("auxiliary input {slot}"),
@@ -578,9 +580,7 @@ pub(super) fn describe(v: &Val) -> String {
             axes_text(*axes)
         ),
         Val::Vector { index, .. } => format!("a feature vector of {}", index.len()),
-        Val::Scalar {
-            slot: 0, rank, ..
-        } => format!("the redshift (rank {rank})"),
+        Val::Scalar { slot: 0, rank, .. } => format!("the redshift (rank {rank})"),
         Val::Scalar { rank, input, .. } => {
             format!("the auxiliary input `{input}` (rank {rank})")
         }

@@ -110,7 +110,8 @@ pub struct SidecarExtra {
 }
 
 /// The quantities an auxiliary input may be, as the sidecar spells them.
-pub const QUANTITIES: &str = "exposure_s (exposure in seconds; the network sees (log10 t - shift) * scale)";
+pub const QUANTITIES: &str =
+    "exposure_s (exposure in seconds; the network sees (log10 t - shift) * scale)";
 
 impl SidecarExtra {
     /// The quantity, or an error naming the input and what is supported.
@@ -413,7 +414,10 @@ mod tests {
         bad.extra[1].scale = 1.0;
         bad.extra[0].shift = f64::INFINITY;
         let e = format!("{:#}", bad.validate().unwrap_err());
-        assert!(e.contains("extra[0] (input `exposure`): shift = inf"), "{e}");
+        assert!(
+            e.contains("extra[0] (input `exposure`): shift = inf"),
+            "{e}"
+        );
         // Old sidecars describe themselves as before.
         assert!(!parse("{}").unwrap().describe().contains("input"));
         // At most MAX_SCALARS - 1 auxiliary inputs.
@@ -439,11 +443,16 @@ mod tests {
         .unwrap();
         let e = format!("{:#}", Sidecar::load(&p).unwrap_err());
         assert!(
-            e.contains("net.preprocess.json") && e.contains("input `exposure`") && e.contains("seconds"),
+            e.contains("net.preprocess.json")
+                && e.contains("input `exposure`")
+                && e.contains("seconds"),
             "{e}"
         );
-        std::fs::write(&p, r#"{"extra": [{"input": "exposure", "quantity": "exposure_s"}]}"#)
-            .unwrap();
+        std::fs::write(
+            &p,
+            r#"{"extra": [{"input": "exposure", "quantity": "exposure_s"}]}"#,
+        )
+        .unwrap();
         let s = Sidecar::load(&p).unwrap();
         assert_eq!(s.source.as_deref(), Some(p.as_path()));
         assert!(s.named().contains("net.preprocess.json"));

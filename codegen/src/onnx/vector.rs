@@ -321,7 +321,8 @@ impl Walk<'_> {
                 _ => None,
             })
             .collect();
-        let ok = feats.len() == 1 && !slots.is_empty() && vals.len() == slots.len() + 1 && axis == 1;
+        let ok =
+            feats.len() == 1 && !slots.is_empty() && vals.len() == slots.len() + 1 && axis == 1;
         if !ok {
             bail!(
                 "{at}: concatenates {} along axis {axis}; supported: the flattened image features [N, F] with the redshift [N, 1] (and the auxiliary inputs of the sidecar's \"extra\", [N, 1] each) along axis 1",
