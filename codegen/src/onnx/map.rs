@@ -195,17 +195,31 @@ pub fn map(
     let mut redshift: Option<(String, usize)> = None;
     let mut extra: Vec<Option<usize>> = vec![None; aux.names.len()];
     let f32_tensor = |a: &Argument| matches!(&a.ty, onnx_ir::ArgType::Tensor(t) if t.dtype == onnx_ir::DType::F32);
+    if let Some(k) =
+        (0..aux.names.len()).find(|&k| !g.inputs.iter().any(|a| a.name == aux.names[k]))
+    {
+        bail!(
+            "{file}: {} describes the auxiliary input `{}` ({}), but the graph has no input of that name; its inputs are {}",
+            aux.sidecar,
+            aux.names[k],
+            aux.quantities[k],
+            g.inputs
+                .iter()
+                .map(|a| format!("`{}`", a.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for a in &g.inputs {
         if let Some(k) = aux.names.iter().position(|n| *n == a.name) {
             let shape = shape_of(a);
             ensure!(
                 f32_tensor(a) && shape.as_deref().is_some_and(scalar_shape),
-                "{file}: input `{}`, the auxiliary input extra[{k}] ({}) of {}, is {}{}; supported: a float32 tensor of shape [N] or [N, 1] (one value per cluster)",
+                "{file}: input `{}`, the auxiliary input extra[{k}] ({}) of {}, is {} (? = dynamic); supported: a float32 tensor of shape [N] or [N, 1] (one value per cluster)",
                 a.name,
                 aux.quantities[k],
                 aux.sidecar,
-                a.ty,
-                shape.map_or(String::new(), |s| format!(" of shape {s:?}"))
+                a.ty
             );
             extra[k] = shape.map(|s| s.len());
             continue;
@@ -241,19 +255,6 @@ pub fn map(
                 aux.listed()
             ),
         }
-    }
-    if let Some(k) = extra.iter().position(Option::is_none) {
-        bail!(
-            "{file}: {} describes the auxiliary input `{}` ({}), but the graph has no input of that name; its inputs are {}",
-            aux.sidecar,
-            aux.names[k],
-            aux.quantities[k],
-            g.inputs
-                .iter()
-                .map(|a| format!("`{}`", a.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
     }
     let (image_name, ishape) =
         image.ok_or_else(|| anyhow!("{file}: no image input of rank 4 among the graph inputs"))?;
