@@ -1121,6 +1121,41 @@ fn exposure_networks_export_through_the_normal_path() {
         );
         let report = std::fs::read_to_string(out.join("report.md")).unwrap();
         assert!(report.contains("(log10 exposure_s - "), "{name}: {report}");
+        // The generated loaders expect the blobs' tensor tables (tensor 0, the constants, has
+        // each auxiliary input's record).
+        let skel0 = ArchDescription::load(&out.join(codegen::load::ARCH_FILE))
+            .unwrap()
+            .skeleton()
+            .unwrap();
+        let tables: Vec<Vec<String>> = rs
+            .match_indices("pub const TENSORS")
+            .map(|(k, _)| {
+                let body = &rs[k..k + rs[k..].find("];").unwrap()];
+                body.split("(Elem::")
+                    .skip(1)
+                    .map(|e| e[..e.find(')').unwrap()].replace(char::is_whitespace, ""))
+                    .collect()
+            })
+            .collect();
+        let want: Vec<Vec<String>> = [
+            runtime::blob::Dtype::F32,
+            runtime::blob::Dtype::F16,
+            runtime::blob::Dtype::Int8,
+        ]
+        .iter()
+        .map(|dt| {
+            codegen::load::expected_tensors(&skel0, *dt)
+                .iter()
+                .map(|(e, n)| format!("{e:?},{n}"))
+                .collect()
+        })
+        .collect();
+        assert_eq!(tables, want, "{name}: model.rs TENSORS");
+        assert_eq!(
+            want[0][0],
+            format!("F32,{}", 10 + 7 + 5 * n_extra),
+            "{name}"
+        );
         // The training ranges the export recorded, and the blobs.
         let arch = ArchDescription::load(&out.join(codegen::load::ARCH_FILE)).unwrap();
         let range = arch.training_range.clone().unwrap();

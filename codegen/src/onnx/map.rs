@@ -29,7 +29,7 @@ use onnx_ir::{Argument, Node};
 use std::collections::{BTreeMap, HashMap};
 
 /// Operators the importer maps (for error messages).
-pub const SUPPORTED: &str = "Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Mul and Add of per-channel constants after a convolution or dense layer (Keras 3 BatchNormalization), Relu, LeakyRelu, Flatten, Reshape / Squeeze to [N, features] (the target constant or computed from shapes), Transpose of the image axes, Concat of the flattened image with the redshift, Gemm, MatMul (+ Add), Dropout and Identity (inference: no-ops), Softplus on the sigma output";
+pub const SUPPORTED: &str = "Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Mul and Add of per-channel constants after a convolution or dense layer (Keras 3 BatchNormalization), Relu, LeakyRelu, Flatten, Reshape / Squeeze to [N, features] (the target constant or computed from shapes), Transpose of the image axes, Concat of the flattened image with the redshift and the sidecar's auxiliary inputs, Gemm, MatMul (+ Add), Dropout and Identity (inference: no-ops), Softplus on the sigma output";
 
 /// Logical axes of the image tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -186,11 +186,16 @@ pub fn export_onnx(
     });
     if opts.calib.is_none() && !calib_path.exists() {
         bail!(
-            "{}: no calibration sample: pass --calib <file.npz> (clusters in the dataset layout: `images` u16 [N, {}, {}, {}] raw counts, `redshift` f32 [N], and `log_mass` f32 [N] to score; e.g. written by `trainer simulate`); int8 ranges are calibrated on its first half",
+            "{}: no calibration sample: pass --calib <file.npz> (clusters in the dataset layout: `images` u16 [N, {}, {}, {}] raw counts, `redshift` f32 [N], {}and `log_mass` f32 [N] to score; e.g. written by `trainer simulate`); int8 ranges are calibrated on its first half",
             calib_path.display(),
             folded.input.c,
             folded.input.h,
-            folded.input.w
+            folded.input.w,
+            if folded.preprocess.extra.is_empty() {
+                ""
+            } else {
+                "`exposure_s` f32 [N] (seconds: the network takes the exposure), "
+            }
         );
     }
     let samples = load_samples(&calib_path, folded.input.len())?;
