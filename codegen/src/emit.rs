@@ -327,7 +327,11 @@ fn fields(m: &FoldedModel, path: Path) -> Vec<Field> {
     let mut f = vec![Field {
         name: "meta".into(),
         elem: "F32",
-        len: m.input.c + 7,
+        // Meta::<BANDS, EXTRA>::LEN: the band scales, 7 constants, each auxiliary input's
+        // record (as `load::expected_tensors` and the blobs have it).
+        len: runtime::model::Meta::<0>::LEN
+            + m.input.c
+            + runtime::model::ExtraScalar::LEN * m.preprocess.extra.len(),
         kind: FieldKind::Slice("f32"),
         taps: None,
     }];

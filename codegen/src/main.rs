@@ -34,8 +34,9 @@ enum Command {
         #[arg(long, conflicts_with = "run_dir")]
         onnx: Option<std::path::PathBuf>,
         /// With --onnx: JSON sidecar with the count preprocessing the network was trained with
-        /// (band_scale, z_shift, z_scale, sigma_floor, sigma_calibration, image_layout; see
-        /// docs/onnx.md) [default: ln(1 + counts), raw redshift, sigma floor 0.005].
+        /// (band_scale, z_shift, z_scale, sigma_floor, sigma_calibration, image_layout, and
+        /// extra: auxiliary inputs such as the exposure; see docs/onnx.md) [default: ln(1 +
+        /// counts), raw redshift, sigma floor 0.005].
         #[arg(long, requires = "onnx")]
         preprocess: Option<std::path::PathBuf>,
         /// Output directory [default: <run_dir>/export, or <model>-export/ next to the ONNX file].

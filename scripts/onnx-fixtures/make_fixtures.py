@@ -10,7 +10,8 @@ Run (about a minute on 2 cores; the Rust tests need no Python, the outputs are c
 It writes into `codegen/tests/fixtures/onnx/`:
 
 - `inputs.npz`: 4 deterministic clusters in the dataset layout (`images` u16 [4, 10, 50, 50] raw
-  counts, `redshift` f32 [4]); every fixture is run on them;
+  counts, `redshift` f32 [4], `exposure_s` f32 [4] for the networks of `make_aux_fixtures.py`);
+  every fixture is run on them;
 - per network `<name>.onnx`, its preprocessing sidecar `<name>.preprocess.json` (what
   `codegen export --onnx --preprocess` reads) and `<name>.json`: provenance (this script, tool
   versions, seed, date), the framework's own outputs on the preprocessed inputs, and onnxruntime's
@@ -119,6 +120,13 @@ def make_inputs():
         images[i] = np.minimum(rng.poisson(lam), 65535).astype(np.uint16)
     redshift = rng.uniform(0.05, 1.3, size=N_CLUSTERS).astype(np.float32)
     return images, redshift
+
+
+def make_exposures():
+    """Exposures of the 4 clusters, seconds, log-uniform in [300, 30000] (own seed: the images and
+    redshifts above are unchanged)."""
+    rng = np.random.default_rng(SEED + 10)
+    return (10 ** rng.uniform(np.log10(300.0), np.log10(30000.0), size=N_CLUSTERS)).astype(np.float32)
 
 
 def preprocess(images, redshift, pre):
@@ -640,7 +648,7 @@ def bad_fixtures():
 def main():
     os.makedirs(OUT, exist_ok=True)
     images, redshift = make_inputs()
-    np.savez_compressed(os.path.join(OUT, "inputs.npz"), images=images, redshift=redshift)
+    np.savez_compressed(os.path.join(OUT, "inputs.npz"), images=images, redshift=redshift, exposure_s=make_exposures())
     torch_fixtures(images, redshift)
     keras_fixtures(images, redshift)
     helper_fixtures(images, redshift)

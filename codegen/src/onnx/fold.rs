@@ -266,14 +266,14 @@ impl Walk<'_> {
                 })
                 .collect(),
             Val::Vector { index, .. } => vec![Dim::Batch, Dim::Known(index.len() as i64)],
-            Val::Redshift { rank } => {
+            Val::Scalar { rank, .. } => {
                 let mut d = vec![Dim::Batch];
                 d.extend((1..*rank).map(|_| Dim::Known(1)));
                 d
             }
             Val::Ints(t) => t.shape.iter().map(|d| Dim::Known(*d as i64)).collect(),
             other => bail!(
-                "{}: takes the shape of {}; supported: shapes of the image features, feature vectors and the redshift",
+                "{}: takes the shape of {}; supported: shapes of the image features, feature vectors, the redshift and the auxiliary inputs",
                 self.p.at(i),
                 describe(other)
             ),
@@ -724,7 +724,7 @@ impl Walk<'_> {
         let per_cluster = match v {
             Val::Spatial { s, .. } => s.len(),
             Val::Vector { index, .. } => index.len(),
-            Val::Redshift { .. } => 1,
+            Val::Scalar { .. } => 1,
             _ => 0,
         };
         let batches = t.data.iter().filter(|d| **d == Dim::Batch).count();

@@ -3,17 +3,18 @@
 //! Every tensor of the graph gets a meaning in terms of the network the runtime runs ([`Val`]):
 //! the image or an activation computed from it, with its logical shape (channels, height, width
 //! as the runtime stores them) and the **physical axis order** the ONNX tensor has; a feature
-//! vector, with the position each of its elements has in the runtime's vector; the redshift; or a
-//! head output. Each supported operator transforms these meanings exactly (a `Transpose` permutes
-//! the axis order, a `Flatten` records the order in which it reads the axes, a `Concat` records
-//! where the redshift lands), and each operator that computes on the data checks that its input
-//! is laid out as the runtime's kernel expects (a `Conv` needs `[N, C, H, W]`). The first dense
-//! layer's weight rows are then permuted from the ONNX vector's order into the runtime's
-//! (channel-major flatten, redshift last). Nothing is matched by pattern: a layout that cannot be
-//! proved is refused.
+//! vector, with the position each of its elements has in the runtime's vector; a scalar input
+//! (the redshift, or an auxiliary input the sidecar's `extra` names); or a head output. Each
+//! supported operator transforms these meanings exactly (a `Transpose` permutes the axis order, a
+//! `Flatten` records the order in which it reads the axes, a `Concat` records where each scalar
+//! input lands), and each operator that computes on the data checks that its input is laid out
+//! as the runtime's kernel expects (a `Conv` needs `[N, C, H, W]`). The first dense layer's
+//! weight rows are then permuted from the ONNX vector's order into the runtime's (channel-major
+//! flatten, then the redshift, then the auxiliary inputs in the sidecar's order). Nothing is
+//! matched by pattern: a layout that cannot be proved is refused.
 //!
-//! The graph must be one chain of layers from the image to the head, joined once by the redshift;
-//! every node must read the output of the previous layer. Every error names the file, the node
+//! The graph must be one chain of layers from the image to the head, joined by the scalar inputs
+//! before the first dense layer; every node must read the output of the previous layer. Every error names the file, the node
 //! (as the exporter named it), its operator, the problem, and what is supported.
 
 use super::fold::{FoldedShape, HINT, Ints};
@@ -28,7 +29,7 @@ use onnx_ir::{Argument, Node};
 use std::collections::{BTreeMap, HashMap};
 
 /// Operators the importer maps (for error messages).
-pub const SUPPORTED: &str = "Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Mul and Add of per-channel constants after a convolution or dense layer (Keras 3 BatchNormalization), Relu, LeakyRelu, Flatten, Reshape / Squeeze to [N, features] (the target constant or computed from shapes), Transpose of the image axes, Concat of the flattened image with the redshift, Gemm, MatMul (+ Add), Dropout and Identity (inference: no-ops), Softplus on the sigma output";
+pub const SUPPORTED: &str = "Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Mul and Add of per-channel constants after a convolution or dense layer (Keras 3 BatchNormalization), Relu, LeakyRelu, Flatten, Reshape / Squeeze to [N, features] (the target constant or computed from shapes), Transpose of the image axes, Concat of the flattened image with the redshift and the sidecar's auxiliary inputs, Gemm, MatMul (+ Add), Dropout and Identity (inference: no-ops), Softplus on the sigma output";
 
 /// Logical axes of the image tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,15 +65,20 @@ pub enum Val {
         /// Position in the runtime's vector of each ONNX element.
         index: Vec<usize>,
         /// Before the first dense layer: the runtime's vector is the flattened image
-        /// (channel-major) followed by the redshift at position `flat_len`.
+        /// (channel-major) followed by scalar input `k` at position `flat_len + k`.
         pre_dense: bool,
-        /// The redshift is part of the vector.
-        with_z: bool,
+        /// Bit `k`: scalar input `k` is part of the vector (after a dense layer: every one).
+        joined: u32,
     },
-    /// The redshift input, `[N]` (rank 1) or `[N, 1]` (rank 2).
-    Redshift {
+    /// A scalar input, `[N]` (rank 1) or `[N, 1]` (rank 2): the redshift (slot 0) or the
+    /// sidecar's auxiliary input `extra[slot - 1]`.
+    Scalar {
+        /// Its position among the runtime's scalar inputs.
+        slot: usize,
         /// Rank.
         rank: usize,
+        /// The graph input it comes from.
+        input: String,
     },
     /// An output of the head (before the sigma's Softplus).
     Head(Role),
@@ -108,7 +114,9 @@ pub(super) struct Walk<'a> {
     pub(super) counts: [usize; 3], // conv, batch norm, dense
     /// Length of the flattened image (the redshift's position in the runtime's vector).
     pub(super) flat_len: usize,
-    pub(super) redshift_name: Option<String>,
+    /// The graph input of each scalar slot (the redshift, then the sidecar's `extra`; `None`:
+    /// a graph without a redshift input).
+    pub(super) scalar_inputs: Vec<Option<String>>,
     pub(super) plan: HeadPlan,
     pub(super) head: Head,
     /// Whether onnx-ir's static shapes can still be trusted for the cross-check (see `set_out`).
@@ -139,18 +147,87 @@ pub(super) fn axes_text(axes: [Ax; 4]) -> String {
     axes.iter().map(|a| format!("{a:?}")).collect()
 }
 
-/// Map the graph of `p` (image layout `layout`, redshift input if any) onto layers.
-pub fn map(p: &Parsed, layout: Option<ImageLayout>, bands_hint: Option<usize>) -> Result<Mapped> {
+/// The auxiliary scalar inputs the sidecar names, for [`map`].
+pub struct AuxInputs<'a> {
+    /// Graph input names, in the runtime's order (after the redshift).
+    pub names: Vec<&'a str>,
+    /// What each is (`exposure_s`), for messages.
+    pub quantities: Vec<&'a str>,
+    /// `the preprocessing sidecar <file>`, for messages.
+    pub sidecar: String,
+}
+
+impl AuxInputs<'_> {
+    fn listed(&self) -> String {
+        if self.names.is_empty() {
+            "lists none".into()
+        } else {
+            format!(
+                "lists {}",
+                self.names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    }
+}
+
+/// Whether a graph input of `shape` is a scalar per cluster: `[N]` or `[N, 1]`.
+fn scalar_shape(shape: &[Option<usize>]) -> bool {
+    matches!(shape.len(), 1 | 2) && shape.get(1).is_none_or(|d| *d == Some(1))
+}
+
+/// Map the graph of `p` (image layout `layout`, redshift input if any, the auxiliary inputs
+/// `aux`) onto layers.
+pub fn map(
+    p: &Parsed,
+    layout: Option<ImageLayout>,
+    bands_hint: Option<usize>,
+    aux: &AuxInputs,
+) -> Result<Mapped> {
     let file = p.path.display().to_string();
     let g = &p.graph;
-    // Inputs: one image (rank 4), at most one redshift ([N] or [N, 1]).
+    // Inputs: one image (rank 4), at most one redshift ([N] or [N, 1]), and the auxiliary
+    // inputs the sidecar names ([N] or [N, 1] each).
     let mut image = None;
-    let mut redshift = None;
+    let mut redshift: Option<(String, usize)> = None;
+    let mut extra: Vec<Option<usize>> = vec![None; aux.names.len()];
+    let f32_tensor = |a: &Argument| matches!(&a.ty, onnx_ir::ArgType::Tensor(t) if t.dtype == onnx_ir::DType::F32);
+    if let Some(k) =
+        (0..aux.names.len()).find(|&k| !g.inputs.iter().any(|a| a.name == aux.names[k]))
+    {
+        bail!(
+            "{file}: {} describes the auxiliary input `{}` ({}), but the graph has no input of that name; its inputs are {}",
+            aux.sidecar,
+            aux.names[k],
+            aux.quantities[k],
+            g.inputs
+                .iter()
+                .map(|a| format!("`{}`", a.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for a in &g.inputs {
+        if let Some(k) = aux.names.iter().position(|n| *n == a.name) {
+            let shape = shape_of(a);
+            ensure!(
+                f32_tensor(a) && shape.as_deref().is_some_and(scalar_shape),
+                "{file}: input `{}`, the auxiliary input extra[{k}] ({}) of {}, is {} (? = dynamic); supported: a float32 tensor of shape [N] or [N, 1] (one value per cluster)",
+                a.name,
+                aux.quantities[k],
+                aux.sidecar,
+                a.ty
+            );
+            extra[k] = shape.map(|s| s.len());
+            continue;
+        }
         let Some(shape) = shape_of(a) else {
             bail!("{file}: input `{}` is not a tensor ({})", a.name, a.ty);
         };
-        if !matches!(&a.ty, onnx_ir::ArgType::Tensor(t) if t.dtype == onnx_ir::DType::F32) {
+        if !f32_tensor(a) {
             bail!(
                 "{file}: input `{}` has type {}, expected float32 (the preprocessed image and redshift)",
                 a.name,
@@ -159,13 +236,23 @@ pub fn map(p: &Parsed, layout: Option<ImageLayout>, bands_hint: Option<usize>) -
         }
         match shape.len() {
             4 if image.is_none() => image = Some((a.name.clone(), shape)),
-            1 | 2 if redshift.is_none() && shape.get(1).is_none_or(|d| *d == Some(1)) => {
+            1 | 2 if redshift.is_none() && scalar_shape(&shape) => {
                 redshift = Some((a.name.clone(), shape.len()))
             }
-            _ => bail!(
-                "{file}: unexpected input `{}` of shape {:?}; supported: one image input of rank 4 and at most one redshift input of shape [N] or [N, 1]",
+            _ if scalar_shape(&shape) => bail!(
+                "{file}: inputs `{}` and `{}` both take one value per cluster ([N] or [N, 1]): one is the redshift, and any other must be an auxiliary input listed in the \"extra\" of {} (which {}), e.g. \"extra\": [{{\"input\": \"{}\", \"quantity\": \"exposure_s\", \"shift\": 0.0, \"scale\": 1.0}}]",
+                redshift.as_ref().map_or("", |r| r.0.as_str()),
                 a.name,
-                shape
+                aux.sidecar,
+                aux.listed(),
+                a.name
+            ),
+            _ => bail!(
+                "{file}: unexpected input `{}` of shape {:?}; supported: one image input of rank 4, at most one redshift input of shape [N] or [N, 1], and the auxiliary inputs ([N] or [N, 1]) listed in the \"extra\" of {} (which {})",
+                a.name,
+                shape,
+                aux.sidecar,
+                aux.listed()
             ),
         }
     }
@@ -209,8 +296,20 @@ pub fn map(p: &Parsed, layout: Option<ImageLayout>, bands_hint: Option<usize>) -
             pooled: false,
         },
     );
-    if let Some((name, rank)) = &redshift {
-        vals.insert(name.clone(), Val::Redshift { rank: *rank });
+    let mut scalar_inputs = vec![redshift.as_ref().map(|r| r.0.clone())];
+    scalar_inputs.extend(aux.names.iter().map(|n| Some(n.to_string())));
+    let ranks = std::iter::once(redshift.as_ref().map(|r| r.1)).chain(extra);
+    for (slot, (name, rank)) in scalar_inputs.iter().zip(ranks).enumerate() {
+        if let (Some(name), Some(rank)) = (name, rank) {
+            vals.insert(
+                name.clone(),
+                Val::Scalar {
+                    slot,
+                    rank,
+                    input: name.clone(),
+                },
+            );
+        }
     }
     let plan = HeadPlan::new(p)?;
     let mut w = Walk {
@@ -221,7 +320,7 @@ pub fn map(p: &Parsed, layout: Option<ImageLayout>, bands_hint: Option<usize>) -
         tensors: BTreeMap::new(),
         counts: [0; 3],
         flat_len: 0,
-        redshift_name: redshift.as_ref().map(|r| r.0.clone()),
+        scalar_inputs,
         plan,
         head: Head::default(),
         shapes_reliable: true,
@@ -264,7 +363,7 @@ impl Walk<'_> {
             .first()
             .ok_or_else(|| anyhow!("{}: has no input", self.p.at(i)))?;
         let v = self.val(i, a)?;
-        if a.name != self.tail && !matches!(v, Val::Redshift { .. } | Val::Const) {
+        if a.name != self.tail && !matches!(v, Val::Scalar { .. } | Val::Const) {
             bail!(
                 "{}: reads {}, which is not the output of the previous layer ({}): only a single chain of layers from the image to the head is supported (no branches or residual connections)",
                 self.p.at(i),
@@ -333,6 +432,18 @@ impl Walk<'_> {
                 self.p.at(i),
                 describe(v)
             ),
+        }
+    }
+
+    /// Scalar input `slot` in words: `the redshift`, `the auxiliary input `t``.
+    pub(super) fn scalar_name(&self, slot: usize) -> String {
+        match (
+            slot,
+            self.scalar_inputs.get(slot).and_then(|n| n.as_deref()),
+        ) {
+            (0, _) => "the redshift".into(),
+            (_, Some(n)) => format!("the auxiliary input `{n}`"),
+            _ => format!("auxiliary input {slot}"),
         }
     }
 
@@ -470,7 +581,10 @@ pub(super) fn describe(v: &Val) -> String {
             axes_text(*axes)
         ),
         Val::Vector { index, .. } => format!("a feature vector of {}", index.len()),
-        Val::Redshift { rank } => format!("the redshift (rank {rank})"),
+        Val::Scalar { slot: 0, rank, .. } => format!("the redshift (rank {rank})"),
+        Val::Scalar { rank, input, .. } => {
+            format!("the auxiliary input `{input}` (rank {rank})")
+        }
         Val::Head(r) => format!("the {r:?} head output"),
         Val::SigmaSoftplus => "the sigma output".into(),
         Val::Ints(t) => format!("a shape value computed at import, {}", t.display()),

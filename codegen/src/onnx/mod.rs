@@ -60,12 +60,27 @@ impl Imported {
 
 /// Parse and map `path` with the preprocessing of `sidecar`.
 pub fn import(path: &Path, sidecar: &Sidecar) -> Result<Imported> {
+    sidecar.validate().with_context(|| {
+        format!(
+            "{}: invalid preprocessing sidecar ({})",
+            path.display(),
+            sidecar.named()
+        )
+    })?;
+    let extra = sidecar
+        .extra_inputs()
+        .with_context(|| format!("{}: {}", path.display(), sidecar.named()))?;
     let parsed = graph::parse(path)?;
     let bands_hint = match &sidecar.band_scale {
         sidecar::BandScale::PerBand(v) => Some(v.len()),
         sidecar::BandScale::All(_) => None,
     };
-    let m = map::map(&parsed, sidecar.image_layout, bands_hint)?;
+    let aux = map::AuxInputs {
+        names: sidecar.extra.iter().map(|e| e.input.as_str()).collect(),
+        quantities: sidecar.extra.iter().map(|e| e.quantity.as_str()).collect(),
+        sidecar: sidecar.named(),
+    };
+    let m = map::map(&parsed, sidecar.image_layout, bands_hint, &aux)?;
     let outputs = m.head.outputs.with_context(|| {
         format!(
             "{}: internal error: the head has no outputs",
@@ -92,7 +107,7 @@ pub fn import(path: &Path, sidecar: &Sidecar) -> Result<Imported> {
                 .with_context(|| format!("{}: preprocessing sidecar", path.display()))?,
             z_shift: sidecar.z_shift,
             z_scale: sidecar.z_scale,
-            extra: vec![],
+            extra,
         },
         sigma_floor: sidecar.sigma_floor,
         sigma_calibration,
@@ -171,11 +186,16 @@ pub fn export_onnx(
     });
     if opts.calib.is_none() && !calib_path.exists() {
         bail!(
-            "{}: no calibration sample: pass --calib <file.npz> (clusters in the dataset layout: `images` u16 [N, {}, {}, {}] raw counts, `redshift` f32 [N], and `log_mass` f32 [N] to score; e.g. written by `trainer simulate`); int8 ranges are calibrated on its first half",
+            "{}: no calibration sample: pass --calib <file.npz> (clusters in the dataset layout: `images` u16 [N, {}, {}, {}] raw counts, `redshift` f32 [N], {}and `log_mass` f32 [N] to score; e.g. written by `trainer simulate`); int8 ranges are calibrated on its first half",
             calib_path.display(),
             folded.input.c,
             folded.input.h,
-            folded.input.w
+            folded.input.w,
+            if folded.preprocess.extra.is_empty() {
+                ""
+            } else {
+                "`exposure_s` f32 [N] (seconds: the network takes the exposure), "
+            }
         );
     }
     let samples = load_samples(&calib_path, folded.input.len())?;

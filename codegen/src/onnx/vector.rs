@@ -1,6 +1,7 @@
 //! Feature-vector layers of the ONNX walk: flattening (recording the order in which each
-//! element is read), the redshift concatenation, dense layers (weight rows permuted into the
-//! runtime's order) and their biases.
+//! element is read), the concatenation of the scalar inputs (the redshift and the sidecar's
+//! auxiliary inputs), dense layers (weight rows permuted into the runtime's order) and their
+//! biases.
 
 use super::fold::HINT;
 use super::graph::const_f32;
@@ -52,7 +53,7 @@ impl Walk<'_> {
             }
         };
         let out = self.reshape(i, &v, &target)?;
-        let chain = !matches!(out, Val::Redshift { .. });
+        let chain = !matches!(out, Val::Scalar { .. });
         self.set_out(i, out, chain)
     }
 
@@ -71,7 +72,7 @@ impl Walk<'_> {
             }
         };
         let out = self.squeeze(i, &v, axes)?;
-        let chain = !matches!(out, Val::Redshift { .. });
+        let chain = !matches!(out, Val::Scalar { .. });
         self.set_out(i, out, chain)
     }
 
@@ -79,15 +80,26 @@ impl Walk<'_> {
         let p = self.p;
         let at = || p.at(i);
         let (_, v) = self.chain_input(i)?;
-        let ok = matches!(v, Val::Redshift { rank: 1 })
+        let ok = matches!(v, Val::Scalar { rank: 1, .. })
             && matches!(&n.config, UnsqueezeConfig::Static(a) if a == &[1] || a == &[-1]);
         ensure!(
             ok,
-            "{}: Unsqueeze of {}; supported: the redshift [N] to [N, 1]",
+            "{}: Unsqueeze of {}; supported: the redshift (or an auxiliary input) [N] to [N, 1]",
             at(),
             describe(&v)
         );
-        self.set_out(i, Val::Redshift { rank: 2 }, false)
+        let Val::Scalar { slot, input, .. } = v else {
+            unreachable!("checked above")
+        };
+        self.set_out(
+            i,
+            Val::Scalar {
+                slot,
+                rank: 2,
+                input,
+            },
+            false,
+        )
     }
 
     pub(super) fn linear(&mut self, i: usize, n: &LinearNode) -> Result<()> {
@@ -198,7 +210,7 @@ impl Walk<'_> {
                 Ok(Val::Vector {
                     index,
                     pre_dense: true,
-                    with_z: false,
+                    joined: 0,
                 })
             }
             Val::Vector { .. } => Ok(v.clone()),
@@ -213,12 +225,17 @@ impl Walk<'_> {
     pub(super) fn reshape(&mut self, i: usize, v: &Val, target: &[i64]) -> Result<Val> {
         let at = self.p.at(i);
         match v {
-            Val::Redshift { .. } => {
+            Val::Scalar { slot, input, .. } => {
                 ensure!(
                     matches!(target, [-1 | 0, 1] | [-1 | 0]),
-                    "{at}: reshapes the redshift to {target:?}; supported: [N, 1] or [N]"
+                    "{at}: reshapes {} to {target:?}; supported: [N, 1] or [N]",
+                    self.scalar_name(*slot)
                 );
-                Ok(Val::Redshift { rank: target.len() })
+                Ok(Val::Scalar {
+                    slot: *slot,
+                    rank: target.len(),
+                    input: input.clone(),
+                })
             }
             Val::Spatial { .. } | Val::Vector { .. } => {
                 let len = match v {
@@ -271,9 +288,15 @@ impl Walk<'_> {
                 );
                 self.flatten(i, v)
             }
-            Val::Redshift { rank: 2 } if matches!(axes.as_deref(), Some([1] | [-1])) => {
-                Ok(Val::Redshift { rank: 1 })
-            }
+            Val::Scalar {
+                slot,
+                rank: 2,
+                input,
+            } if matches!(axes.as_deref(), Some([1] | [-1])) => Ok(Val::Scalar {
+                slot: *slot,
+                rank: 1,
+                input: input.clone(),
+            }),
             _ => bail!(
                 "{at}: Squeeze of {}; supported: squeezing the spatial axes after global average pooling",
                 describe(v)
@@ -291,14 +314,18 @@ impl Walk<'_> {
             .iter()
             .filter(|(_, v)| matches!(v, Val::Vector { .. }))
             .collect();
-        let zs = vals
+        let slots: Vec<usize> = vals
             .iter()
-            .filter(|(_, v)| matches!(v, Val::Redshift { rank: 2 }))
-            .count();
-        let ok = vals.len() == 2 && feats.len() == 1 && zs == 1 && axis == 1;
+            .filter_map(|(_, v)| match v {
+                Val::Scalar { slot, rank: 2, .. } => Some(*slot),
+                _ => None,
+            })
+            .collect();
+        let ok =
+            feats.len() == 1 && !slots.is_empty() && vals.len() == slots.len() + 1 && axis == 1;
         if !ok {
             bail!(
-                "{at}: concatenates {} along axis {axis}; supported: the flattened image features [N, F] with the redshift [N, 1] along axis 1",
+                "{at}: concatenates {} along axis {axis}; supported: the flattened image features [N, F] with the redshift [N, 1] (and the auxiliary inputs of the sidecar's \"extra\", [N, 1] each) along axis 1",
                 vals.iter()
                     .map(|(n, v)| format!("{} ({})", self.p.tensor(n), describe(v)))
                     .collect::<Vec<_>>()
@@ -309,7 +336,7 @@ impl Walk<'_> {
         let Val::Vector {
             index,
             pre_dense,
-            with_z,
+            joined,
         } = v
         else {
             bail!("{at}: internal error: the features are not a vector");
@@ -320,22 +347,50 @@ impl Walk<'_> {
             self.p.tensor(name),
             self.p.tensor(&self.tail)
         );
-        ensure!(
-            *pre_dense && !with_z,
-            "{at}: the redshift joins after a dense layer; supported: the redshift concatenated with the flattened image features, before the first dense layer (as the trainer's networks do)"
-        );
-        let mut out = Vec::with_capacity(index.len() + 1);
+        if !*pre_dense {
+            if slots == [0] {
+                bail!(
+                    "{at}: the redshift joins after a dense layer; supported: the redshift concatenated with the flattened image features, before the first dense layer (as the trainer's networks do)"
+                );
+            }
+            bail!(
+                "{at}: {} join{} after a dense layer; supported: the redshift and the auxiliary inputs concatenated with the flattened image features, before the first dense layer",
+                slots
+                    .iter()
+                    .map(|k| self.scalar_name(*k))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                if slots.len() == 1 { "s" } else { "" }
+            );
+        }
+        let mut added = 0u32;
+        for &k in &slots {
+            let bit = 1u32 << k;
+            ensure!(
+                (joined | added) & bit == 0,
+                "{at}: {} joins the features twice; supported: each scalar input concatenated once",
+                self.scalar_name(k)
+            );
+            added |= bit;
+        }
+        let mut out = Vec::with_capacity(index.len() + slots.len());
         for (_, v) in &vals {
             match v {
                 Val::Vector { index, .. } => out.extend_from_slice(index),
-                _ => out.push(self.flat_len),
+                Val::Scalar { slot, .. } => out.push(self.flat_len + slot),
+                _ => bail!("{at}: internal error: neither features nor a scalar"),
             }
         }
-        self.layers.push(Layer::FlattenConcatZ { scalars: 1 });
+        if *joined == 0 {
+            // The runtime's flatten appends every scalar input at once.
+            self.layers.push(Layer::FlattenConcatZ {
+                scalars: self.scalar_inputs.len(),
+            });
+        }
         let v = Val::Vector {
             index: out,
             pre_dense: true,
-            with_z: true,
+            joined: joined | added,
         };
         self.set_out(i, v, true)
     }
@@ -368,7 +423,7 @@ impl Walk<'_> {
         let Val::Vector {
             index,
             pre_dense,
-            with_z,
+            joined,
         } = v
         else {
             bail!(
@@ -381,24 +436,37 @@ impl Walk<'_> {
             "{at}: weight for {n_in} inputs on a vector of {}",
             index.len()
         );
-        let (n_rt, index) = if pre_dense && !with_z {
-            if let Some(z) = &self.redshift_name {
-                let join = (i + 1..self.p.graph.nodes.len()).find(|&k| {
-                    matches!(&self.p.graph.nodes[k], Node::Concat(c) if c.inputs.iter().any(|a| &a.name == z || matches!(self.vals.get(&a.name), Some(Val::Redshift { .. }))))
+        let n_rt = if pre_dense {
+            // Every scalar input the graph has must have joined; the runtime's vector holds
+            // them all (a graph without a redshift input: z' with zero weights).
+            let missing = (0..self.scalar_inputs.len())
+                .find(|&k| self.scalar_inputs[k].is_some() && joined & (1 << k) == 0);
+            if let Some(k) = missing {
+                let name = self.scalar_inputs[k].clone().unwrap_or_default();
+                let join = (i + 1..self.p.graph.nodes.len()).find(|&n| {
+                    matches!(&self.p.graph.nodes[n], Node::Concat(c) if c.inputs.iter().any(|a| a.name == name || matches!(self.vals.get(&a.name), Some(Val::Scalar { slot, .. }) if *slot == k)))
                 });
+                let later = join.map_or(String::new(), |n| {
+                    format!(", which joins later at {}", self.p.node(n))
+                });
+                if k == 0 {
+                    bail!(
+                        "{at}: the first dense layer reads the image features without the redshift{later}; supported: the redshift concatenated with the flattened image features before the first dense layer (as the trainer's networks do)"
+                    );
+                }
                 bail!(
-                    "{at}: the first dense layer reads the image features without the redshift{}; supported: the redshift concatenated with the flattened image features before the first dense layer (as the trainer's networks do)",
-                    join.map_or(String::new(), |k| format!(
-                        ", which joins later at {}",
-                        self.p.node(k)
-                    ))
+                    "{at}: the first dense layer reads the image features without {}{later}; supported: the redshift and every auxiliary input concatenated with the flattened image features before the first dense layer",
+                    self.scalar_name(k)
                 );
             }
-            // No redshift input: the runtime's vector still carries z', with zero weights.
-            self.layers.push(Layer::FlattenConcatZ { scalars: 1 });
-            (self.flat_len + 1, index)
+            if joined == 0 {
+                self.layers.push(Layer::FlattenConcatZ {
+                    scalars: self.scalar_inputs.len(),
+                });
+            }
+            self.flat_len + self.scalar_inputs.len()
         } else {
-            (n_in, index)
+            n_in
         };
         // Rows into the runtime's order.
         let mut wr = vec![0f32; n_rt * units];
@@ -425,7 +493,7 @@ impl Walk<'_> {
         let v = Val::Vector {
             index: (0..units).collect(),
             pre_dense: false,
-            with_z: true,
+            joined: u32::MAX,
         };
         self.set_out(i, v, true)
     }
