@@ -468,7 +468,7 @@ mod tests {
             let max: u32 = N::MAX.into();
             let mut b = Binner::new(&mut cube).unwrap();
             for k in 0..max + extra {
-                let got = b.push(7.5, 9.5, 2500.0).unwrap();
+                let got = b.push(7.5, 9.5, 2500.0).unwrap(); // band 6: [2, 3) keV
                 let want = if k < max {
                     Outcome::Binned
                 } else {
@@ -481,13 +481,13 @@ mod tests {
             (cube, s, f)
         }
         let (cube, s, f) = fill::<u8>(45);
-        assert_eq!(u32::from(cube[at(7, 9, 7)]), 255);
-        assert_eq!(cube[at(7, 9, 8)], 1);
+        assert_eq!(u32::from(cube[at(6, 9, 7)]), 255);
+        assert_eq!(cube[at(6, 9, 8)], 1);
         assert_eq!((s.binned, s.saturated), (256, 45));
         assert_eq!(f, Flags::SATURATED);
         assert_eq!(crate::model::cube_flags(&cube, u8::MAX), Flags::SATURATED);
         let (cube, s, f) = fill::<u16>(3);
-        assert_eq!(cube[at(7, 9, 7)], 65535);
+        assert_eq!(cube[at(6, 9, 7)], 65535);
         assert_eq!((s.binned, s.saturated), (65536, 3));
         assert_eq!(f, Flags::SATURATED);
         assert_eq!(crate::model::cube_flags(&cube, u16::MAX), Flags::SATURATED);

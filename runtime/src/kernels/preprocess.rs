@@ -201,8 +201,10 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// let p = Preprocess::<1>::log1p();
     /// let q = QParams { scale: 0.05, zero_point: -128 };
     /// let mut out = [0i8; 2];
-    /// p.counts_s8(&[0, 1], q, &mut out).unwrap();
+    /// p.counts_s8(&[0u16, 1], q, &mut out).unwrap();
     /// assert_eq!(out, [-128, -128 + 14]); // ln 2 / 0.05 = 13.9
+    /// p.counts_s8(&[0u8, 1], q, &mut out).unwrap(); // a u8 cube: the same
+    /// assert_eq!(out, [-128, -128 + 14]);
     /// ```
     pub fn counts_s8<N: Count>(
         &self,
@@ -365,7 +367,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 }
             }
             let ow = W / 2;
-            row_pairs(c, W, per_band / ow, |oy0, rows, plane| {
+            let done = row_pairs(c, W, per_band / ow, |oy0, rows, plane| {
                 let o = &mut o[oy0 * ow..][..rows * ow];
                 let redo = |oy: usize, row: &mut [f32]| redo(oy0 + oy, row);
                 // SAFETY: `active` checked the AVX-512 (or AVX2) features; with K = 2 (so
@@ -379,6 +381,8 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                     }
                 }
             });
+            // `pooled_f32` checked `fits_pairs`.
+            debug_assert!(done);
         }
     }
 
@@ -423,7 +427,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 };
                 let max = kind == PoolKind::Max;
                 let ow = W / 2;
-                row_pairs(c, W, per_band / ow, |oy0, rows, plane| {
+                let done = row_pairs(c, W, per_band / ow, |oy0, rows, plane| {
                     let o = &mut o[oy0 * ow..][..rows * ow];
                     let redo = |oy: usize, row: &mut [i8], t: &[i8; 256]| redo(oy0 + oy, row, t);
                     // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; with K = 2
@@ -437,6 +441,8 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                         }
                     }
                 });
+                // `pooled_s8` checked `fits_pairs` for K = 2.
+                debug_assert!(done);
             } else {
                 let mut table = [0i8; 256];
                 // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features.
