@@ -241,15 +241,18 @@ impl<'c, N: Count, const E: usize, const H: usize, const W: usize> Binner<'c, N,
     /// [module docs](self)). [`Error::BadEvent`] if a value is NaN or infinite.
     #[inline]
     pub fn push(&mut self, x: f32, y: f32, pi_ev: f32) -> Result<Outcome, Error> {
-        for (v, field) in [
-            (x, EventField::X),
-            (y, EventField::Y),
-            (pi_ev, EventField::Energy),
-        ] {
-            if !v.is_finite() {
-                self.stats.invalid = self.stats.invalid.saturating_add(1);
-                return Err(Error::BadEvent { field });
-            }
+        let bad = if !x.is_finite() {
+            Some(EventField::X)
+        } else if !y.is_finite() {
+            Some(EventField::Y)
+        } else if !pi_ev.is_finite() {
+            Some(EventField::Energy)
+        } else {
+            None
+        };
+        if let Some(field) = bad {
+            self.stats.invalid = self.stats.invalid.saturating_add(1);
+            return Err(Error::BadEvent { field });
         }
         let outcome = self.bin(x, y, pi_ev);
         let n = match outcome {
@@ -323,12 +326,14 @@ impl<'c, N: Count, const E: usize, const H: usize, const W: usize> Binner<'c, N,
     }
 }
 
-/// The pixel index of coordinate `v` on an axis of `n` pixels: `floor v` if in `[0, n)`.
+/// The pixel index of finite coordinate `v` on an axis of `n` pixels: `floor v` if that
+/// lies in `[0, n)`. For a whole number `n`, `0 <= floor v < n` exactly when `0 <= v < n`,
+/// and there `floor v` is the truncation `v as usize` (one `VCVT` on a Cortex-M4F, no call
+/// to `floorf`); -0.0 is pixel 0, as `floor` gives -0.0 >= 0.
 #[inline(always)]
 fn pixel(v: f32, n: usize) -> Option<usize> {
-    let f = libm::floorf(v);
-    // `n as f32` is exact for any stamp (n < 2^24); `f` is a whole number in [0, n) here.
-    (f >= 0.0 && f < n as f32).then_some(f as usize)
+    // `n as f32` is exact for any stamp (n < 2^24).
+    (v >= 0.0 && v < n as f32).then_some(v as usize)
 }
 
 /// `x` as the largest f32 not above it (rounding towards minus infinity), so that
@@ -570,6 +575,36 @@ mod tests {
         assert!(c.iter().all(|&c| c == 0));
         let mut wrong = [0u16; 25];
         assert!(Binner::<u16, 3, 3, 4>::with_edges(&mut wrong, edges).is_err());
+    }
+
+    /// `pixel` is `floor` restricted to the stamp, over every 101st f32 in [-52, 52] (both
+    /// signs of each bit pattern: subnormals, zero, the edges at 0 and 50) and extremes.
+    #[test]
+    fn pixel_is_floor_on_the_stamp() {
+        let floor = |v: f32| {
+            let f = f64::from(v).floor();
+            (0.0..50.0).contains(&f).then_some(f as usize)
+        };
+        for bits in (0..=52.0f32.to_bits()).step_by(101) {
+            for v in [f32::from_bits(bits), -f32::from_bits(bits)] {
+                assert_eq!(pixel(v, 50), floor(v), "{v}");
+            }
+        }
+        for v in [
+            -0.0,
+            0.0,
+            -f32::from_bits(1),
+            f32::from_bits(1),
+            1.0f32.next_down(),
+            50.0f32.next_down(),
+            50.0,
+            1e30,
+            -1e30,
+            f32::MAX,
+            f32::MIN,
+        ] {
+            assert_eq!(pixel(v, 50), floor(v), "{v}");
+        }
     }
 
     /// `narrow` keeps the f64 floor, where `as f32` does not.

@@ -38,7 +38,7 @@ use runtime::events::{Binner, EventField, Outcome, Stats};
 use runtime::model::Flags;
 use runtime::{CUBE_LEN, Count, Error, Estimate};
 
-use stream::Stream;
+use stream::{Event, Stream};
 
 #[entry]
 fn main() -> ! {
@@ -93,7 +93,8 @@ fn seed(i: usize) -> u32 {
 }
 
 /// NaN and infinite coordinates and energies are refused with the field named, the cube
-/// untouched.
+/// untouched. Not inlined: its cube stays out of the callers' frames.
+#[inline(never)]
 fn bad_events<B: Board>(board: &mut B) -> bool {
     let mut cube = [0u8; CUBE_LEN];
     let Ok(mut b) = Binner::new(&mut cube) else {
@@ -254,6 +255,40 @@ fn bin_and_infer<B: Board, V: Variant, N: Count>(board: &B, model: &V, i: usize)
     }
 }
 
+/// Events [`time_push`] holds at most (the golden samples have up to 2,525).
+const MAX_EVENTS: usize = 3072;
+
+/// The binner alone: sample `i`'s stream generated into a buffer first, then only the pushes
+/// timed. Returns the ticks and the events pushed. (A measurement only: the buffer, 36 KiB,
+/// is not part of the binning path, whose RAM `bin_and_infer` measures.)
+#[inline(never)]
+fn time_push<B: Board, N: Count>(board: &B, i: usize) -> (u64, usize) {
+    let golden = samples::counts(i).unwrap_or(&[]);
+    let blank = Event {
+        x: 0.0,
+        y: 0.0,
+        pi_ev: 0.0,
+    };
+    let mut events = [blank; MAX_EVENTS];
+    let mut n = 0;
+    for (slot, e) in events.iter_mut().zip(Stream::new(golden, seed(i))) {
+        *slot = e;
+        n += 1;
+    }
+    let mut cube = [N::default(); CUBE_LEN];
+    let Ok(mut b) = Binner::new(&mut cube) else {
+        return (0, 0);
+    };
+    let events = black_box(&events[..n]);
+    let t0 = board.ticks();
+    for e in events {
+        let _ = b.push(e.x, e.y, e.pi_ev);
+    }
+    let ticks = board.ticks() - t0;
+    black_box(b.stats());
+    (ticks, n)
+}
+
 /// Every sample through the binner into `N` and through variant `V`: true if every cube is
 /// the golden one, every event's outcome as injected, every estimate the host's.
 fn run_variant<B: Board, V: Variant, N: Count>(board: &mut B) -> bool {
@@ -268,7 +303,12 @@ fn run_variant<B: Board, V: Variant, N: Count>(board: &mut B) -> bool {
     let top = board.stack_top();
     let (mut identical, mut peak, mut at_call) = (0, 0, 0);
     let (mut bin_sum, mut stream_sum, mut infer_sum, mut events_sum) = (0u64, 0u64, 0u64, 0u64);
+    let (mut push_sum, mut pushed) = (0u64, 0u64);
     for i in 0..samples::N {
+        let (push_ticks, n) = time_push::<B, N>(board, i);
+        let push = push_ticks * per_tick;
+        push_sum += push;
+        pushed += n as u64;
         let painted = stack::paint(board.stack_bottom(), stack::PAINT_DEPTH);
         let r = bin_and_infer::<B, V, N>(board, &model, i);
         let Some(lowest) = stack::lowest_used(&painted) else {
@@ -330,7 +370,7 @@ fn run_variant<B: Board, V: Variant, N: Count>(board: &mut B) -> bool {
         };
         let _ = writeln!(
             board,
-            " host={:08x},{:08x} result={} stream_instructions={gen_only} bin_instructions={bin} infer_instructions={inf} stack={stack}",
+            " host={:08x},{:08x} result={} stream_instructions={gen_only} bin_instructions={bin} push_instructions={push} pushed={n} infer_instructions={inf} stack={stack}",
             host[0],
             host[1],
             if same { "identical" } else { "DIFFERENT" },
@@ -339,7 +379,7 @@ fn run_variant<B: Board, V: Variant, N: Count>(board: &mut B) -> bool {
     let n = samples::N as u64;
     let _ = writeln!(
         board,
-        "events-summary count={} dtype={} samples={} identical={identical} cube_bytes={} events_mean={} stream_instructions_mean={} bin_instructions_mean={} infer_instructions_mean={} stack_peak={peak} stack_at_call={at_call} resolution={per_tick}",
+        "events-summary count={} dtype={} samples={} identical={identical} cube_bytes={} events_mean={} stream_instructions_mean={} bin_instructions_mean={} push_instructions_per_event={}.{:02} infer_instructions_mean={} stack_peak={peak} stack_at_call={at_call} resolution={per_tick}",
         N::NAME,
         V::NAME,
         samples::N,
@@ -347,6 +387,8 @@ fn run_variant<B: Board, V: Variant, N: Count>(board: &mut B) -> bool {
         events_sum / n,
         stream_sum / n,
         bin_sum / n,
+        push_sum / pushed.max(1),
+        push_sum * 100 / pushed.max(1) % 100,
         infer_sum / n,
     );
     identical == samples::N
