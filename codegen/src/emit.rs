@@ -630,6 +630,40 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     step(w, m, first, path)?;
     writeln!(w, "Ok(())")?;
     writeln!(w, "}}")?;
+    // int8 with an arena no larger than the cube: the activations can reuse a u8 cube once
+    // its first step has read it (that step writes its output to the front of the arena,
+    // in place over the counts it has consumed).
+    let in_place = path == Path::Int8
+        && !first.input_at_front
+        && plan::arena_len(steps) <= m.input.len()
+        && matches!(first.op.map(|i| &m.ops[i]), None | Some(Op::Pool2d { .. }));
+    if in_place {
+        writeln!(
+            w,
+            "/// [`Model::infer`] of a u8 cube that it consumes: the activations reuse the cube's own memory once the first step has read it ([`ARENA_LEN`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube (and the kernels' frames). The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten."
+        )?;
+        writeln!(
+            w,
+            "pub fn infer_in_place(&self, cube: &mut [u8; INPUT_LEN], scalars: &[f32; SCALARS]) -> Result<Estimate, Error> {{"
+        )?;
+        writeln!(w, "let mut z = [0.0f32; SCALARS];")?;
+        writeln!(
+            w,
+            "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(&cube[..], u8::MAX);"
+        )?;
+        writeln!(w, "let p = &self.meta.preprocess;")?;
+        match first.op.map(|i| (i, &m.ops[i])) {
+            Some((i, Op::Pool2d { kind, .. })) => writeln!(
+                w,
+                "Op{i}::{}_counts_s8_in_place(p, cube, {})?;",
+                pool_kind(*kind),
+                qp(0)
+            )?,
+            _ => writeln!(w, "p.counts_s8_in_place(cube, {})?;", qp(0))?,
+        }
+        writeln!(w, "self.layers(z, flags, runtime::model::arena_in(cube)?)")?;
+        writeln!(w, "}}")?;
+    }
     writeln!(
         w,
         "/// The steps of [`Model::infer`] after the first: from the preprocessed input in the arena to the estimate."

@@ -599,6 +599,26 @@ pub mod int8 {
             }
             Ok(())
         }
+        /// [`Model::infer`] of a u8 cube that it consumes: the activations reuse the cube's own memory once the first step has read it ([`ARENA_LEN`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube (and the kernels' frames). The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten.
+        pub fn infer_in_place(
+            &self,
+            cube: &mut [u8; INPUT_LEN],
+            scalars: &[f32; SCALARS],
+        ) -> Result<Estimate, Error> {
+            let mut z = [0.0f32; SCALARS];
+            let flags = self.meta.scalars(scalars, &mut z)?
+                | runtime::model::cube_flags(&cube[..], u8::MAX);
+            let p = &self.meta.preprocess;
+            Op0::avg_counts_s8_in_place(
+                p,
+                cube,
+                QParams {
+                    scale: self.scale[0],
+                    zero_point: self.zp[0],
+                },
+            )?;
+            self.layers(z, flags, runtime::model::arena_in(cube)?)
+        }
         /// The steps of [`Model::infer`] after the first: from the preprocessed input in the arena to the estimate.
         fn layers(
             &self,

@@ -6,7 +6,8 @@
 //! receive it (f32 stamp pixel coordinates, f32 `PI` in eV). The binner's u16 cube must be
 //! the host's cube bit for bit, its u8 cube the host's clipped at 255 (flagged where it
 //! clips), and the generated `edge` model (int8, f32, f16) must give the same estimate on
-//! the binner's cubes, u8 and u16, as on the host's.
+//! the binner's cubes, u8 and u16 (and int8's `infer_in_place` on the u8 cube), as on the
+//! host's.
 
 use std::path::Path;
 
@@ -165,6 +166,10 @@ fn the_event_binner_equals_the_host_cutout_and_infers_the_same() {
             bits(f16m.infer(&c8, &z, &mut af).unwrap()),
         ];
         assert_eq!(on16, host, "{id}: u16 cube");
+        // The int8 model on the u8 cube it consumes, the activations inside the cube.
+        let mut consumed: Box<[u8; edge::INPUT_LEN]> = c8.clone().try_into().unwrap();
+        let in_place = bits(i8m.infer_in_place(&mut consumed, &z).unwrap());
+        assert_eq!(in_place, on8[0], "{id}: in place");
         if c.counts.iter().all(|&v| v < 255) {
             assert_eq!(on8, host, "{id}: u8 cube");
         } else {

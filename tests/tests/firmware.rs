@@ -247,8 +247,12 @@ fn the_event_binner_firmware_bins_the_golden_events_and_infers_like_the_host() {
         "| int8 kernels | count type | dtype | input cube | static RAM | peak stack (cube, binner, arena, frames) | RAM total | events / sample | stream + binning instructions / sample | of which the stream | binner instructions / event (pushes timed alone) | inference instructions |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for (features, dtypes, path) in [
-        (None, &["int8", "f32"][..], "dsp"),
-        (Some("int8,reference"), &["int8"][..], "reference"),
+        (None, &["int8", "int8-in-place", "f32"][..], "dsp"),
+        (
+            Some("int8,reference"),
+            &["int8", "int8-in-place"][..],
+            "reference",
+        ),
     ] {
         let what = format!("event-binner ({})", features.unwrap_or("default features"));
         let mut cmd = firmware_cargo_run("event-binner");
@@ -282,7 +286,13 @@ fn the_event_binner_firmware_bins_the_golden_events_and_infers_like_the_host() {
             }
         };
         for &dtype in dtypes {
-            for (count, width) in [("u8", 1u64), ("u16", 2)] {
+            // `infer_in_place` takes u8 cubes only.
+            let counts: &[(&str, u64)] = if dtype == "int8-in-place" {
+                &[("u8", 1)]
+            } else {
+                &[("u8", 1), ("u16", 2)]
+            };
+            for &(count, width) in counts {
                 let tag = format!("count={count} dtype={dtype}");
                 let mut seen = 0;
                 for line in out.lines().filter(|l| l.starts_with("binned ")) {
@@ -304,7 +314,7 @@ fn the_event_binner_firmware_bins_the_golden_events_and_infers_like_the_host() {
                         }
                     };
                     let get = |k: &str| num::<u64>(&f, k).unwrap_or(u64::MAX);
-                    let expected_bits = host(dtype)[i];
+                    let expected_bits = host(dtype.trim_end_matches("-in-place"))[i];
                     let bits = f
                         .get("bits")
                         .and_then(|b| b.split_once(','))
@@ -355,8 +365,13 @@ fn the_event_binner_firmware_bins_the_golden_events_and_infers_like_the_host() {
                 let cube = width * edge::INPUT_LEN as u64;
                 let get = |k: &str| num::<u64>(&s, k).unwrap_or(0);
                 let peak = get("stack_peak");
-                // The cube and the arena are both on the stack of the measured call.
-                let floor = cube + arena_bytes(dtype);
+                // The cube and the arena are both on the stack of the measured call (in place,
+                // the arena is inside the cube).
+                let floor = if dtype == "int8-in-place" {
+                    cube
+                } else {
+                    cube + arena_bytes(dtype)
+                };
                 if get("cube_bytes") != cube || !(floor..floor + 48 * 1024).contains(&peak) {
                     fail(format!(
                         "{tag}: cube_bytes={} stack_peak={peak}, expected a {cube} B cube and a peak of at least {floor} B",
@@ -371,7 +386,7 @@ fn the_event_binner_firmware_bins_the_golden_events_and_infers_like_the_host() {
                 let _ = writeln!(
                     table,
                     "| {} | {count} | {dtype} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    if dtype == "int8" {
+                    if dtype.starts_with("int8") {
                         if path == "dsp" {
                             "DSP (`SMLAD`)"
                         } else {

@@ -78,6 +78,7 @@ fn run_all<B: Board>(board: &mut B) -> bool {
     {
         ok &= run_variant::<B, variants::Int8, u8>(board);
         ok &= run_variant::<B, variants::Int8, u16>(board);
+        ok &= run_variant::<B, InPlace, u8>(board);
     }
     #[cfg(feature = "f32")]
     {
@@ -193,6 +194,62 @@ fn saturation<B: Board, V: Variant, N: Count>(board: &mut B) -> bool {
     ok
 }
 
+/// How a cube of `N` is run through the model: a variant's `infer` (arena on its own
+/// frame), or int8's `infer_in_place` on a u8 cube (the arena inside the cube).
+trait Runner<N: Count>: Sized {
+    /// Name as printed (`int8`, `f32`, `int8-in-place`).
+    const NAME: &'static str;
+    /// The host's results.
+    const HOST: [[u32; 2]; samples::N];
+    /// Validate the blob.
+    fn load() -> Result<Self, runtime::BlobError>;
+    /// One timed inference of `cube`.
+    fn run<B: Board>(
+        &self,
+        board: &B,
+        cube: &mut [N; CUBE_LEN],
+        z: f32,
+    ) -> (Result<Estimate, Error>, Timing);
+}
+
+impl<V: Variant, N: Count> Runner<N> for V {
+    const NAME: &'static str = V::NAME;
+    const HOST: [[u32; 2]; samples::N] = V::HOST;
+    fn load() -> Result<Self, runtime::BlobError> {
+        V::load()
+    }
+    fn run<B: Board>(
+        &self,
+        board: &B,
+        cube: &mut [N; CUBE_LEN],
+        z: f32,
+    ) -> (Result<Estimate, Error>, Timing) {
+        self.infer_measured(board, &cube[..], z)
+    }
+}
+
+/// `edge` int8 on a u8 cube it consumes (`infer_in_place`): no arena of its own.
+#[cfg(feature = "int8")]
+struct InPlace(models::edge::int8::Model<'static>);
+
+#[cfg(feature = "int8")]
+impl Runner<u8> for InPlace {
+    const NAME: &'static str = "int8-in-place";
+    const HOST: [[u32; 2]; samples::N] = samples::INT8;
+    fn load() -> Result<Self, runtime::BlobError> {
+        models::edge::int8::Model::new(&models::blobs::EDGE_INT8.0).map(Self)
+    }
+    #[inline(never)]
+    fn run<B: Board>(
+        &self,
+        board: &B,
+        cube: &mut [u8; CUBE_LEN],
+        z: f32,
+    ) -> (Result<Estimate, Error>, Timing) {
+        variants::timed(board, || self.0.infer_in_place(cube, &[z]))
+    }
+}
+
 /// What one sample gave.
 struct Binned {
     stats: Stats,
@@ -213,7 +270,7 @@ struct Binned {
 /// it. Not inlined: the cube, the binner and the model's arena are all below the caller's
 /// stack pointer, so the peak stack covers them.
 #[inline(never)]
-fn bin_and_infer<B: Board, V: Variant, N: Count>(board: &B, model: &V, i: usize) -> Binned {
+fn bin_and_infer<B: Board, V: Runner<N>, N: Count>(board: &B, model: &V, i: usize) -> Binned {
     let golden = samples::counts(i).unwrap_or(&[]);
     let mut cube = [N::default(); CUBE_LEN];
     // What generating the stream costs, to tell the binner's own share.
@@ -241,7 +298,7 @@ fn bin_and_infer<B: Board, V: Variant, N: Count>(board: &B, model: &V, i: usize)
             .filter(|(a, b)| a.get() != **b)
             .count();
     }
-    let (result, infer) = model.infer_measured(board, &cube, samples::REDSHIFT[i]);
+    let (result, infer) = model.run(board, &mut cube, samples::REDSHIFT[i]);
     Binned {
         stats,
         golden: stream.golden,
@@ -291,7 +348,7 @@ fn time_push<B: Board, N: Count>(board: &B, i: usize) -> (u64, usize) {
 
 /// Every sample through the binner into `N` and through variant `V`: true if every cube is
 /// the golden one, every event's outcome as injected, every estimate the host's.
-fn run_variant<B: Board, V: Variant, N: Count>(board: &mut B) -> bool {
+fn run_variant<B: Board, V: Runner<N>, N: Count>(board: &mut B) -> bool {
     let model = match V::load() {
         Ok(m) => m,
         Err(e) => {

@@ -121,6 +121,26 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
         p.pooled_s8::<N, IH, IW, K>(PoolKind::Avg, counts, q, out)
     }
 
+    /// [`Pool2d::max_counts_s8`] of a u8 cube in place, the outputs at its front
+    /// ([`Preprocess::pooled_s8_in_place`]).
+    pub fn max_counts_s8_in_place(
+        p: &Preprocess<C>,
+        cube: &mut [u8],
+        q: QParams,
+    ) -> Result<(), Error> {
+        p.pooled_s8_in_place::<IH, IW, K>(PoolKind::Max, cube, q)
+    }
+
+    /// [`Pool2d::avg_counts_s8`] of a u8 cube in place, the outputs at its front
+    /// ([`Preprocess::pooled_s8_in_place`]).
+    pub fn avg_counts_s8_in_place(
+        p: &Preprocess<C>,
+        cube: &mut [u8],
+        q: QParams,
+    ) -> Result<(), Error> {
+        p.pooled_s8_in_place::<IH, IW, K>(PoolKind::Avg, cube, q)
+    }
+
     /// Check an input and output length against this shape.
     pub fn check_lengths(input: usize, out: usize) -> Result<(), Error> {
         Self::check(input, out)

@@ -490,6 +490,86 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         Ok(counts / BANDS)
     }
 
+    /// [`Preprocess::counts_s8`] of a u8 cube in place: each count replaced by the bits of
+    /// its quantised input (read back as `i8`, e.g. through
+    /// [`arena_in`](crate::model::arena_in)). The same values as `counts_s8` on every path
+    /// (this one is the scalar loop everywhere).
+    ///
+    /// ```
+    /// use runtime::kernels::preprocess::Preprocess;
+    /// use runtime::quant::QParams;
+    /// let p = Preprocess::<1>::log1p();
+    /// let q = QParams { scale: 0.05, zero_point: -128 };
+    /// let mut cube = [0u8, 1];
+    /// p.counts_s8_in_place(&mut cube, q).unwrap();
+    /// assert_eq!(cube.map(|b| b as i8), [-128, -128 + 14]);
+    /// ```
+    pub fn counts_s8_in_place(&self, cube: &mut [u8], q: QParams) -> Result<(), Error> {
+        let plane = self.plane(cube.len(), cube.len())?;
+        if plane == 0 {
+            return Ok(());
+        }
+        for (b, c) in cube.chunks_exact_mut(plane).enumerate() {
+            let memo = Memo::new(self.band_scale[b], q);
+            for x in c {
+                *x = memo.get(u16::from(*x)) as u8;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Preprocess::pooled_s8`] of a u8 cube in place: the `BANDS x H/K x W/K` pooled,
+    /// quantised inputs written, as `i8` bits, to the front of `cube` (the rest of it is
+    /// left as it was). The same values as `pooled_s8` on every path (this one is the
+    /// scalar window loop everywhere). In place is safe because output `(b, oy, ox)`, at
+    /// `(b OH + oy) OW + ox`, is written after its window is read and never lies beyond the
+    /// window's first count `(b H + oy K) W + ox K`, which lies below every count a later
+    /// window reads.
+    ///
+    /// ```
+    /// use runtime::kernels::pool::PoolKind;
+    /// use runtime::kernels::preprocess::Preprocess;
+    /// use runtime::quant::QParams;
+    /// let p = Preprocess::<1>::log1p();
+    /// let q = QParams { scale: 0.05, zero_point: -128 };
+    /// let mut cube = [1u8, 1, 1, 1, 0, 0, 0, 0];        // 1 band, 2 x 4, pooled 2 x 2
+    /// let mut want = [0i8; 2];
+    /// p.pooled_s8::<_, 2, 4, 2>(PoolKind::Avg, &cube, q, &mut want).unwrap();
+    /// p.pooled_s8_in_place::<2, 4, 2>(PoolKind::Avg, &mut cube, q).unwrap();
+    /// assert_eq!([cube[0] as i8, cube[1] as i8], want);
+    /// ```
+    pub fn pooled_s8_in_place<const H: usize, const W: usize, const K: usize>(
+        &self,
+        kind: PoolKind,
+        cube: &mut [u8],
+        q: QParams,
+    ) -> Result<(), Error> {
+        type P<const B: usize, const H: usize, const W: usize, const K: usize> = Pool2d<B, H, W, K>;
+        P::<BANDS, H, W, K>::check_lengths(cube.len(), P::<BANDS, H, W, K>::OUT_LEN)?;
+        let (oh, ow) = (P::<BANDS, H, W, K>::OH, P::<BANDS, H, W, K>::OW);
+        let n = (K * K) as i32;
+        for b in 0..BANDS {
+            let memo = Memo::new(self.band_scale[b], q);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let base = (b * H + oy * K) * W + ox * K;
+                    let mut window = (0..K * K).map(|t| {
+                        let v = cube.get(base + (t / K) * W + t % K).copied().unwrap_or(0);
+                        memo.get(u16::from(v))
+                    });
+                    let v = match kind {
+                        PoolKind::Max => window.by_ref().fold(i8::MIN, i8::max),
+                        PoolKind::Avg => avg_round(window.by_ref().map(i32::from).sum(), n),
+                    };
+                    if let Some(o) = cube.get_mut((b * oh + oy) * ow + ox) {
+                        *o = v as u8;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Map a redshift to the network's scalar input; rejects NaN, infinities and z < 0.
     ///
     /// ```
@@ -686,6 +766,58 @@ mod tests {
         u8_like_u16::<2, 90, 30, 2>(&cube(2 * 2700));
         u8_like_u16::<2, 9, 12, 3>(&cube(2 * 108));
         u8_like_u16::<1, 4, 1100, 2>(&cube(4400));
+    }
+
+    /// In place equals out of place, bit for bit: every count 0-255, the model's shape and
+    /// odd ones, max and average, 2 x 2 and 3 x 3 windows, and the elementwise transform.
+    #[test]
+    fn in_place_equals_out_of_place() {
+        fn check<const B: usize, const H: usize, const W: usize, const K: usize>(
+            rng: &mut crate::testutil::Rng,
+        ) {
+            let mut band_scale = [0.0f32; B];
+            for (b, s) in band_scale.iter_mut().enumerate() {
+                *s = 0.41 + 0.23 * b as f32;
+            }
+            let p = Preprocess::<B> {
+                band_scale,
+                z_shift: 0.0,
+                z_scale: 1.0,
+            };
+            let q = QParams::from_range(0.0, 6.0);
+            let cube: std::vec::Vec<u8> = (0..B * H * W)
+                .map(|_| match rng.below(8) {
+                    0 => rng.below(256) as u8,
+                    1 => 255,
+                    _ => rng.below(7) as u8,
+                })
+                .collect();
+            let out = Pool2d::<B, H, W, K>::OUT_LEN;
+            for kind in [PoolKind::Max, PoolKind::Avg] {
+                let mut want = std::vec![0i8; out];
+                p.pooled_s8::<_, H, W, K>(kind, &cube, q, &mut want)
+                    .unwrap();
+                let mut got = cube.clone();
+                p.pooled_s8_in_place::<H, W, K>(kind, &mut got, q).unwrap();
+                let got: std::vec::Vec<i8> = got[..out].iter().map(|&b| b as i8).collect();
+                assert_eq!(got, want, "{B}x{H}x{W} K={K} {kind:?}");
+            }
+            let mut want = std::vec![0i8; cube.len()];
+            p.counts_s8(&cube, q, &mut want).unwrap();
+            let mut got = cube.clone();
+            p.counts_s8_in_place(&mut got, q).unwrap();
+            assert!(got.iter().zip(&want).all(|(a, b)| *a as i8 == *b));
+            let mut short = std::vec![0u8; B * H * W - 1];
+            assert!(
+                p.pooled_s8_in_place::<H, W, K>(PoolKind::Avg, &mut short, q)
+                    .is_err()
+            );
+        }
+        let mut rng = crate::testutil::Rng(0x1a_91ace);
+        check::<10, 50, 50, 2>(&mut rng);
+        check::<3, 7, 9, 2>(&mut rng);
+        check::<2, 9, 12, 3>(&mut rng);
+        check::<1, 5, 5, 5>(&mut rng);
     }
 
     #[test]
