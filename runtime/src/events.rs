@@ -193,7 +193,8 @@ impl Stats {
 /// Accumulates events into a count cube `[band][y][x]` of `E - 1` bands of `H x W` pixels
 /// (by default the model's: 10 bands, 50 x 50), with counts of type `N` (`u16` or `u8`).
 /// The cube is the caller's (a static, the stack, a DMA buffer); the binner borrows it and
-/// needs 60 B of its own besides. See the [module docs](self).
+/// needs 72 B of its own besides on a 32-bit core (the borrow, the edges, the statistics).
+/// See the [module docs](self).
 #[derive(Debug)]
 pub struct Binner<
     'c,
