@@ -103,12 +103,21 @@ pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<S
     )?;
     writeln!(
         w,
-        "//! ({} B as f32 for the `f32` and `f16` models, {arena} B as i8 for `int8`), plus the caller's {} u16 counts.",
+        "//! ({} B as f32 for the `f32` and `f16` models, {arena} B as i8 for `int8`), plus the caller's {} counts",
         4 * arena,
         input.len()
     )?;
+    writeln!(
+        w,
+        "//! ({} B as u16, or {} B as u8: `infer` takes either, `runtime::Count`, with the same bits for the same counts).",
+        2 * input.len(),
+        input.len()
+    )?;
     writeln!(w, "//!")?;
-    writeln!(w, "//! Usage (`counts`: the `[band][y][x]` u16 cube):")?;
+    writeln!(
+        w,
+        "//! Usage (`counts`: the `[band][y][x]` cube, u16 or u8, e.g. from `runtime::events::Binner`):"
+    )?;
     writeln!(w, "//!")?;
     writeln!(w, "//! ```text")?;
     writeln!(
@@ -155,7 +164,7 @@ pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<S
     writeln!(w, "pub const WIDTH: usize = {};", input.w)?;
     writeln!(
         w,
-        "/// u16 counts per observation, band-major (`[band][y][x]`)."
+        "/// Counts per observation (u16 or u8), band-major (`[band][y][x]`)."
     )?;
     writeln!(w, "pub const INPUT_LEN: usize = BANDS * HEIGHT * WIDTH;")?;
     writeln!(
@@ -595,17 +604,77 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     )?;
     writeln!(
         w,
-        "/// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero or a saturated cube give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise)."
+        "/// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise)."
     )?;
     writeln!(
         w,
-        "pub fn infer(&self, counts: &[u16], scalars: &[f32; SCALARS], arena: &mut [{act_ty}; ARENA_LEN]) -> Result<Estimate, Error> {{"
+        "pub fn infer<N: runtime::Count>(&self, counts: &[N], scalars: &[f32; SCALARS], arena: &mut [{act_ty}; ARENA_LEN]) -> Result<Estimate, Error> {{"
     )?;
-    writeln!(w, "let p = &self.meta.preprocess;")?;
     writeln!(w, "let mut z = [0.0f32; SCALARS];")?;
     writeln!(
         w,
-        "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(counts, u16::MAX);"
+        "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(counts, N::MAX);"
+    )?;
+    writeln!(w, "self.input(counts, arena)?;")?;
+    writeln!(w, "self.layers(z, flags, arena)")?;
+    writeln!(w, "}}")?;
+    writeln!(
+        w,
+        "/// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena."
+    )?;
+    writeln!(
+        w,
+        "fn input<N: runtime::Count>(&self, counts: &[N], arena: &mut [{act_ty}; ARENA_LEN]) -> Result<(), Error> {{"
+    )?;
+    writeln!(w, "let p = &self.meta.preprocess;")?;
+    writeln!(w, "let arena: &mut [{act_ty}] = arena;")?;
+    let Some((first, rest)) = steps.split_first().filter(|(f, _)| f.preprocess) else {
+        bail!("the first step must preprocess the counts (a codegen bug)");
+    };
+    step(w, m, first, path)?;
+    writeln!(w, "Ok(())")?;
+    writeln!(w, "}}")?;
+    // int8 with an arena no larger than the cube: the activations can reuse a u8 cube once
+    // its first step has read it (that step writes its output to the front of the arena,
+    // in place over the counts it has consumed).
+    let in_place = path == Path::Int8
+        && !first.input_at_front
+        && plan::arena_len(steps) <= m.input.len()
+        && matches!(first.op.map(|i| &m.ops[i]), None | Some(Op::Pool2d { .. }));
+    if in_place {
+        writeln!(
+            w,
+            "/// [`Model::infer`] of a u8 cube that it consumes: the activations reuse the cube's own memory once the first step has read it ([`ARENA_LEN`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube (and the kernels' frames). The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten."
+        )?;
+        writeln!(
+            w,
+            "pub fn infer_in_place(&self, cube: &mut [u8; INPUT_LEN], scalars: &[f32; SCALARS]) -> Result<Estimate, Error> {{"
+        )?;
+        writeln!(w, "let mut z = [0.0f32; SCALARS];")?;
+        writeln!(
+            w,
+            "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(&cube[..], u8::MAX);"
+        )?;
+        writeln!(w, "let p = &self.meta.preprocess;")?;
+        match first.op.map(|i| (i, &m.ops[i])) {
+            Some((i, Op::Pool2d { kind, .. })) => writeln!(
+                w,
+                "Op{i}::{}_counts_s8_in_place(p, cube, {})?;",
+                pool_kind(*kind),
+                qp(0)
+            )?,
+            _ => writeln!(w, "p.counts_s8_in_place(cube, {})?;", qp(0))?,
+        }
+        writeln!(w, "self.layers(z, flags, runtime::model::arena_in(cube)?)")?;
+        writeln!(w, "}}")?;
+    }
+    writeln!(
+        w,
+        "/// The steps of [`Model::infer`] after the first: from the preprocessed input in the arena to the estimate."
+    )?;
+    writeln!(
+        w,
+        "fn layers(&self, z: [f32; SCALARS], flags: runtime::model::Flags, arena: &mut [{act_ty}; ARENA_LEN]) -> Result<Estimate, Error> {{"
     )?;
     writeln!(w, "let arena: &mut [{act_ty}] = arena;")?;
     if m.ops.iter().any(|op| matches!(op, Op::Conv2d(_))) {
@@ -614,143 +683,150 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
             _ => writeln!(w, "let scratch = &mut [0.0f32; SCRATCH_F32];")?,
         }
     }
-    for st in steps {
-        let (inl, outl, front) = (st.in_len, st.out_len, st.input_at_front);
-        let Some(i) = st.op else {
-            // Preprocessing alone.
-            writeln!(w, "{{ let (_, y) = ping_pong(arena, 0, {outl}, {front})?;")?;
-            match path {
-                Path::Int8 => writeln!(w, "p.counts_s8(counts, {}, y)?; }}", qp(0))?,
-                _ => writeln!(w, "p.counts_f32(counts, y)?; }}")?,
-            }
-            continue;
-        };
-        let op = &m.ops[i];
-        let head = i + 1 == n;
-        let slope = match slope_of(op) {
-            Some(s) if s != 1.0 => format!("SLOPE{i}"),
-            _ => "1.0".into(),
-        };
-        let qargs = || {
-            format!(
-                "&QuantArgs {{ input_zero_point: self.zp[{i}], requant_pos: self.rp{i}, requant_neg: self.rn{i}, output_zero_point: self.zp[{}] }}",
-                i + 1
-            )
-        };
-        if head {
-            writeln!(w, "let (x, _) = ping_pong(arena, {inl}, 0, {front})?;")?;
-            match path {
-                Path::Int8 => {
-                    writeln!(w, "let mut acc = [0i32; 2];")?;
-                    writeln!(
-                        w,
-                        "Op{i}::acc_s8_fast(x, self.w{i}, self.b{i}, self.zp[{i}], &mut acc)?;"
-                    )?;
-                    writeln!(
-                        w,
-                        "let raw = [self.os{i}[0] * acc[0] as f32, self.os{i}[1] * acc[1] as f32];"
-                    )?;
-                }
-                _ => {
-                    writeln!(w, "let mut raw = [0.0f32; 2];")?;
-                    writeln!(
-                        w,
-                        "Op{i}::f32_fast(x, self.w{i}, self.b{i}, 1.0, &mut raw)?;"
-                    )?;
-                }
-            }
-            writeln!(w, "self.meta.output(raw, flags)")?;
-            continue;
-        }
-        let int8 = path == Path::Int8;
-        if let (Some(pi), Op::Conv2d(_)) = (st.pool, op) {
-            let Op::Pool2d { kind, size } = &m.ops[pi] else {
-                bail!("op {pi} fused as a pooling is not one (a codegen bug)");
-            };
-            let line = st.line_len;
-            writeln!(
-                w,
-                "{{ let (x, y, line) = ping_pong_line(arena, {inl}, {outl}, {line}, {front})?;"
-            )?;
-            let kind = match kind {
-                crate::arch::PoolKind::Max => "PoolKind::Max",
-                crate::arch::PoolKind::Avg => "PoolKind::Avg",
-            };
-            match path {
-                Path::Int8 => writeln!(
-                    w,
-                    "Op{i}::s8_pooled::<{size}>({kind}, x, self.w{i}, self.b{i}, {}, y, line, scratch)?; }}",
-                    qargs()
-                )?,
-                _ => writeln!(
-                    w,
-                    "Op{i}::f32_pooled::<{size}, _>({kind}, x, self.w{i}, self.b{i}, {slope}, y, line, scratch)?; }}"
-                )?,
-            }
-            continue;
-        }
-        let x = if st.preprocess { "_" } else { "x" };
-        writeln!(
-            w,
-            "{{ let ({x}, y) = ping_pong(arena, {inl}, {outl}, {front})?;"
-        )?;
-        let call = match op {
-            Op::Pool2d { kind, .. } if st.preprocess => {
-                let k = pool_kind(*kind);
-                if int8 {
-                    format!("Op{i}::{k}_counts_s8(p, counts, {}, y)?;", qp(0))
-                } else {
-                    format!("Op{i}::{k}_counts_f32(p, counts, y)?;")
-                }
-            }
-            Op::Pool2d { kind, .. } => {
-                let k = match kind {
-                    crate::arch::PoolKind::Max => "max",
-                    crate::arch::PoolKind::Avg => "avg",
-                };
-                format!("Op{i}::{k}_{}(x, y)?;", if int8 { "s8" } else { "f32" })
-            }
-            Op::GlobalAvgPool => format!("Op{i}::{}(x, y)?;", if int8 { "s8" } else { "f32" }),
-            Op::Conv2d(_) => match path {
-                Path::Int8 => format!(
-                    "Op{i}::s8_rows(x, self.w{i}, self.b{i}, {}, 0, y, scratch)?;",
-                    qargs()
-                ),
-                _ => format!(
-                    "Op{i}::{}_rows(x, self.w{i}, self.b{i}, {slope}, 0, y, scratch)?;",
-                    path.name()
-                ),
-            },
-            Op::Dense(_) => match path {
-                Path::Int8 => format!("Op{i}::s8_fast(x, self.w{i}, self.b{i}, {}, y)?;", qargs()),
-                _ => format!("Op{i}::f32_fast(x, self.w{i}, self.b{i}, {slope}, y)?;"),
-            },
-            Op::FlattenConcatZ => {
-                if int8 {
-                    format!(
-                        "let q = {}; runtime::kernels::act::concat(x, &z.map(|v| q.quantize(v)), y)?;",
-                        qp(i + 1)
-                    )
-                } else {
-                    "runtime::kernels::act::concat(x, &z, y)?;".into()
-                }
-            }
-            Op::LeakyRelu { .. } => {
-                if int8 {
-                    format!(
-                        "runtime::kernels::act::leaky_s8(x, self.zp[{i}], self.lk{i}[0], self.lk{i}[1], self.zp[{}], y)?;",
-                        i + 1
-                    )
-                } else {
-                    format!("runtime::kernels::act::leaky_f32(x, {slope}, y)?;")
-                }
-            }
-        };
-        writeln!(w, "{call} }}")?;
+    for st in rest {
+        step(w, m, st, path)?;
     }
-    writeln!(w, "}}")?; // infer
+    writeln!(w, "}}")?; // layers
     writeln!(w, "}}")?; // impl
     writeln!(w, "}}")?; // mod
+    Ok(())
+}
+
+/// The code of one step of the plan.
+fn step(w: &mut String, m: &FoldedModel, st: &Step, path: Path) -> Result<()> {
+    let n = m.ops.len();
+    let (inl, outl, front) = (st.in_len, st.out_len, st.input_at_front);
+    let Some(i) = st.op else {
+        // Preprocessing alone.
+        writeln!(w, "{{ let (_, y) = ping_pong(arena, 0, {outl}, {front})?;")?;
+        match path {
+            Path::Int8 => writeln!(w, "p.counts_s8(counts, {}, y)?; }}", qp(0))?,
+            _ => writeln!(w, "p.counts_f32(counts, y)?; }}")?,
+        }
+        return Ok(());
+    };
+    let op = &m.ops[i];
+    let head = i + 1 == n;
+    let slope = match slope_of(op) {
+        Some(s) if s != 1.0 => format!("SLOPE{i}"),
+        _ => "1.0".into(),
+    };
+    let qargs = || {
+        format!(
+            "&QuantArgs {{ input_zero_point: self.zp[{i}], requant_pos: self.rp{i}, requant_neg: self.rn{i}, output_zero_point: self.zp[{}] }}",
+            i + 1
+        )
+    };
+    if head {
+        writeln!(w, "let (x, _) = ping_pong(arena, {inl}, 0, {front})?;")?;
+        match path {
+            Path::Int8 => {
+                writeln!(w, "let mut acc = [0i32; 2];")?;
+                writeln!(
+                    w,
+                    "Op{i}::acc_s8_fast(x, self.w{i}, self.b{i}, self.zp[{i}], &mut acc)?;"
+                )?;
+                writeln!(
+                    w,
+                    "let raw = [self.os{i}[0] * acc[0] as f32, self.os{i}[1] * acc[1] as f32];"
+                )?;
+            }
+            _ => {
+                writeln!(w, "let mut raw = [0.0f32; 2];")?;
+                writeln!(
+                    w,
+                    "Op{i}::f32_fast(x, self.w{i}, self.b{i}, 1.0, &mut raw)?;"
+                )?;
+            }
+        }
+        writeln!(w, "self.meta.output(raw, flags)")?;
+        return Ok(());
+    }
+    let int8 = path == Path::Int8;
+    if let (Some(pi), Op::Conv2d(_)) = (st.pool, op) {
+        let Op::Pool2d { kind, size } = &m.ops[pi] else {
+            bail!("op {pi} fused as a pooling is not one (a codegen bug)");
+        };
+        let line = st.line_len;
+        writeln!(
+            w,
+            "{{ let (x, y, line) = ping_pong_line(arena, {inl}, {outl}, {line}, {front})?;"
+        )?;
+        let kind = match kind {
+            crate::arch::PoolKind::Max => "PoolKind::Max",
+            crate::arch::PoolKind::Avg => "PoolKind::Avg",
+        };
+        match path {
+            Path::Int8 => writeln!(
+                w,
+                "Op{i}::s8_pooled::<{size}>({kind}, x, self.w{i}, self.b{i}, {}, y, line, scratch)?; }}",
+                qargs()
+            )?,
+            _ => writeln!(
+                w,
+                "Op{i}::f32_pooled::<{size}, _>({kind}, x, self.w{i}, self.b{i}, {slope}, y, line, scratch)?; }}"
+            )?,
+        }
+        return Ok(());
+    }
+    let x = if st.preprocess { "_" } else { "x" };
+    writeln!(
+        w,
+        "{{ let ({x}, y) = ping_pong(arena, {inl}, {outl}, {front})?;"
+    )?;
+    let call = match op {
+        Op::Pool2d { kind, .. } if st.preprocess => {
+            let k = pool_kind(*kind);
+            if int8 {
+                format!("Op{i}::{k}_counts_s8(p, counts, {}, y)?;", qp(0))
+            } else {
+                format!("Op{i}::{k}_counts_f32(p, counts, y)?;")
+            }
+        }
+        Op::Pool2d { kind, .. } => {
+            let k = match kind {
+                crate::arch::PoolKind::Max => "max",
+                crate::arch::PoolKind::Avg => "avg",
+            };
+            format!("Op{i}::{k}_{}(x, y)?;", if int8 { "s8" } else { "f32" })
+        }
+        Op::GlobalAvgPool => format!("Op{i}::{}(x, y)?;", if int8 { "s8" } else { "f32" }),
+        Op::Conv2d(_) => match path {
+            Path::Int8 => format!(
+                "Op{i}::s8_rows(x, self.w{i}, self.b{i}, {}, 0, y, scratch)?;",
+                qargs()
+            ),
+            _ => format!(
+                "Op{i}::{}_rows(x, self.w{i}, self.b{i}, {slope}, 0, y, scratch)?;",
+                path.name()
+            ),
+        },
+        Op::Dense(_) => match path {
+            Path::Int8 => format!("Op{i}::s8_fast(x, self.w{i}, self.b{i}, {}, y)?;", qargs()),
+            _ => format!("Op{i}::f32_fast(x, self.w{i}, self.b{i}, {slope}, y)?;"),
+        },
+        Op::FlattenConcatZ => {
+            if int8 {
+                format!(
+                    "let q = {}; runtime::kernels::act::concat(x, &z.map(|v| q.quantize(v)), y)?;",
+                    qp(i + 1)
+                )
+            } else {
+                "runtime::kernels::act::concat(x, &z, y)?;".into()
+            }
+        }
+        Op::LeakyRelu { .. } => {
+            if int8 {
+                format!(
+                    "runtime::kernels::act::leaky_s8(x, self.zp[{i}], self.lk{i}[0], self.lk{i}[1], self.zp[{}], y)?;",
+                    i + 1
+                )
+            } else {
+                format!("runtime::kernels::act::leaky_f32(x, {slope}, y)?;")
+            }
+        }
+    };
+    writeln!(w, "{call} }}")?;
     Ok(())
 }
 

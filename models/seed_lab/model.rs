@@ -19,9 +19,10 @@
 //! | 12 | dense 2 | 2 x 1 x 1 | 128 | 27 |
 //!
 //! 9644832 multiply-accumulates and 221894 parameters per inference. RAM: one activation arena of [`ARENA_LEN`] = 94100 elements
-//! (376400 B as f32 for the `f32` and `f16` models, 94100 B as i8 for `int8`), plus the caller's 25000 u16 counts.
+//! (376400 B as f32 for the `f32` and `f16` models, 94100 B as i8 for `int8`), plus the caller's 25000 counts
+//! (50000 B as u16, or 25000 B as u8: `infer` takes either, `runtime::Count`, with the same bits for the same counts).
 //!
-//! Usage (`counts`: the `[band][y][x]` u16 cube):
+//! Usage (`counts`: the `[band][y][x]` cube, u16 or u8, e.g. from `runtime::events::Binner`):
 //!
 //! ```text
 //! const N: usize = include_bytes!("model-int8.bin").len();
@@ -42,7 +43,7 @@ pub const BANDS: usize = 10;
 pub const HEIGHT: usize = 50;
 /// Image width in pixels.
 pub const WIDTH: usize = 50;
-/// u16 counts per observation, band-major (`[band][y][x]`).
+/// Counts per observation (u16 or u8), band-major (`[band][y][x]`).
 pub const INPUT_LEN: usize = BANDS * HEIGHT * WIDTH;
 /// Scalar inputs `infer` takes, in order: a redshift.
 pub const SCALARS: usize = 1;
@@ -244,23 +245,42 @@ pub mod f32 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero or a saturated cube give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
-        pub fn infer(
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        pub fn infer<N: runtime::Count>(
             &self,
-            counts: &[u16],
+            counts: &[N],
             scalars: &[f32; SCALARS],
             arena: &mut [f32; ARENA_LEN],
         ) -> Result<Estimate, Error> {
-            let p = &self.meta.preprocess;
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, u16::MAX);
+                | runtime::model::cube_flags(counts, N::MAX);
+            self.input(counts, arena)?;
+            self.layers(z, flags, arena)
+        }
+        /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
+        fn input<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            arena: &mut [f32; ARENA_LEN],
+        ) -> Result<(), Error> {
+            let p = &self.meta.preprocess;
             let arena: &mut [f32] = arena;
-            let scratch = &mut [0.0f32; SCRATCH_F32];
             {
                 let (_, y) = ping_pong(arena, 0, 25000, false)?;
                 p.counts_f32(counts, y)?;
             }
+            Ok(())
+        }
+        /// The steps of [`Model::infer`] after the first: from the preprocessed input in the arena to the estimate.
+        fn layers(
+            &self,
+            z: [f32; SCALARS],
+            flags: runtime::model::Flags,
+            arena: &mut [f32; ARENA_LEN],
+        ) -> Result<Estimate, Error> {
+            let arena: &mut [f32] = arena;
+            let scratch = &mut [0.0f32; SCRATCH_F32];
             {
                 let (x, y) = ping_pong(arena, 25000, 48020, true)?;
                 Op0::f32_rows(x, self.w0, self.b0, SLOPE0, 0, y, scratch)?;
@@ -426,23 +446,42 @@ pub mod f16 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero or a saturated cube give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
-        pub fn infer(
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        pub fn infer<N: runtime::Count>(
             &self,
-            counts: &[u16],
+            counts: &[N],
             scalars: &[f32; SCALARS],
             arena: &mut [f32; ARENA_LEN],
         ) -> Result<Estimate, Error> {
-            let p = &self.meta.preprocess;
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, u16::MAX);
+                | runtime::model::cube_flags(counts, N::MAX);
+            self.input(counts, arena)?;
+            self.layers(z, flags, arena)
+        }
+        /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
+        fn input<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            arena: &mut [f32; ARENA_LEN],
+        ) -> Result<(), Error> {
+            let p = &self.meta.preprocess;
             let arena: &mut [f32] = arena;
-            let scratch = &mut [0.0f32; SCRATCH_F32];
             {
                 let (_, y) = ping_pong(arena, 0, 25000, false)?;
                 p.counts_f32(counts, y)?;
             }
+            Ok(())
+        }
+        /// The steps of [`Model::infer`] after the first: from the preprocessed input in the arena to the estimate.
+        fn layers(
+            &self,
+            z: [f32; SCALARS],
+            flags: runtime::model::Flags,
+            arena: &mut [f32; ARENA_LEN],
+        ) -> Result<Estimate, Error> {
+            let arena: &mut [f32] = arena;
+            let scratch = &mut [0.0f32; SCRATCH_F32];
             {
                 let (x, y) = ping_pong(arena, 25000, 48020, true)?;
                 Op0::f16_rows(x, self.w0, self.b0, SLOPE0, 0, y, scratch)?;
@@ -796,19 +835,27 @@ pub mod int8 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero or a saturated cube give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
-        pub fn infer(
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        pub fn infer<N: runtime::Count>(
             &self,
-            counts: &[u16],
+            counts: &[N],
             scalars: &[f32; SCALARS],
             arena: &mut [i8; ARENA_LEN],
         ) -> Result<Estimate, Error> {
-            let p = &self.meta.preprocess;
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, u16::MAX);
+                | runtime::model::cube_flags(counts, N::MAX);
+            self.input(counts, arena)?;
+            self.layers(z, flags, arena)
+        }
+        /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
+        fn input<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            arena: &mut [i8; ARENA_LEN],
+        ) -> Result<(), Error> {
+            let p = &self.meta.preprocess;
             let arena: &mut [i8] = arena;
-            let scratch = &mut [0i16; SCRATCH_S8];
             {
                 let (_, y) = ping_pong(arena, 0, 25000, false)?;
                 p.counts_s8(
@@ -820,6 +867,17 @@ pub mod int8 {
                     y,
                 )?;
             }
+            Ok(())
+        }
+        /// The steps of [`Model::infer`] after the first: from the preprocessed input in the arena to the estimate.
+        fn layers(
+            &self,
+            z: [f32; SCALARS],
+            flags: runtime::model::Flags,
+            arena: &mut [i8; ARENA_LEN],
+        ) -> Result<Estimate, Error> {
+            let arena: &mut [i8] = arena;
+            let scratch = &mut [0i16; SCRATCH_S8];
             {
                 let (x, y) = ping_pong(arena, 25000, 48020, true)?;
                 Op0::s8_rows(

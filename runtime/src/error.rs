@@ -24,6 +24,14 @@ pub enum Error {
     /// The network produced a non-finite output (a blob whose values overflow the
     /// arithmetic); no estimate is given.
     NonFinite,
+    /// An event given to the [`Binner`](crate::events::Binner) has a NaN or infinite
+    /// coordinate or energy; it was not binned.
+    BadEvent {
+        /// The first value of the event that is not finite.
+        field: crate::events::EventField,
+    },
+    /// Band edges that are not finite and strictly increasing, or fewer than two.
+    BadBandEdges,
 }
 
 impl fmt::Display for Error {
@@ -40,6 +48,14 @@ impl fmt::Display for Error {
                 "scalar input {index} is not finite or not physically valid (an exposure must lie in (0, 1e9] s)"
             ),
             Error::NonFinite => f.write_str("the network produced a non-finite output"),
+            Error::BadEvent { field } => write!(
+                f,
+                "event {} is not finite (NaN or infinite); the event was not binned",
+                field.name()
+            ),
+            Error::BadBandEdges => {
+                f.write_str("band edges must be finite and strictly increasing, at least two")
+            }
         }
     }
 }

@@ -451,6 +451,30 @@ pub fn estimate(raw: [f32; 2], sigma_floor: f32, calibration: SigmaCalibration) 
     }
 }
 
+/// The first `A` bytes of `buf` as an int8 activation arena: how an `infer_in_place` reuses
+/// a u8 cube, once preprocessed, for the activations. [`Error::BadLength`] if `buf` is
+/// shorter than `A`.
+///
+/// ```
+/// use runtime::model::arena_in;
+/// let mut buf = [0x80u8, 1, 2, 3];
+/// let a: &mut [i8; 3] = arena_in(&mut buf).unwrap();
+/// assert_eq!(*a, [-128, 1, 2]);
+/// a[1] = -1;
+/// assert_eq!(buf[1], 0xff);
+/// assert!(arena_in::<5>(&mut buf).is_err());
+/// ```
+pub fn arena_in<const A: usize>(buf: &mut [u8]) -> Result<&mut [i8; A], Error> {
+    let got = buf.len();
+    let head: &mut [u8; A] = buf
+        .get_mut(..A)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(Error::BadLength { expected: A, got })?;
+    // SAFETY: `[i8; A]` and `[u8; A]` have the same size and alignment, and every bit pattern
+    // is a valid i8; the exclusive borrow of `buf` passes to the result.
+    Ok(unsafe { &mut *(head as *mut [u8; A]).cast::<[i8; A]>() })
+}
+
 /// Split a two-ended activation arena for one layer: the input occupies one end
 /// (`arena[..in_len]` when `input_at_front`, else `arena[len - in_len..]`) and the
 /// output the other, so consecutive layers alternate ends and the arena needs only the

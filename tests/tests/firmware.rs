@@ -220,6 +220,206 @@ fn the_minimal_firmware_example_builds_cleanly_and_matches_the_host() {
     );
 }
 
+/// The on-board event binner (`firmware-examples/event-binner`, Cortex-M4F): each golden
+/// sample's cube becomes a shuffled event stream on the device, `runtime::events::Binner`
+/// bins it into a u8 and a u16 cube, and the `edge` model runs on them. For every sample,
+/// count type and model variant the device's cube must be the golden cube (the binned count
+/// is checked here against the golden cube's own sum), every injected off-stamp and
+/// off-band event refused as such, and the estimate the host's bit for bit; the device's
+/// checks of NaN and infinite events (typed errors) and of u8 / u16 saturation (flagged)
+/// must pass. Runs the DSP build (int8 and f32) and the scalar int8 build, and reports the
+/// RAM of each path: static RAM plus the peak stack, which holds the cube, the binner and the
+/// model's arena (`firmware-examples/target/event-binner-report.md`).
+#[test]
+fn the_event_binner_firmware_bins_the_golden_events_and_infers_like_the_host() {
+    require_qemu();
+    let golden: Vec<u64> = (0..samples::N)
+        .map(|i| {
+            samples::counts(i)
+                .expect("golden sample")
+                .iter()
+                .map(|&c| u64::from(c))
+                .sum()
+        })
+        .collect();
+    let mut failures = Vec::new();
+    let mut table = String::from(
+        "| int8 kernels | count type | dtype | input cube | static RAM | peak stack (cube, binner, arena, frames) | RAM total | events / sample | stream + binning instructions / sample | of which the stream | binner instructions / event (pushes timed alone) | inference instructions |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for (features, dtypes, path) in [
+        (None, &["int8", "int8-in-place", "f32"][..], "dsp"),
+        (
+            Some("int8,reference"),
+            &["int8", "int8-in-place"][..],
+            "reference",
+        ),
+    ] {
+        let what = format!("event-binner ({})", features.unwrap_or("default features"));
+        let mut cmd = firmware_cargo_run("event-binner");
+        if let Some(f) = features {
+            cmd.args(["--no-default-features", "--features", f]);
+        }
+        let (status, out, stderr) =
+            run_with_timeout(&mut cmd, RUN_TIMEOUT).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            status == Some(0) && out.lines().any(|l| l == "FIRMWARE PASS"),
+            "{what} failed (exit {status:?}):\n--- stdout\n{out}\n--- stderr\n{stderr}"
+        );
+        let mut fail = |e: String| failures.push(format!("{what}: {e}"));
+        match fields(&out, "event-binner", None) {
+            Some(f) if f.get("int8_path").map(String::as_str) == Some(path) => {}
+            other => fail(format!("header: {other:?}, expected int8_path={path}")),
+        }
+        let checks: Vec<&str> = out.lines().filter(|l| l.starts_with("check ")).collect();
+        for name in ["bad-events", "saturation-u8", "saturation-u16"] {
+            match checks.iter().find(|l| l.contains(&format!("name={name} "))) {
+                Some(l) if l.ends_with(" ok") => {}
+                other => fail(format!("check {name}: {other:?}")),
+            }
+        }
+        let elf = firmware_dir().join("target/thumbv7em-none-eabihf/release/event-binner");
+        let static_ram = match Elf::read(&elf) {
+            Ok(e) => e.sizes().static_ram,
+            Err(e) => {
+                fail(format!("{}: {e}", elf.display()));
+                0
+            }
+        };
+        for &dtype in dtypes {
+            // `infer_in_place` takes u8 cubes only.
+            let counts: &[(&str, u64)] = if dtype == "int8-in-place" {
+                &[("u8", 1)]
+            } else {
+                &[("u8", 1), ("u16", 2)]
+            };
+            for &(count, width) in counts {
+                let tag = format!("count={count} dtype={dtype}");
+                let mut seen = 0;
+                for line in out.lines().filter(|l| l.starts_with("binned ")) {
+                    let f: BTreeMap<String, String> = line
+                        .split_whitespace()
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
+                    if f.get("count").map(String::as_str) != Some(count)
+                        || f.get("dtype").map(String::as_str) != Some(dtype)
+                    {
+                        continue;
+                    }
+                    let i: usize = match num(&f, "cluster") {
+                        Ok(i) if i < samples::N => i,
+                        _ => {
+                            fail(format!("bad line: {line}"));
+                            continue;
+                        }
+                    };
+                    let get = |k: &str| num::<u64>(&f, k).unwrap_or(u64::MAX);
+                    let expected_bits = host(dtype.trim_end_matches("-in-place"))[i];
+                    let bits = f
+                        .get("bits")
+                        .and_then(|b| b.split_once(','))
+                        .and_then(|(a, b)| {
+                            Some([
+                                u32::from_str_radix(a, 16).ok()?,
+                                u32::from_str_radix(b, 16).ok()?,
+                            ])
+                        });
+                    let ok = get("binned") == golden[i]
+                        && get("saturated") == 0
+                        && get("invalid") == 0
+                        && get("outside_stamp") == get("injected_stamp")
+                        && get("outside_bands") == get("injected_bands")
+                        && get("events")
+                            == golden[i] + get("injected_stamp") + get("injected_bands")
+                        && get("injected_stamp") > 0
+                        && get("injected_bands") > 0
+                        && f.get("cube").map(String::as_str) == Some("identical")
+                        && bits == Some(expected_bits);
+                    if ok {
+                        seen += 1;
+                    } else {
+                        fail(format!(
+                            "{tag} cluster {i} (golden {} counts, host bits {:08x},{:08x}): {line}",
+                            golden[i], expected_bits[0], expected_bits[1]
+                        ));
+                    }
+                }
+                if seen != samples::N {
+                    fail(format!("{tag}: {seen} of {} samples right", samples::N));
+                }
+                let s = match out
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("events-summary "))
+                    .find(|l| l.contains(&format!("{tag} ")))
+                {
+                    Some(l) => l
+                        .split_whitespace()
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect::<BTreeMap<_, _>>(),
+                    None => {
+                        fail(format!("no `events-summary {tag}` line"));
+                        continue;
+                    }
+                };
+                let cube = width * edge::INPUT_LEN as u64;
+                let get = |k: &str| num::<u64>(&s, k).unwrap_or(0);
+                let peak = get("stack_peak");
+                // The cube and the arena are both on the stack of the measured call (in place,
+                // the arena is inside the cube).
+                let floor = if dtype == "int8-in-place" {
+                    cube
+                } else {
+                    cube + arena_bytes(dtype)
+                };
+                if get("cube_bytes") != cube || !(floor..floor + 48 * 1024).contains(&peak) {
+                    fail(format!(
+                        "{tag}: cube_bytes={} stack_peak={peak}, expected a {cube} B cube and a peak of at least {floor} B",
+                        get("cube_bytes")
+                    ));
+                }
+                let events = get("events_mean");
+                let (bin, stream) = (
+                    get("bin_instructions_mean"),
+                    get("stream_instructions_mean"),
+                );
+                let _ = writeln!(
+                    table,
+                    "| {} | {count} | {dtype} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    if dtype.starts_with("int8") {
+                        if path == "dsp" {
+                            "DSP (`SMLAD`)"
+                        } else {
+                            "scalar"
+                        }
+                    } else {
+                        "-"
+                    },
+                    n(cube),
+                    n(static_ram),
+                    n(peak),
+                    n(static_ram + peak),
+                    n(events),
+                    n(bin),
+                    n(stream),
+                    s.get("push_instructions_per_event")
+                        .map_or("?", String::as_str),
+                    n(get("infer_instructions_mean")),
+                );
+            }
+        }
+    }
+    let path = firmware_dir().join("target/event-binner-report.md");
+    std::fs::create_dir_all(firmware_dir().join("target")).expect("target directory");
+    std::fs::write(&path, &table).expect("writing the report");
+    println!("{table}");
+    assert!(
+        failures.is_empty(),
+        "event binner firmware failed:\n{}",
+        failures.join("\n")
+    );
+}
+
 /// Fail (never skip) when an emulator is missing.
 fn require_qemu() {
     let mut emulators: Vec<&str> = BOARDS.iter().map(|b| b.qemu).collect();

@@ -148,7 +148,7 @@ pub fn int8_path() -> &'static str {
 /// ticks under `-icount shift=0`. Prints the measured ratio; a mismatch is reported (the
 /// instruction counts are then timer ticks times the nominal ratio, e.g. on real hardware)
 /// but does not fail the run: the model check does not depend on it.
-fn calibrate<B: Board>(board: &mut B) {
+pub fn calibrate<B: Board>(board: &mut B) {
     const N: u32 = 250_000;
     let nominal = 1_000_000_000 / board.tick_hz() as u64;
     let t0 = board.ticks();
@@ -174,7 +174,9 @@ fn calibrate<B: Board>(board: &mut B) {
     );
 }
 
-fn print_sizes<B: Board>(board: &mut B) {
+/// Print the `sizes` line: the ELF's sections as the linker laid them out, the weight blobs
+/// and the embedded samples.
+pub fn print_sizes<B: Board>(board: &mut B) {
     unsafe extern "C" {
         // Section bounds defined by the linker scripts of cortex-m-rt and riscv-rt.
         static __stext: u8;

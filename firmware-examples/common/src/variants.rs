@@ -11,7 +11,7 @@ use core::hint::black_box;
 
 use models::edge::{self, ARENA_LEN};
 use models::edge_samples as samples;
-use runtime::{BlobError, Error, Estimate};
+use runtime::{BlobError, Count, Error, Estimate};
 
 use crate::Board;
 
@@ -31,12 +31,12 @@ pub trait Variant: Sized {
     const HOST: [[u32; 2]; samples::N];
     /// Validate the blob in flash and borrow it.
     fn load() -> Result<Self, BlobError>;
-    /// One inference with a fresh arena on this function's stack frame; returns the result
-    /// and what the inference alone took.
-    fn infer_measured<B: Board>(
+    /// One inference of `counts` (a u16 or u8 cube) with a fresh arena on this function's
+    /// stack frame; returns the result and what the inference alone took.
+    fn infer_measured<B: Board, N: Count>(
         &self,
         board: &B,
-        counts: &[u16],
+        counts: &[N],
         z: f32,
     ) -> (Result<Estimate, Error>, Timing);
 }
@@ -53,7 +53,7 @@ pub struct Timing {
 /// Time `f`: the inputs pass through `black_box` after the first timer read and the result
 /// before the second, so the compiler cannot move any of the work out of the window.
 #[inline(always)]
-fn timed<B: Board, R>(board: &B, f: impl FnOnce() -> R) -> (R, Timing) {
+pub fn timed<B: Board, R>(board: &B, f: impl FnOnce() -> R) -> (R, Timing) {
     let t0 = board.ticks();
     let i0 = board.instret();
     let f = black_box(f);
@@ -91,10 +91,10 @@ macro_rules! variant {
             }
 
             #[inline(never)]
-            fn infer_measured<B: Board>(
+            fn infer_measured<B: Board, N: Count>(
                 &self,
                 board: &B,
-                counts: &[u16],
+                counts: &[N],
                 z: f32,
             ) -> (Result<Estimate, Error>, Timing) {
                 let mut arena = [$zero; ARENA_LEN];

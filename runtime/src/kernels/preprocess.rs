@@ -1,15 +1,151 @@
-//! Preprocessing of raw u16 detector counts into the network's input.
+//! Preprocessing of raw detector counts into the network's input.
 //!
 //! The device receives what the detector gives (photon counts per band and
 //! pixel); the transform the network was trained with is applied here, so the
 //! host trainer and the device share one definition: `x = ln(1 + counts) *
 //! scale[band]`, and the redshift is mapped as `(z - z_shift) * z_scale`.
+//!
+//! The counts are `u16` (as the host's cubes) or `u8` (half the RAM on a device; see
+//! [`crate::events`]), any [`Count`]: the same counts give the same bits in either type, on
+//! every path. The x86-64 SIMD kernels read u16, so a u8 cube is widened for them a strip of
+//! rows at a time into a 4 KiB stack buffer; the other paths read either type in place.
 
 use crate::Error;
 use crate::kernels::pool::{Pool2d, PoolKind, avg_round};
 #[allow(unused_imports)] // which of these a build uses depends on its SIMD paths
 use crate::kernels::simd::{self, Path};
 use crate::quant::QParams;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for u16 {}
+}
+
+/// The element type of a count cube: `u16` (the host's and the trainer's, up to 65535 per
+/// pixel) or `u8` (half the RAM, up to 255). Sealed: these two only.
+///
+/// ```
+/// use runtime::Count;
+/// assert_eq!(<u8 as Count>::MAX, 255);
+/// assert_eq!(200u8.get(), 200u16);
+/// assert_eq!(<u16 as Count>::as_u16(&[1u16, 2]), Some(&[1u16, 2][..]));
+/// assert_eq!(<u8 as Count>::as_u16(&[1u8, 2]), None);
+/// ```
+pub trait Count:
+    sealed::Sealed + Copy + Default + Eq + Into<u32> + core::fmt::Debug + 'static
+{
+    /// The largest count the type holds: a pixel that reached it is saturated
+    /// ([`Flags::SATURATED`](crate::model::Flags::SATURATED)).
+    const MAX: Self;
+    /// The type's name (`"u8"`, `"u16"`).
+    const NAME: &'static str;
+    /// The count as u16 (exact).
+    fn get(self) -> u16;
+    /// `self + 1`; the caller checks `self != MAX` first.
+    fn incremented(self) -> Self;
+    /// The slice itself if the type is u16 (the SIMD kernels read it in place), else `None`.
+    fn as_u16(counts: &[Self]) -> Option<&[u16]>;
+}
+
+impl Count for u16 {
+    const MAX: u16 = u16::MAX;
+    const NAME: &'static str = "u16";
+    #[inline(always)]
+    fn get(self) -> u16 {
+        self
+    }
+    #[inline(always)]
+    fn incremented(self) -> u16 {
+        self.wrapping_add(1)
+    }
+    #[inline(always)]
+    fn as_u16(counts: &[u16]) -> Option<&[u16]> {
+        Some(counts)
+    }
+}
+
+impl Count for u8 {
+    const MAX: u8 = u8::MAX;
+    const NAME: &'static str = "u8";
+    #[inline(always)]
+    fn get(self) -> u16 {
+        u16::from(self)
+    }
+    #[inline(always)]
+    fn incremented(self) -> u8 {
+        self.wrapping_add(1)
+    }
+    #[inline(always)]
+    fn as_u16(_: &[u8]) -> Option<&[u16]> {
+        None
+    }
+}
+
+/// Counts a u8 cube is widened by at a time for the x86-64 SIMD kernels (4 KiB of stack).
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+const WIDEN: usize = 2048;
+
+/// `f(first, counts)` over consecutive pieces of `counts` as u16, `first` the index of the
+/// piece's first count: the whole slice in place for u16, else pieces of at most [`WIDEN`]
+/// widened into a stack buffer.
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[inline(always)]
+fn widened<N: Count>(counts: &[N], mut f: impl FnMut(usize, &[u16])) {
+    if let Some(c) = N::as_u16(counts) {
+        f(0, c);
+        return;
+    }
+    let mut buf = [0u16; WIDEN];
+    for (k, piece) in counts.chunks(WIDEN).enumerate() {
+        let b = &mut buf[..piece.len()];
+        for (d, s) in b.iter_mut().zip(piece) {
+            *d = s.get();
+        }
+        f(k * WIDEN, b);
+    }
+}
+
+/// `f(first output row, rows, counts)` over strips of whole row pairs of one band of `w`
+/// columns and `oh` pooled output rows (`2 oh <= band rows`), as u16: the whole band in
+/// place for u16, else `rows` output rows' `2 rows w` counts at a time widened into a stack
+/// buffer. `false` (nothing called) when a row pair does not fit the buffer.
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[inline(always)]
+fn row_pairs<N: Count>(
+    band: &[N],
+    w: usize,
+    oh: usize,
+    mut f: impl FnMut(usize, usize, &[u16]),
+) -> bool {
+    if let Some(c) = N::as_u16(band) {
+        f(0, oh, c);
+        return true;
+    }
+    let per = WIDEN / (2 * w).max(1);
+    if per == 0 || band.len() < 2 * oh * w {
+        return false;
+    }
+    let mut buf = [0u16; WIDEN];
+    let mut oy = 0;
+    while oy < oh {
+        let rows = per.min(oh - oy);
+        let src = &band[2 * oy * w..][..2 * rows * w];
+        let b = &mut buf[..src.len()];
+        for (d, s) in b.iter_mut().zip(src) {
+            *d = s.get();
+        }
+        f(oy, rows, b);
+        oy += rows;
+    }
+    true
+}
+
+/// Whether [`row_pairs`] takes a band of `w` columns of `N` (always for u16).
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+fn fits_pairs<N: Count>(w: usize) -> bool {
+    N::as_u16(&[]).is_some() || 2 * w <= WIDEN
+}
 
 /// Parameters of the count preprocessing, recorded by the trainer in each run
 /// and exported by codegen.
@@ -45,7 +181,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// assert!((out[1] - core::f32::consts::LN_2).abs() < 1e-6);
     /// assert!((out[3] - 0.5 * 8f32.ln()).abs() < 1e-6);
     /// ```
-    pub fn counts_f32(&self, counts: &[u16], out: &mut [f32]) -> Result<(), Error> {
+    pub fn counts_f32<N: Count>(&self, counts: &[N], out: &mut [f32]) -> Result<(), Error> {
         let plane = self.plane(counts.len(), out.len())?;
         for (i, o) in out.iter_mut().enumerate() {
             *o = self.value(counts, plane, i);
@@ -65,10 +201,17 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// let p = Preprocess::<1>::log1p();
     /// let q = QParams { scale: 0.05, zero_point: -128 };
     /// let mut out = [0i8; 2];
-    /// p.counts_s8(&[0, 1], q, &mut out).unwrap();
+    /// p.counts_s8(&[0u16, 1], q, &mut out).unwrap();
     /// assert_eq!(out, [-128, -128 + 14]); // ln 2 / 0.05 = 13.9
+    /// p.counts_s8(&[0u8, 1], q, &mut out).unwrap(); // a u8 cube: the same
+    /// assert_eq!(out, [-128, -128 + 14]);
     /// ```
-    pub fn counts_s8(&self, counts: &[u16], q: QParams, out: &mut [i8]) -> Result<(), Error> {
+    pub fn counts_s8<N: Count>(
+        &self,
+        counts: &[N],
+        q: QParams,
+        out: &mut [i8],
+    ) -> Result<(), Error> {
         let plane = self.plane(counts.len(), out.len())?;
         if plane == 0 {
             return Ok(());
@@ -83,15 +226,18 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             {
                 let scale = self.band_scale[b];
                 let slow = |n| q.quantize(log1p_count(n) * scale);
-                // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; `c` and `o`
-                // have the same length.
-                unsafe {
-                    if avx512 {
-                        simd::x512_misc::quantize_s8(c, scale, q, o, slow);
-                    } else {
-                        simd::x2_misc::quantize_s8(c, scale, q, o, slow);
+                widened(c, |first, c| {
+                    let o = &mut o[first..][..c.len()];
+                    // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; `c` and
+                    // `o` have the same length.
+                    unsafe {
+                        if avx512 {
+                            simd::x512_misc::quantize_s8(c, scale, q, o, slow);
+                        } else {
+                            simd::x2_misc::quantize_s8(c, scale, q, o, slow);
+                        }
                     }
-                }
+                });
             }
             return Ok(());
         }
@@ -102,7 +248,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         {
             let memo = Memo::new(self.band_scale[b], q);
             for (x, y) in c.iter().zip(o) {
-                *y = memo.get(*x);
+                *y = memo.get(x.get());
             }
         }
         Ok(())
@@ -113,16 +259,16 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// stored. Identical to [`Preprocess::counts_f32`] followed by
     /// [`Pool2d::max_f32`]/[`Pool2d::avg_f32`], bit for bit on every path (on
     /// [`Path::Avx512`], `K = 2` runs 16 windows at a time).
-    pub fn pooled_f32<const H: usize, const W: usize, const K: usize>(
+    pub fn pooled_f32<N: Count, const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,
-        counts: &[u16],
+        counts: &[N],
         out: &mut [f32],
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
         #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-        if K == 2 && matches!(simd::active(), Path::Avx512 | Path::Avx2) {
-            self.pooled2_f32_x512::<H, W, K>(kind, counts, out);
+        if K == 2 && matches!(simd::active(), Path::Avx512 | Path::Avx2) && fits_pairs::<N>(W) {
+            self.pooled2_f32_x512::<N, H, W, K>(kind, counts, out);
             return Ok(());
         }
         let plane = H * W;
@@ -144,17 +290,18 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// Preprocessing, int8 quantisation with `q` and the first `K x K` pooling, fused:
     /// identical to [`Preprocess::counts_s8`] followed by [`Pool2d::max_s8`]/[`Pool2d::avg_s8`]
     /// on every path (on [`Path::Avx512`], `K = 2` runs 64 counts of a row pair at a time).
-    pub fn pooled_s8<const H: usize, const W: usize, const K: usize>(
+    pub fn pooled_s8<N: Count, const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,
-        counts: &[u16],
+        counts: &[N],
         q: QParams,
         out: &mut [i8],
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
         #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-        if matches!(simd::active_s8(), Path::Avx512 | Path::Avx2) {
-            self.pooled_s8_x512::<H, W, K>(kind, counts, q, out);
+        if matches!(simd::active_s8(), Path::Avx512 | Path::Avx2) && (K != 2 || fits_pairs::<N>(W))
+        {
+            self.pooled_s8_x512::<N, H, W, K>(kind, counts, q, out);
             return Ok(());
         }
         // Band by band, each count's quantised input memoised (a pure function of the count).
@@ -165,7 +312,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             .enumerate()
         {
             let memo = Memo::new(self.band_scale[b], q);
-            let get = |i: usize| memo.get(c[i]);
+            let get = |i: usize| memo.get(c[i].get());
             match kind {
                 PoolKind::Max => {
                     Pool2d::<1, H, W, K>::each_with(get, o, |it| it.fold(i8::MIN, i8::max))
@@ -185,10 +332,10 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// a 256-entry table of inputs and [`simd::x512_misc::pool2_f32`]; rows with a count of
     /// 256 or more are redone by the reference's window loop.
     #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-    fn pooled2_f32_x512<const H: usize, const W: usize, const K: usize>(
+    fn pooled2_f32_x512<N: Count, const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,
-        counts: &[u16],
+        counts: &[N],
         out: &mut [f32],
     ) {
         let per_band = Pool2d::<1, H, W, K>::OUT_LEN;
@@ -201,7 +348,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             .enumerate()
         {
             let scale = self.band_scale[b];
-            let get = |i: usize| log1p_count(c[i]) * scale;
+            let get = |i: usize| log1p_count(c[i].get()) * scale;
             let redo = |oy: usize, row: &mut [f32]| match kind {
                 PoolKind::Max => Pool2d::<1, H, W, K>::row_with(&get, 0, oy, row, |it| {
                     it.fold(f32::NEG_INFINITY, f32::max)
@@ -211,18 +358,31 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 }),
             };
             let mut table = [0.0f32; 256];
-            // SAFETY: `active` checked the AVX-512 (or AVX2) features; with K = 2 (so W / 2
-            // >= 1 as W >= K) the band holds H W >= (2 OH - 1) W + 2 OW counts and `o` OH OW
-            // outputs.
+            // SAFETY: `active` checked the AVX-512 (or AVX2) features.
             unsafe {
                 if avx512 {
                     simd::x512_misc::f32_table(scale, max, &mut table);
-                    simd::x512_misc::pool2_f32(c, W, W / 2, &table, max, o, redo);
                 } else {
                     simd::x2_misc::f32_table(scale, max, &mut table);
-                    simd::x2_misc::pool2_f32(c, W, W / 2, &table, max, o, redo);
                 }
             }
+            let ow = W / 2;
+            let done = row_pairs(c, W, per_band / ow, |oy0, rows, plane| {
+                let o = &mut o[oy0 * ow..][..rows * ow];
+                let redo = |oy: usize, row: &mut [f32]| redo(oy0 + oy, row);
+                // SAFETY: `active` checked the AVX-512 (or AVX2) features; with K = 2 (so
+                // OW = W / 2 >= 1 as W >= K) `plane` holds the 2 rows W >= (2 rows - 1) W +
+                // 2 OW counts of the strip's row pairs and `o` its rows OW outputs.
+                unsafe {
+                    if avx512 {
+                        simd::x512_misc::pool2_f32(plane, W, ow, &table, max, o, redo);
+                    } else {
+                        simd::x2_misc::pool2_f32(plane, W, ow, &table, max, o, redo);
+                    }
+                }
+            });
+            // `pooled_f32` checked `fits_pairs`.
+            debug_assert!(done);
         }
     }
 
@@ -231,10 +391,10 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// the reference's window loop with the kernel's table), or that loop with a table of
     /// quantised inputs ([`simd::x512_misc::quant_table`]) for other windows.
     #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-    fn pooled_s8_x512<const H: usize, const W: usize, const K: usize>(
+    fn pooled_s8_x512<N: Count, const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,
-        counts: &[u16],
+        counts: &[N],
         q: QParams,
         out: &mut [i8],
     ) {
@@ -254,7 +414,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             };
             if K == 2 {
                 let redo = |oy: usize, row: &mut [i8], table: &[i8; 256]| {
-                    let get = |i: usize| value(table, c[i]);
+                    let get = |i: usize| value(table, c[i].get());
                     type P<const H: usize, const W: usize, const K: usize> = Pool2d<1, H, W, K>;
                     match kind {
                         PoolKind::Max => {
@@ -266,16 +426,23 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                     }
                 };
                 let max = kind == PoolKind::Max;
-                // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; with K = 2 (so
-                // W / 2 >= 1 as W >= K) the band holds H W >= (2 OH - 1) W + 2 OW counts and
-                // `o` OH OW outputs.
-                unsafe {
-                    if avx512 {
-                        simd::x512_misc::pool2_s8(c, W, W / 2, scale, q, max, o, redo);
-                    } else {
-                        simd::x2_misc::pool2_s8(c, W, W / 2, scale, q, max, o, redo);
+                let ow = W / 2;
+                let done = row_pairs(c, W, per_band / ow, |oy0, rows, plane| {
+                    let o = &mut o[oy0 * ow..][..rows * ow];
+                    let redo = |oy: usize, row: &mut [i8], t: &[i8; 256]| redo(oy0 + oy, row, t);
+                    // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; with K = 2
+                    // (so OW = W / 2 >= 1 as W >= K) `plane` holds the 2 rows W >= (2 rows -
+                    // 1) W + 2 OW counts of the strip's row pairs and `o` its rows OW outputs.
+                    unsafe {
+                        if avx512 {
+                            simd::x512_misc::pool2_s8(plane, W, ow, scale, q, max, o, redo);
+                        } else {
+                            simd::x2_misc::pool2_s8(plane, W, ow, scale, q, max, o, redo);
+                        }
                     }
-                }
+                });
+                // `pooled_s8` checked `fits_pairs` for K = 2.
+                debug_assert!(done);
             } else {
                 let mut table = [0i8; 256];
                 // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features.
@@ -286,7 +453,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                         simd::x2_misc::quant_table(scale, q, &mut table);
                     }
                 }
-                let get = |i: usize| value(&table, c[i]);
+                let get = |i: usize| value(&table, c[i].get());
                 match kind {
                     PoolKind::Max => {
                         Pool2d::<1, H, W, K>::each_with(get, o, |it| it.fold(i8::MIN, i8::max))
@@ -301,9 +468,9 @@ impl<const BANDS: usize> Preprocess<BANDS> {
 
     /// The network input for element `i` of a band-major cube with `plane` pixels per band.
     #[inline(always)]
-    fn value(&self, counts: &[u16], plane: usize, i: usize) -> f32 {
+    fn value<N: Count>(&self, counts: &[N], plane: usize, i: usize) -> f32 {
         let scale = self.band_scale.get(i / plane).copied().unwrap_or(0.0);
-        log1p_count(counts[i]) * scale
+        log1p_count(counts[i].get()) * scale
     }
 
     /// Check lengths; the plane size.
@@ -321,6 +488,86 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             });
         }
         Ok(counts / BANDS)
+    }
+
+    /// [`Preprocess::counts_s8`] of a u8 cube in place: each count replaced by the bits of
+    /// its quantised input (read back as `i8`, e.g. through
+    /// [`arena_in`](crate::model::arena_in)). The same values as `counts_s8` on every path
+    /// (this one is the scalar loop everywhere).
+    ///
+    /// ```
+    /// use runtime::kernels::preprocess::Preprocess;
+    /// use runtime::quant::QParams;
+    /// let p = Preprocess::<1>::log1p();
+    /// let q = QParams { scale: 0.05, zero_point: -128 };
+    /// let mut cube = [0u8, 1];
+    /// p.counts_s8_in_place(&mut cube, q).unwrap();
+    /// assert_eq!(cube.map(|b| b as i8), [-128, -128 + 14]);
+    /// ```
+    pub fn counts_s8_in_place(&self, cube: &mut [u8], q: QParams) -> Result<(), Error> {
+        let plane = self.plane(cube.len(), cube.len())?;
+        if plane == 0 {
+            return Ok(());
+        }
+        for (b, c) in cube.chunks_exact_mut(plane).enumerate() {
+            let memo = Memo::new(self.band_scale[b], q);
+            for x in c {
+                *x = memo.get(u16::from(*x)) as u8;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Preprocess::pooled_s8`] of a u8 cube in place: the `BANDS x H/K x W/K` pooled,
+    /// quantised inputs written, as `i8` bits, to the front of `cube` (the rest of it is
+    /// left as it was). The same values as `pooled_s8` on every path (this one is the
+    /// scalar window loop everywhere). In place is safe because output `(b, oy, ox)`, at
+    /// `(b OH + oy) OW + ox`, is written after its window is read and never lies beyond the
+    /// window's first count `(b H + oy K) W + ox K`, which lies below every count a later
+    /// window reads.
+    ///
+    /// ```
+    /// use runtime::kernels::pool::PoolKind;
+    /// use runtime::kernels::preprocess::Preprocess;
+    /// use runtime::quant::QParams;
+    /// let p = Preprocess::<1>::log1p();
+    /// let q = QParams { scale: 0.05, zero_point: -128 };
+    /// let mut cube = [1u8, 1, 1, 1, 0, 0, 0, 0];        // 1 band, 2 x 4, pooled 2 x 2
+    /// let mut want = [0i8; 2];
+    /// p.pooled_s8::<_, 2, 4, 2>(PoolKind::Avg, &cube, q, &mut want).unwrap();
+    /// p.pooled_s8_in_place::<2, 4, 2>(PoolKind::Avg, &mut cube, q).unwrap();
+    /// assert_eq!([cube[0] as i8, cube[1] as i8], want);
+    /// ```
+    pub fn pooled_s8_in_place<const H: usize, const W: usize, const K: usize>(
+        &self,
+        kind: PoolKind,
+        cube: &mut [u8],
+        q: QParams,
+    ) -> Result<(), Error> {
+        type P<const B: usize, const H: usize, const W: usize, const K: usize> = Pool2d<B, H, W, K>;
+        P::<BANDS, H, W, K>::check_lengths(cube.len(), P::<BANDS, H, W, K>::OUT_LEN)?;
+        let (oh, ow) = (P::<BANDS, H, W, K>::OH, P::<BANDS, H, W, K>::OW);
+        let n = (K * K) as i32;
+        for b in 0..BANDS {
+            let memo = Memo::new(self.band_scale[b], q);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let base = (b * H + oy * K) * W + ox * K;
+                    let mut window = (0..K * K).map(|t| {
+                        let v = cube.get(base + (t / K) * W + t % K).copied().unwrap_or(0);
+                        memo.get(u16::from(v))
+                    });
+                    let v = match kind {
+                        PoolKind::Max => window.by_ref().fold(i8::MIN, i8::max),
+                        PoolKind::Avg => avg_round(window.by_ref().map(i32::from).sum(), n),
+                    };
+                    if let Some(o) = cube.get_mut((b * oh + oy) * ow + ox) {
+                        *o = v as u8;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Map a redshift to the network's scalar input; rejects NaN, infinities and z < 0.
@@ -433,14 +680,14 @@ mod tests {
         p.counts_s8(&counts, q, &mut xq).unwrap();
         for kind in [PoolKind::Max, PoolKind::Avg] {
             let (mut a, mut b) = ([0.0f32; P::OUT_LEN], [0.0f32; P::OUT_LEN]);
-            p.pooled_f32::<5, 6, 2>(kind, &counts, &mut a).unwrap();
+            p.pooled_f32::<_, 5, 6, 2>(kind, &counts, &mut a).unwrap();
             match kind {
                 PoolKind::Max => P::max_f32(&x, &mut b).unwrap(),
                 PoolKind::Avg => P::avg_f32(&x, &mut b).unwrap(),
             }
             assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "{kind:?}");
             let (mut a, mut b) = ([0i8; P::OUT_LEN], [0i8; P::OUT_LEN]);
-            p.pooled_s8::<5, 6, 2>(kind, &counts, q, &mut a).unwrap();
+            p.pooled_s8::<_, 5, 6, 2>(kind, &counts, q, &mut a).unwrap();
             match kind {
                 PoolKind::Max => P::max_s8(&xq, &mut b).unwrap(),
                 PoolKind::Avg => P::avg_s8(&xq, &mut b).unwrap(),
@@ -449,9 +696,128 @@ mod tests {
         }
         let mut short = [0.0f32; 5];
         assert!(
-            p.pooled_f32::<5, 6, 2>(PoolKind::Avg, &counts, &mut short)
+            p.pooled_f32::<_, 5, 6, 2>(PoolKind::Avg, &counts, &mut short)
                 .is_err()
         );
+    }
+
+    /// Every preprocessing entry point, `B` bands of `H x W` with `K x K` pooling: the counts
+    /// as u8 give the bits of the same counts as u16, on this build's path (the x86-64 SIMD
+    /// paths widen u8 strips; the others read u8 in place).
+    fn u8_like_u16<const B: usize, const H: usize, const W: usize, const K: usize>(counts: &[u16]) {
+        let len = B * H * W;
+        assert_eq!(counts.len(), len);
+        let narrow: std::vec::Vec<u8> = counts.iter().map(|&c| c as u8).collect();
+        assert!(narrow.iter().zip(counts).all(|(a, b)| u16::from(*a) == *b));
+        let mut band_scale = [0.0f32; B];
+        for (b, s) in band_scale.iter_mut().enumerate() {
+            *s = 0.37 + 0.29 * b as f32;
+        }
+        let p = Preprocess::<B> {
+            band_scale,
+            z_shift: 0.0,
+            z_scale: 1.0,
+        };
+        let q = QParams::from_range(0.0, 6.0);
+        let (mut a, mut b) = (std::vec![0.0f32; len], std::vec![1.0f32; len]);
+        p.counts_f32(counts, &mut a).unwrap();
+        p.counts_f32(&narrow, &mut b).unwrap();
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        let (mut a, mut b) = (std::vec![0i8; len], std::vec![1i8; len]);
+        p.counts_s8(counts, q, &mut a).unwrap();
+        p.counts_s8(&narrow, q, &mut b).unwrap();
+        assert_eq!(a, b);
+        let out = Pool2d::<B, H, W, K>::OUT_LEN;
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            let (mut a, mut b) = (std::vec![0.0f32; out], std::vec![1.0f32; out]);
+            p.pooled_f32::<_, H, W, K>(kind, counts, &mut a).unwrap();
+            p.pooled_f32::<_, H, W, K>(kind, &narrow, &mut b).unwrap();
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{B}x{H}x{W} K={K} {kind:?}"
+            );
+            let (mut a, mut b) = (std::vec![0i8; out], std::vec![1i8; out]);
+            p.pooled_s8::<_, H, W, K>(kind, counts, q, &mut a).unwrap();
+            p.pooled_s8::<_, H, W, K>(kind, &narrow, q, &mut b).unwrap();
+            assert_eq!(a, b, "{B}x{H}x{W} K={K} {kind:?}");
+        }
+    }
+
+    /// Cubes of counts 0-255 (mostly small, some 255): the model's shape (10 x 50 x 50, a band
+    /// longer than one widening piece, 25 row pairs in two strips), odd shapes, a 3 x 3
+    /// window, and rows too wide for the widening buffer (the reference then runs for u8).
+    #[test]
+    fn u8_counts_give_the_same_bits_as_u16() {
+        let mut rng = crate::testutil::Rng(0x5eed_0008);
+        let mut cube = |len: usize| -> std::vec::Vec<u16> {
+            (0..len)
+                .map(|_| match rng.below(20) {
+                    0 => 255,
+                    1 => rng.below(256) as u16,
+                    2..=4 => rng.below(64) as u16,
+                    _ => rng.below(6) as u16,
+                })
+                .collect()
+        };
+        u8_like_u16::<10, 50, 50, 2>(&cube(25_000));
+        u8_like_u16::<10, 50, 50, 2>(&[255; 25_000]);
+        u8_like_u16::<10, 50, 50, 2>(&[0; 25_000]);
+        u8_like_u16::<3, 7, 9, 2>(&cube(3 * 63));
+        u8_like_u16::<2, 90, 30, 2>(&cube(2 * 2700));
+        u8_like_u16::<2, 9, 12, 3>(&cube(2 * 108));
+        u8_like_u16::<1, 4, 1100, 2>(&cube(4400));
+    }
+
+    /// In place equals out of place, bit for bit: every count 0-255, the model's shape and
+    /// odd ones, max and average, 2 x 2 and 3 x 3 windows, and the elementwise transform.
+    #[test]
+    fn in_place_equals_out_of_place() {
+        fn check<const B: usize, const H: usize, const W: usize, const K: usize>(
+            rng: &mut crate::testutil::Rng,
+        ) {
+            let mut band_scale = [0.0f32; B];
+            for (b, s) in band_scale.iter_mut().enumerate() {
+                *s = 0.41 + 0.23 * b as f32;
+            }
+            let p = Preprocess::<B> {
+                band_scale,
+                z_shift: 0.0,
+                z_scale: 1.0,
+            };
+            let q = QParams::from_range(0.0, 6.0);
+            let cube: std::vec::Vec<u8> = (0..B * H * W)
+                .map(|_| match rng.below(8) {
+                    0 => rng.below(256) as u8,
+                    1 => 255,
+                    _ => rng.below(7) as u8,
+                })
+                .collect();
+            let out = Pool2d::<B, H, W, K>::OUT_LEN;
+            for kind in [PoolKind::Max, PoolKind::Avg] {
+                let mut want = std::vec![0i8; out];
+                p.pooled_s8::<_, H, W, K>(kind, &cube, q, &mut want)
+                    .unwrap();
+                let mut got = cube.clone();
+                p.pooled_s8_in_place::<H, W, K>(kind, &mut got, q).unwrap();
+                let got: std::vec::Vec<i8> = got[..out].iter().map(|&b| b as i8).collect();
+                assert_eq!(got, want, "{B}x{H}x{W} K={K} {kind:?}");
+            }
+            let mut want = std::vec![0i8; cube.len()];
+            p.counts_s8(&cube, q, &mut want).unwrap();
+            let mut got = cube.clone();
+            p.counts_s8_in_place(&mut got, q).unwrap();
+            assert!(got.iter().zip(&want).all(|(a, b)| *a as i8 == *b));
+            let mut short = std::vec![0u8; B * H * W - 1];
+            assert!(
+                p.pooled_s8_in_place::<H, W, K>(PoolKind::Avg, &mut short, q)
+                    .is_err()
+            );
+        }
+        let mut rng = crate::testutil::Rng(0x1a_91ace);
+        check::<10, 50, 50, 2>(&mut rng);
+        check::<3, 7, 9, 2>(&mut rng);
+        check::<2, 9, 12, 3>(&mut rng);
+        check::<1, 5, 5, 5>(&mut rng);
     }
 
     #[test]

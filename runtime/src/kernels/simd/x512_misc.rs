@@ -1231,9 +1231,9 @@ mod tests {
         }
         let p = Preprocess::<3>::log1p();
         let q = QParams::from_range(0.0, 4.0);
-        assert!(p.counts_s8(&[0; 9], q, &mut [0; 8]).is_err());
-        assert!(p.counts_s8(&[0; 10], q, &mut [0; 10]).is_err());
-        assert_eq!(p.counts_s8(&[], q, &mut []), Ok(()));
+        assert!(p.counts_s8(&[0u16; 9], q, &mut [0; 8]).is_err());
+        assert!(p.counts_s8(&[0u16; 10], q, &mut [0; 10]).is_err());
+        assert_eq!(p.counts_s8::<u16>(&[], q, &mut []), Ok(()));
     }
 
     /// `pooled_s8` and `pooled_f32` of `B` bands of `H x W` with a `K x K` window against
@@ -1286,7 +1286,7 @@ mod tests {
                         PoolKind::Avg => Pool2d::<B, H, W, K>::avg_f32(&x, &mut want).unwrap(),
                         PoolKind::Max => Pool2d::<B, H, W, K>::max_f32(&x, &mut want).unwrap(),
                     }
-                    p.pooled_f32::<H, W, K>(kind, &counts, &mut got).unwrap();
+                    p.pooled_f32::<_, H, W, K>(kind, &counts, &mut got).unwrap();
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&got),
@@ -1324,7 +1324,8 @@ mod tests {
                             PoolKind::Avg => Pool2d::<B, H, W, K>::avg_s8(&xq, &mut want).unwrap(),
                             PoolKind::Max => Pool2d::<B, H, W, K>::max_s8(&xq, &mut want).unwrap(),
                         }
-                        p.pooled_s8::<H, W, K>(kind, &counts, q, &mut got).unwrap();
+                        p.pooled_s8::<_, H, W, K>(kind, &counts, q, &mut got)
+                            .unwrap();
                         assert_eq!(got, want, "s8 {kind:?} {H}x{W}/{K} {scale:?} {q:?}");
                         if have && K == 2 {
                             got.fill(99);
@@ -1368,16 +1369,16 @@ mod tests {
         let q = QParams::from_range(0.0, 4.0);
         let counts = vec![0u16; len];
         assert!(
-            p.pooled_s8::<H, W, K>(PoolKind::Avg, &counts, q, &mut short)
+            p.pooled_s8::<_, H, W, K>(PoolKind::Avg, &counts, q, &mut short)
                 .is_err()
         );
         assert!(
-            p.pooled_s8::<H, W, K>(PoolKind::Max, &counts[1..], q, &mut [0; 0])
+            p.pooled_s8::<_, H, W, K>(PoolKind::Max, &counts[1..], q, &mut [0; 0])
                 .is_err()
         );
         let mut short = vec![0f32; out_len + 1];
         assert!(
-            p.pooled_f32::<H, W, K>(PoolKind::Avg, &counts, &mut short)
+            p.pooled_f32::<_, H, W, K>(PoolKind::Avg, &counts, &mut short)
                 .is_err()
         );
     }
