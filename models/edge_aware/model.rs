@@ -16,9 +16,10 @@
 //! | 9 | dense 2 | 2 x 1 x 1 | 64 | 44 |
 //!
 //! 1904672 multiply-accumulates and 24722 parameters per inference. RAM: one activation arena of [`ARENA_LEN`] = 9354 elements
-//! (37416 B as f32 for the `f32` and `f16` models, 9354 B as i8 for `int8`), plus the caller's 25000 u16 counts.
+//! (37416 B as f32 for the `f32` and `f16` models, 9354 B as i8 for `int8`), plus the caller's 25000 counts
+//! (50000 B as u16, or 25000 B as u8: `infer` takes either, `runtime::Count`, with the same bits for the same counts).
 //!
-//! Usage (`counts`: the `[band][y][x]` u16 cube):
+//! Usage (`counts`: the `[band][y][x]` cube, u16 or u8, e.g. from `runtime::events::Binner`):
 //!
 //! ```text
 //! const N: usize = include_bytes!("model-int8.bin").len();
@@ -39,7 +40,7 @@ pub const BANDS: usize = 10;
 pub const HEIGHT: usize = 50;
 /// Image width in pixels.
 pub const WIDTH: usize = 50;
-/// u16 counts per observation, band-major (`[band][y][x]`).
+/// Counts per observation (u16 or u8), band-major (`[band][y][x]`).
 pub const INPUT_LEN: usize = BANDS * HEIGHT * WIDTH;
 /// Scalar inputs `infer` takes, in order: a redshift and an exposure (s).
 pub const SCALARS: usize = 2;
@@ -172,23 +173,42 @@ pub mod f32 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero or a saturated cube give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
-        pub fn infer(
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        pub fn infer<N: runtime::Count>(
             &self,
-            counts: &[u16],
+            counts: &[N],
             scalars: &[f32; SCALARS],
             arena: &mut [f32; ARENA_LEN],
         ) -> Result<Estimate, Error> {
-            let p = &self.meta.preprocess;
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, u16::MAX);
+                | runtime::model::cube_flags(counts, N::MAX);
+            self.input(counts, arena)?;
+            self.layers(z, flags, arena)
+        }
+        /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
+        fn input<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            arena: &mut [f32; ARENA_LEN],
+        ) -> Result<(), Error> {
+            let p = &self.meta.preprocess;
             let arena: &mut [f32] = arena;
-            let scratch = &mut [0.0f32; SCRATCH_F32];
             {
                 let (_, y) = ping_pong(arena, 0, 6250, false)?;
                 Op0::avg_counts_f32(p, counts, y)?;
             }
+            Ok(())
+        }
+        /// The steps of [`Model::infer`] after the first: from the preprocessed input in the arena to the estimate.
+        fn layers(
+            &self,
+            z: [f32; SCALARS],
+            flags: runtime::model::Flags,
+            arena: &mut [f32; ARENA_LEN],
+        ) -> Result<Estimate, Error> {
+            let arena: &mut [f32] = arena;
+            let scratch = &mut [0.0f32; SCRATCH_F32];
             {
                 let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
                 Op1::f32_pooled::<
@@ -297,23 +317,42 @@ pub mod f16 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero or a saturated cube give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
-        pub fn infer(
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        pub fn infer<N: runtime::Count>(
             &self,
-            counts: &[u16],
+            counts: &[N],
             scalars: &[f32; SCALARS],
             arena: &mut [f32; ARENA_LEN],
         ) -> Result<Estimate, Error> {
-            let p = &self.meta.preprocess;
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, u16::MAX);
+                | runtime::model::cube_flags(counts, N::MAX);
+            self.input(counts, arena)?;
+            self.layers(z, flags, arena)
+        }
+        /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
+        fn input<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            arena: &mut [f32; ARENA_LEN],
+        ) -> Result<(), Error> {
+            let p = &self.meta.preprocess;
             let arena: &mut [f32] = arena;
-            let scratch = &mut [0.0f32; SCRATCH_F32];
             {
                 let (_, y) = ping_pong(arena, 0, 6250, false)?;
                 Op0::avg_counts_f32(p, counts, y)?;
             }
+            Ok(())
+        }
+        /// The steps of [`Model::infer`] after the first: from the preprocessed input in the arena to the estimate.
+        fn layers(
+            &self,
+            z: [f32; SCALARS],
+            flags: runtime::model::Flags,
+            arena: &mut [f32; ARENA_LEN],
+        ) -> Result<Estimate, Error> {
+            let arena: &mut [f32] = arena;
+            let scratch = &mut [0.0f32; SCRATCH_F32];
             {
                 let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
                 Op1::f32_pooled::<
@@ -525,19 +564,27 @@ pub mod int8 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero or a saturated cube give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
-        pub fn infer(
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        pub fn infer<N: runtime::Count>(
             &self,
-            counts: &[u16],
+            counts: &[N],
             scalars: &[f32; SCALARS],
             arena: &mut [i8; ARENA_LEN],
         ) -> Result<Estimate, Error> {
-            let p = &self.meta.preprocess;
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, u16::MAX);
+                | runtime::model::cube_flags(counts, N::MAX);
+            self.input(counts, arena)?;
+            self.layers(z, flags, arena)
+        }
+        /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
+        fn input<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            arena: &mut [i8; ARENA_LEN],
+        ) -> Result<(), Error> {
+            let p = &self.meta.preprocess;
             let arena: &mut [i8] = arena;
-            let scratch = &mut [0i16; SCRATCH_S8];
             {
                 let (_, y) = ping_pong(arena, 0, 6250, false)?;
                 Op0::avg_counts_s8(
@@ -550,6 +597,37 @@ pub mod int8 {
                     y,
                 )?;
             }
+            Ok(())
+        }
+        /// [`Model::infer`] of a u8 cube that it consumes: the activations reuse the cube's own memory once the first step has read it ([`ARENA_LEN`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube (and the kernels' frames). The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten.
+        pub fn infer_in_place(
+            &self,
+            cube: &mut [u8; INPUT_LEN],
+            scalars: &[f32; SCALARS],
+        ) -> Result<Estimate, Error> {
+            let mut z = [0.0f32; SCALARS];
+            let flags = self.meta.scalars(scalars, &mut z)?
+                | runtime::model::cube_flags(&cube[..], u8::MAX);
+            let p = &self.meta.preprocess;
+            Op0::avg_counts_s8_in_place(
+                p,
+                cube,
+                QParams {
+                    scale: self.scale[0],
+                    zero_point: self.zp[0],
+                },
+            )?;
+            self.layers(z, flags, runtime::model::arena_in(cube)?)
+        }
+        /// The steps of [`Model::infer`] after the first: from the preprocessed input in the arena to the estimate.
+        fn layers(
+            &self,
+            z: [f32; SCALARS],
+            flags: runtime::model::Flags,
+            arena: &mut [i8; ARENA_LEN],
+        ) -> Result<Estimate, Error> {
+            let arena: &mut [i8] = arena;
+            let scratch = &mut [0i16; SCRATCH_S8];
             {
                 let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
                 Op1::s8_pooled::<
