@@ -155,7 +155,7 @@ fn occluding_what_equals_the_occluder_changes_nothing() {
         patch: 5,
         ..Settings::default()
     };
-    let (dmu, dsig) = ex.occlusion(&x, 0.3, &bkg, &s).unwrap();
+    let (dmu, dsig) = ex.occlusion(&x, &[0.3], &bkg, &s).unwrap();
     // Windows centred at rows 4-8, columns 32-36 lie wholly inside the block.
     for y in 4..9 {
         for xx in 32..37 {
@@ -258,7 +258,7 @@ fn a_network_reading_one_band_gets_all_attribution_there() {
     let x = cluster();
     let s = Settings::default();
     let (ig, _) = ex
-        .integrated_gradients(&x, &background_image(&[1.0; NBANDS]), 0.4, &s)
+        .integrated_gradients(&x, &background_image(&[1.0; NBANDS]), &[0.4], &s)
         .unwrap();
     let per_band: Vec<f64> = (0..NBANDS)
         .map(|b| ig[b * PLANE..(b + 1) * PLANE].iter().map(|v| v.abs()).sum())
@@ -276,6 +276,6 @@ fn a_network_reading_one_band_gets_all_attribution_there() {
     for p in 0..PLANE {
         x3[3 * PLANE + p] = 1.0;
     }
-    let (dmu, _) = ex.occlusion(&x3, 0.4, &[1.0; NBANDS], &s).unwrap();
+    let (dmu, _) = ex.occlusion(&x3, &[0.4], &[1.0; NBANDS], &s).unwrap();
     assert!(dmu.iter().all(|&d| d == 0.0));
 }

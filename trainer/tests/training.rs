@@ -117,7 +117,8 @@ fn short_training_beats_a_constant_by_a_wide_margin() {
         &ds,
         &out.splits.test,
         &device(Backend::Flex),
-    );
+    )
+    .unwrap();
     let cnn = scatter(&ds, &out.splits.test, &mu);
     let mean = out
         .splits
@@ -300,8 +301,8 @@ fn ndarray_and_flex_agree_on_a_trained_network() {
     let flex = trainer::fit::run::load_best(dir.path(), layers, &device(Backend::Flex)).unwrap();
     let nd = trainer::fit::run::load_best(dir.path(), layers, &device(Backend::Ndarray)).unwrap();
     let idx: Vec<usize> = out.splits.test.iter().copied().take(64).collect();
-    let (m1, s1) = predict(&flex, layers, &out.pre, &ds, &idx, &device(Backend::Flex));
-    let (m2, s2) = predict(&nd, layers, &out.pre, &ds, &idx, &device(Backend::Ndarray));
+    let (m1, s1) = predict(&flex, layers, &out.pre, &ds, &idx, &device(Backend::Flex)).unwrap();
+    let (m2, s2) = predict(&nd, layers, &out.pre, &ds, &idx, &device(Backend::Ndarray)).unwrap();
     for i in 0..idx.len() {
         assert!(
             (m1[i] - m2[i]).abs() < 1e-4 && (s1[i] - s2[i]).abs() < 1e-5,

@@ -198,8 +198,10 @@ mod tests {
     use crate::sim::{SimConfig, Simulator};
 
     fn dataset(range: Option<(f64, f64)>) -> Dataset {
-        let mut c = SimConfig::default();
-        c.seed = 5;
+        let mut c = SimConfig {
+            seed: 5,
+            ..Default::default()
+        };
         c.instrument.exposure_range_s = range;
         crate::generate::generate_dataset(&Simulator::new(c), 40)
     }
