@@ -221,6 +221,7 @@ mod tests {
             ("pool", "max"),
             ("pool_size", "4"),
             ("input_pool", "1"),
+            ("aux_inputs", "exposure_s"),
         ];
         for name in NAMES {
             let mut cfg = RunConfig::default();
