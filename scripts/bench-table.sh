@@ -4,6 +4,8 @@
 # "Inference on the host (issue 6)".
 #
 #   scripts/bench-table.sh [criterion dir ...]   (default ${CARGO_TARGET_DIR:-target}/criterion)
+#   SIMD_LABEL=AVX2 scripts/bench-table.sh      (the best path of the machine that ran the bench,
+#                                                 printed by the bench as "kernel path"; default AVX-512)
 #
 # Latency is criterion's point estimate (the slope of the linear fit, or the mean for flat
 # sampling); the benches set throughput to FLOPs (2 x MACs) per iteration, which this reads
@@ -14,8 +16,10 @@ set -euo pipefail
 for d in "$@"; do
     [ -d "$d" ] || { echo "no criterion results in $d: run cargo bench -p benches --bench inference" >&2; exit 1; }
 done
-python3 - "$@" <<'PY'
+SIMD_LABEL=${SIMD_LABEL:-AVX-512} python3 - "$@" <<'PY'
 import json, os, statistics, sys
+
+SIMD = os.environ["SIMD_LABEL"]
 
 
 runs = {}
@@ -81,7 +85,7 @@ for model in ("edge", "seed-lab"):
     base = get(f"burn/{model}/flex/forward/b1")
     rows = []
     for dtype in ("f32", "f16", "int8"):
-        for path, what in (("simd", "SIMD (AVX-512)"), ("avx2", "AVX2 (`RUNTIME_SIMD=avx2`)"),
+        for path, what in (("simd", f"SIMD ({SIMD})"), ("avx2", "AVX2 (`RUNTIME_SIMD=avx2`)"),
                            ("reference", "scalar reference")):
             r = get(f"model/{model}/{dtype}/{path}")
             if r:
@@ -99,7 +103,7 @@ for model in ("edge", "seed-lab"):
         print(f"| `{model}` | {dtype} | {path} | {lat(ns)} | {1e9 / ns:,.0f} | {gf:.1f} | {pct(gf)} | {speed} |")
 
 print()
-print("| layer | MACs | dtype | reference | AVX2 | SIMD (AVX-512) | SIMD speed-up | reference GFLOP/s | SIMD GFLOP/s | SIMD % of f32 FMA peak |")
+print(f"| layer | MACs | dtype | reference | AVX2 | SIMD ({SIMD}) | SIMD speed-up | reference GFLOP/s | SIMD GFLOP/s | SIMD % of f32 FMA peak |")
 print("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|")
 layers = sorted({k.split("/")[1] + "/" + k.split("/")[2] for k in res if k.startswith("layer/")},
                 key=lambda s: (not s.startswith("edge"), s))
