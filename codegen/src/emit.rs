@@ -51,9 +51,81 @@ fn slope_of(op: &Op) -> Option<f32> {
     }
 }
 
+/// `BAND_EDGES_EV` and `DETECTION`: the observation conventions of the training data.
+fn observation_consts(
+    w: &mut String,
+    m: &FoldedModel,
+    observation: Option<&crate::load::Observation>,
+) -> Result<()> {
+    let edges = observation
+        .filter(|o| o.band_edges_kev.len() == m.input.c + 1)
+        .map(|o| {
+            o.band_edges_kev
+                .iter()
+                // Whole eV, as the host's event binning rounds them (exact in f32).
+                .map(|e| format!("{:?}", (e * 1000.0).round() as f32))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+    writeln!(
+        w,
+        "/// Energy band edges of the input cube in eV (event `PI`), low edge of band 0 to high edge of the last band, as the training data were binned (`runtime::events::BandEdges`); `None` if the export did not know them."
+    )?;
+    match edges {
+        Some(e) => writeln!(
+            w,
+            "pub const BAND_EDGES_EV: Option<[f32; BANDS + 1]> = Some([{e}]);"
+        )?,
+        None => writeln!(
+            w,
+            "pub const BAND_EDGES_EV: Option<[f32; BANDS + 1]> = None;"
+        )?,
+    }
+    let det = observation.and_then(|o| o.detection(m.input.w, m.input.h));
+    writeln!(
+        w,
+        "/// The training data's observation conventions (pixel scale, centre pixel, soft bands, cosmology) and the detection check `infer` applies to every cube: fewer net 0.5-2 keV counts than `min_net_counts` in the 400 kpc aperture flags the estimate `Flags::FEW_COUNTS` (`runtime::detect`); `None` if the export did not know the conventions (no flag then)."
+    )?;
+    match det {
+        Some(d) => writeln!(
+            w,
+            "pub const DETECTION: Option<runtime::detect::Detection> = Some(runtime::detect::Detection {{ width: {}, height: {}, centre2: [{}, {}], pixel_arcsec: {:?}, bands: [{}, {}], h0: {:?}, omega_m: {:?}, aperture_kpc: {:?}, aperture_limits_arcmin: [{:?}, {:?}], background_inner_arcmin: {:?}, min_net_counts: {:?} }});",
+            d.width,
+            d.height,
+            d.centre2[0],
+            d.centre2[1],
+            d.pixel_arcsec,
+            d.bands[0],
+            d.bands[1],
+            d.h0,
+            d.omega_m,
+            d.aperture_kpc,
+            d.aperture_limits_arcmin[0],
+            d.aperture_limits_arcmin[1],
+            d.background_inner_arcmin,
+            d.min_net_counts
+        )?,
+        None => writeln!(
+            w,
+            "pub const DETECTION: Option<runtime::detect::Detection> = None;"
+        )?,
+    }
+    Ok(())
+}
+
 /// Write the module for `m` (with architecture hash `hash`); `name` and `command` go
 /// into the header.
-pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<String> {
+///
+/// `observation` (the training data's conventions, when the export knows them) becomes
+/// `BAND_EDGES_EV` and `DETECTION`, the check behind `Flags::FEW_COUNTS`; without it both
+/// are `None` and `infer` sets no detection flag.
+pub fn module(
+    m: &FoldedModel,
+    hash: u64,
+    name: &str,
+    command: &str,
+    observation: Option<&crate::load::Observation>,
+) -> Result<String> {
     let shapes = m.shapes()?;
     let steps = plan::steps(m)?;
     let arena = plan::arena_len(&steps);
@@ -140,7 +212,7 @@ pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<S
     )?;
     writeln!(
         w,
-        "//! if !estimate.flags.is_empty() {{ /* inputs outside the training ranges, empty or saturated cube */ }}"
+        "//! if !estimate.flags.is_empty() {{ /* inputs outside the training ranges, empty or saturated cube, too few counts */ }}"
     )?;
     writeln!(w, "//! ```")?;
     writeln!(
@@ -187,6 +259,7 @@ pub fn module(m: &FoldedModel, hash: u64, name: &str, command: &str) -> Result<S
             .collect::<Vec<_>>()
             .join(", ")
     )?;
+    observation_consts(w, m, observation)?;
     writeln!(
         w,
         "/// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan."
@@ -604,7 +677,7 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     )?;
     writeln!(
         w,
-        "/// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise)."
+        "/// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise)."
     )?;
     writeln!(
         w,
@@ -613,7 +686,7 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     writeln!(w, "let mut z = [0.0f32; SCALARS];")?;
     writeln!(
         w,
-        "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(counts, N::MAX);"
+        "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(counts, N::MAX) | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;"
     )?;
     writeln!(w, "self.input(counts, arena)?;")?;
     writeln!(w, "self.layers(z, flags, arena)")?;
@@ -653,7 +726,7 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
         writeln!(w, "let mut z = [0.0f32; SCALARS];")?;
         writeln!(
             w,
-            "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(&cube[..], u8::MAX);"
+            "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(&cube[..], u8::MAX) | runtime::detect::flags(DETECTION.as_ref(), &cube[..], scalars[0])?;"
         )?;
         writeln!(w, "let p = &self.meta.preprocess;")?;
         match first.op.map(|i| (i, &m.ops[i])) {

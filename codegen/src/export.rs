@@ -430,11 +430,12 @@ fn export_described(
     for (name, bytes) in &blobs {
         write_atomic(&out_dir.join(format!("model-{name}.bin")), bytes)?;
     }
-    let module = crate::emit::module(folded, hash, &opts.name, &opts.command)?;
+    let observation = range.as_ref().and_then(|r| r.observation.as_ref());
+    let module = crate::emit::module(folded, hash, &opts.name, &opts.command, observation)?;
     write_atomic(&out_dir.join("model.rs"), module.as_bytes())?;
     // What a host needs to run the blobs (`trainer predict`): the layer list they lack and
     // the training range of the model.
-    let arch = ArchDescription::of(folded, &opts.name, &opts.command, range, provenance);
+    let arch = ArchDescription::of(folded, &opts.name, &opts.command, range.clone(), provenance);
     write_atomic(&out_dir.join(ARCH_FILE), &serde_json::to_vec_pretty(&arch)?)?;
     if opts.samples > 0 {
         let (rs, counts) = golden(folded, &q, score, opts, calib_path, hash)?;
@@ -502,6 +503,7 @@ fn export_described(
         4 * arena_len,
         2 * input_len
     ));
+    md.push_str(&observation_md(range.as_ref()));
     if !summary.accuracy.is_empty() {
         md.push_str(&format!("accuracy on {} validation clusters (int8 calibrated on {} others):\n\n| dtype | scatter (dex) | bias | max |mu - mu_f32| |\n|---|---|---|---|\n", score.len(), cal.len()));
         for a in &summary.accuracy {
@@ -517,6 +519,46 @@ fn export_described(
         &serde_json::to_vec_pretty(&summary)?,
     )?;
     Ok(summary)
+}
+
+/// The report's paragraph on what the model was trained on: ranges and observation
+/// conventions (the device checks its inputs against them).
+fn observation_md(range: Option<&TrainingRange>) -> String {
+    let Some(r) = range else {
+        return "training range and observation conventions: unknown (no simulation configuration in the calibration sample); the generated `DETECTION` is `None`\n\n".into();
+    };
+    let mut md = format!(
+        "training range ({}): redshift {}-{}",
+        r.source, r.redshift[0], r.redshift[1]
+    );
+    if let Some([lo, hi]) = r.exposure_s {
+        md.push_str(&format!(", exposure {lo}-{hi} s"));
+    }
+    md.push('\n');
+    match &r.observation {
+        Some(o) => md.push_str(&format!(
+            "observation conventions: band edges {:?} keV, {}x{} pixels of {} arcsec, cluster at the centre pixel corner ({}, {}), flat LCDM H0 = {}, Omega_m = {}; detection check (`DETECTION`, `Flags::FEW_COUNTS`): {}\n\n",
+            o.band_edges_kev,
+            o.side_px,
+            o.side_px,
+            o.pixel_arcsec,
+            o.side_px as f64 / 2.0,
+            o.side_px as f64 / 2.0,
+            o.h0,
+            o.omega_m,
+            match o.soft_bands() {
+                Some([a, b]) => format!(
+                    "at least {} net counts in bands {a}-{} within {} kpc",
+                    runtime::detect::MIN_NET_COUNTS,
+                    b - 1,
+                    runtime::detect::APERTURE_KPC
+                ),
+                None => "none (no contiguous 0.5-2 keV bands)".into(),
+            }
+        )),
+        None => md.push_str("observation conventions: unknown; the generated `DETECTION` is `None`\n\n"),
+    }
+    md
 }
 
 /// A training redshift range as the f32 range a blob records: within

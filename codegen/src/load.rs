@@ -53,6 +53,81 @@ pub struct TrainingRange {
     pub exposure_s: Option<[f64; 2]>,
     /// Where the numbers come from.
     pub source: String,
+    /// How the training data were observed, if the sample's metadata say (simulated data
+    /// record their configuration): the conventions a device needs to check its input
+    /// and to run the detection check ([`Observation::detection`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation: Option<Observation>,
+}
+
+/// The observation conventions of a model's training data: band edges, pixel scale, the
+/// cluster centre on the cutout and the cosmology, as the simulator recorded them. The
+/// generated code embeds them (`BAND_EDGES_EV`, `DETECTION`) and `model-arch.json`
+/// records them, so host tools and firmware can check a cube against the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Energy band edges, keV, low edge of the first band to the high edge of the last.
+    pub band_edges_kev: Vec<f64>,
+    /// Pixel side, arcsec.
+    pub pixel_arcsec: f64,
+    /// Cutout side, pixels (the cluster sits at its centre, `side / 2` in pixel
+    /// coordinates where pixel `i` covers `[i, i + 1)`).
+    pub side_px: usize,
+    /// Hubble constant, km/s/Mpc (flat LCDM).
+    pub h0: f64,
+    /// Matter density today.
+    pub omega_m: f64,
+}
+
+impl Observation {
+    /// From a dataset's metadata (`meta_json`: the simulator's `config`); `None` if it does
+    /// not record the instrument and the bands.
+    pub fn of_meta(meta: &serde_json::Value) -> Option<Self> {
+        let f = |p: &str| meta.pointer(p).and_then(serde_json::Value::as_f64);
+        let band_edges_kev: Vec<f64> =
+            serde_json::from_value(meta.pointer("/config/spectral/band_edges_kev")?.clone())
+                .ok()?;
+        let side_px = meta
+            .pointer("/config/instrument/npix")
+            .and_then(serde_json::Value::as_u64)? as usize;
+        Some(Self {
+            band_edges_kev,
+            pixel_arcsec: f("/config/instrument/pixel_arcsec")?,
+            side_px,
+            h0: f("/config/cosmology/h0").unwrap_or(70.0),
+            omega_m: f("/config/cosmology/omega_m").unwrap_or(0.3),
+        })
+    }
+
+    /// The soft bands `[first, end)`: the bands within 0.5-2 keV (the host's count-rate
+    /// aperture photometry), if they are contiguous and there is at least one.
+    pub fn soft_bands(&self) -> Option<[usize; 2]> {
+        let e = &self.band_edges_kev;
+        let soft: Vec<usize> = (0..e.len().saturating_sub(1))
+            .filter(|&b| e[b] >= 0.5 - 1e-9 && e[b + 1] <= 2.0 + 1e-9)
+            .collect();
+        let (&first, &last) = (soft.first()?, soft.last()?);
+        (last + 1 - first == soft.len()).then_some([first, last + 1])
+    }
+
+    /// The device's detection check for these conventions (`runtime::detect`), for a
+    /// `width x height` input; `None` without soft bands, for a cutout that is not the
+    /// input's size, or for values the check cannot use.
+    pub fn detection(&self, width: usize, height: usize) -> Option<runtime::detect::Detection> {
+        let bands = self.soft_bands()?;
+        let usable = |x: f64| x.is_finite() && x > 0.0;
+        (self.side_px == width
+            && self.side_px == height
+            && usable(self.pixel_arcsec)
+            && usable(self.h0)
+            && usable(self.omega_m)
+            && self.omega_m <= 1.0)
+            .then(|| runtime::detect::Detection {
+                h0: self.h0,
+                omega_m: self.omega_m,
+                ..runtime::detect::Detection::erosita(width, height, self.pixel_arcsec, bands)
+            })
+    }
 }
 
 impl TrainingRange {
@@ -122,6 +197,7 @@ impl TrainingRange {
                 redshift: [lo, hi],
                 exposure_s,
                 source: format!("simulation configuration recorded in {name}"),
+                observation: meta.as_ref().and_then(Observation::of_meta),
             }));
         }
         let Some(redshift) = z.as_deref().and_then(extremes) else {
@@ -132,6 +208,7 @@ impl TrainingRange {
             redshift,
             exposure_s: exposure.as_deref().and_then(extremes),
             source: format!("extremes of the {n} clusters of {name}"),
+            observation: meta.as_ref().and_then(Observation::of_meta),
         }))
     }
 }

@@ -27,7 +27,7 @@
 //! let model = int8::Model::new(&BLOB.0)?;  // validates before use
 //! let mut arena = [0i8; ARENA_LEN];
 //! let estimate = model.infer(&counts, &[redshift, exposure_s], &mut arena)?;
-//! if !estimate.flags.is_empty() { /* inputs outside the training ranges, empty or saturated cube */ }
+//! if !estimate.flags.is_empty() { /* inputs outside the training ranges, empty or saturated cube, too few counts */ }
 //! ```
 //!
 //! See `firmware-examples/minimal` for a complete program (`main() -> !` handles the errors).
@@ -46,6 +46,34 @@ pub const INPUT_LEN: usize = BANDS * HEIGHT * WIDTH;
 pub const SCALARS: usize = 2;
 /// Names of the scalar inputs (units: redshift; seconds for `exposure_s`).
 pub const SCALAR_NAMES: [&str; SCALARS] = ["redshift", "exposure_s"];
+/// Energy band edges of the input cube in eV (event `PI`), low edge of band 0 to high edge of the last band, as the training data were binned (`runtime::events::BandEdges`); `None` if the export did not know them.
+pub const BAND_EDGES_EV: Option<[f32; BANDS + 1]> = Some([
+    200.0,
+    300.0,
+    500.0,
+    700.0,
+    1000.0,
+    1400.0,
+    2000.0,
+    3000.0,
+    5000.0,
+    7000.0,
+    10000.0,
+]);
+/// The training data's observation conventions (pixel scale, centre pixel, soft bands, cosmology) and the detection check `infer` applies to every cube: fewer net 0.5-2 keV counts than `min_net_counts` in the 400 kpc aperture flags the estimate `Flags::FEW_COUNTS` (`runtime::detect`); `None` if the export did not know the conventions (no flag then).
+pub const DETECTION: Option<runtime::detect::Detection> = Some(runtime::detect::Detection {
+    width: 50,
+    height: 50,
+    centre2: [50, 50],
+    pixel_arcsec: 10.0,
+    bands: [2, 6],
+    h0: 70.0,
+    omega_m: 0.3,
+    aperture_kpc: 400.0,
+    aperture_limits_arcmin: [0.5, 3.0],
+    background_inner_arcmin: 3.3,
+    min_net_counts: 50.0,
+});
 /// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan.
 pub const ARENA_LEN: usize = 9354;
 /// im2col scratch of the SIMD convolutions, f32 values (`f32` and `f16` models), on the stack of `infer`; 0 when this build has no SIMD path for the target.
@@ -173,7 +201,7 @@ pub mod f32 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer<N: runtime::Count>(
             &self,
             counts: &[N],
@@ -182,7 +210,8 @@ pub mod f32 {
         ) -> Result<Estimate, Error> {
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, N::MAX);
+                | runtime::model::cube_flags(counts, N::MAX)
+                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
             self.input(counts, arena)?;
             self.layers(z, flags, arena)
         }
@@ -317,7 +346,7 @@ pub mod f16 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer<N: runtime::Count>(
             &self,
             counts: &[N],
@@ -326,7 +355,8 @@ pub mod f16 {
         ) -> Result<Estimate, Error> {
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, N::MAX);
+                | runtime::model::cube_flags(counts, N::MAX)
+                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
             self.input(counts, arena)?;
             self.layers(z, flags, arena)
         }
@@ -564,7 +594,7 @@ pub mod int8 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer<N: runtime::Count>(
             &self,
             counts: &[N],
@@ -573,7 +603,8 @@ pub mod int8 {
         ) -> Result<Estimate, Error> {
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, N::MAX);
+                | runtime::model::cube_flags(counts, N::MAX)
+                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
             self.input(counts, arena)?;
             self.layers(z, flags, arena)
         }
@@ -607,7 +638,8 @@ pub mod int8 {
         ) -> Result<Estimate, Error> {
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(&cube[..], u8::MAX);
+                | runtime::model::cube_flags(&cube[..], u8::MAX)
+                | runtime::detect::flags(DETECTION.as_ref(), &cube[..], scalars[0])?;
             let p = &self.meta.preprocess;
             Op0::avg_counts_s8_in_place(
                 p,

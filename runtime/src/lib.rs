@@ -11,6 +11,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod blob;
+pub mod detect;
 pub mod error;
 pub mod events;
 pub mod kernels;

@@ -156,8 +156,13 @@ impl Flags {
     /// A count reached the largest value of the cube's type (65535 for u16, 255 for u8):
     /// the pixel saturated and the cube under-counts.
     pub const SATURATED: Flags = Flags(1 << 3);
+    /// Too few counts for a detection: the net soft-band counts in the aperture are below
+    /// the detection threshold ([`Detection`](crate::detect::Detection): 50 net 0.5-2 keV
+    /// counts within 400 kpc, the host's "detected" clusters); the mass is extrapolated from
+    /// what may be noise. Set only by models that know their observation conventions.
+    pub const FEW_COUNTS: Flags = Flags(1 << 4);
     /// Every flag with its name, in bit order.
-    pub const ALL: [(Flags, &'static str); 4] = [
+    pub const ALL: [(Flags, &'static str); 5] = [
         (
             Flags::REDSHIFT_OUTSIDE_TRAINING,
             "redshift_outside_training",
@@ -168,6 +173,7 @@ impl Flags {
         ),
         (Flags::EMPTY_CUBE, "empty_cube"),
         (Flags::SATURATED, "saturated"),
+        (Flags::FEW_COUNTS, "few_counts"),
     ];
 
     /// No flag set.

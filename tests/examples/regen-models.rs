@@ -3,6 +3,6 @@
 
 fn main() -> anyhow::Result<()> {
     tests::models::regenerate(tests::models::workspace())?;
-    eprintln!("regenerated models/edge, models/seed_lab/model.rs and models/edge_aware/model.rs");
+    eprintln!("regenerated models/edge, models/seed_lab/model.rs and models/edge_aware");
     Ok(())
 }

@@ -8,9 +8,12 @@
 //!   samples).
 //! - `models/seed_lab/model.rs`: the code of the `seed-lab` architecture, exported from a
 //!   seeded, untrained network of that preset (the code depends on the architecture only).
-//! - `models/edge_aware/model.rs`: the code of the exposure-aware `edge` architecture (the
-//!   redshift and the exposure join the dense head), from a seeded, untrained network on
-//!   mocks with exposures log-uniform in [`AWARE_EXPOSURE_RANGE`].
+//! - `models/edge_aware/`: the committed exposure-aware `edge` run (the redshift and the
+//!   exposure join the dense head; `codegen/tests/fixtures/edge-aware-e30`, trained on
+//!   exposures log-uniform in [`AWARE_EXPOSURE_RANGE`]) exported with a calibration sample of
+//!   [`CALIB_CLUSTERS`] mocks of such exposures simulated with seed [`CALIB_SEED`]; the same
+//!   files as `models/edge`. [`edge_aware_run`] writes a seeded, untrained network of the
+//!   same architecture (its code is the same; the tests compare it with burn's forward).
 
 use anyhow::{Context, Result};
 use codegen::export::{ExportOptions, export};
@@ -51,18 +54,43 @@ pub fn workspace() -> &'static Path {
 
 /// Write the `edge` export into `out` (the files in [`EDGE_FILES`]).
 pub fn export_edge(out: &Path) -> Result<codegen::export::ExportSummary> {
+    export_fixture("edge-e30", "edge", "erass8", |_| {}, out)
+}
+
+/// Write the exposure-aware `edge` export into `out` (the files in [`EDGE_FILES`]).
+pub fn export_edge_aware(out: &Path) -> Result<codegen::export::ExportSummary> {
+    let (lo, hi) = AWARE_EXPOSURE_RANGE;
+    export_fixture(
+        "edge-aware-e30",
+        "edge-aware",
+        &format!("exp{lo}-{hi}"),
+        |c| c.instrument.exposure_range_s = Some(AWARE_EXPOSURE_RANGE),
+        out,
+    )
+}
+
+/// Export the committed run `codegen/tests/fixtures/{fixture}` as `name` with golden
+/// samples, calibrated on [`CALIB_CLUSTERS`] mocks (seed [`CALIB_SEED`], configured by
+/// `tweak`; `what` names them).
+fn export_fixture(
+    fixture: &str,
+    name: &str,
+    what: &str,
+    tweak: impl FnOnce(&mut trainer::sim::SimConfig),
+    out: &Path,
+) -> Result<codegen::export::ExportSummary> {
     let tmp = tempfile::tempdir()?;
     let calib = tmp.path().join(format!(
-        "mocks-erass8-seed{CALIB_SEED}-n{CALIB_CLUSTERS}.npz"
+        "mocks-{what}-seed{CALIB_SEED}-n{CALIB_CLUSTERS}.npz"
     ));
-    trainer::generate::generate_dataset(&crate::simulator(CALIB_SEED, |_| {}), CALIB_CLUSTERS)
+    trainer::generate::generate_dataset(&crate::simulator(CALIB_SEED, tweak), CALIB_CLUSTERS)
         .save(&calib)?;
     export(
-        &workspace().join("codegen/tests/fixtures/edge-e30"),
+        &workspace().join("codegen/tests/fixtures").join(fixture),
         out,
         &ExportOptions {
             calib: Some(calib),
-            name: "edge".into(),
+            name: name.into(),
             command: COMMAND.into(),
             samples: SAMPLES,
         },
@@ -124,13 +152,6 @@ pub fn seed_lab_module() -> Result<String> {
     module_of(tmp.path(), "seed-lab")
 }
 
-/// The generated module of the exposure-aware `edge` architecture.
-pub fn edge_aware_module() -> Result<String> {
-    let tmp = tempfile::tempdir()?;
-    edge_aware_run(tmp.path(), 8)?;
-    module_of(tmp.path(), "edge-aware")
-}
-
 /// The generated module of the run in `run` (code only: no calibration, no samples).
 fn module_of(run: &Path, name: &str) -> Result<String> {
     let out = run.join("export");
@@ -148,13 +169,12 @@ fn module_of(run: &Path, name: &str) -> Result<String> {
         .with_context(|| format!("reading the {name} module"))
 }
 
-/// Regenerate `models/edge` and `models/seed_lab/model.rs` under `root`.
+/// Regenerate `models/edge`, `models/seed_lab/model.rs` and `models/edge_aware` under `root`.
 pub fn regenerate(root: &Path) -> Result<()> {
     export_edge(&root.join("models/edge"))?;
     let dir = root.join("models/seed_lab");
     std::fs::create_dir_all(&dir)?;
     codegen::export::write_atomic(&dir.join("model.rs"), seed_lab_module()?.as_bytes())?;
-    let dir = root.join("models/edge_aware");
-    std::fs::create_dir_all(&dir)?;
-    codegen::export::write_atomic(&dir.join("model.rs"), edge_aware_module()?.as_bytes())
+    export_edge_aware(&root.join("models/edge_aware"))?;
+    Ok(())
 }

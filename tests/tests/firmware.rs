@@ -220,6 +220,77 @@ fn the_minimal_firmware_example_builds_cleanly_and_matches_the_host() {
     );
 }
 
+/// The exposure-aware `edge` model on the Cortex-M4F (`firmware-examples/exposure-aware`):
+/// every golden sample with its redshift and exposure gives the host's exported results bit
+/// for bit in int8 and f32, with the flags the host's generated code sets on the same inputs
+/// (training ranges, detection check); the device refuses NaN, infinite, zero and negative
+/// exposures with a typed error, flags exposures outside the training range, and a longer
+/// exposure lowers the estimate of the same counts.
+#[test]
+fn the_exposure_aware_firmware_matches_the_host() {
+    use models::blobs::{EDGE_AWARE_F32, EDGE_AWARE_INT8};
+    use models::edge_aware as aware;
+    use models::edge_aware_samples as asamples;
+    require_qemu();
+    let mut cmd = firmware_cargo_run("exposure-aware");
+    let (status, out, stderr) =
+        run_with_timeout(&mut cmd, RUN_TIMEOUT).unwrap_or_else(|e| panic!("exposure-aware: {e}"));
+    assert!(
+        status == Some(0) && out.lines().any(|l| l == "FIRMWARE PASS"),
+        "exposure-aware failed (exit {status:?}):\n--- stdout\n{out}\n--- stderr\n{stderr}"
+    );
+    assert!(!stderr.contains("warning:"), "the example warns:\n{stderr}");
+    let i8m = aware::int8::Model::new(&EDGE_AWARE_INT8.0).unwrap();
+    let f32m = aware::f32::Model::new(&EDGE_AWARE_F32.0).unwrap();
+    let mut a8 = vec![0i8; aware::ARENA_LEN];
+    let mut af = vec![0f32; aware::ARENA_LEN];
+    let hex = |v: &str| u32::from_str_radix(v.trim_start_matches("0x"), 16).unwrap();
+    let mut seen = 0;
+    for line in out.lines().filter(|l| l.starts_with("sample ")) {
+        let f: BTreeMap<String, String> = line
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let i: usize = num(&f, "index").unwrap();
+        let s = asamples::SCALARS[i];
+        assert_eq!(
+            [hex(&f["z_bits"]), hex(&f["exposure_bits"])],
+            [s[0].to_bits(), s[1].to_bits()],
+            "{line}"
+        );
+        let counts = asamples::counts(i).unwrap();
+        let (golden, host) = match f["dtype"].as_str() {
+            "int8" => (
+                asamples::INT8[i],
+                i8m.infer(counts, &s, (&mut a8[..]).try_into().unwrap()),
+            ),
+            "f32" => (
+                asamples::F32[i],
+                f32m.infer(counts, &s, (&mut af[..]).try_into().unwrap()),
+            ),
+            other => panic!("unknown dtype {other}: {line}"),
+        };
+        let bits: Vec<u32> = f["bits"].split(',').map(hex).collect();
+        assert_eq!(bits, golden, "device vs exported host results: {line}");
+        let host = host.unwrap();
+        assert_eq!(
+            num::<u16>(&f, "flags").unwrap(),
+            host.flags.0,
+            "flags: {line}"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 2 * asamples::N, "{out}");
+    for name in ["bad-exposure", "outside-training", "exposure-moves-mass"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("check name={name} ")) && l.ends_with(" ok")),
+            "check {name}:\n{out}"
+        );
+    }
+}
+
 /// The on-board event binner (`firmware-examples/event-binner`, Cortex-M4F): each golden
 /// sample's cube becomes a shuffled event stream on the device, `runtime::events::Binner`
 /// bins it into a u8 and a u16 cube, and the `edge` model runs on them. For every sample,
