@@ -123,9 +123,14 @@ impl Observation {
             && usable(self.omega_m)
             && self.omega_m <= 1.0)
             .then(|| runtime::detect::Detection {
-                h0: self.h0,
-                omega_m: self.omega_m,
-                ..runtime::detect::Detection::erosita(width, height, self.pixel_arcsec, bands)
+                h0: self.h0 as f32,
+                omega_m: self.omega_m as f32,
+                ..runtime::detect::Detection::erosita(
+                    width,
+                    height,
+                    self.pixel_arcsec as f32,
+                    bands,
+                )
             })
     }
 }

@@ -10,11 +10,14 @@
 //! the mass is an extrapolation from noise and the estimate carries
 //! [`Flags::FEW_COUNTS`].
 //!
-//! The arithmetic is exact where it decides: pixel membership compares squared distances
-//! in half-pixel units as integers against a threshold computed once per call, and the
-//! counts are summed as integers, so host and device give the same flag bit for bit; the
-//! angular-diameter distance (flat LCDM, Simpson's rule on [`DISTANCE_STEPS`] intervals in
-//! f64) agrees with the host's tabulated cosmology to about 1e-9.
+//! All f32 and integers (no f64, so no soft-float double routines in a firmware): the
+//! angular-diameter distance by Simpson's rule on [`DISTANCE_STEPS`] intervals (flat LCDM,
+//! within 1e-6 of the host's tabulated f64 cosmology), pixel membership by comparing squared
+//! distances in half-pixel units as integers with a threshold computed once per call, the
+//! counts summed as integers, and the threshold test exact in integers. The same code gives
+//! the same flag on the host and on a device; against the host's own f64 photometry
+//! (`trainer::baseline::net_aperture_counts`) a cluster can differ only when a pixel centre
+//! lies within the f32 rounding of the aperture's edge.
 //!
 //! ```
 //! use runtime::detect::Detection;
@@ -31,18 +34,18 @@ use crate::model::Flags;
 use crate::{Count, Error};
 
 /// Speed of light, km/s.
-pub const C_KM_S: f64 = 299_792.458;
+pub const C_KM_S: f32 = 299_792.47;
 /// Simpson intervals of the comoving-distance integral (even).
 pub const DISTANCE_STEPS: usize = 32;
 /// Source aperture radius, proper kpc at the cluster's redshift (the host's count-rate
 /// baseline, `CountRateParams::aperture_kpc`).
-pub const APERTURE_KPC: f64 = 400.0;
+pub const APERTURE_KPC: f32 = 400.0;
 /// The aperture's limits, arcmin (on the detector, inside the background annulus).
-pub const APERTURE_LIMITS_ARCMIN: [f64; 2] = [0.5, 3.0];
+pub const APERTURE_LIMITS_ARCMIN: [f32; 2] = [0.5, 3.0];
 /// The background is measured on pixels at least this far from the centre, arcmin.
-pub const BACKGROUND_INNER_ARCMIN: f64 = 3.3;
+pub const BACKGROUND_INNER_ARCMIN: f32 = 3.3;
 /// Net counts at or above which a cluster counts as detected (the host's "detected" subset).
-pub const MIN_NET_COUNTS: f64 = 50.0;
+pub const MIN_NET_COUNTS: f32 = 50.0;
 
 /// The observation conventions and the detection criterion: the cube's geometry (as the
 /// model's input, `[band][y][x]`), the pixel scale, which bands are the soft band, the
@@ -58,21 +61,21 @@ pub struct Detection {
     /// put it.
     pub centre2: [usize; 2],
     /// Pixel side, arcsec.
-    pub pixel_arcsec: f64,
+    pub pixel_arcsec: f32,
     /// The soft bands, `[first, end)`: 0.5-2 keV for the model's ten bands (bands 2 to 5).
     pub bands: [usize; 2],
     /// Hubble constant, km/s/Mpc (flat LCDM).
-    pub h0: f64,
+    pub h0: f32,
     /// Matter density today.
-    pub omega_m: f64,
+    pub omega_m: f32,
     /// Source aperture radius, proper kpc.
-    pub aperture_kpc: f64,
+    pub aperture_kpc: f32,
     /// The aperture's limits, arcmin.
-    pub aperture_limits_arcmin: [f64; 2],
+    pub aperture_limits_arcmin: [f32; 2],
     /// Background from pixels at least this far from the centre, arcmin.
-    pub background_inner_arcmin: f64,
+    pub background_inner_arcmin: f32,
     /// Net counts at or above which the cluster is detected.
-    pub min_net_counts: f64,
+    pub min_net_counts: f32,
 }
 
 impl Detection {
@@ -82,7 +85,7 @@ impl Detection {
     pub const fn erosita(
         width: usize,
         height: usize,
-        pixel_arcsec: f64,
+        pixel_arcsec: f32,
         bands: [usize; 2],
     ) -> Self {
         Self {
@@ -108,23 +111,23 @@ impl Detection {
     /// assert!((d.angular_diameter_distance_mpc(0.5) - 1259.1).abs() < 0.2);
     /// assert!((d.angular_diameter_distance_mpc(1.0) - 1651.9).abs() < 0.2);
     /// ```
-    pub fn angular_diameter_distance_mpc(&self, z: f64) -> f64 {
-        let inv_e = |z: f64| {
+    pub fn angular_diameter_distance_mpc(&self, z: f32) -> f32 {
+        let inv_e = |z: f32| {
             let a = 1.0 + z;
-            1.0 / libm::sqrt(self.omega_m * a * a * a + (1.0 - self.omega_m))
+            1.0 / libm::sqrtf(self.omega_m * a * a * a + (1.0 - self.omega_m))
         };
         let n = DISTANCE_STEPS;
-        let h = z / n as f64;
+        let h = z / n as f32;
         let mut s = inv_e(0.0) + inv_e(z);
         for i in 1..n {
-            s += if i % 2 == 1 { 4.0 } else { 2.0 } * inv_e(i as f64 * h);
+            s += if i % 2 == 1 { 4.0 } else { 2.0 } * inv_e(i as f32 * h);
         }
         let comoving = s * h / 3.0 * C_KM_S / self.h0;
         comoving / (1.0 + z)
     }
 
     /// The source aperture's radius at redshift `z`, arcmin (clamped to the limits).
-    pub fn aperture_arcmin(&self, z: f64) -> f64 {
+    pub fn aperture_arcmin(&self, z: f32) -> f32 {
         let [lo, hi] = self.aperture_limits_arcmin;
         if z <= 0.0 {
             return hi;
@@ -135,13 +138,13 @@ impl Detection {
 
     /// The integer threshold `t` such that a pixel whose centre lies `u / 2, v / 2` pixels
     /// from the cluster centre is within `arcmin` exactly when `u^2 + v^2 < t`.
-    fn threshold(&self, arcmin: f64) -> u64 {
+    fn threshold(&self, arcmin: f32) -> u32 {
         let r2 = 2.0 * arcmin * 60.0 / self.pixel_arcsec;
         let r2 = r2 * r2;
-        if r2 > 1.0e15 {
-            return u64::MAX;
+        if !(r2 < 1.0e9) {
+            return 1_000_000_000;
         }
-        libm::ceil(r2) as u64
+        libm::ceilf(r2) as u32
     }
 
     /// Net soft-band counts in the aperture at redshift `z` (negative when the aperture
@@ -149,10 +152,32 @@ impl Detection {
     /// the background pixels' counts scaled by the ratio of pixel numbers, as the host's
     /// `net_aperture_counts`. [`Error::BadLength`] if `cube` is shorter than the soft bands'
     /// planes; [`Error::BadScalar`] for a redshift that is not finite or negative.
-    pub fn net_counts<N: Count>(&self, cube: &[N], z: f32) -> Result<f64, Error> {
+    pub fn net_counts<N: Count>(&self, cube: &[N], z: f32) -> Result<f32, Error> {
+        let c = self.counts(cube, z)?;
+        Ok(c.src as f32 - c.bkg as f32 * c.n_src as f32 / c.n_bkg.max(1) as f32)
+    }
+
+    /// [`Flags::FEW_COUNTS`] if the net counts ([`Detection::net_counts`]) are below
+    /// [`Detection::min_net_counts`], else no flag. For a whole-number threshold the
+    /// comparison is exact, in integers: `src n_bkg - bkg n_src < min n_bkg`.
+    pub fn flags<N: Count>(&self, cube: &[N], z: f32) -> Result<Flags, Error> {
+        let c = self.counts(cube, z)?;
+        let n_bkg = c.n_bkg.max(1) as i64;
+        let lhs = c.src as i64 * n_bkg - c.bkg as i64 * c.n_src as i64;
+        let min = self.min_net_counts;
+        let few = if libm::truncf(min) == min && min.abs() < 1.0e6 {
+            lhs < min as i64 * n_bkg
+        } else {
+            (lhs as f32) < min * n_bkg as f32
+        };
+        Ok(if few { Flags::FEW_COUNTS } else { Flags::NONE })
+    }
+
+    /// The aperture's and the background's counts and pixel numbers (errors as
+    /// [`Detection::net_counts`]).
+    fn counts<N: Count>(&self, cube: &[N], z: f32) -> Result<Photometry, Error> {
         let (w, h) = (self.width, self.height);
-        let plane = w * h;
-        let need = self.bands[1] * plane;
+        let need = self.bands[1] * w * h;
         if cube.len() < need || self.bands[0] > self.bands[1] {
             return Err(Error::BadLength {
                 expected: need,
@@ -162,70 +187,101 @@ impl Detection {
         if !(z.is_finite() && z >= 0.0) {
             return Err(Error::BadScalar { index: 0 });
         }
-        let t_src = self.threshold(self.aperture_arcmin(f64::from(z)));
-        let t_bkg = self.threshold(self.background_inner_arcmin);
-        let (cx2, cy2) = (self.centre2[0] as i64, self.centre2[1] as i64);
-        // The pixels x of a row with u(x)^2 < m, u(x) = 2x + 1 - cx2: one run [x0, x1) (a
-        // disk), from the largest s with s^2 < m: |2x + 1 - cx2| <= s.
-        let run = |m: u64| -> (usize, usize) {
-            if m == 0 {
-                return (0, 0);
-            }
-            let s = isqrt(m - 1) as i64;
-            // 2x + 1 >= cx2 - s  <=>  x >= ceil((cx2 - s - 1) / 2); 2x + 1 <= cx2 + s.
-            let lo = (cx2 - s - 1 + 1).div_euclid(2).max(0);
-            let hi = ((cx2 + s - 1).div_euclid(2) + 1).clamp(0, w as i64);
-            if lo >= hi {
-                (0, 0)
-            } else {
-                (lo as usize, hi as usize)
-            }
-        };
-        let sum = |v: &[N]| -> u32 { v.iter().map(|&c| c.into()).sum() };
-        // Every soft-band count (at most 65535 x 4 x 2500 here: u32 is wide enough for any
-        // cube of up to 65,537 counts per band and plane), then the disks.
-        let soft = &cube[self.bands[0] * plane..need];
-        let all: u64 = soft.chunks(1 << 16).map(|c| u64::from(sum(c))).sum();
-        let (mut src, mut n_src, mut inner, mut n_inner) = (0u64, 0u64, 0u64, 0u64);
-        for y in 0..h {
-            let v = 2 * y as i64 + 1 - cy2;
-            let v2 = (v * v) as u64;
-            let (s0, s1) = run(t_src.saturating_sub(v2));
-            // The pixels closer than the background's inner radius (not background).
-            let (i0, i1) = run(t_bkg.saturating_sub(v2));
-            n_src += (s1 - s0) as u64;
-            n_inner += (i1 - i0) as u64;
-            for b in self.bands[0]..self.bands[1] {
-                let row = &cube[b * plane + y * w..][..w];
-                src += u64::from(sum(&row[s0..s1]));
-                inner += u64::from(sum(&row[i0..i1]));
-            }
-        }
-        let (bkg, n_bkg) = (all - inner, plane as u64 - n_inner);
-        Ok(src as f64 - bkg as f64 * n_src as f64 / n_bkg.max(1) as f64)
-    }
-
-    /// [`Flags::FEW_COUNTS`] if the net counts ([`Detection::net_counts`]) are below
-    /// [`Detection::min_net_counts`], else no flag.
-    pub fn flags<N: Count>(&self, cube: &[N], z: f32) -> Result<Flags, Error> {
-        Ok(if self.net_counts(cube, z)? < self.min_net_counts {
-            Flags::FEW_COUNTS
-        } else {
-            Flags::NONE
-        })
+        let t = [
+            self.threshold(self.aperture_arcmin(z)),
+            self.threshold(self.background_inner_arcmin),
+        ];
+        // The counts of a run, summed in the count's own type's loop (u32: a run is at most
+        // one row).
+        Ok(photometry(
+            &|from: usize, to: usize| cube[from..to].iter().map(|&c| u32::from(c.get())).sum(),
+            [w, h],
+            self.centre2,
+            self.bands,
+            t,
+        ))
     }
 }
 
+/// Counts and pixel numbers of the aperture and of the background.
+struct Photometry {
+    src: u64,
+    n_src: u64,
+    bkg: u64,
+    n_bkg: u64,
+}
+
+/// The photometry loop: per row the run of aperture pixels and the two runs outside the
+/// background's inner radius, summed over the soft bands. Not inlined and not generic
+/// (`sum(from, to)` adds the counts `from..to` of the cube, in bounds by the caller's length
+/// check), so a firmware holds one copy whatever its count types and model variants.
+#[inline(never)]
+fn photometry(
+    sum: &dyn Fn(usize, usize) -> u32,
+    [w, h]: [usize; 2],
+    centre2: [usize; 2],
+    bands: [usize; 2],
+    [t_src, t_bkg]: [u32; 2],
+) -> Photometry {
+    let plane = w * h;
+    let (cx2, cy2) = (centre2[0] as i64, centre2[1] as i64);
+    // The pixels x of a row with u(x)^2 < m, u(x) = 2x + 1 - cx2: one run [x0, x1) (a
+    // disk), from the largest s with s^2 < m: |2x + 1 - cx2| <= s.
+    let run = |m: u32| -> (usize, usize) {
+        if m == 0 {
+            return (0, 0);
+        }
+        let s = i64::from(isqrt(m - 1));
+        // 2x + 1 >= cx2 - s  <=>  x >= ceil((cx2 - s - 1) / 2) = floor((cx2 - s) / 2).
+        let lo = (cx2 - s).div_euclid(2).max(0);
+        let hi = ((cx2 + s - 1).div_euclid(2) + 1).clamp(0, w as i64);
+        if lo >= hi {
+            (0, 0)
+        } else {
+            (lo as usize, hi as usize)
+        }
+    };
+    let sum = |from: usize, to: usize| -> u64 {
+        if from < to {
+            u64::from(sum(from, to))
+        } else {
+            0
+        }
+    };
+    let mut p = Photometry {
+        src: 0,
+        n_src: 0,
+        bkg: 0,
+        n_bkg: 0,
+    };
+    for y in 0..h {
+        let v = 2 * y as i64 + 1 - cy2;
+        let v2 = (v * v).min(i64::from(u32::MAX)) as u32;
+        let (s0, s1) = run(t_src.saturating_sub(v2));
+        // The background: the row outside the run of pixels closer than its inner radius.
+        let (i0, i1) = run(t_bkg.saturating_sub(v2));
+        p.n_src += (s1 - s0) as u64;
+        p.n_bkg += (w - (i1 - i0)) as u64;
+        for b in bands[0]..bands[1] {
+            let row = b * plane + y * w;
+            p.src += sum(row + s0, row + s1);
+            p.bkg += sum(row, row + i0) + sum(row + i1, row + w);
+        }
+    }
+    p
+}
+
 /// The largest `s` with `s * s <= n`.
-fn isqrt(n: u64) -> u64 {
-    let mut s = libm::sqrt(n as f64) as u64;
+fn isqrt(n: u32) -> u32 {
+    let mut s = libm::sqrtf(n as f32) as u64;
+    let n = u64::from(n);
     while s * s > n {
         s -= 1;
     }
     while (s + 1) * (s + 1) <= n {
         s += 1;
     }
-    s
+    s as u32
 }
 
 /// What the generated `infer` calls: [`Detection::flags`] when the model knows its
@@ -264,9 +320,9 @@ mod tests {
     #[test]
     fn aperture_holds_the_pixels_within_its_radius() {
         for z in [0.05f32, 0.2, 0.5, 1.3] {
-            let ap = D.aperture_arcmin(f64::from(z));
+            let ap = f64::from(D.aperture_arcmin(z));
             let mut cube = vec![0u8; 10 * 2500];
-            let mut inside = 0.0;
+            let mut inside = 0.0f32;
             for y in 0..50 {
                 for x in 0..50 {
                     let r = (x as f64 + 0.5 - 25.0).hypot(y as f64 + 0.5 - 25.0) * 10.0 / 60.0;
