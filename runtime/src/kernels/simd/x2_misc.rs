@@ -1,5 +1,6 @@
 //! x86-64 AVX2 kernels besides the convolutions: preprocessing of raw counts and dense
-//! layers, the AVX2 twins of [`super::x512_misc`] (same signatures, same results).
+//! layers, the AVX2 twins of [`super::x512_prep`] and [`super::x512_dense`] (same
+//! signatures, same results).
 //!
 //! Every kernel needs AVX2, FMA and F16C ([`super::x86::available`]); the public API calls
 //! them only on [`super::Path::Avx2`].
@@ -310,7 +311,7 @@ pub(crate) unsafe fn quantize_s8(
 }
 
 /// 2 x 2 pooling (stride 2) of one band of quantised counts, as
-/// [`x512_misc::pool2_s8`](super::x512_misc::pool2_s8) (same arguments and contract): per 32
+/// [`x512_prep::pool2_s8`](super::x512_prep::pool2_s8) (same arguments and contract): per 32
 /// input columns of a row pair, `vpackuswb` narrows the counts to bytes, [`look`] maps them,
 /// `vpmaddubsw` by ones adds horizontal pairs (or `vpmaxsb` takes maxima). A row whose
 /// windows hold a count of 256 or more is left to `redo(output row, its outputs, table)`.
@@ -407,7 +408,7 @@ pub(crate) unsafe fn f32_table(scale: f32, max: bool, table: &mut [f32; 256]) {
 }
 
 /// 2 x 2 pooling of one band of f32 inputs, as
-/// [`x512_misc::pool2_f32`](super::x512_misc::pool2_f32) (same arguments, contract and
+/// [`x512_prep::pool2_f32`](super::x512_prep::pool2_f32) (same arguments, contract and
 /// sums): 16 counts of a row pair at a time, looked up with one `vpermps` below 8, four and
 /// three blends below 32, a gather below 256; rows holding a larger count go to `redo`.
 ///
