@@ -264,7 +264,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 let (pos, neg) = (&q.requant_pos[o0..], &q.requant_neg[o0..]);
                 // SAFETY: `active_s8` checked AVX2; `q.check(OUT)` makes both tables cover
                 // outputs o0..o0 + acc.len().
-                unsafe { simd::x2_misc::requant_s8(acc, pos, neg, q.output_zero_point, out) };
+                unsafe { simd::x2_dense::requant_s8(acc, pos, neg, q.output_zero_point, out) };
             }
             _ => {
                 for (i, y) in out.iter_mut().enumerate() {
@@ -291,7 +291,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 // The pairwise `vpmaddwd` kernel needs `x - zp` in i16 (any int8 zero point).
                 unsafe {
                     if (-128..=127).contains(&zp) {
-                        simd::x2_misc::dense_s8(input, zp, weights, OUT, o0, acc)
+                        simd::x2_dense::dense_s8(input, zp, weights, OUT, o0, acc)
                     } else {
                         simd::x86::dense_s8(input, zp, weights, OUT, o0, acc)
                     }

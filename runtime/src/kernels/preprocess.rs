@@ -234,7 +234,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                         if avx512 {
                             simd::x512_prep::quantize_s8(c, scale, q, o, slow);
                         } else {
-                            simd::x2_misc::quantize_s8(c, scale, q, o, slow);
+                            simd::x2_prep::quantize_s8(c, scale, q, o, slow);
                         }
                     }
                 });
@@ -363,7 +363,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 if avx512 {
                     simd::x512_prep::f32_table(scale, max, &mut table);
                 } else {
-                    simd::x2_misc::f32_table(scale, max, &mut table);
+                    simd::x2_prep::f32_table(scale, max, &mut table);
                 }
             }
             let ow = W / 2;
@@ -377,7 +377,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                     if avx512 {
                         simd::x512_prep::pool2_f32(plane, W, ow, &table, max, o, redo);
                     } else {
-                        simd::x2_misc::pool2_f32(plane, W, ow, &table, max, o, redo);
+                        simd::x2_prep::pool2_f32(plane, W, ow, &table, max, o, redo);
                     }
                 }
             });
@@ -437,7 +437,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                         if avx512 {
                             simd::x512_prep::pool2_s8(plane, W, ow, scale, q, max, o, redo);
                         } else {
-                            simd::x2_misc::pool2_s8(plane, W, ow, scale, q, max, o, redo);
+                            simd::x2_prep::pool2_s8(plane, W, ow, scale, q, max, o, redo);
                         }
                     }
                 });
@@ -450,7 +450,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                     if avx512 {
                         simd::x512_prep::quant_table(scale, q, &mut table);
                     } else {
-                        simd::x2_misc::quant_table(scale, q, &mut table);
+                        simd::x2_prep::quant_table(scale, q, &mut table);
                     }
                 }
                 let get = |i: usize| value(&table, c[i].get());
