@@ -1,5 +1,5 @@
-//! What int8 quantisation costs the `edge` model, and where (see `codegen::quantize`'s
-//! module documentation for the findings).
+//! What int8 quantisation costs the `edge` model, and where (see `docs/quantization.md` for
+//! the findings).
 //!
 //! ```text
 //! cargo run --release -p codegen --example int8_study -- [key=value ...]

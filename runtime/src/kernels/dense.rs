@@ -158,8 +158,8 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 // SAFETY: `active` checked the AVX-512 features; lengths checked above.
                 unsafe {
                     match W::typed(weights) {
-                        TypedWeights::F32(w) => simd::x512_misc::dense_f32(input, w, out),
-                        TypedWeights::F16(w) => simd::x512_misc::dense_f32(input, w, out),
+                        TypedWeights::F32(w) => simd::x512_dense::dense_f32(input, w, out),
+                        TypedWeights::F16(w) => simd::x512_dense::dense_f32(input, w, out),
                     }
                 }
                 for y in out.iter_mut() {
@@ -257,14 +257,14 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 let (pos, neg) = (&q.requant_pos[o0..], &q.requant_neg[o0..]);
                 // SAFETY: `active_s8` checked the AVX-512 features; `q.check(OUT)` makes
                 // both tables cover outputs o0..o0 + acc.len().
-                unsafe { simd::x512_misc::requant_s8(acc, pos, neg, q.output_zero_point, out) };
+                unsafe { simd::x512_dense::requant_s8(acc, pos, neg, q.output_zero_point, out) };
             }
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
             Path::Avx2 if OUT >= 8 => {
                 let (pos, neg) = (&q.requant_pos[o0..], &q.requant_neg[o0..]);
                 // SAFETY: `active_s8` checked AVX2; `q.check(OUT)` makes both tables cover
                 // outputs o0..o0 + acc.len().
-                unsafe { simd::x2_misc::requant_s8(acc, pos, neg, q.output_zero_point, out) };
+                unsafe { simd::x2_dense::requant_s8(acc, pos, neg, q.output_zero_point, out) };
             }
             _ => {
                 for (i, y) in out.iter_mut().enumerate() {
@@ -283,7 +283,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
             Path::Avx512 if OUT >= 8 => {
                 // SAFETY: `active_s8` checked the AVX-512 features; outputs o0.. of the
                 // [IN][OUT] weights (lengths checked by the callers).
-                unsafe { simd::x512_misc::dense_s8(input, zp, weights, OUT, o0, acc) };
+                unsafe { simd::x512_dense::dense_s8(input, zp, weights, OUT, o0, acc) };
             }
             #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
             Path::Avx2 if OUT >= 8 => {
@@ -291,7 +291,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 // The pairwise `vpmaddwd` kernel needs `x - zp` in i16 (any int8 zero point).
                 unsafe {
                     if (-128..=127).contains(&zp) {
-                        simd::x2_misc::dense_s8(input, zp, weights, OUT, o0, acc)
+                        simd::x2_dense::dense_s8(input, zp, weights, OUT, o0, acc)
                     } else {
                         simd::x86::dense_s8(input, zp, weights, OUT, o0, acc)
                     }

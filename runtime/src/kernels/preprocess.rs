@@ -232,9 +232,9 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                     // `o` have the same length.
                     unsafe {
                         if avx512 {
-                            simd::x512_misc::quantize_s8(c, scale, q, o, slow);
+                            simd::x512_prep::quantize_s8(c, scale, q, o, slow);
                         } else {
-                            simd::x2_misc::quantize_s8(c, scale, q, o, slow);
+                            simd::x2_prep::quantize_s8(c, scale, q, o, slow);
                         }
                     }
                 });
@@ -329,7 +329,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     }
 
     /// [`Preprocess::pooled_f32`] with `K == 2` on [`Path::Avx512`], lengths checked: per band
-    /// a 256-entry table of inputs and [`simd::x512_misc::pool2_f32`]; rows with a count of
+    /// a 256-entry table of inputs and [`simd::x512_prep::pool2_f32`]; rows with a count of
     /// 256 or more are redone by the reference's window loop.
     #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
     fn pooled2_f32_x512<N: Count, const H: usize, const W: usize, const K: usize>(
@@ -361,9 +361,9 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             // SAFETY: `active` checked the AVX-512 (or AVX2) features.
             unsafe {
                 if avx512 {
-                    simd::x512_misc::f32_table(scale, max, &mut table);
+                    simd::x512_prep::f32_table(scale, max, &mut table);
                 } else {
-                    simd::x2_misc::f32_table(scale, max, &mut table);
+                    simd::x2_prep::f32_table(scale, max, &mut table);
                 }
             }
             let ow = W / 2;
@@ -375,9 +375,9 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 // 2 OW counts of the strip's row pairs and `o` its rows OW outputs.
                 unsafe {
                     if avx512 {
-                        simd::x512_misc::pool2_f32(plane, W, ow, &table, max, o, redo);
+                        simd::x512_prep::pool2_f32(plane, W, ow, &table, max, o, redo);
                     } else {
-                        simd::x2_misc::pool2_f32(plane, W, ow, &table, max, o, redo);
+                        simd::x2_prep::pool2_f32(plane, W, ow, &table, max, o, redo);
                     }
                 }
             });
@@ -387,9 +387,9 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     }
 
     /// [`Preprocess::pooled_s8`] on [`Path::Avx512`], lengths checked: per band
-    /// [`simd::x512_misc::pool2_s8`] for `K == 2` (rows with a count of 256 or more redone by
+    /// [`simd::x512_prep::pool2_s8`] for `K == 2` (rows with a count of 256 or more redone by
     /// the reference's window loop with the kernel's table), or that loop with a table of
-    /// quantised inputs ([`simd::x512_misc::quant_table`]) for other windows.
+    /// quantised inputs ([`simd::x512_prep::quant_table`]) for other windows.
     #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
     fn pooled_s8_x512<N: Count, const H: usize, const W: usize, const K: usize>(
         &self,
@@ -435,9 +435,9 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                     // 1) W + 2 OW counts of the strip's row pairs and `o` its rows OW outputs.
                     unsafe {
                         if avx512 {
-                            simd::x512_misc::pool2_s8(plane, W, ow, scale, q, max, o, redo);
+                            simd::x512_prep::pool2_s8(plane, W, ow, scale, q, max, o, redo);
                         } else {
-                            simd::x2_misc::pool2_s8(plane, W, ow, scale, q, max, o, redo);
+                            simd::x2_prep::pool2_s8(plane, W, ow, scale, q, max, o, redo);
                         }
                     }
                 });
@@ -448,9 +448,9 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features.
                 unsafe {
                     if avx512 {
-                        simd::x512_misc::quant_table(scale, q, &mut table);
+                        simd::x512_prep::quant_table(scale, q, &mut table);
                     } else {
-                        simd::x2_misc::quant_table(scale, q, &mut table);
+                        simd::x2_prep::quant_table(scale, q, &mut table);
                     }
                 }
                 let get = |i: usize| value(&table, c[i].get());

@@ -27,13 +27,25 @@ pub(crate) mod x86;
 pub(crate) mod x2;
 
 #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-pub(crate) mod x2_misc;
+pub(crate) mod x2_dense;
+
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+pub(crate) mod x2_prep;
+
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+pub(crate) mod x2_util;
 
 #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
 pub(crate) mod x512;
 
 #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-pub(crate) mod x512_misc;
+pub(crate) mod x512_dense;
+
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+pub(crate) mod x512_prep;
+
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+pub(crate) mod x512_util;
 
 #[cfg(all(
     target_arch = "aarch64",

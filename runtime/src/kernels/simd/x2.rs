@@ -40,7 +40,7 @@ use core::arch::x86_64::*;
 
 use super::super::conv2d::{FloatWeight, QuantArgs, TypedWeights};
 use super::super::pool::{PoolKind, avg_round};
-use super::x2_misc::starts;
+use super::x2_util::starts;
 pub(crate) use super::x512::{MAX_POOL, Sink};
 
 /// Output positions (flat) per chunk, about: sets the rows per chunk.

@@ -232,7 +232,7 @@ fn take<'a, T>(buf: &mut &'a mut [T], n: usize) -> &'a mut [T] {
     head
 }
 
-use super::x512_misc::mask64;
+use super::x512_util::mask64;
 
 /// Element types of the padded planes: copy a row of `n` values with the engine's mapping
 /// (int8: `x + 128` as u8), 64 bytes at a time.

@@ -1,21 +1,18 @@
-//! x86-64 AVX2 kernels besides the convolutions: preprocessing of raw counts and dense
-//! layers, the AVX2 twins of [`super::x512_misc`] (same signatures, same results).
+//! x86-64 AVX2 preprocessing of raw counts ([`quant_table`], [`quantize_s8`], [`pool2_s8`],
+//! [`f32_table`], [`pool2_f32`]), the AVX2 twins of [`super::x512_prep`] (same signatures,
+//! same results).
 //!
 //! Every kernel needs AVX2, FMA and F16C ([`super::x86::available`]); the public API calls
 //! them only on [`super::Path::Avx2`].
 //!
-//! - Preprocessing ([`quant_table`], [`quantize_s8`], [`pool2_s8`], [`f32_table`],
-//!   [`pool2_f32`]): a count `n < 256` maps to its band's network input through a 256-entry
-//!   table built with vector arithmetic that repeats the scalar operations one for one (so
-//!   the table holds the reference's bits; int8 tables 64 entries first, the rest when a
-//!   larger count turns up). Counts are then looked up 32 at a time with `vpshufb` in 16-byte
-//!   slices of the table (one for counts below 16, four and three blends below 64, sixteen
-//!   below 256; int8), 8 at a time with `vpermps` (below 8 or 32) or a gather (f32), and
-//!   pooled in registers. Counts of 256 and more are rare: the rows (or elements) holding one
-//!   are redone by the caller's scalar code.
-//! - Dense layers: int8 by `vpmaddwd` on pairs of inputs ([`dense_s8`], exact wrapping i32
-//!   sums as the reference) and a vector requantisation ([`requant_s8`], TFLite's fixed point
-//!   bit for bit).
+//! A count `n < 256` maps to its band's network input through a 256-entry table built with
+//! vector arithmetic that repeats the scalar operations one for one (so the table holds the
+//! reference's bits; int8 tables 64 entries first, the rest when a larger count turns up).
+//! Counts are then looked up 32 at a time with `vpshufb` in 16-byte slices of the table (one
+//! for counts below 16, four and three blends below 64, sixteen below 256; int8), 8 at a time
+//! with `vpermps` (below 8 or 32) or a gather (f32), and pooled in registers. Counts of 256
+//! and more are rare: the rows (or elements) holding one are redone by the caller's scalar
+//! code.
 
 // Register tables are indexed by position.
 #![allow(clippy::needless_range_loop)]
@@ -23,10 +20,8 @@
 use core::arch::x86_64::*;
 
 use super::super::log1p_table::LOG1P_BITS;
-use crate::quant::{QParams, Requant};
-
-// ---------------------------------------------------------------------------------------
-// Preprocessing.
+use super::x2_util::starts;
+use crate::quant::QParams;
 
 /// `libm::roundf` lane by lane, with the same operations: `trunc(x + copysign(0.5 - 0.25
 /// eps, x))` (round half away from zero; NaN and infinities pass through).
@@ -191,18 +186,6 @@ fn lookup256(t: &[__m256i; 16], idx: __m256i) -> __m256i {
     v[0]
 }
 
-/// Starts of the `step`-wide blocks that cover `0..total` when `total >= step`: every
-/// multiple of `step` that fits, then, if something is left, `total - step` (overlapping the
-/// block before: its outputs are computed twice, identically), so every block is whole.
-/// Below `step`, the one start 0 (a partial block).
-#[inline(always)]
-pub(crate) fn starts(total: usize, step: usize) -> impl Iterator<Item = usize> {
-    let whole = total / step;
-    let last = (total >= step && !total.is_multiple_of(step)).then(|| total - step);
-    let partial = (total > 0 && total < step).then_some(0);
-    (0..whole).map(move |k| k * step).chain(last).chain(partial)
-}
-
 /// Counts `p[..32]` (the first `n` of them; the rest read as 0) as two vectors of 16-bit
 /// lanes.
 ///
@@ -310,7 +293,7 @@ pub(crate) unsafe fn quantize_s8(
 }
 
 /// 2 x 2 pooling (stride 2) of one band of quantised counts, as
-/// [`x512_misc::pool2_s8`](super::x512_misc::pool2_s8) (same arguments and contract): per 32
+/// [`x512_prep::pool2_s8`](super::x512_prep::pool2_s8) (same arguments and contract): per 32
 /// input columns of a row pair, `vpackuswb` narrows the counts to bytes, [`look`] maps them,
 /// `vpmaddubsw` by ones adds horizontal pairs (or `vpmaxsb` takes maxima). A row whose
 /// windows hold a count of 256 or more is left to `redo(output row, its outputs, table)`.
@@ -407,7 +390,7 @@ pub(crate) unsafe fn f32_table(scale: f32, max: bool, table: &mut [f32; 256]) {
 }
 
 /// 2 x 2 pooling of one band of f32 inputs, as
-/// [`x512_misc::pool2_f32`](super::x512_misc::pool2_f32) (same arguments, contract and
+/// [`x512_prep::pool2_f32`](super::x512_prep::pool2_f32) (same arguments, contract and
 /// sums): 16 counts of a row pair at a time, looked up with one `vpermps` below 8, four and
 /// three blends below 32, a gather below 256; rows holding a larger count go to `redo`.
 ///
@@ -517,127 +500,5 @@ pub(crate) unsafe fn pool2_f32(
         if big {
             redo(oy, row);
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Dense layers.
-
-/// int8 dense, outputs `o0..o0 + acc.len()` of `[IN][stride]` weights:
-/// `acc[k] += sum_i (x[i] - zp) w[i stride + o0 + k]`, exact (wrapping) in i32 as the
-/// reference. Pairs of inputs: the two weight rows' 16 outputs widened to i16 and
-/// interleaved (`vpunpck{l,h}wd`), times the pair `(x[i] - zp, x[i + 1] - zp)` broadcast,
-/// `vpmaddwd`; an odd last input pairs with 0.
-///
-/// # Safety
-/// AVX2 available; `w.len() >= x.len() * stride`, `o0 + acc.len() <= stride`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dense_s8(
-    x: &[i8],
-    zp: i32,
-    w: &[i8],
-    stride: usize,
-    o0: usize,
-    acc: &mut [i32],
-) {
-    let n_in = x.len();
-    let out = acc.len();
-    let zero16 = [0i8; 16];
-    let mut o = 0;
-    while o < out {
-        let n = (out - o).min(16);
-        // Accumulators of outputs (0-3, 8-11) and (4-7, 12-15): the unpack's order.
-        let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-        // 16 weights of row i from output o0 + o (the first n; zeros past them).
-        let row = |i: usize, buf: &mut [i8; 16]| -> __m128i {
-            let at = i * stride + o0 + o;
-            if i >= n_in {
-                // SAFETY: 16 readable bytes.
-                unsafe { _mm_loadu_si128(zero16.as_ptr().cast()) }
-            } else if n == 16 {
-                // SAFETY: 16 weights readable at `at` (o0 + o + 16 <= stride).
-                unsafe { _mm_loadu_si128(w[at..at + 16].as_ptr().cast()) }
-            } else {
-                buf[..n].copy_from_slice(&w[at..at + n]);
-                // SAFETY: buf holds 16 bytes.
-                unsafe { _mm_loadu_si128(buf.as_ptr().cast()) }
-            }
-        };
-        let mut buf = [[0i8; 16]; 2];
-        let mut i = 0;
-        while i < n_in {
-            let a = _mm256_cvtepi8_epi16(row(i, &mut buf[0]));
-            let b = _mm256_cvtepi8_epi16(row(i + 1, &mut buf[1]));
-            let xa = i32::from(x[i]) - zp;
-            let xb = x.get(i + 1).map_or(0, |v| i32::from(*v) - zp);
-            // The pair as two i16 (|x - zp| <= 255 for the int8 zero points of the callers;
-            // any other zero point wraps the same way in every lane).
-            let pair = _mm256_set1_epi32((xa & 0xffff) | (xb << 16));
-            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), pair));
-            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), pair));
-            i += 2;
-        }
-        // Back to outputs 0-7 and 8-15.
-        let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
-        let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
-        let mut t = [0i32; 16];
-        // SAFETY: t holds 16 values.
-        unsafe {
-            _mm256_storeu_si256(t.as_mut_ptr().cast(), first);
-            _mm256_storeu_si256(t.as_mut_ptr().add(8).cast(), second);
-        }
-        for (a, s) in acc[o..o + n].iter_mut().zip(&t) {
-            *a = a.wrapping_add(*s);
-        }
-        o += 16;
-    }
-}
-
-/// `out[i] = requantised acc[i]` with the per-output `pos` / `neg` tables and the output zero
-/// point: [`QuantArgs::output`](crate::kernels::conv2d::QuantArgs::output) bit for bit, 8
-/// outputs at a time.
-///
-/// # Safety
-/// AVX2 available; `pos` and `neg` hold at least `acc.len()` entries, `out.len() ==
-/// acc.len()`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn requant_s8(
-    acc: &[i32],
-    pos: &[Requant],
-    neg: &[Requant],
-    zp: i32,
-    out: &mut [i8],
-) {
-    let zpv = _mm256_set1_epi32(zp);
-    let n = acc.len().min(out.len()).min(pos.len()).min(neg.len());
-    let mut o = 0;
-    while o < n {
-        let m = (n - o).min(8);
-        let mut c = [[0i32; 8]; 7];
-        for k in 0..m {
-            let (p, q) = (pos[o + k], neg[o + k]);
-            c[0][k] = p.multiplier;
-            c[1][k] = q.multiplier;
-            c[2][k] = p.shift.max(0);
-            c[3][k] = q.shift.max(0);
-            c[4][k] = (-p.shift).clamp(0, 31);
-            c[5][k] = (-q.shift).clamp(0, 31);
-            c[6][k] = acc[o + k];
-        }
-        // SAFETY: each row of c holds 8 i32.
-        let v: [__m256i; 7] =
-            core::array::from_fn(|k| unsafe { _mm256_loadu_si256(c[k].as_ptr().cast()) });
-        let r = super::x2::requant8::<true>(v[6], &[v[0], v[1], v[2], v[3], v[4], v[5]], zpv);
-        let r = _mm256_max_epi32(
-            _mm256_min_epi32(r, _mm256_set1_epi32(127)),
-            _mm256_set1_epi32(-128),
-        );
-        let mut t = [0i32; 8];
-        // SAFETY: t holds 8 values.
-        unsafe { _mm256_storeu_si256(t.as_mut_ptr().cast(), r) };
-        for (y, v) in out[o..o + m].iter_mut().zip(&t) {
-            *y = *v as i8;
-        }
-        o += m;
     }
 }
