@@ -86,6 +86,43 @@ fn int8_blob(
     (q, blob)
 }
 
+/// The f32, f16 and int8 blobs of `folded` for the architecture `hash` (int8 calibrated on
+/// clusters 0..20 of `ds`), aligned for in-place use, with the int8 model.
+fn test_blobs(
+    folded: &FoldedModel,
+    ds: &Dataset,
+    hash: u64,
+) -> (QuantModel, [Box<Aligned<[u8; 1 << 20]>>; 3]) {
+    let f32b = aligned(&codegen::blob::write(
+        Dtype::F32,
+        hash,
+        &float_tensors(folded, false),
+    ));
+    let f16b = aligned(&codegen::blob::write(
+        Dtype::F16,
+        hash,
+        &float_tensors(folded, true),
+    ));
+    let (q, i8b) = int8_blob(folded, ds, 0..20);
+    (q, [f32b, f16b, aligned(&i8b)])
+}
+
+/// The generated f32 estimates `gen_mu` of clusters `idx` of `ds` equal burn's forward pass
+/// of the run in `run`, on flex and on ndarray, within 2e-4 dex.
+fn burn_agrees(run: &Path, ds: &Dataset, idx: std::ops::Range<usize>, gen_mu: &[f64]) {
+    let idx: Vec<usize> = idx.collect();
+    for (backend, mu) in burn_mu(run, ds, &idx) {
+        for (k, m) in mu.iter().enumerate() {
+            assert!(
+                (gen_mu[k] - m).abs() < 2e-4 * m.abs().max(1.0),
+                "{backend} cluster {}: generated {} vs burn {m}",
+                idx[k],
+                gen_mu[k]
+            );
+        }
+    }
+}
+
 /// The raw scalar inputs `folded` takes for cluster `i` of `ds`: the redshift, then the
 /// exposure if it takes one.
 fn raw_scalars(folded: &FoldedModel, ds: &Dataset, i: usize) -> Vec<f32> {
@@ -260,19 +297,7 @@ fn seed_lab_exports_and_runs() {
     let folded = model.fold_batch_norm().unwrap();
     assert_eq!(codegen::export::arch_hash(&folded), seed_lab::ARCH_HASH);
     let ds = Dataset::load(&run.path().join("calibration.npz")).unwrap();
-    let hash = seed_lab::ARCH_HASH;
-    let f32b = aligned(&codegen::blob::write(
-        Dtype::F32,
-        hash,
-        &float_tensors(&folded, false),
-    ));
-    let f16b = aligned(&codegen::blob::write(
-        Dtype::F16,
-        hash,
-        &float_tensors(&folded, true),
-    ));
-    let (q, i8b) = int8_blob(&folded, &ds, 0..20);
-    let i8b = aligned(&i8b);
+    let (q, [f32b, f16b, i8b]) = test_blobs(&folded, &ds, seed_lab::ARCH_HASH);
     let f32m = seed_lab::f32::Model::new(&f32b.0[..len(&f32b.0)]).unwrap();
     let f16m = seed_lab::f16::Model::new(&f16b.0[..len(&f16b.0)]).unwrap();
     let i8m = seed_lab::int8::Model::new(&i8b.0[..len(&i8b.0)]).unwrap();
@@ -293,17 +318,7 @@ fn seed_lab_exports_and_runs() {
         let e8 = i8m.infer(c, &[z], &mut ai).unwrap();
         assert_eq!(bits(e8), ref_bits(q.predict(c, &[z]).unwrap()));
     }
-    let idx: Vec<usize> = (20..40).collect();
-    for (backend, mu) in burn_mu(run.path(), &ds, &idx) {
-        for (k, m) in mu.iter().enumerate() {
-            assert!(
-                (gen_mu[k] - m).abs() < 2e-4 * m.abs().max(1.0),
-                "{backend} cluster {}: generated {} vs burn {m}",
-                idx[k],
-                gen_mu[k]
-            );
-        }
-    }
+    burn_agrees(run.path(), &ds, 20..40, &gen_mu);
 }
 
 /// The exposure-aware `edge` architecture (the redshift and the exposure join the dense
@@ -325,19 +340,7 @@ fn edge_aware_exports_and_runs() {
     assert_eq!(codegen::export::arch_hash(&folded), edge_aware::ARCH_HASH);
     assert_eq!(edge_aware::SCALARS, 2);
     let ds = Dataset::load(&run.path().join("calibration.npz")).unwrap();
-    let hash = edge_aware::ARCH_HASH;
-    let f32b = aligned(&codegen::blob::write(
-        Dtype::F32,
-        hash,
-        &float_tensors(&folded, false),
-    ));
-    let f16b = aligned(&codegen::blob::write(
-        Dtype::F16,
-        hash,
-        &float_tensors(&folded, true),
-    ));
-    let (q, i8b) = int8_blob(&folded, &ds, 0..20);
-    let i8b = aligned(&i8b);
+    let (q, [f32b, f16b, i8b]) = test_blobs(&folded, &ds, edge_aware::ARCH_HASH);
     let f32m = edge_aware::f32::Model::new(&f32b.0[..len(&f32b.0)]).unwrap();
     let f16m = edge_aware::f16::Model::new(&f16b.0[..len(&f16b.0)]).unwrap();
     let i8m = edge_aware::int8::Model::new(&i8b.0[..len(&i8b.0)]).unwrap();
@@ -360,17 +363,7 @@ fn edge_aware_exports_and_runs() {
         let e8 = i8m.infer(c, &sa, &mut ai).unwrap();
         assert_eq!(bits(e8), ref_bits(q.predict(c, &s).unwrap()), "int8 {i}");
     }
-    let idx: Vec<usize> = (20..40).collect();
-    for (backend, mu) in burn_mu(run.path(), &ds, &idx) {
-        for (k, m) in mu.iter().enumerate() {
-            assert!(
-                (gen_mu[k] - m).abs() < 2e-4 * m.abs().max(1.0),
-                "{backend} cluster {}: generated {} vs burn {m}",
-                idx[k],
-                gen_mu[k]
-            );
-        }
-    }
+    burn_agrees(run.path(), &ds, 20..40, &gen_mu);
     // The exposure is an input: ten times the exposure moves the estimate.
     let (c, z) = (ds.image(25), ds.redshift[25]);
     let a = f32m.infer(c, &[z, 1000.0], &mut af).unwrap();
