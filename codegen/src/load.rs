@@ -104,7 +104,10 @@ impl Observation {
     pub fn soft_bands(&self) -> Option<[usize; 2]> {
         let e = &self.band_edges_kev;
         let soft: Vec<usize> = (0..e.len().saturating_sub(1))
-            .filter(|&b| e[b] >= 0.5 - 1e-9 && e[b + 1] <= 2.0 + 1e-9)
+            .filter(|&b| {
+                let [lo, hi] = runtime::detect::SOFT_BAND_KEV.map(f64::from);
+                e[b] >= lo - 1e-9 && e[b + 1] <= hi + 1e-9
+            })
             .collect();
         let (&first, &last) = (soft.first()?, soft.last()?);
         (last + 1 - first == soft.len()).then_some([first, last + 1])

@@ -12,7 +12,7 @@
 //!
 //! All f32 and integers (no f64, so no soft-float double routines in a firmware): the
 //! angular-diameter distance by Simpson's rule on [`DISTANCE_STEPS`] intervals (flat LCDM,
-//! within 1e-6 of the host's tabulated f64 cosmology), pixel membership by comparing squared
+//! within 2e-6 of the host's tabulated f64 cosmology), pixel membership by comparing squared
 //! distances in half-pixel units as integers with a threshold computed once per call, the
 //! counts summed as integers, and the threshold test exact in integers. The same code gives
 //! the same flag on the host and on a device; against the host's own f64 photometry
@@ -44,6 +44,8 @@ pub const APERTURE_KPC: f32 = 400.0;
 pub const APERTURE_LIMITS_ARCMIN: [f32; 2] = [0.5, 3.0];
 /// The background is measured on pixels at least this far from the centre, arcmin.
 pub const BACKGROUND_INNER_ARCMIN: f32 = 3.3;
+/// The soft band, keV: the bands lying within it are summed (bands 2 to 5 of the model's ten).
+pub const SOFT_BAND_KEV: [f32; 2] = [0.5, 2.0];
 /// Net counts at or above which a cluster counts as detected (the host's "detected" subset).
 pub const MIN_NET_COUNTS: f32 = 50.0;
 

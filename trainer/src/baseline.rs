@@ -116,7 +116,11 @@ fn fit(
 pub fn soft_bands(ds: &Dataset) -> Vec<usize> {
     let edges = ds.band_edges_kev();
     (0..NBANDS)
-        .filter(|&b| edges[b] >= 0.5 - 1e-9 && edges[b + 1] <= 2.0 + 1e-9)
+        .filter(|&b| {
+            // The device's detection check sums the same bands (runtime::detect).
+            let [lo, hi] = runtime::detect::SOFT_BAND_KEV.map(f64::from);
+            edges[b] >= lo - 1e-9 && edges[b + 1] <= hi + 1e-9
+        })
         .collect()
 }
 
