@@ -33,7 +33,7 @@ mod sealed {
 /// assert_eq!(<u8 as Count>::as_u16(&[1u8, 2]), None);
 /// ```
 pub trait Count:
-    sealed::Sealed + Copy + Default + Eq + Into<u32> + core::fmt::Debug + 'static
+    sealed::Sealed + Copy + Default + Ord + Into<u32> + core::fmt::Debug + 'static
 {
     /// The largest count the type holds: a pixel that reached it is saturated
     /// ([`Flags::SATURATED`](crate::model::Flags::SATURATED)).
