@@ -10,12 +10,13 @@ rustup toolchain install 2>/dev/null || rustup show active-toolchain
 # Formatting and lints first (they take seconds and fail fast): the workspace, the firmware
 # examples and the fuzz targets formatted; clippy clean with warnings as errors on the host
 # (every target: libraries, binaries, tests, benches, examples) and for the bare-metal
-# runtime and generated models (Cortex-M4F, aarch64).
+# runtime and generated models (Cortex-M4F, with and without the `defmt` feature; aarch64).
 cargo fmt --all --check
 (cd firmware-examples && cargo fmt --all --check)
 (cd fuzz && cargo fmt --all --check)
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 cargo clippy --release --locked -p runtime -p models --target thumbv7em-none-eabihf -- -D warnings
+cargo clippy --release --locked -p runtime -p models --target thumbv7em-none-eabihf --features defmt -- -D warnings
 cargo clippy --release --locked -p runtime -p models --target aarch64-unknown-none -- -D warnings
 
 # QEMU runs the firmware examples (tests/tests/firmware.rs, system emulation) and the runtime's
@@ -37,6 +38,11 @@ if [ "${#qemu_missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
         -t bookworm-backports "${qemu_missing[@]}"
 fi
+
+# The defmt example's runner (firmware-examples/minimal-defmt) decodes its log with defmt-print,
+# built from crates.io into ~/.cargo/bin once (its own lock file; kept out of the workspace,
+# whose serde_json must not take defmt-decoder's `arbitrary_precision`).
+command -v defmt-print >/dev/null || cargo install defmt-print --locked --version 1.2.0
 
 # Every test: unit, integration (physics, data contract, determinism, baselines, generated
 # models against burn and golden vectors), CLI, doctests, the bare-metal cross-builds of

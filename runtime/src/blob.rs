@@ -41,6 +41,7 @@ pub const ENTRY_LEN: usize = 16;
 pub const ALIGN: usize = 16;
 
 /// Numeric format of a model.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Dtype {
@@ -53,6 +54,7 @@ pub enum Dtype {
 }
 
 /// Element type of one tensor.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Elem {
@@ -175,6 +177,54 @@ impl fmt::Display for BlobError {
     }
 }
 
+/// The same messages as [`Display`](fmt::Display), for a firmware's defmt log.
+#[cfg(feature = "defmt")]
+impl defmt::Format for BlobError {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match self {
+            BlobError::Truncated => defmt::write!(f, "weight blob is truncated"),
+            BlobError::BadMagic => defmt::write!(f, "not a weight blob (bad magic)"),
+            BlobError::UnsupportedVersion(v) => defmt::write!(
+                f,
+                "weight blob version {=u16} is not supported (expected {=u16})",
+                v,
+                VERSION
+            ),
+            BlobError::WrongDtype => {
+                defmt::write!(f, "weight blob has another dtype than the model")
+            }
+            BlobError::WrongArchitecture => {
+                defmt::write!(f, "weight blob belongs to another architecture")
+            }
+            BlobError::Checksum => defmt::write!(f, "weight blob checksum mismatch (corrupted)"),
+            BlobError::WrongTensor { index } => defmt::write!(
+                f,
+                "weight blob tensor {=usize} does not match the model",
+                index
+            ),
+            BlobError::BadOffset { index } => defmt::write!(
+                f,
+                "weight blob tensor {=usize} is out of bounds or misaligned",
+                index
+            ),
+            BlobError::Misaligned => {
+                defmt::write!(f, "weight blob is not 16-byte aligned in memory")
+            }
+            BlobError::BadValue { index } => defmt::write!(
+                f,
+                "weight blob tensor {=usize} holds an unusable value",
+                index
+            ),
+            BlobError::Reserved => {
+                defmt::write!(f, "weight blob has a non-zero reserved or padding byte")
+            }
+            BlobError::TrailingBytes => {
+                defmt::write!(f, "weight blob has bytes after its last tensor")
+            }
+        }
+    }
+}
+
 /// CRC-32 (IEEE 802.3, reflected, as zlib), table built at compile time.
 pub const fn crc32_table() -> [u32; 256] {
     let mut t = [0u32; 256];
@@ -229,6 +279,7 @@ fn u32_at(b: &[u8], o: usize) -> u32 {
 
 /// What a blob says about itself, checked for integrity (magic, version, length,
 /// CRC, table bounds and alignment) but not against any particular model.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// Dtype byte ([`Dtype`] as u8).

@@ -52,6 +52,7 @@ pub const MIN_NET_COUNTS: f32 = 50.0;
 /// The observation conventions and the detection criterion: the cube's geometry (as the
 /// model's input, `[band][y][x]`), the pixel scale, which bands are the soft band, the
 /// cosmology that turns the proper aperture into an angle, and the criterion itself.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Detection {
     /// Pixels per row.

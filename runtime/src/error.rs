@@ -60,6 +60,43 @@ impl fmt::Display for Error {
     }
 }
 
+/// The same messages as [`Display`](fmt::Display), for a firmware's defmt log (the text stays
+/// on the host, in the ELF's defmt table; the device sends the values).
+#[cfg(feature = "defmt")]
+impl defmt::Format for Error {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match self {
+            Error::BadLength { expected, got } => {
+                defmt::write!(
+                    f,
+                    "buffer length {=usize}, expected {=usize}",
+                    got,
+                    expected
+                )
+            }
+            Error::BadScalar { index: 0 } => defmt::write!(
+                f,
+                "scalar input 0 (the redshift) is not finite or not in [0, 20]"
+            ),
+            Error::BadScalar { index } => defmt::write!(
+                f,
+                "scalar input {=usize} is not finite or not physically valid (an exposure must lie in (0, 1e9] s)",
+                index
+            ),
+            Error::NonFinite => defmt::write!(f, "the network produced a non-finite output"),
+            Error::BadEvent { field } => defmt::write!(
+                f,
+                "event {} is not finite (NaN or infinite); the event was not binned",
+                field
+            ),
+            Error::BadBandEdges => defmt::write!(
+                f,
+                "band edges must be finite and strictly increasing, at least two"
+            ),
+        }
+    }
+}
+
 /// The runtime's errors are ordinary `core::error::Error`s (no_std, no allocation), so
 /// host code can `?` them into `anyhow` or `Box<dyn Error>`.
 impl core::error::Error for Error {}

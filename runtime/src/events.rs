@@ -78,8 +78,17 @@ impl EventField {
     }
 }
 
+/// Its name (`x`, `y`, `pi`), as [`EventField::name`].
+#[cfg(feature = "defmt")]
+impl defmt::Format for EventField {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "{=str}", self.name())
+    }
+}
+
 /// `E` band edges in eV, finite and strictly increasing: `E - 1` bands, band `b` holding
 /// `edges[b] <= PI < edges[b + 1]`.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BandEdges<const E: usize> {
     edges: [f32; E],
@@ -145,6 +154,7 @@ impl<const E: usize> BandEdges<E> {
 }
 
 /// What became of one event.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Counted in its pixel and band.
@@ -160,6 +170,7 @@ pub enum Outcome {
 
 /// Events per [`Outcome`] since the binner started (saturating at `u32::MAX`), and the
 /// refused ones.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
     /// Counted into the cube.

@@ -7,7 +7,9 @@
 //! into caller-provided buffers whose sizes are compile-time constants, and
 //! nothing in the inference path panics on any input: failures are [`Error`]s.
 //!
-//! Dependencies are limited to `libm`, `half` and `heapless` by design.
+//! Dependencies are limited to `libm`, `half` and `heapless` by design; the opt-in feature
+//! `defmt` adds `defmt::Format` to every public type a firmware logs (errors, estimates,
+//! flags, model constants, binner statistics), with the same messages as `Display`.
 #![cfg_attr(not(test), no_std)]
 
 pub mod blob;

@@ -11,6 +11,7 @@ use crate::Error;
 use crate::kernels::preprocess::Preprocess;
 
 /// How the predicted sigma is calibrated (stored as a kind code and a value).
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SigmaCalibration {
     /// The network's sigma as is.
@@ -38,6 +39,7 @@ pub const MAX_EXPOSURE_S: f32 = 1.0e9;
 
 /// A scalar input after the redshift (the network's auxiliary inputs), and the code that
 /// names it in a blob.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quantity {
     /// Exposure time in seconds (vignetting-corrected, as the exposure map gives it); the
@@ -90,6 +92,7 @@ impl Quantity {
 /// One auxiliary scalar input after the redshift: five f32 values in tensor 0,
 /// `code, shift, scale, min, max`; the network sees `(feature(raw) - shift) * scale`
 /// (`feature` is `log10` for the exposure), and `[min, max]` is the raw training range.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ExtraScalar {
     /// What the input is.
@@ -193,6 +196,75 @@ impl Flags {
             .filter(move |(f, _)| self.contains(*f))
             .map(|(_, n)| n)
     }
+
+    /// The bits set that no flag of [`Flags::ALL`] names.
+    fn unnamed(self) -> u16 {
+        Flags::ALL.iter().fold(self.0, |bits, (f, _)| bits & !f.0)
+    }
+}
+
+/// The names of the flags set, in bit order, joined by `|` (`redshift_outside_training|saturated`);
+/// `none` for a clean estimate; bits no flag names, if any, last in hex.
+///
+/// ```
+/// use runtime::model::Flags;
+/// assert_eq!(std::format!("{}", Flags::SATURATED | Flags::EMPTY_CUBE), "empty_cube|saturated");
+/// assert_eq!(std::format!("{}", Flags::NONE), "none");
+/// assert_eq!(std::format!("{}", Flags::FEW_COUNTS | Flags(0x8000)), "few_counts|0x8000");
+/// ```
+impl core::fmt::Display for Flags {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, name) in self.names().enumerate() {
+            if i > 0 {
+                f.write_str("|")?;
+            }
+            f.write_str(name)?;
+        }
+        match (self.unnamed(), self.names().next()) {
+            (0, _) => Ok(()),
+            (bits, None) => write!(f, "{bits:#x}"),
+            (bits, Some(_)) => write!(f, "|{bits:#x}"),
+        }
+    }
+}
+
+/// As [`Display`](core::fmt::Display): the names of the flags set joined by `|`, `none` if
+/// none, unnamed bits last in hex. The names are written as literals, so defmt interns them
+/// (the device sends an index, not the text).
+#[cfg(feature = "defmt")]
+impl defmt::Format for Flags {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        if self.is_empty() {
+            return defmt::write!(f, "none");
+        }
+        let mut first = true;
+        for (flag, name) in Flags::ALL {
+            if !self.contains(flag) {
+                continue;
+            }
+            if !first {
+                defmt::write!(f, "|");
+            }
+            first = false;
+            match flag {
+                Flags::REDSHIFT_OUTSIDE_TRAINING => defmt::write!(f, "redshift_outside_training"),
+                Flags::EXPOSURE_OUTSIDE_TRAINING => defmt::write!(f, "exposure_outside_training"),
+                Flags::EMPTY_CUBE => defmt::write!(f, "empty_cube"),
+                Flags::SATURATED => defmt::write!(f, "saturated"),
+                Flags::FEW_COUNTS => defmt::write!(f, "few_counts"),
+                // A flag added to `ALL` and not here still prints its name.
+                _ => defmt::write!(f, "{=str}", name),
+            }
+        }
+        match (self.unnamed(), first) {
+            (0, _) => {}
+            (bits, true) => defmt::write!(f, "{=u16:#x}", bits),
+            (bits, false) => defmt::write!(f, "|{=u16:#x}", bits),
+        }
+    }
 }
 
 impl core::ops::BitOr for Flags {
@@ -274,7 +346,27 @@ pub struct Meta<const BANDS: usize, const EXTRA: usize = 0> {
     pub extra: [ExtraScalar; EXTRA],
 }
 
+/// Every field, the preprocessing's inline (its type lives with the kernels).
+#[cfg(feature = "defmt")]
+impl<const BANDS: usize, const EXTRA: usize> defmt::Format for Meta<BANDS, EXTRA> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        let p = &self.preprocess;
+        defmt::write!(
+            f,
+            "Meta {{ band_scale: {=[?]}, z_shift: {=f32}, z_scale: {=f32}, sigma_floor: {=f32}, calibration: {}, z_range: {=[?]}, extra: {=[?]} }}",
+            p.band_scale[..],
+            p.z_shift,
+            p.z_scale,
+            self.sigma_floor,
+            self.calibration,
+            self.z_range[..],
+            self.extra[..]
+        )
+    }
+}
+
 /// One cluster's answer.
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
     /// log10 M500c / Msun.
@@ -736,6 +828,14 @@ mod tests {
         let names: std::vec::Vec<_> = f.names().collect();
         assert_eq!(names, ["redshift_outside_training", "saturated"]);
         assert!(Flags::NONE.is_empty() && Flags::NONE.names().next().is_none());
+        let shown = |f: Flags| std::format!("{f}");
+        assert_eq!(shown(f), "redshift_outside_training|saturated");
+        assert_eq!(shown(Flags::NONE), "none");
+        assert_eq!(shown(Flags(0x20)), "0x20");
+        assert_eq!(
+            shown(Flags::EMPTY_CUBE | Flags(0x8020)),
+            "empty_cube|0x8020"
+        );
     }
 
     /// No Ok output holds NaN or infinity.

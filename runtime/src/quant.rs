@@ -8,6 +8,7 @@
 ///
 /// `repr(C)`: a weight blob stores tables of these as (multiplier, shift) i32 pairs that
 /// are borrowed in place ([`Blob::requant`](crate::blob::Blob::requant)).
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct Requant {
@@ -172,6 +173,7 @@ pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
 }
 
 /// Per-tensor affine int8 quantisation: real = scale * (q - zero_point).
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct QParams {
     /// Scale.

@@ -20,8 +20,8 @@
 //! `firmware-examples/target/firmware-report.md` (`scripts/firmware-report.sh` prints it).
 //! Instruction counts are reported, never asserted beyond plausibility: they are benchmarks.
 //!
-//! QEMU (`qemu-system-arm`, `qemu-system-riscv32`) must be installed: a missing emulator is a
-//! failure, not a skip.
+//! QEMU (`qemu-system-arm`, `qemu-system-riscv32`) must be installed, and `defmt-print` for
+//! the defmt example (scripts/test.sh installs both): a missing tool is a failure, not a skip.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -218,6 +218,76 @@ fn the_minimal_firmware_example_builds_cleanly_and_matches_the_host() {
         samples::INT8[0],
         "{stdout}"
     );
+}
+
+/// The embedded engineer's defmt path (`firmware-examples/minimal-defmt`: the runtime's
+/// feature `defmt`, defmt frames over semihosting, decoded by the example's runner with
+/// `defmt-print` against the ELF): it builds without a warning, and the decoded log shows the
+/// host's int8 estimate of the first golden sample bit for bit (defmt prints an f32 in its
+/// shortest round-trip form) with the host's flags, and the runtime's errors with the same
+/// messages as their `Display`.
+#[test]
+fn the_defmt_firmware_example_logs_the_host_estimate_and_errors() {
+    use models::blobs::EDGE_INT8;
+    require_qemu();
+    require_defmt_print();
+    let mut cmd = firmware_cargo_run("minimal-defmt");
+    let (status, log, stderr) =
+        run_with_timeout(&mut cmd, RUN_TIMEOUT).unwrap_or_else(|e| panic!("minimal-defmt: {e}"));
+    assert!(
+        status == Some(0),
+        "minimal-defmt failed (exit {status:?}):\n--- log\n{log}\n--- stderr\n{stderr}"
+    );
+    assert!(!stderr.contains("warning:"), "the example warns:\n{stderr}");
+    // The host's answers to the same blob and inputs.
+    let model = edge::int8::Model::new(&EDGE_INT8.0).unwrap();
+    let mut arena = vec![0i8; edge::ARENA_LEN];
+    let arena: &mut [i8; edge::ARENA_LEN] = (&mut arena[..]).try_into().unwrap();
+    let counts = samples::counts(0).unwrap();
+    let z = samples::REDSHIFT[0];
+    let host = model.infer(counts, &[z], arena).unwrap();
+    assert_eq!(
+        [host.log_mass.to_bits(), host.sigma.to_bits()],
+        samples::INT8[0]
+    );
+    let refused_input = model.infer(counts, &[f32::NAN], arena).unwrap_err();
+    let truncated = edge::int8::Model::new(&EDGE_INT8.0[..EDGE_INT8.0.len() - 16]).unwrap_err();
+    // `INFO  estimate Estimate { log_mass: 13.663961, sigma: 0.15892588, flags: few_counts }`
+    let fields: BTreeMap<&str, &str> = log
+        .lines()
+        .find_map(|l| l.split_once("estimate Estimate { ")?.1.split_once(" }"))
+        .unwrap_or_else(|| panic!("no decoded estimate in the log:\n{log}"))
+        .0
+        .split(", ")
+        .filter_map(|kv| kv.split_once(": "))
+        .collect();
+    let float = |k: &str| -> u32 {
+        let v = fields
+            .get(k)
+            .unwrap_or_else(|| panic!("no `{k}` in {fields:?}"));
+        v.parse::<f32>()
+            .unwrap_or_else(|_| panic!("`{k}: {v}` is not an f32"))
+            .to_bits()
+    };
+    assert_eq!(
+        [float("log_mass"), float("sigma")],
+        samples::INT8[0],
+        "the decoded estimate differs from the host's:\n{log}"
+    );
+    assert_eq!(
+        fields.get("flags").copied(),
+        Some(host.flags.to_string().as_str()),
+        "{log}"
+    );
+    for want in [
+        format!("refused: Input({refused_input})"),
+        format!("refused: Blob({truncated})"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains(&want)),
+            "no `{want}` in the decoded log:\n{log}"
+        );
+    }
 }
 
 /// The exposure-aware `edge` model on the Cortex-M4F (`firmware-examples/exposure-aware`):
@@ -510,6 +580,21 @@ fn require_qemu() {
              qemu-system-riscv`)"
         );
     }
+}
+
+/// Fail (never skip) when the defmt decoder the `minimal-defmt` runner pipes into is missing.
+fn require_defmt_print() {
+    let found = Command::new("defmt-print")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "`defmt-print` not found: the minimal-defmt example's runner decodes its log with it. \
+         Install it with `cargo install defmt-print --locked --version 1.2.0` (scripts/test.sh does)"
+    );
 }
 
 /// What one `cargo run` gave.
