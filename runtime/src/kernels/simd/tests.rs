@@ -382,3 +382,69 @@ fn bad_buffers_are_errors() {
             .is_err()
     );
 }
+
+/// The AVX2 engine's two requantisations, lane by lane against [`Requant::apply`] plus the
+/// output zero point, over random valid multipliers (right and left shifts, both signs of
+/// accumulator): the general form on any accumulator whose left shift stays in i32, the
+/// short form on accumulators inside its bound (`|acc| << left < 2^30`), including the
+/// ends of that bound and rounding ties.
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[test]
+fn avx2_requantisation_forms_equal_the_reference() {
+    use super::x2::{requant8, requant8_small};
+    use core::arch::x86_64::*;
+    assert!(
+        super::x86::available(),
+        "this test runs the AVX2 engine's arithmetic"
+    );
+    let mut rng = Rng(77);
+    let zp = 9;
+    for trial in 0..4000 {
+        // Log-uniform multipliers 1e-6 .. 100 (shifts -20 .. 7), a separate negative one.
+        let r = |rng: &mut Rng| {
+            Requant::from_real(10f64.powf(-6.0 + (rng.next() % 8000) as f64 * 0.001))
+        };
+        let (p, n) = (r(&mut rng), r(&mut rng));
+        let left = p.shift.max(0).max(n.shift.max(0));
+        let limit = ((1i64 << 30) >> left) - 1;
+        let mut acc = [0i32; 8];
+        for (lane, a) in acc.iter_mut().enumerate() {
+            let m = (rng.next() % (2 * limit as u64 + 1)) as i64 - limit;
+            *a = match (trial + lane) % 5 {
+                0 => limit as i32,
+                1 => -limit as i32,
+                // A tie of the right shift: an odd multiple of half its divisor (in
+                // the accumulator's units only when there is no left shift).
+                2 => ((1i64 << (-p.shift).clamp(0, 20)) / 2 * (2 * (m % 64) + 1)) as i32,
+                _ => m as i32,
+            };
+        }
+        let nudge = |e: i32| if e > 0 { 1i32 << (e - 1) } else { 0 };
+        let (rp, rn) = ((-p.shift).clamp(0, 31), (-n.shift).clamp(0, 31));
+        let c = [
+            p.multiplier,
+            n.multiplier,
+            p.shift.max(0),
+            n.shift.max(0),
+            rp,
+            rn,
+            nudge(rp),
+            (nudge(rn) - 1).max(0),
+        ];
+        let want: [i32; 8] =
+            core::array::from_fn(|i| if acc[i] >= 0 { p } else { n }.apply(acc[i]) + zp);
+        // SAFETY: AVX2 checked above; loads and stores of 8 i32.
+        let (general, small) = unsafe {
+            let v = _mm256_loadu_si256(acc.as_ptr().cast());
+            let cv: [__m256i; 8] = core::array::from_fn(|i| _mm256_set1_epi32(c[i]));
+            let c6: [__m256i; 6] = core::array::from_fn(|i| cv[i]);
+            let z = _mm256_set1_epi32(zp);
+            let (mut g, mut s) = ([0i32; 8], [0i32; 8]);
+            _mm256_storeu_si256(g.as_mut_ptr().cast(), requant8::<true>(v, &c6, z));
+            _mm256_storeu_si256(s.as_mut_ptr().cast(), requant8_small::<true>(v, &cv, z));
+            (g, s)
+        };
+        assert_eq!(general, want, "general form, {p:?} {n:?}, acc {acc:?}");
+        assert_eq!(small, want, "short form, {p:?} {n:?}, acc {acc:?}");
+    }
+}

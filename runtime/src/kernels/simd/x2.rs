@@ -42,6 +42,7 @@ use super::super::conv2d::{FloatWeight, QuantArgs, TypedWeights};
 use super::super::pool::{PoolKind, avg_round};
 use super::x2_util::starts;
 pub(crate) use super::x512::{MAX_POOL, Sink};
+use crate::quant::MAX_PRODUCT;
 
 /// Output positions (flat) per chunk, about: sets the rows per chunk.
 const CHUNK: usize = 256;
@@ -137,7 +138,7 @@ impl Dims {
     pub(crate) const fn bytes_s8(&self) -> usize {
         32 + align(2 * self.planes(self.max_rows()))
             + align(2 * self.ocp8 * 2 * self.groups)
-            + align(4 * 8 * self.ocp8)
+            + align(4 * CONSTS * self.ocp8)
             + align(4 * 2 * self.groups)
             + align(128 * self.groups)
             + align(self.ocp8 * self.ostr)
@@ -303,7 +304,11 @@ fn drain<T: Copy + Pool2>(
                     let base = oc * dm.ostr + pr * pk * pw;
                     let dst = &mut out[(oc * ph + r0 / pk + pr) * pwo..][..pwo];
                     if pk == 2 {
-                        T::pool2(&o[base..base + pw + ow], pw, kind, dst);
+                        // At least 16 columns of the second row (past `ow`: junk columns and
+                        // the next rows, inside the channel's stride), for the short rows'
+                        // vector path.
+                        let end = (base + pw + ow.max(16)).min(o.len());
+                        T::pool2(&o[base..end], pw, kind, dst);
                     } else {
                         T::pool_any(&o[base..], pw, pk, kind, dst);
                     }
@@ -408,12 +413,21 @@ impl Pool2 for i8 {
     fn pool2(src: &[i8], pw: usize, kind: PoolKind, dst: &mut [i8]) {
         let n = dst.len();
         if n < 16 {
-            if n < 8 {
+            if n < 8 && src.len() < pw + 16 {
                 return Self::pool_any(src, pw, 2, kind, dst);
             }
-            for x in starts(n, 8) {
-                // SAFETY: SSE4.1 / SSSE3 (engine); 16 bytes of each row from 2x: 2x + 16 <=
-                // 2n <= ow, and `src` holds pw + ow bytes.
+            // Short rows (n < 8: `edge`'s conv3 and conv5) pool 8 windows, of which the
+            // first n are kept.
+            let mut short = [0i8; 8];
+            let (out, xs): (&mut [i8], _) = if n < 8 {
+                (&mut short, starts(8, 8))
+            } else {
+                (&mut *dst, starts(n, 8))
+            };
+            for x in xs {
+                // SAFETY: SSE4.1 / SSSE3 (engine); 16 bytes of each row from 2x: for n >= 8,
+                // 2x + 16 <= 2n <= ow and `src` holds pw + ow bytes; for n < 8, x = 0 and
+                // `src` holds at least pw + 16 (checked above).
                 unsafe {
                     let a = _mm_loadu_si128(src.as_ptr().add(2 * x).cast());
                     let b = _mm_loadu_si128(src.as_ptr().add(pw + 2 * x).cast());
@@ -436,8 +450,11 @@ impl Pool2 for i8 {
                             _mm_sign_epi16(mag, s)
                         }
                     };
-                    _mm_storel_epi64(dst.as_mut_ptr().add(x).cast(), _mm_packs_epi16(r, r));
+                    _mm_storel_epi64(out.as_mut_ptr().add(x).cast(), _mm_packs_epi16(r, r));
                 }
+            }
+            if n < 8 {
+                dst.copy_from_slice(&short[..n]);
             }
             return;
         }
@@ -825,6 +842,49 @@ pub(crate) fn requant8<const LEFT: bool>(acc: __m256i, c: &[__m256i; 6], zp: __m
     }
 }
 
+/// [`requant8`] for accumulators known to stay small: every multiplier non-negative and
+/// `|acc| << left < 2^30` in every lane (checked per call from the weights, the biases and
+/// the shifts). Then the doubling high multiply `h` keeps the accumulator's sign (or is 0)
+/// and `|h| < 2^30`, and TFLite's rounding divide by `2^e` (half away from zero) is one
+/// add and shift: `(h + 2^(e-1)) >> e` for `h >= 0`, `(h + 2^(e-1) - 1) >> e` for `h < 0`
+/// (`e = 0`: no nudge), the nudge chosen by the accumulator's sign. `c` holds, positive
+/// then negative: multipliers, left shifts, right shifts, nudges. Six instructions fewer per
+/// 8 outputs than [`requant8`], bit-identical to it under its condition.
+#[inline(always)]
+pub(crate) fn requant8_small<const LEFT: bool>(
+    acc: __m256i,
+    c: &[__m256i; 8],
+    zp: __m256i,
+) -> __m256i {
+    // SAFETY: only inlined into the engine's AVX2 functions.
+    unsafe {
+        let neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), acc);
+        let m = _mm256_blendv_epi8(c[0], c[1], neg);
+        let right = _mm256_blendv_epi8(c[4], c[5], neg);
+        let nudge = _mm256_blendv_epi8(c[6], c[7], neg);
+        let x = if LEFT {
+            _mm256_sllv_epi32(acc, _mm256_blendv_epi8(c[2], c[3], neg))
+        } else {
+            acc
+        };
+        let half = _mm256_set1_epi64x(1 << 30);
+        let even = _mm256_srli_epi64::<31>(_mm256_add_epi64(_mm256_mul_epi32(x, m), half));
+        let odd = _mm256_add_epi64(
+            _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(m)),
+            half,
+        );
+        let odd = _mm256_slli_epi64::<1>(odd);
+        let high = _mm256_blend_epi32::<0b1010_1010>(even, odd);
+        let r = _mm256_srav_epi32(_mm256_add_epi32(high, nudge), right);
+        _mm256_add_epi32(r, zp)
+    }
+}
+
+/// Per output channel, the int8 engine's constants: multipliers, left shifts, right
+/// shifts (positive then negative), bias, nudges of [`requant8_small`] (positive then
+/// negative), padding to a 32-byte row.
+pub(crate) const CONSTS: usize = 16;
+
 /// int8 convolution (stride 1) of output rows `oy0..oy0 + rows` into `sink`.
 ///
 /// # Safety
@@ -879,12 +939,14 @@ pub(crate) unsafe fn conv_s8<
     }
     // SAFETY: 32-aligned i16 pairs viewed as i32 (same size, alignment 4 <= 32).
     let wpairs: &[i32] = unsafe { core::slice::from_raw_parts(wq.as_ptr().cast(), wq.len() / 2) };
-    // Per channel: multipliers, left shifts, right shifts (positive, negative), bias.
-    let consts: &mut [i32] = take_as(&mut buf, 8 * dm.ocp8);
+    // Per channel: multipliers, left shifts, right shifts (positive, negative), bias, and
+    // the nudges of `requant8_small`, which every channel must allow for it to be used.
+    let consts: &mut [i32] = take_as(&mut buf, CONSTS * dm.ocp8);
     consts.fill(0);
+    let mut small = true;
     for o in 0..dm.oc {
         let (p, n) = (q.requant_pos[o], q.requant_neg[o]);
-        let c = &mut consts[8 * o..][..8];
+        let c = &mut consts[CONSTS * o..][..CONSTS];
         c[0] = p.multiplier;
         c[1] = n.multiplier;
         c[2] = p.shift.max(0);
@@ -892,6 +954,14 @@ pub(crate) unsafe fn conv_s8<
         c[4] = (-p.shift).clamp(0, 31);
         c[5] = (-n.shift).clamp(0, 31);
         c[6] = bias[o];
+        let nudge = |e: i32| if e > 0 { 1i32 << (e - 1) } else { 0 };
+        c[8] = nudge(c[4]);
+        c[9] = (nudge(c[5]) - 1).max(0);
+        // |acc| <= |bias| + 128 * 255 per tap (|w| <= 128, |x - zp| <= 255), shifted left
+        // by either shift: the bound a loaded layer meets (`quant::layer_is_exact`).
+        let bound = i64::from(bias[o]).abs() + MAX_PRODUCT * l as i64;
+        let left = c[2].max(c[3]);
+        small &= p.multiplier >= 0 && n.multiplier >= 0 && left <= 30 && bound << left < 1 << 30;
     }
     // Plane offset of each tap (k >= l: any valid offset, its weights are 0).
     let offs: &mut [i32] = take_as(&mut buf, 2 * groups);
@@ -908,7 +978,7 @@ pub(crate) unsafe fn conv_s8<
     }
     let band: &mut [i16] = take_as(&mut buf, 32 * SB * groups);
     let left = consts
-        .chunks_exact(8)
+        .chunks_exact(CONSTS)
         .take(dm.oc)
         .any(|c| c[2] != 0 || c[3] != 0);
     let chunk: &mut [i8] = take_as(&mut buf, dm.ocp8 * dm.ostr);
@@ -942,7 +1012,7 @@ pub(crate) unsafe fn conv_s8<
             let mut oc0 = 0;
             while oc0 < dm.ocp8 {
                 let init: [__m256i; NS] =
-                    core::array::from_fn(|n| _mm256_set1_epi32(consts[8 * (oc0 + n) + 6]));
+                    core::array::from_fn(|n| _mm256_set1_epi32(consts[CONSTS * (oc0 + n) + 6]));
                 macro_rules! block {
                     ($v:literal) => {{
                         // SAFETY: the band and the padded weights, in bounds by construction.
@@ -956,20 +1026,30 @@ pub(crate) unsafe fn conv_s8<
                         };
                         for n in 0..NS {
                             let o = oc0 + n;
-                            let c = &consts[8 * o..][..6];
-                            let rq: [__m256i; 6] =
-                                core::array::from_fn(|i| _mm256_set1_epi32(c[i]));
+                            let c = &consts[CONSTS * o..][..CONSTS];
+                            let rq: [__m256i; 8] = core::array::from_fn(|i| {
+                                _mm256_set1_epi32(c[if i < 6 { i } else { i + 2 }])
+                            });
+                            let rq6: [__m256i; 6] = core::array::from_fn(|i| rq[i]);
                             for j in 0..$v / 2 {
-                                let (ra, rb) = if left {
-                                    (
-                                        requant8::<true>(acc[2 * j][n], &rq, zpo),
-                                        requant8::<true>(acc[2 * j + 1][n], &rq, zpo),
-                                    )
-                                } else {
-                                    (
-                                        requant8::<false>(acc[2 * j][n], &rq, zpo),
-                                        requant8::<false>(acc[2 * j + 1][n], &rq, zpo),
-                                    )
+                                let (a, b) = (acc[2 * j][n], acc[2 * j + 1][n]);
+                                let (ra, rb) = match (small, left) {
+                                    (true, false) => (
+                                        requant8_small::<false>(a, &rq, zpo),
+                                        requant8_small::<false>(b, &rq, zpo),
+                                    ),
+                                    (true, true) => (
+                                        requant8_small::<true>(a, &rq, zpo),
+                                        requant8_small::<true>(b, &rq, zpo),
+                                    ),
+                                    (false, false) => (
+                                        requant8::<false>(a, &rq6, zpo),
+                                        requant8::<false>(b, &rq6, zpo),
+                                    ),
+                                    (false, true) => (
+                                        requant8::<true>(a, &rq6, zpo),
+                                        requant8::<true>(b, &rq6, zpo),
+                                    ),
                                 };
                                 // (pixels 0-3, 8-11) and (4-7, 12-15) pack, lane by lane,
                                 // to 0..16.
