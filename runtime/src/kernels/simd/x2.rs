@@ -5,7 +5,9 @@
 //! (y, x) sits at flat position `y PW + x`, and tap (ic, ky, kx) reads padded plane `ic` at
 //! that position plus `D (ky PW + kx)`. So 8 consecutive outputs read 8 consecutive inputs
 //! for every tap (no im2col, no gathers); the `PW - OW` columns past each row's end are
-//! computed and dropped. Every function is monomorphised on the layer's shape (the const
+//! computed and dropped. Rows share their padding: `PW = IW + P` (the `P` zeros that start
+//! a row are the right padding of the row before), so a "same" convolution computes `P`
+//! junk columns per row, not `2 P`. Every function is monomorphised on the layer's shape (the const
 //! generics of [`Conv2d`](super::super::conv2d::Conv2d)), so the tap offsets and weight
 //! strides are immediates.
 //!
@@ -86,8 +88,13 @@ impl Dims {
     #[inline(always)]
     pub(crate) const fn new(sh: super::Shape) -> Self {
         let [ic, ih, iw, oc, k, _s, d, p] = sh;
-        let pw = iw + 2 * p;
         let ext = d * (k - 1) + 1;
+        let ow = (iw + 2 * p + 1).saturating_sub(ext);
+        // One run of `p` zeros between rows serves as the right padding of a row and the
+        // left padding of the next (a read past the row's end wraps into them), so a row
+        // is `iw + p` wide, not `iw + 2 p`: half the junk columns of a `2 p` pad. At least
+        // `ow`, so that no output position lands in the next row.
+        let pw = if iw + p > ow { iw + p } else { ow };
         let most = if CHUNK > MAX_POOL * pw {
             CHUNK
         } else {
@@ -106,7 +113,7 @@ impl Dims {
             p,
             pw,
             ext,
-            ow: (pw + 1).saturating_sub(ext),
+            ow,
             l,
             groups: l.div_ceil(2),
             ocp: oc.div_ceil(NF_MAX) * NF_MAX + NF_MAX,
