@@ -194,13 +194,24 @@ impl Detection {
             self.threshold(self.aperture_arcmin(z)),
             self.threshold(self.background_inner_arcmin),
         ];
-        // The counts of a run, summed in the count's own type's loop (u32: a run is at most
-        // one row).
+        // One row's counts in its aperture run and outside its background run, over the soft
+        // bands, summed in the count type's own loops (u32 per run: at most one row).
+        let (plane, [b0, b1]) = (w * h, self.bands);
         Ok(photometry(
-            &|from: usize, to: usize| cube[from..to].iter().map(|&c| u32::from(c.get())).sum(),
+            &|row: usize, [s0, s1, i0, i1]: [usize; 4]| {
+                let sum = |from: usize, to: usize| -> u32 {
+                    cube[from..to].iter().map(|&c| u32::from(c.get())).sum()
+                };
+                let (mut src, mut bkg) = (0u64, 0u64);
+                for b in b0..b1 {
+                    let at = b * plane + row;
+                    src += u64::from(sum(at + s0, at + s1));
+                    bkg += u64::from(sum(at, at + i0)) + u64::from(sum(at + i1, at + w));
+                }
+                [src, bkg]
+            },
             [w, h],
             self.centre2,
-            self.bands,
             t,
         ))
     }
@@ -215,18 +226,18 @@ struct Photometry {
 }
 
 /// The photometry loop: per row the run of aperture pixels and the two runs outside the
-/// background's inner radius, summed over the soft bands. Not inlined and not generic
-/// (`sum(from, to)` adds the counts `from..to` of the cube, in bounds by the caller's length
-/// check), so a firmware holds one copy whatever its count types and model variants.
+/// background's inner radius, whose counts over the soft bands `row(y w, [s0, s1, i0, i1])`
+/// sums (aperture `s0..s1`, background `..i0` and `i1..`; in bounds by the caller's length
+/// check). Not inlined and not generic, so a firmware holds one copy whatever its count
+/// types and model variants; one call per row, so the bands' short runs are summed in the
+/// caller's monomorphic loops (edge: 50 calls, not 600).
 #[inline(never)]
 fn photometry(
-    sum: &dyn Fn(usize, usize) -> u32,
+    row: &dyn Fn(usize, [usize; 4]) -> [u64; 2],
     [w, h]: [usize; 2],
     centre2: [usize; 2],
-    bands: [usize; 2],
     [t_src, t_bkg]: [u32; 2],
 ) -> Photometry {
-    let plane = w * h;
     let (cx2, cy2) = (centre2[0] as i64, centre2[1] as i64);
     // The pixels x of a row with u(x)^2 < m, u(x) = 2x + 1 - cx2: one run [x0, x1) (a
     // disk), from the largest s with s^2 < m: |2x + 1 - cx2| <= s.
@@ -244,13 +255,6 @@ fn photometry(
             (lo as usize, hi as usize)
         }
     };
-    let sum = |from: usize, to: usize| -> u64 {
-        if from < to {
-            u64::from(sum(from, to))
-        } else {
-            0
-        }
-    };
     let mut p = Photometry {
         src: 0,
         n_src: 0,
@@ -265,11 +269,9 @@ fn photometry(
         let (i0, i1) = run(t_bkg.saturating_sub(v2));
         p.n_src += (s1 - s0) as u64;
         p.n_bkg += (w - (i1 - i0)) as u64;
-        for b in bands[0]..bands[1] {
-            let row = b * plane + y * w;
-            p.src += sum(row + s0, row + s1);
-            p.bkg += sum(row, row + i0) + sum(row + i1, row + w);
-        }
+        let [src, bkg] = row(y * w, [s0, s1, i0, i1]);
+        p.src += src;
+        p.bkg += bkg;
     }
     p
 }

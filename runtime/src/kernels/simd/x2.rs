@@ -461,7 +461,14 @@ impl Pool2 for i8 {
                 }
             }
             if n < 8 {
-                dst.copy_from_slice(&short[..n]);
+                // Byte, pair and quad moves by the bits of n: no call to memcpy for 3 bytes.
+                let mut at = 0;
+                for piece in [4, 2, 1] {
+                    if n & piece != 0 {
+                        dst[at..at + piece].copy_from_slice(&short[at..at + piece]);
+                        at += piece;
+                    }
+                }
             }
             return;
         }
