@@ -3,8 +3,6 @@
 //! Keras and burn), and global average pooling.
 
 use crate::Error;
-use crate::kernels::preprocess::{Count, Preprocess};
-use crate::quant::QParams;
 
 /// Pooling of `C x IH x IW` with a `K x K` window and stride `K`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -80,65 +78,6 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
                 _t: core::marker::PhantomData,
             });
         }
-    }
-
-    /// Preprocess raw counts (`C` bands of `IH x IW`) and max-pool them in one pass
-    /// ([`Preprocess::pooled_f32`](crate::kernels::preprocess::Preprocess::pooled_f32)).
-    pub fn max_counts_f32<N: Count>(
-        p: &Preprocess<C>,
-        counts: &[N],
-        out: &mut [f32],
-    ) -> Result<(), Error> {
-        p.pooled_f32::<N, IH, IW, K>(PoolKind::Max, counts, out)
-    }
-
-    /// Preprocess raw counts and average-pool them in one pass.
-    pub fn avg_counts_f32<N: Count>(
-        p: &Preprocess<C>,
-        counts: &[N],
-        out: &mut [f32],
-    ) -> Result<(), Error> {
-        p.pooled_f32::<N, IH, IW, K>(PoolKind::Avg, counts, out)
-    }
-
-    /// Preprocess, quantise with `q` and max-pool raw counts in one pass.
-    pub fn max_counts_s8<N: Count>(
-        p: &Preprocess<C>,
-        counts: &[N],
-        q: QParams,
-        out: &mut [i8],
-    ) -> Result<(), Error> {
-        p.pooled_s8::<N, IH, IW, K>(PoolKind::Max, counts, q, out)
-    }
-
-    /// Preprocess, quantise with `q` and average-pool raw counts in one pass.
-    pub fn avg_counts_s8<N: Count>(
-        p: &Preprocess<C>,
-        counts: &[N],
-        q: QParams,
-        out: &mut [i8],
-    ) -> Result<(), Error> {
-        p.pooled_s8::<N, IH, IW, K>(PoolKind::Avg, counts, q, out)
-    }
-
-    /// [`Pool2d::max_counts_s8`] of a u8 cube in place, the outputs at its front
-    /// ([`Preprocess::pooled_s8_in_place`]).
-    pub fn max_counts_s8_in_place(
-        p: &Preprocess<C>,
-        cube: &mut [u8],
-        q: QParams,
-    ) -> Result<(), Error> {
-        p.pooled_s8_in_place::<IH, IW, K>(PoolKind::Max, cube, q)
-    }
-
-    /// [`Pool2d::avg_counts_s8`] of a u8 cube in place, the outputs at its front
-    /// ([`Preprocess::pooled_s8_in_place`]).
-    pub fn avg_counts_s8_in_place(
-        p: &Preprocess<C>,
-        cube: &mut [u8],
-        q: QParams,
-    ) -> Result<(), Error> {
-        p.pooled_s8_in_place::<IH, IW, K>(PoolKind::Avg, cube, q)
     }
 
     /// Check an input and output length against this shape.

@@ -631,6 +631,70 @@ pub fn log1p_count(n: u16) -> f32 {
     }
 }
 
+/// The fused first step on the pooling's side: preprocess (and quantise) raw counts and pool
+/// them in one pass, as [`Preprocess::pooled_f32`] / [`Preprocess::pooled_s8`]. Here rather
+/// than in `pool`, which then needs nothing of the preprocessing (no module cycle).
+impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C, IH, IW, K> {
+    /// Preprocess raw counts (`C` bands of `IH x IW`) and max-pool them in one pass
+    /// ([`Preprocess::pooled_f32`](crate::kernels::preprocess::Preprocess::pooled_f32)).
+    pub fn max_counts_f32<N: Count>(
+        p: &Preprocess<C>,
+        counts: &[N],
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        p.pooled_f32::<N, IH, IW, K>(PoolKind::Max, counts, out)
+    }
+
+    /// Preprocess raw counts and average-pool them in one pass.
+    pub fn avg_counts_f32<N: Count>(
+        p: &Preprocess<C>,
+        counts: &[N],
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        p.pooled_f32::<N, IH, IW, K>(PoolKind::Avg, counts, out)
+    }
+
+    /// Preprocess, quantise with `q` and max-pool raw counts in one pass.
+    pub fn max_counts_s8<N: Count>(
+        p: &Preprocess<C>,
+        counts: &[N],
+        q: QParams,
+        out: &mut [i8],
+    ) -> Result<(), Error> {
+        p.pooled_s8::<N, IH, IW, K>(PoolKind::Max, counts, q, out)
+    }
+
+    /// Preprocess, quantise with `q` and average-pool raw counts in one pass.
+    pub fn avg_counts_s8<N: Count>(
+        p: &Preprocess<C>,
+        counts: &[N],
+        q: QParams,
+        out: &mut [i8],
+    ) -> Result<(), Error> {
+        p.pooled_s8::<N, IH, IW, K>(PoolKind::Avg, counts, q, out)
+    }
+
+    /// [`Pool2d::max_counts_s8`] of a u8 cube in place, the outputs at its front
+    /// ([`Preprocess::pooled_s8_in_place`]).
+    pub fn max_counts_s8_in_place(
+        p: &Preprocess<C>,
+        cube: &mut [u8],
+        q: QParams,
+    ) -> Result<(), Error> {
+        p.pooled_s8_in_place::<IH, IW, K>(PoolKind::Max, cube, q)
+    }
+
+    /// [`Pool2d::avg_counts_s8`] of a u8 cube in place, the outputs at its front
+    /// ([`Preprocess::pooled_s8_in_place`]).
+    pub fn avg_counts_s8_in_place(
+        p: &Preprocess<C>,
+        cube: &mut [u8],
+        q: QParams,
+    ) -> Result<(), Error> {
+        p.pooled_s8_in_place::<IH, IW, K>(PoolKind::Avg, cube, q)
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
