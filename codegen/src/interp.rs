@@ -1,5 +1,5 @@
 //! Dynamic-shape reference interpreter of a [`FoldedModel`] (f32 and f16 weights) and
-//! of a [`QuantModel`] (int8), with exactly the runtime kernels' semantics, so that
+//! of a [`QuantModel`](crate::quantize::QuantModel) (int8), with exactly the runtime kernels' semantics, so that
 //! generated const-generic code reproduces it bit for bit.
 //!
 //! - **f32** ([`FloatPath::F32`]): convolution accumulates `bias`, then over input
@@ -10,7 +10,7 @@
 //!   multiply-add anywhere (Rust never contracts `a + b * c`).
 //! - **f16** ([`FloatPath::F16`]): the same, with every weight rounded to the nearest
 //!   `half::f16` and widened back (what the runtime's `f16` kernels read); biases stay f32.
-//! - **int8** ([`QuantModel::forward_s8`]): the TFLite / CMSIS-NN scheme of
+//! - **int8** ([`QuantModel::forward_s8`](crate::quantize::QuantModel::forward_s8)): the TFLite / CMSIS-NN scheme of
 //!   `runtime::kernels`: the preprocessed f32 input is quantised with the input tensor's
 //!   `QParams` (no fusion of preprocessing and the first pooling); convolution and dense
 //!   accumulate `bias + w (x - zp_in)` in wrapping i32 and requantise through
@@ -27,7 +27,6 @@
 
 use crate::arch::{PoolKind, Shape};
 use crate::model::{ConvGeom, FoldedModel, Op, PreprocessDesc, SigmaCalibration};
-use crate::quantize::{QOp, QuantModel};
 use anyhow::{Result, anyhow, ensure};
 use runtime::kernels::conv2d::QuantArgs;
 use runtime::kernels::preprocess::Preprocess;
@@ -363,7 +362,7 @@ pub fn leaky_s8(
         .collect()
 }
 
-fn record<T: Clone>(
+pub(crate) fn record<T: Clone>(
     trace: &mut Option<&mut Vec<Traced<T>>>,
     name: String,
     shape: Shape,
@@ -457,94 +456,12 @@ impl FoldedModel {
     }
 }
 
-/// What the int8 head produces.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HeadOutput {
-    /// int32 accumulators.
-    pub acc: Vec<i32>,
-    /// Dequantised: `out_scale[o] * acc[o]` in f32.
-    pub real: Vec<f32>,
-}
-
-impl QuantModel {
-    /// Run the int8 network on a preprocessed input and preprocessed scalars. `trace`
-    /// receives the quantised input and every int8 op output (the head's is in the return
-    /// value).
-    pub fn forward_s8(
-        &self,
-        x: &[f32],
-        z: &[f32],
-        mut trace: Option<&mut Vec<Traced<i8>>>,
-    ) -> Result<HeadOutput> {
-        ensure!(
-            x.len() == self.input.len(),
-            "input of {} values, expected {}",
-            x.len(),
-            self.input.len()
-        );
-        let mut cur: Vec<i8> = x.iter().map(|v| self.tensor_q[0].quantize(*v)).collect();
-        record(&mut trace, "input".into(), self.shapes[0], &cur);
-        for (i, op) in self.ops.iter().enumerate() {
-            let s = self.shapes[i];
-            cur = match op {
-                QOp::Conv2d(c) => conv2d_s8(&cur, s, &c.geom, &c.weight, &c.bias, &c.args()),
-                QOp::Pool2d { kind, size } => pool_s8(&cur, s, *kind, *size, *size),
-                QOp::GlobalAvgPool => pool_s8(&cur, s, PoolKind::Avg, s.h, s.w),
-                QOp::FlattenConcatZ { z_q } => cur
-                    .iter()
-                    .copied()
-                    .chain(z.iter().map(|v| z_q.quantize(*v)))
-                    .collect(),
-                QOp::Dense(d) => {
-                    let acc = dense_acc_s8(&cur, d.units, &d.weight, &d.bias, d.in_q.zero_point);
-                    let q = d.args();
-                    acc.iter()
-                        .enumerate()
-                        .map(|(o, a)| q.output(o, *a))
-                        .collect()
-                }
-                QOp::LeakyRelu(l) => {
-                    leaky_s8(&cur, l.in_q.zero_point, l.pos, l.neg, l.out_q.zero_point)
-                }
-                QOp::Head(h) => {
-                    let acc = dense_acc_s8(&cur, h.units, &h.weight, &h.bias, h.in_q.zero_point);
-                    let real = acc
-                        .iter()
-                        .zip(&h.out_scale)
-                        .map(|(a, s)| s * *a as f32)
-                        .collect();
-                    return Ok(HeadOutput { acc, real });
-                }
-            };
-            record(
-                &mut trace,
-                format!("{i}:{}", op.name()),
-                self.shapes[i + 1],
-                &cur,
-            );
-        }
-        Err(anyhow!("the quantised model has no head"))
-    }
-
-    /// Preprocess raw counts and scalars (`[z, extra...]`), run in int8, and turn the
-    /// head into (mu, sigma).
-    pub fn predict(&self, counts: &[u16], scalars: &[f32]) -> Result<Prediction> {
-        let (x, zp) = preprocess(&self.preprocess, self.input, counts, scalars)?;
-        let h = self.forward_s8(&x, &zp, None)?;
-        Ok(prediction(
-            [h.real[0], h.real[1]],
-            self.sigma_floor,
-            self.sigma_calibration,
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::arch::Padding;
     use crate::model::{ConvOp, DenseOp};
-    use crate::quantize::{QuantModel, calibrate_preprocessed, quantize};
+    use crate::quantize::{QOp, QuantModel, calibrate_preprocessed, quantize};
     use crate::testutil::{Rng, e30_dir, synthetic_cube};
     use runtime::kernels::{conv2d::Conv2d, dense::Dense, pool::Pool2d};
 

@@ -10,6 +10,12 @@
 //! `--nocapture` and are a few 1e-6). The int8 path is compared bit for bit with the runtime's
 //! scalar kernels chained by hand, like codegen's own interpreter tests do.
 
+// The crate's one test PRNG (SplitMix64), shared with its unit tests.
+#[allow(dead_code)]
+#[path = "../src/testutil.rs"]
+mod testutil;
+use testutil::Rng;
+
 use codegen::export::{ExportOptions, Sample, arch_hash, read_calibration};
 use codegen::interp::{FloatPath, Traced, preprocess};
 use codegen::model::{FoldedModel, Op, SigmaCalibration};
@@ -608,28 +614,6 @@ fn torch_gap_matmul_mass_equals_runtime_kernels() {
     }
 }
 
-/// SplitMix64, for deterministic calibration clusters.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn poisson(&mut self, lambda: f64) -> u16 {
-        let (limit, mut p, mut k) = ((-lambda).exp(), 1.0, 0u16);
-        loop {
-            p *= self.next();
-            if p <= limit || k == 1000 {
-                return k;
-            }
-            k += 1;
-        }
-    }
-}
-
 /// `n` cluster-like cubes with a mass label tied to their brightness, as `calibration.npz`
 /// (images u16 [n, 10, 50, 50], redshift f32, log_mass f32, optional).
 fn write_calibration(path: &Path, n: usize, labelled: bool) {
@@ -639,12 +623,12 @@ fn write_calibration(path: &Path, n: usize, labelled: bool) {
 /// [`write_calibration`], with `exposure_s` f32 (log-uniform in [500, 20000] s) when `exposure`.
 fn write_calibration_with(path: &Path, n: usize, labelled: bool, exposure: bool) {
     use npyz::WriterBuilder;
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let (mut images, mut z, mut mass) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
-        let lm = 13.6 + 1.4 * rng.next();
+        let lm = 13.6 + 1.4 * rng.unit();
         let amp = 10f64.powf(2.0 * (lm - 14.3));
-        let rc = 2.0 + 4.0 * rng.next();
+        let rc = 2.0 + 4.0 * rng.unit();
         for b in 0..10 {
             let sp = (-0.5 * ((b as f64 - 3.0) / 2.0).powi(2)).exp();
             for y in 0..50 {
@@ -654,7 +638,7 @@ fn write_calibration_with(path: &Path, n: usize, labelled: bool, exposure: bool)
                 }
             }
         }
-        z.push((0.05 + 1.2 * rng.next()) as f32);
+        z.push((0.05 + 1.2 * rng.unit()) as f32);
         mass.push(lm as f32);
     }
     let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
@@ -674,9 +658,9 @@ fn write_calibration_with(path: &Path, n: usize, labelled: bool, exposure: bool)
         arrays.push(("log_mass", mass));
     }
     if exposure {
-        let mut rng = Rng(13);
+        let mut rng = Rng::new(13);
         let t = (0..n)
-            .map(|_| 10f64.powf(500f64.log10() + 40f64.log10() * rng.next()) as f32)
+            .map(|_| 10f64.powf(500f64.log10() + 40f64.log10() * rng.unit()) as f32)
             .collect();
         arrays.push(("exposure_s", t));
     }
@@ -948,13 +932,13 @@ fn damaged_inputs_are_refused() {
 fn random_corruption_never_panics() {
     let tmp = tempfile::tempdir().unwrap();
     let good = std::fs::read(dir().join("torch_two_heads.onnx")).unwrap();
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let (mut refused, mut accepted) = (0, 0);
     for k in 0..300 {
         let mut bytes = good.clone();
         for _ in 0..1 + k % 3 {
-            let at = (rng.next() * 3000.0) as usize;
-            bytes[at] = (rng.next() * 256.0) as u8;
+            let at = (rng.unit() * 3000.0) as usize;
+            bytes[at] = (rng.unit() * 256.0) as u8;
         }
         let p = tmp.path().join(format!("damaged-{k}.onnx"));
         std::fs::write(&p, &bytes).unwrap();

@@ -21,5 +21,5 @@ mod scheme;
 pub use calibration::{
     ActivationStats, Calibration, RangeMethod, calibrate, calibrate_preprocessed, calibrate_with,
 };
-pub use model::{QConv, QDense, QHead, QLeaky, QOp, QuantModel};
+pub use model::{HeadOutput, QConv, QDense, QHead, QLeaky, QOp, QuantModel};
 pub use scheme::{correct_head_bias, quantize};

@@ -4,7 +4,11 @@
 //! `crate::export` writes it into blobs and generated code.
 
 use crate::arch::{PoolKind, Shape};
+use crate::interp::{
+    Prediction, Traced, conv2d_s8, dense_acc_s8, leaky_s8, pool_s8, prediction, preprocess, record,
+};
 use crate::model::{ConvGeom, PreprocessDesc, SigmaCalibration};
+use anyhow::{Result, anyhow, ensure};
 use runtime::kernels::conv2d::QuantArgs;
 use runtime::quant::{QParams, Requant};
 
@@ -185,4 +189,86 @@ pub struct QuantModel {
     pub tensor_q: Vec<QParams>,
     /// Ops; the last is the head.
     pub ops: Vec<QOp>,
+}
+
+/// What the int8 head produces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadOutput {
+    /// int32 accumulators.
+    pub acc: Vec<i32>,
+    /// Dequantised: `out_scale[o] * acc[o]` in f32.
+    pub real: Vec<f32>,
+}
+
+impl QuantModel {
+    /// Run the int8 network on a preprocessed input and preprocessed scalars. `trace`
+    /// receives the quantised input and every int8 op output (the head's is in the return
+    /// value).
+    pub fn forward_s8(
+        &self,
+        x: &[f32],
+        z: &[f32],
+        mut trace: Option<&mut Vec<Traced<i8>>>,
+    ) -> Result<HeadOutput> {
+        ensure!(
+            x.len() == self.input.len(),
+            "input of {} values, expected {}",
+            x.len(),
+            self.input.len()
+        );
+        let mut cur: Vec<i8> = x.iter().map(|v| self.tensor_q[0].quantize(*v)).collect();
+        record(&mut trace, "input".into(), self.shapes[0], &cur);
+        for (i, op) in self.ops.iter().enumerate() {
+            let s = self.shapes[i];
+            cur = match op {
+                QOp::Conv2d(c) => conv2d_s8(&cur, s, &c.geom, &c.weight, &c.bias, &c.args()),
+                QOp::Pool2d { kind, size } => pool_s8(&cur, s, *kind, *size, *size),
+                QOp::GlobalAvgPool => pool_s8(&cur, s, PoolKind::Avg, s.h, s.w),
+                QOp::FlattenConcatZ { z_q } => cur
+                    .iter()
+                    .copied()
+                    .chain(z.iter().map(|v| z_q.quantize(*v)))
+                    .collect(),
+                QOp::Dense(d) => {
+                    let acc = dense_acc_s8(&cur, d.units, &d.weight, &d.bias, d.in_q.zero_point);
+                    let q = d.args();
+                    acc.iter()
+                        .enumerate()
+                        .map(|(o, a)| q.output(o, *a))
+                        .collect()
+                }
+                QOp::LeakyRelu(l) => {
+                    leaky_s8(&cur, l.in_q.zero_point, l.pos, l.neg, l.out_q.zero_point)
+                }
+                QOp::Head(h) => {
+                    let acc = dense_acc_s8(&cur, h.units, &h.weight, &h.bias, h.in_q.zero_point);
+                    let real = acc
+                        .iter()
+                        .zip(&h.out_scale)
+                        .map(|(a, s)| s * *a as f32)
+                        .collect();
+                    return Ok(HeadOutput { acc, real });
+                }
+            };
+            record(
+                &mut trace,
+                format!("{i}:{}", op.name()),
+                self.shapes[i + 1],
+                &cur,
+            );
+        }
+        Err(anyhow!("the quantised model has no head"))
+    }
+
+    /// Preprocess raw counts and scalars (`[z, extra...]`), run in int8, and turn the
+    /// head into (mu, sigma).
+    pub fn predict(&self, counts: &[u16], scalars: &[f32]) -> Result<Prediction> {
+        let (x, zp) = preprocess(&self.preprocess, self.input, counts, scalars)?;
+        let h = self.forward_s8(&x, &zp, None)?;
+        Ok(prediction(
+            [h.real[0], h.real[1]],
+            self.sigma_floor,
+            self.sigma_calibration,
+        ))
+    }
 }
