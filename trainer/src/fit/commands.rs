@@ -3,9 +3,10 @@
 
 use super::config::RunConfig;
 use super::export::export;
+use super::net::INPUT;
 use super::report::{self, Report};
 use super::run::{self, RunState, write_atomic};
-use super::train::{self, INPUT, device, predict};
+use super::train::{self, device, predict};
 use crate::data::{Dataset, Splits};
 use crate::generate::generate_npz;
 use crate::sim::{SimConfig, Simulator};

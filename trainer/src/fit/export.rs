@@ -6,10 +6,10 @@
 //! `bn{i}.gamma|beta|running_mean|running_var` `[c]`; `dense{i}.weight` `[in, out]`,
 //! `dense{i}.bias` `[out]`, with `i` counting layers of that kind in order.
 
+use super::net::INPUT;
 use super::net::{Net, SIGMA_FLOOR};
 use super::prep::Preprocess;
 use super::run::{SigmaCalibration, write_atomic};
-use super::train::INPUT;
 use anyhow::{Context, Result};
 use burn::tensor::Tensor;
 use codegen::arch::Layer;

@@ -1,6 +1,7 @@
 //! The CNN in burn, interpreted from the framework-neutral layer list so that the
 //! trained network and what codegen exports can never disagree about structure.
 
+use crate::sim::{NPIX, spectrum::NBANDS};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -8,6 +9,13 @@ use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData, activation};
 use codegen::arch::{Layer, Padding, PoolKind, Shape, analyze};
+
+/// Input shape of every model: the dataset's count cube.
+pub const INPUT: Shape = Shape {
+    c: NBANDS,
+    h: NPIX,
+    w: NPIX,
+};
 
 /// Smallest predicted sigma (dex): keeps the likelihood finite.
 pub const SIGMA_FLOOR: f64 = 0.005;

@@ -5,9 +5,9 @@
 //! run loses at most the epoch in progress and never reads a torn or mismatched file.
 
 use super::config::Loss;
+use super::net::INPUT;
 use super::net::{self, Net};
 use super::prep::Preprocess;
-use super::train::INPUT;
 use crate::stats::Summary;
 use anyhow::{Context, Result};
 use burn::module::Module;

@@ -13,19 +13,14 @@ use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
-use codegen::arch::{Layer, Shape};
+use codegen::arch::Layer;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
 use std::time::Instant;
 
-/// Input shape of every model.
-pub const INPUT: Shape = Shape {
-    c: NBANDS,
-    h: NPIX,
-    w: NPIX,
-};
+use super::net::INPUT;
 
 /// The plain (inference) device of a backend.
 pub fn device(backend: Backend) -> Device {
