@@ -110,7 +110,7 @@ fn untrained_run(
 ) -> Result<()> {
     let layers = model.layers()?;
     let dev = trainer::fit::train::device(trainer::fit::config::Backend::Flex);
-    let net = trainer::fit::net::init_seeded(&layers, trainer::fit::train::INPUT, &dev, seed)?;
+    let net = trainer::fit::net::init_seeded(&layers, trainer::fit::net::INPUT, &dev, seed)?;
     let ds = trainer::generate::generate_dataset(&crate::simulator(seed, tweak), clusters);
     let idx: Vec<usize> = (0..ds.len()).collect();
     let pre = trainer::fit::prep::Preprocess::fit(&ds, &idx, &model.aux_inputs)?;

@@ -10,9 +10,9 @@ use codegen::arch::Layer;
 use trainer::explain::{Explainer, PLANE, Settings, background_image};
 use trainer::fit::config::Preset;
 use trainer::fit::net;
+use trainer::fit::net::INPUT;
 use trainer::fit::prep::Preprocess;
 use trainer::fit::run::SigmaCalibration;
-use trainer::fit::train::INPUT;
 use trainer::sim::{IMAGE_LEN, NPIX, spectrum::NBANDS};
 
 fn pre() -> Preprocess {
