@@ -343,6 +343,20 @@ pub fn run<B: Board>(board: &mut B) -> bool {
         case(9, 0, 0, Typical, false),
         "single-pixel"
     );
+    // 7 channels (3 rows past the last 4 channels), stride 2: the word-per-row gather's
+    // remainder of one row.
+    check!(
+        7,
+        9,
+        9,
+        6,
+        3,
+        2,
+        1,
+        1,
+        case(23, -100, 7, Typical, false),
+        "k3-stride2-ic7"
+    );
     check!(
         10,
         13,

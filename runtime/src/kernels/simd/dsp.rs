@@ -144,6 +144,53 @@ fn pair(lo: i32, hi: i32, zz: u32) -> u32 {
     r
 }
 
+/// `SXTAB16 r, nzz, w, ROR #ROT`: bytes `ROT / 8` (low half) and `ROT / 8 + 2` (high half,
+/// modulo 4) of `w`, sign-extended, plus the halves of `nzz` (`-zp` twice: `x - zp` exactly,
+/// as it fits 16 bits).
+#[inline(always)]
+fn ext<const ROT: u32>(nzz: u32, w: u32) -> u32 {
+    let r: u32;
+    // SAFETY: register-only DSP arithmetic; no memory, stack or flags.
+    unsafe {
+        if ROT == 0 {
+            asm!(
+                "sxtab16 {r}, {n}, {w}",
+                r = lateout(reg) r,
+                n = in(reg) nzz,
+                w = in(reg) w,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        } else {
+            asm!(
+                "sxtab16 {r}, {n}, {w}, ror #{rot}",
+                r = lateout(reg) r,
+                n = in(reg) nzz,
+                w = in(reg) w,
+                rot = const ROT,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+    }
+    r
+}
+
+/// `PKHBT r, lo, hi, LSL #16`: the low halves of `lo` and `hi` as one pair.
+#[inline(always)]
+fn pk(lo: u32, hi: u32) -> u32 {
+    let r: u32;
+    // SAFETY: register-only DSP arithmetic; no memory, stack or flags.
+    unsafe {
+        asm!(
+            "pkhbt {r}, {lo}, {hi}, lsl #16",
+            r = lateout(reg) r,
+            lo = in(reg) lo,
+            hi = in(reg) hi,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    r
+}
+
 /// Split the weight word in `r10` into `r11` = `(w0, w2)` and `r10` = `(w1, w3)`.
 macro_rules! extend {
     () => {
@@ -251,7 +298,7 @@ impl<
         // Windows come from a copy of the rows the current output row reads, padded with
         // the zero point (as an i8), or, for layers whose copy does not fit WORK, straight
         // from the input with masks.
-        let use_strip = Self::STRIP <= WORK && K <= 5;
+        let use_strip = Self::STRIP + Self::SLACK <= WORK && K <= 5;
         if !(-32640..=32639).contains(&zp)
             || (use_strip && !(-128..=127).contains(&zp))
             || input.len() != IC * IH * IW
@@ -265,12 +312,22 @@ impl<
             return false;
         }
         let zz = u32::from(zp as u16) * 0x0001_0001;
+        let nzz = u32::from(zp.wrapping_neg() as u16) * 0x0001_0001;
 
         // One stack buffer: the strip, room for the columns, then (where they fit) the
         // sign-extended weights.
         let mut work = MaybeUninit::<[u64; WORK / 8]>::uninit();
         let strip = work.as_mut_ptr().cast::<i8>();
         let mut strip_row = usize::MAX;
+        if use_strip {
+            // SAFETY: STRIP + SLACK <= WORK bytes from `strip`.
+            unsafe {
+                strip
+                    .add(Self::STRIP)
+                    .cast::<[u8; 4]>()
+                    .write_unaligned([0; 4])
+            };
+        }
         // The columns: in `scratch`, or, where it is not 4-byte aligned (a `[i16; N]` on the
         // stack need not be), in `work`, zeroed (the kernel reads the unused pixels of a
         // short block).
@@ -325,7 +382,7 @@ impl<
                     // SAFETY: the window of column `ox` starts `ox S` bytes into the strip
                     // and lies inside it (the strip is as wide as the padded input); see
                     // `dst`. The strip was written whole before.
-                    unsafe { Self::gather_strip(strip.wrapping_add(ox * S), dst, zp, zz) };
+                    unsafe { Self::gather_strip(strip.wrapping_add(ox * S), dst, zp, zz, nzz) };
                 } else {
                     // SAFETY: see `dst`.
                     unsafe { Self::gather_masked(input, oy, ox, dst, zp, zz) };
@@ -610,11 +667,14 @@ impl<
     const STRIP_ROWS: usize = D * (K - 1) + 1;
     const STRIP_W: usize = IW + 2 * P;
     const STRIP: usize = IC * Self::STRIP_ROWS * Self::STRIP_W;
+    /// Initialised bytes after the strip: [`Conv::rows3`] reads a word per window row, so the
+    /// last row's window reads one byte past the strip.
+    const SLACK: usize = 4;
 
     /// Offset of the columns in the work buffer (used where the caller's scratch is not
     /// aligned), and offset and size of the widened weights.
-    const COLS_AT: usize = if Self::STRIP <= WORK {
-        Self::STRIP.div_ceil(8) * 8
+    const COLS_AT: usize = if Self::STRIP + Self::SLACK <= WORK {
+        (Self::STRIP + Self::SLACK).div_ceil(8) * 8
     } else {
         0
     };
@@ -657,8 +717,27 @@ impl<
     /// # Safety
     /// `src` and every tap offset from it inside the strip; `dst` 4-byte aligned and writable
     /// at words `8 g` and `8 g + 1` for every group `g`.
+    ///
+    /// For `K = 3`, `D = 1` (every `edge` layer) the 3 taps of each window row are read with
+    /// one word load ([`Conv::rows3`]), so also the byte after each row, up to [`Conv::SLACK`]
+    /// bytes past the strip (initialised, never used).
     #[inline(never)]
-    unsafe fn gather_strip(src: *const i8, dst: *mut u32, zp: i32, zz: u32) {
+    unsafe fn gather_strip(src: *const i8, dst: *mut u32, zp: i32, zz: u32, nzz: u32) {
+        if Self::ROWS3 {
+            let (ch, row) = (Self::STRIP_ROWS * Self::STRIP_W, Self::STRIP_W);
+            let (mut s, mut d) = (src, dst);
+            for _ in 0..IC / 4 {
+                // SAFETY: forwarded contract; 4 channels are 12 rows of 3 taps, 9 groups.
+                unsafe { Self::rows3(s, ch, row, d, 12, nzz) };
+                s = s.wrapping_add(4 * ch);
+                d = d.wrapping_add(72);
+            }
+            if !IC.is_multiple_of(4) {
+                // SAFETY: as above, the last `IC % 4` channels.
+                unsafe { Self::rows3(s, ch, row, d, 3 * (IC % 4), nzz) };
+            }
+            return;
+        }
         // SAFETY: forwarded contract; every tap is inside the strip.
         unsafe {
             Self::gather_channels::<false>(
@@ -671,6 +750,77 @@ impl<
                 0,
             )
         };
+    }
+
+    /// Whether windows are gathered a row of 3 taps per word load ([`Conv::rows3`]).
+    const ROWS3: bool = K == 3 && D == 1;
+
+    /// `nrows` (3 to 12, a constant after inlining) rows of 3 taps, row `j` at
+    /// `src + (j / 3) ch + (j % 3) row` (the rows of up to 4 channels), into the column slots
+    /// of their `ceil(3 nrows / 4)` groups. One unaligned word load per row holds its 3 taps
+    /// `k0, k1, k2` in bytes 0 to 2; `SXTAB16` with the rotations 0, 8 and 16 gives
+    /// `(k0, k2)`, `(k1, _)` and `(k2, _)` minus the zero point, and `PKHBT` joins halves of
+    /// two rows. Every 4 rows (12 taps, 3 groups) take 4 loads, 10 `SXTAB16`, 4 `PKHBT` and 3
+    /// `STRD` (27 instructions for the same with `LDRSB` per tap). Taps past the window in a
+    /// partial last group get any value (their weights are 0).
+    ///
+    /// # Safety
+    /// `src + (j / 3) ch + (j % 3) row + 0..4` readable and initialised for every row `j`;
+    /// `dst` 4-byte aligned and writable at words `8 g` and `8 g + 1` for every group `g`.
+    #[inline(always)]
+    unsafe fn rows3(src: *const i8, ch: usize, row: usize, dst: *mut u32, nrows: usize, nzz: u32) {
+        // SAFETY: the caller's contract (the row's 4 bytes are readable).
+        let word = |j: usize| unsafe {
+            src.wrapping_add(j / 3 * ch + j % 3 * row)
+                .cast::<u32>()
+                .read_unaligned()
+        };
+        let store = |g: usize, e: u32, o: u32| {
+            // SAFETY: words 8 g and 8 g + 1 of the pixel's slots (the caller's contract).
+            unsafe {
+                dst.add(g * 8).write(e);
+                dst.add(g * 8 + 1).write(o);
+            }
+        };
+        let (e, o, x) = (ext::<0>, ext::<8>, ext::<16>);
+        let mut j = 0;
+        while j + 4 <= nrows {
+            let (w0, w1, w2, w3) = (word(j), word(j + 1), word(j + 2), word(j + 3));
+            let g = j / 4 * 3;
+            // Taps (r0k0 r0k1 r0k2 r1k0) (r1k1 r1k2 r2k0 r2k1) (r2k2 r3k0 r3k1 r3k2).
+            store(g, e(nzz, w0), pk(o(nzz, w0), e(nzz, w1)));
+            store(
+                g + 1,
+                pk(o(nzz, w1), e(nzz, w2)),
+                pk(x(nzz, w1), o(nzz, w2)),
+            );
+            store(g + 2, pk(x(nzz, w2), o(nzz, w3)), e(nzz, w3));
+            j += 4;
+        }
+        let g = j / 4 * 3;
+        match nrows - j {
+            1 => {
+                let w0 = word(j);
+                store(g, e(nzz, w0), o(nzz, w0));
+            }
+            2 => {
+                let (w0, w1) = (word(j), word(j + 1));
+                store(g, e(nzz, w0), pk(o(nzz, w0), e(nzz, w1)));
+                store(g + 1, o(nzz, w1), x(nzz, w1));
+            }
+            3 => {
+                let (w0, w1, w2) = (word(j), word(j + 1), word(j + 2));
+                store(g, e(nzz, w0), pk(o(nzz, w0), e(nzz, w1)));
+                store(
+                    g + 1,
+                    pk(o(nzz, w1), e(nzz, w2)),
+                    pk(x(nzz, w1), o(nzz, w2)),
+                );
+                let x2 = x(nzz, w2);
+                store(g + 2, x2, x2);
+            }
+            _ => {}
+        }
     }
 
     /// Gather the window of output pixel (`oy`, `ox`) straight from the input, masking the
