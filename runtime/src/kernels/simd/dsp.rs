@@ -51,7 +51,10 @@ use core::arch::asm;
 use core::mem::MaybeUninit;
 
 use super::PIX;
-use super::dsp_requant::{SLOT, Slot, fast, general, requant_fast, requant_general};
+use super::dsp_requant::{
+    SLOT, Slot, fast, general, requant_fast, requant_general, requant_right, requant_unified,
+    right, right_applies, unified,
+};
 use crate::kernels::conv2d::QuantArgs;
 
 /// Groups of 4 taps per trip of the kernel's loop.
@@ -65,26 +68,38 @@ const UNROLL: usize = 8;
 /// three for `edge`'s first convolution (810 + 736 + 2,944 bytes).
 const WORK: usize = 4608;
 
-/// What the kernel reads per output channel: the bias 4 times (one `LDMDB` initialises the 4
-/// accumulators), then the requantisation constants ([`dsp_requant`](super::dsp_requant)) for
-/// accumulators >= 0 and, [`SLOT`] bytes on, < 0, in the fast or the general form (one form
-/// for every channel of a call).
+/// The engine's stack buffer, `N` bytes, 8-byte aligned.
+#[repr(C, align(8))]
+struct Work<const N: usize>([MaybeUninit<u8>; N]);
+
+/// What the kernel reads per output channel: a head (one `LDMDB` loads it into `r4` to `r9`:
+/// the bias into the 4 accumulators, the channel's requantisation form and the trip count of
+/// the sums' loop), then the requantisation constants ([`dsp_requant`](super::dsp_requant))
+/// for accumulators >= 0 and, [`SLOT`] bytes on, < 0, in the channel's form.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 struct Rec {
-    bias: [i32; 4],
+    /// `[bias, bias, form, trips, bias, bias]` (form: [`FAST`] to [`GENERAL`]).
+    head: [u32; 6],
     pos: Slot,
     /// Never read.
     gap: MaybeUninit<[u32; 2]>,
     neg: Slot,
 }
 
-/// Bytes from one channel's [`Rec`] to the next (the kernel's step): 72.
+/// Bytes from one channel's [`Rec`] to the next (the kernel's step): 80.
 const REC: usize = core::mem::size_of::<Rec>();
 const _: () = assert!(
     core::mem::offset_of!(Rec, neg) - core::mem::offset_of!(Rec, pos) == SLOT
-        && REC == 16 + SLOT + core::mem::size_of::<Slot>()
+        && REC == 24 + SLOT + core::mem::size_of::<Slot>()
 );
+
+/// The requantisation forms of a channel, the index of the kernel's `TBB`:
+/// [`requant_fast!`], [`requant_unified!`], [`requant_right!`], [`requant_general!`].
+const FAST: u32 = 0;
+const UNIFIED: u32 = 1;
+const RIGHT: u32 = 2;
+const GENERAL: u32 = 3;
 
 /// `dst.copy_from_slice(src)` a word at a time (unaligned word access is allowed on
 /// Cortex-M4/M7 for normal memory), without a call to `memcpy` for these short rows.
@@ -279,9 +294,8 @@ impl<
     /// the engine's own buffer either, or lengths that do not fit the shape (the caller has
     /// checked them).
     ///
-    /// Never inlined: its frame (the work buffer and per-channel records, about 5 to 6 KiB)
-    /// then exists only during the call, rather than once per layer in the caller's frame.
-    #[inline(never)]
+    /// The work buffer is as large as this layer uses ([`Conv::NEED`], in steps of 512 bytes).
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         input: &[i8],
@@ -293,6 +307,54 @@ impl<
         out: &mut [i8],
         scratch: &mut [i16],
     ) -> bool {
+        macro_rules! sized {
+            ($($n:literal)*) => {$(
+                if Self::NEED <= $n {
+                    return Self::run_in::<$n>(input, weights, bias, q, oy0, rows, out, scratch);
+                }
+            )*};
+        }
+        sized!(512 1024 1536 2048 2560 3072 3584 4096 4608);
+        false
+    }
+
+    /// Bytes of the work buffer the layer uses: the strip (and its slack), the room for the
+    /// columns, the widened weights, each where it fits [`WORK`] (as [`Conv::run_in`] lays
+    /// them out).
+    const NEED: usize = {
+        let mut n = 0;
+        if Self::STRIP + Self::SLACK <= WORK && K <= 5 {
+            n = Self::STRIP + Self::SLACK;
+        }
+        if Self::COLS_AT + Self::GROUPS * 32 <= WORK && Self::COLS_AT + Self::GROUPS * 32 > n {
+            n = Self::COLS_AT + Self::GROUPS * 32;
+        }
+        if Self::WIDE_AT + Self::WIDE <= WORK && Self::WIDE_AT + Self::WIDE > n {
+            n = Self::WIDE_AT + Self::WIDE;
+        }
+        n
+    };
+
+    /// [`Conv::run`] with an `N`-byte work buffer (`N >= NEED`, else it declines).
+    ///
+    /// Never inlined: its frame (the work buffer and per-channel records, 4 to 6 KiB for
+    /// `edge`) then exists only during the call, rather than once per layer in the caller's
+    /// frame.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn run_in<const N: usize>(
+        input: &[i8],
+        weights: &[i8],
+        bias: &[i32],
+        q: &QuantArgs<'_>,
+        oy0: usize,
+        rows: usize,
+        out: &mut [i8],
+        scratch: &mut [i16],
+    ) -> bool {
+        if N < Self::NEED {
+            return false;
+        }
         let zp = q.input_zero_point;
         let plane = rows * Self::OW;
         // Windows come from a copy of the rows the current output row reads, padded with
@@ -315,12 +377,12 @@ impl<
         let nzz = u32::from(zp.wrapping_neg() as u16) * 0x0001_0001;
 
         // One stack buffer: the strip, room for the columns, then (where they fit) the
-        // sign-extended weights.
-        let mut work = MaybeUninit::<[u64; WORK / 8]>::uninit();
+        // sign-extended weights; every region used ends within NEED <= N bytes.
+        let mut work = MaybeUninit::<Work<N>>::uninit();
         let strip = work.as_mut_ptr().cast::<i8>();
         let mut strip_row = usize::MAX;
         if use_strip {
-            // SAFETY: STRIP + SLACK <= WORK bytes from `strip`.
+            // SAFETY: STRIP + SLACK <= NEED bytes from `strip`.
             unsafe {
                 strip
                     .add(Self::STRIP)
@@ -337,7 +399,8 @@ impl<
             scratch.as_mut_ptr().cast::<u32>()
         } else if Self::COLS_AT + Self::GROUPS * 32 <= WORK {
             let cols = strip.wrapping_add(Self::COLS_AT).cast::<u32>();
-            // SAFETY: GROUPS * 8 words from COLS_AT (a multiple of 8) are within `work`.
+            // SAFETY: GROUPS * 8 words from COLS_AT (a multiple of 8) are within `work`
+            // (NEED bytes).
             unsafe { cols.write_bytes(0, Self::GROUPS * 8) };
             cols
         } else {
@@ -345,18 +408,19 @@ impl<
         };
         let w = if Self::WIDE_AT + Self::WIDE <= WORK {
             let wide = strip.wrapping_add(Self::WIDE_AT).cast::<u32>();
-            // SAFETY: `wide` is 8-byte aligned (WIDE_AT is a multiple of 8 in a u64 buffer)
-            // with OC GROUPS 8 bytes left in `work`; `weights` is OC L long (checked).
+            // SAFETY: `wide` is 8-byte aligned (WIDE_AT is a multiple of 8 in an 8-aligned
+            // buffer) with OC GROUPS 8 bytes left in `work` (NEED bytes); `weights` is OC L
+            // long (checked).
             unsafe { Self::widen(weights, wide) };
             wide.cast::<i8>().cast_const()
         } else {
             weights.as_ptr()
         };
 
-        // Written whole by `prepare` (not zeroed first: 72 B a channel, every call).
+        // Written whole by `prepare` (not zeroed first: 80 B a channel, every call).
         let mut recs = [const { MaybeUninit::<Rec>::uninit() }; OC];
         let mut slow = [false; OC];
-        let (gen_form, any_slow) = prepare(&mut recs, &mut slow, bias, q);
+        let any_slow = prepare(&mut recs, &mut slow, bias, q, Self::L, Self::TRIPS as u32);
         // SAFETY: `prepare` initialised every record; `MaybeUninit<Rec>` has `Rec`'s layout.
         let recs = unsafe { &*(&raw const recs).cast::<[Rec; OC]>() };
 
@@ -374,7 +438,7 @@ impl<
                     unsafe { Self::gather_any(input, oy, ox, dst, zp) };
                 } else if use_strip {
                     if strip_row != oy {
-                        // SAFETY: `work` has WORK >= STRIP bytes from `strip`; `input` is
+                        // SAFETY: `work` has NEED >= STRIP bytes from `strip`; `input` is
                         // IC IH IW long (checked).
                         unsafe { Self::build_strip(input, oy, strip, zp as i8) };
                         strip_row = oy;
@@ -400,27 +464,21 @@ impl<
             } else {
                 (tmp.as_mut_ptr().cast::<i8>(), PIX)
             };
-            // The kernel for this layer, block size and form of the records.
-            macro_rules! block {
-                ($gen:literal) => {
-                    match (Self::WIDE_AT + Self::WIDE <= WORK, npx > 2) {
-                        (true, true) => Self::block::<true, 4, $gen>(recs, dst, stride, w, cols),
-                        (true, false) => Self::block::<true, 2, $gen>(recs, dst, stride, w, cols),
-                        (false, true) => Self::block::<false, 4, $gen>(recs, dst, stride, w, cols),
-                        (false, false) => Self::block::<false, 2, $gen>(recs, dst, stride, w, cols),
-                    }
-                };
-            }
+            // The kernel for this layer and block size (every block has 4 pixels where the
+            // output width is a multiple of 4: no code for short blocks).
+            let wide = Self::WIDE_AT + Self::WIDE <= WORK;
+            let short = npx <= 2 && !Self::OW.is_multiple_of(PIX);
             // SAFETY: `recs` holds OC > 0 records; `dst + oc stride` has 4 (2 when npx <= 2)
             // writable bytes for every oc < OC: `first + npx <= plane` in `out`, or `tmp`;
             // `w` holds the weights (OC rows of L bytes, checked above, or their widened
             // copy); `cols` holds GROUPS gathered groups of 4 pixels (the unused pixels of a
             // short block hold stale but initialised values, whose sums are dropped).
             unsafe {
-                if gen_form {
-                    block!(true)
-                } else {
-                    block!(false)
+                match (wide, short) {
+                    (true, false) => Self::block::<true, 4>(recs, dst, stride, w, cols),
+                    (true, true) => Self::block::<true, 2>(recs, dst, stride, w, cols),
+                    (false, false) => Self::block::<false, 4>(recs, dst, stride, w, cols),
+                    (false, true) => Self::block::<false, 2>(recs, dst, stride, w, cols),
                 }
             };
             if npx == 1 || npx == 3 {
@@ -451,18 +509,31 @@ impl<
         true
     }
 
+    /// Trips of the kernel's loop over groups of taps (unrolled [`UNROLL`] deep; the records
+    /// carry it, [`Rec::head`]), and the groups after them.
+    const TRIPS: usize = Self::WHOLE / UNROLL;
+    const REM: usize = Self::WHOLE % UNROLL;
+    /// Whole groups the loop walks: every group for widened weights (the partial last group is
+    /// padded with zero weights), else those before the partial last group.
+    const WHOLE: usize = if Self::WIDE_AT + Self::WIDE <= WORK {
+        Self::GROUPS
+    } else {
+        Self::L / 4
+    };
+
     /// Every output channel of one gathered block: sums from the bias (`SMLAD`) for the
-    /// block's first `PX` (4 or 2) pixels, requantised with the records' constants (`GEN`:
-    /// the general form, [`requant_general!`], else the fast one, [`requant_fast!`]) and
+    /// block's first `PX` (4 or 2) pixels, requantised in each channel's form (the record's,
+    /// through a `TBB`: [`requant_fast!`] to [`requant_general!`]) and
     /// stored at `dst + oc stride + 0..PX`. `WIDE`: `w` holds the weights sign-extended by
     /// [`Conv::widen`] (8 bytes a group), else the int8 rows.
     ///
     /// # Safety
     /// `w` readable for `OC L` bytes (`OC GROUPS 8` when `WIDE`), `cols` 4-byte aligned and
     /// readable for `GROUPS * 32` bytes, `dst + oc stride` writable for `PX` bytes for every
-    /// `oc < OC`; `recs` has `OC > 0` records.
+    /// `oc < OC`; `recs` has `OC > 0` records written by [`prepare`] (forms 0 to 3, trips
+    /// [`Conv::TRIPS`]).
     #[inline(never)]
-    unsafe fn block<const WIDE: bool, const PX: usize, const GEN: bool>(
+    unsafe fn block<const WIDE: bool, const PX: usize>(
         recs: &[Rec; OC],
         dst: *mut i8,
         stride: usize,
@@ -471,27 +542,49 @@ impl<
     ) {
         let first = &raw const recs[0].pos;
         let end = first.cast::<u8>().wrapping_add(REC * OC);
+        // The end of one channel: rewind the columns, step to the next record and output
+        // row, loop back while records remain.
+        macro_rules! next {
+            () => {
+                concat!(
+                    ".if {rewind_lo}\n",
+                    "subw lr, lr, #{rewind_lo}\n",
+                    ".endif\n",
+                    ".if {rewind_hi}\n",
+                    "sub lr, lr, #{rewind_hi}\n",
+                    ".endif\n",
+                    "add r0, r0, #{rec}\n",
+                    "ldrd r2, r3, [sp]\n",
+                    "add r1, r1, r3\n",
+                    "cmp r0, r2\n",
+                    "bne 2b\n",
+                )
+            };
+        }
         // The asm shared by the four variants: `$group` is one group of 4 taps (weights,
-        // columns, SMLAD), `$tail` the partial last group, `$req` the requantisation.
+        // columns, SMLAD), `$tail` the partial last group, then the accumulators and their
+        // output bytes.
         macro_rules! block_asm {
-            ($unroll:expr, $trips:expr, $rem:expr, $group:expr, $tail:expr, [$($req:expr),*]) => {
+            ($group:expr, $tail:expr, [$($acc:literal, $q:literal);*]) => {
                 // SAFETY: the loop runs once per record (OC > 0), from `first` to `end` in
-                // steps of one record (REC bytes). Per channel it reads one row of
-                // weights (whole groups post-incremented; the 1 to 3 bytes of a partial last
-                // group with LDRB/LDRH, never past the row), `GROUPS * 32` column bytes with
-                // LDM (aligned by the caller's contract) and rewinds; reads the record
-                // below and at r0 and writes `dst + oc stride + 0..PX`. r6 and r7 (not
-                // allocatable) are saved on the stack with the loop's end and stride and
+                // steps of one record (REC bytes). Per channel it loads the record's head
+                // below r0 (the bias, the form, 0 to 3, in r6 and the trip count in r7),
+                // reads one row of weights (whole groups post-incremented; the 1 to 3 bytes of
+                // a partial last group with LDRB/LDRH, never past the row), `GROUPS * 32`
+                // column bytes with LDM (aligned by the caller's contract) and rewinds; the
+                // TBB picks one of the four requantisations (its table's entries are the
+                // assembler's offsets of labels 5, 6, 7 and 9, all forward and within reach),
+                // which read the record at r0 and write `dst + oc stride + 0..PX`. r6 and r7
+                // (not allocatable) are saved on the stack with the loop's end and stride and
                 // restored; the pushes balance. Every other register it changes is an
                 // operand or a clobber.
                 unsafe {
                     asm!(
                         "push {{r2, r3, r6, r7}}",
                         "2:",
-                        "ldmdb r0, {{r4, r5, r8, r9}}",
+                        "ldmdb r0, {{r4, r5, r6, r7, r8, r9}}",
                         "push {{r0, r1}}",
                         ".if {trips}",
-                        "movw r7, #{trips}",
                         "3:",
                         ".rept {unroll}",
                         $group,
@@ -504,22 +597,33 @@ impl<
                         ".endr",
                         $tail,
                         "pop {{r0, r1}}",
-                        $($req,)*
-                        ".if {rewind_lo}",
-                        "subw lr, lr, #{rewind_lo}",
-                        ".endif",
-                        ".if {rewind_hi}",
-                        "sub lr, lr, #{rewind_hi}",
-                        ".endif",
-                        "add r0, r0, #{rec}",
-                        "ldrd r2, r3, [sp]",
-                        "add r1, r1, r3",
-                        "cmp r0, r2",
-                        "bne 2b",
+                        "tbb [pc, r6]",
+                        "4:",
+                        ".byte (5f - 4b) / 2",
+                        ".byte (6f - 4b) / 2",
+                        ".byte (7f - 4b) / 2",
+                        ".byte (9f - 4b) / 2",
+                        ".p2align 1",
+                        "5:",
+                        $(requant_fast!($acc, $q),)*
+                        next!(),
+                        "b 8f",
+                        "6:",
+                        $(requant_unified!($acc, $q),)*
+                        next!(),
+                        "b 8f",
+                        "7:",
+                        $(requant_right!($acc, $q),)*
+                        next!(),
+                        "b 8f",
+                        "9:",
+                        $(requant_general!($acc, $q),)*
+                        next!(),
+                        "8:",
                         "pop {{r2, r3, r6, r7}}",
-                        trips = const $trips,
-                        unroll = const $unroll,
-                        rem = const $rem,
+                        trips = const Self::TRIPS,
+                        unroll = const UNROLL,
+                        rem = const Self::REM,
                         tail = const Self::TAIL,
                         rewind_lo = const Self::REWIND_LO,
                         rewind_hi = const Self::REWIND_HI,
@@ -567,60 +671,27 @@ impl<
                 ".if {tail}\n.endif\n"
             };
         }
-        // The four shapes of the kernel, with the requantisation macro `$req`. The 2-pixel
-        // variant runs once per call at most: not unrolled.
-        macro_rules! variants {
-            ($req:ident) => {
-                match (WIDE, PX) {
-                    (false, 4) => block_asm!(
-                        UNROLL,
-                        Self::L / 4 / UNROLL,
-                        Self::L / 4 % UNROLL,
-                        concat!("ldr r10, [r12], #4\n", extend!(), mac4!()),
-                        narrow_tail!(concat!(extend!(), mac4!())),
-                        [
-                            $req!("r4", "0"),
-                            $req!("r5", "1"),
-                            $req!("r8", "2"),
-                            $req!("r9", "3")
-                        ]
-                    ),
-                    (false, _) => block_asm!(
-                        1,
-                        Self::L / 4,
-                        0,
-                        concat!("ldr r10, [r12], #4\n", extend!(), mac2!()),
-                        narrow_tail!(concat!(extend!(), mac2!())),
-                        [$req!("r4", "0"), $req!("r5", "1")]
-                    ),
-                    (true, 4) => block_asm!(
-                        UNROLL,
-                        Self::GROUPS / UNROLL,
-                        Self::GROUPS % UNROLL,
-                        concat!("ldrd r11, r10, [r12], #8\n", mac4!()),
-                        no_tail!(),
-                        [
-                            $req!("r4", "0"),
-                            $req!("r5", "1"),
-                            $req!("r8", "2"),
-                            $req!("r9", "3")
-                        ]
-                    ),
-                    (true, _) => block_asm!(
-                        1,
-                        Self::GROUPS,
-                        0,
-                        concat!("ldrd r11, r10, [r12], #8\n", mac2!()),
-                        no_tail!(),
-                        [$req!("r4", "0"), $req!("r5", "1")]
-                    ),
-                }
-            };
-        }
-        if GEN {
-            variants!(requant_general)
-        } else {
-            variants!(requant_fast)
+        match (WIDE, PX) {
+            (false, 4) => block_asm!(
+                concat!("ldr r10, [r12], #4\n", extend!(), mac4!()),
+                narrow_tail!(concat!(extend!(), mac4!())),
+                ["r4", "0"; "r5", "1"; "r8", "2"; "r9", "3"]
+            ),
+            (false, _) => block_asm!(
+                concat!("ldr r10, [r12], #4\n", extend!(), mac2!()),
+                narrow_tail!(concat!(extend!(), mac2!())),
+                ["r4", "0"; "r5", "1"]
+            ),
+            (true, 4) => block_asm!(
+                concat!("ldrd r11, r10, [r12], #8\n", mac4!()),
+                no_tail!(),
+                ["r4", "0"; "r5", "1"; "r8", "2"; "r9", "3"]
+            ),
+            (true, _) => block_asm!(
+                concat!("ldrd r11, r10, [r12], #8\n", mac2!()),
+                no_tail!(),
+                ["r4", "0"; "r5", "1"]
+            ),
         }
     }
 
@@ -963,54 +1034,57 @@ impl<
     }
 }
 
-/// Write every per-channel record (bias and requantisation constants) of a call: all in the
-/// fast form where every channel has one, else all in the general form. Channels whose
-/// requantisation has neither (an encoding no quantiser produces) are marked in `slow`
-/// (their constants are zero: the kernel stores garbage there, which [`fix_slow`]
-/// overwrites). Returns (general form, any slow channel).
+/// Write every per-channel record of a call (bias, form, `trips`, requantisation constants):
+/// each channel in the cheapest form whose constants exist for both signs: fast; right shift
+/// (both sides right shifts or zero); unified (with the channel's accumulators bounded by
+/// `|bias| + taps 128 (128 + |input zp|)`); general. Channels whose requantisation has none
+/// (an encoding no quantiser produces) are marked in `slow` (general form, zero constants:
+/// the kernel stores garbage there, which [`fix_slow`] overwrites). Returns whether any
+/// channel is slow.
+///
+/// Runs once per call (for `edge`'s fused layers, once per 2 output rows).
 #[inline(never)]
 fn prepare(
     recs: &mut [MaybeUninit<Rec>],
     slow: &mut [bool],
     bias: &[i32],
     q: &QuantArgs<'_>,
-) -> (bool, bool) {
+    taps: usize,
+    trips: u32,
+) -> bool {
     let zp = q.output_zero_point;
-    let (pos, neg) = (q.requant_pos, q.requant_neg);
-    let mut all_fast = true;
-    for (oc, r) in recs.iter_mut().enumerate() {
-        let (Some(p), Some(n)) = (fast(pos[oc], zp, false), fast(neg[oc], zp, true)) else {
-            // Every record is rewritten below.
-            all_fast = false;
-            break;
-        };
-        r.write(Rec {
-            bias: [bias[oc]; 4],
-            pos: p,
-            gap: MaybeUninit::uninit(),
-            neg: n,
-        });
-    }
-    if all_fast {
-        return (false, false);
-    }
+    // The largest |sum of taps| of a window: |w| <= 128, |x - zp| <= 128 + |zp|.
+    let sums = (taps as u64 * 128 * (128 + u64::from(q.input_zero_point.unsigned_abs())))
+        .min(u64::from(u32::MAX)) as u32;
     let mut any = false;
-    for (oc, (r, s)) in recs.iter_mut().zip(slow).enumerate() {
-        let (p, n) = match (general(pos[oc], zp, false), general(neg[oc], zp, true)) {
-            (Some(p), Some(n)) => (p, n),
-            _ => {
-                (*s, any) = (true, true);
-                Default::default()
-            }
+    let rows = recs
+        .iter_mut()
+        .zip(bias)
+        .zip(q.requant_pos.iter().zip(q.requant_neg));
+    for (((r, &b), (&p, &n)), s) in rows.zip(slow) {
+        let both = |f: &dyn Fn(_, _) -> Option<Slot>| Some((f(p, false)?, f(n, true)?));
+        let bound = b.unsigned_abs().saturating_add(sums);
+        let (form, (p, n)) = if let Some(c) = both(&|r, neg| fast(r, zp, neg)) {
+            (FAST, c)
+        } else if right_applies(p) && right_applies(n) {
+            (RIGHT, both(&|r, neg| right(r, zp, neg)).unwrap_or_default())
+        } else if let Some(c) = both(&|r, neg| unified(r, zp, neg, bound)) {
+            (UNIFIED, c)
+        } else if let Some(c) = both(&|r, neg| general(r, zp, neg)) {
+            (GENERAL, c)
+        } else {
+            (*s, any) = (true, true);
+            (GENERAL, Default::default())
         };
+        let b = b as u32;
         r.write(Rec {
-            bias: [bias[oc]; 4],
+            head: [b, b, form, trips, b, b],
             pos: p,
             gap: MaybeUninit::uninit(),
             neg: n,
         });
     }
-    (true, any)
+    any
 }
 
 /// The outputs of the `slow` channels of one block (pixels `0..npx`, the block's first at

@@ -12,13 +12,27 @@
 //! `x = acc << left` (wrapping), `left = max(shift, 0)`, `e = min(max(-shift, 0), 31)`; the
 //! record is chosen by the sign of the accumulator (`requant_pos` / `requant_neg`).
 //!
-//! Two forms, both one `LDM` of the record the accumulator's sign selects (`LSR #31`, then
-//! `ADD ... LSL #5`: records are [`SLOT`] bytes apart), a 64-bit multiply-add and `SSAT`:
+//! Four forms, all one `LDM` of the record the accumulator's sign selects (`LSR #31`, then
+//! `ADD ... LSL #5`: records are [`SLOT`] bytes apart), a 64-bit multiply-add and `SSAT`;
+//! the kernel picks one per output channel (the cheapest whose constants exist for both
+//! signs):
 //!
 //! - **Fast** ([`fast`], [`requant_fast!`], 7 instructions an output): a right shift
 //!   `e` in 1..=29 with a small output zero point. The doubling high multiply, the rounding
 //!   shift and the zero point fold into `(acc m + k) >> (31 + e)` with one 64-bit constant
-//!   `k`: `SMLAL`, `ASR`, `SSAT`, `STRB`. What calibration produces (multipliers below 0.5).
+//!   `k`: `SMLAL`, `ASR`, `SSAT`, `STRB`. What calibration produces (multipliers below 0.5);
+//!   also the zero multiplier.
+//! - **Unified** ([`unified`], [`requant_unified!`], 8 instructions an output): the fast
+//!   form's constants, the zero multiplier, no shift, and left shifts where the channel's
+//!   accumulators cannot wrap when shifted (`|bias| + taps 128 (128 + |input zp|)` bounds
+//!   them), every output zero point: `hi = ((acc s + k) >> 32) + acc q`, then `ASR`, with the
+//!   multiplier `m 2^(left + 1) = q 2^32 + s` split so that `s` fits a signed operand
+//!   (`SMLAL`, `MLA`, `ASR`). Right shifts that the bounded accumulators cannot reach give
+//!   the zero point itself. What a leaky ReLU with multipliers of 0.5 and more or above 1 on
+//!   either side gives.
+//! - **Right shift** ([`right`], [`requant_right!`], 8 instructions an output): every right
+//!   shift (tiny multipliers included) with every output zero point and accumulator: the
+//!   fast form with the zero point added after the shift (`SMLAL`, `ASR`, `ADD`).
 //! - **General** ([`general`], [`requant_general!`], 10 instructions an output): every
 //!   multiplier `m` in [2^30, 2^31) or 0, every shift (left or right) and zero point, every
 //!   accumulator. `x = acc << left` (`LSL`, wrapping like the reference), then
@@ -28,9 +42,8 @@
 //!   that the sum never leaves i32, `ASR e` is the rounding divide, and an `ADD` of the zero
 //!   point (modulo 2^32, as the reference's `+` in a release build) precedes `SSAT`.
 //!
-//! A call whose channels all have the fast form runs the fast kernel; otherwise every channel
-//! takes the general one. Only encodings [`Requant::from_real`] never produces (a multiplier
-//! in (0, 2^30) or negative) fall back to the scalar requantisation.
+//! Only encodings [`Requant::from_real`] never produces (a multiplier in (0, 2^30) or
+//! negative) fall back to the scalar requantisation.
 
 use crate::quant::Requant;
 
@@ -41,6 +54,15 @@ pub(crate) const SLOT: usize = 32;
 /// One accumulator sign's constants as the kernel loads them (`LDM`): 6 words, of which the
 /// fast form uses 4.
 pub(crate) type Slot = [u32; 6];
+
+/// Whether [`fast`] gives constants for `r` (for either sign).
+#[inline(always)]
+pub(crate) fn fast_applies(r: Requant, output_zero_point: i32) -> bool {
+    let e = r.shift.wrapping_neg();
+    r.multiplier >= 1 << 30
+        && (1..=29).contains(&e)
+        && output_zero_point.unsigned_abs() <= 1 << (29 - e)
+}
 
 /// The fast form's constants for `r` applied to accumulators of one sign (`negative`: < 0),
 /// or `None` where it is not exact (then [`general`] applies).
@@ -56,16 +78,18 @@ pub(crate) type Slot = [u32; 6];
 /// product where the two differ, both give 0 for `e >= 1`). With `|zp| <= 2^(29-e)`,
 /// `|acc m + k| < 2^63`: no overflow.
 ///
-/// Words: `m`, `e - 1` (the `ASR` of the high word), then `k` low and high.
+/// Words: `m`, `e - 1` (the `ASR` of the high word), then `k` low and high. The zero
+/// multiplier takes this form too, for every zero point (`m = 0`, `k = zp 2^32`).
 #[inline(always)]
 pub(crate) fn fast(r: Requant, output_zero_point: i32, negative: bool) -> Option<Slot> {
+    if r.multiplier == 0 {
+        // `k = zp 2^32`: the zero point, as `Requant::apply` gives 0 for any shift.
+        return Some([0, 0, 0, output_zero_point as u32, 0, 0]);
+    }
+    if !fast_applies(r, output_zero_point) {
+        return None;
+    }
     let e = r.shift.wrapping_neg();
-    if r.multiplier < 1 << 30 || !(1..=29).contains(&e) {
-        return None;
-    }
-    if output_zero_point.unsigned_abs() > 1 << (29 - e) {
-        return None;
-    }
     // k = 2^30 + a 2^31 with a = 2^(e-1) - [negative] + zp 2^e, |a| < 2^30.
     let a = (1 << (e - 1)) - i32::from(negative) + (output_zero_point << e);
     Some([
@@ -76,6 +100,97 @@ pub(crate) fn fast(r: Requant, output_zero_point: i32, negative: bool) -> Option
         0,
         0,
     ])
+}
+
+/// Whether [`right`] gives constants for `r`: a right shift (or the zero multiplier).
+#[inline(always)]
+pub(crate) fn right_applies(r: Requant) -> bool {
+    r.multiplier == 0 || (r.multiplier >= 1 << 30 && r.shift < 0 && r.shift != i32::MIN)
+}
+
+/// The right-shift form's constants for `r` applied to accumulators of one sign
+/// (`negative`: < 0): a multiplier in [2^30, 2^31) with a right shift `e` (capped at 31),
+/// every output zero point and accumulator; or the zero multiplier. `None` otherwise.
+///
+/// Words: `m`, `e - 1`, `zp`, then the 64-bit constant `k` low and high; the kernel computes
+/// `ssat8((((acc m + k) >> 32) >> (e - 1)) + zp)`, the zero point added modulo 2^32 as the
+/// reference's `+`. That is [`fast`]'s `(acc m + k) >> (31 + e)` with the zero point left
+/// out of `k` (`k = 2^30 + (2^(e-1) - [negative]) 2^31`, so `|acc m + k| < 2^62 + 2^61 + 2^30`
+/// never overflows) and added after the shift.
+#[inline(always)]
+pub(crate) fn right(r: Requant, output_zero_point: i32, negative: bool) -> Option<Slot> {
+    if !right_applies(r) {
+        return None;
+    }
+    let zp = output_zero_point as u32;
+    if r.multiplier == 0 {
+        return Some([0, 0, zp, 0, 0, 0]);
+    }
+    let e = r.shift.wrapping_neg().min(31);
+    let k = (1i64 << 30) + ((1i64 << (e - 1)) - i64::from(negative)) * (1 << 31);
+    Some([
+        r.multiplier as u32,
+        (e - 1) as u32,
+        zp,
+        k as u32,
+        (k >> 32) as u32,
+        0,
+    ])
+}
+
+/// The unified form's constants for `r` applied to accumulators of one sign (`negative`:
+/// < 0) whose magnitude is at most `bound`, or `None` where it is not exact (then
+/// [`general`] applies).
+///
+/// Words: `s`, `q`, the `ASR` of the high word `sh`, then the 64-bit constant `k` low and
+/// high; the kernel computes `ssat8((((acc s + k) >> 32) + acc q) >> sh)`, the high word
+/// and `acc q` modulo 2^32.
+///
+/// - The fast form's constants ([`fast`]) with `q = 0`: `(acc m + k) >> (32 + sh)`.
+/// - Zero multiplier: `s = q = 0`, `k = zp 2^32`: the zero point, as `Requant::apply` gives 0.
+/// - Left shift `l` (`shift & 31`, as the reference's `wrapping_shl`) or none, where
+///   `bound 2^l < 2^31` (so `x = acc 2^l` does not wrap; always for `l = 0`): with
+///   `M = m 2^(l + 1) = q 2^32 + s`, `s` in [-2^31, 2^31), the high word of `acc s + k` with
+///   `k = 2^31 + zp 2^32`, plus `acc q`, is `floor((2 x m + 2^31) / 2^32) + zp`, TFLite's
+///   doubling high multiply plus the zero point, modulo 2^32 as the reference's `+`; `sh = 0`.
+/// - Right shift `e` (capped at 31) without the fast form, where `bound < 2^(e-1)`: the
+///   doubling high multiply is at most `|acc|` in magnitude, so the rounding divide gives 0
+///   and the result is the zero point (the zero multiplier's constants).
+#[inline(always)]
+pub(crate) fn unified(
+    r: Requant,
+    output_zero_point: i32,
+    negative: bool,
+    bound: u32,
+) -> Option<Slot> {
+    let m = r.multiplier;
+    let zp = output_zero_point as u32;
+    let constant = Some([0, 0, 0, 0, zp, 0]);
+    if m == 0 {
+        return constant;
+    }
+    if m < 1 << 30 {
+        return None;
+    }
+    let shift = r.shift;
+    if shift < 0 {
+        if let Some(f) = fast(r, output_zero_point, negative) {
+            return Some([f[0], 0, f[1], f[2], f[3], 0]);
+        }
+        if shift == i32::MIN {
+            return None;
+        }
+        let e = shift.wrapping_neg().min(31);
+        return if bound < 1 << (e - 1) { constant } else { None };
+    }
+    let l = shift as u32 & 31;
+    if u64::from(bound) << l >= 1 << 31 && l > 0 {
+        return None;
+    }
+    let big = u64::from(m as u32) << (l + 1);
+    let q = (big + (1 << 31)) >> 32;
+    let s = big.wrapping_sub(q << 32) as u32;
+    Some([s, q as u32, 0, 1 << 31, zp, 0])
 }
 
 /// The general form's constants for `r` applied to accumulators of one sign (`negative`:
@@ -103,37 +218,42 @@ pub(crate) fn fast(r: Requant, output_zero_point: i32, negative: bool) -> Option
 ///   `c = 2^(e-1) - 2^e = -2^(e-1)`, which keeps `y + c` in [-2^30, 2^31 - 2], and the
 ///   missing `2^e`, one unit after the shift, goes into `z = zp + 1`. So `y + c` never wraps
 ///   and `ASR e` is the exact floor; the zero point is added modulo 2^32, as in the reference.
-/// - Zero multiplier: `a = 32` makes `x = 0` (`LSL` by 32 or more gives 0), `k = 0`: the
-///   result is `zp`, as `Requant::apply` gives 0 for any shift.
+/// - Zero multiplier: `a = 32` makes `x = 0` (`LSL` by 32 or more gives 0), and with no
+///   right shift (`b = 0`, `c = 0`) the result is `zp`, as `Requant::apply` gives 0 for any
+///   shift.
 #[inline(always)]
 pub(crate) fn general(r: Requant, output_zero_point: i32, negative: bool) -> Option<Slot> {
     let m = r.multiplier;
-    if m == 0 {
-        return Some([0, 32, 0, output_zero_point as u32, 0, 0]);
-    }
-    if m < 1 << 30 {
+    let zero = m == 0;
+    if m < 1 << 30 && !zero {
         return None;
     }
     // As `Requant::apply`: a left shift of `shift & 31` (`wrapping_shl`), or a right shift
-    // by `-shift` capped at 31 (`rounding_divide_by_pot`).
-    let (left, right) = if r.shift > 0 {
-        (r.shift as u32 & 31, 0)
+    // by `-shift` capped at 31 (`rounding_divide_by_pot`; none for `i32::MIN`, whose
+    // negation wraps). Branch-free: this runs for every channel of every call.
+    let shift = r.shift;
+    let left = if zero {
+        32
+    } else if shift > 0 {
+        shift as u32 & 31
     } else {
-        (0, r.shift.wrapping_neg())
+        0
     };
-    let s = (2 * i64::from(m) - (1i64 << 32)) as u32;
-    let (b, c, z) = if right <= 0 {
-        (0, 0, output_zero_point)
+    let right = if zero || shift > 0 {
+        0
     } else {
-        let e = right.min(31);
-        let half = 1i32 << (e - 1);
-        if negative {
-            (e as u32, half - 1, output_zero_point)
-        } else {
-            (e as u32, -half, output_zero_point.wrapping_add(1))
-        }
+        shift.wrapping_neg().clamp(0, 31) as u32
     };
-    Some([s, left, b, z as u32, 1 << 31, c as u32])
+    // 2^(e-1) (0 without a right shift), and whether there is one.
+    let half = ((1u32 << right) >> 1) as i32;
+    let some = i32::from(right > 0);
+    let (c, z) = if negative {
+        (half - some, output_zero_point)
+    } else {
+        (half.wrapping_neg(), output_zero_point.wrapping_add(some))
+    };
+    // s = 2 m - 2^32 modulo 2^32.
+    Some([(m as u32) << 1, left, right, z as u32, 1 << 31, c as u32])
 }
 
 /// The fast requantisation of accumulator register `$acc` (see [`fast`]): the records at
@@ -151,6 +271,54 @@ macro_rules! requant_fast {
             $acc,
             ", r2\n",
             "asr r11, r11, r3\n",
+            "ssat r11, #8, r11\n",
+            "strb r11, [r1, #",
+            $q,
+            "]\n",
+        )
+    };
+}
+
+/// The unified requantisation of accumulator register `$acc` (see [`unified`]), as
+/// [`requant_fast!`]. Clobbers `r2`, `r3`, `r6`, `r7`, `r10`, `r11`.
+macro_rules! requant_unified {
+    ($acc:literal, $q:literal) => {
+        concat!(
+            "lsr r7, ",
+            $acc,
+            ", #31\n",
+            "add r7, r0, r7, lsl #5\n",
+            "ldm r7, {{r2, r3, r6, r10, r11}}\n",
+            "smlal r10, r11, ",
+            $acc,
+            ", r2\n",
+            "mla r11, ",
+            $acc,
+            ", r3, r11\n",
+            "asr r11, r11, r6\n",
+            "ssat r11, #8, r11\n",
+            "strb r11, [r1, #",
+            $q,
+            "]\n",
+        )
+    };
+}
+
+/// The right-shift requantisation of accumulator register `$acc` (see [`right`]), as
+/// [`requant_fast!`]. Clobbers `r2`, `r3`, `r6`, `r7`, `r10`, `r11`.
+macro_rules! requant_right {
+    ($acc:literal, $q:literal) => {
+        concat!(
+            "lsr r7, ",
+            $acc,
+            ", #31\n",
+            "add r7, r0, r7, lsl #5\n",
+            "ldm r7, {{r2, r3, r6, r10, r11}}\n",
+            "smlal r10, r11, ",
+            $acc,
+            ", r2\n",
+            "asr r11, r11, r3\n",
+            "add r11, r11, r6\n",
             "ssat r11, #8, r11\n",
             "strb r11, [r1, #",
             $q,
@@ -191,7 +359,7 @@ macro_rules! requant_general {
 }
 
 #[cfg(dsp)]
-pub(crate) use {requant_fast, requant_general};
+pub(crate) use {requant_fast, requant_general, requant_right, requant_unified};
 
 #[cfg(test)]
 mod tests {
@@ -217,6 +385,8 @@ mod tests {
         AsrReg(usize, usize, usize),
         /// `smlal rlo, rhi, rn, rm`
         Smlal(usize, usize, usize, usize),
+        /// `mla rd, rn, rm, ra`
+        Mla(usize, usize, usize, usize),
         /// `ssat rd, #8, rn`
         Ssat8(usize, usize),
         /// `strb rd, [rn, #imm]`
@@ -262,6 +432,7 @@ mod tests {
                 ("lsl", [d, n, m]) => Insn::LslReg(reg(d), reg(n), reg(m)),
                 ("asr", [d, n, m]) => Insn::AsrReg(reg(d), reg(n), reg(m)),
                 ("smlal", [lo, hi, n, m]) => Insn::Smlal(reg(lo), reg(hi), reg(n), reg(m)),
+                ("mla", [d, n, m, a]) => Insn::Mla(reg(d), reg(n), reg(m), reg(a)),
                 ("ssat", [d, "#8", n]) => Insn::Ssat8(reg(d), reg(n)),
                 ("strb", [d, n, i]) => {
                     let n = n.strip_prefix('[').expect("[");
@@ -329,6 +500,7 @@ mod tests {
                     let v = acc64.wrapping_add(p as u64);
                     (r[lo], r[hi]) = (v as u32, (v >> 32) as u32);
                 }
+                Insn::Mla(d, n, m, a) => r[d] = r[n].wrapping_mul(r[m]).wrapping_add(r[a]),
                 Insn::Ssat8(d, n) => r[d] = (r[n] as i32).clamp(-128, 127) as u32,
                 Insn::Strb(d, n, i) => {
                     assert_eq!(r[n] + i, OUT, "store address");
@@ -411,7 +583,7 @@ mod tests {
     /// accumulator; `None` records where the form declined.
     fn sweep(
         code: &[Insn],
-        form: fn(Requant, i32, bool) -> Option<Slot>,
+        form: &dyn Fn(Requant, i32, bool) -> Option<Slot>,
         rs: &[Requant],
         accs: &[i32],
         rng: &mut Rng,
@@ -452,7 +624,7 @@ mod tests {
         let mut rng = Rng(0x5eed_0017);
         let code = decode(requant_general!("r4", "0"));
         let (rs, accs) = (requants(&mut rng), accumulators(&mut rng));
-        let (checked, declined, wrong, first) = sweep(&code, general, &rs, &accs, &mut rng);
+        let (checked, declined, wrong, first) = sweep(&code, &general, &rs, &accs, &mut rng);
         assert_eq!(wrong, 0, "{wrong} of {checked} differ, first {first:?}");
         // It declines no valid encoding: no channel takes the scalar requantisation.
         assert_eq!(declined, 0);
@@ -464,7 +636,7 @@ mod tests {
         let mut rng = Rng(0x5eed_0018);
         let code = decode(requant_fast!("r4", "0"));
         let (rs, accs) = (requants(&mut rng), accumulators(&mut rng));
-        let (checked, _, wrong, first) = sweep(&code, fast, &rs, &accs, &mut rng);
+        let (checked, _, wrong, first) = sweep(&code, &fast, &rs, &accs, &mut rng);
         assert_eq!(wrong, 0, "{wrong} of {checked} differ, first {first:?}");
         assert!(checked > 100_000, "{checked}");
         // What calibration gives (multipliers 1e-6 to 0.49, a leaky slope's tenth for the
@@ -477,9 +649,79 @@ mod tests {
             }
         }
         // The forms it hands to the general one: multipliers of 0.5 and above, tiny ones.
-        for m in [0.5, 0.75, 1.0, 2.5, 300.0, 3e-10, 0.0] {
+        for m in [0.5, 0.75, 1.0, 2.5, 300.0, 3e-10] {
             assert!(fast(Requant::from_real(m), 0, false).is_none(), "{m}");
         }
+        assert!(fast(Requant::from_real(0.0), i32::MIN, false).is_some());
+    }
+
+    #[test]
+    fn the_right_shift_form_is_exact_for_every_right_shift_zero_point_and_accumulator() {
+        let mut rng = Rng(0x5eed_001b);
+        let code = decode(requant_right!("r4", "0"));
+        let (rs, accs) = (requants(&mut rng), accumulators(&mut rng));
+        let (checked, _, wrong, first) = sweep(&code, &right, &rs, &accs, &mut rng);
+        assert_eq!(wrong, 0, "{wrong} of {checked} differ, first {first:?}");
+        assert!(checked > 500_000, "{checked}");
+        for r in &rs {
+            assert_eq!(right(*r, 0, false).is_some(), right_applies(*r));
+            if r.multiplier == 0 || (r.shift < 0 && r.shift != i32::MIN) {
+                assert!(right(*r, -77, true).is_some(), "{r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_unified_form_is_exact_within_its_accumulator_bound() {
+        let mut rng = Rng(0x5eed_001a);
+        let code = decode(requant_unified!("r4", "0"));
+        let (rs, all) = (requants(&mut rng), accumulators(&mut rng));
+        let mut total = 0;
+        for bound in [
+            0,
+            1,
+            100,
+            3_000_000,
+            (1 << 24) - 1,
+            1 << 24,
+            (1 << 30) - 1,
+            1 << 30,
+            i32::MAX as u32,
+            u32::MAX,
+        ] {
+            let accs: Vec<i32> = all
+                .iter()
+                .copied()
+                .filter(|a| a.unsigned_abs() <= bound)
+                .collect();
+            let form = |r, zp, neg| unified(r, zp, neg, bound);
+            let (checked, _, wrong, first) = sweep(&code, &form, &rs, &accs, &mut rng);
+            assert_eq!(
+                wrong, 0,
+                "bound {bound}: {wrong} of {checked} differ, first {first:?}"
+            );
+            total += checked;
+        }
+        assert!(total > 1_000_000, "{total}");
+        // What a leaky ReLU gives (multipliers of 0.5 to 16 and tiny or zero ones, a tenth of
+        // it on the negative side) with `edge`-sized accumulators and int8 zero points keeps
+        // this form; calibrated multipliers keep the fast one.
+        let bound = 3_000_000;
+        for m in [
+            0.5, 0.75, 0.999, 1.0, 2.5, 15.9, 3e-10, 1e-9, 5e-8, 0.0, 0.3, 0.01,
+        ] {
+            for zp in [-128, -20, 0, 127] {
+                for side in [m, m * 0.1] {
+                    let r = Requant::from_real(side);
+                    assert!(unified(r, zp, false, bound).is_some(), "{side} {zp}");
+                    assert!(unified(r, zp, true, bound).is_some(), "{side} {zp}");
+                }
+            }
+        }
+        // Unbounded accumulators: left shifts and unreachable right shifts decline.
+        assert!(unified(Requant::from_real(2.5), 0, false, u32::MAX).is_none());
+        assert!(unified(Requant::from_real(3e-10), -20, false, u32::MAX).is_none());
+        assert!(unified(Requant::from_real(0.75), 0, false, u32::MAX).is_some());
     }
 
     /// The sweep is able to fail: constants off by one rounding unit, or the two signs'
@@ -501,7 +743,22 @@ mod tests {
             general(r, zp, !negative)
         }
         for form in [off_by_one as fn(_, _, _) -> _, swapped] {
-            let (checked, _, wrong, _) = sweep(&code, form, &rs, &accs, &mut rng);
+            let (checked, _, wrong, _) = sweep(&code, &form, &rs, &accs, &mut rng);
+            assert!(wrong > 1000, "{wrong} of {checked}");
+        }
+        // The unified form's constants trusted beyond their accumulator bound, or with the
+        // multiplier split off by one, are caught.
+        let unified_code = decode(requant_unified!("r4", "0"));
+        let unbounded = |r, zp, neg| unified(r, zp, neg, 0);
+        let split_wrong = |r, zp, neg| {
+            let mut s = unified(r, zp, neg, u32::MAX)?;
+            if s[1] != 0 {
+                s[1] -= 1;
+            }
+            Some(s)
+        };
+        for form in [&unbounded as &dyn Fn(_, _, _) -> _, &split_wrong] {
+            let (checked, _, wrong, _) = sweep(&unified_code, form, &rs, &accs, &mut rng);
             assert!(wrong > 1000, "{wrong} of {checked}");
         }
         // And the interpreter sees the instructions: without the `ADD` of `x` the doubling
@@ -509,7 +766,7 @@ mod tests {
         let mut broken = code.clone();
         broken.retain(|i| !matches!(i, Insn::Add(11, 11, 4, 0)));
         assert_eq!(broken.len() + 1, code.len());
-        let (checked, _, wrong, _) = sweep(&broken, general, &rs, &accs, &mut rng);
+        let (checked, _, wrong, _) = sweep(&broken, &general, &rs, &accs, &mut rng);
         assert!(wrong > 1000, "{wrong} of {checked}");
     }
 }
