@@ -52,10 +52,12 @@ use core::mem::MaybeUninit;
 
 use super::PIX;
 use super::dsp_requant::{
-    SLOT, Slot, fast, general, requant_fast, requant_general, requant_right, requant_unified,
-    right, right_applies, unified,
+    FAST, GENERAL, RIGHT, SLOT, Slot, UNIFIED, fast_max_shift, fast_slot, general_slot, is_fast,
+    is_general, is_right, is_unified, requant_fast, requant_general, requant_right,
+    requant_unified, right_slot, unified_slot,
 };
 use crate::kernels::conv2d::QuantArgs;
+use crate::quant::Requant;
 
 /// Groups of 4 taps per trip of the kernel's loop.
 const UNROLL: usize = 8;
@@ -79,7 +81,8 @@ struct Work<const N: usize>([MaybeUninit<u8>; N]);
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 struct Rec {
-    /// `[bias, bias, form, trips, bias, bias]` (form: [`FAST`] to [`GENERAL`]).
+    /// `[bias, bias, form, trips, bias, bias]` (form: `FAST` to [`GENERAL`] of
+    /// [`dsp_requant`](super::dsp_requant)).
     head: [u32; 6],
     pos: Slot,
     /// Never read.
@@ -93,13 +96,6 @@ const _: () = assert!(
     core::mem::offset_of!(Rec, neg) - core::mem::offset_of!(Rec, pos) == SLOT
         && REC == 24 + SLOT + core::mem::size_of::<Slot>()
 );
-
-/// The requantisation forms of a channel, the index of the kernel's `TBB`:
-/// [`requant_fast!`], [`requant_unified!`], [`requant_right!`], [`requant_general!`].
-const FAST: u32 = 0;
-const UNIFIED: u32 = 1;
-const RIGHT: u32 = 2;
-const GENERAL: u32 = 3;
 
 /// `dst.copy_from_slice(src)` a word at a time (unaligned word access is allowed on
 /// Cortex-M4/M7 for normal memory), without a call to `memcpy` for these short rows.
@@ -488,7 +484,8 @@ impl<
             }
             if any_slow {
                 // SAFETY: `cols` holds the block's gathered columns (GROUPS groups, pixels
-                // 0..npx written).
+                // 0..npx written; tap t of pixel p at halfword `col_halfword(t, p, L,
+                // PAIRED)`).
                 unsafe {
                     fix_slow(
                         weights,
@@ -497,6 +494,7 @@ impl<
                         q,
                         &slow,
                         cols,
+                        Self::PAIRED,
                         npx,
                         out,
                         first,
@@ -695,42 +693,143 @@ impl<
         }
     }
 
-    /// Sign-extend every weight row into `wide`: per group of 4 taps `w0..w3`, the words
-    /// `(w0, w2)` and `(w1, w3)` (what `SXTB16` makes of the weight word), a partial last
-    /// group padded with zero weights.
+    /// Sign-extend every weight row into `wide` in the order of the columns: per group of 4
+    /// taps `w0..w3`, the words `(w0, w2)` and `(w1, w3)` (what `SXTB16` makes of the weight
+    /// word), or the row-paired order ([`Conv::PAIRED`]: per 2 rows of 3 taps `a`, `b`, the
+    /// words `(a0, a2)`, `(b0, b2)`, `(a1, b1)`); a partial last group padded with zero
+    /// weights.
     ///
     /// # Safety
     /// `wide` 8-byte aligned and writable for `OC GROUPS 8` bytes; `weights` `OC L` long.
     #[inline(never)]
     unsafe fn widen(weights: &[i8], wide: *mut u32) {
         let mut out = wide;
-        for row in weights.chunks_exact(Self::L) {
-            let (whole, tail) = row.split_at(Self::L / 4 * 4);
-            for g in whole.chunks_exact(4) {
-                let (e, o) = extend(u32::from_le_bytes([
-                    g[0] as u8, g[1] as u8, g[2] as u8, g[3] as u8,
-                ]));
-                // SAFETY: `out` walks `wide` 2 words a group, OC GROUPS groups in all.
-                unsafe {
-                    out.write(e);
-                    out.add(1).write(o);
+        macro_rules! put {
+            ($v:expr) => {{
+                // SAFETY: `out` walks `wide` a word at a time, OC GROUPS 2 words in all (each
+                // row's words are padded to GROUPS 2 below).
+                unsafe { out.write($v) };
+                out = out.wrapping_add(1);
+            }};
+        }
+        if Self::PAIRED && Self::L.is_multiple_of(6) {
+            // SAFETY: OC rows of L / 6 pairs of rows, contiguous in `weights` (OC L long);
+            // OC GROUPS 2 words from `wide` (3 L / 6 per row plus the padding word).
+            unsafe { Self::widen_pairs(weights.as_ptr(), wide, OC) };
+            return;
+        }
+        // Not unrolled over the channels (the code per row is long).
+        let rows = core::hint::black_box(weights.chunks_exact(Self::L));
+        for row in rows {
+            if Self::PAIRED {
+                // SAFETY: the row's L / 6 pairs of rows (6 bytes each) are within it, their
+                // 3 L / 6 words within `wide` (see `put!`).
+                out = unsafe { Self::widen_pairs(row.as_ptr(), out, 1) };
+                if Self::L % 6 != 0 {
+                    // A lone last row: (a0, a2), (a1, 0).
+                    let i = Self::L / 6 * 6;
+                    let w =
+                        u32::from_le_bytes([row[i] as u8, row[i + 1] as u8, row[i + 2] as u8, 0]);
+                    put!(ext::<0>(0, w));
+                    put!(ext::<8>(0, w));
                 }
-                out = out.wrapping_add(2);
-            }
-            if !tail.is_empty() {
-                let mut b = [0u8; 4];
-                for (d, &t) in b.iter_mut().zip(tail) {
-                    *d = t as u8;
+                if Self::PAIRS % 2 == 1 {
+                    put!(0);
                 }
-                let (e, o) = extend(u32::from_le_bytes(b));
-                // SAFETY: as above, the partial last group.
-                unsafe {
-                    out.write(e);
-                    out.add(1).write(o);
+            } else {
+                let (whole, tail) = row.split_at(Self::L / 4 * 4);
+                for g in whole.chunks_exact(4) {
+                    let (e, o) = extend(u32::from_le_bytes([
+                        g[0] as u8, g[1] as u8, g[2] as u8, g[3] as u8,
+                    ]));
+                    put!(e);
+                    put!(o);
                 }
-                out = out.wrapping_add(2);
+                if !tail.is_empty() {
+                    let mut b = [0u8; 4];
+                    for (d, &t) in b.iter_mut().zip(tail) {
+                        *d = t as u8;
+                    }
+                    let (e, o) = extend(u32::from_le_bytes(b));
+                    put!(e);
+                    put!(o);
+                }
             }
         }
+    }
+
+    /// Pairs of the row-paired order per weight row.
+    const PAIRS: usize = Self::L / 6 * 3 + Self::L % 6 / 3 * 2;
+
+    /// `rows` weight rows' `L / 6` pairs of rows of 3 taps `a`, `b` (bytes
+    /// `a0 a1 a2 b0 b1 b2`) from `src` as the words `(a0, a2)`, `(b0, b2)`, `(a1, b1)` from
+    /// `dst`, each row's words followed by a zero word where `L % 6 == 0` and their count is
+    /// odd; returns `dst` past them. The words at `6 i` and `6 i + 2`, `SXTB16` with the
+    /// rotations 0, 8 and 16, one `PKHBT` and one `STM`: 26 instructions per 3 pairs.
+    ///
+    /// # Safety
+    /// `rows > 0`; `src` readable for `rows` rows of `L` bytes, the next row `L` bytes on
+    /// (only the first row's pairs where `L % 6 != 0`); `dst` 4-byte aligned and writable
+    /// for `rows (3 L / 6 + 1)` words.
+    #[inline(always)]
+    unsafe fn widen_pairs(src: *const i8, dst: *mut u32, rows: usize) -> *mut u32 {
+        macro_rules! pair {
+            () => {
+                concat!(
+                    "ldr r12, [{s}, #2]\n",
+                    "ldr r5, [{s}], #6\n",
+                    "sxtb16 r2, r5\n",
+                    "sxtb16 r3, r12, ror #8\n",
+                    "sxtb16 r5, r5, ror #8\n",
+                    "sxtb16 r12, r12, ror #16\n",
+                    "pkhbt r4, r5, r12, lsl #16\n",
+                    "stm {d}!, {{r2, r3, r4}}\n",
+                )
+            };
+        }
+        let (mut s, mut d) = (src, dst);
+        // SAFETY: per row, reads L / 6 * 6 bytes (unaligned word loads, each within a pair
+        // of rows; the rows are contiguous where more than one) and writes 3 L / 6 words
+        // (and the padding word) from `dst` (aligned), by the caller's contract; touches only
+        // its operands and clobbers, no stack; the loops run `trips` and `rows` times.
+        unsafe {
+            asm!(
+                "3:",
+                ".if {trips}",
+                "movw {n}, #{trips}",
+                "2:",
+                ".rept 3",
+                pair!(),
+                ".endr",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                ".endif",
+                ".rept {rem}",
+                pair!(),
+                ".endr",
+                ".if {pad}",
+                "movs {n}, #0",
+                "str {n}, [{d}], #4",
+                ".endif",
+                "subs {rows}, {rows}, #1",
+                "bne 3b",
+                trips = const Self::L / 18,
+                rem = const Self::L / 6 % 3,
+                pad = const (Self::L.is_multiple_of(6) && Self::PAIRS % 2 == 1) as u32,
+                s = inout(reg) s,
+                d = inout(reg) d,
+                rows = inout(reg) rows => _,
+                n = out(reg) _,
+                out("r2") _,
+                out("r3") _,
+                out("r4") _,
+                out("r5") _,
+                out("r12") _,
+                options(nostack),
+            );
+        }
+        let _ = s;
+        d
     }
 
     /// Bytes of the zero-point-padded input rows one output row reads: `IC` channels of
@@ -799,13 +898,25 @@ impl<
             let (mut s, mut d) = (src, dst);
             for _ in 0..IC / 4 {
                 // SAFETY: forwarded contract; 4 channels are 12 rows of 3 taps, 9 groups.
-                unsafe { Self::rows3(s, ch, row, d, 12, nzz) };
+                unsafe {
+                    if Self::PAIRED {
+                        Self::rows3_paired(s, ch, row, d, 12, nzz)
+                    } else {
+                        Self::rows3(s, ch, row, d, 12, nzz)
+                    }
+                };
                 s = s.wrapping_add(4 * ch);
                 d = d.wrapping_add(72);
             }
             if !IC.is_multiple_of(4) {
                 // SAFETY: as above, the last `IC % 4` channels.
-                unsafe { Self::rows3(s, ch, row, d, 3 * (IC % 4), nzz) };
+                unsafe {
+                    if Self::PAIRED {
+                        Self::rows3_paired(s, ch, row, d, 3 * (IC % 4), nzz)
+                    } else {
+                        Self::rows3(s, ch, row, d, 3 * (IC % 4), nzz)
+                    }
+                };
             }
             return;
         }
@@ -889,6 +1000,73 @@ impl<
                 );
                 let x2 = x(nzz, w2);
                 store(g + 2, x2, x2);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the taps are in the row-paired order ([`Conv::rows3_paired`]): for `K = 3`,
+    /// `D = 1` layers gathered from the strip whose weights [`Conv::widen`] re-orders anyway.
+    const PAIRED: bool =
+        Self::ROWS3 && Self::STRIP + Self::SLACK <= WORK && Self::WIDE_AT + Self::WIDE <= WORK;
+
+    /// [`Conv::rows3`] in the row-paired order: rows `a`, `b` (2 j, 2 j + 1) give the pairs
+    /// `(a0, a2)`, `(b0, b2)`, `(a1, b1)` (a lone last row `(a0, a2)`, `(a1, _)`), pair `i`
+    /// in word `i % 2` of group `i / 2`. Every 4 rows take 4 loads, 8 `SXTAB16`, 2 `PKHBT` and
+    /// 3 `STRD` (17 instructions for 12 taps, 21 in the natural order). The weights are
+    /// re-ordered to match by [`Conv::widen`].
+    ///
+    /// # Safety
+    /// As [`Conv::rows3`].
+    #[inline(always)]
+    unsafe fn rows3_paired(
+        src: *const i8,
+        ch: usize,
+        row: usize,
+        dst: *mut u32,
+        nrows: usize,
+        nzz: u32,
+    ) {
+        // SAFETY: the caller's contract (the row's 4 bytes are readable).
+        let word = |j: usize| unsafe {
+            src.wrapping_add(j / 3 * ch + j % 3 * row)
+                .cast::<u32>()
+                .read_unaligned()
+        };
+        let store = |g: usize, e: u32, o: u32| {
+            // SAFETY: words 8 g and 8 g + 1 of the pixel's slots (the caller's contract).
+            unsafe {
+                dst.add(g * 8).write(e);
+                dst.add(g * 8 + 1).write(o);
+            }
+        };
+        let (e, o) = (ext::<0>, ext::<8>);
+        let (mut j, mut g) = (0, 0);
+        while j + 4 <= nrows {
+            let (wa, wb, wc, wd) = (word(j), word(j + 1), word(j + 2), word(j + 3));
+            store(g, e(nzz, wa), e(nzz, wb));
+            store(g + 1, pk(o(nzz, wa), o(nzz, wb)), e(nzz, wc));
+            store(g + 2, e(nzz, wd), pk(o(nzz, wc), o(nzz, wd)));
+            j += 4;
+            g += 3;
+        }
+        match nrows - j {
+            1 => {
+                let wa = word(j);
+                store(g, e(nzz, wa), o(nzz, wa));
+            }
+            2 => {
+                let (wa, wb) = (word(j), word(j + 1));
+                store(g, e(nzz, wa), e(nzz, wb));
+                let ab = pk(o(nzz, wa), o(nzz, wb));
+                store(g + 1, ab, ab);
+            }
+            3 => {
+                let (wa, wb, wc) = (word(j), word(j + 1), word(j + 2));
+                store(g, e(nzz, wa), e(nzz, wb));
+                store(g + 1, pk(o(nzz, wa), o(nzz, wb)), e(nzz, wc));
+                let oc = o(nzz, wc);
+                store(g + 2, oc, oc);
             }
             _ => {}
         }
@@ -1035,14 +1213,16 @@ impl<
 }
 
 /// Write every per-channel record of a call (bias, form, `trips`, requantisation constants):
-/// each channel in the cheapest form whose constants exist for both signs: fast; right shift
-/// (both sides right shifts or zero); unified (with the channel's accumulators bounded by
-/// `|bias| + taps 128 (128 + |input zp|)`); general. Channels whose requantisation has none
-/// (an encoding no quantiser produces) are marked in `slow` (general form, zero constants:
-/// the kernel stores garbage there, which [`fix_slow`] overwrites). Returns whether any
-/// channel is slow.
+/// each channel in the cheapest form whose constants exist for both signs
+/// ([`dsp_requant`](super::dsp_requant)): fast; right shift; unified (with the channel's
+/// accumulators bounded by `|bias| + taps 128 (128 + |input zp|)`); general. Channels whose
+/// requantisation has none (an encoding no quantiser produces) are marked in `slow` (general
+/// form, zero constants: the kernel stores garbage there, which [`fix_slow`] overwrites).
+/// Returns whether any channel is slow.
 ///
-/// Runs once per call (for `edge`'s fused layers, once per 2 output rows).
+/// Runs once per call (for `edge`'s fused layers, once per 2 output rows): channels in the
+/// fast form (calibrated layers) or with right shifts on both sides take a short path, the
+/// others [`prepare_other`].
 #[inline(never)]
 fn prepare(
     recs: &mut [MaybeUninit<Rec>],
@@ -1053,6 +1233,7 @@ fn prepare(
     trips: u32,
 ) -> bool {
     let zp = q.output_zero_point;
+    let max_shift = fast_max_shift(zp);
     // The largest |sum of taps| of a window: |w| <= 128, |x - zp| <= 128 + |zp|.
     let sums = (taps as u64 * 128 * (128 + u64::from(q.input_zero_point.unsigned_abs())))
         .min(u64::from(u32::MAX)) as u32;
@@ -1062,19 +1243,15 @@ fn prepare(
         .zip(bias)
         .zip(q.requant_pos.iter().zip(q.requant_neg));
     for (((r, &b), (&p, &n)), s) in rows.zip(slow) {
-        let both = |f: &dyn Fn(_, _) -> Option<Slot>| Some((f(p, false)?, f(n, true)?));
-        let bound = b.unsigned_abs().saturating_add(sums);
-        let (form, (p, n)) = if let Some(c) = both(&|r, neg| fast(r, zp, neg)) {
-            (FAST, c)
-        } else if right_applies(p) && right_applies(n) {
-            (RIGHT, both(&|r, neg| right(r, zp, neg)).unwrap_or_default())
-        } else if let Some(c) = both(&|r, neg| unified(r, zp, neg, bound)) {
-            (UNIFIED, c)
-        } else if let Some(c) = both(&|r, neg| general(r, zp, neg)) {
-            (GENERAL, c)
+        let (form, p, n) = if is_fast(p, max_shift) && is_fast(n, max_shift) {
+            (FAST, fast_slot(p, zp, false), fast_slot(n, zp, true))
+        } else if is_right(p) && is_right(n) {
+            (RIGHT, right_slot(p, zp, false), right_slot(n, zp, true))
         } else {
-            (*s, any) = (true, true);
-            (GENERAL, Default::default())
+            let bound = b.unsigned_abs().saturating_add(sums);
+            *s = prepare_other(r, b, p, n, zp, bound, trips);
+            any |= *s;
+            continue;
         };
         let b = b as u32;
         r.write(Rec {
@@ -1087,9 +1264,72 @@ fn prepare(
     any
 }
 
+/// [`prepare`] for one channel in neither the fast nor the right-shift form (its
+/// accumulators at most `bound` in magnitude); returns whether it is slow.
+#[inline(never)]
+fn prepare_other(
+    r: &mut MaybeUninit<Rec>,
+    b: i32,
+    p: Requant,
+    n: Requant,
+    zp: i32,
+    bound: u32,
+    trips: u32,
+) -> bool {
+    let max_shift = fast_max_shift(zp);
+    let (form, p, n, slow) = if is_unified(p, max_shift, bound) && is_unified(n, max_shift, bound) {
+        let (p, n) = (unified_slot(p, zp, false), unified_slot(n, zp, true));
+        (UNIFIED, p, n, false)
+    } else if is_general(p) && is_general(n) {
+        (
+            GENERAL,
+            general_slot(p, zp, false),
+            general_slot(n, zp, true),
+            false,
+        )
+    } else {
+        (GENERAL, Slot::default(), Slot::default(), true)
+    };
+    let b = b as u32;
+    r.write(Rec {
+        head: [b, b, form, trips, b, b],
+        pos: p,
+        gap: MaybeUninit::uninit(),
+        neg: n,
+    });
+    slow
+}
+
+/// The halfword of tap `t` of pixel `p` in a block's columns (window length `l`): group `g`,
+/// word `w` and half `h` at `16 g + 4 p + 2 w + h`, in the natural order (taps `t0..t3` of
+/// group `t / 4` as `(t0, t2)`, `(t1, t3)`) or, with `paired`, the row-paired one
+/// ([`Conv::rows3_paired`]: rows of 3 taps, pairs `(a0, a2)`, `(b0, b2)`, `(a1, b1)` per 2
+/// rows, `(a0, a2)`, `(a1, _)` for a lone last row).
+#[inline(never)]
+fn col_halfword(t: usize, p: usize, l: usize, paired: bool) -> usize {
+    let (pair, hi) = if paired {
+        let (r, kx) = (t / 3, t % 3);
+        let j = r / 2;
+        let lone = r % 2 == 0 && r + 1 == l / 3;
+        match (r % 2, kx) {
+            (0, 0) => (3 * j, 0),
+            (0, 2) => (3 * j, 1),
+            (0, _) if lone => (3 * j + 1, 0),
+            (0, _) => (3 * j + 2, 0),
+            (_, 0) => (3 * j + 1, 0),
+            (_, 2) => (3 * j + 1, 1),
+            _ => (3 * j + 2, 1),
+        }
+    } else {
+        (t / 4 * 2 + t % 2, t % 4 / 2)
+    };
+    pair / 2 * 16 + 4 * p + 2 * (pair % 2) + hi
+}
+
 /// The outputs of the `slow` channels of one block (pixels `0..npx`, the block's first at
 /// `first` in each `plane` of `out`): the sums again, portably, from the gathered columns
-/// (window length `l`), then [`QuantArgs::output`].
+/// (window length `l`, in the row-paired order with `paired`: [`col_halfword`]), then
+/// [`QuantArgs::output`].
 ///
 /// # Safety
 /// `cols` holds the block's `ceil(l / 4)` gathered groups with pixels `0..npx` written.
@@ -1103,6 +1343,7 @@ unsafe fn fix_slow(
     q: &QuantArgs<'_>,
     slow: &[bool],
     cols: *const u32,
+    paired: bool,
     npx: usize,
     out: &mut [i8],
     first: usize,
@@ -1113,9 +1354,9 @@ unsafe fn fix_slow(
         let w = &weights[oc * l..][..l];
         for p in 0..npx {
             let acc = w.iter().enumerate().fold(bias[oc], |a, (t, &wt)| {
-                // SAFETY: tap t of pixel p < npx: halfword 16 (t / 4) + 4 p + (0, 2, 1, 3)[t %
-                // 4] of the columns, written by the gather.
-                let x = unsafe { cols.add(t / 4 * 16 + 4 * p + [0, 2, 1, 3][t % 4]).read() };
+                // SAFETY: tap t of pixel p < npx: halfword `col_halfword(t, p, l, paired)` of
+                // the columns, written by the gather.
+                let x = unsafe { cols.add(col_halfword(t, p, l, paired)).read() };
                 a.wrapping_add(i32::from(wt) * i32::from(x))
             });
             out[oc * plane + first + p] = q.output(oc, acc);

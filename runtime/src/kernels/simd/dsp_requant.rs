@@ -55,17 +55,90 @@ pub(crate) const SLOT: usize = 32;
 /// fast form uses 4.
 pub(crate) type Slot = [u32; 6];
 
-/// Whether [`fast`] gives constants for `r` (for either sign).
+/// The requantisation forms, in order of cost (the kernel's `TBB` index; bit `1 << form` of
+/// [`forms`]): [`requant_fast!`], [`requant_unified!`], [`requant_right!`],
+/// [`requant_general!`].
+pub(crate) const FAST: u32 = 0;
+pub(crate) const UNIFIED: u32 = 1;
+pub(crate) const RIGHT: u32 = 2;
+pub(crate) const GENERAL: u32 = 3;
+
+/// The forms whose constants exist for `r` (either sign; `bound`: the largest `|acc|`), a
+/// bit `1 << form` each: see [`fast`], [`unified`], [`right`] and [`general`]. 0 for
+/// encodings no quantiser produces (a multiplier in (0, 2^30) or negative). The kernel's
+/// set-up uses the same predicates, `is_*`.
+#[cfg(test)]
+pub(crate) fn forms(r: Requant, output_zero_point: i32, bound: u32) -> u32 {
+    let max_shift = fast_max_shift(output_zero_point);
+    (u32::from(is_fast(r, max_shift)) << FAST)
+        | (u32::from(is_unified(r, max_shift, bound)) << UNIFIED)
+        | (u32::from(is_right(r)) << RIGHT)
+        | (u32::from(is_general(r)) << GENERAL)
+}
+
+/// Whether `r` has the general form: a multiplier in [2^30, 2^31) or 0.
 #[inline(always)]
-pub(crate) fn fast_applies(r: Requant, output_zero_point: i32) -> bool {
-    let e = r.shift.wrapping_neg();
-    r.multiplier >= 1 << 30
-        && (1..=29).contains(&e)
-        && output_zero_point.unsigned_abs() <= 1 << (29 - e)
+pub(crate) fn is_general(r: Requant) -> bool {
+    r.multiplier == 0 || r.multiplier >= 1 << 30
+}
+
+/// Whether `r` has the right-shift form: a right shift (not `i32::MIN`, which the reference
+/// does not shift at all: its negation wraps) or the zero multiplier.
+#[inline(always)]
+pub(crate) fn is_right(r: Requant) -> bool {
+    r.multiplier == 0 || (r.multiplier >= 1 << 30 && r.shift < 0 && r.shift != i32::MIN)
+}
+
+/// Whether `r` has the fast form, given `max_shift = fast_max_shift(zp)`: a right shift of
+/// 1 to `max_shift` (at most 29), or the zero multiplier.
+#[inline(always)]
+pub(crate) fn is_fast(r: Requant, max_shift: u32) -> bool {
+    r.multiplier == 0
+        || (r.multiplier >= 1 << 30 && (r.shift.wrapping_neg() as u32).wrapping_sub(1) < max_shift)
+}
+
+/// Whether `r` has the unified form for accumulators of at most `bound` in magnitude, given
+/// `max_shift = fast_max_shift(zp)`: the fast form, no shift, a left shift `l` (`shift & 31`)
+/// with `bound < 2^(31 - l)`, or a right shift `e` (capped at 31) with `bound < 2^(e - 1)`.
+#[inline(always)]
+pub(crate) fn is_unified(r: Requant, max_shift: u32, bound: u32) -> bool {
+    let (m, shift) = (r.multiplier, r.shift);
+    if m == 0 {
+        return true;
+    }
+    if m < 1 << 30 {
+        return false;
+    }
+    if shift >= 0 {
+        let l = shift as u32 & 31;
+        return l == 0 || bound < 1 << (31 - l);
+    }
+    is_fast(r, max_shift)
+        || (shift != i32::MIN && bound < 1 << ((shift.wrapping_neg() as u32).min(31) - 1))
+}
+
+/// The largest right shift of the fast form for output zero point `zp` (`|zp| <= 2^(29-e)`),
+/// 0 if none.
+#[inline(always)]
+pub(crate) fn fast_max_shift(zp: i32) -> u32 {
+    let a = zp.unsigned_abs();
+    if a <= 1 {
+        29
+    } else {
+        29u32.saturating_sub(32 - (a - 1).leading_zeros())
+    }
+}
+
+/// `(2^(e-1) - [negative] + zp 2^e) 2^31 + 2^30` as the low and high word of a 64-bit
+/// constant (the sum in front of `2^31` within i32).
+#[inline(always)]
+fn rounding(e: u32, negative: bool, zp_e: i32) -> (u32, u32) {
+    let a = (1i32 << (e - 1)) - i32::from(negative) + zp_e;
+    (((a as u32 & 1) << 31) | 1 << 30, (a >> 1) as u32)
 }
 
 /// The fast form's constants for `r` applied to accumulators of one sign (`negative`: < 0),
-/// or `None` where it is not exact (then [`general`] applies).
+/// or `None` where it is not exact.
 ///
 /// For a multiplier `m` in [2^30, 2^31) and a right shift `e = -shift` in 1..=29 (left shift
 /// 0), TFLite's `RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc, m), e) + zp` is
@@ -80,32 +153,19 @@ pub(crate) fn fast_applies(r: Requant, output_zero_point: i32) -> bool {
 ///
 /// Words: `m`, `e - 1` (the `ASR` of the high word), then `k` low and high. The zero
 /// multiplier takes this form too, for every zero point (`m = 0`, `k = zp 2^32`).
-#[inline(always)]
-pub(crate) fn fast(r: Requant, output_zero_point: i32, negative: bool) -> Option<Slot> {
-    if r.multiplier == 0 {
-        // `k = zp 2^32`: the zero point, as `Requant::apply` gives 0 for any shift.
-        return Some([0, 0, 0, output_zero_point as u32, 0, 0]);
-    }
-    if !fast_applies(r, output_zero_point) {
-        return None;
-    }
-    let e = r.shift.wrapping_neg();
-    // k = 2^30 + a 2^31 with a = 2^(e-1) - [negative] + zp 2^e, |a| < 2^30.
-    let a = (1 << (e - 1)) - i32::from(negative) + (output_zero_point << e);
-    Some([
-        r.multiplier as u32,
-        (e - 1) as u32,
-        ((a as u32 & 1) << 31) | 1 << 30,
-        (a >> 1) as u32,
-        0,
-        0,
-    ])
+#[cfg(test)]
+pub(crate) fn fast(r: Requant, zp: i32, negative: bool) -> Option<Slot> {
+    (forms(r, zp, 0) & 1 << FAST != 0).then(|| fast_slot(r, zp, negative))
 }
 
-/// Whether [`right`] gives constants for `r`: a right shift (or the zero multiplier).
 #[inline(always)]
-pub(crate) fn right_applies(r: Requant) -> bool {
-    r.multiplier == 0 || (r.multiplier >= 1 << 30 && r.shift < 0 && r.shift != i32::MIN)
+pub(crate) fn fast_slot(r: Requant, zp: i32, negative: bool) -> Slot {
+    if r.multiplier == 0 {
+        return [0, 0, 0, zp as u32, 0, 0];
+    }
+    let e = r.shift.wrapping_neg() as u32;
+    let (lo, hi) = rounding(e, negative, zp << e);
+    [r.multiplier as u32, e - 1, lo, hi, 0, 0]
 }
 
 /// The right-shift form's constants for `r` applied to accumulators of one sign
@@ -117,30 +177,23 @@ pub(crate) fn right_applies(r: Requant) -> bool {
 /// reference's `+`. That is [`fast`]'s `(acc m + k) >> (31 + e)` with the zero point left
 /// out of `k` (`k = 2^30 + (2^(e-1) - [negative]) 2^31`, so `|acc m + k| < 2^62 + 2^61 + 2^30`
 /// never overflows) and added after the shift.
+#[cfg(test)]
+pub(crate) fn right(r: Requant, zp: i32, negative: bool) -> Option<Slot> {
+    (forms(r, zp, u32::MAX) & 1 << RIGHT != 0).then(|| right_slot(r, zp, negative))
+}
+
 #[inline(always)]
-pub(crate) fn right(r: Requant, output_zero_point: i32, negative: bool) -> Option<Slot> {
-    if !right_applies(r) {
-        return None;
-    }
-    let zp = output_zero_point as u32;
+pub(crate) fn right_slot(r: Requant, zp: i32, negative: bool) -> Slot {
     if r.multiplier == 0 {
-        return Some([0, 0, zp, 0, 0, 0]);
+        return [0, 0, zp as u32, 0, 0, 0];
     }
-    let e = r.shift.wrapping_neg().min(31);
-    let k = (1i64 << 30) + ((1i64 << (e - 1)) - i64::from(negative)) * (1 << 31);
-    Some([
-        r.multiplier as u32,
-        (e - 1) as u32,
-        zp,
-        k as u32,
-        (k >> 32) as u32,
-        0,
-    ])
+    let e = (r.shift.wrapping_neg() as u32).min(31);
+    let (lo, hi) = rounding(e, negative, 0);
+    [r.multiplier as u32, e - 1, zp as u32, lo, hi, 0]
 }
 
 /// The unified form's constants for `r` applied to accumulators of one sign (`negative`:
-/// < 0) whose magnitude is at most `bound`, or `None` where it is not exact (then
-/// [`general`] applies).
+/// < 0) whose magnitude is at most `bound`, or `None` where it is not exact.
 ///
 /// Words: `s`, `q`, the `ASR` of the high word `sh`, then the 64-bit constant `k` low and
 /// high; the kernel computes `ssat8((((acc s + k) >> 32) + acc q) >> sh)`, the high word
@@ -156,41 +209,30 @@ pub(crate) fn right(r: Requant, output_zero_point: i32, negative: bool) -> Optio
 /// - Right shift `e` (capped at 31) without the fast form, where `bound < 2^(e-1)`: the
 ///   doubling high multiply is at most `|acc|` in magnitude, so the rounding divide gives 0
 ///   and the result is the zero point (the zero multiplier's constants).
+#[cfg(test)]
+pub(crate) fn unified(r: Requant, zp: i32, negative: bool, bound: u32) -> Option<Slot> {
+    (forms(r, zp, bound) & 1 << UNIFIED != 0).then(|| unified_slot(r, zp, negative))
+}
+
 #[inline(always)]
-pub(crate) fn unified(
-    r: Requant,
-    output_zero_point: i32,
-    negative: bool,
-    bound: u32,
-) -> Option<Slot> {
-    let m = r.multiplier;
-    let zp = output_zero_point as u32;
-    let constant = Some([0, 0, 0, 0, zp, 0]);
-    if m == 0 {
-        return constant;
+pub(crate) fn unified_slot(r: Requant, zp: i32, negative: bool) -> Slot {
+    let (m, shift) = (r.multiplier, r.shift);
+    if shift < 0 && m != 0 && is_fast(r, fast_max_shift(zp)) {
+        let f = fast_slot(r, zp, negative);
+        return [f[0], 0, f[1], f[2], f[3], 0];
     }
-    if m < 1 << 30 {
-        return None;
+    if shift < 0 || m == 0 {
+        return [0, 0, 0, 0, zp as u32, 0];
     }
-    let shift = r.shift;
-    if shift < 0 {
-        if let Some(f) = fast(r, output_zero_point, negative) {
-            return Some([f[0], 0, f[1], f[2], f[3], 0]);
-        }
-        if shift == i32::MIN {
-            return None;
-        }
-        let e = shift.wrapping_neg().min(31);
-        return if bound < 1 << (e - 1) { constant } else { None };
-    }
-    let l = shift as u32 & 31;
-    if u64::from(bound) << l >= 1 << 31 && l > 0 {
-        return None;
-    }
-    let big = u64::from(m as u32) << (l + 1);
-    let q = (big + (1 << 31)) >> 32;
-    let s = big.wrapping_sub(q << 32) as u32;
-    Some([s, q as u32, 0, 1 << 31, zp, 0])
+    // M = m 2^(l + 1): s is M modulo 2^32 (as i32), q = round(M / 2^32) (m < 2^31, so the
+    // rounding sum fits).
+    let (m, l) = (m as u32, shift as u32 & 31);
+    let (s, q) = if l == 31 {
+        (0, m)
+    } else {
+        (m << (l + 1), (m + (1 << (30 - l))) >> (31 - l))
+    };
+    [s, q, 0, 1 << 31, zp as u32, 0]
 }
 
 /// The general form's constants for `r` applied to accumulators of one sign (`negative`:
@@ -221,16 +263,18 @@ pub(crate) fn unified(
 /// - Zero multiplier: `a = 32` makes `x = 0` (`LSL` by 32 or more gives 0), and with no
 ///   right shift (`b = 0`, `c = 0`) the result is `zp`, as `Requant::apply` gives 0 for any
 ///   shift.
+#[cfg(test)]
+pub(crate) fn general(r: Requant, zp: i32, negative: bool) -> Option<Slot> {
+    (forms(r, zp, u32::MAX) & 1 << GENERAL != 0).then(|| general_slot(r, zp, negative))
+}
+
 #[inline(always)]
-pub(crate) fn general(r: Requant, output_zero_point: i32, negative: bool) -> Option<Slot> {
+pub(crate) fn general_slot(r: Requant, output_zero_point: i32, negative: bool) -> Slot {
     let m = r.multiplier;
     let zero = m == 0;
-    if m < 1 << 30 && !zero {
-        return None;
-    }
     // As `Requant::apply`: a left shift of `shift & 31` (`wrapping_shl`), or a right shift
     // by `-shift` capped at 31 (`rounding_divide_by_pot`; none for `i32::MIN`, whose
-    // negation wraps). Branch-free: this runs for every channel of every call.
+    // negation wraps).
     let shift = r.shift;
     let left = if zero {
         32
@@ -253,7 +297,7 @@ pub(crate) fn general(r: Requant, output_zero_point: i32, negative: bool) -> Opt
         (half.wrapping_neg(), output_zero_point.wrapping_add(some))
     };
     // s = 2 m - 2^32 modulo 2^32.
-    Some([(m as u32) << 1, left, right, z as u32, 1 << 31, c as u32])
+    [(m as u32) << 1, left, right, z as u32, 1 << 31, c as u32]
 }
 
 /// The fast requantisation of accumulator register `$acc` (see [`fast`]): the records at
@@ -664,7 +708,6 @@ mod tests {
         assert_eq!(wrong, 0, "{wrong} of {checked} differ, first {first:?}");
         assert!(checked > 500_000, "{checked}");
         for r in &rs {
-            assert_eq!(right(*r, 0, false).is_some(), right_applies(*r));
             if r.multiplier == 0 || (r.shift < 0 && r.shift != i32::MIN) {
                 assert!(right(*r, -77, true).is_some(), "{r:?}");
             }
