@@ -1221,8 +1221,7 @@ impl<
 /// Returns whether any channel is slow.
 ///
 /// Runs once per call (for `edge`'s fused layers, once per 2 output rows): channels in the
-/// fast form (calibrated layers) or with right shifts on both sides take a short path, the
-/// others [`prepare_other`].
+/// general form (or none) take [`prepare_other`], out of line.
 #[inline(never)]
 fn prepare(
     recs: &mut [MaybeUninit<Rec>],
@@ -1249,9 +1248,17 @@ fn prepare(
             (RIGHT, right_slot(p, zp, false), right_slot(n, zp, true))
         } else {
             let bound = b.unsigned_abs().saturating_add(sums);
-            *s = prepare_other(r, b, p, n, zp, bound, trips);
-            any |= *s;
-            continue;
+            if is_unified(p, max_shift, bound) && is_unified(n, max_shift, bound) {
+                (
+                    UNIFIED,
+                    unified_slot(p, zp, false),
+                    unified_slot(n, zp, true),
+                )
+            } else {
+                *s = prepare_other(r, b, p, n, zp, trips);
+                any |= *s;
+                continue;
+            }
         };
         let b = b as u32;
         r.write(Rec {
@@ -1264,8 +1271,8 @@ fn prepare(
     any
 }
 
-/// [`prepare`] for one channel in neither the fast nor the right-shift form (its
-/// accumulators at most `bound` in magnitude); returns whether it is slow.
+/// [`prepare`] for one channel in the general form (or none: then it is slow, and this
+/// returns `true`).
 #[inline(never)]
 fn prepare_other(
     r: &mut MaybeUninit<Rec>,
@@ -1273,26 +1280,16 @@ fn prepare_other(
     p: Requant,
     n: Requant,
     zp: i32,
-    bound: u32,
     trips: u32,
 ) -> bool {
-    let max_shift = fast_max_shift(zp);
-    let (form, p, n, slow) = if is_unified(p, max_shift, bound) && is_unified(n, max_shift, bound) {
-        let (p, n) = (unified_slot(p, zp, false), unified_slot(n, zp, true));
-        (UNIFIED, p, n, false)
-    } else if is_general(p) && is_general(n) {
-        (
-            GENERAL,
-            general_slot(p, zp, false),
-            general_slot(n, zp, true),
-            false,
-        )
+    let (p, n, slow) = if is_general(p) && is_general(n) {
+        (general_slot(p, zp, false), general_slot(n, zp, true), false)
     } else {
-        (GENERAL, Slot::default(), Slot::default(), true)
+        (Slot::default(), Slot::default(), true)
     };
     let b = b as u32;
     r.write(Rec {
-        head: [b, b, form, trips, b, b],
+        head: [b, b, GENERAL, trips, b, b],
         pos: p,
         gap: MaybeUninit::uninit(),
         neg: n,
