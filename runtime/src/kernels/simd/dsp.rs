@@ -7,45 +7,55 @@
 //! The engine ([`Conv::run`]) is its own, not the shared [`Geom::blocks`](super::Geom); where it
 //! declines (unusual arguments, see there) the reference runs:
 //!
-//! - **Column layout.** A block holds [`PIX`] = 4 output pixels. Their windows, in
-//!   `(ic, ky, kx)` order like the weights, are cut into groups of 4 taps `t0..t3`. Group `g`
-//!   is 8 words at word `8 g`: for pixel `q`, word `2 q` is `(t0, t2)` and word `2 q + 1` is
-//!   `(t1, t3)` (low half, high half; `x - zero_point` as i16). That is the order `SXTB16`
-//!   splits a weight word into: `SXTB16 w` = `(w0, w2)`, `SXTB16 w, ROR #8` = `(w1, w3)`, so
-//!   no `PKHBT` is needed on the weights, and one `LDM` fetches two pixels' pairs. The columns
-//!   live in the caller's scratch ([`scratch_s8`](super::scratch_s8) i16), or in the engine's
-//!   own buffer when the scratch is not 4-byte aligned.
+//! - **Column layout.** A block holds [`PIX`] = 4 output pixels. Their windows are cut into
+//!   pairs of taps (`x - zero_point` as i16, low half and high half); pairs `2 g` and
+//!   `2 g + 1` form group `g`, 8 words at word `8 g`: for pixel `q`, words `2 q` and
+//!   `2 q + 1`, so one `LDM` fetches two pixels' pairs. In the natural order, group `g` holds
+//!   taps `t0..t3` (in `(ic, ky, kx)` order like the weights) as `(t0, t2)` and `(t1, t3)`:
+//!   the order `SXTB16` splits a weight word into (`SXTB16 w` = `(w0, w2)`,
+//!   `SXTB16 w, ROR #8` = `(w1, w3)`), so the int8 weights need no re-ordering. Layers whose
+//!   weights are widened (below) with 3-tap window rows use the row-paired order instead
+//!   ([`Conv::rows3_paired`]): per 2 rows `a`, `b`, the pairs `(a0, a2)`, `(b0, b2)`,
+//!   `(a1, b1)`, which are cheaper to gather. The columns live in the caller's scratch
+//!   ([`scratch_s8`](super::scratch_s8) i16), or in the engine's own buffer when the scratch
+//!   is not 4-byte aligned.
 //! - **Microkernel** ([`Conv::block`]: every output channel for one block, the channel loop
 //!   in the assembly too). Per group of 4 taps, one output channel and 4 pixels: one `LDR` of
 //!   4 weights, 2 `SXTB16`, 2 `LDM` of 4 column words and 8 `SMLAD`: 13 instructions for 16
 //!   multiply-accumulates. The group loop is unrolled 8 deep; the count of groups is a
 //!   compile-time constant, so the remainder is unrolled by the assembler (`.rept`), and a
 //!   partial last group reads its 1 to 3 weights with `LDRB`/`LDRH`, never past the row. The
-//!   accumulators start at the bias (one `LDMDB`). For layers whose weights fit the work
-//!   buffer once sign-extended (`edge`'s first convolution: 16 channels, so each weight is
-//!   otherwise extended again for every 4 pixels), [`Conv::widen`] extends them once per
+//!   accumulators start at the bias (one `LDMDB` of the channel's record, which also loads
+//!   its requantisation form and the loop's trip count). For layers whose weights fit the
+//!   work buffer once sign-extended (`edge`'s first convolution: 16 channels, so each weight
+//!   is otherwise extended again for every 4 pixels), [`Conv::widen`] extends them once per
 //!   call and the kernel loads the two pairs with one `LDRD`: 11 instructions per group. A
-//!   block of 1 or 2 pixels (the end of a call) runs a 2-pixel variant.
+//!   block of 1 or 2 pixels (the end of a call) runs a 2-pixel variant (none is compiled
+//!   where the output width is a multiple of 4).
 //! - **Requantisation** in the same assembly ([`super::dsp_requant`], where the host tests
-//!   it): an `LDM` of the per-channel constants chosen by the accumulator's sign, a 64-bit
-//!   multiply-add and `SSAT`. A call whose channels all have right shifts of 1 to 29 (what
-//!   calibration gives: multipliers below 0.5) takes the fast form, 7 instructions an output
-//!   (`SMLAL`, `ASR`, the zero point folded into the constant); any other call the general
-//!   form, 10 instructions an output, exact for every multiplier, shift (left or right),
-//!   zero point and accumulator. Only encodings no quantiser produces (a mantissa in
-//!   (0, 2^30) or negative) get [`QuantArgs::output`] after the block ([`fix_slow`]).
+//!   it): a `TBB` on the channel's form, then per output an `LDM` of the constants chosen by
+//!   the accumulator's sign, a 64-bit multiply-add and `SSAT`. Each channel takes the
+//!   cheapest of four forms whose constants exist for both signs ([`prepare`]): fast, 7
+//!   instructions an output (right shifts of 1 to 29: what calibration gives; the zero
+//!   multiplier); right shift, 8 (any right shift and zero point); unified, 8 (no shift, or
+//!   left shifts where the channel's accumulators, bounded by its bias and window, cannot
+//!   wrap); general, 10 (every multiplier, shift, zero point and accumulator). Only encodings
+//!   no quantiser produces (a mantissa in (0, 2^30) or negative) get [`QuantArgs::output`]
+//!   after the block ([`fix_slow`]).
 //! - **im2col** ([`Conv::gather_strip`]): for each output row the input rows it reads are
 //!   copied once into a strip padded with the zero point ([`Conv::build_strip`]), so every
-//!   window, border or not, is a plain copy with compile-time offsets: 4 channels of `K x K`
-//!   taps unrolled, an `LDRSB` per tap, `PKHBT` + `SSUB16` per pair and one `STRD` per group
-//!   (9 instructions for 4 taps). Layers whose strip does not fit the work buffer gather from
-//!   the input with a validity mask per tap ([`Conv::gather_masked`]); kernels wider than 5
-//!   take a generic gather.
+//!   window, border or not, is a plain copy with compile-time offsets. For 3 x 3 kernels
+//!   (dilation 1) each window row is one unaligned word load, split by `SXTAB16` (which
+//!   also subtracts the zero point) and joined by `PKHBT` ([`Conv::rows3`]: 21 instructions
+//!   per 12 taps; 17 in the row-paired order); other kernels up to 5 x 5 take an `LDRSB` per
+//!   tap, `PKHBT` + `SSUB16` per pair and one `STRD` per group (27 per 12 taps). Layers whose
+//!   strip does not fit the work buffer gather from the input with a validity mask per tap
+//!   ([`Conv::gather_masked`]); kernels wider than 5 take a generic gather.
 //!
 //! The sums are exact 32-bit integers (`SMLAD` wraps like `wrapping_add`), so results are
-//! bit-identical to the reference. Stack: the work buffer ([`WORK`]) and `72 OC` bytes of
-//! per-channel records, in the frame of [`Conv::run`] (never inlined, so one layer's at a
-//! time).
+//! bit-identical to the reference. Stack: the work buffer (what the layer uses of [`WORK`],
+//! in steps of 512 bytes) and `80 OC` bytes of per-channel records, in the frame of
+//! [`Conv::run_in`] (never inlined, so one layer's at a time).
 
 use core::arch::asm;
 use core::mem::MaybeUninit;
@@ -61,13 +71,15 @@ use crate::quant::Requant;
 
 /// Groups of 4 taps per trip of the kernel's loop.
 const UNROLL: usize = 8;
-/// Bytes of the engine's stack buffer: the zero-point-padded copy of the input rows of one
-/// output row (layers whose copy does not fit gather from the input with masks), room for
-/// the columns (used when the caller's scratch is not 4-byte aligned) and, where they fit
+/// Most bytes of the engine's stack buffer: the zero-point-padded copy of the input rows of
+/// one output row (layers whose copy does not fit gather from the input with masks), room
+/// for the columns (used when the caller's scratch is not 4-byte aligned) and, where they fit
 /// after them, the weights sign-extended once per call (so the kernel loads them with `LDRD`
 /// instead of `LDR` + 2 `SXTB16` per group: for layers with few output channels, whose
 /// weights would otherwise be extended again for every block of pixels). 4.5 KiB holds all
-/// three for `edge`'s first convolution (810 + 736 + 2,944 bytes).
+/// three for `edge`'s first convolution (816 + 736 + 2,944 bytes); each layer's buffer is
+/// only as large as it uses ([`Conv::NEED`]: 2 KiB for `edge`'s second, 3.5 KiB for its
+/// third).
 const WORK: usize = 4608;
 
 /// The engine's stack buffer, `N` bytes, 8-byte aligned.
