@@ -93,6 +93,10 @@ enum Requants {
     /// in [2^30, 2^31) and shift in -31..=30 (or the zero multiplier), with biases anywhere
     /// in i32.
     Random,
+    /// Typical, but every third channel with an encoding no quantiser produces on one side
+    /// (a mantissa below 2^30, or a negative one): the scalar requantisation of those
+    /// channels after each block, from the gathered columns.
+    Unnormalised,
 }
 
 /// A range of real requantisation multipliers.
@@ -294,7 +298,7 @@ pub fn run<B: Board>(board: &mut B) -> bool {
         requants,
         misaligned,
     };
-    use Requants::{Odd, Random, Typical};
+    use Requants::{Odd, Random, Typical, Unnormalised};
     check!(
         3,
         9,
@@ -342,6 +346,20 @@ pub fn run<B: Board>(board: &mut B) -> bool {
         0,
         case(9, 0, 0, Typical, false),
         "single-pixel"
+    );
+    // 7 channels (3 rows past the last 4 channels), stride 2: the word-per-row gather's
+    // remainder of one row.
+    check!(
+        7,
+        9,
+        9,
+        6,
+        3,
+        2,
+        1,
+        1,
+        case(23, -100, 7, Typical, false),
+        "k3-stride2-ic7"
     );
     check!(
         10,
@@ -529,6 +547,45 @@ pub fn run<B: Board>(board: &mut B) -> bool {
         "random-requant-conv5"
     );
 
+    // Encodings no quantiser produces, in both column orders (`edge`'s conv1 shape and the
+    // 7-channel one: weights widened, row-paired; conv3: natural).
+    check!(
+        10,
+        25,
+        25,
+        16,
+        3,
+        1,
+        1,
+        1,
+        case(24, -3, 5, Unnormalised, false),
+        "conv1-unnormalised-requant"
+    );
+    check!(
+        7,
+        9,
+        9,
+        6,
+        3,
+        2,
+        1,
+        1,
+        case(25, 60, -9, Unnormalised, false),
+        "k3-stride2-ic7-unnormalised-requant"
+    );
+    check!(
+        16,
+        12,
+        12,
+        32,
+        3,
+        1,
+        1,
+        1,
+        case(26, 1, 0, Unnormalised, false),
+        "conv3-unnormalised-requant"
+    );
+
     let _ = writeln!(board, "layers checks={checks} failed={failed}");
     failed == 0
 }
@@ -597,7 +654,7 @@ fn conv<
     // weights and inputs near the zero point there, so that many outputs are exact values.
     let small = !matches!(
         case.requants,
-        Requants::Typical | Requants::Odd | Requants::Random
+        Requants::Typical | Requants::Odd | Requants::Random | Requants::Unnormalised
     );
     for v in &mut b.x[..n_in] {
         *v = if small {
@@ -643,6 +700,24 @@ fn conv<
             Requants::LeakyWide => {
                 let (n, _) = CLASSES[1 + oc % 4].draw(&mut rng);
                 (real, n)
+            }
+            Requants::Unnormalised => {
+                match oc % 3 {
+                    0 => {
+                        b.pos[oc] = Requant {
+                            multiplier: 0x0123_4567,
+                            shift: -2,
+                        }
+                    }
+                    1 => {
+                        b.neg[oc] = Requant {
+                            multiplier: -0x5000_0000,
+                            shift: -9,
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
             }
             Requants::Random => {
                 let mut any = || match rng.next() % 64 {

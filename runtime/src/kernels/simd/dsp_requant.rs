@@ -12,13 +12,27 @@
 //! `x = acc << left` (wrapping), `left = max(shift, 0)`, `e = min(max(-shift, 0), 31)`; the
 //! record is chosen by the sign of the accumulator (`requant_pos` / `requant_neg`).
 //!
-//! Two forms, both one `LDM` of the record the accumulator's sign selects (`LSR #31`, then
-//! `ADD ... LSL #5`: records are [`SLOT`] bytes apart), a 64-bit multiply-add and `SSAT`:
+//! Four forms, all one `LDM` of the record the accumulator's sign selects (`LSR #31`, then
+//! `ADD ... LSL #5`: records are [`SLOT`] bytes apart), a 64-bit multiply-add and `SSAT`;
+//! the kernel picks one per output channel (the cheapest whose constants exist for both
+//! signs):
 //!
 //! - **Fast** ([`fast`], [`requant_fast!`], 7 instructions an output): a right shift
 //!   `e` in 1..=29 with a small output zero point. The doubling high multiply, the rounding
 //!   shift and the zero point fold into `(acc m + k) >> (31 + e)` with one 64-bit constant
-//!   `k`: `SMLAL`, `ASR`, `SSAT`, `STRB`. What calibration produces (multipliers below 0.5).
+//!   `k`: `SMLAL`, `ASR`, `SSAT`, `STRB`. What calibration produces (multipliers below 0.5);
+//!   also the zero multiplier.
+//! - **Unified** ([`unified`], [`requant_unified!`], 8 instructions an output): the fast
+//!   form's constants, the zero multiplier, no shift, and left shifts where the channel's
+//!   accumulators cannot wrap when shifted (`|bias| + taps 128 (128 + |input zp|)` bounds
+//!   them), every output zero point: `hi = ((acc s + k) >> 32) + acc q`, then `ASR`, with the
+//!   multiplier `m 2^(left + 1) = q 2^32 + s` split so that `s` fits a signed operand
+//!   (`SMLAL`, `MLA`, `ASR`). Right shifts that the bounded accumulators cannot reach give
+//!   the zero point itself. What a leaky ReLU with multipliers of 0.5 and more or above 1 on
+//!   either side gives.
+//! - **Right shift** ([`right`], [`requant_right!`], 8 instructions an output): every right
+//!   shift (tiny multipliers included) with every output zero point and accumulator: the
+//!   fast form with the zero point added after the shift (`SMLAL`, `ASR`, `ADD`).
 //! - **General** ([`general`], [`requant_general!`], 10 instructions an output): every
 //!   multiplier `m` in [2^30, 2^31) or 0, every shift (left or right) and zero point, every
 //!   accumulator. `x = acc << left` (`LSL`, wrapping like the reference), then
@@ -28,9 +42,8 @@
 //!   that the sum never leaves i32, `ASR e` is the rounding divide, and an `ADD` of the zero
 //!   point (modulo 2^32, as the reference's `+` in a release build) precedes `SSAT`.
 //!
-//! A call whose channels all have the fast form runs the fast kernel; otherwise every channel
-//! takes the general one. Only encodings [`Requant::from_real`] never produces (a multiplier
-//! in (0, 2^30) or negative) fall back to the scalar requantisation.
+//! Only encodings [`Requant::from_real`] never produces (a multiplier in (0, 2^30) or
+//! negative) fall back to the scalar requantisation.
 
 use crate::quant::Requant;
 
@@ -42,8 +55,90 @@ pub(crate) const SLOT: usize = 32;
 /// fast form uses 4.
 pub(crate) type Slot = [u32; 6];
 
+/// The requantisation forms, in order of cost (the kernel's `TBB` index; bit `1 << form` of
+/// [`forms`]): [`requant_fast!`], [`requant_unified!`], [`requant_right!`],
+/// [`requant_general!`].
+pub(crate) const FAST: u32 = 0;
+pub(crate) const UNIFIED: u32 = 1;
+pub(crate) const RIGHT: u32 = 2;
+pub(crate) const GENERAL: u32 = 3;
+
+/// The forms whose constants exist for `r` (either sign; `bound`: the largest `|acc|`), a
+/// bit `1 << form` each: see [`fast`], [`unified`], [`right`] and [`general`]. 0 for
+/// encodings no quantiser produces (a multiplier in (0, 2^30) or negative). The kernel's
+/// set-up uses the same predicates, `is_*`.
+#[cfg(test)]
+pub(crate) fn forms(r: Requant, output_zero_point: i32, bound: u32) -> u32 {
+    let max_shift = fast_max_shift(output_zero_point);
+    (u32::from(is_fast(r, max_shift)) << FAST)
+        | (u32::from(is_unified(r, max_shift, bound)) << UNIFIED)
+        | (u32::from(is_right(r)) << RIGHT)
+        | (u32::from(is_general(r)) << GENERAL)
+}
+
+/// Whether `r` has the general form: a multiplier in [2^30, 2^31) or 0.
+#[inline(always)]
+pub(crate) fn is_general(r: Requant) -> bool {
+    r.multiplier == 0 || r.multiplier >= 1 << 30
+}
+
+/// Whether `r` has the right-shift form: a right shift (not `i32::MIN`, which the reference
+/// does not shift at all: its negation wraps) or the zero multiplier.
+#[inline(always)]
+pub(crate) fn is_right(r: Requant) -> bool {
+    r.multiplier == 0 || (r.multiplier >= 1 << 30 && r.shift < 0 && r.shift != i32::MIN)
+}
+
+/// Whether `r` has the fast form, given `max_shift = fast_max_shift(zp)`: a right shift of
+/// 1 to `max_shift` (at most 29), or the zero multiplier.
+#[inline(always)]
+pub(crate) fn is_fast(r: Requant, max_shift: u32) -> bool {
+    r.multiplier == 0
+        || (r.multiplier >= 1 << 30 && (r.shift.wrapping_neg() as u32).wrapping_sub(1) < max_shift)
+}
+
+/// Whether `r` has the unified form for accumulators of at most `bound` in magnitude, given
+/// `max_shift = fast_max_shift(zp)`: the fast form, no shift, a left shift `l` (`shift & 31`)
+/// with `bound < 2^(31 - l)`, or a right shift `e` (capped at 31) with `bound < 2^(e - 1)`.
+#[inline(always)]
+pub(crate) fn is_unified(r: Requant, max_shift: u32, bound: u32) -> bool {
+    let (m, shift) = (r.multiplier, r.shift);
+    if m == 0 {
+        return true;
+    }
+    if m < 1 << 30 {
+        return false;
+    }
+    if shift >= 0 {
+        let l = shift as u32 & 31;
+        return l == 0 || bound < 1 << (31 - l);
+    }
+    is_fast(r, max_shift)
+        || (shift != i32::MIN && bound < 1 << ((shift.wrapping_neg() as u32).min(31) - 1))
+}
+
+/// The largest right shift of the fast form for output zero point `zp` (`|zp| <= 2^(29-e)`),
+/// 0 if none.
+#[inline(always)]
+pub(crate) fn fast_max_shift(zp: i32) -> u32 {
+    let a = zp.unsigned_abs();
+    if a <= 1 {
+        29
+    } else {
+        29u32.saturating_sub(32 - (a - 1).leading_zeros())
+    }
+}
+
+/// `(2^(e-1) - [negative] + zp 2^e) 2^31 + 2^30` as the low and high word of a 64-bit
+/// constant (the sum in front of `2^31` within i32).
+#[inline(always)]
+fn rounding(e: u32, negative: bool, zp_e: i32) -> (u32, u32) {
+    let a = (1i32 << (e - 1)) - i32::from(negative) + zp_e;
+    (((a as u32 & 1) << 31) | 1 << 30, (a >> 1) as u32)
+}
+
 /// The fast form's constants for `r` applied to accumulators of one sign (`negative`: < 0),
-/// or `None` where it is not exact (then [`general`] applies).
+/// or `None` where it is not exact.
 ///
 /// For a multiplier `m` in [2^30, 2^31) and a right shift `e = -shift` in 1..=29 (left shift
 /// 0), TFLite's `RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc, m), e) + zp` is
@@ -56,26 +151,88 @@ pub(crate) type Slot = [u32; 6];
 /// product where the two differ, both give 0 for `e >= 1`). With `|zp| <= 2^(29-e)`,
 /// `|acc m + k| < 2^63`: no overflow.
 ///
-/// Words: `m`, `e - 1` (the `ASR` of the high word), then `k` low and high.
+/// Words: `m`, `e - 1` (the `ASR` of the high word), then `k` low and high. The zero
+/// multiplier takes this form too, for every zero point (`m = 0`, `k = zp 2^32`).
+#[cfg(test)]
+pub(crate) fn fast(r: Requant, zp: i32, negative: bool) -> Option<Slot> {
+    (forms(r, zp, 0) & 1 << FAST != 0).then(|| fast_slot(r, zp, negative))
+}
+
 #[inline(always)]
-pub(crate) fn fast(r: Requant, output_zero_point: i32, negative: bool) -> Option<Slot> {
-    let e = r.shift.wrapping_neg();
-    if r.multiplier < 1 << 30 || !(1..=29).contains(&e) {
-        return None;
+pub(crate) fn fast_slot(r: Requant, zp: i32, negative: bool) -> Slot {
+    if r.multiplier == 0 {
+        return [0, 0, 0, zp as u32, 0, 0];
     }
-    if output_zero_point.unsigned_abs() > 1 << (29 - e) {
-        return None;
+    let e = r.shift.wrapping_neg() as u32;
+    let (lo, hi) = rounding(e, negative, zp << e);
+    [r.multiplier as u32, e - 1, lo, hi, 0, 0]
+}
+
+/// The right-shift form's constants for `r` applied to accumulators of one sign
+/// (`negative`: < 0): a multiplier in [2^30, 2^31) with a right shift `e` (capped at 31),
+/// every output zero point and accumulator; or the zero multiplier. `None` otherwise.
+///
+/// Words: `m`, `e - 1`, `zp`, then the 64-bit constant `k` low and high; the kernel computes
+/// `ssat8((((acc m + k) >> 32) >> (e - 1)) + zp)`, the zero point added modulo 2^32 as the
+/// reference's `+`. That is [`fast`]'s `(acc m + k) >> (31 + e)` with the zero point left
+/// out of `k` (`k = 2^30 + (2^(e-1) - [negative]) 2^31`, so `|acc m + k| < 2^62 + 2^61 + 2^30`
+/// never overflows) and added after the shift.
+#[cfg(test)]
+pub(crate) fn right(r: Requant, zp: i32, negative: bool) -> Option<Slot> {
+    (forms(r, zp, u32::MAX) & 1 << RIGHT != 0).then(|| right_slot(r, zp, negative))
+}
+
+#[inline(always)]
+pub(crate) fn right_slot(r: Requant, zp: i32, negative: bool) -> Slot {
+    if r.multiplier == 0 {
+        return [0, 0, zp as u32, 0, 0, 0];
     }
-    // k = 2^30 + a 2^31 with a = 2^(e-1) - [negative] + zp 2^e, |a| < 2^30.
-    let a = (1 << (e - 1)) - i32::from(negative) + (output_zero_point << e);
-    Some([
-        r.multiplier as u32,
-        (e - 1) as u32,
-        ((a as u32 & 1) << 31) | 1 << 30,
-        (a >> 1) as u32,
-        0,
-        0,
-    ])
+    let e = (r.shift.wrapping_neg() as u32).min(31);
+    let (lo, hi) = rounding(e, negative, 0);
+    [r.multiplier as u32, e - 1, zp as u32, lo, hi, 0]
+}
+
+/// The unified form's constants for `r` applied to accumulators of one sign (`negative`:
+/// < 0) whose magnitude is at most `bound`, or `None` where it is not exact.
+///
+/// Words: `s`, `q`, the `ASR` of the high word `sh`, then the 64-bit constant `k` low and
+/// high; the kernel computes `ssat8((((acc s + k) >> 32) + acc q) >> sh)`, the high word
+/// and `acc q` modulo 2^32.
+///
+/// - The fast form's constants ([`fast`]) with `q = 0`: `(acc m + k) >> (32 + sh)`.
+/// - Zero multiplier: `s = q = 0`, `k = zp 2^32`: the zero point, as `Requant::apply` gives 0.
+/// - Left shift `l` (`shift & 31`, as the reference's `wrapping_shl`) or none, where
+///   `bound 2^l < 2^31` (so `x = acc 2^l` does not wrap; always for `l = 0`): with
+///   `M = m 2^(l + 1) = q 2^32 + s`, `s` in [-2^31, 2^31), the high word of `acc s + k` with
+///   `k = 2^31 + zp 2^32`, plus `acc q`, is `floor((2 x m + 2^31) / 2^32) + zp`, TFLite's
+///   doubling high multiply plus the zero point, modulo 2^32 as the reference's `+`; `sh = 0`.
+/// - Right shift `e` (capped at 31) without the fast form, where `bound < 2^(e-1)`: the
+///   doubling high multiply is at most `|acc|` in magnitude, so the rounding divide gives 0
+///   and the result is the zero point (the zero multiplier's constants).
+#[cfg(test)]
+pub(crate) fn unified(r: Requant, zp: i32, negative: bool, bound: u32) -> Option<Slot> {
+    (forms(r, zp, bound) & 1 << UNIFIED != 0).then(|| unified_slot(r, zp, negative))
+}
+
+#[inline(always)]
+pub(crate) fn unified_slot(r: Requant, zp: i32, negative: bool) -> Slot {
+    let (m, shift) = (r.multiplier, r.shift);
+    if shift < 0 && m != 0 && is_fast(r, fast_max_shift(zp)) {
+        let f = fast_slot(r, zp, negative);
+        return [f[0], 0, f[1], f[2], f[3], 0];
+    }
+    if shift < 0 || m == 0 {
+        return [0, 0, 0, 0, zp as u32, 0];
+    }
+    // M = m 2^(l + 1): s is M modulo 2^32 (as i32), q = round(M / 2^32) (m < 2^31, so the
+    // rounding sum fits).
+    let (m, l) = (m as u32, shift as u32 & 31);
+    let (s, q) = if l == 31 {
+        (0, m)
+    } else {
+        (m << (l + 1), (m + (1 << (30 - l))) >> (31 - l))
+    };
+    [s, q, 0, 1 << 31, zp as u32, 0]
 }
 
 /// The general form's constants for `r` applied to accumulators of one sign (`negative`:
@@ -103,37 +260,44 @@ pub(crate) fn fast(r: Requant, output_zero_point: i32, negative: bool) -> Option
 ///   `c = 2^(e-1) - 2^e = -2^(e-1)`, which keeps `y + c` in [-2^30, 2^31 - 2], and the
 ///   missing `2^e`, one unit after the shift, goes into `z = zp + 1`. So `y + c` never wraps
 ///   and `ASR e` is the exact floor; the zero point is added modulo 2^32, as in the reference.
-/// - Zero multiplier: `a = 32` makes `x = 0` (`LSL` by 32 or more gives 0), `k = 0`: the
-///   result is `zp`, as `Requant::apply` gives 0 for any shift.
+/// - Zero multiplier: `a = 32` makes `x = 0` (`LSL` by 32 or more gives 0), and with no
+///   right shift (`b = 0`, `c = 0`) the result is `zp`, as `Requant::apply` gives 0 for any
+///   shift.
+#[cfg(test)]
+pub(crate) fn general(r: Requant, zp: i32, negative: bool) -> Option<Slot> {
+    (forms(r, zp, u32::MAX) & 1 << GENERAL != 0).then(|| general_slot(r, zp, negative))
+}
+
 #[inline(always)]
-pub(crate) fn general(r: Requant, output_zero_point: i32, negative: bool) -> Option<Slot> {
+pub(crate) fn general_slot(r: Requant, output_zero_point: i32, negative: bool) -> Slot {
     let m = r.multiplier;
-    if m == 0 {
-        return Some([0, 32, 0, output_zero_point as u32, 0, 0]);
-    }
-    if m < 1 << 30 {
-        return None;
-    }
+    let zero = m == 0;
     // As `Requant::apply`: a left shift of `shift & 31` (`wrapping_shl`), or a right shift
-    // by `-shift` capped at 31 (`rounding_divide_by_pot`).
-    let (left, right) = if r.shift > 0 {
-        (r.shift as u32 & 31, 0)
+    // by `-shift` capped at 31 (`rounding_divide_by_pot`; none for `i32::MIN`, whose
+    // negation wraps).
+    let shift = r.shift;
+    let left = if zero {
+        32
+    } else if shift > 0 {
+        shift as u32 & 31
     } else {
-        (0, r.shift.wrapping_neg())
+        0
     };
-    let s = (2 * i64::from(m) - (1i64 << 32)) as u32;
-    let (b, c, z) = if right <= 0 {
-        (0, 0, output_zero_point)
+    let right = if zero || shift > 0 {
+        0
     } else {
-        let e = right.min(31);
-        let half = 1i32 << (e - 1);
-        if negative {
-            (e as u32, half - 1, output_zero_point)
-        } else {
-            (e as u32, -half, output_zero_point.wrapping_add(1))
-        }
+        shift.wrapping_neg().clamp(0, 31) as u32
     };
-    Some([s, left, b, z as u32, 1 << 31, c as u32])
+    // 2^(e-1) (0 without a right shift), and whether there is one.
+    let half = ((1u32 << right) >> 1) as i32;
+    let some = i32::from(right > 0);
+    let (c, z) = if negative {
+        (half - some, output_zero_point)
+    } else {
+        (half.wrapping_neg(), output_zero_point.wrapping_add(some))
+    };
+    // s = 2 m - 2^32 modulo 2^32.
+    [(m as u32) << 1, left, right, z as u32, 1 << 31, c as u32]
 }
 
 /// The fast requantisation of accumulator register `$acc` (see [`fast`]): the records at
@@ -151,6 +315,54 @@ macro_rules! requant_fast {
             $acc,
             ", r2\n",
             "asr r11, r11, r3\n",
+            "ssat r11, #8, r11\n",
+            "strb r11, [r1, #",
+            $q,
+            "]\n",
+        )
+    };
+}
+
+/// The unified requantisation of accumulator register `$acc` (see [`unified`]), as
+/// [`requant_fast!`]. Clobbers `r2`, `r3`, `r6`, `r7`, `r10`, `r11`.
+macro_rules! requant_unified {
+    ($acc:literal, $q:literal) => {
+        concat!(
+            "lsr r7, ",
+            $acc,
+            ", #31\n",
+            "add r7, r0, r7, lsl #5\n",
+            "ldm r7, {{r2, r3, r6, r10, r11}}\n",
+            "smlal r10, r11, ",
+            $acc,
+            ", r2\n",
+            "mla r11, ",
+            $acc,
+            ", r3, r11\n",
+            "asr r11, r11, r6\n",
+            "ssat r11, #8, r11\n",
+            "strb r11, [r1, #",
+            $q,
+            "]\n",
+        )
+    };
+}
+
+/// The right-shift requantisation of accumulator register `$acc` (see [`right`]), as
+/// [`requant_fast!`]. Clobbers `r2`, `r3`, `r6`, `r7`, `r10`, `r11`.
+macro_rules! requant_right {
+    ($acc:literal, $q:literal) => {
+        concat!(
+            "lsr r7, ",
+            $acc,
+            ", #31\n",
+            "add r7, r0, r7, lsl #5\n",
+            "ldm r7, {{r2, r3, r6, r10, r11}}\n",
+            "smlal r10, r11, ",
+            $acc,
+            ", r2\n",
+            "asr r11, r11, r3\n",
+            "add r11, r11, r6\n",
             "ssat r11, #8, r11\n",
             "strb r11, [r1, #",
             $q,
@@ -191,7 +403,7 @@ macro_rules! requant_general {
 }
 
 #[cfg(dsp)]
-pub(crate) use {requant_fast, requant_general};
+pub(crate) use {requant_fast, requant_general, requant_right, requant_unified};
 
 #[cfg(test)]
 mod tests {
@@ -217,6 +429,8 @@ mod tests {
         AsrReg(usize, usize, usize),
         /// `smlal rlo, rhi, rn, rm`
         Smlal(usize, usize, usize, usize),
+        /// `mla rd, rn, rm, ra`
+        Mla(usize, usize, usize, usize),
         /// `ssat rd, #8, rn`
         Ssat8(usize, usize),
         /// `strb rd, [rn, #imm]`
@@ -262,6 +476,7 @@ mod tests {
                 ("lsl", [d, n, m]) => Insn::LslReg(reg(d), reg(n), reg(m)),
                 ("asr", [d, n, m]) => Insn::AsrReg(reg(d), reg(n), reg(m)),
                 ("smlal", [lo, hi, n, m]) => Insn::Smlal(reg(lo), reg(hi), reg(n), reg(m)),
+                ("mla", [d, n, m, a]) => Insn::Mla(reg(d), reg(n), reg(m), reg(a)),
                 ("ssat", [d, "#8", n]) => Insn::Ssat8(reg(d), reg(n)),
                 ("strb", [d, n, i]) => {
                     let n = n.strip_prefix('[').expect("[");
@@ -329,6 +544,7 @@ mod tests {
                     let v = acc64.wrapping_add(p as u64);
                     (r[lo], r[hi]) = (v as u32, (v >> 32) as u32);
                 }
+                Insn::Mla(d, n, m, a) => r[d] = r[n].wrapping_mul(r[m]).wrapping_add(r[a]),
                 Insn::Ssat8(d, n) => r[d] = (r[n] as i32).clamp(-128, 127) as u32,
                 Insn::Strb(d, n, i) => {
                     assert_eq!(r[n] + i, OUT, "store address");
@@ -411,7 +627,7 @@ mod tests {
     /// accumulator; `None` records where the form declined.
     fn sweep(
         code: &[Insn],
-        form: fn(Requant, i32, bool) -> Option<Slot>,
+        form: &dyn Fn(Requant, i32, bool) -> Option<Slot>,
         rs: &[Requant],
         accs: &[i32],
         rng: &mut Rng,
@@ -452,7 +668,7 @@ mod tests {
         let mut rng = Rng(0x5eed_0017);
         let code = decode(requant_general!("r4", "0"));
         let (rs, accs) = (requants(&mut rng), accumulators(&mut rng));
-        let (checked, declined, wrong, first) = sweep(&code, general, &rs, &accs, &mut rng);
+        let (checked, declined, wrong, first) = sweep(&code, &general, &rs, &accs, &mut rng);
         assert_eq!(wrong, 0, "{wrong} of {checked} differ, first {first:?}");
         // It declines no valid encoding: no channel takes the scalar requantisation.
         assert_eq!(declined, 0);
@@ -464,7 +680,7 @@ mod tests {
         let mut rng = Rng(0x5eed_0018);
         let code = decode(requant_fast!("r4", "0"));
         let (rs, accs) = (requants(&mut rng), accumulators(&mut rng));
-        let (checked, _, wrong, first) = sweep(&code, fast, &rs, &accs, &mut rng);
+        let (checked, _, wrong, first) = sweep(&code, &fast, &rs, &accs, &mut rng);
         assert_eq!(wrong, 0, "{wrong} of {checked} differ, first {first:?}");
         assert!(checked > 100_000, "{checked}");
         // What calibration gives (multipliers 1e-6 to 0.49, a leaky slope's tenth for the
@@ -477,9 +693,78 @@ mod tests {
             }
         }
         // The forms it hands to the general one: multipliers of 0.5 and above, tiny ones.
-        for m in [0.5, 0.75, 1.0, 2.5, 300.0, 3e-10, 0.0] {
+        for m in [0.5, 0.75, 1.0, 2.5, 300.0, 3e-10] {
             assert!(fast(Requant::from_real(m), 0, false).is_none(), "{m}");
         }
+        assert!(fast(Requant::from_real(0.0), i32::MIN, false).is_some());
+    }
+
+    #[test]
+    fn the_right_shift_form_is_exact_for_every_right_shift_zero_point_and_accumulator() {
+        let mut rng = Rng(0x5eed_001b);
+        let code = decode(requant_right!("r4", "0"));
+        let (rs, accs) = (requants(&mut rng), accumulators(&mut rng));
+        let (checked, _, wrong, first) = sweep(&code, &right, &rs, &accs, &mut rng);
+        assert_eq!(wrong, 0, "{wrong} of {checked} differ, first {first:?}");
+        assert!(checked > 500_000, "{checked}");
+        for r in &rs {
+            if r.multiplier == 0 || (r.shift < 0 && r.shift != i32::MIN) {
+                assert!(right(*r, -77, true).is_some(), "{r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_unified_form_is_exact_within_its_accumulator_bound() {
+        let mut rng = Rng(0x5eed_001a);
+        let code = decode(requant_unified!("r4", "0"));
+        let (rs, all) = (requants(&mut rng), accumulators(&mut rng));
+        let mut total = 0;
+        for bound in [
+            0,
+            1,
+            100,
+            3_000_000,
+            (1 << 24) - 1,
+            1 << 24,
+            (1 << 30) - 1,
+            1 << 30,
+            i32::MAX as u32,
+            u32::MAX,
+        ] {
+            let accs: Vec<i32> = all
+                .iter()
+                .copied()
+                .filter(|a| a.unsigned_abs() <= bound)
+                .collect();
+            let form = |r, zp, neg| unified(r, zp, neg, bound);
+            let (checked, _, wrong, first) = sweep(&code, &form, &rs, &accs, &mut rng);
+            assert_eq!(
+                wrong, 0,
+                "bound {bound}: {wrong} of {checked} differ, first {first:?}"
+            );
+            total += checked;
+        }
+        assert!(total > 1_000_000, "{total}");
+        // What a leaky ReLU gives (multipliers of 0.5 to 16 and tiny or zero ones, a tenth of
+        // it on the negative side) with `edge`-sized accumulators and int8 zero points keeps
+        // this form; calibrated multipliers keep the fast one.
+        let bound = 3_000_000;
+        for m in [
+            0.5, 0.75, 0.999, 1.0, 2.5, 15.9, 3e-10, 1e-9, 5e-8, 0.0, 0.3, 0.01,
+        ] {
+            for zp in [-128, -20, 0, 127] {
+                for side in [m, m * 0.1] {
+                    let r = Requant::from_real(side);
+                    assert!(unified(r, zp, false, bound).is_some(), "{side} {zp}");
+                    assert!(unified(r, zp, true, bound).is_some(), "{side} {zp}");
+                }
+            }
+        }
+        // Unbounded accumulators: left shifts and unreachable right shifts decline.
+        assert!(unified(Requant::from_real(2.5), 0, false, u32::MAX).is_none());
+        assert!(unified(Requant::from_real(3e-10), -20, false, u32::MAX).is_none());
+        assert!(unified(Requant::from_real(0.75), 0, false, u32::MAX).is_some());
     }
 
     /// The sweep is able to fail: constants off by one rounding unit, or the two signs'
@@ -501,7 +786,22 @@ mod tests {
             general(r, zp, !negative)
         }
         for form in [off_by_one as fn(_, _, _) -> _, swapped] {
-            let (checked, _, wrong, _) = sweep(&code, form, &rs, &accs, &mut rng);
+            let (checked, _, wrong, _) = sweep(&code, &form, &rs, &accs, &mut rng);
+            assert!(wrong > 1000, "{wrong} of {checked}");
+        }
+        // The unified form's constants trusted beyond their accumulator bound, or with the
+        // multiplier split off by one, are caught.
+        let unified_code = decode(requant_unified!("r4", "0"));
+        let unbounded = |r, zp, neg| unified(r, zp, neg, 0);
+        let split_wrong = |r, zp, neg| {
+            let mut s = unified(r, zp, neg, u32::MAX)?;
+            if s[1] != 0 {
+                s[1] -= 1;
+            }
+            Some(s)
+        };
+        for form in [&unbounded as &dyn Fn(_, _, _) -> _, &split_wrong] {
+            let (checked, _, wrong, _) = sweep(&unified_code, form, &rs, &accs, &mut rng);
             assert!(wrong > 1000, "{wrong} of {checked}");
         }
         // And the interpreter sees the instructions: without the `ADD` of `x` the doubling
@@ -509,7 +809,7 @@ mod tests {
         let mut broken = code.clone();
         broken.retain(|i| !matches!(i, Insn::Add(11, 11, 4, 0)));
         assert_eq!(broken.len() + 1, code.len());
-        let (checked, _, wrong, _) = sweep(&broken, general, &rs, &accs, &mut rng);
+        let (checked, _, wrong, _) = sweep(&broken, &general, &rs, &accs, &mut rng);
         assert!(wrong > 1000, "{wrong} of {checked}");
     }
 }
