@@ -510,6 +510,16 @@ fn aligned(bytes: &[u8]) -> Box<Aligned<[u8; BLOB_MAX]>> {
     a
 }
 
+/// A zeroed convolution scratch on the heap, what the caller of a generated `infer` owns.
+fn scratch<T, const N: usize>() -> Box<runtime::model::Scratch<T, N>>
+where
+    runtime::model::Scratch<T, N>: Default,
+{
+    // SAFETY: `Scratch` is implemented (Default) only for i16 and f32 values, for which
+    // all-zero bytes are valid.
+    unsafe { Box::new_zeroed().assume_init() }
+}
+
 fn arena<T: Copy + Default + std::fmt::Debug, const N: usize>() -> Box<[T; N]> {
     vec![T::default(); N].into_boxed_slice().try_into().unwrap()
 }
@@ -567,6 +577,10 @@ macro_rules! whole_model {
             arena::<f32, { m::ARENA_LEN }>(),
             arena::<i8, { m::ARENA_LEN }>(),
         );
+        let (mut sf, mut si) = (
+            scratch::<f32, { m::SCRATCH_F32 }>(),
+            scratch::<i16, { m::SCRATCH_S8 }>(),
+        );
         let mut g = group($c, "model");
         g.throughput(Throughput::Elements(2 * m::MACS as u64));
         if path_label() == "reference" && m::MACS > 5_000_000 {
@@ -574,13 +588,13 @@ macro_rules! whole_model {
         }
         let p = path_label();
         g.bench_function(format!("{}/f32/{p}", $name), |b| {
-            b.iter(|| f32m.infer(black_box(counts), &[z], &mut af).expect("f32"))
+            b.iter(|| f32m.infer(black_box(counts), &[z], &mut af, &mut sf).expect("f32"))
         });
         g.bench_function(format!("{}/f16/{p}", $name), |b| {
-            b.iter(|| f16m.infer(black_box(counts), &[z], &mut af).expect("f16"))
+            b.iter(|| f16m.infer(black_box(counts), &[z], &mut af, &mut sf).expect("f16"))
         });
         g.bench_function(format!("{}/int8/{p}", $name), |b| {
-            b.iter(|| i8m.infer(black_box(counts), &[z], &mut ai).expect("int8"))
+            b.iter(|| i8m.infer(black_box(counts), &[z], &mut ai, &mut si).expect("int8"))
         });
         g.finish();
     }};

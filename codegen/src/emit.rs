@@ -268,14 +268,14 @@ pub fn module(
     let convs: Vec<usize> = (0..n)
         .filter(|&i| matches!(m.ops[i], Op::Conv2d(_)))
         .collect();
-    if !convs.is_empty() {
+    {
         for (name, what) in [
             ("F32", "f32 values (`f32` and `f16` models)"),
             ("S8", "i16 values (`int8` model)"),
         ] {
             writeln!(
                 w,
-                "/// im2col scratch of the SIMD convolutions, {what}, on the stack of `infer`; 0 when this build has no SIMD path for the target."
+                "/// Scratch of the SIMD convolutions, {what}: the largest any layer needs on this build's path for the target (im2col columns, and on the Cortex-M DSP path every buffer of its engine); 0 when the build has none. The caller owns it (`Scratch`) and passes it to `infer`."
             )?;
             writeln!(
                 w,
@@ -538,6 +538,18 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
         "#[allow(unused_imports)] use runtime::kernels::pool::PoolKind;"
     )?;
     writeln!(w, "use runtime::Error;")?;
+    let (scratch_ty, scratch_len) = match path {
+        Path::Int8 => ("i16", "SCRATCH_S8"),
+        _ => ("f32", "SCRATCH_F32"),
+    };
+    writeln!(
+        w,
+        "/// The convolutions' scratch [`Model::infer`] takes ([`{scratch_len}`] values, 16-byte aligned): owned by the caller, on its stack or in a `static`; `Scratch::new()` makes one."
+    )?;
+    writeln!(
+        w,
+        "pub type Scratch = runtime::model::Scratch<{scratch_ty}, {scratch_len}>;"
+    )?;
     writeln!(
         w,
         "/// The blob's tensors in order: element type and length."
@@ -677,11 +689,11 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     )?;
     writeln!(
         w,
-        "/// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise)."
+        "/// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise)."
     )?;
     writeln!(
         w,
-        "pub fn infer<N: runtime::Count>(&self, counts: &[N], scalars: &[f32; SCALARS], arena: &mut [{act_ty}; ARENA_LEN]) -> Result<Estimate, Error> {{"
+        "pub fn infer<N: runtime::Count>(&self, counts: &[N], scalars: &[f32; SCALARS], arena: &mut [{act_ty}; ARENA_LEN], scratch: &mut Scratch) -> Result<Estimate, Error> {{"
     )?;
     writeln!(w, "let mut z = [0.0f32; SCALARS];")?;
     writeln!(
@@ -689,7 +701,7 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
         "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(counts, N::MAX) | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;"
     )?;
     writeln!(w, "self.input(counts, arena)?;")?;
-    writeln!(w, "self.layers(z, flags, arena)")?;
+    writeln!(w, "self.layers(z, flags, arena, scratch)")?;
     writeln!(w, "}}")?;
     writeln!(
         w,
@@ -717,16 +729,16 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     if in_place {
         writeln!(
             w,
-            "/// [`Model::infer`] of a u8 cube that it consumes: the activations reuse the cube's own memory once the first step has read it ([`ARENA_LEN`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube (and the kernels' frames). The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten."
+            "/// [`Model::infer`] of a u8 or u16 cube that it consumes: the activations reuse the cube's own memory (its bytes, [`runtime::Count::bytes_mut`]) once the first step has read it ([`ARENA_LEN`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube, `scratch` and the kernels' frames. The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten."
         )?;
         writeln!(
             w,
-            "pub fn infer_in_place(&self, cube: &mut [u8; INPUT_LEN], scalars: &[f32; SCALARS]) -> Result<Estimate, Error> {{"
+            "pub fn infer_in_place<N: runtime::Count>(&self, cube: &mut [N; INPUT_LEN], scalars: &[f32; SCALARS], scratch: &mut Scratch) -> Result<Estimate, Error> {{"
         )?;
         writeln!(w, "let mut z = [0.0f32; SCALARS];")?;
         writeln!(
             w,
-            "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(&cube[..], u8::MAX) | runtime::detect::flags(DETECTION.as_ref(), &cube[..], scalars[0])?;"
+            "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(&cube[..], N::MAX) | runtime::detect::flags(DETECTION.as_ref(), &cube[..], scalars[0])?;"
         )?;
         writeln!(w, "let p = &self.meta.preprocess;")?;
         match first.op.map(|i| (i, &m.ops[i])) {
@@ -738,7 +750,7 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
             )?,
             _ => writeln!(w, "p.counts_s8_in_place(cube, {})?;", qp(0))?,
         }
-        writeln!(w, "self.layers(z, flags, runtime::model::arena_in(cube)?)")?;
+        writeln!(w, "self.layers(z, flags, runtime::model::arena_in(N::bytes_mut(cube))?, scratch)")?;
         writeln!(w, "}}")?;
     }
     writeln!(
@@ -747,14 +759,13 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     )?;
     writeln!(
         w,
-        "fn layers(&self, z: [f32; SCALARS], flags: runtime::model::Flags, arena: &mut [{act_ty}; ARENA_LEN]) -> Result<Estimate, Error> {{"
+        "fn layers(&self, z: [f32; SCALARS], flags: runtime::model::Flags, arena: &mut [{act_ty}; ARENA_LEN], scratch: &mut Scratch) -> Result<Estimate, Error> {{"
     )?;
     writeln!(w, "let arena: &mut [{act_ty}] = arena;")?;
     if m.ops.iter().any(|op| matches!(op, Op::Conv2d(_))) {
-        match path {
-            Path::Int8 => writeln!(w, "let scratch = &mut [0i16; SCRATCH_S8];")?,
-            _ => writeln!(w, "let scratch = &mut [0.0f32; SCRATCH_F32];")?,
-        }
+        writeln!(w, "let scratch = scratch.as_mut_slice();")?;
+    } else {
+        writeln!(w, "let _ = scratch;")?;
     }
     for st in rest {
         step(w, m, st, path)?;

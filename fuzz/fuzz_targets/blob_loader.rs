@@ -31,19 +31,22 @@ fn try_all(b: &[u8]) {
     let c = counts();
     if let Ok(m) = edge::f32::Model::new(b) {
         let mut arena = Box::new([0.0f32; edge::ARENA_LEN]);
-        if let Ok(e) = m.infer(&c, &[0.3], &mut arena) {
+        let mut scratch = Box::new(edge::f32::Scratch::new());
+        if let Ok(e) = m.infer(&c, &[0.3], &mut arena, &mut scratch) {
             assert!(e.log_mass.is_finite() && e.sigma.is_finite());
         }
     }
     if let Ok(m) = edge::f16::Model::new(b) {
         let mut arena = Box::new([0.0f32; edge::ARENA_LEN]);
-        if let Ok(e) = m.infer(&c, &[0.3], &mut arena) {
+        let mut scratch = Box::new(edge::f16::Scratch::new());
+        if let Ok(e) = m.infer(&c, &[0.3], &mut arena, &mut scratch) {
             assert!(e.log_mass.is_finite() && e.sigma.is_finite());
         }
     }
     if let Ok(m) = edge::int8::Model::new(b) {
         let mut arena = Box::new([0i8; edge::ARENA_LEN]);
-        if let Ok(e) = m.infer(&c, &[0.3], &mut arena) {
+        let mut scratch = Box::new(edge::int8::Scratch::new());
+        if let Ok(e) = m.infer(&c, &[0.3], &mut arena, &mut scratch) {
             assert!(e.log_mass.is_finite() && e.sigma.is_finite());
         }
     }

@@ -76,13 +76,13 @@ pub const DETECTION: Option<runtime::detect::Detection> = Some(runtime::detect::
 });
 /// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan.
 pub const ARENA_LEN: usize = 9354;
-/// im2col scratch of the SIMD convolutions, f32 values (`f32` and `f16` models), on the stack of `infer`; 0 when this build has no SIMD path for the target.
+/// Scratch of the SIMD convolutions, f32 values (`f32` and `f16` models): the largest any layer needs on this build's path for the target (im2col columns, and on the Cortex-M DSP path every buffer of its engine); 0 when the build has none. The caller owns it (`Scratch`) and passes it to `infer`.
 pub const SCRATCH_F32: usize = runtime::kernels::simd::max_len([
     Op1::SCRATCH_F32,
     Op3::SCRATCH_F32,
     Op5::SCRATCH_F32,
 ]);
-/// im2col scratch of the SIMD convolutions, i16 values (`int8` model), on the stack of `infer`; 0 when this build has no SIMD path for the target.
+/// Scratch of the SIMD convolutions, i16 values (`int8` model): the largest any layer needs on this build's path for the target (im2col columns, and on the Cortex-M DSP path every buffer of its engine); 0 when the build has none. The caller owns it (`Scratch`) and passes it to `infer`.
 pub const SCRATCH_S8: usize = runtime::kernels::simd::max_len([
     Op1::SCRATCH_S8,
     Op3::SCRATCH_S8,
@@ -138,6 +138,8 @@ pub mod f32 {
     #[allow(unused_imports)]
     use runtime::kernels::pool::PoolKind;
     use runtime::Error;
+    /// The convolutions' scratch [`Model::infer`] takes ([`SCRATCH_F32`] values, 16-byte aligned): owned by the caller, on its stack or in a `static`; `Scratch::new()` makes one.
+    pub type Scratch = runtime::model::Scratch<f32, SCRATCH_F32>;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 11] = [
         (Elem::F32, 22),
@@ -207,13 +209,14 @@ pub mod f32 {
             counts: &[N],
             scalars: &[f32; SCALARS],
             arena: &mut [f32; ARENA_LEN],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
                 | runtime::model::cube_flags(counts, N::MAX)
                 | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
             self.input(counts, arena)?;
-            self.layers(z, flags, arena)
+            self.layers(z, flags, arena, scratch)
         }
         /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
         fn input<N: runtime::Count>(
@@ -235,9 +238,10 @@ pub mod f32 {
             z: [f32; SCALARS],
             flags: runtime::model::Flags,
             arena: &mut [f32; ARENA_LEN],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let arena: &mut [f32] = arena;
-            let scratch = &mut [0.0f32; SCRATCH_F32];
+            let scratch = scratch.as_mut_slice();
             {
                 let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
                 Op1::f32_pooled::<
@@ -283,6 +287,8 @@ pub mod f16 {
     #[allow(unused_imports)]
     use runtime::kernels::pool::PoolKind;
     use runtime::Error;
+    /// The convolutions' scratch [`Model::infer`] takes ([`SCRATCH_F32`] values, 16-byte aligned): owned by the caller, on its stack or in a `static`; `Scratch::new()` makes one.
+    pub type Scratch = runtime::model::Scratch<f32, SCRATCH_F32>;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 11] = [
         (Elem::F32, 22),
@@ -352,13 +358,14 @@ pub mod f16 {
             counts: &[N],
             scalars: &[f32; SCALARS],
             arena: &mut [f32; ARENA_LEN],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
                 | runtime::model::cube_flags(counts, N::MAX)
                 | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
             self.input(counts, arena)?;
-            self.layers(z, flags, arena)
+            self.layers(z, flags, arena, scratch)
         }
         /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
         fn input<N: runtime::Count>(
@@ -380,9 +387,10 @@ pub mod f16 {
             z: [f32; SCALARS],
             flags: runtime::model::Flags,
             arena: &mut [f32; ARENA_LEN],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let arena: &mut [f32] = arena;
-            let scratch = &mut [0.0f32; SCRATCH_F32];
+            let scratch = scratch.as_mut_slice();
             {
                 let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
                 Op1::f32_pooled::<
@@ -430,6 +438,8 @@ pub mod int8 {
     #[allow(unused_imports)]
     use runtime::kernels::pool::PoolKind;
     use runtime::Error;
+    /// The convolutions' scratch [`Model::infer`] takes ([`SCRATCH_S8`] values, 16-byte aligned): owned by the caller, on its stack or in a `static`; `Scratch::new()` makes one.
+    pub type Scratch = runtime::model::Scratch<i16, SCRATCH_S8>;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 22] = [
         (Elem::F32, 22),
@@ -600,13 +610,14 @@ pub mod int8 {
             counts: &[N],
             scalars: &[f32; SCALARS],
             arena: &mut [i8; ARENA_LEN],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
                 | runtime::model::cube_flags(counts, N::MAX)
                 | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
             self.input(counts, arena)?;
-            self.layers(z, flags, arena)
+            self.layers(z, flags, arena, scratch)
         }
         /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
         fn input<N: runtime::Count>(
@@ -631,14 +642,15 @@ pub mod int8 {
             Ok(())
         }
         /// [`Model::infer`] of a u8 cube that it consumes: the activations reuse the cube's own memory once the first step has read it ([`ARENA_LEN`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube (and the kernels' frames). The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten.
-        pub fn infer_in_place(
+        pub fn infer_in_place<N: runtime::Count>(
             &self,
-            cube: &mut [u8; INPUT_LEN],
+            cube: &mut [N; INPUT_LEN],
             scalars: &[f32; SCALARS],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(&cube[..], u8::MAX)
+                | runtime::model::cube_flags(&cube[..], N::MAX)
                 | runtime::detect::flags(DETECTION.as_ref(), &cube[..], scalars[0])?;
             let p = &self.meta.preprocess;
             Op0::avg_counts_s8_in_place(
@@ -649,7 +661,7 @@ pub mod int8 {
                     zero_point: self.zp[0],
                 },
             )?;
-            self.layers(z, flags, runtime::model::arena_in(cube)?)
+            self.layers(z, flags, runtime::model::arena_in(N::bytes_mut(cube))?, scratch)
         }
         /// The steps of [`Model::infer`] after the first: from the preprocessed input in the arena to the estimate.
         fn layers(
@@ -657,9 +669,10 @@ pub mod int8 {
             z: [f32; SCALARS],
             flags: runtime::model::Flags,
             arena: &mut [i8; ARENA_LEN],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let arena: &mut [i8] = arena;
-            let scratch = &mut [0i16; SCRATCH_S8];
+            let scratch = scratch.as_mut_slice();
             {
                 let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
                 Op1::s8_pooled::<

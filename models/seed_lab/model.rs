@@ -79,7 +79,7 @@ pub const DETECTION: Option<runtime::detect::Detection> = Some(runtime::detect::
 });
 /// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan.
 pub const ARENA_LEN: usize = 94100;
-/// im2col scratch of the SIMD convolutions, f32 values (`f32` and `f16` models), on the stack of `infer`; 0 when this build has no SIMD path for the target.
+/// Scratch of the SIMD convolutions, f32 values (`f32` and `f16` models): the largest any layer needs on this build's path for the target (im2col columns, and on the Cortex-M DSP path every buffer of its engine); 0 when the build has none. The caller owns it (`Scratch`) and passes it to `infer`.
 pub const SCRATCH_F32: usize = runtime::kernels::simd::max_len([
     Op0::SCRATCH_F32,
     Op1::SCRATCH_F32,
@@ -87,7 +87,7 @@ pub const SCRATCH_F32: usize = runtime::kernels::simd::max_len([
     Op4::SCRATCH_F32,
     Op5::SCRATCH_F32,
 ]);
-/// im2col scratch of the SIMD convolutions, i16 values (`int8` model), on the stack of `infer`; 0 when this build has no SIMD path for the target.
+/// Scratch of the SIMD convolutions, i16 values (`int8` model): the largest any layer needs on this build's path for the target (im2col columns, and on the Cortex-M DSP path every buffer of its engine); 0 when the build has none. The caller owns it (`Scratch`) and passes it to `infer`.
 pub const SCRATCH_S8: usize = runtime::kernels::simd::max_len([
     Op0::SCRATCH_S8,
     Op1::SCRATCH_S8,
@@ -170,6 +170,8 @@ pub mod f32 {
     #[allow(unused_imports)]
     use runtime::kernels::pool::PoolKind;
     use runtime::Error;
+    /// The convolutions' scratch [`Model::infer`] takes ([`SCRATCH_F32`] values, 16-byte aligned): owned by the caller, on its stack or in a `static`; `Scratch::new()` makes one.
+    pub type Scratch = runtime::model::Scratch<f32, SCRATCH_F32>;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 21] = [
         (Elem::F32, 17),
@@ -279,13 +281,14 @@ pub mod f32 {
             counts: &[N],
             scalars: &[f32; SCALARS],
             arena: &mut [f32; ARENA_LEN],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
                 | runtime::model::cube_flags(counts, N::MAX)
                 | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
             self.input(counts, arena)?;
-            self.layers(z, flags, arena)
+            self.layers(z, flags, arena, scratch)
         }
         /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
         fn input<N: runtime::Count>(
@@ -307,9 +310,10 @@ pub mod f32 {
             z: [f32; SCALARS],
             flags: runtime::model::Flags,
             arena: &mut [f32; ARENA_LEN],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let arena: &mut [f32] = arena;
-            let scratch = &mut [0.0f32; SCRATCH_F32];
+            let scratch = scratch.as_mut_slice();
             {
                 let (x, y) = ping_pong(arena, 25000, 48020, true)?;
                 Op0::f32_rows(x, self.w0, self.b0, SLOPE0, 0, y, scratch)?;
@@ -372,6 +376,8 @@ pub mod f16 {
     #[allow(unused_imports)]
     use runtime::kernels::pool::PoolKind;
     use runtime::Error;
+    /// The convolutions' scratch [`Model::infer`] takes ([`SCRATCH_F32`] values, 16-byte aligned): owned by the caller, on its stack or in a `static`; `Scratch::new()` makes one.
+    pub type Scratch = runtime::model::Scratch<f32, SCRATCH_F32>;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 21] = [
         (Elem::F32, 17),
@@ -481,13 +487,14 @@ pub mod f16 {
             counts: &[N],
             scalars: &[f32; SCALARS],
             arena: &mut [f32; ARENA_LEN],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
                 | runtime::model::cube_flags(counts, N::MAX)
                 | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
             self.input(counts, arena)?;
-            self.layers(z, flags, arena)
+            self.layers(z, flags, arena, scratch)
         }
         /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
         fn input<N: runtime::Count>(
@@ -509,9 +516,10 @@ pub mod f16 {
             z: [f32; SCALARS],
             flags: runtime::model::Flags,
             arena: &mut [f32; ARENA_LEN],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let arena: &mut [f32] = arena;
-            let scratch = &mut [0.0f32; SCRATCH_F32];
+            let scratch = scratch.as_mut_slice();
             {
                 let (x, y) = ping_pong(arena, 25000, 48020, true)?;
                 Op0::f16_rows(x, self.w0, self.b0, SLOPE0, 0, y, scratch)?;
@@ -576,6 +584,8 @@ pub mod int8 {
     #[allow(unused_imports)]
     use runtime::kernels::pool::PoolKind;
     use runtime::Error;
+    /// The convolutions' scratch [`Model::infer`] takes ([`SCRATCH_S8`] values, 16-byte aligned): owned by the caller, on its stack or in a `static`; `Scratch::new()` makes one.
+    pub type Scratch = runtime::model::Scratch<i16, SCRATCH_S8>;
     /// The blob's tensors in order: element type and length.
     pub const TENSORS: [(Elem, usize); 42] = [
         (Elem::F32, 17),
@@ -871,13 +881,14 @@ pub mod int8 {
             counts: &[N],
             scalars: &[f32; SCALARS],
             arena: &mut [i8; ARENA_LEN],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let mut z = [0.0f32; SCALARS];
             let flags = self.meta.scalars(scalars, &mut z)?
                 | runtime::model::cube_flags(counts, N::MAX)
                 | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
             self.input(counts, arena)?;
-            self.layers(z, flags, arena)
+            self.layers(z, flags, arena, scratch)
         }
         /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
         fn input<N: runtime::Count>(
@@ -906,9 +917,10 @@ pub mod int8 {
             z: [f32; SCALARS],
             flags: runtime::model::Flags,
             arena: &mut [i8; ARENA_LEN],
+            scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
             let arena: &mut [i8] = arena;
-            let scratch = &mut [0i16; SCRATCH_S8];
+            let scratch = scratch.as_mut_slice();
             {
                 let (x, y) = ping_pong(arena, 25000, 48020, true)?;
                 Op0::s8_rows(

@@ -224,7 +224,9 @@ fn redshifts_outside_the_training_range_are_flagged_and_invalid_ones_refused() {
     let f16m = edge::f16::Model::new(&EDGE_F16.0).unwrap();
     let int8m = edge::int8::Model::new(&EDGE_INT8.0).unwrap();
     let mut af = Box::new([0.0f32; edge::ARENA_LEN]);
+    let mut sf = Box::new(edge::f32::Scratch::new());
     let mut ai = Box::new([0i8; edge::ARENA_LEN]);
+    let mut si = Box::new(edge::int8::Scratch::new());
     let bad = Err(Error::BadScalar { index: 0 });
     for z in [
         100.0,
@@ -237,15 +239,15 @@ fn redshifts_outside_the_training_range_are_flagged_and_invalid_ones_refused() {
         f32::INFINITY,
         f32::NEG_INFINITY,
     ] {
-        assert_eq!(f32m.infer(&c, &[z], &mut af), bad, "f32, z = {z}");
-        assert_eq!(f16m.infer(&c, &[z], &mut af), bad, "f16, z = {z}");
-        assert_eq!(int8m.infer(&c, &[z], &mut ai), bad, "int8, z = {z}");
+        assert_eq!(f32m.infer(&c, &[z], &mut af, &mut sf), bad, "f32, z = {z}");
+        assert_eq!(f16m.infer(&c, &[z], &mut af, &mut sf), bad, "f16, z = {z}");
+        assert_eq!(int8m.infer(&c, &[z], &mut ai, &mut si), bad, "int8, z = {z}");
     }
     for z in [20.0, 5.0, 1.31, 0.049, 0.0] {
         for e in [
-            f32m.infer(&c, &[z], &mut af).unwrap(),
-            f16m.infer(&c, &[z], &mut af).unwrap(),
-            int8m.infer(&c, &[z], &mut ai).unwrap(),
+            f32m.infer(&c, &[z], &mut af, &mut sf).unwrap(),
+            f16m.infer(&c, &[z], &mut af, &mut sf).unwrap(),
+            int8m.infer(&c, &[z], &mut ai, &mut si).unwrap(),
         ] {
             assert_eq!(e.flags, Flags::REDSHIFT_OUTSIDE_TRAINING, "z = {z}: {e:?}");
         }
@@ -253,9 +255,9 @@ fn redshifts_outside_the_training_range_are_flagged_and_invalid_ones_refused() {
     // Inside, both ends included: a finite, plausible cluster mass and no flag.
     for z in [0.05, 0.3, 1.3] {
         for e in [
-            f32m.infer(&c, &[z], &mut af).unwrap(),
-            f16m.infer(&c, &[z], &mut af).unwrap(),
-            int8m.infer(&c, &[z], &mut ai).unwrap(),
+            f32m.infer(&c, &[z], &mut af, &mut sf).unwrap(),
+            f16m.infer(&c, &[z], &mut af, &mut sf).unwrap(),
+            int8m.infer(&c, &[z], &mut ai, &mut si).unwrap(),
         ] {
             assert!(
                 finite(e) && (12.0..16.5).contains(&e.log_mass) && e.flags.is_empty(),
@@ -273,7 +275,9 @@ fn empty_and_saturated_cubes_are_flagged() {
     let f32m = edge::f32::Model::new(&EDGE_F32.0).unwrap();
     let int8m = edge::int8::Model::new(&EDGE_INT8.0).unwrap();
     let mut af = Box::new([0.0f32; edge::ARENA_LEN]);
+    let mut sf = Box::new(edge::f32::Scratch::new());
     let mut ai = Box::new([0i8; edge::ARENA_LEN]);
+    let mut si = Box::new(edge::int8::Scratch::new());
     let empty = vec![0u16; edge::INPUT_LEN];
     let mut sat = counts();
     sat[1234] = u16::MAX;
@@ -281,16 +285,16 @@ fn empty_and_saturated_cubes_are_flagged() {
     // 0, outside the detection's soft bands, and the sample is bright.
     let none = Flags::EMPTY_CUBE | Flags::FEW_COUNTS;
     for (c, want) in [(&empty, none), (&sat, Flags::SATURATED)] {
-        assert_eq!(f32m.infer(c, &[0.3], &mut af).unwrap().flags, want);
-        assert_eq!(int8m.infer(c, &[0.3], &mut ai).unwrap().flags, want);
+        assert_eq!(f32m.infer(c, &[0.3], &mut af, &mut sf).unwrap().flags, want);
+        assert_eq!(int8m.infer(c, &[0.3], &mut ai, &mut si).unwrap().flags, want);
         assert_eq!(
-            int8m.infer(c, &[5.0], &mut ai).unwrap().flags,
+            int8m.infer(c, &[5.0], &mut ai, &mut si).unwrap().flags,
             want | Flags::REDSHIFT_OUTSIDE_TRAINING
         );
     }
     let mut near = counts();
     near[1234] = u16::MAX - 1;
-    assert!(f32m.infer(&near, &[0.3], &mut af).unwrap().flags.is_empty());
+    assert!(f32m.infer(&near, &[0.3], &mut af, &mut sf).unwrap().flags.is_empty());
 }
 
 /// Finite weights can still overflow f32: the result is an error, never `Ok(inf)` or
@@ -299,6 +303,7 @@ fn empty_and_saturated_cubes_are_flagged() {
 fn no_ok_estimate_is_non_finite() {
     let c = counts();
     let mut af = Box::new([0.0f32; edge::ARENA_LEN]);
+    let mut sf = Box::new(edge::f32::Scratch::new());
     // f32: every weight of the hidden dense layer (tensor 7) at 3e38.
     let mut b = EDGE_F32.0.to_vec();
     let n = u32_at(&b, HEADER_LEN + 7 * ENTRY_LEN + 4);
@@ -309,13 +314,14 @@ fn no_ok_estimate_is_non_finite() {
     seal(&mut b);
     let a = aligned(&b);
     let m = edge::f32::Model::new(&a.0[..b.len()]).unwrap();
-    assert_eq!(m.infer(&c, &[0.3], &mut af), Err(Error::NonFinite));
+    assert_eq!(m.infer(&c, &[0.3], &mut af, &mut sf), Err(Error::NonFinite));
     // int8: the head's output scale (tensor 19) at f32::MAX.
     let mut ai = Box::new([0i8; edge::ARENA_LEN]);
+    let mut si = Box::new(edge::int8::Scratch::new());
     let b = forge(&EDGE_INT8.0, 19, 0, &f32::MAX.to_le_bytes());
     let a = aligned(&b);
     let m = edge::int8::Model::new(&a.0[..b.len()]).unwrap();
-    assert_eq!(m.infer(&c, &[0.3], &mut ai), Err(Error::NonFinite));
+    assert_eq!(m.infer(&c, &[0.3], &mut ai, &mut si), Err(Error::NonFinite));
 }
 
 /// The committed golden vectors still hold with the range check in place (their clusters
@@ -327,19 +333,21 @@ fn golden_vectors_are_reproduced() {
     let f16m = edge::f16::Model::new(&EDGE_F16.0).unwrap();
     let int8m = edge::int8::Model::new(&EDGE_INT8.0).unwrap();
     let mut af = Box::new([0.0f32; edge::ARENA_LEN]);
+    let mut sf = Box::new(edge::f32::Scratch::new());
     let mut ai = Box::new([0i8; edge::ARENA_LEN]);
+    let mut si = Box::new(edge::int8::Scratch::new());
     let bits = |e: Estimate| [e.log_mass.to_bits(), e.sigma.to_bits()];
     for i in 0..s::N {
         let c = s::counts(i).unwrap();
         let z = s::SCALARS[i];
         assert_eq!(
-            bits(int8m.infer(c, &z, &mut ai).unwrap()),
+            bits(int8m.infer(c, &z, &mut ai, &mut si).unwrap()),
             s::INT8[i],
             "int8 {i}"
         );
         for (e, want) in [
-            (f32m.infer(c, &z, &mut af).unwrap(), s::F32[i]),
-            (f16m.infer(c, &z, &mut af).unwrap(), s::F16[i]),
+            (f32m.infer(c, &z, &mut af, &mut sf).unwrap(), s::F32[i]),
+            (f16m.infer(c, &z, &mut af, &mut sf).unwrap(), s::F16[i]),
         ] {
             let d = (e.log_mass - f32::from_bits(want[0])).abs();
             assert!(d < 1e-4, "cluster {i}: {e:?} vs {want:?}");

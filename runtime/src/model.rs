@@ -567,6 +567,59 @@ pub fn estimate(raw: [f32; 2], sigma_floor: f32, calibration: SigmaCalibration) 
     }
 }
 
+/// The convolutions' scratch and work memory, `N` values of `T` (`i16` for an int8 model,
+/// `f32` for f32 and f16 ones), 16-byte aligned: a generated model's `Scratch` (sized by its
+/// `SCRATCH_S8` or `SCRATCH_F32`), which the caller owns and passes to `infer`, as CMSIS-NN
+/// callers pass the buffer its `get_buffer_size` functions size. Every byte a convolution
+/// engine writes besides the arena is in here (im2col columns, the Cortex-M DSP engine's row
+/// strip, widened weights and per-channel requantisation records): no kernel keeps a buffer
+/// of its own on the stack. Its contents between calls do not matter.
+///
+/// ```
+/// use runtime::model::Scratch;
+/// static mut S: Scratch<i16, 4> = Scratch::<i16, 4>::new(); // in .bss, zeroed
+/// let mut s = Scratch::<f32, 8>::new();
+/// s.0[7] = 1.0;
+/// assert_eq!(core::mem::align_of_val(&s), 16);
+/// assert_eq!(s.as_mut_slice().len(), 8);
+/// ```
+#[repr(C, align(16))]
+#[derive(Debug, Clone)]
+pub struct Scratch<T, const N: usize>(pub [T; N]);
+
+impl<T, const N: usize> Scratch<T, N> {
+    /// The values as one slice, what the kernels take.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.0
+    }
+}
+
+impl<const N: usize> Scratch<i16, N> {
+    /// Zeroed (a `const fn`, so a `static` holds it in `.bss`).
+    pub const fn new() -> Self {
+        Self([0; N])
+    }
+}
+
+impl<const N: usize> Scratch<f32, N> {
+    /// Zeroed (a `const fn`, so a `static` holds it in `.bss`).
+    pub const fn new() -> Self {
+        Self([0.0; N])
+    }
+}
+
+impl<const N: usize> Default for Scratch<i16, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> Default for Scratch<f32, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The first `A` bytes of `buf` as an int8 activation arena: how an `infer_in_place` reuses
 /// a u8 cube, once preprocessed, for the activations. [`Error::BadLength`] if `buf` is
 /// shorter than `A`.

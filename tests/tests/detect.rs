@@ -123,15 +123,17 @@ fn generated_infer_flags_undetected_clusters() {
     let f32m = edge::f32::Model::new(&blobs::EDGE_F32.0).unwrap();
     let mut a8 = vec![0i8; edge::ARENA_LEN];
     let mut af = vec![0f32; edge::ARENA_LEN];
+    let mut s8 = Box::new(edge::int8::Scratch::new());
+    let mut sf = Box::new(edge::f32::Scratch::new());
     let (mut few, mut not_few) = (0, 0);
     for (i, &h) in host.iter().enumerate() {
         let z = [ds.redshift[i]];
         let counts = ds.image(i);
         let e8 = i8m
-            .infer(counts, &z, (&mut a8[..]).try_into().unwrap())
+            .infer(counts, &z, (&mut a8[..]).try_into().unwrap(), &mut s8)
             .unwrap();
         let ef = f32m
-            .infer(counts, &z, (&mut af[..]).try_into().unwrap())
+            .infer(counts, &z, (&mut af[..]).try_into().unwrap(), &mut sf)
             .unwrap();
         let want = h < 50.0;
         for (what, e) in [("int8", e8), ("f32", ef)] {

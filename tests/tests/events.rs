@@ -115,6 +115,8 @@ fn the_event_binner_equals_the_host_cutout_and_infers_the_same() {
     let i8m = edge::int8::Model::new(&models::blobs::EDGE_INT8.0).unwrap();
     let mut af = [0.0f32; edge::ARENA_LEN];
     let mut ai = [0i8; edge::ARENA_LEN];
+    let mut sf = edge::f32::Scratch::new();
+    let mut si = edge::int8::Scratch::new();
     let (mut total, mut moved_total, mut clipped) = (0u64, 0, 0);
     for c in &cuts {
         let stamp = Projection::cutout(c.entry.ra, c.entry.dec, grid.pixel_arcsec, NPIX).unwrap();
@@ -151,25 +153,29 @@ fn the_event_binner_equals_the_host_cutout_and_infers_the_same() {
 
         let z = [c.entry.z as f32];
         let host = [
-            bits(i8m.infer(&c.counts, &z, &mut ai).unwrap()),
-            bits(f32m.infer(&c.counts, &z, &mut af).unwrap()),
-            bits(f16m.infer(&c.counts, &z, &mut af).unwrap()),
+            bits(i8m.infer(&c.counts, &z, &mut ai, &mut si).unwrap()),
+            bits(f32m.infer(&c.counts, &z, &mut af, &mut sf).unwrap()),
+            bits(f16m.infer(&c.counts, &z, &mut af, &mut sf).unwrap()),
         ];
         let on16 = [
-            bits(i8m.infer(&c16, &z, &mut ai).unwrap()),
-            bits(f32m.infer(&c16, &z, &mut af).unwrap()),
-            bits(f16m.infer(&c16, &z, &mut af).unwrap()),
+            bits(i8m.infer(&c16, &z, &mut ai, &mut si).unwrap()),
+            bits(f32m.infer(&c16, &z, &mut af, &mut sf).unwrap()),
+            bits(f16m.infer(&c16, &z, &mut af, &mut sf).unwrap()),
         ];
         let on8 = [
-            bits(i8m.infer(&c8, &z, &mut ai).unwrap()),
-            bits(f32m.infer(&c8, &z, &mut af).unwrap()),
-            bits(f16m.infer(&c8, &z, &mut af).unwrap()),
+            bits(i8m.infer(&c8, &z, &mut ai, &mut si).unwrap()),
+            bits(f32m.infer(&c8, &z, &mut af, &mut sf).unwrap()),
+            bits(f16m.infer(&c8, &z, &mut af, &mut sf).unwrap()),
         ];
         assert_eq!(on16, host, "{id}: u16 cube");
         // The int8 model on the u8 cube it consumes, the activations inside the cube.
         let mut consumed: Box<[u8; edge::INPUT_LEN]> = c8.clone().try_into().unwrap();
-        let in_place = bits(i8m.infer_in_place(&mut consumed, &z).unwrap());
+        let in_place = bits(i8m.infer_in_place(&mut consumed, &z, &mut si).unwrap());
         assert_eq!(in_place, on8[0], "{id}: in place");
+        // And on the u16 cube, the activations inside its bytes.
+        let mut consumed: Box<[u16; edge::INPUT_LEN]> = c16.clone().try_into().unwrap();
+        let in_place = bits(i8m.infer_in_place(&mut consumed, &z, &mut si).unwrap());
+        assert_eq!(in_place, on16[0], "{id}: u16 in place");
         if c.counts.iter().all(|&v| v < 255) {
             assert_eq!(on8, host, "{id}: u8 cube");
         } else {

@@ -243,14 +243,15 @@ fn the_defmt_firmware_example_logs_the_host_estimate_and_errors() {
     let model = edge::int8::Model::new(&EDGE_INT8.0).unwrap();
     let mut arena = vec![0i8; edge::ARENA_LEN];
     let arena: &mut [i8; edge::ARENA_LEN] = (&mut arena[..]).try_into().unwrap();
+    let scratch = &mut edge::int8::Scratch::new();
     let counts = samples::counts(0).unwrap();
     let z = samples::REDSHIFT[0];
-    let host = model.infer(counts, &[z], arena).unwrap();
+    let host = model.infer(counts, &[z], arena, scratch).unwrap();
     assert_eq!(
         [host.log_mass.to_bits(), host.sigma.to_bits()],
         samples::INT8[0]
     );
-    let refused_input = model.infer(counts, &[f32::NAN], arena).unwrap_err();
+    let refused_input = model.infer(counts, &[f32::NAN], arena, scratch).unwrap_err();
     let truncated = edge::int8::Model::new(&EDGE_INT8.0[..EDGE_INT8.0.len() - 16]).unwrap_err();
     // `INFO  estimate Estimate { log_mass: 13.663961, sigma: 0.15892588, flags: few_counts }`
     let fields: BTreeMap<&str, &str> = log
@@ -314,6 +315,8 @@ fn the_exposure_aware_firmware_matches_the_host() {
     let f32m = aware::f32::Model::new(&EDGE_AWARE_F32.0).unwrap();
     let mut a8 = vec![0i8; aware::ARENA_LEN];
     let mut af = vec![0f32; aware::ARENA_LEN];
+    let mut s8 = Box::new(aware::int8::Scratch::new());
+    let mut sf = Box::new(aware::f32::Scratch::new());
     let hex = |v: &str| u32::from_str_radix(v.trim_start_matches("0x"), 16).unwrap();
     let mut seen = 0;
     for line in out.lines().filter(|l| l.starts_with("sample ")) {
@@ -333,11 +336,11 @@ fn the_exposure_aware_firmware_matches_the_host() {
         let (golden, host) = match f["dtype"].as_str() {
             "int8" => (
                 asamples::INT8[i],
-                i8m.infer(counts, &s, (&mut a8[..]).try_into().unwrap()),
+                i8m.infer(counts, &s, (&mut a8[..]).try_into().unwrap(), &mut s8),
             ),
             "f32" => (
                 asamples::F32[i],
-                f32m.infer(counts, &s, (&mut af[..]).try_into().unwrap()),
+                f32m.infer(counts, &s, (&mut af[..]).try_into().unwrap(), &mut sf),
             ),
             other => panic!("unknown dtype {other}: {line}"),
         };
@@ -427,13 +430,7 @@ fn the_event_binner_firmware_bins_the_golden_events_and_infers_like_the_host() {
             }
         };
         for &dtype in dtypes {
-            // `infer_in_place` takes u8 cubes only.
-            let counts: &[(&str, u64)] = if dtype == "int8-in-place" {
-                &[("u8", 1)]
-            } else {
-                &[("u8", 1), ("u16", 2)]
-            };
-            for &(count, width) in counts {
+            for &(count, width) in &[("u8", 1u64), ("u16", 2)] {
                 let tag = format!("count={count} dtype={dtype}");
                 let mut seen = 0;
                 for line in out.lines().filter(|l| l.starts_with("binned ")) {

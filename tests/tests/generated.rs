@@ -36,6 +36,17 @@ fn arena<T: Copy + Default + std::fmt::Debug, const N: usize>() -> Box<[T; N]> {
     vec![T::default(); N].into_boxed_slice().try_into().unwrap()
 }
 
+/// A zeroed convolution scratch on the heap (a model's `Scratch` can be large for the SIMD
+/// paths).
+fn scratch<T, const N: usize>() -> Box<runtime::model::Scratch<T, N>>
+where
+    runtime::model::Scratch<T, N>: Default,
+{
+    // SAFETY: `Scratch` is implemented (Default) only for i16 and f32 values, for which
+    // all-zero bytes are valid.
+    unsafe { Box::new_zeroed().assume_init() }
+}
+
 fn bits(e: Estimate) -> [u32; 2] {
     [e.log_mass.to_bits(), e.sigma.to_bits()]
 }
@@ -199,21 +210,25 @@ fn edge_reproduces_its_golden_vectors() {
         arena::<f32, { edge::ARENA_LEN }>(),
         arena::<i8, { edge::ARENA_LEN }>(),
     );
+    let (mut sf, mut si) = (
+        scratch::<f32, { edge::SCRATCH_F32 }>(),
+        scratch::<i16, { edge::SCRATCH_S8 }>(),
+    );
     for i in 0..edge_samples::N {
         let counts = edge_samples::counts(i).unwrap();
         let z = edge_samples::REDSHIFT[i];
         float_close(
-            f32m.infer(counts, &[z], &mut af).unwrap(),
+            f32m.infer(counts, &[z], &mut af, &mut sf).unwrap(),
             edge_samples::F32[i],
             &format!("f32 {i}"),
         );
         float_close(
-            f16m.infer(counts, &[z], &mut af).unwrap(),
+            f16m.infer(counts, &[z], &mut af, &mut sf).unwrap(),
             edge_samples::F16[i],
             &format!("f16 {i}"),
         );
         assert_eq!(
-            bits(i8m.infer(counts, &[z], &mut ai).unwrap()),
+            bits(i8m.infer(counts, &[z], &mut ai, &mut si).unwrap()),
             edge_samples::INT8[i],
             "int8 {i}"
         );
@@ -252,21 +267,25 @@ fn edge_generated_code_matches_burn_and_the_scalar_references() {
         arena::<f32, { edge::ARENA_LEN }>(),
         arena::<i8, { edge::ARENA_LEN }>(),
     );
+    let (mut sf, mut si) = (
+        scratch::<f32, { edge::SCRATCH_F32 }>(),
+        scratch::<i16, { edge::SCRATCH_S8 }>(),
+    );
     let mut gen_mu = Vec::new();
     let mut differ = 0;
     for i in 0..ds.len() {
         let (c, z) = (ds.image(i), ds.redshift[i]);
-        let e = f32m.infer(c, &[z], &mut af).unwrap();
+        let e = f32m.infer(c, &[z], &mut af, &mut sf).unwrap();
         let want = ref_bits(folded.predict(c, &[z], FloatPath::F32).unwrap());
         differ += usize::from(float_close(e, want, &format!("f32 {i}")));
         gen_mu.push(f64::from(e.log_mass));
-        let e16 = f16m.infer(c, &[z], &mut af).unwrap();
+        let e16 = f16m.infer(c, &[z], &mut af, &mut sf).unwrap();
         let want = ref_bits(folded.predict(c, &[z], FloatPath::F16).unwrap());
         differ += usize::from(float_close(e16, want, &format!("f16 {i}")));
-        let e8 = i8m.infer(c, &[z], &mut ai).unwrap();
+        let e8 = i8m.infer(c, &[z], &mut ai, &mut si).unwrap();
         assert_eq!(bits(e8), ref_bits(q.predict(c, &[z]).unwrap()), "int8 {i}");
         // Deterministic: a second run through a dirty arena gives the same bits.
-        assert_eq!(bits(i8m.infer(c, &[z], &mut ai).unwrap()), bits(e8));
+        assert_eq!(bits(i8m.infer(c, &[z], &mut ai, &mut si).unwrap()), bits(e8));
     }
     // On a SIMD host the generated code really took the SIMD path: FMA rounding shows.
     assert!(
@@ -305,17 +324,21 @@ fn seed_lab_exports_and_runs() {
         arena::<f32, { seed_lab::ARENA_LEN }>(),
         arena::<i8, { seed_lab::ARENA_LEN }>(),
     );
+    let (mut sf, mut si) = (
+        scratch::<f32, { seed_lab::SCRATCH_F32 }>(),
+        scratch::<i16, { seed_lab::SCRATCH_S8 }>(),
+    );
     let mut gen_mu = Vec::new();
     for i in 20..40 {
         let (c, z) = (ds.image(i), ds.redshift[i]);
-        let e = f32m.infer(c, &[z], &mut af).unwrap();
+        let e = f32m.infer(c, &[z], &mut af, &mut sf).unwrap();
         let want = ref_bits(folded.predict(c, &[z], FloatPath::F32).unwrap());
         float_close(e, want, &format!("seed-lab f32 {i}"));
         gen_mu.push(f64::from(e.log_mass));
-        let e16 = f16m.infer(c, &[z], &mut af).unwrap();
+        let e16 = f16m.infer(c, &[z], &mut af, &mut sf).unwrap();
         let want = ref_bits(folded.predict(c, &[z], FloatPath::F16).unwrap());
         float_close(e16, want, &format!("seed-lab f16 {i}"));
-        let e8 = i8m.infer(c, &[z], &mut ai).unwrap();
+        let e8 = i8m.infer(c, &[z], &mut ai, &mut si).unwrap();
         assert_eq!(bits(e8), ref_bits(q.predict(c, &[z]).unwrap()));
     }
     burn_agrees(run.path(), &ds, 20..40, &gen_mu);
@@ -348,26 +371,30 @@ fn edge_aware_exports_and_runs() {
         arena::<f32, { edge_aware::ARENA_LEN }>(),
         arena::<i8, { edge_aware::ARENA_LEN }>(),
     );
+    let (mut sf, mut si) = (
+        scratch::<f32, { edge_aware::SCRATCH_F32 }>(),
+        scratch::<i16, { edge_aware::SCRATCH_S8 }>(),
+    );
     let mut gen_mu = Vec::new();
     for i in 20..40 {
         let c = ds.image(i);
         let s = raw_scalars(&folded, &ds, i);
         let sa = [s[0], s[1]];
-        let e = f32m.infer(c, &sa, &mut af).unwrap();
+        let e = f32m.infer(c, &sa, &mut af, &mut sf).unwrap();
         let want = ref_bits(folded.predict(c, &s, FloatPath::F32).unwrap());
         float_close(e, want, &format!("edge-aware f32 {i}"));
         gen_mu.push(f64::from(e.log_mass));
-        let e16 = f16m.infer(c, &sa, &mut af).unwrap();
+        let e16 = f16m.infer(c, &sa, &mut af, &mut sf).unwrap();
         let want = ref_bits(folded.predict(c, &s, FloatPath::F16).unwrap());
         float_close(e16, want, &format!("edge-aware f16 {i}"));
-        let e8 = i8m.infer(c, &sa, &mut ai).unwrap();
+        let e8 = i8m.infer(c, &sa, &mut ai, &mut si).unwrap();
         assert_eq!(bits(e8), ref_bits(q.predict(c, &s).unwrap()), "int8 {i}");
     }
     burn_agrees(run.path(), &ds, 20..40, &gen_mu);
     // The exposure is an input: ten times the exposure moves the estimate.
     let (c, z) = (ds.image(25), ds.redshift[25]);
-    let a = f32m.infer(c, &[z, 1000.0], &mut af).unwrap();
-    let b = f32m.infer(c, &[z, 10_000.0], &mut af).unwrap();
+    let a = f32m.infer(c, &[z, 1000.0], &mut af, &mut sf).unwrap();
+    let b = f32m.infer(c, &[z, 10_000.0], &mut af, &mut sf).unwrap();
     assert!(
         a.log_mass != b.log_mass,
         "the exposure does not reach the head"
@@ -382,14 +409,14 @@ fn edge_aware_exports_and_runs() {
         b.flags
     );
     // Outside the training exposures (the calibration sample's range): flagged.
-    let far = i8m.infer(c, &[z, 1e6], &mut ai).unwrap();
+    let far = i8m.infer(c, &[z, 1e6], &mut ai, &mut si).unwrap();
     assert!(
         far.flags
             .contains(runtime::model::Flags::EXPOSURE_OUTSIDE_TRAINING)
     );
     for t in [f32::NAN, -5.0, 0.0, f32::INFINITY] {
         assert_eq!(
-            i8m.infer(c, &[z, t], &mut ai).err(),
+            i8m.infer(c, &[z, t], &mut ai, &mut si).err(),
             Some(Error::BadScalar { index: 1 }),
             "exposure {t}"
         );
@@ -449,16 +476,17 @@ fn generated_loaders_refuse_damaged_blobs_and_bad_inputs() {
     // Bad inputs to a good model.
     let m = edge::f32::Model::new(&blobs::EDGE_F32.0).unwrap();
     let mut af = arena::<f32, { edge::ARENA_LEN }>();
+    let mut sf = scratch::<f32, { edge::SCRATCH_F32 }>();
     let counts = vec![1u16; edge::INPUT_LEN];
-    assert!(m.infer(&counts, &[0.3], &mut af).is_ok());
+    assert!(m.infer(&counts, &[0.3], &mut af, &mut sf).is_ok());
     assert!(matches!(
-        m.infer(&counts[1..], &[0.3], &mut af),
+        m.infer(&counts[1..], &[0.3], &mut af, &mut sf),
         Err(Error::BadLength { .. })
     ));
     // Not physically valid (more, and the training-range flags, in models/tests/loaders.rs).
     for z in [f32::NAN, f32::INFINITY, -0.1, 100.0, f32::MAX] {
         assert_eq!(
-            m.infer(&counts, &[z], &mut af),
+            m.infer(&counts, &[z], &mut af, &mut sf),
             Err(Error::BadScalar { index: 0 }),
             "z = {z}"
         );

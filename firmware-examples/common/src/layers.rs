@@ -54,7 +54,7 @@ const MAX_IN: usize = 6250;
 const MAX_W: usize = 9216;
 const MAX_OUT: usize = 10000;
 const MAX_OC: usize = 32;
-const MAX_SCRATCH: usize = 2304;
+const MAX_SCRATCH: usize = 4096;
 
 /// A 4-byte aligned scratch with one spare element, so that `[1..]` is misaligned.
 #[repr(C, align(4))]

@@ -1,7 +1,7 @@
 //! The model variants the firmware can run (cargo features `int8`, `f32`): each loads its
-//! blob from flash and runs one measured inference with its activation arena **on the
-//! stack**, in the frame of [`Variant::infer_measured`], so the arena counts in the peak
-//! stack and in no static.
+//! blob from flash and runs one measured inference with its activation arena and its
+//! convolution scratch **on the stack**, in the frame of [`Variant::infer_measured`], so they
+//! count in the peak stack and in no static.
 //!
 //! The size report attributes the code of this module (into which LTO inlines most of the
 //! generated model and the kernels) to the model, together with the `runtime`, `models` and
@@ -31,8 +31,8 @@ pub trait Variant: Sized {
     const HOST: [[u32; 2]; samples::N];
     /// Validate the blob in flash and borrow it.
     fn load() -> Result<Self, BlobError>;
-    /// One inference of `counts` (a u16 or u8 cube) with a fresh arena on this function's
-    /// stack frame; returns the result and what the inference alone took.
+    /// One inference of `counts` (a u16 or u8 cube) with a fresh arena and scratch on this
+    /// function's stack frame; returns the result and what the inference alone took.
     fn infer_measured<B: Board, N: Count>(
         &self,
         board: &B,
@@ -98,7 +98,8 @@ macro_rules! variant {
                 z: f32,
             ) -> (Result<Estimate, Error>, Timing) {
                 let mut arena = [$zero; ARENA_LEN];
-                timed(board, || self.0.infer(counts, &[z], &mut arena))
+                let mut scratch = edge::$module::Scratch::new();
+                timed(board, || self.0.infer(counts, &[z], &mut arena, &mut scratch))
             }
         }
     };

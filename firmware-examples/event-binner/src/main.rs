@@ -79,6 +79,7 @@ fn run_all<B: Board>(board: &mut B) -> bool {
         ok &= run_variant::<B, variants::Int8, u8>(board);
         ok &= run_variant::<B, variants::Int8, u16>(board);
         ok &= run_variant::<B, InPlace, u8>(board);
+        ok &= run_variant::<B, InPlace, u16>(board);
     }
     #[cfg(feature = "f32")]
     {
@@ -195,7 +196,7 @@ fn saturation<B: Board, V: Variant, N: Count>(board: &mut B) -> bool {
 }
 
 /// How a cube of `N` is run through the model: a variant's `infer` (arena on its own
-/// frame), or int8's `infer_in_place` on a u8 cube (the arena inside the cube).
+/// frame), or int8's `infer_in_place` (the arena inside the cube).
 trait Runner<N: Count>: Sized {
     /// Name as printed (`int8`, `f32`, `int8-in-place`).
     const NAME: &'static str;
@@ -228,12 +229,13 @@ impl<V: Variant, N: Count> Runner<N> for V {
     }
 }
 
-/// `edge` int8 on a u8 cube it consumes (`infer_in_place`): no arena of its own.
+/// `edge` int8 on a u8 or u16 cube it consumes (`infer_in_place`): no arena of its own,
+/// only the convolution scratch.
 #[cfg(feature = "int8")]
 struct InPlace(models::edge::int8::Model<'static>);
 
 #[cfg(feature = "int8")]
-impl Runner<u8> for InPlace {
+impl<N: Count> Runner<N> for InPlace {
     const NAME: &'static str = "int8-in-place";
     const HOST: [[u32; 2]; samples::N] = samples::INT8;
     fn load() -> Result<Self, runtime::BlobError> {
@@ -243,10 +245,11 @@ impl Runner<u8> for InPlace {
     fn run<B: Board>(
         &self,
         board: &B,
-        cube: &mut [u8; CUBE_LEN],
+        cube: &mut [N; CUBE_LEN],
         z: f32,
     ) -> (Result<Estimate, Error>, Timing) {
-        variants::timed(board, || self.0.infer_in_place(cube, &[z]))
+        let mut scratch = models::edge::int8::Scratch::new();
+        variants::timed(board, || self.0.infer_in_place(cube, &[z], &mut scratch))
     }
 }
 

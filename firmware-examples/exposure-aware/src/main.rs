@@ -64,12 +64,16 @@ fn infer(dtype: Dtype, counts: &[u16], scalars: &[f32; 2]) -> Result<Estimate, F
         Dtype::Int8 => {
             let m = model::int8::Model::new(&EDGE_AWARE_INT8.0).map_err(Failure::Blob)?;
             let mut arena = [0i8; model::ARENA_LEN];
-            m.infer(counts, scalars, &mut arena).map_err(Failure::Input)
+            let mut scratch = model::int8::Scratch::new();
+            m.infer(counts, scalars, &mut arena, &mut scratch)
+                .map_err(Failure::Input)
         }
         Dtype::F32 => {
             let m = model::f32::Model::new(&EDGE_AWARE_F32.0).map_err(Failure::Blob)?;
             let mut arena = [0f32; model::ARENA_LEN];
-            m.infer(counts, scalars, &mut arena).map_err(Failure::Input)
+            let mut scratch = model::f32::Scratch::new();
+            m.infer(counts, scalars, &mut arena, &mut scratch)
+                .map_err(Failure::Input)
         }
     }
 }

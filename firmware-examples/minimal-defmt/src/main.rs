@@ -61,7 +61,8 @@ impl From<Error> for Failure {
 fn estimate(blob: &[u8], counts: &[u16], redshift: f32) -> Result<Estimate, Failure> {
     let model = edge::int8::Model::new(blob)?; // validates the whole blob once
     let mut arena = [0i8; edge::ARENA_LEN]; // all the activation memory it needs
-    Ok(model.infer(counts, &[redshift], &mut arena)?)
+    let mut scratch = edge::int8::Scratch::new(); // and the convolutions' buffers
+    Ok(model.infer(counts, &[redshift], &mut arena, &mut scratch)?)
 }
 
 #[entry]

@@ -126,7 +126,15 @@ impl<
     /// build has no float SIMD path.
     pub const SCRATCH_F32: usize = simd::scratch_f32([IC, IH, IW, OC, K, S, D, P]);
     /// Scratch i16 values [`Conv2d::s8_rows`] needs; 0 when this build has no int8 SIMD path.
+    /// On the Cortex-M DSP path it holds every buffer of the engine (columns, row strip,
+    /// widened weights, per-channel records), none of which is on the stack.
+    #[cfg(not(all(dsp, not(feature = "force-reference"))))]
     pub const SCRATCH_S8: usize = simd::scratch_s8([IC, IH, IW, OC, K, S, D, P]);
+    /// Scratch i16 values [`Conv2d::s8_rows`] needs; 0 when this build has no int8 SIMD path.
+    /// On the Cortex-M DSP path it holds every buffer of the engine (columns, row strip,
+    /// widened weights, per-channel records), none of which is on the stack.
+    #[cfg(all(dsp, not(feature = "force-reference")))]
+    pub const SCRATCH_S8: usize = simd::dsp::Conv::<IC, IH, IW, OC, K, S, D, P>::SCRATCH;
 
     #[allow(dead_code)] // the reference-only builds need no geometry
     const GEOM: Geom = Geom {

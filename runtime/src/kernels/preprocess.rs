@@ -46,6 +46,11 @@ pub trait Count:
     fn incremented(self) -> Self;
     /// The slice itself if the type is u16 (the SIMD kernels read it in place), else `None`.
     fn as_u16(counts: &[Self]) -> Option<&[u16]>;
+    /// The slice's memory as bytes (native order): what an in-place inference writes its
+    /// int8 activations into once it has read the counts there.
+    fn bytes_mut(counts: &mut [Self]) -> &mut [u8];
+    /// Count `i` of a cube seen as its bytes ([`Count::bytes_mut`]); 0 past the end.
+    fn at(bytes: &[u8], i: usize) -> u16;
 }
 
 impl Count for u16 {
@@ -63,6 +68,19 @@ impl Count for u16 {
     fn as_u16(counts: &[u16]) -> Option<&[u16]> {
         Some(counts)
     }
+    #[inline(always)]
+    fn bytes_mut(counts: &mut [u16]) -> &mut [u8] {
+        // SAFETY: the same memory, `2 len` bytes, u8 has alignment 1 and every byte value is
+        // valid both ways; the exclusive borrow passes to the result.
+        unsafe { core::slice::from_raw_parts_mut(counts.as_mut_ptr().cast(), 2 * counts.len()) }
+    }
+    #[inline(always)]
+    fn at(bytes: &[u8], i: usize) -> u16 {
+        match (bytes.get(2 * i), bytes.get(2 * i + 1)) {
+            (Some(&a), Some(&b)) => u16::from_ne_bytes([a, b]),
+            _ => 0,
+        }
+    }
 }
 
 impl Count for u8 {
@@ -79,6 +97,14 @@ impl Count for u8 {
     #[inline(always)]
     fn as_u16(_: &[u8]) -> Option<&[u16]> {
         None
+    }
+    #[inline(always)]
+    fn bytes_mut(counts: &mut [u8]) -> &mut [u8] {
+        counts
+    }
+    #[inline(always)]
+    fn at(bytes: &[u8], i: usize) -> u16 {
+        bytes.get(i).map_or(0, |&b| u16::from(b))
     }
 }
 
@@ -490,10 +516,12 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         Ok(counts / BANDS)
     }
 
-    /// [`Preprocess::counts_s8`] of a u8 cube in place: each count replaced by the bits of
-    /// its quantised input (read back as `i8`, e.g. through
-    /// [`arena_in`](crate::model::arena_in)). The same values as `counts_s8` on every path
-    /// (this one is the scalar loop everywhere).
+    /// [`Preprocess::counts_s8`] of a u8 or u16 cube in place: the quantised inputs written,
+    /// as `i8` bits, to the front of the cube's bytes ([`Count::bytes_mut`]; for u8 each
+    /// count is replaced by its input), read back e.g. through
+    /// [`arena_in`](crate::model::arena_in). The same values as `counts_s8` on every path
+    /// (this one is the scalar loop everywhere). In place is safe because input `i` is
+    /// written to byte `i`, which lies in count `i` or below, after count `i` is read.
     ///
     /// ```
     /// use runtime::kernels::preprocess::Preprocess;
@@ -504,27 +532,36 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// p.counts_s8_in_place(&mut cube, q).unwrap();
     /// assert_eq!(cube.map(|b| b as i8), [-128, -128 + 14]);
     /// ```
-    pub fn counts_s8_in_place(&self, cube: &mut [u8], q: QParams) -> Result<(), Error> {
-        let plane = self.plane(cube.len(), cube.len())?;
-        if plane == 0 {
-            return Ok(());
-        }
-        for (b, c) in cube.chunks_exact_mut(plane).enumerate() {
-            let memo = Memo::new(self.band_scale[b], q);
-            for x in c {
-                *x = memo.get(u16::from(*x)) as u8;
+    pub fn counts_s8_in_place(&self, cube: &mut [impl Count], q: QParams) -> Result<(), Error> {
+        fn run<N: Count, const B: usize>(
+            p: &Preprocess<B>,
+            cube: &mut [N],
+            q: QParams,
+        ) -> Result<(), Error> {
+            let plane = p.plane(cube.len(), cube.len())?;
+            if plane == 0 {
+                return Ok(());
             }
+            let bytes = N::bytes_mut(cube);
+            for b in 0..B {
+                let memo = Memo::new(p.band_scale[b], q);
+                for i in b * plane..(b + 1) * plane {
+                    let v = memo.get(N::at(bytes, i));
+                    bytes[i] = v as u8;
+                }
+            }
+            Ok(())
         }
-        Ok(())
+        run(self, cube, q)
     }
 
-    /// [`Preprocess::pooled_s8`] of a u8 cube in place: the `BANDS x H/K x W/K` pooled,
-    /// quantised inputs written, as `i8` bits, to the front of `cube` (the rest of it is
-    /// left as it was). The same values as `pooled_s8` on every path (this one is the
-    /// scalar window loop everywhere). In place is safe because output `(b, oy, ox)`, at
-    /// `(b OH + oy) OW + ox`, is written after its window is read and never lies beyond the
-    /// window's first count `(b H + oy K) W + ox K`, which lies below every count a later
-    /// window reads.
+    /// [`Preprocess::pooled_s8`] of a u8 or u16 cube in place: the `BANDS x H/K x W/K`
+    /// pooled, quantised inputs written, as `i8` bits, to the front of the cube's bytes
+    /// ([`Count::bytes_mut`]; the rest is left as it was). The same values as `pooled_s8` on
+    /// every path (this one is the scalar window loop everywhere). In place is safe because
+    /// output `(b, oy, ox)`, at byte `(b OH + oy) OW + ox`, is written after its window is
+    /// read and never lies beyond (in a count below) the window's first count
+    /// `(b H + oy K) W + ox K`, which lies below every count a later window reads.
     ///
     /// ```
     /// use runtime::kernels::pool::PoolKind;
@@ -541,33 +578,41 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     pub fn pooled_s8_in_place<const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,
-        cube: &mut [u8],
+        cube: &mut [impl Count],
         q: QParams,
     ) -> Result<(), Error> {
-        type P<const B: usize, const H: usize, const W: usize, const K: usize> = Pool2d<B, H, W, K>;
-        P::<BANDS, H, W, K>::check_lengths(cube.len(), P::<BANDS, H, W, K>::OUT_LEN)?;
-        let (oh, ow) = (P::<BANDS, H, W, K>::OH, P::<BANDS, H, W, K>::OW);
-        let n = (K * K) as i32;
-        for b in 0..BANDS {
-            let memo = Memo::new(self.band_scale[b], q);
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let base = (b * H + oy * K) * W + ox * K;
-                    let mut window = (0..K * K).map(|t| {
-                        let v = cube.get(base + (t / K) * W + t % K).copied().unwrap_or(0);
-                        memo.get(u16::from(v))
-                    });
-                    let v = match kind {
-                        PoolKind::Max => window.by_ref().fold(i8::MIN, i8::max),
-                        PoolKind::Avg => avg_round(window.by_ref().map(i32::from).sum(), n),
-                    };
-                    if let Some(o) = cube.get_mut((b * oh + oy) * ow + ox) {
-                        *o = v as u8;
+        fn run<N: Count, const B: usize, const H: usize, const W: usize, const K: usize>(
+            p: &Preprocess<B>,
+            kind: PoolKind,
+            cube: &mut [N],
+            q: QParams,
+        ) -> Result<(), Error> {
+            type P<const B: usize, const H: usize, const W: usize, const K: usize> =
+                Pool2d<B, H, W, K>;
+            P::<B, H, W, K>::check_lengths(cube.len(), P::<B, H, W, K>::OUT_LEN)?;
+            let (oh, ow) = (P::<B, H, W, K>::OH, P::<B, H, W, K>::OW);
+            let n = (K * K) as i32;
+            let bytes = N::bytes_mut(cube);
+            for b in 0..B {
+                let memo = Memo::new(p.band_scale[b], q);
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let base = (b * H + oy * K) * W + ox * K;
+                        let mut window = (0..K * K)
+                            .map(|t| memo.get(N::at(bytes, base + (t / K) * W + t % K)));
+                        let v = match kind {
+                            PoolKind::Max => window.by_ref().fold(i8::MIN, i8::max),
+                            PoolKind::Avg => avg_round(window.by_ref().map(i32::from).sum(), n),
+                        };
+                        if let Some(o) = bytes.get_mut((b * oh + oy) * ow + ox) {
+                            *o = v as u8;
+                        }
                     }
                 }
             }
+            Ok(())
         }
-        Ok(())
+        run::<_, BANDS, H, W, K>(self, kind, cube, q)
     }
 
     /// Map a redshift to the network's scalar input; rejects NaN, infinities and z < 0.
@@ -674,21 +719,21 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
         p.pooled_s8::<N, IH, IW, K>(PoolKind::Avg, counts, q, out)
     }
 
-    /// [`Pool2d::max_counts_s8`] of a u8 cube in place, the outputs at its front
-    /// ([`Preprocess::pooled_s8_in_place`]).
+    /// [`Pool2d::max_counts_s8`] of a u8 or u16 cube in place, the outputs at the front of
+    /// its bytes ([`Preprocess::pooled_s8_in_place`]).
     pub fn max_counts_s8_in_place(
         p: &Preprocess<C>,
-        cube: &mut [u8],
+        cube: &mut [impl Count],
         q: QParams,
     ) -> Result<(), Error> {
         p.pooled_s8_in_place::<IH, IW, K>(PoolKind::Max, cube, q)
     }
 
-    /// [`Pool2d::avg_counts_s8`] of a u8 cube in place, the outputs at its front
-    /// ([`Preprocess::pooled_s8_in_place`]).
+    /// [`Pool2d::avg_counts_s8`] of a u8 or u16 cube in place, the outputs at the front of
+    /// its bytes ([`Preprocess::pooled_s8_in_place`]).
     pub fn avg_counts_s8_in_place(
         p: &Preprocess<C>,
-        cube: &mut [u8],
+        cube: &mut [impl Count],
         q: QParams,
     ) -> Result<(), Error> {
         p.pooled_s8_in_place::<IH, IW, K>(PoolKind::Avg, cube, q)
@@ -832,8 +877,9 @@ mod tests {
         u8_like_u16::<1, 4, 1100, 2>(&cube(4400));
     }
 
-    /// In place equals out of place, bit for bit: every count 0-255, the model's shape and
-    /// odd ones, max and average, 2 x 2 and 3 x 3 windows, and the elementwise transform.
+    /// In place equals out of place, bit for bit, for u8 and u16 cubes: every count 0-255
+    /// (and larger u16 ones), the model's shape and odd ones, max and average, 2 x 2 and
+    /// 3 x 3 windows, and the elementwise transform.
     #[test]
     fn in_place_equals_out_of_place() {
         fn check<const B: usize, const H: usize, const W: usize, const K: usize>(
@@ -872,6 +918,41 @@ mod tests {
             p.counts_s8_in_place(&mut got, q).unwrap();
             assert!(got.iter().zip(&want).all(|(a, b)| *a as i8 == *b));
             let mut short = std::vec![0u8; B * H * W - 1];
+            assert!(
+                p.pooled_s8_in_place::<H, W, K>(PoolKind::Avg, &mut short, q)
+                    .is_err()
+            );
+            // A u16 cube (counts past 255 too, and saturated ones): the inputs in the front
+            // bytes of its memory, as `arena_in` reads them.
+            let cube: std::vec::Vec<u16> = (0..B * H * W)
+                .map(|_| match rng.below(8) {
+                    0 => rng.below(65536) as u16,
+                    1 => u16::MAX,
+                    2 => rng.below(300) as u16,
+                    _ => rng.below(7) as u16,
+                })
+                .collect();
+            let front = |c: &[u16], n: usize| -> std::vec::Vec<i8> {
+                c.iter()
+                    .flat_map(|v| v.to_ne_bytes())
+                    .take(n)
+                    .map(|b| b as i8)
+                    .collect()
+            };
+            for kind in [PoolKind::Max, PoolKind::Avg] {
+                let mut want = std::vec![0i8; out];
+                p.pooled_s8::<_, H, W, K>(kind, &cube, q, &mut want)
+                    .unwrap();
+                let mut got = cube.clone();
+                p.pooled_s8_in_place::<H, W, K>(kind, &mut got, q).unwrap();
+                assert_eq!(front(&got, out), want, "u16 {B}x{H}x{W} K={K} {kind:?}");
+            }
+            let mut want = std::vec![0i8; cube.len()];
+            p.counts_s8(&cube, q, &mut want).unwrap();
+            let mut got = cube.clone();
+            p.counts_s8_in_place(&mut got, q).unwrap();
+            assert_eq!(front(&got, cube.len()), want, "u16 {B}x{H}x{W}");
+            let mut short = std::vec![0u16; B * H * W - 1];
             assert!(
                 p.pooled_s8_in_place::<H, W, K>(PoolKind::Avg, &mut short, q)
                     .is_err()

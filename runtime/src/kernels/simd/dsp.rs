@@ -16,9 +16,8 @@
 //!   `SXTB16 w, ROR #8` = `(w1, w3)`), so the int8 weights need no re-ordering. Layers whose
 //!   weights are widened (below) with 3-tap window rows use the row-paired order instead
 //!   ([`Conv::rows3_paired`]): per 2 rows `a`, `b`, the pairs `(a0, a2)`, `(b0, b2)`,
-//!   `(a1, b1)`, which are cheaper to gather. The columns live in the caller's scratch
-//!   ([`scratch_s8`](super::scratch_s8) i16), or in the engine's own buffer when the scratch
-//!   is not 4-byte aligned.
+//!   `(a1, b1)`, which are cheaper to gather. The columns live with the rest of the
+//!   engine's buffers in the caller's scratch ([`Conv::SCRATCH`]).
 //! - **Microkernel** ([`Conv::block`]: every output channel for one block, the channel loop
 //!   in the assembly too). Per group of 4 taps, one output channel and 4 pixels: one `LDR` of
 //!   4 weights, 2 `SXTB16`, 2 `LDM` of 4 column words and 8 `SMLAD`: 13 instructions for 16
@@ -53,9 +52,10 @@
 //!   ([`Conv::gather_masked`]); kernels wider than 5 take a generic gather.
 //!
 //! The sums are exact 32-bit integers (`SMLAD` wraps like `wrapping_add`), so results are
-//! bit-identical to the reference. Stack: the work buffer (what the layer uses of [`WORK`],
-//! in steps of 512 bytes) and `80 OC` bytes of per-channel records, in the frame of
-//! [`Conv::run_in`] (never inlined, so one layer's at a time).
+//! bit-identical to the reference. Memory: every buffer is in the caller's scratch
+//! ([`Conv::SCRATCH`] i16 for the layer, which the generated model's `SCRATCH_S8` covers): the
+//! work area (what the layer uses of [`WORK`]), the columns and `80 OC` bytes of per-channel
+//! records. The engine's own frame is a few hundred bytes.
 
 use core::arch::asm;
 use core::mem::MaybeUninit;
@@ -71,20 +71,15 @@ use crate::quant::Requant;
 
 /// Groups of 4 taps per trip of the kernel's loop.
 const UNROLL: usize = 8;
-/// Most bytes of the engine's stack buffer: the zero-point-padded copy of the input rows of
-/// one output row (layers whose copy does not fit gather from the input with masks), room
-/// for the columns (used when the caller's scratch is not 4-byte aligned) and, where they fit
-/// after them, the weights sign-extended once per call (so the kernel loads them with `LDRD`
+/// Most bytes of the engine's work area (in the caller's scratch): the zero-point-padded copy
+/// of the input rows of one output row (layers whose copy does not fit gather from the input
+/// with masks), the columns and, where they fit after them, the weights sign-extended once
+/// per call (so the kernel loads them with `LDRD`
 /// instead of `LDR` + 2 `SXTB16` per group: for layers with few output channels, whose
 /// weights would otherwise be extended again for every block of pixels). 4.5 KiB holds all
-/// three for `edge`'s first convolution (816 + 736 + 2,944 bytes); each layer's buffer is
-/// only as large as it uses ([`Conv::NEED`]: 2 KiB for `edge`'s second, 3.5 KiB for its
-/// third).
+/// three for `edge`'s first convolution (816 + 736 + 2,944 bytes); each layer uses only what
+/// it needs ([`Conv::NEED`]).
 const WORK: usize = 4608;
-
-/// The engine's stack buffer, `N` bytes, 8-byte aligned.
-#[repr(C, align(8))]
-struct Work<const N: usize>([MaybeUninit<u8>; N]);
 
 /// What the kernel reads per output channel: a head (one `LDMDB` loads it into `r4` to `r9`:
 /// the bias into the 4 accumulators, the channel's requantisation form and the trip count of
@@ -297,13 +292,15 @@ impl<
     /// Output rows `oy0..oy0 + rows` into `out` (`[OC][rows][OW]`), like
     /// [`Conv2d::s8_rows`](crate::kernels::conv2d::Conv2d::s8_rows). Returns `false`, having
     /// done nothing, where this engine does not apply: an input zero point outside int8 (the
-    /// padding of the strip) or whose `x - zero_point` does not fit 16 bits, a `scratch` that
-    /// is not 4-byte aligned (`LDM`/`STRD` need it) or too short when the columns do not fit
-    /// the engine's own buffer either, or lengths that do not fit the shape (the caller has
+    /// padding of the strip) or whose `x - zero_point` does not fit 16 bits, a `scratch`
+    /// shorter than [`Conv::SCRATCH`], or lengths that do not fit the shape (the caller has
     /// checked them).
     ///
-    /// The work buffer is as large as this layer uses ([`Conv::NEED`], in steps of 512 bytes).
-    #[inline(always)]
+    /// Every buffer the engine uses is in `scratch` (at its first 8-byte aligned byte): the
+    /// strip, the columns, the widened weights ([`Conv::NEED`] bytes, at most [`WORK`]) and
+    /// the per-channel records ([`Conv::RECS_AT`]). Never inlined, so that its small frame
+    /// exists only during the call.
+    #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         input: &[i8],
@@ -315,54 +312,13 @@ impl<
         out: &mut [i8],
         scratch: &mut [i16],
     ) -> bool {
-        macro_rules! sized {
-            ($($n:literal)*) => {$(
-                if Self::NEED <= $n {
-                    return Self::run_in::<$n>(input, weights, bias, q, oy0, rows, out, scratch);
-                }
-            )*};
-        }
-        sized!(512 1024 1536 2048 2560 3072 3584 4096 4608);
-        false
-    }
-
-    /// Bytes of the work buffer the layer uses: the strip (and its slack), the room for the
-    /// columns, the widened weights, each where it fits [`WORK`] (as [`Conv::run_in`] lays
-    /// them out).
-    const NEED: usize = {
-        let mut n = 0;
-        if Self::STRIP + Self::SLACK <= WORK && K <= 5 {
-            n = Self::STRIP + Self::SLACK;
-        }
-        if Self::COLS_AT + Self::GROUPS * 32 <= WORK && Self::COLS_AT + Self::GROUPS * 32 > n {
-            n = Self::COLS_AT + Self::GROUPS * 32;
-        }
-        if Self::WIDE_AT + Self::WIDE <= WORK && Self::WIDE_AT + Self::WIDE > n {
-            n = Self::WIDE_AT + Self::WIDE;
-        }
-        n
-    };
-
-    /// [`Conv::run`] with an `N`-byte work buffer (`N >= NEED`, else it declines).
-    ///
-    /// Never inlined: its frame (the work buffer and per-channel records, 4 to 6 KiB for
-    /// `edge`) then exists only during the call, rather than once per layer in the caller's
-    /// frame.
-    #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
-    fn run_in<const N: usize>(
-        input: &[i8],
-        weights: &[i8],
-        bias: &[i32],
-        q: &QuantArgs<'_>,
-        oy0: usize,
-        rows: usize,
-        out: &mut [i8],
-        scratch: &mut [i16],
-    ) -> bool {
-        if N < Self::NEED {
+        let bytes = scratch.as_mut_ptr().cast::<u8>();
+        let skip = bytes.align_offset(8);
+        if skip > 6 || skip + Self::TOTAL > 2 * scratch.len() {
             return false;
         }
+        // The engine's buffers, 8-byte aligned, TOTAL bytes of `scratch`.
+        let base = bytes.wrapping_add(skip);
         let zp = q.input_zero_point;
         let plane = rows * Self::OW;
         // Windows come from a copy of the rows the current output row reads, padded with
@@ -384,13 +340,13 @@ impl<
         let zz = u32::from(zp as u16) * 0x0001_0001;
         let nzz = u32::from(zp.wrapping_neg() as u16) * 0x0001_0001;
 
-        // One stack buffer: the strip, room for the columns, then (where they fit) the
-        // sign-extended weights; every region used ends within NEED <= N bytes.
-        let mut work = MaybeUninit::<Work<N>>::uninit();
-        let strip = work.as_mut_ptr().cast::<i8>();
+        // The work area: the strip, the columns, then (where they fit WORK) the sign-extended
+        // weights; the columns of a layer whose window does not fit WORK after it; then the
+        // records. Every region ends within TOTAL bytes from `base`.
+        let strip = base.cast::<i8>();
         let mut strip_row = usize::MAX;
         if use_strip {
-            // SAFETY: STRIP + SLACK <= NEED bytes from `strip`.
+            // SAFETY: STRIP + SLACK <= NEED <= TOTAL bytes from `strip`.
             unsafe {
                 strip
                     .add(Self::STRIP)
@@ -398,27 +354,15 @@ impl<
                     .write_unaligned([0; 4])
             };
         }
-        // The columns: in `scratch`, or, where it is not 4-byte aligned (a `[i16; N]` on the
-        // stack need not be), in `work`, zeroed (the kernel reads the unused pixels of a
-        // short block).
-        let cols = if scratch.len() >= Self::GROUPS * 16
-            && (scratch.as_ptr() as usize).is_multiple_of(4)
-        {
-            scratch.as_mut_ptr().cast::<u32>()
-        } else if Self::COLS_AT + Self::GROUPS * 32 <= WORK {
-            let cols = strip.wrapping_add(Self::COLS_AT).cast::<u32>();
-            // SAFETY: GROUPS * 8 words from COLS_AT (a multiple of 8) are within `work`
-            // (NEED bytes).
-            unsafe { cols.write_bytes(0, Self::GROUPS * 8) };
-            cols
-        } else {
-            return false;
-        };
+        // 4-byte aligned (COLS_AT and NEED8 are multiples of 8), GROUPS * 8 words within
+        // TOTAL. Stale but initialised (the scratch is an i16 slice): the kernel reads the
+        // unused pixels of a short block and drops their sums.
+        let cols = strip.wrapping_add(Self::COLS).cast::<u32>();
         let w = if Self::WIDE_AT + Self::WIDE <= WORK {
             let wide = strip.wrapping_add(Self::WIDE_AT).cast::<u32>();
-            // SAFETY: `wide` is 8-byte aligned (WIDE_AT is a multiple of 8 in an 8-aligned
-            // buffer) with OC GROUPS 8 bytes left in `work` (NEED bytes); `weights` is OC L
-            // long (checked).
+            // SAFETY: `wide` is 8-byte aligned (WIDE_AT is a multiple of 8 from the aligned
+            // `base`) with OC GROUPS 8 bytes left within NEED; `weights` is OC L long
+            // (checked).
             unsafe { Self::widen(weights, wide) };
             wide.cast::<i8>().cast_const()
         } else {
@@ -426,11 +370,18 @@ impl<
         };
 
         // Written whole by `prepare` (not zeroed first: 80 B a channel, every call).
-        let mut recs = [const { MaybeUninit::<Rec>::uninit() }; OC];
+        // SAFETY: OC records from RECS_AT (a multiple of 8, so aligned for `Rec`) end at
+        // TOTAL; nothing else points into them while `recs` lives.
+        let recs = unsafe {
+            core::slice::from_raw_parts_mut(
+                base.wrapping_add(Self::RECS_AT).cast::<MaybeUninit<Rec>>(),
+                OC,
+            )
+        };
         let mut slow = [false; OC];
-        let any_slow = prepare(&mut recs, &mut slow, bias, q, Self::L, Self::TRIPS as u32);
+        let any_slow = prepare(recs, &mut slow, bias, q, Self::L, Self::TRIPS as u32);
         // SAFETY: `prepare` initialised every record; `MaybeUninit<Rec>` has `Rec`'s layout.
-        let recs = unsafe { &*(&raw const recs).cast::<[Rec; OC]>() };
+        let recs = unsafe { &*recs.as_ptr().cast::<[Rec; OC]>() };
 
         let mut tmp = [[0i8; PIX]; OC];
         let (mut oy, mut ox) = (oy0, 0);
@@ -853,8 +804,45 @@ impl<
     /// last row's window reads one byte past the strip.
     const SLACK: usize = 4;
 
-    /// Offset of the columns in the work buffer (used where the caller's scratch is not
-    /// aligned), and offset and size of the widened weights.
+    /// Bytes of the work area the layer uses within [`WORK`]: the strip (and its slack), the
+    /// room for the columns, the widened weights, each where it fits (as [`Conv::run`] lays
+    /// them out).
+    const NEED: usize = {
+        let mut n = 0;
+        if Self::STRIP + Self::SLACK <= WORK && K <= 5 {
+            n = Self::STRIP + Self::SLACK;
+        }
+        if Self::COLS_AT + Self::GROUPS * 32 <= WORK && Self::COLS_AT + Self::GROUPS * 32 > n {
+            n = Self::COLS_AT + Self::GROUPS * 32;
+        }
+        if Self::WIDE_AT + Self::WIDE <= WORK && Self::WIDE_AT + Self::WIDE > n {
+            n = Self::WIDE_AT + Self::WIDE;
+        }
+        n.div_ceil(8) * 8
+    };
+    /// Offset of the columns: in the work area, or after it for a window too long for it.
+    const COLS: usize = if Self::COLS_AT + Self::GROUPS * 32 <= WORK {
+        Self::COLS_AT
+    } else {
+        Self::NEED
+    };
+    /// Offset of the per-channel records ([`Rec`], `OC` of them), after the columns.
+    const RECS_AT: usize = {
+        let cols_end = Self::COLS + Self::GROUPS * 32;
+        if cols_end > Self::NEED {
+            cols_end
+        } else {
+            Self::NEED
+        }
+    };
+    /// Bytes of the engine's buffers in the scratch.
+    const TOTAL: usize = Self::RECS_AT + OC * REC;
+    /// i16 values of scratch this layer needs: [`Conv::TOTAL`] bytes and up to 6 to align
+    /// them to 8 (an `[i16]` is only 2-byte aligned).
+    pub(crate) const SCRATCH: usize = (Self::TOTAL + 6).div_ceil(2);
+
+    /// Offset of the columns in the work area when they fit it, and offset and size of the
+    /// widened weights.
     const COLS_AT: usize = if Self::STRIP + Self::SLACK <= WORK {
         (Self::STRIP + Self::SLACK).div_ceil(8) * 8
     } else {
