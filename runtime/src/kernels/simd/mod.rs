@@ -4,12 +4,13 @@
 //!
 //! | target | path | f32 / f16 | int8 |
 //! |---|---|---|---|
-//! | x86-64 with AVX2 + FMA + F16C | [`Path::Avx2`] | 8-lane FMA (F16C widens f16 weights) | `vpmaddwd` on 16-bit operands |
+//! | x86-64 with AVX-512 F, BW, VL, VNNI, VBMI | [`Path::Avx512`] | 16-lane FMA over flat padded rows (`x512.rs`), 8-lane FMA im2col where it declines | `vpdpbusd` (VNNI) on flat padded int8 rows |
+//! | x86-64 with AVX2 + FMA + F16C | [`Path::Avx2`] | 8-lane FMA over flat padded rows (`x2.rs`), im2col where it declines (F16C widens f16 weights) | `vpmaddwd` on 16-bit operands over flat padded rows |
 //! | aarch64 | [`Path::Neon`] | 4-lane FMA | `smlal` on 16-bit operands |
-//! | Cortex-M4/M7 (thumbv7em) | [`Path::Dsp`] | reference | `SXTB16` + `SMLAD` |
+//! | Cortex-M4/M7 (thumbv7em) | [`Path::Dsp`] | reference | `SXTB16` + `SMLAD` (`dsp.rs`; every buffer in the caller's scratch) |
 //! | anything else | [`Path::Reference`] | reference | reference |
 //!
-//! Convolutions run as im2col plus small matrix products, as CMSIS-NN does: the input windows
+//! The portable engine runs convolutions as im2col plus small matrix products, as CMSIS-NN does: the input windows
 //! of [`PIX`] consecutive output pixels are gathered into columns (`[PIX][lp]`, `lp` the window
 //! length rounded up to [`LANES`] and zero-filled; int8 columns hold `x - zero_point` widened to
 //! 16 bits, padding taps 0), then a platform microkernel dots every output channel's weight row,
