@@ -588,13 +588,22 @@ macro_rules! whole_model {
         }
         let p = path_label();
         g.bench_function(format!("{}/f32/{p}", $name), |b| {
-            b.iter(|| f32m.infer(black_box(counts), &[z], &mut af, &mut sf).expect("f32"))
+            b.iter(|| {
+                f32m.infer(black_box(counts), &[z], &mut af, &mut sf)
+                    .expect("f32")
+            })
         });
         g.bench_function(format!("{}/f16/{p}", $name), |b| {
-            b.iter(|| f16m.infer(black_box(counts), &[z], &mut af, &mut sf).expect("f16"))
+            b.iter(|| {
+                f16m.infer(black_box(counts), &[z], &mut af, &mut sf)
+                    .expect("f16")
+            })
         });
         g.bench_function(format!("{}/int8/{p}", $name), |b| {
-            b.iter(|| i8m.infer(black_box(counts), &[z], &mut ai, &mut si).expect("int8"))
+            b.iter(|| {
+                i8m.infer(black_box(counts), &[z], &mut ai, &mut si)
+                    .expect("int8")
+            })
         });
         g.finish();
     }};

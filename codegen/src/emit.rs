@@ -750,7 +750,10 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
             )?,
             _ => writeln!(w, "p.counts_s8_in_place(cube, {})?;", qp(0))?,
         }
-        writeln!(w, "self.layers(z, flags, runtime::model::arena_in(N::bytes_mut(cube))?, scratch)")?;
+        writeln!(
+            w,
+            "self.layers(z, flags, runtime::model::arena_in(N::bytes_mut(cube))?, scratch)"
+        )?;
         writeln!(w, "}}")?;
     }
     writeln!(

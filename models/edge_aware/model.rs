@@ -203,7 +203,7 @@ pub mod f32 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer<N: runtime::Count>(
             &self,
             counts: &[N],
@@ -352,7 +352,7 @@ pub mod f16 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer<N: runtime::Count>(
             &self,
             counts: &[N],
@@ -604,7 +604,7 @@ pub mod int8 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation. A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer<N: runtime::Count>(
             &self,
             counts: &[N],
@@ -641,7 +641,7 @@ pub mod int8 {
             }
             Ok(())
         }
-        /// [`Model::infer`] of a u8 cube that it consumes: the activations reuse the cube's own memory once the first step has read it ([`ARENA_LEN`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube (and the kernels' frames). The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten.
+        /// [`Model::infer`] of a u8 or u16 cube that it consumes: the activations reuse the cube's own memory (its bytes, [`runtime::Count::bytes_mut`]) once the first step has read it ([`ARENA_LEN`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube, `scratch` and the kernels' frames. The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten.
         pub fn infer_in_place<N: runtime::Count>(
             &self,
             cube: &mut [N; INPUT_LEN],

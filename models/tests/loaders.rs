@@ -241,7 +241,11 @@ fn redshifts_outside_the_training_range_are_flagged_and_invalid_ones_refused() {
     ] {
         assert_eq!(f32m.infer(&c, &[z], &mut af, &mut sf), bad, "f32, z = {z}");
         assert_eq!(f16m.infer(&c, &[z], &mut af, &mut sf), bad, "f16, z = {z}");
-        assert_eq!(int8m.infer(&c, &[z], &mut ai, &mut si), bad, "int8, z = {z}");
+        assert_eq!(
+            int8m.infer(&c, &[z], &mut ai, &mut si),
+            bad,
+            "int8, z = {z}"
+        );
     }
     for z in [20.0, 5.0, 1.31, 0.049, 0.0] {
         for e in [
@@ -286,7 +290,10 @@ fn empty_and_saturated_cubes_are_flagged() {
     let none = Flags::EMPTY_CUBE | Flags::FEW_COUNTS;
     for (c, want) in [(&empty, none), (&sat, Flags::SATURATED)] {
         assert_eq!(f32m.infer(c, &[0.3], &mut af, &mut sf).unwrap().flags, want);
-        assert_eq!(int8m.infer(c, &[0.3], &mut ai, &mut si).unwrap().flags, want);
+        assert_eq!(
+            int8m.infer(c, &[0.3], &mut ai, &mut si).unwrap().flags,
+            want
+        );
         assert_eq!(
             int8m.infer(c, &[5.0], &mut ai, &mut si).unwrap().flags,
             want | Flags::REDSHIFT_OUTSIDE_TRAINING
@@ -294,7 +301,12 @@ fn empty_and_saturated_cubes_are_flagged() {
     }
     let mut near = counts();
     near[1234] = u16::MAX - 1;
-    assert!(f32m.infer(&near, &[0.3], &mut af, &mut sf).unwrap().flags.is_empty());
+    assert!(
+        f32m.infer(&near, &[0.3], &mut af, &mut sf)
+            .unwrap()
+            .flags
+            .is_empty()
+    );
 }
 
 /// Finite weights can still overflow f32: the result is an error, never `Ok(inf)` or

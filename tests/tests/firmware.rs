@@ -251,7 +251,9 @@ fn the_defmt_firmware_example_logs_the_host_estimate_and_errors() {
         [host.log_mass.to_bits(), host.sigma.to_bits()],
         samples::INT8[0]
     );
-    let refused_input = model.infer(counts, &[f32::NAN], arena, scratch).unwrap_err();
+    let refused_input = model
+        .infer(counts, &[f32::NAN], arena, scratch)
+        .unwrap_err();
     let truncated = edge::int8::Model::new(&EDGE_INT8.0[..EDGE_INT8.0.len() - 16]).unwrap_err();
     // `INFO  estimate Estimate { log_mass: 13.663961, sigma: 0.15892588, flags: few_counts }`
     let fields: BTreeMap<&str, &str> = log

@@ -285,7 +285,10 @@ fn edge_generated_code_matches_burn_and_the_scalar_references() {
         let e8 = i8m.infer(c, &[z], &mut ai, &mut si).unwrap();
         assert_eq!(bits(e8), ref_bits(q.predict(c, &[z]).unwrap()), "int8 {i}");
         // Deterministic: a second run through a dirty arena gives the same bits.
-        assert_eq!(bits(i8m.infer(c, &[z], &mut ai, &mut si).unwrap()), bits(e8));
+        assert_eq!(
+            bits(i8m.infer(c, &[z], &mut ai, &mut si).unwrap()),
+            bits(e8)
+        );
     }
     // On a SIMD host the generated code really took the SIMD path: FMA rounding shows.
     assert!(

@@ -598,8 +598,8 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 for oy in 0..oh {
                     for ox in 0..ow {
                         let base = (b * H + oy * K) * W + ox * K;
-                        let mut window = (0..K * K)
-                            .map(|t| memo.get(N::at(bytes, base + (t / K) * W + t % K)));
+                        let mut window =
+                            (0..K * K).map(|t| memo.get(N::at(bytes, base + (t / K) * W + t % K)));
                         let v = match kind {
                             PoolKind::Max => window.by_ref().fold(i8::MIN, i8::max),
                             PoolKind::Avg => avg_round(window.by_ref().map(i32::from).sum(), n),
