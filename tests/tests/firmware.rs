@@ -1308,7 +1308,7 @@ fn report(
     if !dsp.is_empty() && !requants.is_empty() {
         let _ = writeln!(
             t,
-            "\nThe DSP convolutions by requantisation constants (same `layers` build; per-channel multipliers, small weights and inputs where the multipliers are large, so that outputs are not all saturated; every output checked against the reference). Typical: the calibrated range (0.002 to 0.012, a tenth on the negative side), the fast requantisation; every other row takes the general one. Instructions per MAC, whole map and 2 rows a call:\n"
+            "\nThe DSP convolutions by requantisation constants (same `layers` build; per-channel multipliers, small weights and inputs where the multipliers are large, so that outputs are not all saturated; every output checked against the reference). Each output channel takes the cheapest requantisation form whose constants exist for both signs (typical: the calibrated range, 0.002 to 0.012, a tenth on the negative side, and zero multipliers take the fast one). Instructions per MAC, whole map and 2 rows a call:\n"
         );
         let names: Vec<&str> = dsp.iter().map(|l| l.name.as_str()).collect();
         let mut head = String::from("| requantisation |");
