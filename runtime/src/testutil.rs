@@ -31,3 +31,19 @@ impl Rng {
         (0..n).map(|_| (self.next() >> 24) as i8).collect()
     }
 }
+
+/// `f` once per engine this machine runs ([`engines`](crate::kernels::simd::engines): on x86-64 the reference, AVX2
+/// and AVX-512 as far as the CPU has them), in this one process, each checked to be the path
+/// the kernels take.
+pub(crate) fn on_every_engine(f: impl Fn()) {
+    let engines = crate::kernels::simd::engines();
+    assert!(
+        engines.contains(&crate::kernels::simd::Path::Reference) || !cfg!(target_arch = "x86_64")
+    );
+    for &p in &engines {
+        crate::kernels::simd::with_path(p, || {
+            assert_eq!(crate::kernels::simd::active(), p, "engine {p:?} not taken");
+            f()
+        });
+    }
+}

@@ -11,6 +11,7 @@ use codegen::model::{FoldedModel, Model};
 use codegen::quantize::{QuantModel, calibrate, quantize};
 use models::{blobs, edge, edge_aware, edge_samples, seed_lab};
 use runtime::blob::{Aligned, BlobError, Dtype};
+use runtime::kernels::simd::{engines, with_path};
 use runtime::{Error, Estimate};
 use std::path::{Path, PathBuf};
 use trainer::data::Dataset;
@@ -214,30 +215,36 @@ fn edge_reproduces_its_golden_vectors() {
         scratch::<f32, { edge::SCRATCH_F32 }>(),
         scratch::<i16, { edge::SCRATCH_S8 }>(),
     );
-    for i in 0..edge_samples::N {
-        let counts = edge_samples::counts(i).unwrap();
-        let z = edge_samples::REDSHIFT[i];
-        float_close(
-            f32m.infer(counts, &[z], &mut af, &mut sf).unwrap(),
-            edge_samples::F32[i],
-            &format!("f32 {i}"),
-        );
-        float_close(
-            f16m.infer(counts, &[z], &mut af, &mut sf).unwrap(),
-            edge_samples::F16[i],
-            &format!("f16 {i}"),
-        );
-        assert_eq!(
-            bits(i8m.infer(counts, &[z], &mut ai, &mut si).unwrap()),
-            edge_samples::INT8[i],
-            "int8 {i}"
-        );
-        // Sanity of the samples themselves: a plausible mass near the truth.
-        let mu = f32::from_bits(edge_samples::F32[i][0]);
-        assert!(
-            (mu - edge_samples::TRUE_LOG_MASS[i]).abs() < 0.6,
-            "sample {i}: {mu}"
-        );
+    // On every engine this CPU has (reference, AVX2, AVX-512 on x86-64), in this process.
+    for p in engines() {
+        with_path(p, || {
+            assert_eq!(runtime::kernels::simd::active(), p);
+            for i in 0..edge_samples::N {
+                let counts = edge_samples::counts(i).unwrap();
+                let z = edge_samples::REDSHIFT[i];
+                float_close(
+                    f32m.infer(counts, &[z], &mut af, &mut sf).unwrap(),
+                    edge_samples::F32[i],
+                    &format!("f32 {i} {p:?}"),
+                );
+                float_close(
+                    f16m.infer(counts, &[z], &mut af, &mut sf).unwrap(),
+                    edge_samples::F16[i],
+                    &format!("f16 {i} {p:?}"),
+                );
+                assert_eq!(
+                    bits(i8m.infer(counts, &[z], &mut ai, &mut si).unwrap()),
+                    edge_samples::INT8[i],
+                    "int8 {i} {p:?}"
+                );
+                // Sanity of the samples themselves: a plausible mass near the truth.
+                let mu = f32::from_bits(edge_samples::F32[i][0]);
+                assert!(
+                    (mu - edge_samples::TRUE_LOG_MASS[i]).abs() < 0.6,
+                    "sample {i}: {mu}"
+                );
+            }
+        });
     }
     assert!(edge_samples::counts(edge_samples::N).is_none());
 }

@@ -937,45 +937,47 @@ mod tests {
     /// Against a direct transcription of the convolution sum with explicit zero padding.
     #[test]
     fn matches_padded_definition_with_stride_and_dilation() {
-        type C = Conv2d<2, 7, 6, 3, 3, 2, 2, 2>;
-        let x: std::vec::Vec<f32> = (0..C::IN_LEN)
-            .map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0)
-            .collect();
-        let w: std::vec::Vec<f32> = (0..C::W_LEN)
-            .map(|i| ((i * 11 % 13) as f32 - 6.0) / 8.0)
-            .collect();
-        let b = [0.25f32, -0.5, 1.0];
-        let mut y = std::vec![0.0; C::OUT_LEN];
-        C::f32(&x, &w, &b, 1.0, &mut y).unwrap();
-        // Pad explicitly, then convolve without bounds checks.
-        let (ph, pw) = (7 + 4, 6 + 4);
-        let mut xp = std::vec![0.0f32; 2 * ph * pw];
-        for c in 0..2 {
-            for yy in 0..7 {
-                for xx in 0..6 {
-                    xp[(c * ph + yy + 2) * pw + xx + 2] = x[(c * 7 + yy) * 6 + xx];
+        crate::testutil::on_every_engine(|| {
+            type C = Conv2d<2, 7, 6, 3, 3, 2, 2, 2>;
+            let x: std::vec::Vec<f32> = (0..C::IN_LEN)
+                .map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0)
+                .collect();
+            let w: std::vec::Vec<f32> = (0..C::W_LEN)
+                .map(|i| ((i * 11 % 13) as f32 - 6.0) / 8.0)
+                .collect();
+            let b = [0.25f32, -0.5, 1.0];
+            let mut y = std::vec![0.0; C::OUT_LEN];
+            C::f32(&x, &w, &b, 1.0, &mut y).unwrap();
+            // Pad explicitly, then convolve without bounds checks.
+            let (ph, pw) = (7 + 4, 6 + 4);
+            let mut xp = std::vec![0.0f32; 2 * ph * pw];
+            for c in 0..2 {
+                for yy in 0..7 {
+                    for xx in 0..6 {
+                        xp[(c * ph + yy + 2) * pw + xx + 2] = x[(c * 7 + yy) * 6 + xx];
+                    }
                 }
             }
-        }
-        let (oh, ow) = ((ph - 5) / 2 + 1, (pw - 5) / 2 + 1);
-        assert_eq!((oh, ow), (C::OH, C::OW));
-        for o in 0..3 {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let mut s = b[o] as f64;
-                    for c in 0..2 {
-                        for a in 0..3 {
-                            for e in 0..3 {
-                                s += w[((o * 2 + c) * 3 + a) * 3 + e] as f64
-                                    * xp[(c * ph + i * 2 + a * 2) * pw + j * 2 + e * 2] as f64;
+            let (oh, ow) = ((ph - 5) / 2 + 1, (pw - 5) / 2 + 1);
+            assert_eq!((oh, ow), (C::OH, C::OW));
+            for o in 0..3 {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let mut s = b[o] as f64;
+                        for c in 0..2 {
+                            for a in 0..3 {
+                                for e in 0..3 {
+                                    s += w[((o * 2 + c) * 3 + a) * 3 + e] as f64
+                                        * xp[(c * ph + i * 2 + a * 2) * pw + j * 2 + e * 2] as f64;
+                                }
                             }
                         }
+                        let got = y[(o * oh + i) * ow + j] as f64;
+                        assert!((got - s).abs() < 1e-5, "({o},{i},{j}): {got} vs {s}");
                     }
-                    let got = y[(o * oh + i) * ow + j] as f64;
-                    assert!((got - s).abs() < 1e-5, "({o},{i},{j}): {got} vs {s}");
                 }
             }
-        }
+        });
     }
 
     #[test]

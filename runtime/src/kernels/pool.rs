@@ -230,21 +230,23 @@ mod tests {
 
     #[test]
     fn odd_sizes_drop_the_remainder_and_s8_tracks_f32() {
-        type P = Pool2d<2, 5, 5, 2>;
-        let x: std::vec::Vec<i8> = (0..P::IN_LEN)
-            .map(|i| ((i * 53 % 255) as i32 - 127) as i8)
-            .collect();
-        let xf: std::vec::Vec<f32> = x.iter().map(|&v| f32::from(v)).collect();
-        let (mut a, mut b) = ([0i8; 8], [0f32; 8]);
-        P::avg_s8(&x, &mut a).unwrap();
-        P::avg_f32(&xf, &mut b).unwrap();
-        for (q, f) in a.iter().zip(&b) {
-            assert!((f32::from(*q) - f).abs() <= 0.5, "{q} vs {f}");
-        }
-        let (mut m, mut mf) = ([0i8; 8], [0f32; 8]);
-        P::max_s8(&x, &mut m).unwrap();
-        P::max_f32(&xf, &mut mf).unwrap();
-        assert!(m.iter().zip(&mf).all(|(q, f)| f32::from(*q) == *f));
-        assert!(P::max_f32(&xf[..10], &mut mf).is_err());
+        crate::testutil::on_every_engine(|| {
+            type P = Pool2d<2, 5, 5, 2>;
+            let x: std::vec::Vec<i8> = (0..P::IN_LEN)
+                .map(|i| ((i * 53 % 255) as i32 - 127) as i8)
+                .collect();
+            let xf: std::vec::Vec<f32> = x.iter().map(|&v| f32::from(v)).collect();
+            let (mut a, mut b) = ([0i8; 8], [0f32; 8]);
+            P::avg_s8(&x, &mut a).unwrap();
+            P::avg_f32(&xf, &mut b).unwrap();
+            for (q, f) in a.iter().zip(&b) {
+                assert!((f32::from(*q) - f).abs() <= 0.5, "{q} vs {f}");
+            }
+            let (mut m, mut mf) = ([0i8; 8], [0f32; 8]);
+            P::max_s8(&x, &mut m).unwrap();
+            P::max_f32(&xf, &mut mf).unwrap();
+            assert!(m.iter().zip(&mf).all(|(q, f)| f32::from(*q) == *f));
+            assert!(P::max_f32(&xf[..10], &mut mf).is_err());
+        });
     }
 }

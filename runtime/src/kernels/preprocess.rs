@@ -758,56 +758,60 @@ mod tests {
 
     #[test]
     fn matches_std_ln_1p_on_every_count_value() {
-        let p = Preprocess::<1>::log1p();
-        let counts: std::vec::Vec<u16> = (0..=u16::MAX).collect();
-        let mut out = std::vec![0.0f32; counts.len()];
-        p.counts_f32(&counts, &mut out).unwrap();
-        for (c, o) in counts.iter().zip(&out) {
-            let reference = (f64::from(*c)).ln_1p() as f32;
-            assert!(
-                (o - reference).abs() <= 1e-6 * reference.max(1.0),
-                "count {c}"
-            );
-        }
+        crate::testutil::on_every_engine(|| {
+            let p = Preprocess::<1>::log1p();
+            let counts: std::vec::Vec<u16> = (0..=u16::MAX).collect();
+            let mut out = std::vec![0.0f32; counts.len()];
+            p.counts_f32(&counts, &mut out).unwrap();
+            for (c, o) in counts.iter().zip(&out) {
+                let reference = (f64::from(*c)).ln_1p() as f32;
+                assert!(
+                    (o - reference).abs() <= 1e-6 * reference.max(1.0),
+                    "count {c}"
+                );
+            }
+        });
     }
 
     /// Fusing preprocessing (and quantisation) into the first pooling changes nothing.
     #[test]
     fn fused_pooling_equals_preprocess_then_pool() {
-        type P = Pool2d<2, 5, 6, 2>;
-        let p = Preprocess::<2> {
-            band_scale: [1.7, 0.6],
-            z_shift: 0.0,
-            z_scale: 1.0,
-        };
-        let counts: std::vec::Vec<u16> =
-            (0..P::IN_LEN).map(|i| ((i * i * 7) % 23) as u16).collect();
-        let q = QParams::from_range(0.0, 4.0);
-        let mut x = std::vec![0.0f32; P::IN_LEN];
-        p.counts_f32(&counts, &mut x).unwrap();
-        let mut xq = std::vec![0i8; P::IN_LEN];
-        p.counts_s8(&counts, q, &mut xq).unwrap();
-        for kind in [PoolKind::Max, PoolKind::Avg] {
-            let (mut a, mut b) = ([0.0f32; P::OUT_LEN], [0.0f32; P::OUT_LEN]);
-            p.pooled_f32::<_, 5, 6, 2>(kind, &counts, &mut a).unwrap();
-            match kind {
-                PoolKind::Max => P::max_f32(&x, &mut b).unwrap(),
-                PoolKind::Avg => P::avg_f32(&x, &mut b).unwrap(),
+        crate::testutil::on_every_engine(|| {
+            type P = Pool2d<2, 5, 6, 2>;
+            let p = Preprocess::<2> {
+                band_scale: [1.7, 0.6],
+                z_shift: 0.0,
+                z_scale: 1.0,
+            };
+            let counts: std::vec::Vec<u16> =
+                (0..P::IN_LEN).map(|i| ((i * i * 7) % 23) as u16).collect();
+            let q = QParams::from_range(0.0, 4.0);
+            let mut x = std::vec![0.0f32; P::IN_LEN];
+            p.counts_f32(&counts, &mut x).unwrap();
+            let mut xq = std::vec![0i8; P::IN_LEN];
+            p.counts_s8(&counts, q, &mut xq).unwrap();
+            for kind in [PoolKind::Max, PoolKind::Avg] {
+                let (mut a, mut b) = ([0.0f32; P::OUT_LEN], [0.0f32; P::OUT_LEN]);
+                p.pooled_f32::<_, 5, 6, 2>(kind, &counts, &mut a).unwrap();
+                match kind {
+                    PoolKind::Max => P::max_f32(&x, &mut b).unwrap(),
+                    PoolKind::Avg => P::avg_f32(&x, &mut b).unwrap(),
+                }
+                assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "{kind:?}");
+                let (mut a, mut b) = ([0i8; P::OUT_LEN], [0i8; P::OUT_LEN]);
+                p.pooled_s8::<_, 5, 6, 2>(kind, &counts, q, &mut a).unwrap();
+                match kind {
+                    PoolKind::Max => P::max_s8(&xq, &mut b).unwrap(),
+                    PoolKind::Avg => P::avg_s8(&xq, &mut b).unwrap(),
+                }
+                assert_eq!(a, b, "{kind:?}");
             }
-            assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "{kind:?}");
-            let (mut a, mut b) = ([0i8; P::OUT_LEN], [0i8; P::OUT_LEN]);
-            p.pooled_s8::<_, 5, 6, 2>(kind, &counts, q, &mut a).unwrap();
-            match kind {
-                PoolKind::Max => P::max_s8(&xq, &mut b).unwrap(),
-                PoolKind::Avg => P::avg_s8(&xq, &mut b).unwrap(),
-            }
-            assert_eq!(a, b, "{kind:?}");
-        }
-        let mut short = [0.0f32; 5];
-        assert!(
-            p.pooled_f32::<_, 5, 6, 2>(PoolKind::Avg, &counts, &mut short)
-                .is_err()
-        );
+            let mut short = [0.0f32; 5];
+            assert!(
+                p.pooled_f32::<_, 5, 6, 2>(PoolKind::Avg, &counts, &mut short)
+                    .is_err()
+            );
+        });
     }
 
     /// Every preprocessing entry point, `B` bands of `H x W` with `K x K` pooling: the counts
@@ -857,24 +861,26 @@ mod tests {
     /// window, and rows too wide for the widening buffer (the reference then runs for u8).
     #[test]
     fn u8_counts_give_the_same_bits_as_u16() {
-        let mut rng = crate::testutil::Rng(0x5eed_0008);
-        let mut cube = |len: usize| -> std::vec::Vec<u16> {
-            (0..len)
-                .map(|_| match rng.below(20) {
-                    0 => 255,
-                    1 => rng.below(256) as u16,
-                    2..=4 => rng.below(64) as u16,
-                    _ => rng.below(6) as u16,
-                })
-                .collect()
-        };
-        u8_like_u16::<10, 50, 50, 2>(&cube(25_000));
-        u8_like_u16::<10, 50, 50, 2>(&[255; 25_000]);
-        u8_like_u16::<10, 50, 50, 2>(&[0; 25_000]);
-        u8_like_u16::<3, 7, 9, 2>(&cube(3 * 63));
-        u8_like_u16::<2, 90, 30, 2>(&cube(2 * 2700));
-        u8_like_u16::<2, 9, 12, 3>(&cube(2 * 108));
-        u8_like_u16::<1, 4, 1100, 2>(&cube(4400));
+        crate::testutil::on_every_engine(|| {
+            let mut rng = crate::testutil::Rng(0x5eed_0008);
+            let mut cube = |len: usize| -> std::vec::Vec<u16> {
+                (0..len)
+                    .map(|_| match rng.below(20) {
+                        0 => 255,
+                        1 => rng.below(256) as u16,
+                        2..=4 => rng.below(64) as u16,
+                        _ => rng.below(6) as u16,
+                    })
+                    .collect()
+            };
+            u8_like_u16::<10, 50, 50, 2>(&cube(25_000));
+            u8_like_u16::<10, 50, 50, 2>(&[255; 25_000]);
+            u8_like_u16::<10, 50, 50, 2>(&[0; 25_000]);
+            u8_like_u16::<3, 7, 9, 2>(&cube(3 * 63));
+            u8_like_u16::<2, 90, 30, 2>(&cube(2 * 2700));
+            u8_like_u16::<2, 9, 12, 3>(&cube(2 * 108));
+            u8_like_u16::<1, 4, 1100, 2>(&cube(4400));
+        });
     }
 
     /// In place equals out of place, bit for bit, for u8 and u16 cubes: every count 0-255

@@ -1,6 +1,7 @@
-//! The SIMD paths against the scalar references. The suite runs twice in CI: as is (the
-//! SIMD path of the machine) and with `--features force-reference`; the first test checks
-//! which path ran, and the float tests prove it by the fused multiply-add's rounding.
+//! The SIMD paths against the scalar references, each test once per engine the CPU has
+//! ([`on_every_engine`](crate::testutil::on_every_engine): reference, AVX2, AVX-512 in one process); the suite also runs with
+//! `--features force-reference`. The first tests check which path ran, and the float tests
+//! prove it by the fused multiply-add's rounding.
 
 use super::{Path, active, active_s8};
 use crate::kernels::conv2d::{Conv2d, QuantArgs};
@@ -11,7 +12,7 @@ use half::f16;
 use std::vec;
 use std::vec::Vec;
 
-use crate::testutil::Rng;
+use crate::testutil::{Rng, on_every_engine};
 
 fn requants(rng: &mut Rng, n: usize) -> (Vec<Requant>, Vec<Requant>) {
     let pos: Vec<Requant> = (0..n)
@@ -23,6 +24,30 @@ fn requants(rng: &mut Rng, n: usize) -> (Vec<Requant>, Vec<Requant>) {
         .map(|r| Requant::from_real(r.to_real() * 0.1))
         .collect();
     (pos, neg)
+}
+
+/// Every engine the CPU has is run by [`on_every_engine`](crate::testutil::on_every_engine), and a cap never raises the path.
+#[test]
+fn every_engine_the_cpu_has_is_run() {
+    let best = active();
+    let engines = super::engines();
+    assert_eq!(engines.last(), Some(&best), "{engines:?}");
+    if cfg!(all(
+        target_arch = "x86_64",
+        not(feature = "force-reference")
+    )) {
+        assert_eq!(engines[0], Path::Reference);
+        assert_eq!(super::with_path(Path::Reference, active), Path::Reference);
+        assert_eq!(
+            super::with_path(Path::Reference, active_s8),
+            Path::Reference
+        );
+        if best == Path::Avx512 {
+            assert_eq!(&engines[..], &[Path::Reference, Path::Avx2, Path::Avx512]);
+        }
+    }
+    // The cap is the thread's: restored after the call.
+    assert_eq!(active(), best);
 }
 
 #[test]
@@ -178,209 +203,221 @@ fn check_conv<
 
 #[test]
 fn convolutions_match_the_reference() {
-    let mut differ = 0;
-    // The edge and seed-lab layers.
-    differ += check_conv::<10, 25, 25, 16, 3, 1, 1, 1>(1);
-    differ += check_conv::<16, 12, 12, 32, 3, 1, 1, 1>(2);
-    differ += check_conv::<32, 6, 6, 32, 3, 1, 1, 1>(3);
-    differ += check_conv::<10, 50, 50, 20, 2, 1, 1, 0>(4);
-    differ += check_conv::<20, 11, 11, 20, 2, 1, 1, 0>(5);
-    // Odd sizes: channels not a multiple of 4, windows not a multiple of 16 or 8,
-    // stride, dilation, padding wider than the kernel's reach, a single pixel.
-    differ += check_conv::<3, 9, 7, 5, 3, 2, 2, 3>(6);
-    differ += check_conv::<1, 5, 5, 1, 1, 1, 1, 0>(7);
-    differ += check_conv::<7, 8, 9, 9, 5, 1, 1, 2>(8);
-    differ += check_conv::<2, 3, 3, 3, 3, 1, 1, 0>(9);
-    // The AVX-512 engine's edges: channels over several register blocks (50 = 7 x 8 - 6
-    // int8, 3 x 20 - 10 float), a row wider than 64 bytes, dilation, windows of 1 and 45
-    // taps (not multiples of 4).
-    differ += check_conv::<5, 9, 70, 50, 3, 1, 2, 2>(10);
-    differ += check_conv::<1, 4, 4, 3, 1, 1, 1, 1>(11);
-    if cfg!(feature = "force-reference") || active() == Path::Reference {
-        assert_eq!(differ, 0, "the reference ran: every float output identical");
-    } else {
-        assert!(
-            differ > 100,
-            "only {differ} float outputs differ from the reference: did the SIMD path run?"
-        );
-    }
+    on_every_engine(|| {
+        let mut differ = 0;
+        // The edge and seed-lab layers.
+        differ += check_conv::<10, 25, 25, 16, 3, 1, 1, 1>(1);
+        differ += check_conv::<16, 12, 12, 32, 3, 1, 1, 1>(2);
+        differ += check_conv::<32, 6, 6, 32, 3, 1, 1, 1>(3);
+        differ += check_conv::<10, 50, 50, 20, 2, 1, 1, 0>(4);
+        differ += check_conv::<20, 11, 11, 20, 2, 1, 1, 0>(5);
+        // Odd sizes: channels not a multiple of 4, windows not a multiple of 16 or 8,
+        // stride, dilation, padding wider than the kernel's reach, a single pixel.
+        differ += check_conv::<3, 9, 7, 5, 3, 2, 2, 3>(6);
+        differ += check_conv::<1, 5, 5, 1, 1, 1, 1, 0>(7);
+        differ += check_conv::<7, 8, 9, 9, 5, 1, 1, 2>(8);
+        differ += check_conv::<2, 3, 3, 3, 3, 1, 1, 0>(9);
+        // The AVX-512 engine's edges: channels over several register blocks (50 = 7 x 8 - 6
+        // int8, 3 x 20 - 10 float), a row wider than 64 bytes, dilation, windows of 1 and 45
+        // taps (not multiples of 4).
+        differ += check_conv::<5, 9, 70, 50, 3, 1, 2, 2>(10);
+        differ += check_conv::<1, 4, 4, 3, 1, 1, 1, 1>(11);
+        if cfg!(feature = "force-reference") || active() == Path::Reference {
+            assert_eq!(differ, 0, "the reference ran: every float output identical");
+        } else {
+            assert!(
+                differ > 100,
+                "only {differ} float outputs differ from the reference: did the SIMD path run?"
+            );
+        }
+    });
 }
 
 /// Fused pooling over windows 2..=5 (the AVX-512 engine fuses up to 4 and hands 5 to the
 /// AVX2 engine), many channels, input zero points at both ends of int8.
 #[test]
 fn fused_pooling_of_every_window() {
-    fn one<const PK: usize>(zp: i32, seed: u64) {
-        type C = Conv2d<3, 21, 23, 26, 3, 1, 1, 1>;
-        type Pl<const PK: usize> = Pool2d<26, 21, 23, PK>;
-        let mut rng = Rng(seed);
-        let (x, w) = (rng.i8s(C::IN_LEN), rng.i8s(C::W_LEN));
-        let b: Vec<i32> = (0..26).map(|_| (rng.next() % 2001) as i32 - 1000).collect();
-        let (pos, neg) = requants(&mut rng, 26);
-        let q = QuantArgs {
-            input_zero_point: zp,
-            requant_pos: &pos,
-            requant_neg: &neg,
-            output_zero_point: 7,
-        };
-        let mut full = vec![0i8; C::OUT_LEN];
-        C::s8(&x, &w, &b, &q, &mut full).unwrap();
-        let mut scratch = vec![0i16; C::SCRATCH_S8];
-        for kind in [PoolKind::Avg, PoolKind::Max] {
-            let mut want = vec![0i8; Pl::<PK>::OUT_LEN];
-            match kind {
-                PoolKind::Avg => Pl::<PK>::avg_s8(&full, &mut want).unwrap(),
-                PoolKind::Max => Pl::<PK>::max_s8(&full, &mut want).unwrap(),
+    on_every_engine(|| {
+        fn one<const PK: usize>(zp: i32, seed: u64) {
+            type C = Conv2d<3, 21, 23, 26, 3, 1, 1, 1>;
+            type Pl<const PK: usize> = Pool2d<26, 21, 23, PK>;
+            let mut rng = Rng(seed);
+            let (x, w) = (rng.i8s(C::IN_LEN), rng.i8s(C::W_LEN));
+            let b: Vec<i32> = (0..26).map(|_| (rng.next() % 2001) as i32 - 1000).collect();
+            let (pos, neg) = requants(&mut rng, 26);
+            let q = QuantArgs {
+                input_zero_point: zp,
+                requant_pos: &pos,
+                requant_neg: &neg,
+                output_zero_point: 7,
+            };
+            let mut full = vec![0i8; C::OUT_LEN];
+            C::s8(&x, &w, &b, &q, &mut full).unwrap();
+            let mut scratch = vec![0i16; C::SCRATCH_S8];
+            for kind in [PoolKind::Avg, PoolKind::Max] {
+                let mut want = vec![0i8; Pl::<PK>::OUT_LEN];
+                match kind {
+                    PoolKind::Avg => Pl::<PK>::avg_s8(&full, &mut want).unwrap(),
+                    PoolKind::Max => Pl::<PK>::max_s8(&full, &mut want).unwrap(),
+                }
+                let mut got = vec![0i8; Pl::<PK>::OUT_LEN];
+                let mut line = vec![0i8; C::line_len::<PK>()];
+                C::s8_pooled::<PK>(kind, &x, &w, &b, &q, &mut got, &mut line, &mut scratch)
+                    .unwrap();
+                assert_eq!(got, want, "{kind:?} {PK} zp {zp}");
             }
-            let mut got = vec![0i8; Pl::<PK>::OUT_LEN];
-            let mut line = vec![0i8; C::line_len::<PK>()];
-            C::s8_pooled::<PK>(kind, &x, &w, &b, &q, &mut got, &mut line, &mut scratch).unwrap();
-            assert_eq!(got, want, "{kind:?} {PK} zp {zp}");
         }
-    }
-    for (i, zp) in [-128, 127, 0].into_iter().enumerate() {
-        one::<2>(zp, 20 + i as u64);
-        one::<3>(zp, 30 + i as u64);
-        one::<4>(zp, 40 + i as u64);
-        one::<5>(zp, 50 + i as u64);
-    }
+        for (i, zp) in [-128, 127, 0].into_iter().enumerate() {
+            one::<2>(zp, 20 + i as u64);
+            one::<3>(zp, 30 + i as u64);
+            one::<4>(zp, 40 + i as u64);
+            one::<5>(zp, 50 + i as u64);
+        }
+    });
 }
 
 /// Conv + activation + pooling with a line buffer equals the conv followed by the pool.
 #[test]
 fn fused_pooling_equals_conv_then_pool() {
-    type C = Conv2d<4, 13, 11, 6, 3, 1, 1, 1>;
-    type Pl = Pool2d<6, 13, 11, 2>;
-    type Pl3 = Pool2d<6, 13, 11, 3>;
-    let mut rng = Rng(11);
-    let (x, w) = (rng.i8s(C::IN_LEN), rng.i8s(C::W_LEN));
-    let b: Vec<i32> = (0..6).map(|_| (rng.next() % 2001) as i32 - 1000).collect();
-    let (pos, neg) = requants(&mut rng, 6);
-    let q = QuantArgs {
-        input_zero_point: 3,
-        requant_pos: &pos,
-        requant_neg: &neg,
-        output_zero_point: -5,
-    };
-    let mut scratch = vec![0i16; C::SCRATCH_S8];
-    let mut full = vec![0i8; C::OUT_LEN];
-    C::s8(&x, &w, &b, &q, &mut full).unwrap();
-    for kind in [PoolKind::Avg, PoolKind::Max] {
-        let mut want = vec![0i8; Pl::OUT_LEN];
-        match kind {
-            PoolKind::Avg => Pl::avg_s8(&full, &mut want).unwrap(),
-            PoolKind::Max => Pl::max_s8(&full, &mut want).unwrap(),
+    on_every_engine(|| {
+        type C = Conv2d<4, 13, 11, 6, 3, 1, 1, 1>;
+        type Pl = Pool2d<6, 13, 11, 2>;
+        type Pl3 = Pool2d<6, 13, 11, 3>;
+        let mut rng = Rng(11);
+        let (x, w) = (rng.i8s(C::IN_LEN), rng.i8s(C::W_LEN));
+        let b: Vec<i32> = (0..6).map(|_| (rng.next() % 2001) as i32 - 1000).collect();
+        let (pos, neg) = requants(&mut rng, 6);
+        let q = QuantArgs {
+            input_zero_point: 3,
+            requant_pos: &pos,
+            requant_neg: &neg,
+            output_zero_point: -5,
+        };
+        let mut scratch = vec![0i16; C::SCRATCH_S8];
+        let mut full = vec![0i8; C::OUT_LEN];
+        C::s8(&x, &w, &b, &q, &mut full).unwrap();
+        for kind in [PoolKind::Avg, PoolKind::Max] {
+            let mut want = vec![0i8; Pl::OUT_LEN];
+            match kind {
+                PoolKind::Avg => Pl::avg_s8(&full, &mut want).unwrap(),
+                PoolKind::Max => Pl::max_s8(&full, &mut want).unwrap(),
+            }
+            let mut got = vec![0i8; Pl::OUT_LEN];
+            let mut line = vec![0i8; C::line_len::<2>()];
+            C::s8_pooled::<2>(kind, &x, &w, &b, &q, &mut got, &mut line, &mut scratch).unwrap();
+            assert_eq!(got, want, "{kind:?} 2");
         }
-        let mut got = vec![0i8; Pl::OUT_LEN];
-        let mut line = vec![0i8; C::line_len::<2>()];
-        C::s8_pooled::<2>(kind, &x, &w, &b, &q, &mut got, &mut line, &mut scratch).unwrap();
-        assert_eq!(got, want, "{kind:?} 2");
-    }
-    let mut want = vec![0i8; Pl3::OUT_LEN];
-    Pl3::avg_s8(&full, &mut want).unwrap();
-    let mut got = vec![0i8; Pl3::OUT_LEN];
-    let mut line = vec![0i8; C::line_len::<3>()];
-    C::s8_pooled::<3>(
-        PoolKind::Avg,
-        &x,
-        &w,
-        &b,
-        &q,
-        &mut got,
-        &mut line,
-        &mut scratch,
-    )
-    .unwrap();
-    assert_eq!(got, want, "avg 3 (trailing row and column dropped)");
+        let mut want = vec![0i8; Pl3::OUT_LEN];
+        Pl3::avg_s8(&full, &mut want).unwrap();
+        let mut got = vec![0i8; Pl3::OUT_LEN];
+        let mut line = vec![0i8; C::line_len::<3>()];
+        C::s8_pooled::<3>(
+            PoolKind::Avg,
+            &x,
+            &w,
+            &b,
+            &q,
+            &mut got,
+            &mut line,
+            &mut scratch,
+        )
+        .unwrap();
+        assert_eq!(got, want, "avg 3 (trailing row and column dropped)");
 
-    // Float: the fused path equals the same fast path followed by the pool, bit for bit.
-    let (xf, wf, bf) = (rng.f32s(C::IN_LEN), rng.f32s(C::W_LEN), rng.f32s(6));
-    let mut s32 = vec![0f32; C::SCRATCH_F32];
-    let mut full = vec![0f32; C::OUT_LEN];
-    C::f32_rows(&xf, &wf, &bf, 0.1, 0, &mut full, &mut s32).unwrap();
-    for kind in [PoolKind::Avg, PoolKind::Max] {
-        let mut want = vec![0f32; Pl::OUT_LEN];
-        match kind {
-            PoolKind::Avg => Pl::avg_f32(&full, &mut want).unwrap(),
-            PoolKind::Max => Pl::max_f32(&full, &mut want).unwrap(),
+        // Float: the fused path equals the same fast path followed by the pool, bit for bit.
+        let (xf, wf, bf) = (rng.f32s(C::IN_LEN), rng.f32s(C::W_LEN), rng.f32s(6));
+        let mut s32 = vec![0f32; C::SCRATCH_F32];
+        let mut full = vec![0f32; C::OUT_LEN];
+        C::f32_rows(&xf, &wf, &bf, 0.1, 0, &mut full, &mut s32).unwrap();
+        for kind in [PoolKind::Avg, PoolKind::Max] {
+            let mut want = vec![0f32; Pl::OUT_LEN];
+            match kind {
+                PoolKind::Avg => Pl::avg_f32(&full, &mut want).unwrap(),
+                PoolKind::Max => Pl::max_f32(&full, &mut want).unwrap(),
+            }
+            let mut got = vec![0f32; Pl::OUT_LEN];
+            let mut line = vec![0f32; C::line_len::<2>()];
+            C::f32_pooled::<2, f32>(kind, &xf, &wf, &bf, 0.1, &mut got, &mut line, &mut s32)
+                .unwrap();
+            assert_eq!(got, want, "f32 {kind:?}");
         }
-        let mut got = vec![0f32; Pl::OUT_LEN];
-        let mut line = vec![0f32; C::line_len::<2>()];
-        C::f32_pooled::<2, f32>(kind, &xf, &wf, &bf, 0.1, &mut got, &mut line, &mut s32).unwrap();
-        assert_eq!(got, want, "f32 {kind:?}");
-    }
+    });
 }
 
 #[test]
 fn dense_matches_the_reference() {
-    fn one<const IN: usize, const OUT: usize>(seed: u64) -> usize {
-        let mut rng = Rng(seed);
-        let (x, w) = (rng.i8s(IN), rng.i8s(IN * OUT));
-        let b: Vec<i32> = (0..OUT)
-            .map(|_| (rng.next() % 2001) as i32 - 1000)
-            .collect();
-        let (pos, neg) = requants(&mut rng, OUT);
-        let q = QuantArgs {
-            input_zero_point: -7,
-            requant_pos: &pos,
-            requant_neg: &neg,
-            output_zero_point: 2,
-        };
-        let (mut want, mut got) = (vec![0i8; OUT], vec![0i8; OUT]);
-        Dense::<IN, OUT>::s8(&x, &w, &b, &q, &mut want).unwrap();
-        Dense::<IN, OUT>::s8_fast(&x, &w, &b, &q, &mut got).unwrap();
-        assert_eq!(got, want);
-        let (mut want, mut got) = (vec![0i32; OUT], vec![0i32; OUT]);
-        Dense::<IN, OUT>::acc_s8(&x, &w, &b, 5, &mut want).unwrap();
-        Dense::<IN, OUT>::acc_s8_fast(&x, &w, &b, 5, &mut got).unwrap();
-        assert_eq!(got, want);
-        let (xf, wf, bf) = (rng.f32s(IN), rng.f32s(IN * OUT), rng.f32s(OUT));
-        let (mut want, mut got) = (vec![0f32; OUT], vec![0f32; OUT]);
-        Dense::<IN, OUT>::f32(&xf, &wf, &bf, 0.3, &mut want).unwrap();
-        Dense::<IN, OUT>::f32_fast(&xf, &wf, &bf, 0.3, &mut got).unwrap();
-        let tol = 8.0 * f32::EPSILON * (IN + 1) as f32;
-        let mut differ = 0;
-        for (g, r) in got.iter().zip(&want) {
-            assert!((g - r).abs() <= tol, "{g} vs {r}");
-            differ += usize::from(g.to_bits() != r.to_bits());
+    on_every_engine(|| {
+        fn one<const IN: usize, const OUT: usize>(seed: u64) -> usize {
+            let mut rng = Rng(seed);
+            let (x, w) = (rng.i8s(IN), rng.i8s(IN * OUT));
+            let b: Vec<i32> = (0..OUT)
+                .map(|_| (rng.next() % 2001) as i32 - 1000)
+                .collect();
+            let (pos, neg) = requants(&mut rng, OUT);
+            let q = QuantArgs {
+                input_zero_point: -7,
+                requant_pos: &pos,
+                requant_neg: &neg,
+                output_zero_point: 2,
+            };
+            let (mut want, mut got) = (vec![0i8; OUT], vec![0i8; OUT]);
+            Dense::<IN, OUT>::s8(&x, &w, &b, &q, &mut want).unwrap();
+            Dense::<IN, OUT>::s8_fast(&x, &w, &b, &q, &mut got).unwrap();
+            assert_eq!(got, want);
+            let (mut want, mut got) = (vec![0i32; OUT], vec![0i32; OUT]);
+            Dense::<IN, OUT>::acc_s8(&x, &w, &b, 5, &mut want).unwrap();
+            Dense::<IN, OUT>::acc_s8_fast(&x, &w, &b, 5, &mut got).unwrap();
+            assert_eq!(got, want);
+            let (xf, wf, bf) = (rng.f32s(IN), rng.f32s(IN * OUT), rng.f32s(OUT));
+            let (mut want, mut got) = (vec![0f32; OUT], vec![0f32; OUT]);
+            Dense::<IN, OUT>::f32(&xf, &wf, &bf, 0.3, &mut want).unwrap();
+            Dense::<IN, OUT>::f32_fast(&xf, &wf, &bf, 0.3, &mut got).unwrap();
+            let tol = 8.0 * f32::EPSILON * (IN + 1) as f32;
+            let mut differ = 0;
+            for (g, r) in got.iter().zip(&want) {
+                assert!((g - r).abs() <= tol, "{g} vs {r}");
+                differ += usize::from(g.to_bits() != r.to_bits());
+            }
+            differ
         }
-        differ
-    }
-    let differ = one::<289, 32>(1)
-        + one::<81, 512>(2)
-        + one::<512, 256>(3)
-        + one::<32, 2>(4)
-        + one::<13, 70>(5);
-    if active() == Path::Reference {
-        assert_eq!(differ, 0);
-    } else {
-        assert!(
-            differ > 50,
-            "only {differ} dense outputs differ: did SIMD run?"
-        );
-    }
+        let differ = one::<289, 32>(1)
+            + one::<81, 512>(2)
+            + one::<512, 256>(3)
+            + one::<32, 2>(4)
+            + one::<13, 70>(5);
+        if active() == Path::Reference {
+            assert_eq!(differ, 0);
+        } else {
+            assert!(
+                differ > 50,
+                "only {differ} dense outputs differ: did SIMD run?"
+            );
+        }
+    });
 }
 
 #[test]
 fn bad_buffers_are_errors() {
-    type C = Conv2d<2, 5, 5, 3, 3, 1, 1, 1>;
-    let (x, w, b) = ([0.0f32; C::IN_LEN], [0.0f32; C::W_LEN], [0.0f32; 3]);
-    let mut s = vec![0.0f32; C::SCRATCH_F32];
-    let mut y = vec![0.0f32; C::OUT_LEN];
-    // rows that run past the map, partial rows, an empty output
-    assert!(C::f32_rows(&x, &w, &b, 1.0, 1, &mut y, &mut s).is_err());
-    assert!(C::f32_rows(&x, &w, &b, 1.0, 0, &mut y[..7], &mut s).is_err());
-    assert!(C::f32_rows(&x, &w, &b, 1.0, 0, &mut [], &mut s).is_err());
-    assert!(C::f32_rows(&x[..3], &w, &b, 1.0, 0, &mut y, &mut s).is_err());
-    if active() != Path::Reference && !s.is_empty() {
-        assert!(C::f32_rows(&x, &w, &b, 1.0, 0, &mut y, &mut s[..5]).is_err());
-    }
-    let mut line = vec![0.0f32; C::line_len::<2>() - 1];
-    let mut out = vec![0.0f32; 3 * 2 * 2];
-    assert!(
-        C::f32_pooled::<2, f32>(PoolKind::Avg, &x, &w, &b, 1.0, &mut out, &mut line, &mut s)
-            .is_err()
-    );
+    on_every_engine(|| {
+        type C = Conv2d<2, 5, 5, 3, 3, 1, 1, 1>;
+        let (x, w, b) = ([0.0f32; C::IN_LEN], [0.0f32; C::W_LEN], [0.0f32; 3]);
+        let mut s = vec![0.0f32; C::SCRATCH_F32];
+        let mut y = vec![0.0f32; C::OUT_LEN];
+        // rows that run past the map, partial rows, an empty output
+        assert!(C::f32_rows(&x, &w, &b, 1.0, 1, &mut y, &mut s).is_err());
+        assert!(C::f32_rows(&x, &w, &b, 1.0, 0, &mut y[..7], &mut s).is_err());
+        assert!(C::f32_rows(&x, &w, &b, 1.0, 0, &mut [], &mut s).is_err());
+        assert!(C::f32_rows(&x[..3], &w, &b, 1.0, 0, &mut y, &mut s).is_err());
+        if active() != Path::Reference && !s.is_empty() {
+            assert!(C::f32_rows(&x, &w, &b, 1.0, 0, &mut y, &mut s[..5]).is_err());
+        }
+        let mut line = vec![0.0f32; C::line_len::<2>() - 1];
+        let mut out = vec![0.0f32; 3 * 2 * 2];
+        assert!(
+            C::f32_pooled::<2, f32>(PoolKind::Avg, &x, &w, &b, 1.0, &mut out, &mut line, &mut s)
+                .is_err()
+        );
+    });
 }
 
 /// The AVX2 engine's two requantisations, lane by lane against [`Requant::apply`] plus the

@@ -580,75 +580,79 @@ mod tests {
 
     #[test]
     fn dense_s8_matches_the_reference() {
-        let mut rng = Rng(15);
-        let have = have_avx512();
-        dense_s8_case::<1, 1>(&mut rng, have);
-        dense_s8_case::<1, 17>(&mut rng, have);
-        dense_s8_case::<5, 2>(&mut rng, have);
-        dense_s8_case::<5, 32>(&mut rng, have);
-        dense_s8_case::<3, 8>(&mut rng, have);
-        dense_s8_case::<4, 9>(&mut rng, have);
-        dense_s8_case::<289, 32>(&mut rng, have);
-        dense_s8_case::<289, 2>(&mut rng, have);
-        dense_s8_case::<289, 17>(&mut rng, have);
-        dense_s8_case::<7, 64>(&mut rng, have);
-        dense_s8_case::<6, 70>(&mut rng, have);
-        dense_s8_case::<33, 100>(&mut rng, have);
-        dense_s8_case::<512, 256>(&mut rng, have);
-        dense_s8_case::<81, 130>(&mut rng, have);
+        crate::testutil::on_every_engine(|| {
+            let mut rng = Rng(15);
+            let have = have_avx512();
+            dense_s8_case::<1, 1>(&mut rng, have);
+            dense_s8_case::<1, 17>(&mut rng, have);
+            dense_s8_case::<5, 2>(&mut rng, have);
+            dense_s8_case::<5, 32>(&mut rng, have);
+            dense_s8_case::<3, 8>(&mut rng, have);
+            dense_s8_case::<4, 9>(&mut rng, have);
+            dense_s8_case::<289, 32>(&mut rng, have);
+            dense_s8_case::<289, 2>(&mut rng, have);
+            dense_s8_case::<289, 17>(&mut rng, have);
+            dense_s8_case::<7, 64>(&mut rng, have);
+            dense_s8_case::<6, 70>(&mut rng, have);
+            dense_s8_case::<33, 100>(&mut rng, have);
+            dense_s8_case::<512, 256>(&mut rng, have);
+            dense_s8_case::<81, 130>(&mut rng, have);
+        });
     }
 
     #[test]
     fn requantisation_matches_quant_args_output() {
-        if !have_avx512() {
-            return;
-        }
-        let mut rng = Rng(17);
-        let n = 4099;
-        let mut acc: Vec<i32> = (0..n)
-            .map(|k| match k % 5 {
-                0 => rng.next() as i32,
-                1 => (rng.next() as i32) >> 12,
-                _ => (rng.below(2_000_001) as i32) - 1_000_000,
-            })
-            .collect();
-        acc[..8].copy_from_slice(&[i32::MIN, i32::MAX, 0, -1, 1, i32::MIN + 1, -2, 2]);
-        let requant = |rng: &mut Rng| match rng.below(8) {
-            // any bits: multipliers and shifts no loader accepts, shifts outside [-31, 30]
-            0 => Requant {
-                multiplier: rng.next() as i32,
-                shift: [i32::MIN, -40, -32, -31, 0, 30, 31, 32, 45][rng.below(9) as usize],
-            },
-            1 => Requant {
-                multiplier: [i32::MIN, i32::MAX, 0, 1 << 30][rng.below(4) as usize],
-                shift: rng.below(63) as i32 - 31,
-            },
-            _ => Requant::from_real(10f64.powf(-9.0 + rng.below(10_000) as f64 * 0.0011)),
-        };
-        let pos: Vec<Requant> = (0..n).map(|_| requant(&mut rng)).collect();
-        let neg: Vec<Requant> = (0..n).map(|_| requant(&mut rng)).collect();
-        for zp in [-128, 0, 5, 127] {
-            let q = QuantArgs {
-                input_zero_point: 0,
-                requant_pos: &pos,
-                requant_neg: &neg,
-                output_zero_point: zp,
+        crate::testutil::on_every_engine(|| {
+            if !have_avx512() {
+                return;
+            }
+            let mut rng = Rng(17);
+            let n = 4099;
+            let mut acc: Vec<i32> = (0..n)
+                .map(|k| match k % 5 {
+                    0 => rng.next() as i32,
+                    1 => (rng.next() as i32) >> 12,
+                    _ => (rng.below(2_000_001) as i32) - 1_000_000,
+                })
+                .collect();
+            acc[..8].copy_from_slice(&[i32::MIN, i32::MAX, 0, -1, 1, i32::MIN + 1, -2, 2]);
+            let requant = |rng: &mut Rng| match rng.below(8) {
+                // any bits: multipliers and shifts no loader accepts, shifts outside [-31, 30]
+                0 => Requant {
+                    multiplier: rng.next() as i32,
+                    shift: [i32::MIN, -40, -32, -31, 0, 30, 31, 32, 45][rng.below(9) as usize],
+                },
+                1 => Requant {
+                    multiplier: [i32::MIN, i32::MAX, 0, 1 << 30][rng.below(4) as usize],
+                    shift: rng.below(63) as i32 - 31,
+                },
+                _ => Requant::from_real(10f64.powf(-9.0 + rng.below(10_000) as f64 * 0.0011)),
             };
-            for len in [n, 1, 15, 16, 17, 33] {
-                let mut got = vec![0i8; len];
-                // SAFETY: AVX-512 checked; tables as long as acc.
-                unsafe { requant_s8(&acc[..len], &pos, &neg, zp, &mut got) };
-                for (k, &a) in acc[..len].iter().enumerate() {
-                    let r = if a >= 0 { pos[k] } else { neg[k] };
-                    // (+ zp overflows, and panics with overflow checks, only for accumulators
-                    // that saturate either way)
-                    if cfg!(debug_assertions) && r.apply(a).checked_add(zp).is_none() {
-                        continue;
+            let pos: Vec<Requant> = (0..n).map(|_| requant(&mut rng)).collect();
+            let neg: Vec<Requant> = (0..n).map(|_| requant(&mut rng)).collect();
+            for zp in [-128, 0, 5, 127] {
+                let q = QuantArgs {
+                    input_zero_point: 0,
+                    requant_pos: &pos,
+                    requant_neg: &neg,
+                    output_zero_point: zp,
+                };
+                for len in [n, 1, 15, 16, 17, 33] {
+                    let mut got = vec![0i8; len];
+                    // SAFETY: AVX-512 checked; tables as long as acc.
+                    unsafe { requant_s8(&acc[..len], &pos, &neg, zp, &mut got) };
+                    for (k, &a) in acc[..len].iter().enumerate() {
+                        let r = if a >= 0 { pos[k] } else { neg[k] };
+                        // (+ zp overflows, and panics with overflow checks, only for accumulators
+                        // that saturate either way)
+                        if cfg!(debug_assertions) && r.apply(a).checked_add(zp).is_none() {
+                            continue;
+                        }
+                        assert_eq!(got[k], q.output(k, a), "acc {a} {r:?} zp {zp}");
                     }
-                    assert_eq!(got[k], q.output(k, a), "acc {a} {r:?} zp {zp}");
                 }
             }
-        }
+        });
     }
 
     /// One float dense shape: the fast path against the reference within rounding, f32 and
@@ -689,23 +693,25 @@ mod tests {
 
     #[test]
     fn dense_f32_matches_the_reference() {
-        let mut rng = Rng(16);
-        let have = have_avx512();
-        let differ = dense_f32_case::<1, 1>(&mut rng, have)
-            + dense_f32_case::<1, 17>(&mut rng, have)
-            + dense_f32_case::<5, 2>(&mut rng, have)
-            + dense_f32_case::<5, 32>(&mut rng, have)
-            + dense_f32_case::<289, 32>(&mut rng, have)
-            + dense_f32_case::<289, 2>(&mut rng, have)
-            + dense_f32_case::<289, 17>(&mut rng, have)
-            + dense_f32_case::<6, 70>(&mut rng, have)
-            + dense_f32_case::<512, 256>(&mut rng, have)
-            + dense_f32_case::<81, 130>(&mut rng, have);
-        if have {
-            assert!(
-                differ > 100,
-                "only {differ} outputs differ: did the kernels run?"
-            );
-        }
+        crate::testutil::on_every_engine(|| {
+            let mut rng = Rng(16);
+            let have = have_avx512();
+            let differ = dense_f32_case::<1, 1>(&mut rng, have)
+                + dense_f32_case::<1, 17>(&mut rng, have)
+                + dense_f32_case::<5, 2>(&mut rng, have)
+                + dense_f32_case::<5, 32>(&mut rng, have)
+                + dense_f32_case::<289, 32>(&mut rng, have)
+                + dense_f32_case::<289, 2>(&mut rng, have)
+                + dense_f32_case::<289, 17>(&mut rng, have)
+                + dense_f32_case::<6, 70>(&mut rng, have)
+                + dense_f32_case::<512, 256>(&mut rng, have)
+                + dense_f32_case::<81, 130>(&mut rng, have);
+            if have {
+                assert!(
+                    differ > 100,
+                    "only {differ} outputs differ: did the kernels run?"
+                );
+            }
+        });
     }
 }

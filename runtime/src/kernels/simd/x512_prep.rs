@@ -591,37 +591,39 @@ mod tests {
 
     #[test]
     fn tables_match_the_scalar_preprocessing() {
-        if !have_avx512() {
-            return;
-        }
-        let (scales, params) = scales_and_params(&mut Rng(12));
-        let mut checked = 0;
-        for &scale in &scales {
-            for &q in &params {
-                let mut t = [0i8; 256];
-                // SAFETY: AVX-512 checked.
-                unsafe { quant_table(scale, q, &mut t) };
-                for n in 0..256u16 {
-                    if let Some(want) = quantized(n, scale, q) {
-                        assert_eq!(t[usize::from(n)], want, "n {n} scale {scale:e} {q:?}");
-                        checked += 1;
+        crate::testutil::on_every_engine(|| {
+            if !have_avx512() {
+                return;
+            }
+            let (scales, params) = scales_and_params(&mut Rng(12));
+            let mut checked = 0;
+            for &scale in &scales {
+                for &q in &params {
+                    let mut t = [0i8; 256];
+                    // SAFETY: AVX-512 checked.
+                    unsafe { quant_table(scale, q, &mut t) };
+                    for n in 0..256u16 {
+                        if let Some(want) = quantized(n, scale, q) {
+                            assert_eq!(t[usize::from(n)], want, "n {n} scale {scale:e} {q:?}");
+                            checked += 1;
+                        }
+                    }
+                }
+                for max in [false, true] {
+                    let mut t = [0f32; 256];
+                    // SAFETY: AVX-512 checked.
+                    unsafe { f32_table(scale, max, &mut t) };
+                    for n in 0..256u16 {
+                        let mut want = log1p_count(n) * scale;
+                        if max && want.is_nan() {
+                            want = f32::NEG_INFINITY;
+                        }
+                        assert_eq!(t[usize::from(n)].to_bits(), want.to_bits(), "{n} {scale:e}");
                     }
                 }
             }
-            for max in [false, true] {
-                let mut t = [0f32; 256];
-                // SAFETY: AVX-512 checked.
-                unsafe { f32_table(scale, max, &mut t) };
-                for n in 0..256u16 {
-                    let mut want = log1p_count(n) * scale;
-                    if max && want.is_nan() {
-                        want = f32::NEG_INFINITY;
-                    }
-                    assert_eq!(t[usize::from(n)].to_bits(), want.to_bits(), "{n} {scale:e}");
-                }
-            }
-        }
-        assert!(checked > scales.len() * params.len() * 200);
+            assert!(checked > scales.len() * params.len() * 200);
+        });
     }
 
     /// Count cubes: realistic (mostly 0-5, some up to 40), zeros, any byte, the full u16
@@ -654,60 +656,62 @@ mod tests {
 
     #[test]
     fn counts_s8_matches_the_scalar_preprocessing() {
-        let mut rng = Rng(13);
-        let have = have_avx512();
-        for plane in [1, 2, 31, 32, 33, 63, 64, 65, 130, 2500] {
-            for counts in count_sets(&mut rng, 3 * plane) {
-                for (scale, q) in [
-                    ([1.0, 0.8, -0.6], QParams::from_range(0.0, 4.0)),
-                    (
-                        [2.0, 1e-3, 0.0],
-                        QParams {
-                            scale: 0.01,
-                            zero_point: 127,
-                        },
-                    ),
-                    (
-                        [0.5, 3.0, 1.0],
-                        QParams {
-                            scale: 1e-4,
-                            zero_point: -128,
-                        },
-                    ),
-                ] {
-                    let p = Preprocess::<3> {
-                        band_scale: scale,
-                        ..Preprocess::log1p()
-                    };
-                    let want: Vec<i8> = counts
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &n)| q.quantize(log1p_count(n) * scale[i / plane]))
-                        .collect();
-                    let mut got = vec![0i8; counts.len()];
-                    p.counts_s8(&counts, q, &mut got).unwrap();
-                    assert_eq!(got, want, "plane {plane}");
-                    if have {
-                        got.fill(0);
-                        for (b, &s) in scale.iter().enumerate() {
-                            let r = b * plane..(b + 1) * plane;
-                            // SAFETY: AVX-512 checked; equal lengths.
-                            unsafe {
-                                quantize_s8(&counts[r.clone()], s, q, &mut got[r], |n| {
-                                    q.quantize(log1p_count(n) * s)
-                                });
+        crate::testutil::on_every_engine(|| {
+            let mut rng = Rng(13);
+            let have = have_avx512();
+            for plane in [1, 2, 31, 32, 33, 63, 64, 65, 130, 2500] {
+                for counts in count_sets(&mut rng, 3 * plane) {
+                    for (scale, q) in [
+                        ([1.0, 0.8, -0.6], QParams::from_range(0.0, 4.0)),
+                        (
+                            [2.0, 1e-3, 0.0],
+                            QParams {
+                                scale: 0.01,
+                                zero_point: 127,
+                            },
+                        ),
+                        (
+                            [0.5, 3.0, 1.0],
+                            QParams {
+                                scale: 1e-4,
+                                zero_point: -128,
+                            },
+                        ),
+                    ] {
+                        let p = Preprocess::<3> {
+                            band_scale: scale,
+                            ..Preprocess::log1p()
+                        };
+                        let want: Vec<i8> = counts
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &n)| q.quantize(log1p_count(n) * scale[i / plane]))
+                            .collect();
+                        let mut got = vec![0i8; counts.len()];
+                        p.counts_s8(&counts, q, &mut got).unwrap();
+                        assert_eq!(got, want, "plane {plane}");
+                        if have {
+                            got.fill(0);
+                            for (b, &s) in scale.iter().enumerate() {
+                                let r = b * plane..(b + 1) * plane;
+                                // SAFETY: AVX-512 checked; equal lengths.
+                                unsafe {
+                                    quantize_s8(&counts[r.clone()], s, q, &mut got[r], |n| {
+                                        q.quantize(log1p_count(n) * s)
+                                    });
+                                }
                             }
+                            assert_eq!(got, want, "kernel, plane {plane}");
                         }
-                        assert_eq!(got, want, "kernel, plane {plane}");
                     }
                 }
             }
-        }
-        let p = Preprocess::<3>::log1p();
-        let q = QParams::from_range(0.0, 4.0);
-        assert!(p.counts_s8(&[0u16; 9], q, &mut [0; 8]).is_err());
-        assert!(p.counts_s8(&[0u16; 10], q, &mut [0; 10]).is_err());
-        assert_eq!(p.counts_s8::<u16>(&[], q, &mut []), Ok(()));
+            let p = Preprocess::<3>::log1p();
+            let q = QParams::from_range(0.0, 4.0);
+            assert!(p.counts_s8(&[0u16; 9], q, &mut [0; 8]).is_err());
+            assert!(p.counts_s8(&[0u16; 10], q, &mut [0; 10]).is_err());
+            assert_eq!(p.counts_s8::<u16>(&[], q, &mut []), Ok(()));
+        });
     }
 
     /// `pooled_s8` and `pooled_f32` of `B` bands of `H x W` with a `K x K` window against
@@ -859,17 +863,19 @@ mod tests {
 
     #[test]
     fn pooled_preprocessing_matches_the_scalar_path() {
-        let mut rng = Rng(14);
-        let have = have_avx512();
-        pooled_case::<10, 50, 50, 2>(&mut rng, have);
-        pooled_case::<2, 5, 6, 2>(&mut rng, have);
-        pooled_case::<2, 7, 9, 2>(&mut rng, have);
-        pooled_case::<1, 2, 2, 2>(&mut rng, have);
-        pooled_case::<2, 3, 130, 2>(&mut rng, have);
-        pooled_case::<1, 4, 66, 2>(&mut rng, have);
-        pooled_case::<1, 6, 129, 2>(&mut rng, have);
-        pooled_case::<2, 9, 10, 3>(&mut rng, have);
-        pooled_case::<2, 5, 5, 1>(&mut rng, have);
-        pooled_case::<1, 8, 8, 4>(&mut rng, have);
+        crate::testutil::on_every_engine(|| {
+            let mut rng = Rng(14);
+            let have = have_avx512();
+            pooled_case::<10, 50, 50, 2>(&mut rng, have);
+            pooled_case::<2, 5, 6, 2>(&mut rng, have);
+            pooled_case::<2, 7, 9, 2>(&mut rng, have);
+            pooled_case::<1, 2, 2, 2>(&mut rng, have);
+            pooled_case::<2, 3, 130, 2>(&mut rng, have);
+            pooled_case::<1, 4, 66, 2>(&mut rng, have);
+            pooled_case::<1, 6, 129, 2>(&mut rng, have);
+            pooled_case::<2, 9, 10, 3>(&mut rng, have);
+            pooled_case::<2, 5, 5, 1>(&mut rng, have);
+            pooled_case::<1, 8, 8, 4>(&mut rng, have);
+        });
     }
 }
