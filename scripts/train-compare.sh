@@ -76,12 +76,13 @@ run_one() {
         rm -rf "$dir"
         # Epoch 1 is the warm-up; the rate is that of epochs 2-3 together.
         flock "$LOCK" $t --threads 2 fit --preset "$preset" --backend "$b" --epochs 3 \
-            --max-train $IMAGES --run-dir "$dir" --quiet >>"$log" 2>&1
+            --max-train $IMAGES --run-dir "$dir" --quiet >"$dir.out" 2>&1
+        head -1 "$dir.out" >>"$log"
         rate=$("$VENV/bin/python" -c '
 import json, sys
-h = json.load(open(sys.argv[1]))["history"][1:]
-print(f"{len(h) / sum(1 / r["images_per_s"] for r in h):.1f}")' "$dir/state.json")
-        rm -rf "$dir"
+r = [e["images_per_s"] for e in json.load(open(sys.argv[1]))["history"][1:]]
+print("%.1f" % (len(r) / sum(1 / x for x in r)))' "$dir/state.json")
+        rm -rf "$dir" "$dir.out"
         ;;
     keras | torch)
         local line
