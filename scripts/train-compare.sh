@@ -12,7 +12,7 @@
 # Before every timed run it waits until no cargo, rustc, cc1, ld or qemu-* process has
 # been seen for 30 s (pgrep every 10 s; after QUIET_MAX_S, default 2400 s, it measures
 # anyway and says so), then runs under `flock /tmp/bench.lock` so that two benchmarks
-# never overlap. The Python baselines live in a venv (VENV, default target/py-venv)
+# never overlap; a run during which a build started is flagged (results.tsv, column 5). The Python baselines live in a venv (VENV, default target/py-venv)
 # made from scripts/train_baselines_requirements.txt (about 6 GB: PyPI's torch wheel
 # brings CUDA libraries along, unused here).
 set -euo pipefail
@@ -41,7 +41,20 @@ log="$OUT/log.txt"
 $t fit --preset edge --epochs 1 --max-train 64 --run-dir "$OUT/warm" --quiet >/dev/null
 rm -rf "$OUT/warm"
 
-busy() { pgrep -x 'cargo|rustc|cc1|cc1plus|ld|ld\..*|qemu-.*' >/dev/null; }
+# (a stopped process, state T, is not noise: a build paused with SIGSTOP may wait out a benchmark)
+busy() { pgrep -r R,S,D -x 'cargo|rustc|cc1|cc1plus|ld|ld\..*|qemu-.*' >/dev/null 2>&1; }
+
+# A watcher during each timed run: DISTURBED=1 if a build process appeared meanwhile.
+watch_start() {
+    rm -f "$OUT/disturbed"
+    (while :; do busy && touch "$OUT/disturbed"; sleep 2; done) &
+    WATCHER=$!
+}
+watch_stop() {
+    kill "$WATCHER" 2>/dev/null || true
+    wait "$WATCHER" 2>/dev/null || true
+    if [ -e "$OUT/disturbed" ]; then DISTURBED=1; else DISTURBED=0; fi
+}
 
 # Wait until nothing has compiled, linked or emulated for 30 s (polled every 10 s).
 wait_quiet() {
@@ -65,11 +78,12 @@ wait_quiet() {
     done
 }
 
-# One timed run; appends "framework preset images/s noisy" to $res.
+# One timed run; appends "framework preset images/s noisy disturbed" to $res.
 run_one() {
     local fw=$1 preset=$2 rate=
     NOISY=0
     wait_quiet
+    watch_start
     case $fw in
     burn-*)
         local b=${fw#burn-} dir="$OUT/run-$fw-$preset"
@@ -91,7 +105,8 @@ print("%.1f" % (len(r) / sum(1 / x for x in r)))' "$dir/state.json")
         rate=$(echo "$line" | awk '{print $4}')
         ;;
     esac
-    printf '%s\t%s\t%s\t%s\n' "$fw" "$preset" "$rate" "$NOISY" | tee -a "$res"
+    watch_stop
+    printf '%s\t%s\t%s\t%s\t%s\n' "$fw" "$preset" "$rate" "$NOISY" "$DISTURBED" | tee -a "$res"
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -107,14 +122,14 @@ done
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 by = {}
-for fw, preset, rate, noisy in rows:
-    by.setdefault((preset, fw), []).append((float(rate), noisy == "1"))
+for fw, preset, rate, noisy, disturbed in rows:
+    by.setdefault((preset, fw), []).append((float(rate), "1" in (noisy, disturbed)))
 print("| preset | framework | runs | min images/s | median images/s | burn-flex / this (medians) |")
 print("|---|---|--:|--:|--:|--:|")
 for (preset, fw), v in by.items():
     r = [x for x, _ in v]
     flex = by.get((preset, "burn-flex"))
     ratio = f"{statistics.median(x for x, _ in flex) / statistics.median(r):.2f}" if flex else "-"
-    noisy = " (some runs not quiet)" if any(n for _, n in v) else ""
+    noisy = " (some runs not quiet or disturbed)" if any(n for _, n in v) else ""
     print(f"| `{preset}` | {fw} | {len(r)} | {min(r):.0f} | {statistics.median(r):.0f} | {ratio}{noisy} |")
 EOF
