@@ -822,6 +822,23 @@ unsafe fn dot_s8<const NS: usize, const V: usize>(
 /// TFLite requantisation of 8 accumulators of one channel plus the output zero point (i32
 /// lanes, to be saturated to int8): bit-identical to [`QuantArgs::output`] before its clamp.
 /// `c` holds the channel's multipliers, left shifts and right shifts, positive then negative.
+/// TFLite's doubling high multiply `(x m + 2^30) >> 31` of 8 lanes, on the even and odd
+/// lanes separately (see x86::Rq8): what [`requant8`] and [`requant8_small`] share.
+#[inline(always)]
+fn doubling_high(x: __m256i, m: __m256i) -> __m256i {
+    // SAFETY: only inlined into the engine's AVX2 functions (through the requantisations).
+    unsafe {
+        let half = _mm256_set1_epi64x(1 << 30);
+        let even = _mm256_srli_epi64::<31>(_mm256_add_epi64(_mm256_mul_epi32(x, m), half));
+        let odd = _mm256_add_epi64(
+            _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(m)),
+            half,
+        );
+        let odd = _mm256_slli_epi64::<1>(odd);
+        _mm256_blend_epi32::<0b1010_1010>(even, odd)
+    }
+}
+
 /// `LEFT` false skips the left shifts (all zero: every multiplier below 1).
 #[inline(always)]
 pub(crate) fn requant8<const LEFT: bool>(acc: __m256i, c: &[__m256i; 6], zp: __m256i) -> __m256i {
@@ -835,15 +852,7 @@ pub(crate) fn requant8<const LEFT: bool>(acc: __m256i, c: &[__m256i; 6], zp: __m
         } else {
             acc
         };
-        // Doubling high multiply (x m + 2^30) >> 31 on even and odd lanes (see x86::Rq8).
-        let half = _mm256_set1_epi64x(1 << 30);
-        let even = _mm256_srli_epi64::<31>(_mm256_add_epi64(_mm256_mul_epi32(x, m), half));
-        let odd = _mm256_add_epi64(
-            _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(m)),
-            half,
-        );
-        let odd = _mm256_slli_epi64::<1>(odd);
-        let high = _mm256_blend_epi32::<0b1010_1010>(even, odd);
+        let high = doubling_high(x, m);
         // Rounding divide by 2^right, half away from zero.
         let one = _mm256_set1_epi32(1);
         let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
@@ -881,14 +890,7 @@ pub(crate) fn requant8_small<const LEFT: bool>(
         } else {
             acc
         };
-        let half = _mm256_set1_epi64x(1 << 30);
-        let even = _mm256_srli_epi64::<31>(_mm256_add_epi64(_mm256_mul_epi32(x, m), half));
-        let odd = _mm256_add_epi64(
-            _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(m)),
-            half,
-        );
-        let odd = _mm256_slli_epi64::<1>(odd);
-        let high = _mm256_blend_epi32::<0b1010_1010>(even, odd);
+        let high = doubling_high(x, m);
         let r = _mm256_srav_epi32(_mm256_add_epi32(high, nudge), right);
         _mm256_add_epi32(r, zp)
     }
