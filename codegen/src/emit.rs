@@ -129,6 +129,8 @@ pub fn module(
     let shapes = m.shapes()?;
     let steps = plan::steps(m)?;
     let arena = plan::arena_len(&steps);
+    let stream = plan::stream(m, &steps)?;
+    let streamed = stream.map(|st| plan::arena_len_streamed(&steps, &st));
     let n = m.ops.len();
     ensure!(
         matches!(m.ops.last(), Some(Op::Dense(d)) if d.units == 2),
@@ -168,17 +170,43 @@ pub fn module(
         )?;
     }
     writeln!(w, "//!")?;
-    writeln!(
-        w,
-        "//! {} multiply-accumulates and {} parameters per inference. RAM: one activation arena of [`ARENA_LEN`] = {arena} elements",
-        rep.macs, rep.params
-    )?;
-    writeln!(
-        w,
-        "//! ({} B as f32 for the `f32` and `f16` models, {arena} B as i8 for `int8`), plus the caller's {} counts",
-        4 * arena,
-        input.len()
-    )?;
+    match streamed {
+        Some(sa) => {
+            writeln!(
+                w,
+                "//! {} multiply-accumulates and {} parameters per inference. RAM: one activation arena of [`ARENA_LEN`] elements,",
+                rep.macs, rep.params
+            )?;
+            writeln!(
+                w,
+                "//! [`ARENA_STREAMED`] = {sa} with the first convolution streaming its input where `runtime::model::STREAM_INPUT` (Cortex-M, aarch64,"
+            )?;
+            writeln!(
+                w,
+                "//! the reference; {} B as f32 for the `f32` and `f16` models, {sa} B as i8 for `int8`), else [`ARENA_WHOLE`] = {arena}",
+                4 * sa
+            )?;
+            writeln!(
+                w,
+                "//! ({} B as f32, {arena} B as i8; the x86-64 SIMD engines, or [`int8::Model::infer_streamed`] there with the smaller one), plus the caller's {} counts",
+                4 * arena,
+                input.len()
+            )?;
+        }
+        None => {
+            writeln!(
+                w,
+                "//! {} multiply-accumulates and {} parameters per inference. RAM: one activation arena of [`ARENA_LEN`] = {arena} elements",
+                rep.macs, rep.params
+            )?;
+            writeln!(
+                w,
+                "//! ({} B as f32 for the `f32` and `f16` models, {arena} B as i8 for `int8`), plus the caller's {} counts",
+                4 * arena,
+                input.len()
+            )?;
+        }
+    }
     writeln!(
         w,
         "//! ({} B as u16, or {} B as u8: `infer` takes either, `runtime::Count`, with the same bits for the same counts).",
@@ -205,9 +233,10 @@ pub fn module(
         "//! let model = int8::Model::new(&BLOB.0)?;  // validates before use"
     )?;
     writeln!(w, "//! let mut arena = [0i8; ARENA_LEN];")?;
+    writeln!(w, "//! let mut scratch = int8::Scratch::new();")?;
     writeln!(
         w,
-        "//! let estimate = model.infer(&counts, &[{}], &mut arena)?;",
+        "//! let estimate = model.infer(&counts, &[{}], &mut arena, &mut scratch)?;",
         m.preprocess.scalar_names().join(", ")
     )?;
     writeln!(
@@ -260,11 +289,40 @@ pub fn module(
             .join(", ")
     )?;
     observation_consts(w, m, observation)?;
-    writeln!(
-        w,
-        "/// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan."
-    )?;
-    writeln!(w, "pub const ARENA_LEN: usize = {arena};")?;
+    match streamed {
+        Some(sa) => {
+            writeln!(
+                w,
+                "/// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`) `infer` takes: [`ARENA_STREAMED`] on builds where `infer` streams the first convolution's input (`runtime::model::STREAM_INPUT`), else [`ARENA_WHOLE`]."
+            )?;
+            writeln!(
+                w,
+                "pub const ARENA_LEN: usize = if runtime::model::STREAM_INPUT {{ ARENA_STREAMED }} else {{ ARENA_WHOLE }};"
+            )?;
+            writeln!(
+                w,
+                "/// The arena of the memory plan with the preprocessed input stored: the largest input + output of any step."
+            )?;
+            writeln!(w, "pub const ARENA_WHOLE: usize = {arena};")?;
+            writeln!(
+                w,
+                "/// The arena of the plan whose first convolution streams its input (`infer_streamed`): its window of rows replaces the stored input."
+            )?;
+            writeln!(w, "pub const ARENA_STREAMED: usize = {sa};")?;
+        }
+        None => {
+            writeln!(
+                w,
+                "/// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan."
+            )?;
+            writeln!(w, "pub const ARENA_LEN: usize = {arena};")?;
+            writeln!(
+                w,
+                "/// The arena of the memory plan with the preprocessed input stored (this model has no other: [`ARENA_LEN`])."
+            )?;
+            writeln!(w, "pub const ARENA_WHOLE: usize = ARENA_LEN;")?;
+        }
+    }
     let convs: Vec<usize> = (0..n)
         .filter(|&i| matches!(m.ops[i], Op::Conv2d(_)))
         .collect();
@@ -283,6 +341,7 @@ pub fn module(
                 convs
                     .iter()
                     .map(|i| format!("Op{i}::SCRATCH_{name}"))
+                    .chain(stream.map(|st| format!("Op{}Window::SCRATCH_{name}", st.conv)))
                     .collect::<Vec<_>>()
                     .join(", ")
             )?;
@@ -311,6 +370,25 @@ pub fn module(
                     g.pad()
                 )?;
                 macs.push(format!("Op{i}::MACS"));
+                if let Some(st) = stream.filter(|st| st.conv == i) {
+                    writeln!(
+                        w,
+                        "/// Op {i} streaming its input (`infer_streamed`): the convolution on a window of {} input rows.",
+                        st.rows
+                    )?;
+                    writeln!(
+                        w,
+                        "pub type Op{i}Window = runtime::kernels::conv2d::Conv2d<{}, {}, {}, {}, {}, {}, {}, {}>;",
+                        si.c,
+                        st.rows,
+                        si.w,
+                        g.filters,
+                        g.kernel,
+                        g.stride,
+                        g.dilation,
+                        g.pad()
+                    )?;
+                }
             }
             Op::Pool2d { size, .. } => {
                 writeln!(w, "/// Op {i}: {desc}.")?;
@@ -357,7 +435,7 @@ pub fn module(
         if has_type && !st.preprocess {
             writeln!(
                 w,
-                "const _: () = assert!(Op{i}::IN_LEN == {} && {} <= ARENA_LEN);",
+                "const _: () = assert!(Op{i}::IN_LEN == {} && {} <= ARENA_WHOLE);",
                 st.in_len,
                 st.need()
             )?;
@@ -379,8 +457,20 @@ pub fn module(
         }
     }
 
+    if let Some(st) = &stream {
+        let (i, pk) = (st.conv, st.pool_size);
+        writeln!(
+            w,
+            "const _: () = assert!(Op{i}::window_rows::<{pk}>() == {} && Op{i}::window_len::<{pk}>() == {} && Op{i}Window::IN_LEN == {} && {} <= ARENA_STREAMED);",
+            st.rows,
+            st.step.in_len,
+            st.step.in_len,
+            st.step.need()
+        )?;
+    }
+
     for path in [Path::F32, Path::F16, Path::Int8] {
-        path_module(w, m, &steps, path)?;
+        path_module(w, m, &steps, stream.as_ref(), path)?;
     }
 
     let file = syn::parse_file(&s).context("codegen produced invalid Rust (a codegen bug)")?;
@@ -505,7 +595,13 @@ fn fields(m: &FoldedModel, path: Path) -> Vec<Field> {
     f
 }
 
-fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> Result<()> {
+fn path_module(
+    w: &mut String,
+    m: &FoldedModel,
+    steps: &[Step],
+    stream: Option<&plan::Stream>,
+    path: Path,
+) -> Result<()> {
     let n = m.ops.len();
     let name = path.name();
     let fields = fields(m, path);
@@ -531,7 +627,7 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     }
     writeln!(
         w,
-        "#[allow(unused_imports)] use runtime::model::{{Estimate, Meta, ping_pong, ping_pong_line}};"
+        "#[allow(unused_imports)] use runtime::model::{{Estimate, Meta, ping_pong, ping_pong_line, ping_pong_window}};"
     )?;
     writeln!(
         w,
@@ -687,35 +783,99 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
         w,
         "pub fn meta(&self) -> &Meta<BANDS, {{ SCALARS - 1 }}> {{ &self.meta }}"
     )?;
+    let Some((first, rest)) = steps.split_first().filter(|(f, _)| f.preprocess) else {
+        bail!("the first step must preprocess the counts (a codegen bug)");
+    };
+    let has_conv = |st: &[Step]| {
+        st.iter()
+            .any(|s| s.op.is_some_and(|i| matches!(m.ops[i], Op::Conv2d(_))))
+    };
+    let scratch_slice = |w: &mut String, convs: bool| -> Result<()> {
+        if convs {
+            writeln!(w, "let scratch = scratch.as_mut_slice();")?;
+        } else {
+            writeln!(w, "let _ = scratch;")?;
+        }
+        Ok(())
+    };
     writeln!(
         w,
-        "/// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise)."
+        "/// The scalar checks and input flags of every entry point: the network's scalar inputs and the estimate's flags."
     )?;
     writeln!(
         w,
-        "pub fn infer<N: runtime::Count>(&self, counts: &[N], scalars: &[f32; SCALARS], arena: &mut [{act_ty}; ARENA_LEN], scratch: &mut Scratch) -> Result<Estimate, Error> {{"
+        "fn checks<N: runtime::Count>(&self, counts: &[N], scalars: &[f32; SCALARS]) -> Result<([f32; SCALARS], runtime::model::Flags), Error> {{"
     )?;
     writeln!(w, "let mut z = [0.0f32; SCALARS];")?;
     writeln!(
         w,
         "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(counts, N::MAX) | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;"
     )?;
+    writeln!(w, "Ok((z, flags))")?;
+    writeln!(w, "}}")?;
+    let streaming_note = if stream.is_some() {
+        " Where `runtime::model::STREAM_INPUT` (Cortex-M, aarch64, the reference) this is [`Model::infer_streamed`]: the first convolution streams its input and [`ARENA_LEN`] is [`ARENA_STREAMED`]; elsewhere (the x86-64 SIMD engines) the preprocessed input is stored, [`ARENA_WHOLE`]."
+    } else {
+        ""
+    };
+    writeln!(
+        w,
+        "/// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).{streaming_note}"
+    )?;
+    writeln!(
+        w,
+        "pub fn infer<N: runtime::Count>(&self, counts: &[N], scalars: &[f32; SCALARS], arena: &mut [{act_ty}; ARENA_LEN], scratch: &mut Scratch) -> Result<Estimate, Error> {{"
+    )?;
+    writeln!(w, "let (z, flags) = self.checks(counts, scalars)?;")?;
+    if stream.is_some() {
+        writeln!(
+            w,
+            "if runtime::model::STREAM_INPUT {{ return self.streamed(counts, z, flags, arena, scratch); }}"
+        )?;
+    }
     writeln!(w, "self.input(counts, arena)?;")?;
     writeln!(w, "self.layers(z, flags, arena, scratch)")?;
     writeln!(w, "}}")?;
+    if let Some(st) = stream {
+        let same = if path == Path::Int8 {
+            "the same estimate, bit for bit"
+        } else {
+            "the same estimate up to the engine's float rounding (bit for bit on the reference)"
+        };
+        writeln!(
+            w,
+            "/// [`Model::infer`] with the first convolution streaming its input, on every build: the preprocessing writes the {} input rows of every band the convolution's window needs as it slides ([`runtime::kernels::conv2d::Conv2d::s8_pooled_streamed`]), so the preprocessed input is never stored and the arena is [`ARENA_STREAMED`]; {same} as storing it.",
+            st.rows
+        )?;
+        writeln!(
+            w,
+            "pub fn infer_streamed<N: runtime::Count>(&self, counts: &[N], scalars: &[f32; SCALARS], arena: &mut [{act_ty}; ARENA_STREAMED], scratch: &mut Scratch) -> Result<Estimate, Error> {{"
+        )?;
+        writeln!(w, "let (z, flags) = self.checks(counts, scalars)?;")?;
+        writeln!(w, "self.streamed(counts, z, flags, arena, scratch)")?;
+        writeln!(w, "}}")?;
+        writeln!(
+            w,
+            "/// The streamed plan after the checks: the merged first step, then [`Model::rest`]."
+        )?;
+        writeln!(
+            w,
+            "fn streamed<N: runtime::Count>(&self, counts: &[N], z: [f32; SCALARS], flags: runtime::model::Flags, arena: &mut [{act_ty}], scratch: &mut Scratch) -> Result<Estimate, Error> {{"
+        )?;
+        writeln!(w, "let p = &self.meta.preprocess;")?;
+        stream_step(w, m, st, path)?;
+        writeln!(w, "self.rest(z, flags, arena, scratch)")?;
+        writeln!(w, "}}")?;
+    }
     writeln!(
         w,
         "/// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena."
     )?;
     writeln!(
         w,
-        "fn input<N: runtime::Count>(&self, counts: &[N], arena: &mut [{act_ty}; ARENA_LEN]) -> Result<(), Error> {{"
+        "fn input<N: runtime::Count>(&self, counts: &[N], arena: &mut [{act_ty}]) -> Result<(), Error> {{"
     )?;
     writeln!(w, "let p = &self.meta.preprocess;")?;
-    writeln!(w, "let arena: &mut [{act_ty}] = arena;")?;
-    let Some((first, rest)) = steps.split_first().filter(|(f, _)| f.preprocess) else {
-        bail!("the first step must preprocess the counts (a codegen bug)");
-    };
     step(w, m, first, path)?;
     writeln!(w, "Ok(())")?;
     writeln!(w, "}}")?;
@@ -729,17 +889,13 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     if in_place {
         writeln!(
             w,
-            "/// [`Model::infer`] of a u8 or u16 cube that it consumes: the activations reuse the cube's own memory (its bytes, [`runtime::Count::bytes_mut`]) once the first step has read it ([`ARENA_LEN`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube, `scratch` and the kernels' frames. The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten."
+            "/// [`Model::infer`] of a u8 or u16 cube that it consumes: the activations reuse the cube's own memory (its bytes, [`runtime::Count::bytes_mut`]) once the first step has read it ([`ARENA_WHOLE`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube, `scratch` and the kernels' frames. The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten."
         )?;
         writeln!(
             w,
             "pub fn infer_in_place<N: runtime::Count>(&self, cube: &mut [N; INPUT_LEN], scalars: &[f32; SCALARS], scratch: &mut Scratch) -> Result<Estimate, Error> {{"
         )?;
-        writeln!(w, "let mut z = [0.0f32; SCALARS];")?;
-        writeln!(
-            w,
-            "let flags = self.meta.scalars(scalars, &mut z)? | runtime::model::cube_flags(&cube[..], N::MAX) | runtime::detect::flags(DETECTION.as_ref(), &cube[..], scalars[0])?;"
-        )?;
+        writeln!(w, "let (z, flags) = self.checks(&cube[..], scalars)?;")?;
         writeln!(w, "let p = &self.meta.preprocess;")?;
         match first.op.map(|i| (i, &m.ops[i])) {
             Some((i, Op::Pool2d { kind, .. })) => writeln!(
@@ -752,7 +908,7 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
         }
         writeln!(
             w,
-            "self.layers(z, flags, runtime::model::arena_in(N::bytes_mut(cube))?, scratch)"
+            "self.layers(z, flags, runtime::model::arena_in::<ARENA_WHOLE>(N::bytes_mut(cube))?, scratch)"
         )?;
         writeln!(w, "}}")?;
     }
@@ -762,21 +918,102 @@ fn path_module(w: &mut String, m: &FoldedModel, steps: &[Step], path: Path) -> R
     )?;
     writeln!(
         w,
-        "fn layers(&self, z: [f32; SCALARS], flags: runtime::model::Flags, arena: &mut [{act_ty}; ARENA_LEN], scratch: &mut Scratch) -> Result<Estimate, Error> {{"
+        "fn layers(&self, z: [f32; SCALARS], flags: runtime::model::Flags, arena: &mut [{act_ty}], scratch: &mut Scratch) -> Result<Estimate, Error> {{"
     )?;
-    writeln!(w, "let arena: &mut [{act_ty}] = arena;")?;
-    if m.ops.iter().any(|op| matches!(op, Op::Conv2d(_))) {
-        writeln!(w, "let scratch = scratch.as_mut_slice();")?;
-    } else {
-        writeln!(w, "let _ = scratch;")?;
+    match (stream, rest.split_first()) {
+        (Some(_), Some((second, after))) => {
+            scratch_slice(w, true)?;
+            step(w, m, second, path)?;
+            writeln!(w, "self.rest(z, flags, arena, scratch)")?;
+            writeln!(w, "}}")?; // layers
+            writeln!(
+                w,
+                "/// The steps after the first convolution (and its pooling), shared by both plans."
+            )?;
+            writeln!(
+                w,
+                "fn rest(&self, z: [f32; SCALARS], flags: runtime::model::Flags, arena: &mut [{act_ty}], scratch: &mut [{scratch_ty}]) -> Result<Estimate, Error> {{"
+            )?;
+            if !has_conv(after) {
+                writeln!(w, "let _ = scratch;")?;
+            }
+            for st in after {
+                step(w, m, st, path)?;
+            }
+        }
+        _ => {
+            scratch_slice(w, has_conv(rest))?;
+            for st in rest {
+                step(w, m, st, path)?;
+            }
+        }
     }
-    for st in rest {
-        step(w, m, st, path)?;
-    }
-    writeln!(w, "}}")?; // layers
+    writeln!(w, "}}")?; // layers or rest
     writeln!(w, "}}")?; // impl
     writeln!(w, "}}")?; // mod
     Ok(())
+}
+
+/// The merged first step of the streamed plan: the first convolution (and its pooling) fed
+/// rows by the preprocessing (and its pooling).
+fn stream_step(w: &mut String, m: &FoldedModel, st: &plan::Stream, path: Path) -> Result<()> {
+    let i = st.conv;
+    let (Some(Op::Pool2d { kind: k0, .. }), Some(pi)) = (m.ops.first(), st.step.pool) else {
+        bail!("a streamed step without its poolings (a codegen bug)");
+    };
+    let Op::Pool2d { kind, .. } = &m.ops[pi] else {
+        bail!("op {pi} fused as a pooling is not one (a codegen bug)");
+    };
+    let (k0, kind) = (pool_enum(*k0), pool_enum(*kind));
+    let (pk, rows) = (st.pool_size, st.rows);
+    let (outl, front) = (st.step.out_len, st.step.input_at_front);
+    writeln!(w, "let scratch = scratch.as_mut_slice();")?;
+    writeln!(
+        w,
+        "{{ let (window, y, line) = ping_pong_window(arena, Op{i}::window_len::<{pk}>(), {outl}, Op{i}::line_len::<{pk}>(), {front})?;"
+    )?;
+    match path {
+        Path::Int8 => {
+            writeln!(w, "let q = {};", qp(0))?;
+            writeln!(
+                w,
+                "Op{i}::s8_pooled_streamed::<{pk}, {rows}>({kind}, |r, win| Op0::counts_s8_rows(p, {k0}, counts, q, r, win), self.w{i}, self.b{i}, {}, y, line, window, scratch)?; }}",
+                qargs(i)
+            )?;
+        }
+        _ => {
+            let slope = slope_arg(&m.ops[i], i);
+            writeln!(
+                w,
+                "Op{i}::f32_pooled_streamed::<{pk}, {rows}, _>({kind}, |r, win| Op0::counts_f32_rows(p, {k0}, counts, r, win), self.w{i}, self.b{i}, {slope}, y, line, window, scratch)?; }}"
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `PoolKind::Max` / `PoolKind::Avg` in the generated code.
+fn pool_enum(kind: crate::arch::PoolKind) -> &'static str {
+    match kind {
+        crate::arch::PoolKind::Max => "PoolKind::Max",
+        crate::arch::PoolKind::Avg => "PoolKind::Avg",
+    }
+}
+
+/// The slope argument of op `i`'s call: its `SLOPE{i}` constant, or `1.0` (no activation).
+fn slope_arg(op: &Op, i: usize) -> String {
+    match slope_of(op) {
+        Some(s) if s != 1.0 => format!("SLOPE{i}"),
+        _ => "1.0".into(),
+    }
+}
+
+/// The `&QuantArgs` of int8 op `i` in the generated code.
+fn qargs(i: usize) -> String {
+    format!(
+        "&QuantArgs {{ input_zero_point: self.zp[{i}], requant_pos: self.rp{i}, requant_neg: self.rn{i}, output_zero_point: self.zp[{}] }}",
+        i + 1
+    )
 }
 
 /// The code of one step of the plan.
@@ -794,16 +1031,8 @@ fn step(w: &mut String, m: &FoldedModel, st: &Step, path: Path) -> Result<()> {
     };
     let op = &m.ops[i];
     let head = i + 1 == n;
-    let slope = match slope_of(op) {
-        Some(s) if s != 1.0 => format!("SLOPE{i}"),
-        _ => "1.0".into(),
-    };
-    let qargs = || {
-        format!(
-            "&QuantArgs {{ input_zero_point: self.zp[{i}], requant_pos: self.rp{i}, requant_neg: self.rn{i}, output_zero_point: self.zp[{}] }}",
-            i + 1
-        )
-    };
+    let slope = slope_arg(op, i);
+    let qargs = || qargs(i);
     if head {
         writeln!(w, "let (x, _) = ping_pong(arena, {inl}, 0, {front})?;")?;
         match path {
@@ -839,10 +1068,7 @@ fn step(w: &mut String, m: &FoldedModel, st: &Step, path: Path) -> Result<()> {
             w,
             "{{ let (x, y, line) = ping_pong_line(arena, {inl}, {outl}, {line}, {front})?;"
         )?;
-        let kind = match kind {
-            crate::arch::PoolKind::Max => "PoolKind::Max",
-            crate::arch::PoolKind::Avg => "PoolKind::Avg",
-        };
+        let kind = pool_enum(*kind);
         match path {
             Path::Int8 => writeln!(
                 w,

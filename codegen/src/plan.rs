@@ -9,6 +9,14 @@
 //! (convolution, activation and pooling over a line buffer of `pool size` output rows,
 //! [`runtime::kernels::conv2d::Conv2d::s8_pooled`]): its pre-pooling map is never stored
 //! whole, and the step needs `input + line buffer + pooled output`.
+//!
+//! A model that starts with a pooling and then a fused convolution + pooling can also run
+//! with its first convolution streaming its input ([`stream`]): the preprocessing produces
+//! the input rows as the convolution's window of rows needs them
+//! ([`runtime::kernels::conv2d::Conv2d::s8_pooled_streamed`]), so the preprocessed input is
+//! never stored and that step needs `window + line buffer + pooled output`. The generated
+//! code carries both plans (`ARENA_WHOLE`, `ARENA_STREAMED`); the runtime's `STREAM_INPUT`
+//! picks the one `infer` uses.
 
 use crate::model::{FoldedModel, Op};
 use anyhow::Result;
@@ -99,6 +107,68 @@ pub fn arena_len(steps: &[Step]) -> usize {
     steps.iter().map(Step::need).max().unwrap_or(0)
 }
 
+/// The first two steps of a plan merged into one whose convolution streams its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stream {
+    /// The streamed convolution's op (its pooling is `step.pool`).
+    pub conv: usize,
+    /// The pooling window of that step.
+    pub pool_size: usize,
+    /// Input rows of every channel the window holds (`Conv2d::window_rows`).
+    pub rows: usize,
+    /// The merged step: preprocessing fused, `in_len` the window's length.
+    pub step: Step,
+}
+
+/// The streamed form of `steps` (from [`steps`]): `Some` when the model starts with a pooling
+/// (fused with the preprocessing) followed by a convolution fused with its pooling whose
+/// padding is a multiple of its stride (the window's convolution then computes the layer's
+/// rows exactly).
+pub fn stream(m: &FoldedModel, steps: &[Step]) -> Result<Option<Stream>> {
+    let shapes = m.shapes()?;
+    let [first, second, ..] = steps else {
+        return Ok(None);
+    };
+    let (Some(0), true, Some(Op::Pool2d { .. })) = (first.op, first.preprocess, m.ops.first())
+    else {
+        return Ok(None);
+    };
+    let (Some(i), Some(pi)) = (second.op, second.pool) else {
+        return Ok(None);
+    };
+    let (Op::Conv2d(c), Op::Pool2d { size, .. }) = (&m.ops[i], &m.ops[pi]) else {
+        return Ok(None);
+    };
+    let g = c.geom;
+    if !g.pad().is_multiple_of(g.stride) {
+        return Ok(None);
+    }
+    let rows = g.dilation * (g.kernel - 1) + 1 + (size - 1) * g.stride;
+    let input = shapes[i];
+    Ok(Some(Stream {
+        conv: i,
+        pool_size: *size,
+        rows,
+        step: Step {
+            preprocess: true,
+            in_len: input.c * rows * input.w,
+            ..*second
+        },
+    }))
+}
+
+/// Arena length of the streamed plan: the merged step and every step after the two it
+/// replaces.
+pub fn arena_len_streamed(steps: &[Step], s: &Stream) -> usize {
+    steps
+        .iter()
+        .skip(2)
+        .map(Step::need)
+        .chain([s.step.need()])
+        .max()
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +204,17 @@ mod tests {
             (1_152, 384, 288)
         );
         assert_eq!(arena_len(&f), 9_354);
+        // Streamed: the first convolution reads a window of 3 + 1 = 4 rows of the 10 x 25
+        // pooled input, 1,000 values, instead of all 6,250: 1,000 + 800 + 2,304 = 4,104;
+        // the second convolution's 2,304 + 768 + 1,152 = 4,224 is then the peak.
+        let st = stream(&m, &f).unwrap().unwrap();
+        assert_eq!((st.conv, st.pool_size, st.rows), (1, 2, 4));
+        assert_eq!(
+            (st.step.in_len, st.step.line_len, st.step.out_len),
+            (1_000, 800, 2_304)
+        );
+        assert!(st.step.preprocess && st.step.input_at_front == f[1].input_at_front);
+        assert_eq!(arena_len_streamed(&f, &st), 4_224);
         for s in [&s, &f] {
             assert!(
                 s.windows(2)

@@ -15,8 +15,10 @@
 //! | 8 | dense 32 + leaky 0.1 | 32 x 1 x 1 | 9248 | 44 |
 //! | 9 | dense 2 | 2 x 1 x 1 | 64 | 44 |
 //!
-//! 1904640 multiply-accumulates and 24690 parameters per inference. RAM: one activation arena of [`ARENA_LEN`] = 9354 elements
-//! (37416 B as f32 for the `f32` and `f16` models, 9354 B as i8 for `int8`), plus the caller's 25000 counts
+//! 1904640 multiply-accumulates and 24690 parameters per inference. RAM: one activation arena of [`ARENA_LEN`] elements,
+//! [`ARENA_STREAMED`] = 4224 with the first convolution streaming its input where `runtime::model::STREAM_INPUT` (Cortex-M, aarch64,
+//! the reference; 16896 B as f32 for the `f32` and `f16` models, 4224 B as i8 for `int8`), else [`ARENA_WHOLE`] = 9354
+//! (37416 B as f32, 9354 B as i8; the x86-64 SIMD engines, or [`int8::Model::infer_streamed`] there with the smaller one), plus the caller's 25000 counts
 //! (50000 B as u16, or 25000 B as u8: `infer` takes either, `runtime::Count`, with the same bits for the same counts).
 //!
 //! Usage (`counts`: the `[band][y][x]` cube, u16 or u8, e.g. from `runtime::events::Binner`):
@@ -26,7 +28,8 @@
 //! static BLOB: runtime::blob::Aligned<[u8; N]> = runtime::blob::Aligned(*include_bytes!("model-int8.bin"));
 //! let model = int8::Model::new(&BLOB.0)?;  // validates before use
 //! let mut arena = [0i8; ARENA_LEN];
-//! let estimate = model.infer(&counts, &[redshift], &mut arena)?;
+//! let mut scratch = int8::Scratch::new();
+//! let estimate = model.infer(&counts, &[redshift], &mut arena, &mut scratch)?;
 //! if !estimate.flags.is_empty() { /* inputs outside the training ranges, empty or saturated cube, too few counts */ }
 //! ```
 //!
@@ -74,24 +77,36 @@ pub const DETECTION: Option<runtime::detect::Detection> = Some(runtime::detect::
     background_inner_arcmin: 3.3,
     min_net_counts: 50.0,
 });
-/// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan.
-pub const ARENA_LEN: usize = 9354;
+/// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`) `infer` takes: [`ARENA_STREAMED`] on builds where `infer` streams the first convolution's input (`runtime::model::STREAM_INPUT`), else [`ARENA_WHOLE`].
+pub const ARENA_LEN: usize = if runtime::model::STREAM_INPUT {
+    ARENA_STREAMED
+} else {
+    ARENA_WHOLE
+};
+/// The arena of the memory plan with the preprocessed input stored: the largest input + output of any step.
+pub const ARENA_WHOLE: usize = 9354;
+/// The arena of the plan whose first convolution streams its input (`infer_streamed`): its window of rows replaces the stored input.
+pub const ARENA_STREAMED: usize = 4224;
 /// Scratch of the SIMD convolutions, f32 values (`f32` and `f16` models): the largest any layer needs on this build's path for the target (im2col columns, and on the Cortex-M DSP path every buffer of its engine); 0 when the build has none. The caller owns it (`Scratch`) and passes it to `infer`.
 pub const SCRATCH_F32: usize = runtime::kernels::simd::max_len([
     Op1::SCRATCH_F32,
     Op3::SCRATCH_F32,
     Op5::SCRATCH_F32,
+    Op1Window::SCRATCH_F32,
 ]);
 /// Scratch of the SIMD convolutions, i16 values (`int8` model): the largest any layer needs on this build's path for the target (im2col columns, and on the Cortex-M DSP path every buffer of its engine); 0 when the build has none. The caller owns it (`Scratch`) and passes it to `infer`.
 pub const SCRATCH_S8: usize = runtime::kernels::simd::max_len([
     Op1::SCRATCH_S8,
     Op3::SCRATCH_S8,
     Op5::SCRATCH_S8,
+    Op1Window::SCRATCH_S8,
 ]);
 /// Op 0: avg pool 2.
 pub type Op0 = runtime::kernels::pool::Pool2d<10, 50, 50, 2>;
 /// Op 1: conv 3x3 16 s1 d1 same + leaky 0.1.
 pub type Op1 = runtime::kernels::conv2d::Conv2d<10, 25, 25, 16, 3, 1, 1, 1>;
+/// Op 1 streaming its input (`infer_streamed`): the convolution on a window of 4 input rows.
+pub type Op1Window = runtime::kernels::conv2d::Conv2d<10, 4, 25, 16, 3, 1, 1, 1>;
 /// Leaky ReLU slope of op 1 (0.1).
 pub const SLOPE1: f32 = f32::from_bits(0x3dcccccd);
 /// Op 2: avg pool 2.
@@ -117,24 +132,28 @@ pub type Op9 = runtime::kernels::dense::Dense<32, 2>;
 /// Multiply-accumulates per inference.
 pub const MACS: usize = Op1::MACS + Op3::MACS + Op5::MACS + Op8::MACS + Op9::MACS;
 const _: () = assert!(Op0::OUT_LEN == 6250);
-const _: () = assert!(Op1::IN_LEN == 6250 && 9354 <= ARENA_LEN);
+const _: () = assert!(Op1::IN_LEN == 6250 && 9354 <= ARENA_WHOLE);
 const _: () = assert!(Op1::OUT_LEN == Op2::IN_LEN && Op1::line_len::< 2 > () == 800);
 const _: () = assert!(Op2::OUT_LEN == 2304);
-const _: () = assert!(Op3::IN_LEN == 2304 && 4224 <= ARENA_LEN);
+const _: () = assert!(Op3::IN_LEN == 2304 && 4224 <= ARENA_WHOLE);
 const _: () = assert!(Op3::OUT_LEN == Op4::IN_LEN && Op3::line_len::< 2 > () == 768);
 const _: () = assert!(Op4::OUT_LEN == 1152);
-const _: () = assert!(Op5::IN_LEN == 1152 && 1824 <= ARENA_LEN);
+const _: () = assert!(Op5::IN_LEN == 1152 && 1824 <= ARENA_WHOLE);
 const _: () = assert!(Op5::OUT_LEN == Op6::IN_LEN && Op5::line_len::< 2 > () == 384);
 const _: () = assert!(Op6::OUT_LEN == 288);
-const _: () = assert!(Op8::IN_LEN == 289 && 321 <= ARENA_LEN);
+const _: () = assert!(Op8::IN_LEN == 289 && 321 <= ARENA_WHOLE);
 const _: () = assert!(Op8::OUT_LEN == 32);
-const _: () = assert!(Op9::IN_LEN == 32 && 32 <= ARENA_LEN);
+const _: () = assert!(Op9::IN_LEN == 32 && 32 <= ARENA_WHOLE);
+const _: () = assert!(
+    Op1::window_rows::< 2 > () == 4 && Op1::window_len::< 2 > () == 1000 &&
+    Op1Window::IN_LEN == 1000 && 4104 <= ARENA_STREAMED
+);
 /// The model with f32 weights and arithmetic.
 pub mod f32 {
     use super::*;
     use runtime::blob::{Blob, BlobError, Dtype, Elem};
     #[allow(unused_imports)]
-    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line};
+    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line, ping_pong_window};
     #[allow(unused_imports)]
     use runtime::kernels::pool::PoolKind;
     use runtime::Error;
@@ -203,7 +222,19 @@ pub mod f32 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        /// The scalar checks and input flags of every entry point: the network's scalar inputs and the estimate's flags.
+        fn checks<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            scalars: &[f32; SCALARS],
+        ) -> Result<([f32; SCALARS], runtime::model::Flags), Error> {
+            let mut z = [0.0f32; SCALARS];
+            let flags = self.meta.scalars(scalars, &mut z)?
+                | runtime::model::cube_flags(counts, N::MAX)
+                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
+            Ok((z, flags))
+        }
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise). Where `runtime::model::STREAM_INPUT` (Cortex-M, aarch64, the reference) this is [`Model::infer_streamed`]: the first convolution streams its input and [`ARENA_LEN`] is [`ARENA_STREAMED`]; elsewhere (the x86-64 SIMD engines) the preprocessed input is stored, [`ARENA_WHOLE`].
         pub fn infer<N: runtime::Count>(
             &self,
             counts: &[N],
@@ -211,21 +242,68 @@ pub mod f32 {
             arena: &mut [f32; ARENA_LEN],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let mut z = [0.0f32; SCALARS];
-            let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, N::MAX)
-                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
+            let (z, flags) = self.checks(counts, scalars)?;
+            if runtime::model::STREAM_INPUT {
+                return self.streamed(counts, z, flags, arena, scratch);
+            }
             self.input(counts, arena)?;
             self.layers(z, flags, arena, scratch)
+        }
+        /// [`Model::infer`] with the first convolution streaming its input, on every build: the preprocessing writes the 4 input rows of every band the convolution's window needs as it slides ([`runtime::kernels::conv2d::Conv2d::s8_pooled_streamed`]), so the preprocessed input is never stored and the arena is [`ARENA_STREAMED`]; the same estimate up to the engine's float rounding (bit for bit on the reference) as storing it.
+        pub fn infer_streamed<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            scalars: &[f32; SCALARS],
+            arena: &mut [f32; ARENA_STREAMED],
+            scratch: &mut Scratch,
+        ) -> Result<Estimate, Error> {
+            let (z, flags) = self.checks(counts, scalars)?;
+            self.streamed(counts, z, flags, arena, scratch)
+        }
+        /// The streamed plan after the checks: the merged first step, then [`Model::rest`].
+        fn streamed<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            z: [f32; SCALARS],
+            flags: runtime::model::Flags,
+            arena: &mut [f32],
+            scratch: &mut Scratch,
+        ) -> Result<Estimate, Error> {
+            let p = &self.meta.preprocess;
+            let scratch = scratch.as_mut_slice();
+            {
+                let (window, y, line) = ping_pong_window(
+                    arena,
+                    Op1::window_len::<2>(),
+                    2304,
+                    Op1::line_len::<2>(),
+                    true,
+                )?;
+                Op1::f32_pooled_streamed::<
+                    2,
+                    4,
+                    _,
+                >(
+                    PoolKind::Avg,
+                    |r, win| Op0::counts_f32_rows(p, PoolKind::Avg, counts, r, win),
+                    self.w1,
+                    self.b1,
+                    SLOPE1,
+                    y,
+                    line,
+                    window,
+                    scratch,
+                )?;
+            }
+            self.rest(z, flags, arena, scratch)
         }
         /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
         fn input<N: runtime::Count>(
             &self,
             counts: &[N],
-            arena: &mut [f32; ARENA_LEN],
+            arena: &mut [f32],
         ) -> Result<(), Error> {
             let p = &self.meta.preprocess;
-            let arena: &mut [f32] = arena;
             {
                 let (_, y) = ping_pong(arena, 0, 6250, false)?;
                 Op0::avg_counts_f32(p, counts, y)?;
@@ -237,10 +315,9 @@ pub mod f32 {
             &self,
             z: [f32; SCALARS],
             flags: runtime::model::Flags,
-            arena: &mut [f32; ARENA_LEN],
+            arena: &mut [f32],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let arena: &mut [f32] = arena;
             let scratch = scratch.as_mut_slice();
             {
                 let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
@@ -249,6 +326,16 @@ pub mod f32 {
                     _,
                 >(PoolKind::Avg, x, self.w1, self.b1, SLOPE1, y, line, scratch)?;
             }
+            self.rest(z, flags, arena, scratch)
+        }
+        /// The steps after the first convolution (and its pooling), shared by both plans.
+        fn rest(
+            &self,
+            z: [f32; SCALARS],
+            flags: runtime::model::Flags,
+            arena: &mut [f32],
+            scratch: &mut [f32],
+        ) -> Result<Estimate, Error> {
             {
                 let (x, y, line) = ping_pong_line(arena, 2304, 1152, 768, false)?;
                 Op3::f32_pooled::<
@@ -283,7 +370,7 @@ pub mod f16 {
     use super::*;
     use runtime::blob::{Blob, BlobError, Dtype, Elem};
     #[allow(unused_imports)]
-    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line};
+    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line, ping_pong_window};
     #[allow(unused_imports)]
     use runtime::kernels::pool::PoolKind;
     use runtime::Error;
@@ -352,7 +439,19 @@ pub mod f16 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        /// The scalar checks and input flags of every entry point: the network's scalar inputs and the estimate's flags.
+        fn checks<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            scalars: &[f32; SCALARS],
+        ) -> Result<([f32; SCALARS], runtime::model::Flags), Error> {
+            let mut z = [0.0f32; SCALARS];
+            let flags = self.meta.scalars(scalars, &mut z)?
+                | runtime::model::cube_flags(counts, N::MAX)
+                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
+            Ok((z, flags))
+        }
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise). Where `runtime::model::STREAM_INPUT` (Cortex-M, aarch64, the reference) this is [`Model::infer_streamed`]: the first convolution streams its input and [`ARENA_LEN`] is [`ARENA_STREAMED`]; elsewhere (the x86-64 SIMD engines) the preprocessed input is stored, [`ARENA_WHOLE`].
         pub fn infer<N: runtime::Count>(
             &self,
             counts: &[N],
@@ -360,21 +459,68 @@ pub mod f16 {
             arena: &mut [f32; ARENA_LEN],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let mut z = [0.0f32; SCALARS];
-            let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, N::MAX)
-                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
+            let (z, flags) = self.checks(counts, scalars)?;
+            if runtime::model::STREAM_INPUT {
+                return self.streamed(counts, z, flags, arena, scratch);
+            }
             self.input(counts, arena)?;
             self.layers(z, flags, arena, scratch)
+        }
+        /// [`Model::infer`] with the first convolution streaming its input, on every build: the preprocessing writes the 4 input rows of every band the convolution's window needs as it slides ([`runtime::kernels::conv2d::Conv2d::s8_pooled_streamed`]), so the preprocessed input is never stored and the arena is [`ARENA_STREAMED`]; the same estimate up to the engine's float rounding (bit for bit on the reference) as storing it.
+        pub fn infer_streamed<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            scalars: &[f32; SCALARS],
+            arena: &mut [f32; ARENA_STREAMED],
+            scratch: &mut Scratch,
+        ) -> Result<Estimate, Error> {
+            let (z, flags) = self.checks(counts, scalars)?;
+            self.streamed(counts, z, flags, arena, scratch)
+        }
+        /// The streamed plan after the checks: the merged first step, then [`Model::rest`].
+        fn streamed<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            z: [f32; SCALARS],
+            flags: runtime::model::Flags,
+            arena: &mut [f32],
+            scratch: &mut Scratch,
+        ) -> Result<Estimate, Error> {
+            let p = &self.meta.preprocess;
+            let scratch = scratch.as_mut_slice();
+            {
+                let (window, y, line) = ping_pong_window(
+                    arena,
+                    Op1::window_len::<2>(),
+                    2304,
+                    Op1::line_len::<2>(),
+                    true,
+                )?;
+                Op1::f32_pooled_streamed::<
+                    2,
+                    4,
+                    _,
+                >(
+                    PoolKind::Avg,
+                    |r, win| Op0::counts_f32_rows(p, PoolKind::Avg, counts, r, win),
+                    self.w1,
+                    self.b1,
+                    SLOPE1,
+                    y,
+                    line,
+                    window,
+                    scratch,
+                )?;
+            }
+            self.rest(z, flags, arena, scratch)
         }
         /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
         fn input<N: runtime::Count>(
             &self,
             counts: &[N],
-            arena: &mut [f32; ARENA_LEN],
+            arena: &mut [f32],
         ) -> Result<(), Error> {
             let p = &self.meta.preprocess;
-            let arena: &mut [f32] = arena;
             {
                 let (_, y) = ping_pong(arena, 0, 6250, false)?;
                 Op0::avg_counts_f32(p, counts, y)?;
@@ -386,10 +532,9 @@ pub mod f16 {
             &self,
             z: [f32; SCALARS],
             flags: runtime::model::Flags,
-            arena: &mut [f32; ARENA_LEN],
+            arena: &mut [f32],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let arena: &mut [f32] = arena;
             let scratch = scratch.as_mut_slice();
             {
                 let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
@@ -398,6 +543,16 @@ pub mod f16 {
                     _,
                 >(PoolKind::Avg, x, self.w1, self.b1, SLOPE1, y, line, scratch)?;
             }
+            self.rest(z, flags, arena, scratch)
+        }
+        /// The steps after the first convolution (and its pooling), shared by both plans.
+        fn rest(
+            &self,
+            z: [f32; SCALARS],
+            flags: runtime::model::Flags,
+            arena: &mut [f32],
+            scratch: &mut [f32],
+        ) -> Result<Estimate, Error> {
             {
                 let (x, y, line) = ping_pong_line(arena, 2304, 1152, 768, false)?;
                 Op3::f32_pooled::<
@@ -434,7 +589,7 @@ pub mod int8 {
     use runtime::kernels::conv2d::QuantArgs;
     use runtime::quant::{QParams, Requant};
     #[allow(unused_imports)]
-    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line};
+    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line, ping_pong_window};
     #[allow(unused_imports)]
     use runtime::kernels::pool::PoolKind;
     use runtime::Error;
@@ -604,7 +759,19 @@ pub mod int8 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
-        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
+        /// The scalar checks and input flags of every entry point: the network's scalar inputs and the estimate's flags.
+        fn checks<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            scalars: &[f32; SCALARS],
+        ) -> Result<([f32; SCALARS], runtime::model::Flags), Error> {
+            let mut z = [0.0f32; SCALARS];
+            let flags = self.meta.scalars(scalars, &mut z)?
+                | runtime::model::cube_flags(counts, N::MAX)
+                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
+            Ok((z, flags))
+        }
+        /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise). Where `runtime::model::STREAM_INPUT` (Cortex-M, aarch64, the reference) this is [`Model::infer_streamed`]: the first convolution streams its input and [`ARENA_LEN`] is [`ARENA_STREAMED`]; elsewhere (the x86-64 SIMD engines) the preprocessed input is stored, [`ARENA_WHOLE`].
         pub fn infer<N: runtime::Count>(
             &self,
             counts: &[N],
@@ -612,21 +779,76 @@ pub mod int8 {
             arena: &mut [i8; ARENA_LEN],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let mut z = [0.0f32; SCALARS];
-            let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, N::MAX)
-                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
+            let (z, flags) = self.checks(counts, scalars)?;
+            if runtime::model::STREAM_INPUT {
+                return self.streamed(counts, z, flags, arena, scratch);
+            }
             self.input(counts, arena)?;
             self.layers(z, flags, arena, scratch)
+        }
+        /// [`Model::infer`] with the first convolution streaming its input, on every build: the preprocessing writes the 4 input rows of every band the convolution's window needs as it slides ([`runtime::kernels::conv2d::Conv2d::s8_pooled_streamed`]), so the preprocessed input is never stored and the arena is [`ARENA_STREAMED`]; the same estimate, bit for bit as storing it.
+        pub fn infer_streamed<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            scalars: &[f32; SCALARS],
+            arena: &mut [i8; ARENA_STREAMED],
+            scratch: &mut Scratch,
+        ) -> Result<Estimate, Error> {
+            let (z, flags) = self.checks(counts, scalars)?;
+            self.streamed(counts, z, flags, arena, scratch)
+        }
+        /// The streamed plan after the checks: the merged first step, then [`Model::rest`].
+        fn streamed<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            z: [f32; SCALARS],
+            flags: runtime::model::Flags,
+            arena: &mut [i8],
+            scratch: &mut Scratch,
+        ) -> Result<Estimate, Error> {
+            let p = &self.meta.preprocess;
+            let scratch = scratch.as_mut_slice();
+            {
+                let (window, y, line) = ping_pong_window(
+                    arena,
+                    Op1::window_len::<2>(),
+                    2304,
+                    Op1::line_len::<2>(),
+                    true,
+                )?;
+                let q = QParams {
+                    scale: self.scale[0],
+                    zero_point: self.zp[0],
+                };
+                Op1::s8_pooled_streamed::<
+                    2,
+                    4,
+                >(
+                    PoolKind::Avg,
+                    |r, win| Op0::counts_s8_rows(p, PoolKind::Avg, counts, q, r, win),
+                    self.w1,
+                    self.b1,
+                    &QuantArgs {
+                        input_zero_point: self.zp[1],
+                        requant_pos: self.rp1,
+                        requant_neg: self.rn1,
+                        output_zero_point: self.zp[2],
+                    },
+                    y,
+                    line,
+                    window,
+                    scratch,
+                )?;
+            }
+            self.rest(z, flags, arena, scratch)
         }
         /// The first step of [`Model::infer`], the only one that depends on the count type: the counts preprocessed (and pooled) into the arena.
         fn input<N: runtime::Count>(
             &self,
             counts: &[N],
-            arena: &mut [i8; ARENA_LEN],
+            arena: &mut [i8],
         ) -> Result<(), Error> {
             let p = &self.meta.preprocess;
-            let arena: &mut [i8] = arena;
             {
                 let (_, y) = ping_pong(arena, 0, 6250, false)?;
                 Op0::avg_counts_s8(
@@ -641,17 +863,14 @@ pub mod int8 {
             }
             Ok(())
         }
-        /// [`Model::infer`] of a u8 or u16 cube that it consumes: the activations reuse the cube's own memory (its bytes, [`runtime::Count::bytes_mut`]) once the first step has read it ([`ARENA_LEN`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube, `scratch` and the kernels' frames. The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten.
+        /// [`Model::infer`] of a u8 or u16 cube that it consumes: the activations reuse the cube's own memory (its bytes, [`runtime::Count::bytes_mut`]) once the first step has read it ([`ARENA_WHOLE`] <= [`INPUT_LEN`]), so the whole inference needs no RAM but the cube, `scratch` and the kernels' frames. The same estimate, bit for bit, as `infer` on the same counts; `cube` is overwritten.
         pub fn infer_in_place<N: runtime::Count>(
             &self,
             cube: &mut [N; INPUT_LEN],
             scalars: &[f32; SCALARS],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let mut z = [0.0f32; SCALARS];
-            let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(&cube[..], N::MAX)
-                | runtime::detect::flags(DETECTION.as_ref(), &cube[..], scalars[0])?;
+            let (z, flags) = self.checks(&cube[..], scalars)?;
             let p = &self.meta.preprocess;
             Op0::avg_counts_s8_in_place(
                 p,
@@ -661,17 +880,21 @@ pub mod int8 {
                     zero_point: self.zp[0],
                 },
             )?;
-            self.layers(z, flags, runtime::model::arena_in(N::bytes_mut(cube))?, scratch)
+            self.layers(
+                z,
+                flags,
+                runtime::model::arena_in::<ARENA_WHOLE>(N::bytes_mut(cube))?,
+                scratch,
+            )
         }
         /// The steps of [`Model::infer`] after the first: from the preprocessed input in the arena to the estimate.
         fn layers(
             &self,
             z: [f32; SCALARS],
             flags: runtime::model::Flags,
-            arena: &mut [i8; ARENA_LEN],
+            arena: &mut [i8],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let arena: &mut [i8] = arena;
             let scratch = scratch.as_mut_slice();
             {
                 let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
@@ -693,6 +916,16 @@ pub mod int8 {
                     scratch,
                 )?;
             }
+            self.rest(z, flags, arena, scratch)
+        }
+        /// The steps after the first convolution (and its pooling), shared by both plans.
+        fn rest(
+            &self,
+            z: [f32; SCALARS],
+            flags: runtime::model::Flags,
+            arena: &mut [i8],
+            scratch: &mut [i16],
+        ) -> Result<Estimate, Error> {
             {
                 let (x, y, line) = ping_pong_line(arena, 2304, 1152, 768, false)?;
                 Op3::s8_pooled::<

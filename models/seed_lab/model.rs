@@ -29,7 +29,8 @@
 //! static BLOB: runtime::blob::Aligned<[u8; N]> = runtime::blob::Aligned(*include_bytes!("model-int8.bin"));
 //! let model = int8::Model::new(&BLOB.0)?;  // validates before use
 //! let mut arena = [0i8; ARENA_LEN];
-//! let estimate = model.infer(&counts, &[redshift], &mut arena)?;
+//! let mut scratch = int8::Scratch::new();
+//! let estimate = model.infer(&counts, &[redshift], &mut arena, &mut scratch)?;
 //! if !estimate.flags.is_empty() { /* inputs outside the training ranges, empty or saturated cube, too few counts */ }
 //! ```
 //!
@@ -79,6 +80,8 @@ pub const DETECTION: Option<runtime::detect::Detection> = Some(runtime::detect::
 });
 /// Activation arena length in elements (f32 for `f32`/`f16`, i8 for `int8`): the largest input + output of any step of the memory plan.
 pub const ARENA_LEN: usize = 94100;
+/// The arena of the memory plan with the preprocessed input stored (this model has no other: [`ARENA_LEN`]).
+pub const ARENA_WHOLE: usize = ARENA_LEN;
 /// Scratch of the SIMD convolutions, f32 values (`f32` and `f16` models): the largest any layer needs on this build's path for the target (im2col columns, and on the Cortex-M DSP path every buffer of its engine); 0 when the build has none. The caller owns it (`Scratch`) and passes it to `infer`.
 pub const SCRATCH_F32: usize = runtime::kernels::simd::max_len([
     Op0::SCRATCH_F32,
@@ -140,33 +143,33 @@ pub type Op12 = runtime::kernels::dense::Dense<64, 2>;
 /// Multiply-accumulates per inference.
 pub const MACS: usize = Op0::MACS + Op1::MACS + Op2::MACS + Op4::MACS + Op5::MACS
     + Op8::MACS + Op9::MACS + Op10::MACS + Op11::MACS + Op12::MACS;
-const _: () = assert!(Op0::IN_LEN == 25000 && 73020 <= ARENA_LEN);
+const _: () = assert!(Op0::IN_LEN == 25000 && 73020 <= ARENA_WHOLE);
 const _: () = assert!(Op0::OUT_LEN == 48020);
-const _: () = assert!(Op1::IN_LEN == 48020 && 94100 <= ARENA_LEN);
+const _: () = assert!(Op1::IN_LEN == 48020 && 94100 <= ARENA_WHOLE);
 const _: () = assert!(Op1::OUT_LEN == 46080);
-const _: () = assert!(Op2::IN_LEN == 46080 && 52260 <= ARENA_LEN);
+const _: () = assert!(Op2::IN_LEN == 46080 && 52260 <= ARENA_WHOLE);
 const _: () = assert!(Op2::OUT_LEN == Op3::IN_LEN && Op2::line_len::< 4 > () == 3760);
 const _: () = assert!(Op3::OUT_LEN == 2420);
-const _: () = assert!(Op4::IN_LEN == 2420 && 4420 <= ARENA_LEN);
+const _: () = assert!(Op4::IN_LEN == 2420 && 4420 <= ARENA_WHOLE);
 const _: () = assert!(Op4::OUT_LEN == 2000);
-const _: () = assert!(Op5::IN_LEN == 2000 && 2800 <= ARENA_LEN);
+const _: () = assert!(Op5::IN_LEN == 2000 && 2800 <= ARENA_WHOLE);
 const _: () = assert!(Op5::OUT_LEN == Op6::IN_LEN && Op5::line_len::< 4 > () == 720);
 const _: () = assert!(Op6::OUT_LEN == 80);
-const _: () = assert!(Op8::IN_LEN == 81 && 593 <= ARENA_LEN);
+const _: () = assert!(Op8::IN_LEN == 81 && 593 <= ARENA_WHOLE);
 const _: () = assert!(Op8::OUT_LEN == 512);
-const _: () = assert!(Op9::IN_LEN == 512 && 768 <= ARENA_LEN);
+const _: () = assert!(Op9::IN_LEN == 512 && 768 <= ARENA_WHOLE);
 const _: () = assert!(Op9::OUT_LEN == 256);
-const _: () = assert!(Op10::IN_LEN == 256 && 384 <= ARENA_LEN);
+const _: () = assert!(Op10::IN_LEN == 256 && 384 <= ARENA_WHOLE);
 const _: () = assert!(Op10::OUT_LEN == 128);
-const _: () = assert!(Op11::IN_LEN == 128 && 192 <= ARENA_LEN);
+const _: () = assert!(Op11::IN_LEN == 128 && 192 <= ARENA_WHOLE);
 const _: () = assert!(Op11::OUT_LEN == 64);
-const _: () = assert!(Op12::IN_LEN == 64 && 64 <= ARENA_LEN);
+const _: () = assert!(Op12::IN_LEN == 64 && 64 <= ARENA_WHOLE);
 /// The model with f32 weights and arithmetic.
 pub mod f32 {
     use super::*;
     use runtime::blob::{Blob, BlobError, Dtype, Elem};
     #[allow(unused_imports)]
-    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line};
+    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line, ping_pong_window};
     #[allow(unused_imports)]
     use runtime::kernels::pool::PoolKind;
     use runtime::Error;
@@ -275,6 +278,18 @@ pub mod f32 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
+        /// The scalar checks and input flags of every entry point: the network's scalar inputs and the estimate's flags.
+        fn checks<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            scalars: &[f32; SCALARS],
+        ) -> Result<([f32; SCALARS], runtime::model::Flags), Error> {
+            let mut z = [0.0f32; SCALARS];
+            let flags = self.meta.scalars(scalars, &mut z)?
+                | runtime::model::cube_flags(counts, N::MAX)
+                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
+            Ok((z, flags))
+        }
         /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer<N: runtime::Count>(
             &self,
@@ -283,10 +298,7 @@ pub mod f32 {
             arena: &mut [f32; ARENA_LEN],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let mut z = [0.0f32; SCALARS];
-            let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, N::MAX)
-                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
+            let (z, flags) = self.checks(counts, scalars)?;
             self.input(counts, arena)?;
             self.layers(z, flags, arena, scratch)
         }
@@ -294,10 +306,9 @@ pub mod f32 {
         fn input<N: runtime::Count>(
             &self,
             counts: &[N],
-            arena: &mut [f32; ARENA_LEN],
+            arena: &mut [f32],
         ) -> Result<(), Error> {
             let p = &self.meta.preprocess;
-            let arena: &mut [f32] = arena;
             {
                 let (_, y) = ping_pong(arena, 0, 25000, false)?;
                 p.counts_f32(counts, y)?;
@@ -309,10 +320,9 @@ pub mod f32 {
             &self,
             z: [f32; SCALARS],
             flags: runtime::model::Flags,
-            arena: &mut [f32; ARENA_LEN],
+            arena: &mut [f32],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let arena: &mut [f32] = arena;
             let scratch = scratch.as_mut_slice();
             {
                 let (x, y) = ping_pong(arena, 25000, 48020, true)?;
@@ -372,7 +382,7 @@ pub mod f16 {
     use super::*;
     use runtime::blob::{Blob, BlobError, Dtype, Elem};
     #[allow(unused_imports)]
-    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line};
+    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line, ping_pong_window};
     #[allow(unused_imports)]
     use runtime::kernels::pool::PoolKind;
     use runtime::Error;
@@ -481,6 +491,18 @@ pub mod f16 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
+        /// The scalar checks and input flags of every entry point: the network's scalar inputs and the estimate's flags.
+        fn checks<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            scalars: &[f32; SCALARS],
+        ) -> Result<([f32; SCALARS], runtime::model::Flags), Error> {
+            let mut z = [0.0f32; SCALARS];
+            let flags = self.meta.scalars(scalars, &mut z)?
+                | runtime::model::cube_flags(counts, N::MAX)
+                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
+            Ok((z, flags))
+        }
         /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer<N: runtime::Count>(
             &self,
@@ -489,10 +511,7 @@ pub mod f16 {
             arena: &mut [f32; ARENA_LEN],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let mut z = [0.0f32; SCALARS];
-            let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, N::MAX)
-                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
+            let (z, flags) = self.checks(counts, scalars)?;
             self.input(counts, arena)?;
             self.layers(z, flags, arena, scratch)
         }
@@ -500,10 +519,9 @@ pub mod f16 {
         fn input<N: runtime::Count>(
             &self,
             counts: &[N],
-            arena: &mut [f32; ARENA_LEN],
+            arena: &mut [f32],
         ) -> Result<(), Error> {
             let p = &self.meta.preprocess;
-            let arena: &mut [f32] = arena;
             {
                 let (_, y) = ping_pong(arena, 0, 25000, false)?;
                 p.counts_f32(counts, y)?;
@@ -515,10 +533,9 @@ pub mod f16 {
             &self,
             z: [f32; SCALARS],
             flags: runtime::model::Flags,
-            arena: &mut [f32; ARENA_LEN],
+            arena: &mut [f32],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let arena: &mut [f32] = arena;
             let scratch = scratch.as_mut_slice();
             {
                 let (x, y) = ping_pong(arena, 25000, 48020, true)?;
@@ -580,7 +597,7 @@ pub mod int8 {
     use runtime::kernels::conv2d::QuantArgs;
     use runtime::quant::{QParams, Requant};
     #[allow(unused_imports)]
-    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line};
+    use runtime::model::{Estimate, Meta, ping_pong, ping_pong_line, ping_pong_window};
     #[allow(unused_imports)]
     use runtime::kernels::pool::PoolKind;
     use runtime::Error;
@@ -875,6 +892,18 @@ pub mod int8 {
         pub fn meta(&self) -> &Meta<BANDS, { SCALARS - 1 }> {
             &self.meta
         }
+        /// The scalar checks and input flags of every entry point: the network's scalar inputs and the estimate's flags.
+        fn checks<N: runtime::Count>(
+            &self,
+            counts: &[N],
+            scalars: &[f32; SCALARS],
+        ) -> Result<([f32; SCALARS], runtime::model::Flags), Error> {
+            let mut z = [0.0f32; SCALARS];
+            let flags = self.meta.scalars(scalars, &mut z)?
+                | runtime::model::cube_flags(counts, N::MAX)
+                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
+            Ok((z, flags))
+        }
         /// Estimate the mass of one cluster from its raw counts (`[band][y][x]`, [`INPUT_LEN`] values, u16 or u8: the same counts give the same bits in either type) and its scalar inputs ([`SCALAR_NAMES`], physical units), using `arena` for every activation and `scratch` for the convolutions' buffers (no kernel keeps one of its own: the inference writes nothing else but its stack frames). A scalar that is not physically valid (not finite, a redshift outside [0, 20], an exposure not in (0, 1e9] s) is `Error::BadScalar` with its index; inputs outside the training ranges ([`Meta::z_range`], [`Meta::extra`]), an all-zero cube or a saturated one (a count at the type's maximum, 65535 or 255), and too few net counts for a detection ([`DETECTION`]) give an estimate with [`Estimate::flags`] set; an `Ok` estimate is always finite (`Error::NonFinite` otherwise).
         pub fn infer<N: runtime::Count>(
             &self,
@@ -883,10 +912,7 @@ pub mod int8 {
             arena: &mut [i8; ARENA_LEN],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let mut z = [0.0f32; SCALARS];
-            let flags = self.meta.scalars(scalars, &mut z)?
-                | runtime::model::cube_flags(counts, N::MAX)
-                | runtime::detect::flags(DETECTION.as_ref(), counts, scalars[0])?;
+            let (z, flags) = self.checks(counts, scalars)?;
             self.input(counts, arena)?;
             self.layers(z, flags, arena, scratch)
         }
@@ -894,10 +920,9 @@ pub mod int8 {
         fn input<N: runtime::Count>(
             &self,
             counts: &[N],
-            arena: &mut [i8; ARENA_LEN],
+            arena: &mut [i8],
         ) -> Result<(), Error> {
             let p = &self.meta.preprocess;
-            let arena: &mut [i8] = arena;
             {
                 let (_, y) = ping_pong(arena, 0, 25000, false)?;
                 p.counts_s8(
@@ -916,10 +941,9 @@ pub mod int8 {
             &self,
             z: [f32; SCALARS],
             flags: runtime::model::Flags,
-            arena: &mut [i8; ARENA_LEN],
+            arena: &mut [i8],
             scratch: &mut Scratch,
         ) -> Result<Estimate, Error> {
-            let arena: &mut [i8] = arena;
             let scratch = scratch.as_mut_slice();
             {
                 let (x, y) = ping_pong(arena, 25000, 48020, true)?;

@@ -32,6 +32,12 @@ pub enum Error {
     },
     /// Band edges that are not finite and strictly increasing, or fewer than two.
     BadBandEdges,
+    /// An int8 input zero point outside [-128, 127]: a streamed convolution cannot pad its
+    /// input window with it ([`Conv2d::s8_pooled_streamed`](crate::kernels::conv2d::Conv2d::s8_pooled_streamed)).
+    BadZeroPoint {
+        /// The zero point given.
+        got: i32,
+    },
 }
 
 impl fmt::Display for Error {
@@ -55,6 +61,9 @@ impl fmt::Display for Error {
             ),
             Error::BadBandEdges => {
                 f.write_str("band edges must be finite and strictly increasing, at least two")
+            }
+            Error::BadZeroPoint { got } => {
+                write!(f, "int8 input zero point {got} is not in [-128, 127]")
             }
         }
     }
@@ -93,6 +102,9 @@ impl defmt::Format for Error {
                 f,
                 "band edges must be finite and strictly increasing, at least two"
             ),
+            Error::BadZeroPoint { got } => {
+                defmt::write!(f, "int8 input zero point {=i32} is not in [-128, 127]", got)
+            }
         }
     }
 }

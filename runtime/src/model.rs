@@ -700,26 +700,63 @@ pub fn ping_pong_line<T>(
     line_len: usize,
     input_at_front: bool,
 ) -> Result<(&[T], &mut [T], &mut [T]), Error> {
+    let (x, y, line) = ping_pong_window(arena, in_len, out_len, line_len, input_at_front)?;
+    Ok((x, y, line))
+}
+
+/// [`ping_pong_line`] with the input region writable: the window of a convolution that
+/// streams its input ([`Conv2d::s8_pooled_streamed`](crate::kernels::conv2d::Conv2d::s8_pooled_streamed)),
+/// `window_len` elements at one end.
+///
+/// ```
+/// use runtime::model::ping_pong_window;
+/// let mut arena = [0; 6];
+/// let (w, y, line) = ping_pong_window(&mut arena, 2, 1, 2, false).unwrap();
+/// w.copy_from_slice(&[1, 2]);
+/// line.copy_from_slice(&[10, 20]);
+/// y[0] = 30;
+/// assert_eq!(arena, [30, 10, 20, 0, 1, 2]);
+/// ```
+#[allow(clippy::type_complexity)]
+pub fn ping_pong_window<T>(
+    arena: &mut [T],
+    window_len: usize,
+    out_len: usize,
+    line_len: usize,
+    input_at_front: bool,
+) -> Result<(&mut [T], &mut [T], &mut [T]), Error> {
     let n = arena.len();
-    let need = in_len
+    let need = window_len
         .checked_add(out_len)
         .and_then(|v| v.checked_add(line_len));
     if need.is_none_or(|need| need > n) {
         return Err(Error::BadLength {
-            expected: in_len.saturating_add(out_len).saturating_add(line_len),
+            expected: window_len.saturating_add(out_len).saturating_add(line_len),
             got: n,
         });
     }
     if input_at_front {
         let (a, y) = arena.split_at_mut(n - out_len);
         let (a, line) = a.split_at_mut(n - out_len - line_len);
-        Ok((&a[..in_len], y, line))
+        Ok((&mut a[..window_len], y, line))
     } else {
         let (y, b) = arena.split_at_mut(out_len);
         let (line, b) = b.split_at_mut(line_len);
-        Ok((&b[b.len() - in_len..], y, line))
+        let at = b.len() - window_len;
+        Ok((&mut b[at..], y, line))
     }
 }
+
+/// Whether a generated model's `infer` streams its first convolution's input
+/// (`infer_streamed`: the preprocessed input is never stored, the arena shrinks to
+/// `ARENA_STREAMED`): on every build whose convolutions run a line buffer of rows a call
+/// anyway (the Cortex-M engines, NEON, the reference), where streaming costs about 1 % more
+/// work. Not with the x86-64 SIMD engines, which run a whole layer in one call and are
+/// faster on the stored input. Either way the estimate has the same bits (int8).
+pub const STREAM_INPUT: bool = !cfg!(all(
+    target_arch = "x86_64",
+    not(feature = "force-reference")
+));
 
 #[cfg(test)]
 mod tests {

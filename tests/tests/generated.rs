@@ -215,6 +215,13 @@ fn edge_reproduces_its_golden_vectors() {
         scratch::<f32, { edge::SCRATCH_F32 }>(),
         scratch::<i16, { edge::SCRATCH_S8 }>(),
     );
+    // The plan whose first convolution streams its input (what `infer` runs on Cortex-M and
+    // aarch64), with its smaller arena.
+    let (mut wf, mut wi) = (
+        arena::<f32, { edge::ARENA_STREAMED }>(),
+        arena::<i8, { edge::ARENA_STREAMED }>(),
+    );
+    const { assert!(edge::ARENA_STREAMED < edge::ARENA_WHOLE) };
     // On every engine this CPU has (reference, AVX2, AVX-512 on x86-64), in this process.
     for p in engines() {
         with_path(p, || {
@@ -236,6 +243,21 @@ fn edge_reproduces_its_golden_vectors() {
                     bits(i8m.infer(counts, &[z], &mut ai, &mut si).unwrap()),
                     edge_samples::INT8[i],
                     "int8 {i} {p:?}"
+                );
+                assert_eq!(
+                    bits(i8m.infer_streamed(counts, &[z], &mut wi, &mut si).unwrap()),
+                    edge_samples::INT8[i],
+                    "int8 streamed {i} {p:?}"
+                );
+                float_close(
+                    f32m.infer_streamed(counts, &[z], &mut wf, &mut sf).unwrap(),
+                    edge_samples::F32[i],
+                    &format!("f32 streamed {i} {p:?}"),
+                );
+                float_close(
+                    f16m.infer_streamed(counts, &[z], &mut wf, &mut sf).unwrap(),
+                    edge_samples::F16[i],
+                    &format!("f16 streamed {i} {p:?}"),
                 );
                 // Sanity of the samples themselves: a plausible mass near the truth.
                 let mu = f32::from_bits(edge_samples::F32[i][0]);
@@ -399,6 +421,20 @@ fn edge_aware_exports_and_runs() {
         float_close(e16, want, &format!("edge-aware f16 {i}"));
         let e8 = i8m.infer(c, &sa, &mut ai, &mut si).unwrap();
         assert_eq!(bits(e8), ref_bits(q.predict(c, &s).unwrap()), "int8 {i}");
+        // The streamed plan: the same bits in int8, the reference's within tolerance in f32.
+        let mut wi = arena::<i8, { edge_aware::ARENA_STREAMED }>();
+        let mut wf = arena::<f32, { edge_aware::ARENA_STREAMED }>();
+        assert_eq!(
+            bits(i8m.infer_streamed(c, &sa, &mut wi, &mut si).unwrap()),
+            bits(e8),
+            "int8 streamed {i}"
+        );
+        let want = ref_bits(folded.predict(c, &s, FloatPath::F32).unwrap());
+        float_close(
+            f32m.infer_streamed(c, &sa, &mut wf, &mut sf).unwrap(),
+            want,
+            &format!("edge-aware f32 streamed {i}"),
+        );
     }
     burn_agrees(run.path(), &ds, 20..40, &gen_mu);
     // The exposure is an input: ten times the exposure moves the estimate.
@@ -493,6 +529,14 @@ fn generated_loaders_refuse_damaged_blobs_and_bad_inputs() {
         m.infer(&counts[1..], &[0.3], &mut af, &mut sf),
         Err(Error::BadLength { .. })
     ));
+    let mut wf = arena::<f32, { edge::ARENA_STREAMED }>();
+    assert!(m.infer_streamed(&counts, &[0.3], &mut wf, &mut sf).is_ok());
+    for bad in [&counts[1..], &[]] {
+        assert!(matches!(
+            m.infer_streamed(bad, &[0.3], &mut wf, &mut sf),
+            Err(Error::BadLength { .. })
+        ));
+    }
     // Not physically valid (more, and the training-range flags, in models/tests/loaders.rs).
     for z in [f32::NAN, f32::INFINITY, -0.1, 100.0, f32::MAX] {
         assert_eq!(

@@ -13,6 +13,9 @@ use crate::kernels::pool::{PoolKind, avg_round};
 use crate::kernels::simd::{self, Geom, Path};
 use crate::quant::Requant;
 
+mod stream;
+pub use stream::Rows;
+
 /// Everything an int8 layer needs besides its weights: the input zero point, the
 /// per-output-channel requantisation for non-negative and negative accumulators
 /// (a fused leaky ReLU: the negative one is `slope` times the positive one), the

@@ -11,6 +11,7 @@
 //! rows at a time into a 4 KiB stack buffer; the other paths read either type in place.
 
 use crate::Error;
+use crate::kernels::conv2d::Rows;
 use crate::kernels::pool::{Pool2d, PoolKind, avg_round};
 #[allow(unused_imports)] // which of these a build uses depends on its SIMD paths
 use crate::kernels::simd::{self, Path};
@@ -738,6 +739,90 @@ impl<const C: usize, const IH: usize, const IW: usize, const K: usize> Pool2d<C,
     ) -> Result<(), Error> {
         p.pooled_s8_in_place::<IH, IW, K>(PoolKind::Avg, cube, q)
     }
+
+    /// Check a streamed request ([`Rows`]) against this shape, the cube and the window.
+    fn check_rows(counts: usize, r: Rows, window: usize) -> Result<(), Error> {
+        Self::check_lengths(counts, Self::OUT_LEN)?;
+        if r.y0 + r.n > Self::OH || r.at + r.n > r.rows {
+            return Err(Error::BadLength {
+                expected: Self::OH,
+                got: r.y0 + r.n,
+            });
+        }
+        if window != C * r.rows * Self::OW {
+            return Err(Error::BadLength {
+                expected: C * r.rows * Self::OW,
+                got: window,
+            });
+        }
+        Ok(())
+    }
+
+    /// Rows `r.y0..r.y0 + r.n` of [`Pool2d::avg_counts_s8`] (`kind` `Avg`) or
+    /// [`Pool2d::max_counts_s8`] (`Max`) of a cube, written into a streamed convolution's
+    /// input window ([`Conv2d::s8_pooled_streamed`](crate::kernels::conv2d::Conv2d::s8_pooled_streamed)):
+    /// the same values, bit for bit, as those rows of the whole output on every path (this
+    /// is the reference's loop, each band's quantised inputs memoised per call).
+    pub fn counts_s8_rows<N: Count>(
+        p: &Preprocess<C>,
+        kind: PoolKind,
+        counts: &[N],
+        q: QParams,
+        r: Rows,
+        window: &mut [i8],
+    ) -> Result<(), Error> {
+        Self::check_rows(counts.len(), r, window.len())?;
+        let (plane, ow, n) = (IH * IW, Self::OW, (K * K) as i32);
+        for (b, c) in counts.chunks_exact(plane).enumerate() {
+            let memo = Memo::new(p.band_scale[b], q);
+            let get = |i: usize| memo.get(c[i].get());
+            for k in 0..r.n {
+                let row = &mut window[(b * r.rows + r.at + k) * ow..][..ow];
+                let oy = r.y0 + k;
+                match kind {
+                    PoolKind::Max => Pool2d::<1, IH, IW, K>::row_with(&get, 0, oy, row, |it| {
+                        it.fold(i8::MIN, i8::max)
+                    }),
+                    PoolKind::Avg => Pool2d::<1, IH, IW, K>::row_with(&get, 0, oy, row, |it| {
+                        avg_round(it.map(i32::from).sum(), n)
+                    }),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Float twin of [`Pool2d::counts_s8_rows`]: rows of [`Pool2d::avg_counts_f32`] /
+    /// [`Pool2d::max_counts_f32`] into a window of
+    /// [`Conv2d::f32_pooled_streamed`](crate::kernels::conv2d::Conv2d::f32_pooled_streamed),
+    /// bit for bit those rows of the whole output.
+    pub fn counts_f32_rows<N: Count>(
+        p: &Preprocess<C>,
+        kind: PoolKind,
+        counts: &[N],
+        r: Rows,
+        window: &mut [f32],
+    ) -> Result<(), Error> {
+        Self::check_rows(counts.len(), r, window.len())?;
+        let (plane, ow, inv) = (IH * IW, Self::OW, 1.0 / (K * K) as f32);
+        for (b, c) in counts.chunks_exact(plane).enumerate() {
+            let scale = p.band_scale[b];
+            let get = |i: usize| log1p_count(c[i].get()) * scale;
+            for k in 0..r.n {
+                let row = &mut window[(b * r.rows + r.at + k) * ow..][..ow];
+                let oy = r.y0 + k;
+                match kind {
+                    PoolKind::Max => Pool2d::<1, IH, IW, K>::row_with(&get, 0, oy, row, |it| {
+                        it.fold(f32::NEG_INFINITY, f32::max)
+                    }),
+                    PoolKind::Avg => Pool2d::<1, IH, IW, K>::row_with(&get, 0, oy, row, |it| {
+                        it.fold(0.0f32, |a, v| a + v) * inv
+                    }),
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -811,6 +896,115 @@ mod tests {
                 p.pooled_f32::<_, 5, 6, 2>(PoolKind::Avg, &counts, &mut short)
                     .is_err()
             );
+        });
+    }
+
+    /// The streamed rows are the rows of the whole fused output, bit for bit, for u16 and u8
+    /// cubes (counts up to 65535 in u16), every engine, in a window of a different height
+    /// (rows placed at an offset, the other window rows untouched); bad requests are errors.
+    #[test]
+    fn streamed_rows_equal_the_whole_output() {
+        fn check<N: Count, const B: usize, const H: usize, const W: usize, const K: usize>(
+            counts: &[N],
+        ) {
+            type P<const B: usize, const H: usize, const W: usize, const K: usize> =
+                Pool2d<B, H, W, K>;
+            let mut band_scale = [0.0f32; B];
+            for (b, s) in band_scale.iter_mut().enumerate() {
+                *s = 0.31 + 0.17 * b as f32;
+            }
+            let p = Preprocess::<B> {
+                band_scale,
+                z_shift: 0.0,
+                z_scale: 1.0,
+            };
+            let q = QParams::from_range(0.0, 5.0);
+            let (oh, ow) = (P::<B, H, W, K>::OH, P::<B, H, W, K>::OW);
+            let rows = 5;
+            for kind in [PoolKind::Max, PoolKind::Avg] {
+                let mut whole = std::vec![0i8; B * oh * ow];
+                p.pooled_s8::<N, H, W, K>(kind, counts, q, &mut whole)
+                    .unwrap();
+                let mut wholef = std::vec![0.0f32; B * oh * ow];
+                p.pooled_f32::<N, H, W, K>(kind, counts, &mut wholef)
+                    .unwrap();
+                for y0 in 0..oh {
+                    let n = (oh - y0).min(3);
+                    let r = Rows { y0, n, at: 1, rows };
+                    let mut win = std::vec![77i8; B * rows * ow];
+                    P::<B, H, W, K>::counts_s8_rows(&p, kind, counts, q, r, &mut win).unwrap();
+                    let mut winf = std::vec![7.0f32; B * rows * ow];
+                    P::<B, H, W, K>::counts_f32_rows(&p, kind, counts, r, &mut winf).unwrap();
+                    for b in 0..B {
+                        for k in 0..rows {
+                            let got = &win[(b * rows + k) * ow..][..ow];
+                            let gotf = &winf[(b * rows + k) * ow..][..ow];
+                            if (1..=n).contains(&k) {
+                                let at = (b * oh + y0 + k - 1) * ow;
+                                assert_eq!(got, &whole[at..][..ow], "{kind:?} y0 {y0} b {b}");
+                                assert!(
+                                    gotf.iter()
+                                        .zip(&wholef[at..][..ow])
+                                        .all(|(a, e)| a.to_bits() == e.to_bits())
+                                );
+                            } else {
+                                assert!(got.iter().all(|v| *v == 77));
+                                assert!(gotf.iter().all(|v| *v == 7.0));
+                            }
+                        }
+                    }
+                }
+                let mut win = std::vec![0i8; B * rows * ow];
+                for r in [
+                    Rows {
+                        y0: oh - 1,
+                        n: 2,
+                        at: 0,
+                        rows,
+                    },
+                    Rows {
+                        y0: 0,
+                        n: 2,
+                        at: 4,
+                        rows,
+                    },
+                    Rows {
+                        y0: 0,
+                        n: 1,
+                        at: 0,
+                        rows: rows + 1,
+                    },
+                ] {
+                    assert!(
+                        P::<B, H, W, K>::counts_s8_rows(&p, kind, counts, q, r, &mut win).is_err(),
+                        "{r:?}"
+                    );
+                }
+                let r = Rows {
+                    y0: 0,
+                    n: 1,
+                    at: 0,
+                    rows,
+                };
+                assert!(
+                    P::<B, H, W, K>::counts_s8_rows(&p, kind, &counts[1..], q, r, &mut win)
+                        .is_err()
+                );
+            }
+        }
+        crate::testutil::on_every_engine(|| {
+            let mut rng = crate::testutil::Rng(0x5eed_0009);
+            let big: std::vec::Vec<u16> = (0..10 * 50 * 50)
+                .map(|_| match rng.below(10) {
+                    0 => rng.below(65536) as u16,
+                    1..=3 => rng.below(256) as u16,
+                    _ => rng.below(5) as u16,
+                })
+                .collect();
+            check::<u16, 10, 50, 50, 2>(&big);
+            let small: std::vec::Vec<u8> = big.iter().map(|&c| c.min(255) as u8).collect();
+            check::<u8, 10, 50, 50, 2>(&small);
+            check::<u16, 3, 9, 12, 3>(&big[..3 * 9 * 12]);
         });
     }
 
