@@ -836,6 +836,20 @@ fn path_module(
     writeln!(w, "self.input(counts, arena)?;")?;
     writeln!(w, "self.layers(z, flags, arena, scratch)")?;
     writeln!(w, "}}")?;
+    if stream.is_some() {
+        writeln!(
+            w,
+            "/// [`Model::infer`] with the preprocessed input stored whole ([`ARENA_WHOLE`]), on every build: what `infer` runs on the x86-64 SIMD engines; on a Cortex-M4F it takes about 4 % fewer instructions than streaming (edge: 2.62 M against 2.74 M) for the larger arena. The same estimate (int8 bit for bit)."
+        )?;
+        writeln!(
+            w,
+            "pub fn infer_whole<N: runtime::Count>(&self, counts: &[N], scalars: &[f32; SCALARS], arena: &mut [{act_ty}; ARENA_WHOLE], scratch: &mut Scratch) -> Result<Estimate, Error> {{"
+        )?;
+        writeln!(w, "let (z, flags) = self.checks(counts, scalars)?;")?;
+        writeln!(w, "self.input(counts, arena)?;")?;
+        writeln!(w, "self.layers(z, flags, arena, scratch)")?;
+        writeln!(w, "}}")?;
+    }
     if let Some(st) = stream {
         let same = if path == Path::Int8 {
             "the same estimate, bit for bit"

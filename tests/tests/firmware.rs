@@ -732,9 +732,11 @@ fn host(dtype: &str) -> [[u32; 2]; samples::N] {
     }
 }
 
-/// Arena bytes of a variant (the arena is on the stack).
+/// Arena bytes of a variant on the boards (the arena is on the stack): `ARENA_LEN` as a
+/// bare-metal build has it, where `infer` streams the first convolution's input
+/// (`runtime::model::STREAM_INPUT`), so [`edge::ARENA_STREAMED`], not the host's.
 fn arena_bytes(dtype: &str) -> u64 {
-    (edge::ARENA_LEN * if dtype == "int8" { 1 } else { 4 }) as u64
+    (edge::ARENA_STREAMED * if dtype.starts_with("int8") { 1 } else { 4 }) as u64
 }
 
 /// Everything the output of one run must show; the problems found.

@@ -222,6 +222,7 @@ fn edge_reproduces_its_golden_vectors() {
         arena::<i8, { edge::ARENA_STREAMED }>(),
     );
     const { assert!(edge::ARENA_STREAMED < edge::ARENA_WHOLE) };
+    let mut ai_whole = arena::<i8, { edge::ARENA_WHOLE }>();
     // On every engine this CPU has (reference, AVX2, AVX-512 on x86-64), in this process.
     for p in engines() {
         with_path(p, || {
@@ -248,6 +249,11 @@ fn edge_reproduces_its_golden_vectors() {
                     bits(i8m.infer_streamed(counts, &[z], &mut wi, &mut si).unwrap()),
                     edge_samples::INT8[i],
                     "int8 streamed {i} {p:?}"
+                );
+                assert_eq!(
+                    bits(i8m.infer_whole(counts, &[z], &mut ai_whole, &mut si).unwrap()),
+                    edge_samples::INT8[i],
+                    "int8 whole {i} {p:?}"
                 );
                 float_close(
                     f32m.infer_streamed(counts, &[z], &mut wf, &mut sf).unwrap(),
