@@ -78,6 +78,9 @@ pub struct Report {
     pub activation_peak: Bytes,
     /// The same without convolution + pooling fusion (every pre-pooling map stored whole).
     pub activation_peak_unfused: Bytes,
+    /// The arena of the plan whose first convolution streams its input (`ARENA_STREAMED`,
+    /// what `infer` uses on Cortex-M and aarch64), when the model has one.
+    pub activation_peak_streamed: Option<Bytes>,
     /// The raw u16 input cube.
     pub raw_input_bytes: u64,
 }
@@ -161,7 +164,10 @@ pub fn report(model: &FoldedModel) -> Result<Report> {
         f16: 4 * arena as u64,
         int8: arena as u64,
     };
-    let peak = bytes(crate::plan::arena_len(&crate::plan::steps(model)?));
+    let steps = crate::plan::steps(model)?;
+    let peak = bytes(crate::plan::arena_len(&steps));
+    let streamed = crate::plan::stream(model, &steps)?
+        .map(|st| bytes(crate::plan::arena_len_streamed(&steps, &st)));
     let unfused = bytes(crate::plan::arena_len(&crate::plan::steps_with(
         model, false,
     )?));
@@ -174,6 +180,7 @@ pub fn report(model: &FoldedModel) -> Result<Report> {
             .fold(Bytes::default(), |a, l| a + l.weight_bytes),
         activation_peak: peak,
         activation_peak_unfused: unfused,
+        activation_peak_streamed: streamed,
         raw_input_bytes: 2 * model.input.len() as u64,
         layers,
     })
@@ -219,7 +226,15 @@ impl fmt::Display for Report {
             f,
             "activation arena (memory plan, conv + pool fused over line buffers): f32 {} B, f16 {} B, int8 {} B (without fusion: f32 {} B, int8 {} B); raw u16 input {} B (caller's)",
             a.f32, a.f16, a.int8, u.f32, u.int8, self.raw_input_bytes
-        )
+        )?;
+        if let Some(st) = &self.activation_peak_streamed {
+            write!(
+                f,
+                "\nwith the first convolution streaming its input (Cortex-M, aarch64): f32 {} B, f16 {} B, int8 {} B",
+                st.f32, st.f16, st.int8
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -268,6 +283,16 @@ mod tests {
                 f16: 4 * 9_354,
                 int8: 9_354
             }
+        );
+        // Streamed: conv1 reads a 4-row window (1,000 values) instead of the stored 6,250, and
+        // conv3's step (2,304 + 768 + 1,152) is the peak.
+        assert_eq!(
+            r.activation_peak_streamed,
+            Some(Bytes {
+                f32: 4 * 4_224,
+                f16: 4 * 4_224,
+                int8: 4_224
+            })
         );
         assert_eq!(r.raw_input_bytes, 50_000);
         // Receptive field after the last pool: 2, 6, 8, 16, 20, 36, 44.

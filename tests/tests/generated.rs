@@ -251,7 +251,10 @@ fn edge_reproduces_its_golden_vectors() {
                     "int8 streamed {i} {p:?}"
                 );
                 assert_eq!(
-                    bits(i8m.infer_whole(counts, &[z], &mut ai_whole, &mut si).unwrap()),
+                    bits(
+                        i8m.infer_whole(counts, &[z], &mut ai_whole, &mut si)
+                            .unwrap()
+                    ),
                     edge_samples::INT8[i],
                     "int8 whole {i} {p:?}"
                 );
