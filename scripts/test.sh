@@ -52,11 +52,10 @@ cargo test --release --workspace --locked --no-fail-fast
 # The runtime's kernel suite once more with every SIMD path off (it ran on the SIMD path of
 # this machine above; the aarch64 NEON path runs both ways under QEMU in tests/tests/aarch64.rs).
 cargo test --release -p runtime --locked --features force-reference
-# The runtime's engine-sensitive tests and the generated models' golden vectors already ran
-# on every x86 engine the CPU has, in one process (runtime::kernels::simd::with_path); the
-# rest of the generated-model tests (burn comparisons, seed-lab, exposure-aware) once more
-# capped at AVX2, so an AVX-512 machine tests both x86 engines against the reference.
-RUNTIME_SIMD=avx2 cargo test --release -p tests --locked --test generated
+# The runtime's engine-sensitive tests and the generated-model tests (golden vectors, burn
+# comparisons, seed-lab, exposure-aware, streamed plans) already ran on every x86 engine the
+# CPU has, in one process (runtime::kernels::simd::{engines, with_path}): an AVX-512 machine
+# tests AVX2 too without a second run.
 # Fuzz smoke: every committed cargo-fuzz target (fuzz/, docs/fuzzing.md) for 20 s from its
 # seed corpus with AddressSanitizer (RUSTC_BOOTSTRAP=1 lets the pinned stable compiler use
 # it); new inputs go to a scratch directory, never into the committed seeds.

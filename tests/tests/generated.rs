@@ -119,15 +119,14 @@ fn test_blobs(
     (q, [f32b, f16b, aligned(&i8b)])
 }
 
-/// The generated f32 estimates `gen_mu` of clusters `idx` of `ds` equal burn's forward pass
-/// of the run in `run`, on flex and on ndarray, within 2e-4 dex.
-fn burn_agrees(run: &Path, ds: &Dataset, idx: std::ops::Range<usize>, gen_mu: &[f64]) {
-    let idx: Vec<usize> = idx.collect();
-    for (backend, mu) in burn_mu(run, ds, &idx) {
+/// The generated f32 estimates `gen_mu` of clusters `idx` equal burn's forward pass `burn`
+/// ([`burn_mu`]: flex and ndarray) within 2e-4 dex (relative above 1); `what` names the run.
+fn burn_agrees(burn: &[(String, Vec<f64>)], idx: &[usize], gen_mu: &[f64], what: &str) {
+    for (backend, mu) in burn {
         for (k, m) in mu.iter().enumerate() {
             assert!(
                 (gen_mu[k] - m).abs() < 2e-4 * m.abs().max(1.0),
-                "{backend} cluster {}: generated {} vs burn {m}",
+                "{what}: {backend} cluster {}: generated {} vs burn {m}",
                 idx[k],
                 gen_mu[k]
             );
@@ -309,40 +308,46 @@ fn edge_generated_code_matches_burn_and_the_scalar_references() {
         scratch::<f32, { edge::SCRATCH_F32 }>(),
         scratch::<i16, { edge::SCRATCH_S8 }>(),
     );
-    let mut gen_mu = Vec::new();
-    let mut differ = 0;
-    for i in 0..ds.len() {
-        let (c, z) = (ds.image(i), ds.redshift[i]);
-        let e = f32m.infer(c, &[z], &mut af, &mut sf).unwrap();
-        let want = ref_bits(folded.predict(c, &[z], FloatPath::F32).unwrap());
-        differ += usize::from(float_close(e, want, &format!("f32 {i}")));
-        gen_mu.push(f64::from(e.log_mass));
-        let e16 = f16m.infer(c, &[z], &mut af, &mut sf).unwrap();
-        let want = ref_bits(folded.predict(c, &[z], FloatPath::F16).unwrap());
-        differ += usize::from(float_close(e16, want, &format!("f16 {i}")));
-        let e8 = i8m.infer(c, &[z], &mut ai, &mut si).unwrap();
-        assert_eq!(bits(e8), ref_bits(q.predict(c, &[z]).unwrap()), "int8 {i}");
-        // Deterministic: a second run through a dirty arena gives the same bits.
-        assert_eq!(
-            bits(i8m.infer(c, &[z], &mut ai, &mut si).unwrap()),
-            bits(e8)
-        );
-    }
-    // On a SIMD host the generated code really took the SIMD path: FMA rounding shows.
-    assert!(
-        float_reference() || differ > 0,
-        "no float result differs: did SIMD run?"
-    );
+    // The scalar references and burn once; the generated code on every engine this CPU has
+    // (reference, AVX2, AVX-512 on x86-64), in this process.
+    let want: Vec<[[u32; 2]; 3]> = (0..ds.len())
+        .map(|i| {
+            let (c, z) = (ds.image(i), ds.redshift[i]);
+            [
+                ref_bits(folded.predict(c, &[z], FloatPath::F32).unwrap()),
+                ref_bits(folded.predict(c, &[z], FloatPath::F16).unwrap()),
+                ref_bits(q.predict(c, &[z]).unwrap()),
+            ]
+        })
+        .collect();
     let idx: Vec<usize> = (0..ds.len()).collect();
-    for (backend, mu) in burn_mu(&dir, &ds, &idx) {
-        for i in idx.iter().copied() {
+    let burn = burn_mu(&dir, &ds, &idx);
+    for p in engines() {
+        with_path(p, || {
+            let mut gen_mu = Vec::new();
+            let mut differ = 0;
+            for (i, w) in want.iter().enumerate() {
+                let (c, z) = (ds.image(i), ds.redshift[i]);
+                let e = f32m.infer(c, &[z], &mut af, &mut sf).unwrap();
+                differ += usize::from(float_close(e, w[0], &format!("f32 {i} {p:?}")));
+                gen_mu.push(f64::from(e.log_mass));
+                let e16 = f16m.infer(c, &[z], &mut af, &mut sf).unwrap();
+                differ += usize::from(float_close(e16, w[1], &format!("f16 {i} {p:?}")));
+                let e8 = i8m.infer(c, &[z], &mut ai, &mut si).unwrap();
+                assert_eq!(bits(e8), w[2], "int8 {i} {p:?}");
+                // Deterministic: a second run through a dirty arena gives the same bits.
+                assert_eq!(
+                    bits(i8m.infer(c, &[z], &mut ai, &mut si).unwrap()),
+                    bits(e8)
+                );
+            }
+            // On a SIMD engine the generated code really took it: FMA rounding shows.
             assert!(
-                (gen_mu[i] - mu[i]).abs() < 2e-4,
-                "{backend} cluster {i}: generated {} vs burn {}",
-                gen_mu[i],
-                mu[i]
+                float_reference() || differ > 0,
+                "no float result differs on {p:?}: did SIMD run?"
             );
-        }
+            burn_agrees(&burn, &idx, &gen_mu, &format!("edge {p:?}"));
+        });
     }
 }
 
@@ -369,20 +374,35 @@ fn seed_lab_exports_and_runs() {
         scratch::<f32, { seed_lab::SCRATCH_F32 }>(),
         scratch::<i16, { seed_lab::SCRATCH_S8 }>(),
     );
-    let mut gen_mu = Vec::new();
-    for i in 20..40 {
-        let (c, z) = (ds.image(i), ds.redshift[i]);
-        let e = f32m.infer(c, &[z], &mut af, &mut sf).unwrap();
-        let want = ref_bits(folded.predict(c, &[z], FloatPath::F32).unwrap());
-        float_close(e, want, &format!("seed-lab f32 {i}"));
-        gen_mu.push(f64::from(e.log_mass));
-        let e16 = f16m.infer(c, &[z], &mut af, &mut sf).unwrap();
-        let want = ref_bits(folded.predict(c, &[z], FloatPath::F16).unwrap());
-        float_close(e16, want, &format!("seed-lab f16 {i}"));
-        let e8 = i8m.infer(c, &[z], &mut ai, &mut si).unwrap();
-        assert_eq!(bits(e8), ref_bits(q.predict(c, &[z]).unwrap()));
+    let idx: Vec<usize> = (20..40).collect();
+    let want: Vec<[[u32; 2]; 3]> = idx
+        .iter()
+        .map(|&i| {
+            let (c, z) = (ds.image(i), ds.redshift[i]);
+            [
+                ref_bits(folded.predict(c, &[z], FloatPath::F32).unwrap()),
+                ref_bits(folded.predict(c, &[z], FloatPath::F16).unwrap()),
+                ref_bits(q.predict(c, &[z]).unwrap()),
+            ]
+        })
+        .collect();
+    let burn = burn_mu(run.path(), &ds, &idx);
+    for p in engines() {
+        with_path(p, || {
+            let mut gen_mu = Vec::new();
+            for (&i, w) in idx.iter().zip(&want) {
+                let (c, z) = (ds.image(i), ds.redshift[i]);
+                let e = f32m.infer(c, &[z], &mut af, &mut sf).unwrap();
+                float_close(e, w[0], &format!("seed-lab f32 {i} {p:?}"));
+                gen_mu.push(f64::from(e.log_mass));
+                let e16 = f16m.infer(c, &[z], &mut af, &mut sf).unwrap();
+                float_close(e16, w[1], &format!("seed-lab f16 {i} {p:?}"));
+                let e8 = i8m.infer(c, &[z], &mut ai, &mut si).unwrap();
+                assert_eq!(bits(e8), w[2], "seed-lab int8 {i} {p:?}");
+            }
+            burn_agrees(&burn, &idx, &gen_mu, &format!("seed-lab {p:?}"));
+        });
     }
-    burn_agrees(run.path(), &ds, 20..40, &gen_mu);
 }
 
 /// The exposure-aware `edge` architecture (the redshift and the exposure join the dense
@@ -416,36 +436,51 @@ fn edge_aware_exports_and_runs() {
         scratch::<f32, { edge_aware::SCRATCH_F32 }>(),
         scratch::<i16, { edge_aware::SCRATCH_S8 }>(),
     );
-    let mut gen_mu = Vec::new();
-    for i in 20..40 {
-        let c = ds.image(i);
-        let s = raw_scalars(&folded, &ds, i);
-        let sa = [s[0], s[1]];
-        let e = f32m.infer(c, &sa, &mut af, &mut sf).unwrap();
-        let want = ref_bits(folded.predict(c, &s, FloatPath::F32).unwrap());
-        float_close(e, want, &format!("edge-aware f32 {i}"));
-        gen_mu.push(f64::from(e.log_mass));
-        let e16 = f16m.infer(c, &sa, &mut af, &mut sf).unwrap();
-        let want = ref_bits(folded.predict(c, &s, FloatPath::F16).unwrap());
-        float_close(e16, want, &format!("edge-aware f16 {i}"));
-        let e8 = i8m.infer(c, &sa, &mut ai, &mut si).unwrap();
-        assert_eq!(bits(e8), ref_bits(q.predict(c, &s).unwrap()), "int8 {i}");
-        // The streamed plan: the same bits in int8, the reference's within tolerance in f32.
-        let mut wi = arena::<i8, { edge_aware::ARENA_STREAMED }>();
-        let mut wf = arena::<f32, { edge_aware::ARENA_STREAMED }>();
-        assert_eq!(
-            bits(i8m.infer_streamed(c, &sa, &mut wi, &mut si).unwrap()),
-            bits(e8),
-            "int8 streamed {i}"
-        );
-        let want = ref_bits(folded.predict(c, &s, FloatPath::F32).unwrap());
-        float_close(
-            f32m.infer_streamed(c, &sa, &mut wf, &mut sf).unwrap(),
-            want,
-            &format!("edge-aware f32 streamed {i}"),
-        );
+    let idx: Vec<usize> = (20..40).collect();
+    let want: Vec<[[u32; 2]; 3]> = idx
+        .iter()
+        .map(|&i| {
+            let (c, s) = (ds.image(i), raw_scalars(&folded, &ds, i));
+            [
+                ref_bits(folded.predict(c, &s, FloatPath::F32).unwrap()),
+                ref_bits(folded.predict(c, &s, FloatPath::F16).unwrap()),
+                ref_bits(q.predict(c, &s).unwrap()),
+            ]
+        })
+        .collect();
+    let burn = burn_mu(run.path(), &ds, &idx);
+    let mut wi = arena::<i8, { edge_aware::ARENA_STREAMED }>();
+    let mut wf = arena::<f32, { edge_aware::ARENA_STREAMED }>();
+    for p in engines() {
+        with_path(p, || {
+            let mut gen_mu = Vec::new();
+            for (&i, w) in idx.iter().zip(&want) {
+                let c = ds.image(i);
+                let s = raw_scalars(&folded, &ds, i);
+                let sa = [s[0], s[1]];
+                let e = f32m.infer(c, &sa, &mut af, &mut sf).unwrap();
+                float_close(e, w[0], &format!("edge-aware f32 {i} {p:?}"));
+                gen_mu.push(f64::from(e.log_mass));
+                let e16 = f16m.infer(c, &sa, &mut af, &mut sf).unwrap();
+                float_close(e16, w[1], &format!("edge-aware f16 {i} {p:?}"));
+                let e8 = i8m.infer(c, &sa, &mut ai, &mut si).unwrap();
+                assert_eq!(bits(e8), w[2], "edge-aware int8 {i} {p:?}");
+                // The streamed plan: the same bits in int8, the reference's within tolerance
+                // in f32.
+                assert_eq!(
+                    bits(i8m.infer_streamed(c, &sa, &mut wi, &mut si).unwrap()),
+                    w[2],
+                    "edge-aware int8 streamed {i} {p:?}"
+                );
+                float_close(
+                    f32m.infer_streamed(c, &sa, &mut wf, &mut sf).unwrap(),
+                    w[0],
+                    &format!("edge-aware f32 streamed {i} {p:?}"),
+                );
+            }
+            burn_agrees(&burn, &idx, &gen_mu, &format!("edge-aware {p:?}"));
+        });
     }
-    burn_agrees(run.path(), &ds, 20..40, &gen_mu);
     // The exposure is an input: ten times the exposure moves the estimate.
     let (c, z) = (ds.image(25), ds.redshift[25]);
     let a = f32m.infer(c, &[z, 1000.0], &mut af, &mut sf).unwrap();
