@@ -321,7 +321,7 @@ impl FoldedModel {
             .collect()
     }
 
-    /// The ops as [`arch`](crate::arch) layers (fused activations are not listed), one per op.
+    /// The ops as [`Layer`]s (fused activations are not listed), one per op.
     pub fn layers(&self) -> Vec<Layer> {
         self.ops
             .iter()
