@@ -651,7 +651,7 @@ fn burn(c: &mut Criterion, name: &str, run: &Path, macs: usize, ds: &Dataset) {
     use trainer::fit::config::Backend;
     use trainer::fit::train::{device, predict, to_vec};
     use trainer::sim::{NPIX, spectrum::NBANDS};
-    let model = codegen::model::Model::load(run).expect("run");
+    let model = arch::model::Model::load(run).expect("run");
     let layers = model.desc.layers.clone();
     let pre: trainer::fit::prep::Preprocess =
         serde_json::from_value(serde_json::to_value(&model.desc.preprocess).unwrap()).unwrap();

@@ -16,32 +16,17 @@
 
 use crate::blob::{self, Tensor};
 use crate::interp::FloatPath;
+pub use crate::load::arch_hash;
 use crate::load::{ARCH_FILE, ArchDescription, TrainingRange};
 use crate::model::{FoldedModel, Model, Op, SigmaCalibration};
 use crate::quantize::{QOp, QuantModel, calibrate, quantize};
 use anyhow::{Context, Result, bail};
-use runtime::blob::{Dtype, fnv1a64};
+use runtime::blob::Dtype;
 use runtime::quant::Requant;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-
-/// Fingerprint of an architecture: FNV-1a 64 of its input shape, folded layer list and
-/// fused activation slopes (everything the generated code hard-wires).
-pub fn arch_hash(m: &FoldedModel) -> u64 {
-    let slopes: Vec<Option<f32>> = m
-        .ops
-        .iter()
-        .map(|op| match op {
-            Op::Conv2d(c) => Some(c.slope),
-            Op::Dense(d) => Some(d.slope),
-            _ => None,
-        })
-        .collect();
-    let text = serde_json::to_string(&(m.input, m.layers(), slopes)).expect("layers serialise");
-    fnv1a64(text.as_bytes())
-}
 
 /// Tensor 0 of every blob: the model constants as `runtime::model::Meta` reads them
 /// (band scales, z shift, z scale, sigma floor, calibration kind and value, the training

@@ -10,12 +10,8 @@
 //! `--nocapture` and are a few 1e-6). The int8 path is compared bit for bit with the runtime's
 //! scalar kernels chained by hand, like codegen's own interpreter tests do.
 
-// The crate's one test PRNG (SplitMix64), shared with its unit tests.
-#[allow(dead_code)]
-#[path = "../src/testutil.rs"]
-mod testutil;
-use testutil::Rng;
-
+// The one test PRNG (SplitMix64) of arch's and codegen's tests.
+use arch::testutil::Rng;
 use codegen::export::{ExportOptions, Sample, arch_hash, read_calibration};
 use codegen::interp::{FloatPath, Traced, preprocess};
 use codegen::model::{FoldedModel, Op, SigmaCalibration};

@@ -139,7 +139,7 @@ pub fn seed_lab_run(dir: &Path, clusters: usize) -> Result<()> {
 pub fn edge_aware_run(dir: &Path, clusters: usize) -> Result<()> {
     use trainer::fit::config::Preset;
     let mut model = Preset::Edge.config().model;
-    model.aux_inputs = vec![codegen::model::AuxQuantity::Exposure];
+    model.aux_inputs = vec![arch::model::AuxQuantity::Exposure];
     untrained_run(dir, &model, "edge-aware", EDGE_AWARE_SEED, clusters, |c| {
         c.instrument.exposure_range_s = Some(AWARE_EXPOSURE_RANGE)
     })

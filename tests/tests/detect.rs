@@ -5,7 +5,7 @@
 //! committed `edge` model, whose generated `infer` sets the flag exactly for the clusters
 //! the host calls undetected.
 
-use codegen::load::Observation;
+use arch::load::Observation;
 use models::{blobs, edge};
 use runtime::detect::{self, Detection};
 use runtime::model::Flags;

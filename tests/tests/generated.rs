@@ -4,11 +4,12 @@
 //! scalar kernels run; within 2e-5 dex on a SIMD host), the golden vectors exported with the
 //! model, and every kind of damaged blob.
 
+use arch::interp::FloatPath;
+use arch::model::{FoldedModel, Model};
+use arch::quant::QuantModel;
 use codegen::blob::Tensor;
 use codegen::export::{float_tensors, int8_tensors};
-use codegen::interp::FloatPath;
-use codegen::model::{FoldedModel, Model};
-use codegen::quantize::{QuantModel, calibrate, quantize};
+use codegen::quantize::{calibrate, quantize};
 use models::{blobs, edge, edge_aware, edge_samples, seed_lab};
 use runtime::blob::{Aligned, BlobError, Dtype};
 use runtime::kernels::simd::{engines, with_path};
@@ -52,7 +53,7 @@ fn bits(e: Estimate) -> [u32; 2] {
     [e.log_mass.to_bits(), e.sigma.to_bits()]
 }
 
-fn ref_bits(p: codegen::interp::Prediction) -> [u32; 2] {
+fn ref_bits(p: arch::interp::Prediction) -> [u32; 2] {
     [(p.mu as f32).to_bits(), (p.sigma as f32).to_bits()]
 }
 
@@ -93,7 +94,7 @@ fn int8_blob(
         .map(|(i, s)| (ds.image(i), s.as_slice()))
         .collect();
     let q = quantize(folded, &calibrate(folded, &inputs).unwrap()).unwrap();
-    let hash = codegen::export::arch_hash(folded);
+    let hash = arch::load::arch_hash(folded);
     let blob = codegen::blob::write(Dtype::Int8, hash, &int8_tensors(folded, &q));
     (q, blob)
 }
@@ -140,7 +141,7 @@ fn raw_scalars(folded: &FoldedModel, ds: &Dataset, i: usize) -> Vec<f32> {
     let mut v = vec![ds.redshift[i]];
     for e in &folded.preprocess.extra {
         match e.quantity {
-            codegen::model::AuxQuantity::Exposure => v.push(ds.exposure(i).unwrap() as f32),
+            arch::model::AuxQuantity::Exposure => v.push(ds.exposure(i).unwrap() as f32),
         }
     }
     v
@@ -360,7 +361,7 @@ fn seed_lab_exports_and_runs() {
     tests::models::seed_lab_run(run.path(), 40).unwrap();
     let model = Model::load(run.path()).unwrap();
     let folded = model.fold_batch_norm().unwrap();
-    assert_eq!(codegen::export::arch_hash(&folded), seed_lab::ARCH_HASH);
+    assert_eq!(arch::load::arch_hash(&folded), seed_lab::ARCH_HASH);
     let ds = Dataset::load(&run.path().join("calibration.npz")).unwrap();
     let (q, [f32b, f16b, i8b]) = test_blobs(&folded, &ds, seed_lab::ARCH_HASH);
     let f32m = seed_lab::f32::Model::new(&f32b.0[..len(&f32b.0)]).unwrap();
@@ -421,7 +422,7 @@ fn edge_aware_exports_and_runs() {
     let (lo, hi) = tests::models::AWARE_EXPOSURE_RANGE;
     folded.extra_ranges = vec![codegen::export::accepted_exposure_range([lo, hi]).unwrap()];
     assert_eq!(folded.preprocess.scalars(), 2);
-    assert_eq!(codegen::export::arch_hash(&folded), edge_aware::ARCH_HASH);
+    assert_eq!(arch::load::arch_hash(&folded), edge_aware::ARCH_HASH);
     assert_eq!(edge_aware::SCALARS, 2);
     let ds = Dataset::load(&run.path().join("calibration.npz")).unwrap();
     let (q, [f32b, f16b, i8b]) = test_blobs(&folded, &ds, edge_aware::ARCH_HASH);
@@ -542,7 +543,7 @@ fn generated_loaders_refuse_damaged_blobs_and_bad_inputs() {
         seed_lab::f32::Model::new(&aligned(&foreign).0[..foreign.len()]),
         Err(BlobError::WrongTensor { .. })
     ));
-    let hash = codegen::export::arch_hash(&folded);
+    let hash = arch::load::arch_hash(&folded);
     let other = codegen::blob::write(Dtype::F32, hash ^ 1, &tensors);
     assert_eq!(
         edge::f32::Model::new(&aligned(&other).0[..other.len()]).map(|_| ()),

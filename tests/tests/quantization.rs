@@ -2,8 +2,8 @@
 //! through codegen's f32 and int8 reference interpreters on freshly simulated clusters it
 //! never saw, scatter of each against the true masses.
 
-use codegen::interp::FloatPath;
-use codegen::model::Model;
+use arch::interp::FloatPath;
+use arch::model::Model;
 use codegen::quantize::{calibrate, quantize};
 use trainer::generate::generate_dataset;
 
@@ -79,7 +79,7 @@ fn export_writes_blobs_the_runtime_accepts() {
     let s = codegen::export::export(run.path(), &out, &opts).unwrap();
     assert_eq!(s.accuracy.len(), 3);
     let folded = Model::load(run.path()).unwrap().fold_batch_norm().unwrap();
-    let hash = codegen::export::arch_hash(&folded);
+    let hash = arch::load::arch_hash(&folded);
     #[repr(C, align(16))]
     struct Aligned([u8; 1 << 17]);
     for (dtype, name, tensors) in [

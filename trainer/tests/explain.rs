@@ -4,9 +4,9 @@
 //! occlusion map under a rotation for a network trained with the 8-fold augmentation,
 //! and a network that reads one band getting all attribution on it.
 
+use arch::Layer;
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
-use codegen::arch::Layer;
 use trainer::explain::{Explainer, PLANE, Settings, background_image};
 use trainer::fit::config::Preset;
 use trainer::fit::net;
@@ -64,7 +64,7 @@ fn explainer(layers: Vec<Layer>, net: net::Net, dev: Device) -> Explainer {
 fn fixture() -> (Explainer, trainer::data::Dataset) {
     let dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../codegen/tests/fixtures/edge-e30");
-    let desc: codegen::model::ModelDescription =
+    let desc: arch::model::ModelDescription =
         serde_json::from_slice(&std::fs::read(dir.join("model.json")).unwrap()).unwrap();
     let dev = Device::flex().autodiff();
     let n =

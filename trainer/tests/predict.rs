@@ -505,16 +505,15 @@ fn bad_models_and_datasets_are_refused_by_name() {
     // A description of another architecture next to the blob.
     let p = copy("foreign", &blob);
     let arch = p.with_file_name("model-arch.json");
-    let mut folded =
-        codegen::model::Model::load(workspace().join("codegen/tests/fixtures/edge-e30"))
-            .unwrap()
-            .fold_batch_norm()
-            .unwrap();
-    if let codegen::model::Op::Dense(dn) = &mut folded.ops[8] {
+    let mut folded = arch::model::Model::load(workspace().join("codegen/tests/fixtures/edge-e30"))
+        .unwrap()
+        .fold_batch_norm()
+        .unwrap();
+    if let arch::model::Op::Dense(dn) = &mut folded.ops[8] {
         dn.slope = 0.2;
     }
     let other =
-        codegen::load::ArchDescription::of(&folded, "other", "test", None, serde_json::Value::Null);
+        arch::load::ArchDescription::of(&folded, "other", "test", None, serde_json::Value::Null);
     std::fs::write(&arch, serde_json::to_vec(&other).unwrap()).unwrap();
     let e = err(&p, &data, &out);
     assert!(

@@ -99,8 +99,8 @@ impl Source for NpzSource {
             Err(npyz::zip::result::ZipError::FileNotFound) => return Ok(false),
             Err(e) => return Err(corrupt(&e)),
         };
-        let budget = codegen::npy::entry_budget(&entry, self.len);
-        let npy = codegen::npy::open(&mut entry, budget).map_err(|e| corrupt(&e))?;
+        let budget = arch::npy::entry_budget(&entry, self.len);
+        let npy = arch::npy::open(&mut entry, budget).map_err(|e| corrupt(&e))?;
         read_npy(key, npy, sink)?;
         // The zip CRC is only checked when an entry is read to its end; npyz stops at the
         // last value, so drain the rest to catch corrupted bytes.
@@ -115,8 +115,8 @@ impl Source for NpzSource {
             Err(npyz::zip::result::ZipError::FileNotFound) => return Ok(None),
             Err(e) => return Err(corrupt(&e)),
         };
-        let budget = codegen::npy::entry_budget(&entry, self.len);
-        let npy = codegen::npy::open(&mut entry, budget).map_err(|e| corrupt(&e))?;
+        let budget = arch::npy::entry_budget(&entry, self.len);
+        let npy = arch::npy::open(&mut entry, budget).map_err(|e| corrupt(&e))?;
         let v = strings_npy(key, npy)?;
         io::copy(&mut entry, &mut io::sink()).map_err(|e| corrupt(&e))?;
         Ok(Some(v))
@@ -149,7 +149,7 @@ impl Source for DirSource {
         }
         let f = File::open(&p).map_err(Problem::Io)?;
         let len = f.metadata().map_err(Problem::Io)?.len();
-        let npy = codegen::npy::open(BufReader::new(f), len)
+        let npy = arch::npy::open(BufReader::new(f), len)
             .map_err(|e| Problem::Corrupt(format!("{}: {e}", p.display())))?;
         read_npy(key, npy, sink).map(|_| true)
     }
@@ -160,7 +160,7 @@ impl Source for DirSource {
         }
         let f = File::open(&p).map_err(Problem::Io)?;
         let len = f.metadata().map_err(Problem::Io)?.len();
-        let npy = codegen::npy::open(BufReader::new(f), len)
+        let npy = arch::npy::open(BufReader::new(f), len)
             .map_err(|e| Problem::Corrupt(format!("{}: {e}", p.display())))?;
         strings_npy(key, npy).map(Some)
     }

@@ -31,9 +31,9 @@ use crate::fit::net::{self, Net};
 use crate::fit::run::SigmaCalibration;
 use crate::sim::{IMAGE_LEN, NPIX, spectrum::NBANDS};
 use anyhow::{Context, Result, bail};
+use arch::Layer;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use codegen::arch::Layer;
 
 /// Pixels of one band.
 pub const PLANE: usize = NPIX * NPIX;
@@ -185,7 +185,7 @@ impl Explainer {
     /// The network's scalar inputs for raw ones (the redshift, then each auxiliary input),
     /// checked and mapped as the runtime does.
     fn scalar_input(&self, scalars: &[f32]) -> Result<Vec<f32>> {
-        codegen::interp::preprocess_scalars(&self.pre.desc(), scalars)
+        arch::interp::preprocess_scalars(&self.pre.desc(), scalars)
     }
 
     /// The raw scalar inputs of cluster `i` of `ds` (its redshift, then the auxiliary

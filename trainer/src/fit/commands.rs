@@ -11,7 +11,7 @@ use crate::data::{Dataset, Splits};
 use crate::generate::generate_npz;
 use crate::sim::{SimConfig, Simulator};
 use anyhow::{Context, Result, bail};
-use codegen::arch::analyze;
+use arch::analyze;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -222,7 +222,7 @@ pub struct TrainedRun {
     /// Provenance (training dataset).
     pub info: RunInfo,
     /// Layers.
-    pub layers: Vec<codegen::arch::Layer>,
+    pub layers: Vec<arch::Layer>,
     /// The best epoch's network on the inference device.
     pub net: super::net::Net,
     /// Sigma calibration.

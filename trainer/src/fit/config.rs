@@ -3,8 +3,8 @@
 //! data handling. Stored as `config.toml` in every run directory.
 
 use anyhow::{Result, bail};
-use codegen::arch::{Layer, Padding, PoolKind};
-use codegen::model::AuxQuantity;
+use arch::model::AuxQuantity;
+use arch::{Layer, Padding, PoolKind};
 use serde::{Deserialize, Serialize};
 
 /// A convolution block: `convs` convolutions (each optionally batch-normalised and
@@ -369,11 +369,11 @@ impl ModelConfig {
             }
         }
         let scalars = 1 + self.aux_inputs.len();
-        if scalars > codegen::arch::MAX_SCALARS {
+        if scalars > arch::MAX_SCALARS {
             bail!(
                 "model.aux_inputs: {} inputs, at most {} besides the redshift",
                 self.aux_inputs.len(),
-                codegen::arch::MAX_SCALARS - 1
+                arch::MAX_SCALARS - 1
             );
         }
         for (i, q) in self.aux_inputs.iter().enumerate() {

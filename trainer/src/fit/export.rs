@@ -1,6 +1,7 @@
-//! Framework-neutral export of a trained run for `codegen` (which links no burn):
-//! `model.safetensors` (every tensor, f32, row-major) and `model.json` (the layer
-//! list, preprocessing, head and sigma calibration, tensor names and provenance).
+//! Framework-neutral export of a trained run for `codegen` (which links no burn), in the
+//! formats of the shared contract (`arch`): `model.safetensors` (every tensor, f32,
+//! row-major, written by `arch::tensors`) and `model.json` (the layer list, preprocessing,
+//! head and sigma calibration, tensor names and provenance).
 //!
 //! Tensor names: `conv{i}.weight` `[out, in, k, k]`, `conv{i}.bias` `[out]`;
 //! `bn{i}.gamma|beta|running_mean|running_var` `[c]`; `dense{i}.weight` `[in, out]`,
@@ -11,13 +12,13 @@ use super::net::{Net, SIGMA_FLOOR};
 use super::prep::Preprocess;
 use super::run::{SigmaCalibration, write_atomic};
 use anyhow::{Context, Result};
+use arch::Layer;
 use burn::tensor::Tensor;
-use codegen::arch::Layer;
-use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
 
-/// The description written to `model.json` is codegen's type: the reader defines the format.
-pub use codegen::model::{FORMAT, ModelDescription, PreprocessDesc, VERSION};
+/// The description written to `model.json` is the contract's type (`arch`, which codegen reads
+/// it with): the reader defines the format.
+pub use arch::model::{FORMAT, ModelDescription, PreprocessDesc, VERSION};
 
 fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
     let data = t.into_data().convert::<f32>();
@@ -68,22 +69,7 @@ pub fn export(
     provenance: serde_json::Value,
 ) -> Result<()> {
     let tensors = named_tensors(net);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(n, s, v)| {
-            (
-                n.clone(),
-                s.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-        .context("building the safetensors views")?;
-    let blob = safetensors::serialize(views, None).context("serialising model.safetensors")?;
+    let blob = arch::tensors::serialize(&tensors)?;
     write_atomic(&dir.join("model.safetensors"), &blob)?;
     let desc = ModelDescription {
         format: FORMAT.into(),
@@ -93,7 +79,7 @@ pub fn export(
         preprocess: pre.desc(),
         sigma_floor: SIGMA_FLOOR,
         sigma_calibration: calib,
-        tensors_fnv1a64: Some(codegen::model::tensors_checksum(&blob)),
+        tensors_fnv1a64: Some(arch::model::tensors_checksum(&blob)),
         tensors: tensors
             .iter()
             .map(|(n, s, _)| (n.clone(), s.clone()))
@@ -118,7 +104,7 @@ pub fn load_safetensors(
     if let Ok(text) = std::fs::read(&json) {
         let desc: ModelDescription =
             serde_json::from_slice(&text).with_context(|| format!("parsing {}", json.display()))?;
-        codegen::model::verify_tensors(&desc, &bytes, path)?;
+        arch::model::verify_tensors(&desc, &bytes, path)?;
     }
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{}: not a safetensors file", path.display()))?;
@@ -196,14 +182,14 @@ mod tests {
         )
         .unwrap();
         let st = dir.path().join("model.safetensors");
-        codegen::model::Model::load(dir.path()).unwrap();
+        arch::model::Model::load(dir.path()).unwrap();
         load_safetensors(&st, &layers, &dev).unwrap();
         let mut bytes = std::fs::read(&st).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40; // a weight's sign/exponent bit: still a valid file
         std::fs::write(&st, &bytes).unwrap();
         for e in [
-            codegen::model::Model::load(dir.path()).err().unwrap(),
+            arch::model::Model::load(dir.path()).err().unwrap(),
             load_safetensors(&st, &layers, &dev).err().unwrap(),
         ] {
             let msg = format!("{e:#}");

@@ -1,21 +1,16 @@
 //! The CNN in burn, interpreted from the framework-neutral layer list so that the
 //! trained network and what codegen exports can never disagree about structure.
 
-use crate::sim::{NPIX, spectrum::NBANDS};
+use arch::{Layer, Padding, PoolKind, Shape, analyze};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData, activation};
-use codegen::arch::{Layer, Padding, PoolKind, Shape, analyze};
 
-/// Input shape of every model: the dataset's count cube.
-pub const INPUT: Shape = Shape {
-    c: NBANDS,
-    h: NPIX,
-    w: NPIX,
-};
+/// Input shape of every model: the dataset's count cube (`arch` owns it).
+pub use arch::INPUT;
 
 /// Smallest predicted sigma (dex): keeps the likelihood finite.
 pub const SIGMA_FLOOR: f64 = 0.005;
@@ -310,7 +305,7 @@ pub fn squared_error(mu: Tensor<1>, y: Tensor<1>) -> Tensor<1> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use codegen::model::ConvGeom;
+    use arch::model::ConvGeom;
 
     /// A dilated "same" convolution keeps the map's size in burn as in codegen, and
     /// the two compute the same values (burn's own `Same` ignored dilation: the map
@@ -365,7 +360,7 @@ mod tests {
             dilation: 2,
             padding: Padding::Same,
         };
-        let want = codegen::interp::conv2d_f32(&x, input, &g, &w, &b, 1.0);
+        let want = arch::interp::conv2d_f32(&x, input, &g, &w, &b, 1.0);
         assert_eq!(got.len(), 3 * 9 * 9);
         assert_eq!(want.len(), got.len());
         for (a, b) in got.iter().zip(&want) {

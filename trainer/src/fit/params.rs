@@ -78,8 +78,8 @@ fn list(name: &str, v: &str) -> Result<Vec<usize>> {
 }
 
 /// Auxiliary inputs by name (`exposure_s`, or `exposure`), comma-separated; `none` for none.
-fn aux_list(name: &str, v: &str) -> Result<Vec<codegen::model::AuxQuantity>> {
-    use codegen::model::AuxQuantity;
+fn aux_list(name: &str, v: &str) -> Result<Vec<arch::model::AuxQuantity>> {
+    use arch::model::AuxQuantity;
     if v.trim().is_empty() || v.trim() == "none" {
         return Ok(Vec::new());
     }

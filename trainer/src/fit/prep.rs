@@ -5,7 +5,7 @@ use super::augment;
 use crate::data::Dataset;
 use crate::sim::{IMAGE_LEN, NPIX, spectrum::NBANDS};
 use anyhow::{Result, bail};
-use codegen::model::{AuxQuantity, ExtraInput};
+use arch::model::{AuxQuantity, ExtraInput};
 use serde::{Deserialize, Serialize};
 
 /// Preprocessing recorded in a run and executed identically by the runtime on raw counts:
@@ -84,8 +84,8 @@ impl Preprocess {
     }
 
     /// The framework-neutral description (what `model.json` records).
-    pub fn desc(&self) -> codegen::model::PreprocessDesc {
-        codegen::model::PreprocessDesc {
+    pub fn desc(&self) -> arch::model::PreprocessDesc {
+        arch::model::PreprocessDesc {
             band_scale: self.band_scale.to_vec(),
             z_shift: self.z_shift,
             z_scale: self.z_scale,
@@ -243,7 +243,7 @@ mod tests {
         // The runtime maps the same raw values to the same bits.
         let desc = pre.desc();
         let raw = [ds.redshift[1], ds.exposure(1).unwrap() as f32];
-        let rt = codegen::interp::preprocess_scalars(&desc, &raw).unwrap();
+        let rt = arch::interp::preprocess_scalars(&desc, &raw).unwrap();
         assert_eq!(rt[0].to_bits(), b.s[2].to_bits());
         assert_eq!(rt[1].to_bits(), b.s[3].to_bits());
     }

@@ -10,10 +10,10 @@ use super::net::{self, Net};
 use super::prep::Preprocess;
 use crate::stats::Summary;
 use anyhow::{Context, Result};
+use arch::Layer;
 use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::Device;
-use codegen::arch::Layer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -80,7 +80,7 @@ impl EpochRecord {
 
 /// How a run's sigma is turned into the calibrated one (one definition, shared with
 /// codegen, which reads it back from `model.json`).
-pub use codegen::model::SigmaCalibration;
+pub use arch::model::SigmaCalibration;
 
 /// Everything about a run's progress that is not weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,11 +9,11 @@ use super::run::{self, EpochRecord, RunState};
 use crate::data::{Dataset, Splits};
 use crate::sim::{NPIX, spectrum::NBANDS};
 use anyhow::{Context, Result, bail};
+use arch::Layer;
 use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
-use codegen::arch::Layer;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -86,7 +86,7 @@ pub const MAX_TRAINING_BYTES: u64 = 16 << 30;
 /// Refuse, before anything is built, a network and batch whose activations alone would
 /// not fit [`MAX_TRAINING_BYTES`]: f32 activations of every layer for every image of
 /// the batch, three times (forward values, their gradients, a working copy).
-pub fn check_training_memory(stats: &[codegen::arch::LayerStats], batch: usize) -> Result<()> {
+pub fn check_training_memory(stats: &[arch::LayerStats], batch: usize) -> Result<()> {
     let per_image: u64 = stats.iter().map(|s| s.out.len() as u64).sum::<u64>() + INPUT.len() as u64;
     let bytes = per_image.saturating_mul(batch as u64).saturating_mul(4 * 3);
     if bytes > MAX_TRAINING_BYTES {
@@ -148,7 +148,7 @@ fn fit_until(
     cfg.train.check()?;
     let layers = cfg.model.layers()?;
     let t = &cfg.train;
-    check_training_memory(&codegen::arch::analyze(INPUT, &layers)?, t.batch_size)?;
+    check_training_memory(&arch::analyze(INPUT, &layers)?, t.batch_size)?;
     let labels = ds
         .log_mass
         .as_ref()

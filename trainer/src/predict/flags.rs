@@ -5,7 +5,7 @@
 use crate::baseline::{CountRateParams, aperture_counts};
 use crate::data::Dataset;
 use crate::sim::NPIX;
-use codegen::load::TrainingRange;
+use arch::load::TrainingRange;
 
 /// The redshift lies outside the model's training range.
 pub const Z_OUTSIDE_TRAINING: i32 = 1;

@@ -6,7 +6,7 @@
 //!   (crate::fit::commands::TrainedRun::predict), the best epoch's weights, recorded
 //!   preprocessing and sigma calibration, batches of 256 by default): on the same clusters in
 //!   the same order, the numbers are `eval`'s.
-//! - A blob (`model-{f32,f16,int8}.bin`) is decoded for codegen's reference interpreters, which
+//! - A blob (`model-{f32,f16,int8}.bin`) is decoded for the reference interpreters (`arch`), which
 //!   are bit-identical to the runtime's kernels and the generated code: the numbers are the
 //!   bits a device computes from the same blob (tested against the golden vectors of
 //!   `models/edge`).
@@ -240,7 +240,7 @@ pub fn catalogue(
         item(
             "ARCHHASH",
             "architecture hash",
-            codegen::load::hash_hex(m.arch_hash),
+            arch::load::hash_hex(m.arch_hash),
             "FNV-1a 64 of the folded layer list",
         ),
         item(
@@ -363,11 +363,11 @@ pub fn utc_now() -> String {
 
 /// The raw scalar inputs of cluster `i` a model with preprocessing `p` takes: the redshift,
 /// then each auxiliary input (the exposure from the truth column or the metadata).
-fn scalars(p: &codegen::model::PreprocessDesc, ds: &Dataset, i: usize) -> Result<Vec<f32>> {
+fn scalars(p: &arch::model::PreprocessDesc, ds: &Dataset, i: usize) -> Result<Vec<f32>> {
     let mut v = vec![ds.redshift[i]];
     for e in &p.extra {
         match e.quantity {
-            codegen::model::AuxQuantity::Exposure => v.push(
+            arch::model::AuxQuantity::Exposure => v.push(
                 ds.exposure(i)
                     .context("the model takes the exposure as an input, but the dataset records none (no `exposure_s` truth column or metadata)")?
                     as f32,

@@ -1,6 +1,6 @@
 //! The two kinds of model `predict` runs: a trained run (burn, f32, exactly `eval`'s code
-//! path) or an exported weight blob, decoded for codegen's reference interpreters, which
-//! compute the bits the runtime computes on a device.
+//! path) or an exported weight blob, decoded for the reference interpreters (`arch`, which
+//! codegen exports with), which compute the bits the runtime computes on a device.
 //!
 //! A blob does not carry its layer list. It is read from the `model-arch.json` that
 //! `codegen export` writes next to the blobs or, failing that, from the run directory two
@@ -9,7 +9,7 @@
 
 use crate::fit::commands::{TrainedRun, load_run};
 use anyhow::{Context, Result, bail};
-use codegen::load::{ARCH_FILE, ArchDescription, Decoded, TrainingRange, blob_dtype, hash_hex};
+use arch::load::{ARCH_FILE, ArchDescription, Decoded, TrainingRange, blob_dtype, hash_hex};
 use runtime::blob::{Dtype, Header, fnv1a64};
 use std::path::{Path, PathBuf};
 
@@ -106,7 +106,7 @@ pub fn load(path: &Path, dtype: Option<ModelDtype>) -> Result<LoadedModel> {
 
 fn load_burn(dir: &Path) -> Result<LoadedModel> {
     let run = load_run(dir).with_context(|| format!("model {}", dir.display()))?;
-    let folded = codegen::model::Model::load(dir)
+    let folded = arch::model::Model::load(dir)
         .and_then(|m| m.fold_batch_norm())
         .with_context(|| format!("model {}: its framework-neutral export", dir.display()))?;
     let weights_file = dir.join("best-model.bpk");
@@ -116,7 +116,7 @@ fn load_burn(dir: &Path) -> Result<LoadedModel> {
         path: dir.to_path_buf(),
         kind: "burn run",
         dtype: "f32",
-        arch_hash: codegen::export::arch_hash(&folded),
+        arch_hash: arch::load::arch_hash(&folded),
         weights_hash,
         weights_file,
         description: dir.join("config.toml"),
@@ -154,7 +154,7 @@ fn describe(blob: &Path) -> Result<(ArchDescription, PathBuf)> {
             beside.display()
         );
     };
-    let folded = codegen::model::Model::load(run)
+    let folded = arch::model::Model::load(run)
         .and_then(|m| m.fold_batch_norm())
         .with_context(|| {
             format!(
@@ -207,7 +207,7 @@ fn load_blob(path: &Path, dtype: Option<ModelDtype>) -> Result<LoadedModel> {
     let skel = desc
         .skeleton()
         .with_context(|| format!("{}", desc_path.display()))?;
-    let decoded = codegen::load::decode(&skel, &bytes).map_err(|e| named(&e))?;
+    let decoded = arch::load::decode(&skel, &bytes).map_err(|e| named(&e))?;
     Ok(LoadedModel {
         engine: Engine::Blob(Box::new(decoded)),
         path: path.to_path_buf(),

@@ -27,10 +27,9 @@ use rand_distr::{Distribution, Poisson};
 use serde::{Deserialize, Serialize};
 use spectrum::{NBANDS, Response, SpectralParams};
 
-/// Image side in pixels (data contract).
-pub const NPIX: usize = 50;
-/// u16 values per cluster image.
-pub const IMAGE_LEN: usize = NBANDS * NPIX * NPIX;
+/// Image side in pixels and u16 values per cluster image (the data contract: `arch` owns
+/// them).
+pub use arch::{IMAGE_LEN, NPIX};
 
 /// Seed offset of the per-cluster exposure stream (`Simulator::exposure_of`).
 const EXPOSURE_STREAM: u64 = 0x4558_504f_5355_5245; // "EXPOSURE"

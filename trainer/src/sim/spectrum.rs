@@ -9,8 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Number of energy bands in an observation.
-pub const NBANDS: usize = 10;
+/// Number of energy bands in an observation (the data contract: `arch` owns it).
+pub use arch::NBANDS;
 /// keV in erg.
 pub const KEV_ERG: f64 = 1.602_176_634e-9;
 

@@ -1,13 +1,14 @@
 //! The int8 graph: [`QuantModel`] and its ops, with their weights, biases, requantisation
-//! tables and tensor parameters. [`quantize`](super::quantize) produces it and `crate::load`
-//! reads it back from a blob; the int8 interpreter (`crate::interp`) runs it and
-//! `crate::export` writes it into blobs and generated code.
+//! tables and tensor parameters. codegen's post-training quantisation (`codegen::quantize`)
+//! produces it and writes it into blobs and generated code; [`crate::load`] reads it back
+//! from a blob, and [`QuantModel::forward_s8`] runs it with the interpreter's int8 kernels
+//! ([`crate::interp`]).
 
-use crate::arch::{PoolKind, Shape};
 use crate::interp::{
     Prediction, Traced, conv2d_s8, dense_acc_s8, leaky_s8, pool_s8, prediction, preprocess, record,
 };
 use crate::model::{ConvGeom, PreprocessDesc, SigmaCalibration};
+use crate::{PoolKind, Shape};
 use anyhow::{Result, anyhow, ensure};
 use runtime::kernels::conv2d::QuantArgs;
 use runtime::quant::{QParams, Requant};

@@ -14,9 +14,8 @@
 //!   applied to the accumulator, `slope = 1` meaning no activation, `0` ReLU); any other
 //!   `LeakyRelu` stays an explicit [`Op::LeakyRelu`].
 
-use crate::arch::{Layer, Padding, PoolKind, Shape, analyze};
-use anyhow::{Context, Result, anyhow, bail, ensure};
-use safetensors::{Dtype, SafeTensors};
+use crate::{Layer, Padding, PoolKind, Shape, analyze};
+use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -322,7 +321,7 @@ impl FoldedModel {
             .collect()
     }
 
-    /// The ops as [`arch`](crate::arch) layers (fused activations are not listed), one per op.
+    /// The ops as [`Layer`]s (fused activations are not listed), one per op.
     pub fn layers(&self) -> Vec<Layer> {
         self.ops
             .iter()
@@ -394,29 +393,7 @@ impl Model {
         let bytes =
             std::fs::read(&st_path).with_context(|| format!("reading {}", st_path.display()))?;
         verify_tensors(&desc, &bytes, &st_path)?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", st_path.display()))?;
-        let mut tensors = BTreeMap::new();
-        for (name, view) in st.tensors() {
-            ensure!(
-                view.dtype() == Dtype::F32,
-                "{}: tensor `{name}` has dtype {:?}, expected F32",
-                st_path.display(),
-                view.dtype()
-            );
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            tensors.insert(
-                name,
-                TensorF32 {
-                    shape: view.shape().to_vec(),
-                    data,
-                },
-            );
-        }
+        let tensors = crate::tensors::read_f32(&bytes, &st_path)?;
         Self::from_parts(desc, tensors, st_path)
     }
 
@@ -851,28 +828,9 @@ mod tests {
     }
 
     fn write_run(dir: &Path, json: &ModelDescription, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-            .iter()
-            .map(|(n, s, v)| {
-                (
-                    n.clone(),
-                    s.clone(),
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                )
-            })
-            .collect();
-        let views: Vec<_> = bytes
-            .iter()
-            .map(|(n, s, b)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-                )
-            })
-            .collect();
         std::fs::write(
             dir.join("model.safetensors"),
-            safetensors::serialize(views, None).unwrap(),
+            crate::tensors::serialize(tensors).unwrap(),
         )
         .unwrap();
         std::fs::write(

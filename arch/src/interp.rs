@@ -1,5 +1,5 @@
 //! Dynamic-shape reference interpreter of a [`FoldedModel`] (f32 and f16 weights) and
-//! of a [`QuantModel`](crate::quantize::QuantModel) (int8), with exactly the runtime kernels' semantics, so that
+//! of a [`QuantModel`](crate::quant::QuantModel) (int8), with exactly the runtime kernels' semantics, so that
 //! generated const-generic code reproduces it bit for bit.
 //!
 //! - **f32** ([`FloatPath::F32`]): convolution accumulates `bias`, then over input
@@ -10,7 +10,7 @@
 //!   multiply-add anywhere (Rust never contracts `a + b * c`).
 //! - **f16** ([`FloatPath::F16`]): the same, with every weight rounded to the nearest
 //!   `half::f16` and widened back (what the runtime's `f16` kernels read); biases stay f32.
-//! - **int8** ([`QuantModel::forward_s8`](crate::quantize::QuantModel::forward_s8)): the TFLite / CMSIS-NN scheme of
+//! - **int8** ([`QuantModel::forward_s8`](crate::quant::QuantModel::forward_s8)): the TFLite / CMSIS-NN scheme of
 //!   `runtime::kernels`: the preprocessed f32 input is quantised with the input tensor's
 //!   `QParams` (no fusion of preprocessing and the first pooling); convolution and dense
 //!   accumulate `bias + w (x - zp_in)` in wrapping i32 and requantise through
@@ -25,8 +25,8 @@
 //! [`Prediction`]: `mu` = head output 0; `sigma = softplus(head 1) + sigma_floor`, then the
 //! calibration (scale multiplies, constant replaces), in the runtime's f32 arithmetic.
 
-use crate::arch::{PoolKind, Shape};
 use crate::model::{ConvGeom, FoldedModel, Op, PreprocessDesc, SigmaCalibration};
+use crate::{PoolKind, Shape};
 use anyhow::{Result, anyhow, ensure};
 use runtime::kernels::conv2d::QuantArgs;
 use runtime::kernels::preprocess::Preprocess;
@@ -459,99 +459,10 @@ impl FoldedModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::Padding;
     use crate::model::{ConvOp, DenseOp};
-    use crate::quantize::{QOp, QuantModel, calibrate_preprocessed, quantize};
-    use crate::testutil::{Rng, e30_dir, synthetic_cube};
+    use crate::testutil::{Rng, e30_dir, model_a, model_b, synthetic_cube, vals};
     use runtime::kernels::{conv2d::Conv2d, dense::Dense, pool::Pool2d};
 
-    fn vals(rng: &mut Rng, n: usize, a: f32) -> Vec<f32> {
-        (0..n).map(|_| rng.uniform(-a, a)).collect()
-    }
-    #[allow(clippy::too_many_arguments)]
-    fn conv(
-        rng: &mut Rng,
-        in_c: usize,
-        filters: usize,
-        kernel: usize,
-        stride: usize,
-        dilation: usize,
-        padding: Padding,
-        slope: f32,
-    ) -> Op {
-        let geom = ConvGeom {
-            in_c,
-            filters,
-            kernel,
-            stride,
-            dilation,
-            padding,
-        };
-        let a = 1.0 / ((in_c * kernel * kernel) as f32).sqrt();
-        Op::Conv2d(ConvOp {
-            geom,
-            weight: vals(rng, filters * in_c * kernel * kernel, a),
-            bias: vals(rng, filters, 0.3),
-            slope,
-        })
-    }
-    fn dense(rng: &mut Rng, n_in: usize, units: usize, slope: f32) -> Op {
-        Op::Dense(DenseOp {
-            n_in,
-            units,
-            weight: vals(rng, n_in * units, 1.0 / (n_in as f32).sqrt()),
-            bias: vals(rng, units, 0.3),
-            slope,
-        })
-    }
-    fn model(c: usize, h: usize, w: usize, ops: Vec<Op>) -> FoldedModel {
-        let preprocess = PreprocessDesc {
-            band_scale: vec![1.0; c],
-            z_shift: 0.0,
-            z_scale: 1.0,
-            extra: vec![],
-        };
-        FoldedModel {
-            input: Shape { c, h, w },
-            preprocess,
-            sigma_floor: 0.005,
-            extra_ranges: vec![],
-            sigma_calibration: None,
-            z_range: crate::model::FULL_Z_RANGE,
-            ops,
-        }
-    }
-    /// A: same (dilated) and valid convolutions, avg and max pooling with remainders, dense layers.
-    fn model_a(rng: &mut Rng) -> FoldedModel {
-        let ops = vec![
-            conv(rng, 3, 4, 3, 1, 1, Padding::Same, 0.1),
-            Op::Pool2d {
-                kind: PoolKind::Avg,
-                size: 2,
-            },
-            conv(rng, 4, 5, 3, 1, 2, Padding::Same, 0.0),
-            conv(rng, 5, 6, 2, 1, 1, Padding::Valid, 1.0),
-            Op::Pool2d {
-                kind: PoolKind::Max,
-                size: 2,
-            },
-            Op::FlattenConcatZ,
-            dense(rng, 25, 7, 0.1),
-            dense(rng, 7, 2, 1.0),
-        ];
-        model(3, 13, 12, ops)
-    }
-    /// B: strided valid convolution, global average pooling, a standalone leaky ReLU.
-    fn model_b(rng: &mut Rng) -> FoldedModel {
-        let ops = vec![
-            conv(rng, 2, 3, 3, 2, 1, Padding::Valid, 1.0),
-            Op::GlobalAvgPool,
-            Op::LeakyRelu { slope: 0.25 },
-            Op::FlattenConcatZ,
-            dense(rng, 4, 2, 1.0),
-        ];
-        model(2, 7, 7, ops)
-    }
     fn c(m: &FoldedModel, i: usize) -> &ConvOp {
         match &m.ops[i] {
             Op::Conv2d(c) => c,
@@ -637,163 +548,6 @@ mod tests {
                         assert_eq!(t.shape.len(), w.len(), "{which} {path:?} {}", t.name);
                         assert_eq!(bits(&t.data), bits(w), "{which} {path:?} {}", t.name);
                     }
-                }
-            }
-        }
-    }
-
-    macro_rules! s8 {
-        ($k:ty, $len:expr, $x:expr, $o:expr) => {{
-            let mut y = vec![0i8; $len];
-            <$k>::s8(&$x, &$o.weight, &$o.bias, &$o.args(), &mut y).unwrap();
-            y
-        }};
-    }
-
-    /// The runtime's s8 kernels chained by hand with the quantised model's tables.
-    /// (The standalone leaky ReLU has no runtime kernel: its output is checked to +-1
-    /// against real arithmetic, and the interpreter's own output `tr` feeds the rest.)
-    fn runtime_s8(
-        q: &QuantModel,
-        which: char,
-        x: &[f32],
-        z: f32,
-        tr: &[Traced<i8>],
-    ) -> (Vec<Vec<i8>>, Vec<i32>) {
-        let qc = |i: usize| match &q.ops[i] {
-            QOp::Conv2d(c) => c,
-            _ => panic!("op {i}"),
-        };
-        let zq = |i: usize| match &q.ops[i] {
-            QOp::FlattenConcatZ { z_q } => z_q.quantize(z),
-            _ => panic!("op {i}"),
-        };
-        let QOp::Head(head) = q.ops.last().unwrap() else {
-            panic!("head")
-        };
-        let mut t = vec![
-            x.iter()
-                .map(|v| q.tensor_q[0].quantize(*v))
-                .collect::<Vec<i8>>(),
-        ];
-        if which == 'a' {
-            type C0 = Conv2d<3, 13, 12, 4, 3, 1, 1, 1>;
-            type C2 = Conv2d<4, 6, 6, 5, 3, 1, 2, 2>;
-            type C3 = Conv2d<5, 6, 6, 6, 2, 1, 1, 0>;
-            t.push(s8!(C0, C0::OUT_LEN, t[0], qc(0)));
-            let mut p = vec![0i8; Pool2d::<4, 13, 12, 2>::OUT_LEN];
-            Pool2d::<4, 13, 12, 2>::avg_s8(&t[1], &mut p).unwrap();
-            t.push(p);
-            t.push(s8!(C2, C2::OUT_LEN, t[2], qc(2)));
-            t.push(s8!(C3, C3::OUT_LEN, t[3], qc(3)));
-            let mut p = vec![0i8; Pool2d::<6, 5, 5, 2>::OUT_LEN];
-            Pool2d::<6, 5, 5, 2>::max_s8(&t[4], &mut p).unwrap();
-            t.push(p.clone());
-            p.push(zq(5));
-            t.push(p);
-            let QOp::Dense(qd) = &q.ops[6] else {
-                panic!("op 6")
-            };
-            t.push(s8!(Dense<25, 7>, 7, t[6], qd));
-        } else {
-            type C0 = Conv2d<2, 7, 7, 3, 3, 2, 1, 0>;
-            t.push(s8!(C0, C0::OUT_LEN, t[0], qc(0)));
-            let mut p = vec![0i8; 3];
-            Pool2d::<3, 3, 3, 3>::avg_s8(&t[1], &mut p).unwrap();
-            t.push(p);
-            let QOp::LeakyRelu(l) = &q.ops[2] else {
-                panic!("op 2")
-            };
-            // Independent reference for the standalone leaky ReLU: real arithmetic, +-1.
-            let v: Vec<i8> = t[2]
-                .iter()
-                .map(|x| {
-                    let r = l.in_q.dequantize(*x);
-                    let r = if r < 0.0 { 0.25 * r } else { r };
-                    l.out_q.quantize(r)
-                })
-                .collect();
-            for (a, b) in v.iter().zip(&tr[3].data) {
-                assert!(
-                    (i32::from(*a) - i32::from(*b)).abs() <= 1,
-                    "leaky relu: {a} vs {b}"
-                );
-            }
-            let mut v = tr[3].data.clone();
-            t.push(v.clone());
-            v.push(zq(3));
-            t.push(v);
-        }
-        let mut acc = vec![0i32; 2];
-        match which {
-            'a' => Dense::<7, 2>::acc_s8(
-                &t[7],
-                &head.weight,
-                &head.bias,
-                head.in_q.zero_point,
-                &mut acc,
-            )
-            .unwrap(),
-            _ => Dense::<4, 2>::acc_s8(
-                &t[4],
-                &head.weight,
-                &head.bias,
-                head.in_q.zero_point,
-                &mut acc,
-            )
-            .unwrap(),
-        }
-        (t, acc)
-    }
-
-    #[test]
-    fn int8_path_equals_runtime_s8_kernels_bit_for_bit() {
-        let mut rng = Rng::new(12);
-        for (which, m) in [('a', model_a(&mut rng)), ('b', model_b(&mut rng))] {
-            let draw = |rng: &mut Rng| {
-                (
-                    vals(rng, m.input.len(), 2.0)
-                        .iter()
-                        .map(|v| v + 0.5)
-                        .collect::<Vec<f32>>(),
-                    rng.uniform(-1.5, 1.5),
-                )
-            };
-            let cal: Vec<_> = (0..20)
-                .map(|_| {
-                    let (x, z) = draw(&mut rng);
-                    (x, vec![z])
-                })
-                .collect();
-            let q = quantize(&m, &calibrate_preprocessed(&m, &cal).unwrap()).unwrap();
-            assert!(
-                q.tensor_q.iter().any(|p| p.zero_point != -128),
-                "asymmetric ranges exercise zero points"
-            );
-            for _ in 0..5 {
-                let (x, z) = draw(&mut rng);
-                let mut tr = Vec::new();
-                let head = q.forward_s8(&x, &[z], Some(&mut tr)).unwrap();
-                let (want, acc) = runtime_s8(&q, which, &x, z, &tr);
-                assert_eq!(tr.len(), want.len());
-                for (t, w) in tr.iter().zip(&want) {
-                    assert_eq!(&t.data, w, "{which} {}", t.name);
-                }
-                assert_eq!(head.acc, acc);
-                let QOp::Head(h) = q.ops.last().unwrap() else {
-                    panic!()
-                };
-                for (o, a) in acc.iter().enumerate() {
-                    assert_eq!(head.real[o], h.in_q.scale * h.w_scale[o] * *a as f32);
-                }
-                // And the quantised network approximates the real one.
-                let f = m.forward_f32(&x, &[z], FloatPath::F32, None).unwrap();
-                for o in 0..2 {
-                    assert!(
-                        (head.real[o] - f[o]).abs() < 0.05 * (1.0 + f[o].abs()),
-                        "{which}: {:?} vs {f:?}",
-                        head.real
-                    );
                 }
             }
         }
