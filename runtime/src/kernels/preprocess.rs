@@ -7,8 +7,8 @@
 //!
 //! The counts are `u16` (as the host's cubes) or `u8` (half the RAM on a device; see
 //! [`crate::events`]), any [`Count`]: the same counts give the same bits in either type, on
-//! every path. The x86-64 SIMD kernels read u16, so a u8 cube is widened for them a strip of
-//! rows at a time into a 4 KiB stack buffer; the other paths read either type in place.
+//! every path. Every path reads either type in place (the x86-64 SIMD kernels zero-extend u8
+//! counts as they load them): no kernel keeps a buffer of its own.
 
 use crate::Error;
 use crate::kernels::conv2d::Rows;
@@ -45,13 +45,36 @@ pub trait Count:
     fn get(self) -> u16;
     /// `self + 1`; the caller checks `self != MAX` first.
     fn incremented(self) -> Self;
-    /// The slice itself if the type is u16 (the SIMD kernels read it in place), else `None`.
+    /// The slice itself if the type is u16, else `None`.
     fn as_u16(counts: &[Self]) -> Option<&[u16]>;
+    /// The slice as what it is, u8 or u16 (the x86-64 SIMD kernels read either in place).
+    fn slice(counts: &[Self]) -> CountSlice<'_>;
     /// The slice's memory as bytes (native order): what an in-place inference writes its
     /// int8 activations into once it has read the counts there.
     fn bytes_mut(counts: &mut [Self]) -> &mut [u8];
     /// Count `i` of a cube seen as its bytes ([`Count::bytes_mut`]); 0 past the end.
     fn at(bytes: &[u8], i: usize) -> u16;
+}
+
+/// A slice of counts as its element type ([`Count::slice`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountSlice<'a> {
+    /// u8 counts.
+    U8(&'a [u8]),
+    /// u16 counts.
+    U16(&'a [u16]),
+}
+
+/// `$body` with `$c` bound to `$counts` (a `&[impl Count]`) as `&[u8]` or `&[u16]`: the body is
+/// compiled for both (the x86-64 kernels are generic over the two).
+#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+macro_rules! on_counts {
+    ($counts:expr, |$c:ident| $body:expr) => {
+        match Count::slice($counts) {
+            CountSlice::U8($c) => $body,
+            CountSlice::U16($c) => $body,
+        }
+    };
 }
 
 impl Count for u16 {
@@ -68,6 +91,10 @@ impl Count for u16 {
     #[inline(always)]
     fn as_u16(counts: &[u16]) -> Option<&[u16]> {
         Some(counts)
+    }
+    #[inline(always)]
+    fn slice(counts: &[u16]) -> CountSlice<'_> {
+        CountSlice::U16(counts)
     }
     #[inline(always)]
     fn bytes_mut(counts: &mut [u16]) -> &mut [u8] {
@@ -100,6 +127,10 @@ impl Count for u8 {
         None
     }
     #[inline(always)]
+    fn slice(counts: &[u8]) -> CountSlice<'_> {
+        CountSlice::U8(counts)
+    }
+    #[inline(always)]
     fn bytes_mut(counts: &mut [u8]) -> &mut [u8] {
         counts
     }
@@ -107,71 +138,6 @@ impl Count for u8 {
     fn at(bytes: &[u8], i: usize) -> u16 {
         bytes.get(i).map_or(0, |&b| u16::from(b))
     }
-}
-
-/// Counts a u8 cube is widened by at a time for the x86-64 SIMD kernels (4 KiB of stack).
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-const WIDEN: usize = 2048;
-
-/// `f(first, counts)` over consecutive pieces of `counts` as u16, `first` the index of the
-/// piece's first count: the whole slice in place for u16, else pieces of at most [`WIDEN`]
-/// widened into a stack buffer.
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-#[inline(always)]
-fn widened<N: Count>(counts: &[N], mut f: impl FnMut(usize, &[u16])) {
-    if let Some(c) = N::as_u16(counts) {
-        f(0, c);
-        return;
-    }
-    let mut buf = [0u16; WIDEN];
-    for (k, piece) in counts.chunks(WIDEN).enumerate() {
-        let b = &mut buf[..piece.len()];
-        for (d, s) in b.iter_mut().zip(piece) {
-            *d = s.get();
-        }
-        f(k * WIDEN, b);
-    }
-}
-
-/// `f(first output row, rows, counts)` over strips of whole row pairs of one band of `w`
-/// columns and `oh` pooled output rows (`2 oh <= band rows`), as u16: the whole band in
-/// place for u16, else `rows` output rows' `2 rows w` counts at a time widened into a stack
-/// buffer. `false` (nothing called) when a row pair does not fit the buffer.
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-#[inline(always)]
-fn row_pairs<N: Count>(
-    band: &[N],
-    w: usize,
-    oh: usize,
-    mut f: impl FnMut(usize, usize, &[u16]),
-) -> bool {
-    if let Some(c) = N::as_u16(band) {
-        f(0, oh, c);
-        return true;
-    }
-    let per = WIDEN / (2 * w).max(1);
-    if per == 0 || band.len() < 2 * oh * w {
-        return false;
-    }
-    let mut buf = [0u16; WIDEN];
-    let mut oy = 0;
-    while oy < oh {
-        let rows = per.min(oh - oy);
-        let src = &band[2 * oy * w..][..2 * rows * w];
-        let b = &mut buf[..src.len()];
-        for (d, s) in b.iter_mut().zip(src) {
-            *d = s.get();
-        }
-        f(oy, rows, b);
-        oy += rows;
-    }
-    true
-}
-
-/// Whether [`row_pairs`] takes a band of `w` columns of `N` (always for u16).
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-fn fits_pairs<N: Count>(w: usize) -> bool {
-    N::as_u16(&[]).is_some() || 2 * w <= WIDEN
 }
 
 /// Parameters of the count preprocessing, recorded by the trainer in each run
@@ -253,16 +219,13 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             {
                 let scale = self.band_scale[b];
                 let slow = |n| q.quantize(log1p_count(n) * scale);
-                widened(c, |first, c| {
-                    let o = &mut o[first..][..c.len()];
-                    // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; `c` and
-                    // `o` have the same length.
-                    unsafe {
-                        if avx512 {
-                            simd::x512_prep::quantize_s8(c, scale, q, o, slow);
-                        } else {
-                            simd::x2_prep::quantize_s8(c, scale, q, o, slow);
-                        }
+                // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; `c` and `o`
+                // have the same length (`plane`).
+                on_counts!(c, |c| unsafe {
+                    if avx512 {
+                        simd::x512_prep::quantize_s8(c, scale, q, o, slow);
+                    } else {
+                        simd::x2_prep::quantize_s8(c, scale, q, o, slow);
                     }
                 });
             }
@@ -294,7 +257,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
         #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-        if K == 2 && matches!(simd::active(), Path::Avx512 | Path::Avx2) && fits_pairs::<N>(W) {
+        if K == 2 && matches!(simd::active(), Path::Avx512 | Path::Avx2) {
             self.pooled2_f32_x512::<N, H, W, K>(kind, counts, out);
             return Ok(());
         }
@@ -326,8 +289,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
         #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
-        if matches!(simd::active_s8(), Path::Avx512 | Path::Avx2) && (K != 2 || fits_pairs::<N>(W))
-        {
+        if matches!(simd::active_s8(), Path::Avx512 | Path::Avx2) {
             self.pooled_s8_x512::<N, H, W, K>(kind, counts, q, out);
             return Ok(());
         }
@@ -394,22 +356,16 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 }
             }
             let ow = W / 2;
-            let done = row_pairs(c, W, per_band / ow, |oy0, rows, plane| {
-                let o = &mut o[oy0 * ow..][..rows * ow];
-                let redo = |oy: usize, row: &mut [f32]| redo(oy0 + oy, row);
-                // SAFETY: `active` checked the AVX-512 (or AVX2) features; with K = 2 (so
-                // OW = W / 2 >= 1 as W >= K) `plane` holds the 2 rows W >= (2 rows - 1) W +
-                // 2 OW counts of the strip's row pairs and `o` its rows OW outputs.
-                unsafe {
-                    if avx512 {
-                        simd::x512_prep::pool2_f32(plane, W, ow, &table, max, o, redo);
-                    } else {
-                        simd::x2_prep::pool2_f32(plane, W, ow, &table, max, o, redo);
-                    }
+            // SAFETY: `active` checked the AVX-512 (or AVX2) features; with K = 2 (so OW =
+            // W / 2 >= 1 as W >= K) the band's H W >= 2 OH W counts hold every row pair and
+            // `o` the OH rows of OW outputs.
+            on_counts!(c, |plane| unsafe {
+                if avx512 {
+                    simd::x512_prep::pool2_f32(plane, W, ow, &table, max, o, redo);
+                } else {
+                    simd::x2_prep::pool2_f32(plane, W, ow, &table, max, o, redo);
                 }
             });
-            // `pooled_f32` checked `fits_pairs`.
-            debug_assert!(done);
         }
     }
 
@@ -454,22 +410,16 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 };
                 let max = kind == PoolKind::Max;
                 let ow = W / 2;
-                let done = row_pairs(c, W, per_band / ow, |oy0, rows, plane| {
-                    let o = &mut o[oy0 * ow..][..rows * ow];
-                    let redo = |oy: usize, row: &mut [i8], t: &[i8; 256]| redo(oy0 + oy, row, t);
-                    // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; with K = 2
-                    // (so OW = W / 2 >= 1 as W >= K) `plane` holds the 2 rows W >= (2 rows -
-                    // 1) W + 2 OW counts of the strip's row pairs and `o` its rows OW outputs.
-                    unsafe {
-                        if avx512 {
-                            simd::x512_prep::pool2_s8(plane, W, ow, scale, q, max, o, redo);
-                        } else {
-                            simd::x2_prep::pool2_s8(plane, W, ow, scale, q, max, o, redo);
-                        }
+                // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; with K = 2 (so
+                // OW = W / 2 >= 1 as W >= K) the band's H W >= 2 OH W counts hold every row
+                // pair and `o` the OH rows of OW outputs.
+                on_counts!(c, |plane| unsafe {
+                    if avx512 {
+                        simd::x512_prep::pool2_s8(plane, W, ow, scale, q, max, o, redo);
+                    } else {
+                        simd::x2_prep::pool2_s8(plane, W, ow, scale, q, max, o, redo);
                     }
                 });
-                // `pooled_s8` checked `fits_pairs` for K = 2.
-                debug_assert!(done);
             } else {
                 let mut table = [0i8; 256];
                 // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features.

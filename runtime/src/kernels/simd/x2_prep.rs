@@ -20,7 +20,7 @@
 use core::arch::x86_64::*;
 
 use super::super::log1p_table::LOG1P_BITS;
-use super::x2_util::starts;
+use super::x2_util::{Lanes, starts};
 use crate::quant::QParams;
 
 /// `libm::roundf` lane by lane, with the same operations: `trunc(x + copysign(0.5 - 0.25
@@ -186,6 +186,35 @@ fn lookup256(t: &[__m256i; 16], idx: __m256i) -> __m256i {
     v[0]
 }
 
+/// Counts `p[..16]` (the first `n` of them; the rest read as 0) as one vector of 16-bit
+/// lanes: u16 as they are, u8 zero-extended.
+///
+/// # Safety
+/// `p..p + n` readable (nothing past it is accessed).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load16<N: Lanes>(p: *const N, n: usize) -> __m256i {
+    // SAFETY: 16 counts readable at p when n >= 16, else n < 16 copied into a zeroed buffer
+    // of 16 (all branches).
+    unsafe {
+        if n >= 16 {
+            if N::WIDE {
+                _mm256_loadu_si256(p.cast())
+            } else {
+                _mm256_cvtepu8_epi16(_mm_loadu_si128(p.cast()))
+            }
+        } else {
+            let mut t = [N::default(); 16];
+            core::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), n);
+            if N::WIDE {
+                _mm256_loadu_si256(t.as_ptr().cast())
+            } else {
+                _mm256_cvtepu8_epi16(_mm_loadu_si128(t.as_ptr().cast()))
+            }
+        }
+    }
+}
+
 /// Counts `p[..32]` (the first `n` of them; the rest read as 0) as two vectors of 16-bit
 /// lanes.
 ///
@@ -193,25 +222,13 @@ fn lookup256(t: &[__m256i; 16], idx: __m256i) -> __m256i {
 /// `p..p + n` readable (nothing past it is accessed).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load32_u16(p: *const u16, n: usize) -> (__m256i, __m256i) {
-    if n >= 32 {
-        // SAFETY: 32 counts readable.
-        unsafe {
-            (
-                _mm256_loadu_si256(p.cast()),
-                _mm256_loadu_si256(p.add(16).cast()),
-            )
-        }
-    } else {
-        let mut t = [0u16; 32];
-        // SAFETY: n < 32 counts readable at p; t holds 32.
-        unsafe {
-            core::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), n);
-            (
-                _mm256_loadu_si256(t.as_ptr().cast()),
-                _mm256_loadu_si256(t.as_ptr().add(16).cast()),
-            )
-        }
+unsafe fn load32<N: Lanes>(p: *const N, n: usize) -> (__m256i, __m256i) {
+    // SAFETY: the first n counts readable; `load16` reads at most the first n of each half.
+    unsafe {
+        (
+            load16(p, n),
+            load16(p.wrapping_add(16), n.saturating_sub(16)),
+        )
     }
 }
 
@@ -258,8 +275,8 @@ fn look(table: &mut Table, idx: __m256i, tier: u8) -> __m256i {
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C; `out.len() == counts.len()`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_s8(
-    counts: &[u16],
+pub(crate) unsafe fn quantize_s8<N: Lanes>(
+    counts: &[N],
     scale: f32,
     q: QParams,
     out: &mut [i8],
@@ -270,7 +287,7 @@ pub(crate) unsafe fn quantize_s8(
     for c in starts(len, 32) {
         let n = (len - c).min(32);
         // SAFETY: n counts readable at c (c + n <= len).
-        let (a, b) = unsafe { load32_u16(counts.as_ptr().add(c), n) };
+        let (a, b) = unsafe { load32(counts.as_ptr().add(c), n) };
         let t = tier(_mm256_or_si256(a, b));
         let v = look(&mut table, narrow(a, b), t);
         if n == 32 {
@@ -284,6 +301,7 @@ pub(crate) unsafe fn quantize_s8(
         }
         if t == 3 {
             for (y, &x) in out[c..c + n].iter_mut().zip(&counts[c..c + n]) {
+                let x: u16 = x.into();
                 if x >= 256 {
                     *y = slow(x);
                 }
@@ -303,8 +321,8 @@ pub(crate) unsafe fn quantize_s8(
 /// `plane.len() >= (2 (out.len() / ow) - 1) w + 2 ow`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn pool2_s8(
-    plane: &[u16],
+pub(crate) unsafe fn pool2_s8<N: Lanes>(
+    plane: &[N],
     w: usize,
     ow: usize,
     scale: f32,
@@ -323,12 +341,8 @@ pub(crate) unsafe fn pool2_s8(
         for c in starts(2 * ow, 32) {
             let n = (2 * ow - c).min(32);
             // SAFETY: n counts readable at c of both rows (c + n <= 2 ow).
-            let ((a0, b0), (a1, b1)) = unsafe {
-                (
-                    load32_u16(r0.as_ptr().add(c), n),
-                    load32_u16(r1.as_ptr().add(c), n),
-                )
-            };
+            let ((a0, b0), (a1, b1)) =
+                unsafe { (load32(r0.as_ptr().add(c), n), load32(r1.as_ptr().add(c), n)) };
             let or = _mm256_or_si256(_mm256_or_si256(a0, b0), _mm256_or_si256(a1, b1));
             let t = tier(or);
             big |= t == 3;
@@ -397,8 +411,8 @@ pub(crate) unsafe fn f32_table(scale: f32, max: bool, table: &mut [f32; 256]) {
 /// # Safety
 /// As for [`pool2_s8`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn pool2_f32(
-    plane: &[u16],
+pub(crate) unsafe fn pool2_f32<N: Lanes>(
+    plane: &[N],
     w: usize,
     ow: usize,
     table: &[f32; 256],
@@ -441,23 +455,8 @@ pub(crate) unsafe fn pool2_f32(
         let mut big = false;
         for c in starts(2 * ow, 16) {
             let n = (2 * ow - c).min(16);
-            // SAFETY: n counts readable at c of both rows (copied when fewer than 16).
-            let (a, b) = unsafe {
-                if n == 16 {
-                    (
-                        _mm256_loadu_si256(r0.as_ptr().add(c).cast()),
-                        _mm256_loadu_si256(r1.as_ptr().add(c).cast()),
-                    )
-                } else {
-                    let mut t = [[0u16; 16]; 2];
-                    t[0][..n].copy_from_slice(&r0[c..c + n]);
-                    t[1][..n].copy_from_slice(&r1[c..c + n]);
-                    (
-                        _mm256_loadu_si256(t[0].as_ptr().cast()),
-                        _mm256_loadu_si256(t[1].as_ptr().cast()),
-                    )
-                }
-            };
+            // SAFETY: n counts readable at c of both rows (c + n <= 2 ow).
+            let (a, b) = unsafe { (load16(r0.as_ptr().add(c), n), load16(r1.as_ptr().add(c), n)) };
             let any = _mm256_or_si256(a, b);
             if _mm256_testz_si256(any, _mm256_set1_epi16(-256)) == 0 {
                 big = true;

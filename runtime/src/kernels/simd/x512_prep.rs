@@ -19,6 +19,7 @@
 use core::arch::x86_64::*;
 
 use super::super::log1p_table::LOG1P_BITS;
+use super::x2_util::Lanes;
 use super::x512_util::{mask16, mask32, mask64};
 use crate::quant::QParams;
 
@@ -188,13 +189,31 @@ fn lookup(t: &[__m512i; 4], idx: __m512i) -> __m512i {
 /// `p..p + n` readable (nothing past it is accessed).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-unsafe fn load64_u16(p: *const u16, n: usize) -> (__m512i, __m512i) {
-    // SAFETY: masked-off lanes are not accessed; the caller guarantees the first n values.
+unsafe fn load64<N: Lanes>(p: *const N, n: usize) -> (__m512i, __m512i) {
+    // SAFETY: the first n counts readable; `load32` reads at most the first n of each half.
     unsafe {
         (
-            _mm512_maskz_loadu_epi16(mask32(n), p.cast()),
-            _mm512_maskz_loadu_epi16(mask32(n.saturating_sub(32)), p.wrapping_add(32).cast()),
+            load32(p, n),
+            load32(p.wrapping_add(32), n.saturating_sub(32)),
         )
+    }
+}
+
+/// Counts `p[..32]` (the first `n` of them; the rest read as 0) as one vector of 16-bit
+/// lanes: u16 as they are, u8 zero-extended.
+///
+/// # Safety
+/// `p..p + n` readable (nothing past it is accessed).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+unsafe fn load32<N: Lanes>(p: *const N, n: usize) -> __m512i {
+    // SAFETY: masked-off lanes are not accessed; the caller guarantees the first n values.
+    unsafe {
+        if N::WIDE {
+            _mm512_maskz_loadu_epi16(mask32(n), p.cast())
+        } else {
+            _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mask32(n), p.cast()))
+        }
     }
 }
 
@@ -205,8 +224,8 @@ unsafe fn load64_u16(p: *const u16, n: usize) -> (__m512i, __m512i) {
 /// # Safety
 /// The CPU must have the features of [`super::x512::available`]; `out.len() == counts.len()`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_s8(
-    counts: &[u16],
+pub(crate) unsafe fn quantize_s8<N: Lanes>(
+    counts: &[N],
     scale: f32,
     q: QParams,
     out: &mut [i8],
@@ -225,7 +244,7 @@ pub(crate) unsafe fn quantize_s8(
     while c < len {
         let n = (len - c).min(64);
         // SAFETY: n counts readable at c (c + n <= len).
-        let (a, b) = unsafe { load64_u16(counts.as_ptr().add(c), n) };
+        let (a, b) = unsafe { load64(counts.as_ptr().add(c), n) };
         let idx = _mm512_permutexvar_epi64(order, _mm512_packus_epi16(a, b));
         let or = _mm512_or_si512(a, b);
         let small = _mm512_test_epi16_mask(or, above63) == 0;
@@ -247,7 +266,7 @@ pub(crate) unsafe fn quantize_s8(
         if big != 0 {
             for (k, (y, &x)) in out[c..c + n].iter_mut().zip(&counts[c..c + n]).enumerate() {
                 if big >> k & 1 != 0 {
-                    *y = slow(x);
+                    *y = slow(x.into());
                 }
             }
         }
@@ -291,8 +310,8 @@ const POOL2_ORDER: [u8; 64] = {
 /// `plane.len() >= (2 (out.len() / ow) - 1) w + 2 ow`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn pool2_s8(
-    plane: &[u16],
+pub(crate) unsafe fn pool2_s8<N: Lanes>(
+    plane: &[N],
     w: usize,
     ow: usize,
     scale: f32,
@@ -316,12 +335,8 @@ pub(crate) unsafe fn pool2_s8(
         while c < 2 * ow {
             let n = (2 * ow - c).min(64);
             // SAFETY: n counts readable at c of both rows (c + n <= 2 ow).
-            let ((a0, b0), (a1, b1)) = unsafe {
-                (
-                    load64_u16(r0.as_ptr().add(c), n),
-                    load64_u16(r1.as_ptr().add(c), n),
-                )
-            };
+            let ((a0, b0), (a1, b1)) =
+                unsafe { (load64(r0.as_ptr().add(c), n), load64(r1.as_ptr().add(c), n)) };
             let (i0, i1) = (_mm512_packus_epi16(a0, b0), _mm512_packus_epi16(a1, b1));
             let or = _mm512_or_si512(_mm512_ternarylogic_epi32::<0xfe>(a0, b0, a1), b1);
             let (v0, v1) = if _mm512_test_epi16_mask(or, above63) == 0 {
@@ -371,8 +386,8 @@ pub(crate) unsafe fn pool2_s8(
 /// # Safety
 /// As for [`pool2_s8`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
-pub(crate) unsafe fn pool2_f32(
-    plane: &[u16],
+pub(crate) unsafe fn pool2_f32<N: Lanes>(
+    plane: &[N],
     w: usize,
     ow: usize,
     table: &[f32; 256],
@@ -408,12 +423,7 @@ pub(crate) unsafe fn pool2_f32(
         while c < 2 * ow {
             let n = (2 * ow - c).min(32);
             // SAFETY: n counts readable at c of both rows; masked-off lanes are not accessed.
-            let (a, b) = unsafe {
-                (
-                    _mm512_maskz_loadu_epi16(mask32(n), r0.as_ptr().add(c).cast()),
-                    _mm512_maskz_loadu_epi16(mask32(n), r1.as_ptr().add(c).cast()),
-                )
-            };
+            let (a, b) = unsafe { (load32(r0.as_ptr().add(c), n), load32(r1.as_ptr().add(c), n)) };
             let any = _mm512_or_si512(a, b);
             if _mm512_test_epi16_mask(any, high) != 0 {
                 big = true;
