@@ -311,7 +311,7 @@ fn largest<T: Copy + Ord + Default>(counts: &[T]) -> T {
     fn fold<T: Copy + Ord + Default>(counts: &[T]) -> T {
         counts.iter().copied().fold(T::default(), Ord::max)
     }
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     {
         #[target_feature(enable = "avx2")]
         fn fold_avx2<T: Copy + Ord + Default>(counts: &[T]) -> T {
@@ -754,10 +754,7 @@ pub fn ping_pong_window<T>(
 /// more instructions (`edge` int8 on the Cortex-M4F: 4.6 %, for 5.1 kB less RAM). Not with
 /// the x86-64 SIMD engines, which run a whole layer in one call and are faster on the stored
 /// input. Either way the estimate has the same bits (int8).
-pub const STREAM_INPUT: bool = !cfg!(all(
-    target_arch = "x86_64",
-    not(feature = "force-reference")
-));
+pub const STREAM_INPUT: bool = !cfg!(simd_x86);
 
 #[cfg(test)]
 mod tests {

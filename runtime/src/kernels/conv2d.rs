@@ -131,12 +131,12 @@ impl<
     /// Scratch i16 values [`Conv2d::s8_rows`] needs; 0 when this build has no int8 SIMD path.
     /// On the Cortex-M DSP path it holds every buffer of the engine (columns, row strip,
     /// widened weights, per-channel records), none of which is on the stack.
-    #[cfg(not(all(dsp, not(feature = "force-reference"))))]
+    #[cfg(not(simd_dsp))]
     pub const SCRATCH_S8: usize = simd::scratch_s8([IC, IH, IW, OC, K, S, D, P]);
     /// Scratch i16 values [`Conv2d::s8_rows`] needs; 0 when this build has no int8 SIMD path.
     /// On the Cortex-M DSP path it holds every buffer of the engine (columns, row strip,
     /// widened weights, per-channel records), none of which is on the stack.
-    #[cfg(all(dsp, not(feature = "force-reference")))]
+    #[cfg(simd_dsp)]
     pub const SCRATCH_S8: usize = simd::dsp::Conv::<IC, IH, IW, OC, K, S, D, P>::SCRATCH;
 
     #[allow(dead_code)] // the reference-only builds need no geometry
@@ -397,12 +397,12 @@ impl<
     }
 
     /// The AVX-512 engine's geometry for this shape.
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     const X512: simd::x512::Dims = simd::x512::Dims::new([IC, IH, IW, OC, K, S, D, P]);
 
     /// Whether the AVX-512 engine runs this layer on this machine: stride 1, an int8 input
     /// zero point (for int8) and pooling windows up to [`simd::x512::MAX_POOL`].
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     fn x512_takes(int8: bool, zp: i32, pk: usize) -> bool {
         let path = if int8 {
             simd::active_s8()
@@ -416,7 +416,7 @@ impl<
     }
 
     /// Run the AVX-512 int8 engine (after [`Conv2d::x512_takes`] and the length checks).
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     #[allow(clippy::too_many_arguments)]
     fn x512_s8(
         input: &[i8],
@@ -450,7 +450,7 @@ impl<
     }
 
     /// Run the AVX-512 float engine (after [`Conv2d::x512_takes`] and the length checks).
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     #[allow(clippy::too_many_arguments)]
     fn x512_f32<W: FloatWeight>(
         input: &[f32],
@@ -487,7 +487,7 @@ impl<
 
     /// Whether the AVX2 flat engine ([`simd::x2`]) runs this layer on this machine: on
     /// [`Path::Avx2`], as [`Conv2d::x512_takes`] for the AVX-512 one.
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     fn x2_takes(int8: bool, zp: i32, pk: usize) -> bool {
         let path = if int8 {
             simd::active_s8()
@@ -501,7 +501,7 @@ impl<
     }
 
     /// Run the AVX2 int8 engine (after [`Conv2d::x2_takes`] and the length checks).
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     #[allow(clippy::too_many_arguments)]
     fn x2_s8(
         input: &[i8],
@@ -537,7 +537,7 @@ impl<
     }
 
     /// Run the AVX2 float engine (after [`Conv2d::x2_takes`] and the length checks).
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     #[allow(clippy::too_many_arguments)]
     fn x2_f32<W: FloatWeight>(
         input: &[f32],
@@ -618,18 +618,18 @@ impl<
         let rows = Self::rows_of(oy0, out.len())?;
         Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
         let act = |acc: f32| if acc < 0.0 { acc * slope } else { acc };
-        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        #[cfg(simd_x86)]
         if Self::x512_takes(false, 0, 1) {
             let sink = simd::x512::Sink::Rows(out);
             return Self::x512_f32(input, weights, bias, slope, oy0, rows, scratch, sink);
         }
-        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        #[cfg(simd_x86)]
         if Self::x2_takes(false, 0, 1) {
             let sink = simd::x2::Sink::Rows(out);
             return Self::x2_f32(input, weights, bias, slope, oy0, rows, scratch, sink);
         }
         match simd::active() {
-            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            #[cfg(simd_x86)]
             Path::Avx2 | Path::Avx512 => {
                 Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
                 let (g, s) = (&Self::GEOM, &mut scratch[..Self::SCRATCH_F32]);
@@ -640,11 +640,7 @@ impl<
                     )
                 };
             }
-            #[cfg(all(
-                target_arch = "aarch64",
-                target_feature = "neon",
-                not(feature = "force-reference")
-            ))]
+            #[cfg(simd_neon)]
             Path::Neon => {
                 Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
                 let lp = simd::padded(Self::WINDOW);
@@ -723,18 +719,18 @@ impl<
         q.check(OC)?;
         let zp = q.input_zero_point;
         let widen = |v: i8| (i32::from(v) - zp) as i16;
-        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        #[cfg(simd_x86)]
         if Self::x512_takes(true, zp, 1) {
             let sink = simd::x512::Sink::Rows(out);
             return Self::x512_s8(input, weights, bias, q, oy0, rows, scratch, sink);
         }
-        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        #[cfg(simd_x86)]
         if Self::x2_takes(true, zp, 1) {
             let sink = simd::x2::Sink::Rows(out);
             return Self::x2_s8(input, weights, bias, q, oy0, rows, scratch, sink);
         }
         match simd::active_s8() {
-            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            #[cfg(simd_x86)]
             Path::Avx2 | Path::Avx512 => {
                 Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
                 let (g, s) = (&Self::GEOM, &mut scratch[..Self::SCRATCH_S8]);
@@ -745,11 +741,7 @@ impl<
                     )
                 };
             }
-            #[cfg(all(
-                target_arch = "aarch64",
-                target_feature = "neon",
-                not(feature = "force-reference")
-            ))]
+            #[cfg(simd_neon)]
             Path::Neon => {
                 Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
                 let lp = simd::padded(Self::WINDOW);
@@ -761,7 +753,7 @@ impl<
                     simd::neon::gemm_s8(cols, lp, n, weights, Self::WINDOW, &mut emit);
                 });
             }
-            #[cfg(all(dsp, not(feature = "force-reference")))]
+            #[cfg(simd_dsp)]
             Path::Dsp => {
                 Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
                 let _ = widen;
@@ -862,13 +854,13 @@ impl<
         scratch: &mut [f32],
     ) -> Result<(), Error> {
         Self::check_pooled::<PK>(out.len(), line.len())?;
-        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        #[cfg(simd_x86)]
         if Self::x512_takes(false, 0, PK) {
             Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
             let sink = simd::x512::Sink::Pool { kind, pk: PK, out };
             return Self::x512_f32(input, weights, bias, slope, 0, Self::OH, scratch, sink);
         }
-        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        #[cfg(simd_x86)]
         if Self::x2_takes(false, 0, PK) {
             Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
             let sink = simd::x2::Sink::Pool { kind, pk: PK, out };
@@ -903,14 +895,14 @@ impl<
         scratch: &mut [i16],
     ) -> Result<(), Error> {
         Self::check_pooled::<PK>(out.len(), line.len())?;
-        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        #[cfg(simd_x86)]
         if Self::x512_takes(true, q.input_zero_point, PK) {
             Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
             q.check(OC)?;
             let sink = simd::x512::Sink::Pool { kind, pk: PK, out };
             return Self::x512_s8(input, weights, bias, q, 0, Self::OH, scratch, sink);
         }
-        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        #[cfg(simd_x86)]
         if Self::x2_takes(true, q.input_zero_point, PK) {
             Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
             q.check(OC)?;

@@ -152,7 +152,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
         Self::check(input.len(), weights.len(), bias.len(), out.len())?;
         match simd::active() {
             // Below 8 outputs the scalar loop is faster.
-            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            #[cfg(simd_x86)]
             Path::Avx512 if OUT >= 8 => {
                 out.copy_from_slice(bias);
                 // SAFETY: `active` checked the AVX-512 features; lengths checked above.
@@ -169,7 +169,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 }
                 Ok(())
             }
-            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            #[cfg(simd_x86)]
             Path::Avx2 if OUT >= 8 => {
                 out.copy_from_slice(bias);
                 // SAFETY: `active` checked AVX2/FMA/F16C; lengths checked above.
@@ -186,11 +186,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 }
                 Ok(())
             }
-            #[cfg(all(
-                target_arch = "aarch64",
-                target_feature = "neon",
-                not(feature = "force-reference")
-            ))]
+            #[cfg(simd_neon)]
             Path::Neon => {
                 out.copy_from_slice(bias);
                 match W::typed(weights) {
@@ -252,14 +248,14 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
     /// `out[i] = q.output(o0 + i, acc[i])` (lengths checked by the caller).
     fn requant_block(q: &QuantArgs<'_>, o0: usize, acc: &[i32], out: &mut [i8]) {
         match simd::active_s8() {
-            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            #[cfg(simd_x86)]
             Path::Avx512 if OUT >= 8 => {
                 let (pos, neg) = (&q.requant_pos[o0..], &q.requant_neg[o0..]);
                 // SAFETY: `active_s8` checked the AVX-512 features; `q.check(OUT)` makes
                 // both tables cover outputs o0..o0 + acc.len().
                 unsafe { simd::x512_dense::requant_s8(acc, pos, neg, q.output_zero_point, out) };
             }
-            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            #[cfg(simd_x86)]
             Path::Avx2 if OUT >= 8 => {
                 let (pos, neg) = (&q.requant_pos[o0..], &q.requant_neg[o0..]);
                 // SAFETY: `active_s8` checked AVX2; `q.check(OUT)` makes both tables cover
@@ -279,13 +275,13 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
         acc.copy_from_slice(&bias[o0..o0 + acc.len()]);
         match simd::active_s8() {
             // Below 8 outputs the scalar loop is faster.
-            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            #[cfg(simd_x86)]
             Path::Avx512 if OUT >= 8 => {
                 // SAFETY: `active_s8` checked the AVX-512 features; outputs o0.. of the
                 // [IN][OUT] weights (lengths checked by the callers).
                 unsafe { simd::x512_dense::dense_s8(input, zp, weights, OUT, o0, acc) };
             }
-            #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+            #[cfg(simd_x86)]
             Path::Avx2 if OUT >= 8 => {
                 // SAFETY: `active_s8` checked AVX2; outputs o0.. of the [IN][OUT] weights.
                 // The pairwise `vpmaddwd` kernel needs `x - zp` in i16 (any int8 zero point).
@@ -297,11 +293,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                     }
                 };
             }
-            #[cfg(all(
-                target_arch = "aarch64",
-                target_feature = "neon",
-                not(feature = "force-reference")
-            ))]
+            #[cfg(simd_neon)]
             Path::Neon => simd::neon::dense_s8(input, zp, weights, OUT, o0, acc),
             _ => {
                 for (k, a) in acc.iter_mut().enumerate() {

@@ -67,7 +67,7 @@ pub enum CountSlice<'a> {
 
 /// `$body` with `$c` bound to `$counts` (a `&[impl Count]`) as `&[u8]` or `&[u16]`: the body is
 /// compiled for both (the x86-64 kernels are generic over the two).
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[cfg(simd_x86)]
 macro_rules! on_counts {
     ($counts:expr, |$c:ident| $body:expr) => {
         match Count::slice($counts) {
@@ -209,7 +209,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         if plane == 0 {
             return Ok(());
         }
-        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        #[cfg(simd_x86)]
         if matches!(simd::active_s8(), Path::Avx512 | Path::Avx2) {
             let avx512 = simd::active_s8() == Path::Avx512;
             for (b, (c, o)) in counts
@@ -256,7 +256,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         out: &mut [f32],
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
-        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        #[cfg(simd_x86)]
         if K == 2 && matches!(simd::active(), Path::Avx512 | Path::Avx2) {
             self.pooled2_f32_x512::<N, H, W, K>(kind, counts, out);
             return Ok(());
@@ -288,7 +288,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         out: &mut [i8],
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
-        #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+        #[cfg(simd_x86)]
         if matches!(simd::active_s8(), Path::Avx512 | Path::Avx2) {
             self.pooled_s8_x512::<N, H, W, K>(kind, counts, q, out);
             return Ok(());
@@ -320,7 +320,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// [`Preprocess::pooled_f32`] with `K == 2` on [`Path::Avx512`], lengths checked: per band
     /// a 256-entry table of inputs and [`simd::x512_prep::pool2_f32`]; rows with a count of
     /// 256 or more are redone by the reference's window loop.
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     fn pooled2_f32_x512<N: Count, const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,
@@ -373,7 +373,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// [`simd::x512_prep::pool2_s8`] for `K == 2` (rows with a count of 256 or more redone by
     /// the reference's window loop with the kernel's table), or that loop with a table of
     /// quantised inputs ([`simd::x512_prep::quant_table`]) for other windows.
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     fn pooled_s8_x512<N: Count, const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,

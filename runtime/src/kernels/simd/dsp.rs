@@ -1,7 +1,7 @@
 //! Cortex-M4/M7 DSP extension (every thumbv7em core): int8 convolutions as im2col plus an
 //! `SXTB16` + `SMLAD` microkernel, as CMSIS-NN does (`arm_nn_mat_mult_kernel_s8_s16` with
 //! `read_and_pad_reordered`). Stable Rust has no DSP intrinsics, so the kernel is inline
-//! assembly; this module is compiled only under `cfg(dsp)` (set by `runtime/build.rs` on
+//! assembly; this module is compiled only under `cfg(simd_dsp)` (set by `runtime/build.rs` on
 //! thumbv7em targets).
 //!
 //! The engine ([`Conv::run`]) is its own, not the shared [`Geom::blocks`](super::Geom); where it

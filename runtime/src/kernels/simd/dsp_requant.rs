@@ -402,7 +402,7 @@ macro_rules! requant_general {
     };
 }
 
-#[cfg(dsp)]
+#[cfg(simd_dsp)]
 pub(crate) use {requant_fast, requant_general, requant_right, requant_unified};
 
 #[cfg(test)]

@@ -21,45 +21,41 @@
 //! integers, whatever their order. f32 and f16 results differ from the reference only by
 //! summation order and fused multiply-add rounding (a few ulp of the accumulator).
 
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[cfg(simd_x86)]
 pub(crate) mod x86;
 
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[cfg(simd_x86)]
 pub(crate) mod x2;
 
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[cfg(simd_x86)]
 pub(crate) mod x2_dense;
 
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[cfg(simd_x86)]
 pub(crate) mod x2_prep;
 
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[cfg(simd_x86)]
 pub(crate) mod x2_util;
 
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[cfg(simd_x86)]
 pub(crate) mod x512;
 
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[cfg(simd_x86)]
 pub(crate) mod x512_dense;
 
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[cfg(simd_x86)]
 pub(crate) mod x512_prep;
 
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[cfg(simd_x86)]
 pub(crate) mod x512_util;
 
-#[cfg(all(
-    target_arch = "aarch64",
-    target_feature = "neon",
-    not(feature = "force-reference")
-))]
+#[cfg(simd_neon)]
 pub(crate) mod neon;
 
-#[cfg(all(dsp, not(feature = "force-reference")))]
+#[cfg(simd_dsp)]
 pub(crate) mod dsp;
 
 /// The DSP kernels' requantisation, also built for the host's tests.
-#[cfg(any(test, all(dsp, not(feature = "force-reference"))))]
+#[cfg(any(test, simd_dsp))]
 pub(crate) mod dsp_requant;
 
 /// Output pixels gathered per im2col block.
@@ -97,28 +93,25 @@ impl Path {
 
 /// True when this build contains a SIMD path for float convolutions (x86-64 or aarch64),
 /// i.e. when they need im2col scratch.
-pub const COMPILED_F32: bool = cfg!(all(
-    not(feature = "force-reference"),
-    any(
-        all(
-            target_arch = "x86_64",
-            any(
-                feature = "std",
-                test,
-                all(
-                    target_feature = "avx2",
-                    target_feature = "fma",
-                    target_feature = "f16c"
-                )
+pub const COMPILED_F32: bool = cfg!(any(
+    all(
+        simd_x86,
+        any(
+            feature = "std",
+            test,
+            all(
+                target_feature = "avx2",
+                target_feature = "fma",
+                target_feature = "f16c"
             )
-        ),
-        all(target_arch = "aarch64", target_feature = "neon")
-    )
+        )
+    ),
+    simd_neon
 ));
 
 /// True when this build contains a SIMD path for int8 convolutions (the float targets plus
 /// the Cortex-M DSP extension).
-pub const COMPILED_S8: bool = COMPILED_F32 || cfg!(all(not(feature = "force-reference"), dsp));
+pub const COMPILED_S8: bool = COMPILED_F32 || cfg!(simd_dsp);
 
 /// Output rows the x86 direct engine processes per input band.
 pub const BAND_ROWS: usize = 8;
@@ -143,7 +136,7 @@ const fn direct_len(sh: Shape, pairs: bool) -> usize {
 pub const fn scratch_f32(sh: Shape) -> usize {
     if !COMPILED_F32 {
         0
-    } else if cfg!(target_arch = "x86_64") {
+    } else if cfg!(simd_x86) {
         max_len([
             direct_len(sh, false),
             x512_len(sh, false),
@@ -158,7 +151,7 @@ pub const fn scratch_f32(sh: Shape) -> usize {
 pub const fn scratch_s8(sh: Shape) -> usize {
     if !COMPILED_S8 {
         0
-    } else if cfg!(target_arch = "x86_64") {
+    } else if cfg!(simd_x86) {
         max_len([direct_len(sh, true), x512_len(sh, true), x2_len(sh, true)])
     } else {
         PIX * padded(sh[0] * sh[4] * sh[4])
@@ -169,7 +162,7 @@ pub const fn scratch_s8(sh: Shape) -> usize {
 /// holding its bytes for int8.
 #[allow(unused_variables)]
 const fn x512_len(sh: Shape, int8: bool) -> usize {
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     if sh[5] == 1 {
         let d = x512::Dims::new(sh);
         return if int8 {
@@ -185,7 +178,7 @@ const fn x512_len(sh: Shape, int8: bool) -> usize {
 /// holding its bytes for int8.
 #[allow(unused_variables)]
 const fn x2_len(sh: Shape, int8: bool) -> usize {
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     if sh[5] == 1 {
         let d = x2::Dims::new(sh);
         return if int8 {
@@ -221,7 +214,7 @@ pub const fn max_len<const N: usize>(lens: [usize; N]) -> usize {
 /// `std` feature) the environment variable `RUNTIME_SIMD` caps it (`avx2` or `reference`),
 /// e.g. to benchmark or test the AVX2 kernels on an AVX-512 machine.
 pub fn active() -> Path {
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     {
         let cap = cap();
         if cap >= 2 && x512::available() {
@@ -232,11 +225,7 @@ pub fn active() -> Path {
         }
         return Path::Reference;
     }
-    #[cfg(all(
-        target_arch = "aarch64",
-        target_feature = "neon",
-        not(feature = "force-reference")
-    ))]
+    #[cfg(simd_neon)]
     return Path::Neon;
     #[allow(unreachable_code)]
     Path::Reference
@@ -244,7 +233,7 @@ pub fn active() -> Path {
 
 /// The highest x86 level allowed: 2 AVX-512, 1 AVX2, 0 reference; the lower of
 /// `RUNTIME_SIMD` (unset: 2) and this thread's [`with_path`] cap.
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[cfg(simd_x86)]
 fn cap() -> u8 {
     #[cfg(any(feature = "std", test))]
     {
@@ -267,18 +256,10 @@ fn cap() -> u8 {
     2
 }
 
-#[cfg(all(
-    target_arch = "x86_64",
-    not(feature = "force-reference"),
-    any(feature = "std", test)
-))]
+#[cfg(all(simd_x86, any(feature = "std", test)))]
 extern crate std;
 
-#[cfg(all(
-    target_arch = "x86_64",
-    not(feature = "force-reference"),
-    any(feature = "std", test)
-))]
+#[cfg(all(simd_x86, any(feature = "std", test)))]
 std::thread_local! {
     /// This thread's cap ([`with_path`]); 2: none.
     static THREAD_CAP: core::cell::Cell<u8> = const { core::cell::Cell::new(2) };
@@ -298,7 +279,7 @@ std::thread_local! {
 /// ```
 #[cfg(any(feature = "std", test))]
 pub fn with_path<R>(path: Path, f: impl FnOnce() -> R) -> R {
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     {
         let level = match path {
             Path::Reference => 0,
@@ -315,7 +296,7 @@ pub fn with_path<R>(path: Path, f: impl FnOnce() -> R) -> R {
         let _restore = Restore(THREAD_CAP.with(|c| c.replace(level)));
         f()
     }
-    #[cfg(not(all(target_arch = "x86_64", not(feature = "force-reference"))))]
+    #[cfg(not(simd_x86))]
     {
         let _ = path;
         f()
@@ -328,7 +309,7 @@ pub fn with_path<R>(path: Path, f: impl FnOnce() -> R) -> R {
 #[cfg(any(feature = "std", test))]
 pub fn engines() -> heapless::Vec<Path, 3> {
     let mut v = heapless::Vec::new();
-    #[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+    #[cfg(simd_x86)]
     {
         let n = match with_path(Path::Avx512, active) {
             Path::Avx512 => 3,
@@ -339,7 +320,7 @@ pub fn engines() -> heapless::Vec<Path, 3> {
             let _ = v.push(*p);
         }
     }
-    #[cfg(not(all(target_arch = "x86_64", not(feature = "force-reference"))))]
+    #[cfg(not(simd_x86))]
     {
         let _ = v.push(active());
     }
@@ -348,7 +329,7 @@ pub fn engines() -> heapless::Vec<Path, 3> {
 
 /// The path the kernels take for int8 layers in this build on this machine.
 pub fn active_s8() -> Path {
-    #[cfg(all(dsp, not(feature = "force-reference")))]
+    #[cfg(simd_dsp)]
     return Path::Dsp;
     #[allow(unreachable_code)]
     active()

@@ -32,10 +32,7 @@ fn every_engine_the_cpu_has_is_run() {
     let best = active();
     let engines = super::engines();
     assert_eq!(engines.last(), Some(&best), "{engines:?}");
-    if cfg!(all(
-        target_arch = "x86_64",
-        not(feature = "force-reference")
-    )) {
+    if cfg!(simd_x86) {
         assert_eq!(engines[0], Path::Reference);
         assert_eq!(super::with_path(Path::Reference, active), Path::Reference);
         assert_eq!(
@@ -425,7 +422,7 @@ fn bad_buffers_are_errors() {
 /// accumulator): the general form on any accumulator whose left shift stays in i32, the
 /// short form on accumulators inside its bound (`|acc| << left < 2^30`), including the
 /// ends of that bound and rounding ties.
-#[cfg(all(target_arch = "x86_64", not(feature = "force-reference")))]
+#[cfg(simd_x86)]
 #[test]
 fn avx2_requantisation_forms_equal_the_reference() {
     use super::x2::{requant8, requant8_small};
