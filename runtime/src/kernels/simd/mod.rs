@@ -58,6 +58,11 @@ pub(crate) mod dsp;
 #[cfg(any(test, simd_dsp))]
 pub(crate) mod dsp_requant;
 
+mod cpu;
+pub use cpu::{active, active_s8};
+#[cfg(any(feature = "std", test))]
+pub use cpu::{engines, with_path};
+
 /// Output pixels gathered per im2col block.
 pub const PIX: usize = 4;
 /// im2col columns are padded to a multiple of this many elements.
@@ -206,133 +211,6 @@ pub const fn max_len<const N: usize>(lens: [usize; N]) -> usize {
         i += 1;
     }
     m
-}
-
-/// The path the kernels take for float layers in this build on this machine.
-///
-/// On x86-64 the best of [`Path::Avx512`], [`Path::Avx2`] the CPU has; in hosted builds (the
-/// `std` feature) the environment variable `RUNTIME_SIMD` caps it (`avx2` or `reference`),
-/// e.g. to benchmark or test the AVX2 kernels on an AVX-512 machine.
-pub fn active() -> Path {
-    #[cfg(simd_x86)]
-    {
-        let cap = cap();
-        if cap >= 2 && x512::available() {
-            return Path::Avx512;
-        }
-        if cap >= 1 && x86::available() {
-            return Path::Avx2;
-        }
-        return Path::Reference;
-    }
-    #[cfg(simd_neon)]
-    return Path::Neon;
-    #[allow(unreachable_code)]
-    Path::Reference
-}
-
-/// The highest x86 level allowed: 2 AVX-512, 1 AVX2, 0 reference; the lower of
-/// `RUNTIME_SIMD` (unset: 2) and this thread's [`with_path`] cap.
-#[cfg(simd_x86)]
-fn cap() -> u8 {
-    #[cfg(any(feature = "std", test))]
-    {
-        use core::sync::atomic::{AtomicU8, Ordering};
-        // 0xff: not read yet.
-        static CAP: AtomicU8 = AtomicU8::new(0xff);
-        let mut c = CAP.load(Ordering::Relaxed);
-        if c == 0xff {
-            extern crate std;
-            c = match std::env::var("RUNTIME_SIMD").as_deref() {
-                Ok("avx2") => 1,
-                Ok("reference") => 0,
-                _ => 2,
-            };
-            CAP.store(c, Ordering::Relaxed);
-        }
-        c.min(THREAD_CAP.with(core::cell::Cell::get))
-    }
-    #[cfg(not(any(feature = "std", test)))]
-    2
-}
-
-#[cfg(all(simd_x86, any(feature = "std", test)))]
-extern crate std;
-
-#[cfg(all(simd_x86, any(feature = "std", test)))]
-std::thread_local! {
-    /// This thread's cap ([`with_path`]); 2: none.
-    static THREAD_CAP: core::cell::Cell<u8> = const { core::cell::Cell::new(2) };
-}
-
-/// Run `f` with this thread's kernels taking `path` at most (hosted builds, the `std`
-/// feature): how the tests run every engine the CPU has in one process ([`engines`]).
-/// `RUNTIME_SIMD` still caps it. Only the x86 paths can be chosen: elsewhere (and with
-/// `force-reference`) `f` runs on the build's one path.
-///
-/// ```
-/// use runtime::kernels::simd::{Path, active, engines, with_path};
-/// for p in engines() {
-///     with_path(p, || assert_eq!(active(), p));
-/// }
-/// assert_eq!(with_path(Path::Reference, active), Path::Reference);
-/// ```
-#[cfg(any(feature = "std", test))]
-pub fn with_path<R>(path: Path, f: impl FnOnce() -> R) -> R {
-    #[cfg(simd_x86)]
-    {
-        let level = match path {
-            Path::Reference => 0,
-            Path::Avx2 => 1,
-            _ => 2,
-        };
-        /// Puts the previous cap back, also when `f` panics.
-        struct Restore(u8);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                THREAD_CAP.with(|c| c.set(self.0));
-            }
-        }
-        let _restore = Restore(THREAD_CAP.with(|c| c.replace(level)));
-        f()
-    }
-    #[cfg(not(simd_x86))]
-    {
-        let _ = path;
-        f()
-    }
-}
-
-/// The engines [`with_path`] can run on this machine in this build, the reference first:
-/// on x86-64 the reference, AVX2 and AVX-512 as far as the CPU (and `RUNTIME_SIMD`) allows;
-/// elsewhere the build's one path.
-#[cfg(any(feature = "std", test))]
-pub fn engines() -> heapless::Vec<Path, 3> {
-    let mut v = heapless::Vec::new();
-    #[cfg(simd_x86)]
-    {
-        let n = match with_path(Path::Avx512, active) {
-            Path::Avx512 => 3,
-            Path::Avx2 => 2,
-            _ => 1,
-        };
-        for p in &[Path::Reference, Path::Avx2, Path::Avx512][..n] {
-            let _ = v.push(*p);
-        }
-    }
-    #[cfg(not(simd_x86))]
-    {
-        let _ = v.push(active());
-    }
-    v
-}
-
-/// The path the kernels take for int8 layers in this build on this machine.
-pub fn active_s8() -> Path {
-    #[cfg(simd_dsp)]
-    return Path::Dsp;
-    #[allow(unreachable_code)]
-    active()
 }
 
 /// Geometry of a convolution, for the im2col engine.

@@ -428,7 +428,7 @@ fn avx2_requantisation_forms_equal_the_reference() {
     use super::x2::{requant8, requant8_small};
     use core::arch::x86_64::*;
     assert!(
-        super::x86::available(),
+        super::cpu::x86_level() >= 1,
         "this test runs the AVX2 engine's arithmetic"
     );
     let mut rng = Rng(77);

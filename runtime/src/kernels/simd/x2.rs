@@ -32,7 +32,7 @@
 //! there, rows compacted or pooled (2 x 2 in vector code, other windows up to
 //! [`MAX_POOL`] in scalar code), into the caller's channel-first map.
 //!
-//! Every function here needs AVX2, FMA and F16C ([`super::x86::available`]); the kernels call
+//! Every function here needs AVX2, FMA and F16C (level 1 of [`super::cpu::x86_level`]); the kernels call
 //! them only on [`super::Path::Avx2`].
 
 // Register tiles are indexed by lane and channel together.

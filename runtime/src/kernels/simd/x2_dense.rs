@@ -4,7 +4,7 @@
 //! requantisation ([`requant_s8`], TFLite's fixed point bit for bit). Float dense layers on
 //! this path run [`super::x86::dense_f32`].
 //!
-//! Every kernel needs AVX2, FMA and F16C ([`super::x86::available`]); the public API calls
+//! Every kernel needs AVX2, FMA and F16C (level 1 of [`super::cpu::x86_level`]); the public API calls
 //! them only on [`super::Path::Avx2`].
 
 use core::arch::x86_64::*;

@@ -2,7 +2,7 @@
 //! [`f32_table`], [`pool2_f32`]), the AVX2 twins of [`super::x512_prep`] (same signatures,
 //! same results).
 //!
-//! Every kernel needs AVX2, FMA and F16C ([`super::x86::available`]); the public API calls
+//! Every kernel needs AVX2, FMA and F16C (level 1 of [`super::cpu::x86_level`]); the public API calls
 //! them only on [`super::Path::Avx2`].
 //!
 //! A count `n < 256` maps to its band's network input through a 256-entry table built with

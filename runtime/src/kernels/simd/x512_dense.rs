@@ -5,7 +5,7 @@
 //! ([`dense_f32`], differing from the reference only by rounding).
 //!
 //! Every kernel needs AVX-512 F, BW, VL, VNNI and VBMI plus AVX2, FMA and F16C
-//! ([`super::x512::available`]); the public API calls them only on [`super::Path::Avx512`].
+//! (level 2 of [`super::cpu::x86_level`]); the public API calls them only on [`super::Path::Avx512`].
 //!
 //! Unit tests at the end check each kernel against the scalar reference, directly whenever
 //! the CPU has AVX-512 (also under `RUNTIME_SIMD=avx2`) and through the public API.
@@ -101,7 +101,7 @@ fn unquad256(d: [__m256i; 4]) -> [__m256i; 4] {
 /// masked loads and stores (nothing outside the slices is accessed).
 ///
 /// # Safety
-/// The CPU must have the features of [`super::x512::available`];
+/// The CPU must have the features of level 2 of [`super::cpu::x86_level`];
 /// `w.len() >= x.len() * stride` and `o0 + acc.len() <= stride`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 pub(crate) unsafe fn dense_s8(
@@ -300,7 +300,7 @@ unsafe fn dense_s8_with<const CORR: bool>(
 /// [`QuantArgs::output`]: crate::kernels::conv2d::QuantArgs::output
 ///
 /// # Safety
-/// The CPU must have the features of [`super::x512::available`]; `out.len() == acc.len()`
+/// The CPU must have the features of level 2 of [`super::cpu::x86_level`]; `out.len() == acc.len()`
 /// and `pos`, `neg` at least as long.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 pub(crate) unsafe fn requant_s8(
@@ -387,7 +387,7 @@ pub(crate) trait Wide16: Copy {
     /// The lanes of `m` from `p`, the others zero.
     ///
     /// # Safety
-    /// The lanes of `m` readable at `p`; the features of [`super::x512::available`].
+    /// The lanes of `m` readable at `p`; the features of level 2 of [`super::cpu::x86_level`].
     unsafe fn load16(p: *const Self, m: u16) -> __m512;
 }
 
@@ -413,7 +413,7 @@ impl Wide16 for f16 {
 /// outputs with 2 partial sums, then up to 32 with 4.
 ///
 /// # Safety
-/// The CPU must have the features of [`super::x512::available`];
+/// The CPU must have the features of level 2 of [`super::cpu::x86_level`];
 /// `w.len() >= x.len() * acc.len()`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 pub(crate) unsafe fn dense_f32<W: Wide16>(x: &[f32], w: &[W], acc: &mut [f32]) {

@@ -3,7 +3,7 @@
 //! [`Preprocess`](crate::kernels::preprocess::Preprocess).
 //!
 //! Every kernel needs AVX-512 F, BW, VL, VNNI and VBMI plus AVX2, FMA and F16C
-//! ([`super::x512::available`]); the public API calls them only on [`super::Path::Avx512`].
+//! (level 2 of [`super::cpu::x86_level`]); the public API calls them only on [`super::Path::Avx512`].
 //!
 //! A count `n < 256` maps to its band's network input through a 256-entry table built with
 //! vector arithmetic that repeats the scalar operations one for one (so the table holds the
@@ -68,7 +68,7 @@ fn log1p16(k: usize) -> __m512 {
 /// `+ zero_point` of an optimised build and the clamp, each done the same way in 16 lanes).
 ///
 /// # Safety
-/// The CPU must have the features of [`super::x512::available`].
+/// The CPU must have the features of level 2 of [`super::cpu::x86_level`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 pub(crate) unsafe fn quant_table(scale: f32, q: QParams, table: &mut [i8; 256]) {
     quant_groups(scale, q, 0..4, table);
@@ -149,7 +149,7 @@ impl Table {
 /// from `-inf` treats alike.
 ///
 /// # Safety
-/// The CPU must have the features of [`super::x512::available`].
+/// The CPU must have the features of level 2 of [`super::cpu::x86_level`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 pub(crate) unsafe fn f32_table(scale: f32, max: bool, table: &mut [f32; 256]) {
     let s = _mm512_set1_ps(scale);
@@ -222,7 +222,7 @@ unsafe fn load32<N: Lanes>(p: *const N, n: usize) -> __m512i {
 /// ([`Preprocess::counts_s8`](crate::kernels::preprocess::Preprocess::counts_s8) of one band).
 ///
 /// # Safety
-/// The CPU must have the features of [`super::x512::available`]; `out.len() == counts.len()`.
+/// The CPU must have the features of level 2 of [`super::cpu::x86_level`]; `out.len() == counts.len()`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 pub(crate) unsafe fn quantize_s8<N: Lanes>(
     counts: &[N],
@@ -306,7 +306,7 @@ const POOL2_ORDER: [u8; 64] = {
 /// [`avg_round`]: crate::kernels::pool::avg_round
 ///
 /// # Safety
-/// The CPU must have the features of [`super::x512::available`]; `ow >= 1`, `2 ow <= w` and
+/// The CPU must have the features of level 2 of [`super::cpu::x86_level`]; `ow >= 1`, `2 ow <= w` and
 /// `plane.len() >= (2 (out.len() / ow) - 1) w + 2 ow`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]

@@ -30,8 +30,8 @@ pub(crate) fn mask8(n: usize) -> u8 {
 /// nothing dispatches to them.
 #[cfg(test)]
 pub(crate) fn have_avx512() -> bool {
-    use super::{Path, active, active_s8, x512};
-    let yes = x512::available();
+    use super::{Path, active, active_s8, cpu};
+    let yes = cpu::x86_level() >= 2;
     if !yes {
         assert_ne!(active(), Path::Avx512);
         assert_ne!(active_s8(), Path::Avx512);

@@ -10,54 +10,6 @@ use core::arch::x86_64::*;
 use super::super::conv2d::QuantArgs;
 use half::f16;
 
-/// True when the CPU running this code has AVX2, FMA and F16C.
-#[inline]
-pub(crate) fn available() -> bool {
-    #[cfg(all(
-        target_feature = "avx2",
-        target_feature = "fma",
-        target_feature = "f16c"
-    ))]
-    return true;
-    #[cfg(all(
-        any(feature = "std", test),
-        not(all(
-            target_feature = "avx2",
-            target_feature = "fma",
-            target_feature = "f16c"
-        ))
-    ))]
-    return detected();
-    #[allow(unreachable_code)]
-    false
-}
-
-#[cfg(all(
-    any(feature = "std", test),
-    not(all(
-        target_feature = "avx2",
-        target_feature = "fma",
-        target_feature = "f16c"
-    ))
-))]
-fn detected() -> bool {
-    use core::sync::atomic::{AtomicU8, Ordering};
-    // 0 unknown, 1 absent, 2 present.
-    static STATE: AtomicU8 = AtomicU8::new(0);
-    match STATE.load(Ordering::Relaxed) {
-        2 => true,
-        1 => false,
-        _ => {
-            extern crate std;
-            let yes = std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("fma")
-                && std::is_x86_feature_detected!("f16c");
-            STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
-            yes
-        }
-    }
-}
-
 /// Lane mask with the first `n` (< 8) lanes set.
 #[inline]
 #[target_feature(enable = "avx2")]
