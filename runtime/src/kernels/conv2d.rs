@@ -9,54 +9,12 @@
 
 use crate::Error;
 use crate::kernels::pool::{PoolKind, avg_round};
-#[allow(unused_imports)] // which of these a build uses depends on its SIMD paths
-use crate::kernels::simd::{self, Geom, Path};
-use crate::quant::Requant;
+use crate::kernels::simd::{self, Sink};
+
+pub use super::args::{FloatWeight, QuantArgs, TypedWeights};
 
 mod stream;
 pub use stream::Rows;
-
-/// Everything an int8 layer needs besides its weights: the input zero point, the
-/// per-output-channel requantisation for non-negative and negative accumulators
-/// (a fused leaky ReLU: the negative one is `slope` times the positive one), the
-/// output zero point and clamp.
-#[derive(Debug, Clone, Copy)]
-pub struct QuantArgs<'a> {
-    /// Input zero point.
-    pub input_zero_point: i32,
-    /// Per output channel, applied to accumulators >= 0.
-    pub requant_pos: &'a [Requant],
-    /// Per output channel, applied to accumulators < 0.
-    pub requant_neg: &'a [Requant],
-    /// Output zero point.
-    pub output_zero_point: i32,
-}
-
-impl QuantArgs<'_> {
-    /// Requantise accumulator `acc` of output channel `oc` to int8.
-    #[inline(always)]
-    pub fn output(&self, oc: usize, acc: i32) -> i8 {
-        let r = if acc >= 0 {
-            self.requant_pos[oc]
-        } else {
-            self.requant_neg[oc]
-        };
-        (r.apply(acc) + self.output_zero_point).clamp(-128, 127) as i8
-    }
-
-    /// Check the per-channel tables.
-    pub fn check(&self, channels: usize) -> Result<(), Error> {
-        for got in [self.requant_pos.len(), self.requant_neg.len()] {
-            if got != channels {
-                return Err(Error::BadLength {
-                    expected: channels,
-                    got,
-                });
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Convolution of `IC x IH x IW` into `OC` channels with a `K x K` kernel,
 /// stride `S`, dilation `D` and `P` pixels of zero padding on every side.
@@ -131,25 +89,7 @@ impl<
     /// Scratch i16 values [`Conv2d::s8_rows`] needs; 0 when this build has no int8 SIMD path.
     /// On the Cortex-M DSP path it holds every buffer of the engine (columns, row strip,
     /// widened weights, per-channel records), none of which is on the stack.
-    #[cfg(not(simd_dsp))]
-    pub const SCRATCH_S8: usize = simd::scratch_s8([IC, IH, IW, OC, K, S, D, P]);
-    /// Scratch i16 values [`Conv2d::s8_rows`] needs; 0 when this build has no int8 SIMD path.
-    /// On the Cortex-M DSP path it holds every buffer of the engine (columns, row strip,
-    /// widened weights, per-channel records), none of which is on the stack.
-    #[cfg(simd_dsp)]
-    pub const SCRATCH_S8: usize = simd::dsp::Conv::<IC, IH, IW, OC, K, S, D, P>::SCRATCH;
-
-    #[allow(dead_code)] // the reference-only builds need no geometry
-    const GEOM: Geom = Geom {
-        ic: IC,
-        ih: IH,
-        iw: IW,
-        k: K,
-        s: S,
-        d: D,
-        p: P,
-        ow: Self::OW,
-    };
+    pub const SCRATCH_S8: usize = simd::conv_scratch_s8::<IC, IH, IW, OC, K, S, D, P>();
 
     const CHECK: () = {
         assert!(
@@ -327,51 +267,6 @@ impl<
     }
 }
 
-/// Weight element types of the float paths: f32 and f16 (sealed).
-pub trait FloatWeight: Copy + sealed::Sealed {
-    /// The weight as f32.
-    fn widen(self) -> f32;
-    /// The slice as a concrete type, for the platform kernels.
-    #[doc(hidden)]
-    fn typed(w: &[Self]) -> TypedWeights<'_>;
-}
-
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for half::f16 {}
-}
-
-/// A weight slice of either float type.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy)]
-pub enum TypedWeights<'a> {
-    /// f32 weights.
-    F32(&'a [f32]),
-    /// f16 weights.
-    F16(&'a [half::f16]),
-}
-
-impl FloatWeight for f32 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self
-    }
-    fn typed(w: &[Self]) -> TypedWeights<'_> {
-        TypedWeights::F32(w)
-    }
-}
-
-impl FloatWeight for half::f16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-    fn typed(w: &[Self]) -> TypedWeights<'_> {
-        TypedWeights::F16(w)
-    }
-}
-
 impl<
     const IC: usize,
     const IH: usize,
@@ -394,186 +289,6 @@ impl<
             });
         }
         Ok(rows)
-    }
-
-    /// The AVX-512 engine's geometry for this shape.
-    #[cfg(simd_x86)]
-    const X512: simd::x512::Dims = simd::x512::Dims::new([IC, IH, IW, OC, K, S, D, P]);
-
-    /// Whether the AVX-512 engine runs this layer on this machine: stride 1, an int8 input
-    /// zero point (for int8) and pooling windows up to [`simd::x512::MAX_POOL`].
-    #[cfg(simd_x86)]
-    fn x512_takes(int8: bool, zp: i32, pk: usize) -> bool {
-        let path = if int8 {
-            simd::active_s8()
-        } else {
-            simd::active()
-        };
-        path == Path::Avx512
-            && S == 1
-            && pk <= simd::x512::MAX_POOL
-            && (!int8 || (-128..=127).contains(&zp))
-    }
-
-    /// Run the AVX-512 int8 engine (after [`Conv2d::x512_takes`] and the length checks).
-    #[cfg(simd_x86)]
-    #[allow(clippy::too_many_arguments)]
-    fn x512_s8(
-        input: &[i8],
-        weights: &[i8],
-        bias: &[i32],
-        q: &QuantArgs<'_>,
-        oy0: usize,
-        rows: usize,
-        scratch: &mut [i16],
-        sink: simd::x512::Sink<'_, i8>,
-    ) -> Result<(), Error> {
-        Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
-        // SAFETY: the i16 scratch viewed as its bytes.
-        let bytes: &mut [u8] = unsafe {
-            core::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast(), 2 * Self::SCRATCH_S8)
-        };
-        let dm = &Self::X512;
-        macro_rules! go {
-            ($n:literal) => {
-                // SAFETY: `x512_takes` checked the CPU; lengths and scratch checked.
-                unsafe {
-                    simd::x512::conv_s8::<$n>(dm, input, weights, bias, q, oy0, rows, bytes, sink)
-                }
-            };
-        }
-        match simd::x512::block_s8(OC) {
-            4 => go!(4),
-            _ => go!(8),
-        }
-        Ok(())
-    }
-
-    /// Run the AVX-512 float engine (after [`Conv2d::x512_takes`] and the length checks).
-    #[cfg(simd_x86)]
-    #[allow(clippy::too_many_arguments)]
-    fn x512_f32<W: FloatWeight>(
-        input: &[f32],
-        weights: &[W],
-        bias: &[f32],
-        slope: f32,
-        oy0: usize,
-        rows: usize,
-        scratch: &mut [f32],
-        sink: simd::x512::Sink<'_, f32>,
-    ) -> Result<(), Error> {
-        Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
-        let (dm, s) = (&Self::X512, &mut scratch[..Self::SCRATCH_F32]);
-        macro_rules! go {
-            ($n:literal) => {
-                // SAFETY: `x512_takes` checked the CPU; lengths and scratch checked.
-                unsafe {
-                    simd::x512::conv_f32::<W, $n, K, D>(
-                        dm, input, weights, bias, slope, oy0, rows, s, sink,
-                    )
-                }
-            };
-        }
-        match simd::x512::block(OC) {
-            4 => go!(4),
-            8 => go!(8),
-            12 => go!(12),
-            16 => go!(16),
-            20 => go!(20),
-            _ => go!(24),
-        }
-        Ok(())
-    }
-
-    /// Whether the AVX2 flat engine ([`simd::x2`]) runs this layer on this machine: on
-    /// [`Path::Avx2`], as [`Conv2d::x512_takes`] for the AVX-512 one.
-    #[cfg(simd_x86)]
-    fn x2_takes(int8: bool, zp: i32, pk: usize) -> bool {
-        let path = if int8 {
-            simd::active_s8()
-        } else {
-            simd::active()
-        };
-        path == Path::Avx2
-            && S == 1
-            && pk <= simd::x2::MAX_POOL
-            && (!int8 || (-128..=127).contains(&zp))
-    }
-
-    /// Run the AVX2 int8 engine (after [`Conv2d::x2_takes`] and the length checks).
-    #[cfg(simd_x86)]
-    #[allow(clippy::too_many_arguments)]
-    fn x2_s8(
-        input: &[i8],
-        weights: &[i8],
-        bias: &[i32],
-        q: &QuantArgs<'_>,
-        oy0: usize,
-        rows: usize,
-        scratch: &mut [i16],
-        sink: simd::x2::Sink<'_, i8>,
-    ) -> Result<(), Error> {
-        Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
-        // SAFETY: the i16 scratch viewed as its bytes.
-        let bytes: &mut [u8] = unsafe {
-            core::slice::from_raw_parts_mut(scratch.as_mut_ptr().cast(), 2 * Self::SCRATCH_S8)
-        };
-        macro_rules! go {
-            ($n:literal, $sb:literal) => {
-                // SAFETY: `x2_takes` checked the CPU and the zero point; lengths and scratch
-                // checked.
-                unsafe {
-                    simd::x2::conv_s8::<IC, IH, IW, OC, K, D, P, $n, $sb>(
-                        input, weights, bias, q, oy0, rows, bytes, sink,
-                    )
-                }
-            };
-        }
-        match simd::x2::runs_s8([IC, IH, IW, OC, K, S, D, P]) {
-            2 => go!(2, 2),
-            _ => go!(4, 1),
-        }
-        Ok(())
-    }
-
-    /// Run the AVX2 float engine (after [`Conv2d::x2_takes`] and the length checks).
-    #[cfg(simd_x86)]
-    #[allow(clippy::too_many_arguments)]
-    fn x2_f32<W: FloatWeight>(
-        input: &[f32],
-        weights: &[W],
-        bias: &[f32],
-        slope: f32,
-        oy0: usize,
-        rows: usize,
-        scratch: &mut [f32],
-        sink: simd::x2::Sink<'_, f32>,
-    ) -> Result<(), Error> {
-        Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
-        let s = &mut scratch[..Self::SCRATCH_F32];
-        macro_rules! go {
-            ($n:literal, $v:literal) => {
-                // SAFETY: `x2_takes` checked the CPU; lengths and scratch checked.
-                unsafe {
-                    simd::x2::conv_f32::<W, IC, IH, IW, OC, K, D, P, $n, $v>(
-                        input, weights, bias, slope, oy0, rows, s, sink,
-                    )
-                }
-            };
-        }
-        go!(4, 2);
-        Ok(())
-    }
-
-    #[allow(dead_code)]
-    fn check_scratch(need: usize, got: usize) -> Result<(), Error> {
-        if got < need {
-            return Err(Error::BadLength {
-                expected: need,
-                got,
-            });
-        }
-        Ok(())
     }
 
     /// Fast path of [`Conv2d::f32`] / [`Conv2d::f16`]: output rows `oy0..` into `out`
@@ -614,63 +329,28 @@ impl<
         scratch: &mut [f32],
         pack: bool,
     ) -> Result<(), Error> {
-        let _ = pack; // only the x86 engine packs weights
         let rows = Self::rows_of(oy0, out.len())?;
         Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
+        let c = simd::ConvF32 {
+            input,
+            weights,
+            bias,
+            slope,
+            oy0,
+            rows,
+            pack,
+        };
+        if simd::conv_f32::<W, IC, IH, IW, OC, K, S, D, P>(&c, Sink::Rows(&mut *out), scratch)? {
+            return Ok(());
+        }
         let act = |acc: f32| if acc < 0.0 { acc * slope } else { acc };
-        #[cfg(simd_x86)]
-        if Self::x512_takes(false, 0, 1) {
-            let sink = simd::x512::Sink::Rows(out);
-            return Self::x512_f32(input, weights, bias, slope, oy0, rows, scratch, sink);
-        }
-        #[cfg(simd_x86)]
-        if Self::x2_takes(false, 0, 1) {
-            let sink = simd::x2::Sink::Rows(out);
-            return Self::x2_f32(input, weights, bias, slope, oy0, rows, scratch, sink);
-        }
-        match simd::active() {
-            #[cfg(simd_x86)]
-            Path::Avx2 | Path::Avx512 => {
-                Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
-                let (g, s) = (&Self::GEOM, &mut scratch[..Self::SCRATCH_F32]);
-                // SAFETY: `active` checked AVX2/FMA/F16C; lengths and scratch checked above.
-                unsafe {
-                    simd::x86::conv_f32::<W, K, S, D>(
-                        g, OC, input, weights, bias, oy0, rows, out, s, act, pack,
-                    )
-                };
-            }
-            #[cfg(simd_neon)]
-            Path::Neon => {
-                Self::check_scratch(Self::SCRATCH_F32, scratch.len())?;
-                let lp = simd::padded(Self::WINDOW);
-                let plane = rows * Self::OW;
-                Self::GEOM.blocks(
-                    input,
-                    oy0,
-                    rows,
-                    scratch,
-                    0.0,
-                    |v| v,
-                    |cols, n, first| {
-                        let mut emit = |oc: usize, q: usize, sum: f32| {
-                            out[oc * plane + first + q] = act(bias[oc] + sum);
-                        };
-                        simd::neon::gemm_f32(cols, lp, n, weights, Self::WINDOW, &mut emit);
-                    },
-                );
-            }
-            _ => {
-                let _ = scratch;
-                Self::each_output_rows(
-                    oy0,
-                    rows,
-                    |oc| bias[oc],
-                    |acc, wi, xi| acc + weights[wi].widen() * input[xi],
-                    |_, o, acc| out[o] = act(acc),
-                );
-            }
-        }
+        Self::each_output_rows(
+            oy0,
+            rows,
+            |oc| bias[oc],
+            |acc, wi, xi| acc + weights[wi].widen() * input[xi],
+            |_, o, acc| out[o] = act(acc),
+        );
         Ok(())
     }
 
@@ -713,78 +393,29 @@ impl<
         scratch: &mut [i16],
         pack: bool,
     ) -> Result<(), Error> {
-        let _ = pack; // only the x86 engine packs weights
         let rows = Self::rows_of(oy0, out.len())?;
         Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
         q.check(OC)?;
+        let c = simd::ConvS8 {
+            input,
+            weights,
+            bias,
+            q,
+            oy0,
+            rows,
+            pack,
+        };
+        if simd::conv_s8::<IC, IH, IW, OC, K, S, D, P>(&c, Sink::Rows(&mut *out), scratch)? {
+            return Ok(());
+        }
         let zp = q.input_zero_point;
-        let widen = |v: i8| (i32::from(v) - zp) as i16;
-        #[cfg(simd_x86)]
-        if Self::x512_takes(true, zp, 1) {
-            let sink = simd::x512::Sink::Rows(out);
-            return Self::x512_s8(input, weights, bias, q, oy0, rows, scratch, sink);
-        }
-        #[cfg(simd_x86)]
-        if Self::x2_takes(true, zp, 1) {
-            let sink = simd::x2::Sink::Rows(out);
-            return Self::x2_s8(input, weights, bias, q, oy0, rows, scratch, sink);
-        }
-        match simd::active_s8() {
-            #[cfg(simd_x86)]
-            Path::Avx2 | Path::Avx512 => {
-                Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
-                let (g, s) = (&Self::GEOM, &mut scratch[..Self::SCRATCH_S8]);
-                // SAFETY: `active_s8` checked AVX2; lengths and scratch checked above.
-                unsafe {
-                    simd::x86::conv_s8::<K, S, D>(
-                        g, OC, input, zp, weights, bias, oy0, rows, s, q, out, pack,
-                    )
-                };
-            }
-            #[cfg(simd_neon)]
-            Path::Neon => {
-                Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
-                let lp = simd::padded(Self::WINDOW);
-                let plane = rows * Self::OW;
-                Self::GEOM.blocks(input, oy0, rows, scratch, 0, widen, |cols, n, first| {
-                    let mut emit = |oc: usize, p: usize, sum: i32| {
-                        out[oc * plane + first + p] = q.output(oc, bias[oc].wrapping_add(sum));
-                    };
-                    simd::neon::gemm_s8(cols, lp, n, weights, Self::WINDOW, &mut emit);
-                });
-            }
-            #[cfg(simd_dsp)]
-            Path::Dsp => {
-                Self::check_scratch(Self::SCRATCH_S8, scratch.len())?;
-                let _ = widen;
-                // The SMLAD engine (its own column layout, see `simd::dsp`). It declines only
-                // unusual arguments (an input zero point outside int8, or a window too long
-                // for its buffer with a scratch that is not 4-byte aligned): the reference.
-                if !simd::dsp::Conv::<IC, IH, IW, OC, K, S, D, P>::run(
-                    input, weights, bias, q, oy0, rows, out, scratch,
-                ) {
-                    Self::each_output_rows(
-                        oy0,
-                        rows,
-                        |oc| bias[oc],
-                        |acc, wi, xi| {
-                            acc.wrapping_add(weights[wi] as i32 * (input[xi] as i32 - zp))
-                        },
-                        |oc, o, acc| out[o] = q.output(oc, acc),
-                    );
-                }
-            }
-            _ => {
-                let _ = (scratch, widen);
-                Self::each_output_rows(
-                    oy0,
-                    rows,
-                    |oc| bias[oc],
-                    |acc, wi, xi| acc.wrapping_add(weights[wi] as i32 * (input[xi] as i32 - zp)),
-                    |oc, o, acc| out[o] = q.output(oc, acc),
-                );
-            }
-        }
+        Self::each_output_rows(
+            oy0,
+            rows,
+            |oc| bias[oc],
+            |acc, wi, xi| acc.wrapping_add(weights[wi] as i32 * (input[xi] as i32 - zp)),
+            |oc, o, acc| out[o] = q.output(oc, acc),
+        );
         Ok(())
     }
 
@@ -854,17 +485,24 @@ impl<
         scratch: &mut [f32],
     ) -> Result<(), Error> {
         Self::check_pooled::<PK>(out.len(), line.len())?;
-        #[cfg(simd_x86)]
-        if Self::x512_takes(false, 0, PK) {
-            Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
-            let sink = simd::x512::Sink::Pool { kind, pk: PK, out };
-            return Self::x512_f32(input, weights, bias, slope, 0, Self::OH, scratch, sink);
-        }
-        #[cfg(simd_x86)]
-        if Self::x2_takes(false, 0, PK) {
-            Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
-            let sink = simd::x2::Sink::Pool { kind, pk: PK, out };
-            return Self::x2_f32(input, weights, bias, slope, 0, Self::OH, scratch, sink);
+        Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
+        let c = simd::ConvF32 {
+            input,
+            weights,
+            bias,
+            slope,
+            oy0: 0,
+            rows: Self::OH,
+            pack: true,
+        };
+        let sink = Sink::Pool {
+            kind,
+            pk: PK,
+            out: &mut *out,
+        };
+        // The engines that pool (the flat x86 ones); the others run row band by row band.
+        if simd::conv_f32::<W, IC, IH, IW, OC, K, S, D, P>(&c, sink, scratch)? {
+            return Ok(());
         }
         let inv = 1.0 / (PK * PK) as f32;
         for py in 0..Self::OH / PK {
@@ -895,19 +533,25 @@ impl<
         scratch: &mut [i16],
     ) -> Result<(), Error> {
         Self::check_pooled::<PK>(out.len(), line.len())?;
-        #[cfg(simd_x86)]
-        if Self::x512_takes(true, q.input_zero_point, PK) {
-            Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
-            q.check(OC)?;
-            let sink = simd::x512::Sink::Pool { kind, pk: PK, out };
-            return Self::x512_s8(input, weights, bias, q, 0, Self::OH, scratch, sink);
-        }
-        #[cfg(simd_x86)]
-        if Self::x2_takes(true, q.input_zero_point, PK) {
-            Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
-            q.check(OC)?;
-            let sink = simd::x2::Sink::Pool { kind, pk: PK, out };
-            return Self::x2_s8(input, weights, bias, q, 0, Self::OH, scratch, sink);
+        Self::check(input.len(), weights.len(), bias.len(), Self::OUT_LEN)?;
+        q.check(OC)?;
+        let c = simd::ConvS8 {
+            input,
+            weights,
+            bias,
+            q,
+            oy0: 0,
+            rows: Self::OH,
+            pack: true,
+        };
+        let sink = Sink::Pool {
+            kind,
+            pk: PK,
+            out: &mut *out,
+        };
+        // As in `f32_pooled`.
+        if simd::conv_s8::<IC, IH, IW, OC, K, S, D, P>(&c, sink, scratch)? {
+            return Ok(());
         }
         let n = (PK * PK) as i32;
         for py in 0..Self::OH / PK {

@@ -1,9 +1,9 @@
 //! Fully connected layer, weights `[IN][OUT]` (input-major, as burn stores them).
 
-use super::conv2d::{FloatWeight, QuantArgs};
+use super::args::{FloatWeight, QuantArgs};
 #[allow(unused_imports)] // which of these a build uses depends on its SIMD paths
 use super::{
-    conv2d::TypedWeights,
+    args::TypedWeights,
     simd::{self, Path},
 };
 use crate::Error;

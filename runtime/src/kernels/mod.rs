@@ -2,6 +2,7 @@
 //! public API; SIMD twins live under [`simd`].
 
 pub mod act;
+pub mod args;
 pub mod conv2d;
 pub mod dense;
 mod log1p_table;

@@ -66,7 +66,7 @@ use super::dsp_requant::{
     is_general, is_right, is_unified, requant_fast, requant_general, requant_right,
     requant_unified, right_slot, unified_slot,
 };
-use crate::kernels::conv2d::QuantArgs;
+use crate::kernels::args::QuantArgs;
 use crate::quant::Requant;
 
 /// Groups of 4 taps per trip of the kernel's loop.
@@ -250,8 +250,8 @@ macro_rules! mac2 {
     };
 }
 
-/// The DSP engine for one convolution shape (the const parameters of
-/// [`Conv2d`](crate::kernels::conv2d::Conv2d)).
+/// The DSP engine for one convolution shape (`[IC, IH, IW, OC, K, S, D, P]` as const
+/// parameters, as the dispatch ([`super::engine`]) passes them on).
 pub(crate) struct Conv<
     const IC: usize,
     const IH: usize,
@@ -289,8 +289,8 @@ impl<
     const REWIND_LO: usize = Self::GROUPS * 32 % 4096;
     const REWIND_HI: usize = Self::GROUPS * 32 / 4096 * 4096;
 
-    /// Output rows `oy0..oy0 + rows` into `out` (`[OC][rows][OW]`), like
-    /// [`Conv2d::s8_rows`](crate::kernels::conv2d::Conv2d::s8_rows). Returns `false`, having
+    /// Output rows `oy0..oy0 + rows` into `out` (`[OC][rows][OW]`), like the
+    /// reference's int8 convolution (bit for bit). Returns `false`, having
     /// done nothing, where this engine does not apply: an input zero point outside int8 (the
     /// padding of the strip) or whose `x - zero_point` does not fit 16 bits, a `scratch`
     /// shorter than [`Conv::SCRATCH`], or lengths that do not fit the shape (the caller has

@@ -1,7 +1,7 @@
 //! The requantisation of the Cortex-M DSP int8 convolutions ([`super::dsp`]): the constants
 //! the kernel loads per output channel and accumulator sign, and the instruction sequences
 //! that apply them. Plain Rust apart from the assembly text, so that the host can check both
-//! against the reference ([`QuantArgs::output`](crate::kernels::conv2d::QuantArgs::output))
+//! against the reference ([`QuantArgs::output`](crate::kernels::args::QuantArgs::output))
 //! over every multiplier, shift, zero point and accumulator: the tests below run the very
 //! assembly strings the kernel is built from on a small interpreter of the few instructions
 //! they use.
@@ -237,7 +237,7 @@ pub(crate) fn unified_slot(r: Requant, zp: i32, negative: bool) -> Slot {
 
 /// The general form's constants for `r` applied to accumulators of one sign (`negative`:
 /// < 0), or `None` for a multiplier outside {0} and [2^30, 2^31) (no quantiser produces one;
-/// the caller then requantises with [`QuantArgs::output`](crate::kernels::conv2d::QuantArgs::output)).
+/// the caller then requantises with [`QuantArgs::output`](crate::kernels::args::QuantArgs::output)).
 /// Exact for every shift, output zero point and accumulator.
 ///
 /// Words: `s`, the left shift `a`, the right shift `b`, the zero point `z`, then the 64-bit
@@ -408,7 +408,7 @@ pub(crate) use {requant_fast, requant_general, requant_right, requant_unified};
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::conv2d::QuantArgs;
+    use crate::kernels::args::QuantArgs;
     use crate::testutil::Rng;
     use std::format;
     use std::string::String;

@@ -17,6 +17,11 @@
 //! which is contiguous in the `[OC][IC][K][K]` layout, with them. The caller provides the column
 //! scratch ([`scratch_f32`] / [`scratch_s8`] elements; 0 when the build has no SIMD path).
 //!
+//! `engine.rs` is the dispatch table: one function per kernel, each one `match` on the path of
+//! the call ([`active`], [`active_s8`], which hold the crate's one CPU detection), an arm per
+//! engine and the scalar reference of the caller as the fallback. Only this module and the
+//! engines carry the `simd_*` cfgs (`runtime/build.rs`); the kernel front-ends carry none.
+//!
 //! int8 results are bit-identical to the reference on every path: the sums are exact in 32-bit
 //! integers, whatever their order. f32 and f16 results differ from the reference only by
 //! summation order and fused multiply-add rounding (a few ulp of the accumulator).
@@ -58,10 +63,14 @@ pub(crate) mod dsp;
 #[cfg(any(test, simd_dsp))]
 pub(crate) mod dsp_requant;
 
+use super::pool::PoolKind;
+
 mod cpu;
+mod engine;
 pub use cpu::{active, active_s8};
 #[cfg(any(feature = "std", test))]
 pub use cpu::{engines, with_path};
+pub(crate) use engine::{ConvF32, ConvS8, conv_f32, conv_s8, conv_scratch_s8};
 
 /// Output pixels gathered per im2col block.
 pub const PIX: usize = 4;
@@ -213,6 +222,35 @@ pub const fn max_len<const N: usize>(lens: [usize; N]) -> usize {
     m
 }
 
+/// Where a convolution engine puts its outputs: whole rows (`[OC][rows][OW]`), or pooled with a
+/// `pk x pk` window (`[OC][rows / pk][OW / pk]`, trailing rows/columns dropped).
+#[cfg_attr(not(simd_x86), allow(dead_code))] // only the flat x86 engines pool
+pub(crate) enum Sink<'a, T> {
+    /// Output rows as computed.
+    Rows(&'a mut [T]),
+    /// Pooled output.
+    Pool {
+        /// Max or average.
+        kind: PoolKind,
+        /// Window and stride.
+        pk: usize,
+        /// `[OC][rows / pk][OW / pk]`.
+        out: &'a mut [T],
+    },
+}
+
+#[cfg_attr(not(simd_x86), allow(dead_code))]
+impl<T> Sink<'_, T> {
+    /// The pooling window (1: rows).
+    #[inline]
+    pub(crate) fn pk(&self) -> usize {
+        match self {
+            Sink::Rows(_) => 1,
+            Sink::Pool { pk, .. } => *pk,
+        }
+    }
+}
+
 /// Geometry of a convolution, for the im2col engine.
 #[derive(Debug, Clone, Copy)]
 #[allow(dead_code)]
@@ -231,6 +269,22 @@ pub(crate) struct Geom {
 // reference-only targets need neither.
 #[allow(dead_code)]
 impl Geom {
+    /// The geometry of shape `[IC, IH, IW, OC, K, S, D, P]`.
+    pub const fn new(sh: Shape) -> Self {
+        let [ic, ih, iw, _, k, s, d, p] = sh;
+        let ow = (iw + 2 * p - (d * (k - 1) + 1)) / s + 1;
+        Geom {
+            ic,
+            ih,
+            iw,
+            k,
+            s,
+            d,
+            p,
+            ow,
+        }
+    }
+
     /// Window length `IC K K`.
     pub fn window(&self) -> usize {
         self.ic * self.k * self.k

@@ -18,7 +18,7 @@ use core::arch::asm;
 
 use half::f16;
 
-use super::super::conv2d::{FloatWeight, TypedWeights};
+use super::super::args::{FloatWeight, TypedWeights};
 
 // The module is compiled for every aarch64 target (see `simd/mod.rs`); the soft-float
 // aarch64 targets have no NEON, and would otherwise run NEON code unannounced.

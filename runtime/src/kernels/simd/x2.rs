@@ -8,7 +8,7 @@
 //! computed and dropped. Rows share their padding: `PW = IW + P` (the `P` zeros that start
 //! a row are the right padding of the row before), so a "same" convolution computes `P`
 //! junk columns per row, not `2 P`. Every function is monomorphised on the layer's shape (the const
-//! generics of [`Conv2d`](super::super::conv2d::Conv2d)), so the tap offsets and weight
+//! generics the dispatch ([`super::engine`]) passes on), so the tap offsets and weight
 //! strides are immediates.
 //!
 //! * f32 / f16: a register tile of `V` vectors of 8 consecutive pixels x `N` output channels
@@ -40,10 +40,11 @@
 
 use core::arch::x86_64::*;
 
-use super::super::conv2d::{FloatWeight, QuantArgs, TypedWeights};
+use super::super::args::{FloatWeight, QuantArgs, TypedWeights};
 use super::super::pool::{PoolKind, avg_round};
+pub(crate) use super::Sink;
 use super::x2_util::starts;
-pub(crate) use super::x512::{MAX_POOL, Sink};
+pub(crate) use super::x512::MAX_POOL;
 use crate::quant::MAX_PRODUCT;
 
 /// Output positions (flat) per chunk, about: sets the rows per chunk.

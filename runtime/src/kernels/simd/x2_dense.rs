@@ -82,7 +82,7 @@ pub(crate) unsafe fn dense_s8(
 }
 
 /// `out[i] = requantised acc[i]` with the per-output `pos` / `neg` tables and the output zero
-/// point: [`QuantArgs::output`](crate::kernels::conv2d::QuantArgs::output) bit for bit, 8
+/// point: [`QuantArgs::output`](crate::kernels::args::QuantArgs::output) bit for bit, 8
 /// outputs at a time.
 ///
 /// # Safety

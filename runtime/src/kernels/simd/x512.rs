@@ -27,7 +27,7 @@ use core::arch::x86_64::*;
 // Outputs go to a small chunk buffer of a few output rows and from there, rows compacted
 // or pooled, into the caller's channel-first map.
 
-use super::super::conv2d::QuantArgs;
+use super::super::args::QuantArgs;
 use super::super::pool::PoolKind;
 
 /// Output positions (flat) per chunk, about: sets the rows per chunk.
@@ -37,21 +37,7 @@ pub(crate) const MAX_POOL: usize = 4;
 /// 16-pixel vectors per int8 activation band.
 const BV: usize = 4;
 
-/// Where the engine puts its outputs: whole rows (`[OC][rows][OW]`), or pooled with a
-/// `pk x pk` window (`[OC][rows / pk][OW / pk]`, trailing rows/columns dropped).
-pub(crate) enum Sink<'a, T> {
-    /// Output rows as computed.
-    Rows(&'a mut [T]),
-    /// Pooled output.
-    Pool {
-        /// Max or average.
-        kind: PoolKind,
-        /// Window and stride.
-        pk: usize,
-        /// `[OC][rows / pk][OW / pk]`.
-        out: &'a mut [T],
-    },
-}
+pub(crate) use super::Sink;
 
 /// Output channels per register block of the int8 engine: 8 (4 for up to 4 channels).
 pub(crate) const fn block_s8(oc: usize) -> usize {
@@ -775,7 +761,7 @@ unsafe fn dot_f32<const N: usize, const K: usize, const D: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn conv_f32<
-    W: super::super::conv2d::FloatWeight,
+    W: super::super::args::FloatWeight,
     const N: usize,
     const K: usize,
     const D: usize,
@@ -790,7 +776,7 @@ pub(crate) unsafe fn conv_f32<
     scratch: &mut [f32],
     mut sink: Sink<'_, f32>,
 ) {
-    use super::super::conv2d::TypedWeights;
+    use super::super::args::TypedWeights;
     let (l, pw) = (dm.l, dm.pw);
     let mut buf = scratch;
     let planes = take(&mut buf, dm.planes(rows));

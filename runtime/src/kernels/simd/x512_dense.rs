@@ -297,7 +297,7 @@ unsafe fn dense_s8_with<const CORR: bool>(
 /// as an optimised build computes them, whatever the multiplier and shift), 16 lanes at a
 /// time with 64-bit products of the even and odd lanes.
 ///
-/// [`QuantArgs::output`]: crate::kernels::conv2d::QuantArgs::output
+/// [`QuantArgs::output`]: crate::kernels::args::QuantArgs::output
 ///
 /// # Safety
 /// The CPU must have the features of level 2 of [`super::cpu::x86_level`]; `out.len() == acc.len()`
@@ -500,7 +500,7 @@ mod tests {
 
     use super::super::x512_util::have_avx512;
     use super::*;
-    use crate::kernels::conv2d::QuantArgs;
+    use crate::kernels::args::QuantArgs;
     use crate::kernels::dense::Dense;
     use crate::quant::Requant;
     use std::vec;

@@ -7,7 +7,7 @@
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
 
-use super::super::conv2d::QuantArgs;
+use super::super::args::QuantArgs;
 use half::f16;
 
 /// Lane mask with the first `n` (< 8) lanes set.
@@ -389,7 +389,7 @@ fn bias_f32(bias: &[f32], oc0: usize) -> [[f32; 8]; 2] {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn conv_f32<
-    W: super::super::conv2d::FloatWeight,
+    W: super::super::args::FloatWeight,
     const K: usize,
     const S: usize,
     const D: usize,
