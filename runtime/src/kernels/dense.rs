@@ -1,11 +1,7 @@
 //! Fully connected layer, weights `[IN][OUT]` (input-major, as burn stores them).
 
 use super::args::{FloatWeight, QuantArgs};
-#[allow(unused_imports)] // which of these a build uses depends on its SIMD paths
-use super::{
-    args::TypedWeights,
-    simd::{self, Path},
-};
+use super::simd;
 use crate::Error;
 
 /// Dense layer from `IN` to `OUT` units.
@@ -150,65 +146,17 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
         out: &mut [f32],
     ) -> Result<(), Error> {
         Self::check(input.len(), weights.len(), bias.len(), out.len())?;
-        match simd::active() {
-            // Below 8 outputs the scalar loop is faster.
-            #[cfg(simd_x86)]
-            Path::Avx512 if OUT >= 8 => {
-                out.copy_from_slice(bias);
-                // SAFETY: `active` checked the AVX-512 features; lengths checked above.
-                unsafe {
-                    match W::typed(weights) {
-                        TypedWeights::F32(w) => simd::x512_dense::dense_f32(input, w, out),
-                        TypedWeights::F16(w) => simd::x512_dense::dense_f32(input, w, out),
-                    }
-                }
-                for y in out.iter_mut() {
-                    if *y < 0.0 {
-                        *y *= slope;
-                    }
-                }
-                Ok(())
-            }
-            #[cfg(simd_x86)]
-            Path::Avx2 if OUT >= 8 => {
-                out.copy_from_slice(bias);
-                // SAFETY: `active` checked AVX2/FMA/F16C; lengths checked above.
-                unsafe {
-                    match W::typed(weights) {
-                        TypedWeights::F32(w) => simd::x86::dense_f32(input, w, out),
-                        TypedWeights::F16(w) => simd::x86::dense_f32(input, w, out),
-                    }
-                }
-                for y in out.iter_mut() {
-                    if *y < 0.0 {
-                        *y *= slope;
-                    }
-                }
-                Ok(())
-            }
-            #[cfg(simd_neon)]
-            Path::Neon => {
-                out.copy_from_slice(bias);
-                match W::typed(weights) {
-                    TypedWeights::F32(w) => simd::neon::dense_f32(input, w, out),
-                    TypedWeights::F16(w) => simd::neon::dense_f32(input, w, out),
-                }
-                for y in out.iter_mut() {
-                    if *y < 0.0 {
-                        *y *= slope;
-                    }
-                }
-                Ok(())
-            }
-            _ => Self::f32_with(
-                input,
-                bias,
-                slope,
-                out,
-                |i| weights[i].widen(),
-                weights.len(),
-            ),
+        if simd::dense_f32(input, weights, bias, slope, out) {
+            return Ok(());
         }
+        Self::f32_with(
+            input,
+            bias,
+            slope,
+            out,
+            |i| weights[i].widen(),
+            weights.len(),
+        )
     }
 
     /// Fast path of [`Dense::acc_s8`], bit-identical to it (on AVX-512 with VNNI
@@ -247,60 +195,23 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
 
     /// `out[i] = q.output(o0 + i, acc[i])` (lengths checked by the caller).
     fn requant_block(q: &QuantArgs<'_>, o0: usize, acc: &[i32], out: &mut [i8]) {
-        match simd::active_s8() {
-            #[cfg(simd_x86)]
-            Path::Avx512 if OUT >= 8 => {
-                let (pos, neg) = (&q.requant_pos[o0..], &q.requant_neg[o0..]);
-                // SAFETY: `active_s8` checked the AVX-512 features; `q.check(OUT)` makes
-                // both tables cover outputs o0..o0 + acc.len().
-                unsafe { simd::x512_dense::requant_s8(acc, pos, neg, q.output_zero_point, out) };
-            }
-            #[cfg(simd_x86)]
-            Path::Avx2 if OUT >= 8 => {
-                let (pos, neg) = (&q.requant_pos[o0..], &q.requant_neg[o0..]);
-                // SAFETY: `active_s8` checked AVX2; `q.check(OUT)` makes both tables cover
-                // outputs o0..o0 + acc.len().
-                unsafe { simd::x2_dense::requant_s8(acc, pos, neg, q.output_zero_point, out) };
-            }
-            _ => {
-                for (i, y) in out.iter_mut().enumerate() {
-                    *y = q.output(o0 + i, acc[i]);
-                }
-            }
+        if simd::requant_s8(q, OUT, o0, acc, out) {
+            return;
+        }
+        for (i, y) in out.iter_mut().enumerate() {
+            *y = q.output(o0 + i, acc[i]);
         }
     }
 
     /// Accumulators `bias + sum w (x - zp)` of outputs `o0..o0 + acc.len()`.
     fn acc_block(input: &[i8], weights: &[i8], bias: &[i32], zp: i32, o0: usize, acc: &mut [i32]) {
         acc.copy_from_slice(&bias[o0..o0 + acc.len()]);
-        match simd::active_s8() {
-            // Below 8 outputs the scalar loop is faster.
-            #[cfg(simd_x86)]
-            Path::Avx512 if OUT >= 8 => {
-                // SAFETY: `active_s8` checked the AVX-512 features; outputs o0.. of the
-                // [IN][OUT] weights (lengths checked by the callers).
-                unsafe { simd::x512_dense::dense_s8(input, zp, weights, OUT, o0, acc) };
-            }
-            #[cfg(simd_x86)]
-            Path::Avx2 if OUT >= 8 => {
-                // SAFETY: `active_s8` checked AVX2; outputs o0.. of the [IN][OUT] weights.
-                // The pairwise `vpmaddwd` kernel needs `x - zp` in i16 (any int8 zero point).
-                unsafe {
-                    if (-128..=127).contains(&zp) {
-                        simd::x2_dense::dense_s8(input, zp, weights, OUT, o0, acc)
-                    } else {
-                        simd::x86::dense_s8(input, zp, weights, OUT, o0, acc)
-                    }
-                };
-            }
-            #[cfg(simd_neon)]
-            Path::Neon => simd::neon::dense_s8(input, zp, weights, OUT, o0, acc),
-            _ => {
-                for (k, a) in acc.iter_mut().enumerate() {
-                    for (i, x) in input.iter().enumerate() {
-                        *a = a.wrapping_add(weights[i * OUT + o0 + k] as i32 * (*x as i32 - zp));
-                    }
-                }
+        if simd::dense_acc_s8(input, zp, weights, OUT, o0, acc) {
+            return;
+        }
+        for (k, a) in acc.iter_mut().enumerate() {
+            for (i, x) in input.iter().enumerate() {
+                *a = a.wrapping_add(weights[i * OUT + o0 + k] as i32 * (*x as i32 - zp));
             }
         }
     }

@@ -13,8 +13,7 @@
 use crate::Error;
 use crate::kernels::conv2d::Rows;
 use crate::kernels::pool::{Pool2d, PoolKind, avg_round};
-#[allow(unused_imports)] // which of these a build uses depends on its SIMD paths
-use crate::kernels::simd::{self, Path};
+use crate::kernels::simd::Prep;
 use crate::quant::QParams;
 
 mod sealed {
@@ -67,7 +66,6 @@ pub enum CountSlice<'a> {
 
 /// `$body` with `$c` bound to `$counts` (a `&[impl Count]`) as `&[u8]` or `&[u16]`: the body is
 /// compiled for both (the x86-64 kernels are generic over the two).
-#[cfg(simd_x86)]
 macro_rules! on_counts {
     ($counts:expr, |$c:ident| $body:expr) => {
         match Count::slice($counts) {
@@ -184,7 +182,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
 
     /// Preprocess and quantise to int8 with the input tensor's parameters `q`.
     ///
-    /// On [`Path::Avx512`] each band's counts below 256 are looked up in a table of their
+    /// On [`Path::Avx512`](crate::kernels::simd::Path::Avx512) each band's counts below 256 are looked up in a table of their
     /// quantised inputs built with vector arithmetic (the same bits); the result is
     /// identical on every path.
     ///
@@ -209,9 +207,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         if plane == 0 {
             return Ok(());
         }
-        #[cfg(simd_x86)]
-        if matches!(simd::active_s8(), Path::Avx512 | Path::Avx2) {
-            let avx512 = simd::active_s8() == Path::Avx512;
+        if let Some(e) = Prep::s8() {
             for (b, (c, o)) in counts
                 .chunks_exact(plane)
                 .zip(out.chunks_exact_mut(plane))
@@ -219,15 +215,8 @@ impl<const BANDS: usize> Preprocess<BANDS> {
             {
                 let scale = self.band_scale[b];
                 let slow = |n| q.quantize(log1p_count(n) * scale);
-                // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; `c` and `o`
-                // have the same length (`plane`).
-                on_counts!(c, |c| unsafe {
-                    if avx512 {
-                        simd::x512_prep::quantize_s8(c, scale, q, o, slow);
-                    } else {
-                        simd::x2_prep::quantize_s8(c, scale, q, o, slow);
-                    }
-                });
+                // `c` and `o` have the same length (`plane`).
+                on_counts!(c, |c| e.quantize_s8(c, scale, q, o, slow));
             }
             return Ok(());
         }
@@ -248,7 +237,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     /// window is preprocessed as it is pooled, so the full-resolution input is never
     /// stored. Identical to [`Preprocess::counts_f32`] followed by
     /// [`Pool2d::max_f32`]/[`Pool2d::avg_f32`], bit for bit on every path (on
-    /// [`Path::Avx512`], `K = 2` runs 16 windows at a time).
+    /// [`Path::Avx512`](crate::kernels::simd::Path::Avx512), `K = 2` runs 16 windows at a time).
     pub fn pooled_f32<N: Count, const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,
@@ -256,9 +245,10 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         out: &mut [f32],
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
-        #[cfg(simd_x86)]
-        if K == 2 && matches!(simd::active(), Path::Avx512 | Path::Avx2) {
-            self.pooled2_f32_x512::<N, H, W, K>(kind, counts, out);
+        if K == 2
+            && let Some(e) = Prep::f32()
+        {
+            self.pooled2_f32_simd::<N, H, W, K>(e, kind, counts, out);
             return Ok(());
         }
         let plane = H * W;
@@ -279,7 +269,7 @@ impl<const BANDS: usize> Preprocess<BANDS> {
 
     /// Preprocessing, int8 quantisation with `q` and the first `K x K` pooling, fused:
     /// identical to [`Preprocess::counts_s8`] followed by [`Pool2d::max_s8`]/[`Pool2d::avg_s8`]
-    /// on every path (on [`Path::Avx512`], `K = 2` runs 64 counts of a row pair at a time).
+    /// on every path (on [`Path::Avx512`](crate::kernels::simd::Path::Avx512), `K = 2` runs 64 counts of a row pair at a time).
     pub fn pooled_s8<N: Count, const H: usize, const W: usize, const K: usize>(
         &self,
         kind: PoolKind,
@@ -288,9 +278,8 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         out: &mut [i8],
     ) -> Result<(), Error> {
         Pool2d::<BANDS, H, W, K>::check_lengths(counts.len(), out.len())?;
-        #[cfg(simd_x86)]
-        if matches!(simd::active_s8(), Path::Avx512 | Path::Avx2) {
-            self.pooled_s8_x512::<N, H, W, K>(kind, counts, q, out);
+        if let Some(e) = Prep::s8() {
+            self.pooled_s8_simd::<N, H, W, K>(e, kind, counts, q, out);
             return Ok(());
         }
         // Band by band, each count's quantised input memoised (a pure function of the count).
@@ -317,12 +306,12 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         Ok(())
     }
 
-    /// [`Preprocess::pooled_f32`] with `K == 2` on [`Path::Avx512`], lengths checked: per band
-    /// a 256-entry table of inputs and [`simd::x512_prep::pool2_f32`]; rows with a count of
-    /// 256 or more are redone by the reference's window loop.
-    #[cfg(simd_x86)]
-    fn pooled2_f32_x512<N: Count, const H: usize, const W: usize, const K: usize>(
+    /// [`Preprocess::pooled_f32`] with `K == 2` on the engine `e`, lengths checked: per band
+    /// a 256-entry table of inputs and the engine's 2x2 pooling; rows with a count of 256 or
+    /// more are redone by the reference's window loop.
+    fn pooled2_f32_simd<N: Count, const H: usize, const W: usize, const K: usize>(
         &self,
+        e: Prep,
         kind: PoolKind,
         counts: &[N],
         out: &mut [f32],
@@ -330,7 +319,6 @@ impl<const BANDS: usize> Preprocess<BANDS> {
         let per_band = Pool2d::<1, H, W, K>::OUT_LEN;
         let max = kind == PoolKind::Max;
         let inv = 1.0 / (K * K) as f32;
-        let avx512 = simd::active() == Path::Avx512;
         for (b, (c, o)) in counts
             .chunks_exact(H * W)
             .zip(out.chunks_exact_mut(per_band))
@@ -347,35 +335,23 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 }),
             };
             let mut table = [0.0f32; 256];
-            // SAFETY: `active` checked the AVX-512 (or AVX2) features.
-            unsafe {
-                if avx512 {
-                    simd::x512_prep::f32_table(scale, max, &mut table);
-                } else {
-                    simd::x2_prep::f32_table(scale, max, &mut table);
-                }
-            }
+            e.f32_table(scale, max, &mut table);
             let ow = W / 2;
-            // SAFETY: `active` checked the AVX-512 (or AVX2) features; with K = 2 (so OW =
-            // W / 2 >= 1 as W >= K) the band's H W >= 2 OH W counts hold every row pair and
-            // `o` the OH rows of OW outputs.
+            // SAFETY: with K = 2 (so OW = W / 2 >= 1 as W >= K) the band's H W >= 2 OH W
+            // counts hold every row pair and `o` the OH rows of OW outputs.
             on_counts!(c, |plane| unsafe {
-                if avx512 {
-                    simd::x512_prep::pool2_f32(plane, W, ow, &table, max, o, redo);
-                } else {
-                    simd::x2_prep::pool2_f32(plane, W, ow, &table, max, o, redo);
-                }
+                e.pool2_f32(plane, W, ow, &table, max, o, redo)
             });
         }
     }
 
-    /// [`Preprocess::pooled_s8`] on [`Path::Avx512`], lengths checked: per band
-    /// [`simd::x512_prep::pool2_s8`] for `K == 2` (rows with a count of 256 or more redone by
-    /// the reference's window loop with the kernel's table), or that loop with a table of
-    /// quantised inputs ([`simd::x512_prep::quant_table`]) for other windows.
-    #[cfg(simd_x86)]
-    fn pooled_s8_x512<N: Count, const H: usize, const W: usize, const K: usize>(
+    /// [`Preprocess::pooled_s8`] on the engine `e`, lengths checked: per band the engine's
+    /// 2x2 pooling for `K == 2` (rows with a count of 256 or more redone by the reference's
+    /// window loop with the kernel's table), or that loop with the engine's table of
+    /// quantised inputs for other windows.
+    fn pooled_s8_simd<N: Count, const H: usize, const W: usize, const K: usize>(
         &self,
+        e: Prep,
         kind: PoolKind,
         counts: &[N],
         q: QParams,
@@ -383,7 +359,6 @@ impl<const BANDS: usize> Preprocess<BANDS> {
     ) {
         let per_band = Pool2d::<1, H, W, K>::OUT_LEN;
         let n = (K * K) as i32;
-        let avx512 = simd::active_s8() == Path::Avx512;
         for (b, (c, o)) in counts
             .chunks_exact(H * W)
             .zip(out.chunks_exact_mut(per_band))
@@ -410,26 +385,14 @@ impl<const BANDS: usize> Preprocess<BANDS> {
                 };
                 let max = kind == PoolKind::Max;
                 let ow = W / 2;
-                // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features; with K = 2 (so
-                // OW = W / 2 >= 1 as W >= K) the band's H W >= 2 OH W counts hold every row
-                // pair and `o` the OH rows of OW outputs.
+                // SAFETY: with K = 2 (so OW = W / 2 >= 1 as W >= K) the band's H W >= 2 OH W
+                // counts hold every row pair and `o` the OH rows of OW outputs.
                 on_counts!(c, |plane| unsafe {
-                    if avx512 {
-                        simd::x512_prep::pool2_s8(plane, W, ow, scale, q, max, o, redo);
-                    } else {
-                        simd::x2_prep::pool2_s8(plane, W, ow, scale, q, max, o, redo);
-                    }
+                    e.pool2_s8(plane, W, ow, scale, q, max, o, redo)
                 });
             } else {
                 let mut table = [0i8; 256];
-                // SAFETY: `active_s8` checked the AVX-512 (or AVX2) features.
-                unsafe {
-                    if avx512 {
-                        simd::x512_prep::quant_table(scale, q, &mut table);
-                    } else {
-                        simd::x2_prep::quant_table(scale, q, &mut table);
-                    }
-                }
+                e.quant_table(scale, q, &mut table);
                 let get = |i: usize| value(&table, c[i].get());
                 match kind {
                     PoolKind::Max => {

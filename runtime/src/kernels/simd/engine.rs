@@ -4,11 +4,13 @@
 //! reference, the generic fallback. The kernels take plain data (slices, the shape as const
 //! parameters, [`QuantArgs`]), so this module, like every engine, depends on no front-end.
 
+use super::Lanes;
 #[cfg(any(simd_x86, simd_neon, simd_dsp))]
 use super::Path;
 use super::{Sink, active, active_s8};
 use crate::Error;
 use crate::kernels::args::{FloatWeight, QuantArgs};
+use crate::quant::QParams;
 
 #[cfg(any(simd_x86, simd_neon))]
 use super::Geom;
@@ -332,4 +334,311 @@ pub(crate) fn conv_s8<
         _ => false,
     };
     Ok(ran)
+}
+
+/// A dense layer's float outputs `out = act(bias + x W)` (`W` `[IN][OUT]`, `out.len()` =
+/// `OUT`, lengths checked by the caller) on this call's engine; `false`: none takes it (below
+/// 8 outputs the x86 engines leave it to the reference, which is faster there).
+#[allow(unused_variables)]
+pub(crate) fn dense_f32<W: FloatWeight>(
+    input: &[f32],
+    weights: &[W],
+    bias: &[f32],
+    slope: f32,
+    out: &mut [f32],
+) -> bool {
+    #[cfg(any(simd_x86, simd_neon))]
+    use crate::kernels::args::TypedWeights;
+    let ran = match active() {
+        #[cfg(simd_x86)]
+        Path::Avx512 if out.len() >= 8 => {
+            out.copy_from_slice(bias);
+            // SAFETY: `active` checked the AVX-512 features; lengths checked by the caller.
+            unsafe {
+                match W::typed(weights) {
+                    TypedWeights::F32(w) => super::x512_dense::dense_f32(input, w, out),
+                    TypedWeights::F16(w) => super::x512_dense::dense_f32(input, w, out),
+                }
+            }
+            true
+        }
+        #[cfg(simd_x86)]
+        Path::Avx2 if out.len() >= 8 => {
+            out.copy_from_slice(bias);
+            // SAFETY: `active` checked AVX2/FMA/F16C; lengths checked by the caller.
+            unsafe {
+                match W::typed(weights) {
+                    TypedWeights::F32(w) => x86::dense_f32(input, w, out),
+                    TypedWeights::F16(w) => x86::dense_f32(input, w, out),
+                }
+            }
+            true
+        }
+        #[cfg(simd_neon)]
+        Path::Neon => {
+            out.copy_from_slice(bias);
+            match W::typed(weights) {
+                TypedWeights::F32(w) => neon::dense_f32(input, w, out),
+                TypedWeights::F16(w) => neon::dense_f32(input, w, out),
+            }
+            true
+        }
+        _ => false,
+    };
+    if ran {
+        for y in out.iter_mut() {
+            if *y < 0.0 {
+                *y *= slope;
+            }
+        }
+    }
+    ran
+}
+
+/// Adds `sum_i w[i][o0 + k] (x[i] - zp)` to `acc[k]` (`w` `[IN][stride]`, `stride` the
+/// layer's outputs, lengths checked by the caller) on this call's engine, bit-identical to
+/// the reference; `false`: none takes it (below 8 outputs, as [`dense_f32`]).
+#[allow(unused_variables)]
+pub(crate) fn dense_acc_s8(
+    input: &[i8],
+    zp: i32,
+    weights: &[i8],
+    stride: usize,
+    o0: usize,
+    acc: &mut [i32],
+) -> bool {
+    match active_s8() {
+        #[cfg(simd_x86)]
+        Path::Avx512 if stride >= 8 => {
+            // SAFETY: `active_s8` checked the AVX-512 features; outputs o0.. of the
+            // [IN][OUT] weights (lengths checked by the caller).
+            unsafe { super::x512_dense::dense_s8(input, zp, weights, stride, o0, acc) };
+            true
+        }
+        #[cfg(simd_x86)]
+        Path::Avx2 if stride >= 8 => {
+            // SAFETY: `active_s8` checked AVX2; outputs o0.. of the [IN][OUT] weights.
+            // The pairwise `vpmaddwd` kernel needs `x - zp` in i16 (any int8 zero point).
+            unsafe {
+                if (-128..=127).contains(&zp) {
+                    super::x2_dense::dense_s8(input, zp, weights, stride, o0, acc)
+                } else {
+                    x86::dense_s8(input, zp, weights, stride, o0, acc)
+                }
+            };
+            true
+        }
+        #[cfg(simd_neon)]
+        Path::Neon => {
+            neon::dense_s8(input, zp, weights, stride, o0, acc);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// `out[k] = q.output(o0 + k, acc[k])` of a layer of `outs` outputs (`q` checked for them by
+/// the caller, `o0 + acc.len() <= outs`, `out.len() == acc.len()`) on this call's engine,
+/// bit for bit; `false`: none takes it (below 8 outputs, as [`dense_f32`]).
+#[allow(unused_variables)]
+pub(crate) fn requant_s8(
+    q: &QuantArgs<'_>,
+    outs: usize,
+    o0: usize,
+    acc: &[i32],
+    out: &mut [i8],
+) -> bool {
+    match active_s8() {
+        #[cfg(simd_x86)]
+        Path::Avx512 if outs >= 8 => {
+            let (pos, neg) = (&q.requant_pos[o0..], &q.requant_neg[o0..]);
+            // SAFETY: `active_s8` checked the AVX-512 features; the checked tables cover
+            // outputs o0..o0 + acc.len().
+            unsafe { super::x512_dense::requant_s8(acc, pos, neg, q.output_zero_point, out) };
+            true
+        }
+        #[cfg(simd_x86)]
+        Path::Avx2 if outs >= 8 => {
+            let (pos, neg) = (&q.requant_pos[o0..], &q.requant_neg[o0..]);
+            // SAFETY: `active_s8` checked AVX2; the checked tables cover outputs
+            // o0..o0 + acc.len().
+            unsafe { super::x2_dense::requant_s8(acc, pos, neg, q.output_zero_point, out) };
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The preprocessing kernels of one call's engine, chosen once per call by [`Prep::f32`] or
+/// [`Prep::s8`] (`None`: the caller's reference). Only x86-64 has them; elsewhere the type has
+/// no value. A value is the proof that the CPU has the engine's features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prep {
+    /// [`super::x2_prep`].
+    #[cfg(simd_x86)]
+    Avx2,
+    /// [`super::x512_prep`].
+    #[cfg(simd_x86)]
+    Avx512,
+}
+
+impl Prep {
+    /// For float preprocessing, on [`active`].
+    #[inline]
+    pub(crate) fn f32() -> Option<Prep> {
+        Self::of(active())
+    }
+
+    /// For int8 preprocessing, on [`active_s8`].
+    #[inline]
+    pub(crate) fn s8() -> Option<Prep> {
+        Self::of(active_s8())
+    }
+
+    #[inline]
+    fn of(path: super::Path) -> Option<Prep> {
+        match path {
+            #[cfg(simd_x86)]
+            Path::Avx2 => Some(Prep::Avx2),
+            #[cfg(simd_x86)]
+            Path::Avx512 => Some(Prep::Avx512),
+            _ => None,
+        }
+    }
+
+    /// Quantised inputs of one band's counts (`counts.len() == out.len()`), `slow` for those
+    /// above the kernel's table.
+    #[allow(unused_variables)]
+    #[inline]
+    pub(crate) fn quantize_s8<N: Lanes>(
+        self,
+        counts: &[N],
+        scale: f32,
+        q: QParams,
+        out: &mut [i8],
+        slow: impl Fn(u16) -> i8,
+    ) {
+        match self {
+            #[cfg(simd_x86)]
+            Prep::Avx512 => {
+                // SAFETY: a `Prep` is made only on a path whose features `active` checked; the
+                // kernel keeps to the slices' lengths.
+                unsafe { super::x512_prep::quantize_s8(counts, scale, q, out, slow) }
+            }
+            #[cfg(simd_x86)]
+            Prep::Avx2 => {
+                // SAFETY: a `Prep` is made only on a path whose features `active` checked; the
+                // kernel keeps to the slices' lengths.
+                unsafe { super::x2_prep::quantize_s8(counts, scale, q, out, slow) }
+            }
+        }
+    }
+
+    /// The float inputs of counts 0..256 (NaN as -inf for max pooling).
+    #[allow(unused_variables)]
+    #[inline]
+    pub(crate) fn f32_table(self, scale: f32, max: bool, table: &mut [f32; 256]) {
+        match self {
+            #[cfg(simd_x86)]
+            Prep::Avx512 => {
+                // SAFETY: a `Prep` is made only on a path whose features `active` checked; the
+                // kernel keeps to the slices' lengths.
+                unsafe { super::x512_prep::f32_table(scale, max, table) }
+            }
+            #[cfg(simd_x86)]
+            Prep::Avx2 => {
+                // SAFETY: a `Prep` is made only on a path whose features `active` checked; the
+                // kernel keeps to the slices' lengths.
+                unsafe { super::x2_prep::f32_table(scale, max, table) }
+            }
+        }
+    }
+
+    /// The quantised inputs of counts 0..256.
+    #[allow(unused_variables)]
+    #[inline]
+    pub(crate) fn quant_table(self, scale: f32, q: QParams, table: &mut [i8; 256]) {
+        match self {
+            #[cfg(simd_x86)]
+            Prep::Avx512 => {
+                // SAFETY: a `Prep` is made only on a path whose features `active` checked; the
+                // kernel keeps to the slices' lengths.
+                unsafe { super::x512_prep::quant_table(scale, q, table) }
+            }
+            #[cfg(simd_x86)]
+            Prep::Avx2 => {
+                // SAFETY: a `Prep` is made only on a path whose features `active` checked; the
+                // kernel keeps to the slices' lengths.
+                unsafe { super::x2_prep::quant_table(scale, q, table) }
+            }
+        }
+    }
+
+    /// 2x2 pooling of one band's float inputs through `table` ([`Prep::f32_table`]); `redo`
+    /// recomputes the output rows holding a count of 256 or more.
+    ///
+    /// # Safety
+    /// `ow >= 1`, `2 ow <= w`, and `plane` holds every row pair of `out`'s `out.len() / ow`
+    /// rows of `ow` outputs (the kernels' preconditions).
+    #[allow(unused_variables, clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) unsafe fn pool2_f32<N: Lanes>(
+        self,
+        plane: &[N],
+        w: usize,
+        ow: usize,
+        table: &[f32; 256],
+        max: bool,
+        out: &mut [f32],
+        redo: impl FnMut(usize, &mut [f32]),
+    ) {
+        match self {
+            #[cfg(simd_x86)]
+            Prep::Avx512 => {
+                // SAFETY: a `Prep` is made only on a path whose features `active` checked; the
+                // lengths as the caller promises.
+                unsafe { super::x512_prep::pool2_f32(plane, w, ow, table, max, out, redo) }
+            }
+            #[cfg(simd_x86)]
+            Prep::Avx2 => {
+                // SAFETY: a `Prep` is made only on a path whose features `active` checked; the
+                // lengths as the caller promises.
+                unsafe { super::x2_prep::pool2_f32(plane, w, ow, table, max, out, redo) }
+            }
+        }
+    }
+
+    /// 2x2 pooling of one band's quantised inputs; `redo(row, out row, table)` recomputes the
+    /// output rows holding a count of 256 or more.
+    ///
+    /// # Safety
+    /// As [`Prep::pool2_f32`].
+    #[allow(unused_variables, clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) unsafe fn pool2_s8<N: Lanes>(
+        self,
+        plane: &[N],
+        w: usize,
+        ow: usize,
+        scale: f32,
+        q: QParams,
+        max: bool,
+        out: &mut [i8],
+        redo: impl FnMut(usize, &mut [i8], &[i8; 256]),
+    ) {
+        match self {
+            #[cfg(simd_x86)]
+            Prep::Avx512 => {
+                // SAFETY: a `Prep` is made only on a path whose features `active` checked; the
+                // lengths as the caller promises.
+                unsafe { super::x512_prep::pool2_s8(plane, w, ow, scale, q, max, out, redo) }
+            }
+            #[cfg(simd_x86)]
+            Prep::Avx2 => {
+                // SAFETY: a `Prep` is made only on a path whose features `active` checked; the
+                // lengths as the caller promises.
+                unsafe { super::x2_prep::pool2_s8(plane, w, ow, scale, q, max, out, redo) }
+            }
+        }
+    }
 }

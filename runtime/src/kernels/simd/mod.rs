@@ -70,7 +70,9 @@ mod engine;
 pub use cpu::{active, active_s8};
 #[cfg(any(feature = "std", test))]
 pub use cpu::{engines, with_path};
-pub(crate) use engine::{ConvF32, ConvS8, conv_f32, conv_s8, conv_scratch_s8};
+pub(crate) use engine::{
+    ConvF32, ConvS8, Prep, conv_f32, conv_s8, conv_scratch_s8, dense_acc_s8, dense_f32, requant_s8,
+};
 
 /// Output pixels gathered per im2col block.
 pub const PIX: usize = 4;
@@ -249,6 +251,23 @@ impl<T> Sink<'_, T> {
             Sink::Pool { pk, .. } => *pk,
         }
     }
+}
+
+/// A count type the x86-64 preprocessing kernels read in place (`x2_prep.rs`,
+/// `x512_prep.rs`): u16 loaded as 16-bit lanes, u8 zero-extended to them on load, so a
+/// u8 cube needs no widening buffer.
+#[cfg_attr(not(simd_x86), allow(dead_code))] // only the x86 kernels read `WIDE`
+pub(crate) trait Lanes: Copy + Default + Into<u16> {
+    /// True for u16 (16-bit in memory), false for u8.
+    const WIDE: bool;
+}
+
+impl Lanes for u8 {
+    const WIDE: bool = false;
+}
+
+impl Lanes for u16 {
+    const WIDE: bool = true;
 }
 
 /// Geometry of a convolution, for the im2col engine.

@@ -20,7 +20,8 @@
 use core::arch::x86_64::*;
 
 use super::super::log1p_table::LOG1P_BITS;
-use super::x2_util::{Lanes, starts};
+use super::Lanes;
+use super::x2_util::starts;
 use crate::quant::QParams;
 
 /// `libm::roundf` lane by lane, with the same operations: `trunc(x + copysign(0.5 - 0.25

@@ -19,7 +19,7 @@
 use core::arch::x86_64::*;
 
 use super::super::log1p_table::LOG1P_BITS;
-use super::x2_util::Lanes;
+use super::Lanes;
 use super::x512_util::{mask16, mask32, mask64};
 use crate::quant::QParams;
 
