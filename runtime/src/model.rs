@@ -307,22 +307,7 @@ pub fn cube_flags<T: Copy + Ord + Default>(counts: &[T], max: T) -> Flags {
 /// vectorises, compiled for AVX2 on x86-64 CPUs that have it (the 25,000 counts of a cube
 /// in about 0.3 µs instead of 3 µs for an OR and compare widened to u32 in SSE2).
 fn largest<T: Copy + Ord + Default>(counts: &[T]) -> T {
-    #[inline(always)]
-    fn fold<T: Copy + Ord + Default>(counts: &[T]) -> T {
-        counts.iter().copied().fold(T::default(), Ord::max)
-    }
-    #[cfg(simd_x86)]
-    {
-        #[target_feature(enable = "avx2")]
-        fn fold_avx2<T: Copy + Ord + Default>(counts: &[T]) -> T {
-            fold(counts)
-        }
-        if crate::kernels::simd::active() != crate::kernels::simd::Path::Reference {
-            // SAFETY: every path but the reference needs AVX2, which `active` checked.
-            return unsafe { fold_avx2(counts) };
-        }
-    }
-    fold(counts)
+    crate::kernels::simd::largest(counts)
 }
 
 /// The model constants: tensor 0 of every blob, `BANDS + 7 + 5 EXTRA` f32 values:
@@ -754,7 +739,7 @@ pub fn ping_pong_window<T>(
 /// more instructions (`edge` int8 on the Cortex-M4F: 4.6 %, for 5.1 kB less RAM). Not with
 /// the x86-64 SIMD engines, which run a whole layer in one call and are faster on the stored
 /// input. Either way the estimate has the same bits (int8).
-pub const STREAM_INPUT: bool = !cfg!(simd_x86);
+pub const STREAM_INPUT: bool = !crate::kernels::simd::WHOLE_LAYER;
 
 #[cfg(test)]
 mod tests {

@@ -71,8 +71,14 @@ pub use cpu::{active, active_s8};
 #[cfg(any(feature = "std", test))]
 pub use cpu::{engines, with_path};
 pub(crate) use engine::{
-    ConvF32, ConvS8, Prep, conv_f32, conv_s8, conv_scratch_s8, dense_acc_s8, dense_f32, requant_s8,
+    ConvF32, ConvS8, Prep, conv_f32, conv_s8, conv_scratch_s8, dense_acc_s8, dense_f32, largest,
+    requant_s8,
 };
+
+/// True when this build's convolution engines run a whole layer per call (the flat x86-64
+/// ones, pooling fused), false where they run a line buffer of rows a call (NEON, the
+/// Cortex-M DSP engine, the reference).
+pub(crate) const WHOLE_LAYER: bool = cfg!(simd_x86);
 
 /// Output pixels gathered per im2col block.
 pub const PIX: usize = 4;
