@@ -1,7 +1,7 @@
 //! The dispatch table: one function per kernel, each a single `match` on the path this call
 //! takes ([`active`] / [`active_s8`], read once), with an arm per engine of the build (the
-//! `simd_*` cfgs) and `Ok(false)` where none takes the call: the caller then runs its scalar
-//! reference, the generic fallback. The kernels take plain data (slices, the shape as const
+//! `simd_*` cfgs) and `false` (or `Ok(false)`) where none takes the call: the caller then runs
+//! its scalar reference, the generic fallback. The kernels take plain data (slices, the shape as const
 //! parameters, [`QuantArgs`]), so this module, like every engine, depends on no front-end.
 
 use super::Lanes;
