@@ -344,7 +344,10 @@ mod tests {
             let x = rng.f32s(C::IN_LEN);
             let w = rng.f32s(C::W_LEN);
             let b = rng.f32s(16);
-            let scratch_len = C::SCRATCH_F32.max(Conv2d::<10, 4, 25, 16, 3, 1, 1, 1>::SCRATCH_F32);
+            let scratch_len = crate::kernels::simd::max_len([
+                C::SCRATCH_F32,
+                Conv2d::<10, 4, 25, 16, 3, 1, 1, 1>::SCRATCH_F32,
+            ]);
             for kind in [PoolKind::Avg, PoolKind::Max] {
                 let mut want = vec![0f32; 16 * 12 * 12];
                 let mut line = vec![0f32; C::line_len::<2>()];
