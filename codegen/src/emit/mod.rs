@@ -24,6 +24,8 @@ mod fields;
 mod header;
 mod model;
 mod ops;
+#[cfg(test)]
+mod snapshots;
 mod tokens;
 
 use crate::arch::Shape;
