@@ -3,7 +3,7 @@
 //! asserts that tie the memory plan to the kernel types.
 
 use super::ops::{emitter, has_kernel_type};
-use super::tokens::{doc, f32_lit, float, hex, inner_docs, num, op, window};
+use super::tokens::{doc, f32_lit, float, hex, inner_docs, num, op, turbofish, window};
 use super::{Cx, scalar_list};
 use crate::model::Op;
 use anyhow::Result;
@@ -308,9 +308,9 @@ fn plan_asserts(cx: &Cx) -> TokenStream {
         }
         let last = st.pool.unwrap_or(i);
         if let Some((p, Op::Pool2d { size, .. })) = st.pool.map(|p| (p, &cx.m.ops[p])) {
-            let (po, k, line) = (op(p), num(*size), num(st.line_len));
+            let (po, k, line) = (op(p), turbofish(*size), num(st.line_len));
             out.extend(quote!(
-                const _: () = assert!(#o::OUT_LEN == #po::IN_LEN && #o::line_len::<#k>() == #line);
+                const _: () = assert!(#o::OUT_LEN == #po::IN_LEN && #o::line_len #k () == #line);
             ));
         }
         if typed && last + 1 < n {
@@ -321,12 +321,12 @@ fn plan_asserts(cx: &Cx) -> TokenStream {
         }
     }
     if let Some(st) = &cx.stream {
-        let (o, w, k) = (op(st.conv), window(st.conv), num(st.pool_size));
+        let (o, w, k) = (op(st.conv), window(st.conv), turbofish(st.pool_size));
         let (rows, inl, need) = (num(st.rows), num(st.step.in_len), num(st.step.need()));
         out.extend(quote! {
             const _: () = assert!(
-                #o::window_rows::<#k>() == #rows
-                    && #o::window_len::<#k>() == #inl
+                #o::window_rows #k () == #rows
+                    && #o::window_len #k () == #inl
                     && #w::IN_LEN == #inl
                     && #need <= ARENA_STREAMED
             );

@@ -65,11 +65,27 @@ pub(super) fn path_module(cx: &Cx, path: Path) -> Result<TokenStream> {
             }
         }
     ));
+    // int8: what the fields and calls name (a layer's requantisation is its `QuantArgs`).
     let quant_uses = match path {
-        Path::Int8 => quote! {
-            use runtime::kernels::conv2d::QuantArgs;
-            use runtime::quant::{QParams, Requant};
-        },
+        Path::Int8 => {
+            let has = |pick: fn(&Role) -> bool| fields.iter().any(|f| pick(&f.role));
+            let args = has(|r| matches!(r, Role::RequantPos { .. })).then(|| {
+                quote!(
+                    use runtime::kernels::conv2d::QuantArgs;
+                )
+            });
+            let requant = has(|r| {
+                matches!(
+                    r,
+                    Role::RequantPos { .. } | Role::RequantNeg { .. } | Role::LeakyPair { .. }
+                )
+            })
+            .then(|| quote!(, Requant));
+            quote! {
+                #args
+                use runtime::quant::{QParams #requant};
+            }
+        }
         Path::F32 | Path::F16 => quote!(),
     };
     let (scratch_ty, scratch_len) = match path {

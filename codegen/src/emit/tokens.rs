@@ -48,6 +48,23 @@ pub(super) fn inner_docs<S: AsRef<str>>(lines: &[S]) -> TokenStream {
     quote!(#(#![doc = #lines])*)
 }
 
+/// `::<k>`, spaced as `syn` reads `line_len::< 2 >()` when prettyplease prints it inside a
+/// macro (`assert!`), where the spacing of the tokens is kept.
+pub(super) fn turbofish(k: usize) -> TokenStream {
+    use proc_macro2::{Punct, Spacing, TokenTree};
+    let punct = |c, spacing| TokenTree::Punct(Punct::new(c, spacing));
+    let k = num(k);
+    let mut t: TokenStream = [
+        punct(':', Spacing::Joint),
+        punct(':', Spacing::Joint),
+        punct('<', Spacing::Alone),
+    ]
+    .into_iter()
+    .collect();
+    t.extend(quote!(#k>));
+    t
+}
+
 /// `Op{i}`: the kernel type of op `i`.
 pub(super) fn op(i: usize) -> Ident {
     format_ident!("Op{i}")
