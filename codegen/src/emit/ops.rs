@@ -2,7 +2,8 @@
 //! generated module, the blob fields it reads, and the call that runs its step of the
 //! memory plan on each numeric path. Lengths in the calls are the kernel types' own
 //! constants (`Op3::IN_LEN`, `Op4::OUT_LEN`, `Op3::line_len::<2>()`) wherever the op has a
-//! kernel type; the module's compile-time asserts tie them to the plan's numbers.
+//! kernel type (or its neighbour has: a concat reads `Op6::OUT_LEN`); the module's
+//! compile-time asserts tie them to the plan's numbers.
 
 use super::fields::{self, Field};
 use super::tokens::{hex, num, op, pool_enum, pool_kind, slope, window};
@@ -494,8 +495,9 @@ impl EmitOp for LeakyRelu {
 /// The constructors the plan's special steps need.
 impl<'a> Cx<'a> {
     /// The convolution op `i` (the streamed one).
-    pub(super) fn conv(&'a self, i: usize) -> Result<Conv<'a>> {
-        match &self.m.ops[i] {
+    pub(super) fn conv(&self, i: usize) -> Result<Conv<'a>> {
+        let m: &'a crate::model::FoldedModel = self.m;
+        match &m.ops[i] {
             Op::Conv2d(c) => Ok(Conv {
                 i,
                 c,
