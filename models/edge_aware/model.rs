@@ -287,7 +287,7 @@ pub mod f32 {
                 let (window, y, line) = ping_pong_window(
                     arena,
                     Op1::window_len::<2>(),
-                    2304,
+                    Op2::OUT_LEN,
                     Op1::line_len::<2>(),
                     true,
                 )?;
@@ -317,7 +317,7 @@ pub mod f32 {
         ) -> Result<(), Error> {
             let p = &self.meta.preprocess;
             {
-                let (_, y) = ping_pong(arena, 0, 6250, false)?;
+                let (_, y) = ping_pong(arena, 0, Op0::OUT_LEN, false)?;
                 Op0::avg_counts_f32(p, counts, y)?;
             }
             Ok(())
@@ -332,7 +332,13 @@ pub mod f32 {
         ) -> Result<Estimate, Error> {
             let scratch = scratch.as_mut_slice();
             {
-                let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op1::IN_LEN,
+                    Op2::OUT_LEN,
+                    Op1::line_len::<2>(),
+                    true,
+                )?;
                 Op1::f32_pooled::<
                     2,
                     _,
@@ -349,28 +355,40 @@ pub mod f32 {
             scratch: &mut [f32],
         ) -> Result<Estimate, Error> {
             {
-                let (x, y, line) = ping_pong_line(arena, 2304, 1152, 768, false)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op3::IN_LEN,
+                    Op4::OUT_LEN,
+                    Op3::line_len::<2>(),
+                    false,
+                )?;
                 Op3::f32_pooled::<
                     2,
                     _,
                 >(PoolKind::Avg, x, self.w3, self.b3, SLOPE3, y, line, scratch)?;
             }
             {
-                let (x, y, line) = ping_pong_line(arena, 1152, 288, 384, true)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op5::IN_LEN,
+                    Op6::OUT_LEN,
+                    Op5::line_len::<2>(),
+                    true,
+                )?;
                 Op5::f32_pooled::<
                     2,
                     _,
                 >(PoolKind::Avg, x, self.w5, self.b5, SLOPE5, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 288, 290, false)?;
+                let (x, y) = ping_pong(arena, Op6::OUT_LEN, Op8::IN_LEN, false)?;
                 runtime::kernels::act::concat(x, &z, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 290, 32, true)?;
+                let (x, y) = ping_pong(arena, Op8::IN_LEN, Op8::OUT_LEN, true)?;
                 Op8::f32_fast(x, self.w8, self.b8, SLOPE8, y)?;
             }
-            let (x, _) = ping_pong(arena, 32, 0, false)?;
+            let (x, _) = ping_pong(arena, Op9::IN_LEN, 0, false)?;
             let mut raw = [0.0f32; 2];
             Op9::f32_fast(x, self.w9, self.b9, 1.0, &mut raw)?;
             self.meta.output(raw, flags)
@@ -516,7 +534,7 @@ pub mod f16 {
                 let (window, y, line) = ping_pong_window(
                     arena,
                     Op1::window_len::<2>(),
-                    2304,
+                    Op2::OUT_LEN,
                     Op1::line_len::<2>(),
                     true,
                 )?;
@@ -546,7 +564,7 @@ pub mod f16 {
         ) -> Result<(), Error> {
             let p = &self.meta.preprocess;
             {
-                let (_, y) = ping_pong(arena, 0, 6250, false)?;
+                let (_, y) = ping_pong(arena, 0, Op0::OUT_LEN, false)?;
                 Op0::avg_counts_f32(p, counts, y)?;
             }
             Ok(())
@@ -561,7 +579,13 @@ pub mod f16 {
         ) -> Result<Estimate, Error> {
             let scratch = scratch.as_mut_slice();
             {
-                let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op1::IN_LEN,
+                    Op2::OUT_LEN,
+                    Op1::line_len::<2>(),
+                    true,
+                )?;
                 Op1::f32_pooled::<
                     2,
                     _,
@@ -578,28 +602,40 @@ pub mod f16 {
             scratch: &mut [f32],
         ) -> Result<Estimate, Error> {
             {
-                let (x, y, line) = ping_pong_line(arena, 2304, 1152, 768, false)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op3::IN_LEN,
+                    Op4::OUT_LEN,
+                    Op3::line_len::<2>(),
+                    false,
+                )?;
                 Op3::f32_pooled::<
                     2,
                     _,
                 >(PoolKind::Avg, x, self.w3, self.b3, SLOPE3, y, line, scratch)?;
             }
             {
-                let (x, y, line) = ping_pong_line(arena, 1152, 288, 384, true)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op5::IN_LEN,
+                    Op6::OUT_LEN,
+                    Op5::line_len::<2>(),
+                    true,
+                )?;
                 Op5::f32_pooled::<
                     2,
                     _,
                 >(PoolKind::Avg, x, self.w5, self.b5, SLOPE5, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 288, 290, false)?;
+                let (x, y) = ping_pong(arena, Op6::OUT_LEN, Op8::IN_LEN, false)?;
                 runtime::kernels::act::concat(x, &z, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 290, 32, true)?;
+                let (x, y) = ping_pong(arena, Op8::IN_LEN, Op8::OUT_LEN, true)?;
                 Op8::f32_fast(x, self.w8, self.b8, SLOPE8, y)?;
             }
-            let (x, _) = ping_pong(arena, 32, 0, false)?;
+            let (x, _) = ping_pong(arena, Op9::IN_LEN, 0, false)?;
             let mut raw = [0.0f32; 2];
             Op9::f32_fast(x, self.w9, self.b9, 1.0, &mut raw)?;
             self.meta.output(raw, flags)
@@ -848,7 +884,7 @@ pub mod int8 {
                 let (window, y, line) = ping_pong_window(
                     arena,
                     Op1::window_len::<2>(),
-                    2304,
+                    Op2::OUT_LEN,
                     Op1::line_len::<2>(),
                     true,
                 )?;
@@ -886,7 +922,7 @@ pub mod int8 {
         ) -> Result<(), Error> {
             let p = &self.meta.preprocess;
             {
-                let (_, y) = ping_pong(arena, 0, 6250, false)?;
+                let (_, y) = ping_pong(arena, 0, Op0::OUT_LEN, false)?;
                 Op0::avg_counts_s8(
                     p,
                     counts,
@@ -933,7 +969,13 @@ pub mod int8 {
         ) -> Result<Estimate, Error> {
             let scratch = scratch.as_mut_slice();
             {
-                let (x, y, line) = ping_pong_line(arena, 6250, 2304, 800, true)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op1::IN_LEN,
+                    Op2::OUT_LEN,
+                    Op1::line_len::<2>(),
+                    true,
+                )?;
                 Op1::s8_pooled::<
                     2,
                 >(
@@ -963,7 +1005,13 @@ pub mod int8 {
             scratch: &mut [i16],
         ) -> Result<Estimate, Error> {
             {
-                let (x, y, line) = ping_pong_line(arena, 2304, 1152, 768, false)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op3::IN_LEN,
+                    Op4::OUT_LEN,
+                    Op3::line_len::<2>(),
+                    false,
+                )?;
                 Op3::s8_pooled::<
                     2,
                 >(
@@ -983,7 +1031,13 @@ pub mod int8 {
                 )?;
             }
             {
-                let (x, y, line) = ping_pong_line(arena, 1152, 288, 384, true)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op5::IN_LEN,
+                    Op6::OUT_LEN,
+                    Op5::line_len::<2>(),
+                    true,
+                )?;
                 Op5::s8_pooled::<
                     2,
                 >(
@@ -1003,7 +1057,7 @@ pub mod int8 {
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 288, 290, false)?;
+                let (x, y) = ping_pong(arena, Op6::OUT_LEN, Op8::IN_LEN, false)?;
                 let q = QParams {
                     scale: self.scale[8],
                     zero_point: self.zp[8],
@@ -1011,7 +1065,7 @@ pub mod int8 {
                 runtime::kernels::act::concat(x, &z.map(|v| q.quantize(v)), y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 290, 32, true)?;
+                let (x, y) = ping_pong(arena, Op8::IN_LEN, Op8::OUT_LEN, true)?;
                 Op8::s8_fast(
                     x,
                     self.w8,
@@ -1025,7 +1079,7 @@ pub mod int8 {
                     y,
                 )?;
             }
-            let (x, _) = ping_pong(arena, 32, 0, false)?;
+            let (x, _) = ping_pong(arena, Op9::IN_LEN, 0, false)?;
             let mut acc = [0i32; 2];
             Op9::acc_s8_fast(x, self.w9, self.b9, self.zp[9], &mut acc)?;
             let raw = [self.os9[0] * acc[0] as f32, self.os9[1] * acc[1] as f32];

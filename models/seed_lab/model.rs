@@ -310,7 +310,7 @@ pub mod f32 {
         ) -> Result<(), Error> {
             let p = &self.meta.preprocess;
             {
-                let (_, y) = ping_pong(arena, 0, 25000, false)?;
+                let (_, y) = ping_pong(arena, 0, Op0::IN_LEN, false)?;
                 p.counts_f32(counts, y)?;
             }
             Ok(())
@@ -325,52 +325,64 @@ pub mod f32 {
         ) -> Result<Estimate, Error> {
             let scratch = scratch.as_mut_slice();
             {
-                let (x, y) = ping_pong(arena, 25000, 48020, true)?;
+                let (x, y) = ping_pong(arena, Op0::IN_LEN, Op0::OUT_LEN, true)?;
                 Op0::f32_rows(x, self.w0, self.b0, SLOPE0, 0, y, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 48020, 46080, false)?;
+                let (x, y) = ping_pong(arena, Op1::IN_LEN, Op1::OUT_LEN, false)?;
                 Op1::f32_rows(x, self.w1, self.b1, SLOPE1, 0, y, scratch)?;
             }
             {
-                let (x, y, line) = ping_pong_line(arena, 46080, 2420, 3760, true)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op2::IN_LEN,
+                    Op3::OUT_LEN,
+                    Op2::line_len::<4>(),
+                    true,
+                )?;
                 Op2::f32_pooled::<
                     4,
                     _,
                 >(PoolKind::Max, x, self.w2, self.b2, SLOPE2, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 2420, 2000, false)?;
+                let (x, y) = ping_pong(arena, Op4::IN_LEN, Op4::OUT_LEN, false)?;
                 Op4::f32_rows(x, self.w4, self.b4, SLOPE4, 0, y, scratch)?;
             }
             {
-                let (x, y, line) = ping_pong_line(arena, 2000, 80, 720, true)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op5::IN_LEN,
+                    Op6::OUT_LEN,
+                    Op5::line_len::<4>(),
+                    true,
+                )?;
                 Op5::f32_pooled::<
                     4,
                     _,
                 >(PoolKind::Max, x, self.w5, self.b5, SLOPE5, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 80, 81, false)?;
+                let (x, y) = ping_pong(arena, Op6::OUT_LEN, Op8::IN_LEN, false)?;
                 runtime::kernels::act::concat(x, &z, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 81, 512, true)?;
+                let (x, y) = ping_pong(arena, Op8::IN_LEN, Op8::OUT_LEN, true)?;
                 Op8::f32_fast(x, self.w8, self.b8, SLOPE8, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 512, 256, false)?;
+                let (x, y) = ping_pong(arena, Op9::IN_LEN, Op9::OUT_LEN, false)?;
                 Op9::f32_fast(x, self.w9, self.b9, SLOPE9, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 256, 128, true)?;
+                let (x, y) = ping_pong(arena, Op10::IN_LEN, Op10::OUT_LEN, true)?;
                 Op10::f32_fast(x, self.w10, self.b10, SLOPE10, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 128, 64, false)?;
+                let (x, y) = ping_pong(arena, Op11::IN_LEN, Op11::OUT_LEN, false)?;
                 Op11::f32_fast(x, self.w11, self.b11, SLOPE11, y)?;
             }
-            let (x, _) = ping_pong(arena, 64, 0, true)?;
+            let (x, _) = ping_pong(arena, Op12::IN_LEN, 0, true)?;
             let mut raw = [0.0f32; 2];
             Op12::f32_fast(x, self.w12, self.b12, 1.0, &mut raw)?;
             self.meta.output(raw, flags)
@@ -523,7 +535,7 @@ pub mod f16 {
         ) -> Result<(), Error> {
             let p = &self.meta.preprocess;
             {
-                let (_, y) = ping_pong(arena, 0, 25000, false)?;
+                let (_, y) = ping_pong(arena, 0, Op0::IN_LEN, false)?;
                 p.counts_f32(counts, y)?;
             }
             Ok(())
@@ -538,52 +550,64 @@ pub mod f16 {
         ) -> Result<Estimate, Error> {
             let scratch = scratch.as_mut_slice();
             {
-                let (x, y) = ping_pong(arena, 25000, 48020, true)?;
+                let (x, y) = ping_pong(arena, Op0::IN_LEN, Op0::OUT_LEN, true)?;
                 Op0::f16_rows(x, self.w0, self.b0, SLOPE0, 0, y, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 48020, 46080, false)?;
+                let (x, y) = ping_pong(arena, Op1::IN_LEN, Op1::OUT_LEN, false)?;
                 Op1::f16_rows(x, self.w1, self.b1, SLOPE1, 0, y, scratch)?;
             }
             {
-                let (x, y, line) = ping_pong_line(arena, 46080, 2420, 3760, true)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op2::IN_LEN,
+                    Op3::OUT_LEN,
+                    Op2::line_len::<4>(),
+                    true,
+                )?;
                 Op2::f32_pooled::<
                     4,
                     _,
                 >(PoolKind::Max, x, self.w2, self.b2, SLOPE2, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 2420, 2000, false)?;
+                let (x, y) = ping_pong(arena, Op4::IN_LEN, Op4::OUT_LEN, false)?;
                 Op4::f16_rows(x, self.w4, self.b4, SLOPE4, 0, y, scratch)?;
             }
             {
-                let (x, y, line) = ping_pong_line(arena, 2000, 80, 720, true)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op5::IN_LEN,
+                    Op6::OUT_LEN,
+                    Op5::line_len::<4>(),
+                    true,
+                )?;
                 Op5::f32_pooled::<
                     4,
                     _,
                 >(PoolKind::Max, x, self.w5, self.b5, SLOPE5, y, line, scratch)?;
             }
             {
-                let (x, y) = ping_pong(arena, 80, 81, false)?;
+                let (x, y) = ping_pong(arena, Op6::OUT_LEN, Op8::IN_LEN, false)?;
                 runtime::kernels::act::concat(x, &z, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 81, 512, true)?;
+                let (x, y) = ping_pong(arena, Op8::IN_LEN, Op8::OUT_LEN, true)?;
                 Op8::f32_fast(x, self.w8, self.b8, SLOPE8, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 512, 256, false)?;
+                let (x, y) = ping_pong(arena, Op9::IN_LEN, Op9::OUT_LEN, false)?;
                 Op9::f32_fast(x, self.w9, self.b9, SLOPE9, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 256, 128, true)?;
+                let (x, y) = ping_pong(arena, Op10::IN_LEN, Op10::OUT_LEN, true)?;
                 Op10::f32_fast(x, self.w10, self.b10, SLOPE10, y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 128, 64, false)?;
+                let (x, y) = ping_pong(arena, Op11::IN_LEN, Op11::OUT_LEN, false)?;
                 Op11::f32_fast(x, self.w11, self.b11, SLOPE11, y)?;
             }
-            let (x, _) = ping_pong(arena, 64, 0, true)?;
+            let (x, _) = ping_pong(arena, Op12::IN_LEN, 0, true)?;
             let mut raw = [0.0f32; 2];
             Op12::f32_fast(x, self.w12, self.b12, 1.0, &mut raw)?;
             self.meta.output(raw, flags)
@@ -924,7 +948,7 @@ pub mod int8 {
         ) -> Result<(), Error> {
             let p = &self.meta.preprocess;
             {
-                let (_, y) = ping_pong(arena, 0, 25000, false)?;
+                let (_, y) = ping_pong(arena, 0, Op0::IN_LEN, false)?;
                 p.counts_s8(
                     counts,
                     QParams {
@@ -946,7 +970,7 @@ pub mod int8 {
         ) -> Result<Estimate, Error> {
             let scratch = scratch.as_mut_slice();
             {
-                let (x, y) = ping_pong(arena, 25000, 48020, true)?;
+                let (x, y) = ping_pong(arena, Op0::IN_LEN, Op0::OUT_LEN, true)?;
                 Op0::s8_rows(
                     x,
                     self.w0,
@@ -963,7 +987,7 @@ pub mod int8 {
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 48020, 46080, false)?;
+                let (x, y) = ping_pong(arena, Op1::IN_LEN, Op1::OUT_LEN, false)?;
                 Op1::s8_rows(
                     x,
                     self.w1,
@@ -980,7 +1004,13 @@ pub mod int8 {
                 )?;
             }
             {
-                let (x, y, line) = ping_pong_line(arena, 46080, 2420, 3760, true)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op2::IN_LEN,
+                    Op3::OUT_LEN,
+                    Op2::line_len::<4>(),
+                    true,
+                )?;
                 Op2::s8_pooled::<
                     4,
                 >(
@@ -1000,7 +1030,7 @@ pub mod int8 {
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 2420, 2000, false)?;
+                let (x, y) = ping_pong(arena, Op4::IN_LEN, Op4::OUT_LEN, false)?;
                 Op4::s8_rows(
                     x,
                     self.w4,
@@ -1017,7 +1047,13 @@ pub mod int8 {
                 )?;
             }
             {
-                let (x, y, line) = ping_pong_line(arena, 2000, 80, 720, true)?;
+                let (x, y, line) = ping_pong_line(
+                    arena,
+                    Op5::IN_LEN,
+                    Op6::OUT_LEN,
+                    Op5::line_len::<4>(),
+                    true,
+                )?;
                 Op5::s8_pooled::<
                     4,
                 >(
@@ -1037,7 +1073,7 @@ pub mod int8 {
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 80, 81, false)?;
+                let (x, y) = ping_pong(arena, Op6::OUT_LEN, Op8::IN_LEN, false)?;
                 let q = QParams {
                     scale: self.scale[8],
                     zero_point: self.zp[8],
@@ -1045,7 +1081,7 @@ pub mod int8 {
                 runtime::kernels::act::concat(x, &z.map(|v| q.quantize(v)), y)?;
             }
             {
-                let (x, y) = ping_pong(arena, 81, 512, true)?;
+                let (x, y) = ping_pong(arena, Op8::IN_LEN, Op8::OUT_LEN, true)?;
                 Op8::s8_fast(
                     x,
                     self.w8,
@@ -1060,7 +1096,7 @@ pub mod int8 {
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 512, 256, false)?;
+                let (x, y) = ping_pong(arena, Op9::IN_LEN, Op9::OUT_LEN, false)?;
                 Op9::s8_fast(
                     x,
                     self.w9,
@@ -1075,7 +1111,7 @@ pub mod int8 {
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 256, 128, true)?;
+                let (x, y) = ping_pong(arena, Op10::IN_LEN, Op10::OUT_LEN, true)?;
                 Op10::s8_fast(
                     x,
                     self.w10,
@@ -1090,7 +1126,7 @@ pub mod int8 {
                 )?;
             }
             {
-                let (x, y) = ping_pong(arena, 128, 64, false)?;
+                let (x, y) = ping_pong(arena, Op11::IN_LEN, Op11::OUT_LEN, false)?;
                 Op11::s8_fast(
                     x,
                     self.w11,
@@ -1104,7 +1140,7 @@ pub mod int8 {
                     y,
                 )?;
             }
-            let (x, _) = ping_pong(arena, 64, 0, true)?;
+            let (x, _) = ping_pong(arena, Op12::IN_LEN, 0, true)?;
             let mut acc = [0i32; 2];
             Op12::acc_s8_fast(x, self.w12, self.b12, self.zp[12], &mut acc)?;
             let raw = [self.os12[0] * acc[0] as f32, self.os12[1] * acc[1] as f32];
